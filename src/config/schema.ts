@@ -1,0 +1,188 @@
+import { z } from 'zod';
+
+/**
+ * The one typed configuration schema. Every default lives here; the loader
+ * only reads YAML and environment overrides and hands the result to this
+ * schema, so what `npm start` runs with and what the tests build are the same
+ * thing.
+ */
+
+// PS3.5 6.2: AE titles are at most 16 characters of the default repertoire, no backslash or control characters.
+const aeTitle = z
+  .string()
+  .trim()
+  .min(1)
+  .max(16)
+  .regex(/^[\x20-\x5b\x5d-\x7e]+$/, 'AE title: printable ASCII without backslash');
+
+const port = z.number().int().min(0).max(65535);
+const host = z.string().min(1);
+
+const dicomSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    host: host.default('127.0.0.1'),
+    port: port.default(11112),
+    aeTitle: aeTitle.default('SECONDREAD'),
+    /** Calling AE titles accepted; empty accepts any. */
+    allowedCallers: z.array(aeTitle).default([]),
+    /** A study is stable once no instance arrived for this long. */
+    stableAfterSeconds: z.number().positive().default(60),
+    maxAssociations: z.number().int().positive().default(64),
+    /** An association with no PDU for this long is aborted. */
+    idleTimeoutSeconds: z.number().positive().default(60),
+    /** Our maximum PDU length offered in A-ASSOCIATE-AC. */
+    maxPduLength: z.number().int().min(4096).max(4 * 1024 * 1024).default(262144),
+    /** Header bytes we buffer to read the study attributes before PixelData; a header larger than this is refused. */
+    maxHeaderBytes: z.number().int().min(4096).default(4 * 1024 * 1024),
+  })
+  .prefault({});
+
+const hl7Schema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    host: host.default('127.0.0.1'),
+    port: port.default(2575),
+    ris: z.strictObject({ host: host.default('127.0.0.1'), port: port.default(2576) }).prefault({}),
+    /** MSH-3 sending applications whose ORU^R01 are AI results, not primary reports. */
+    aiSenders: z.array(z.string().min(1)).default([]),
+    /** MSH-3 / MSH-4 of what the gateway sends (ACKs, write-backs). */
+    sendingApplication: z.string().min(1).default('SECONDREAD'),
+    sendingFacility: z.string().min(1).default('GATEWAY'),
+    maxMessageBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
+    idleTimeoutSeconds: z.number().positive().default(300),
+    maxConnections: z.number().int().positive().default(256),
+  })
+  .prefault({});
+
+const httpSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    host: host.default('127.0.0.1'),
+    port: port.default(8080),
+    maxBodyBytes: z.number().int().min(1024).default(1024 * 1024),
+  })
+  .prefault({});
+
+const storageSchema = z
+  .strictObject({
+    dir: z.string().min(1).default('./data'),
+    /** Below this much free space C-STORE answers 0xA700 instead of risking a half-written file. */
+    minFreeMb: z.number().min(0).default(100),
+  })
+  .prefault({});
+
+const databaseSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^(sqlite:|postgres:|postgresql:)/, 'database.url must start with sqlite: or postgres://')
+      .default('sqlite:./data/gateway.db'),
+  })
+  .prefault({});
+
+const dicomwebDestination = z.strictObject({
+  id: z.string().min(1),
+  type: z.literal('dicomweb'),
+  url: z.url(),
+  deidentify: z.boolean().default(false),
+  headers: z.record(z.string(), z.string()).default({}),
+  timeoutSeconds: z.number().positive().default(60),
+  batchSize: z.number().int().positive().default(20),
+});
+
+const dimseDestination = z.strictObject({
+  id: z.string().min(1),
+  type: z.literal('dimse'),
+  host,
+  port: port.min(1),
+  aeTitle,
+  callingAeTitle: aeTitle.optional(),
+  deidentify: z.boolean().default(false),
+  timeoutSeconds: z.number().positive().default(60),
+  batchSize: z.number().int().positive().default(100),
+});
+
+const destinationSchema = z.discriminatedUnion('type', [dicomwebDestination, dimseDestination]);
+
+const readerSchema = z.strictObject({
+  id: z.string().min(1),
+  name: z.string().min(1),
+  subspecialties: z.array(z.string()).default([]),
+  modalities: z.array(z.string()).default([]),
+  destination: z.string().optional(),
+  maxOpenCases: z.number().int().positive().default(20),
+  group: z.string().optional(),
+  available: z.boolean().default(true),
+});
+
+export const Role = { admin: 'admin', qa: 'qa', reader: 'reader', system: 'system' } as const;
+export type Role = (typeof Role)[keyof typeof Role];
+
+const tokenSchema = z
+  .strictObject({
+    token: z.string().min(16, 'tokens must be at least 16 characters'),
+    role: z.enum([Role.admin, Role.qa, Role.reader, Role.system]),
+    readerId: z.string().optional(),
+    name: z.string().optional(),
+  })
+  .refine((t) => t.role !== 'reader' || !!t.readerId, { message: 'a reader token needs readerId', path: ['readerId'] });
+
+const logSchema = z
+  .strictObject({
+    level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+    format: z.enum(['text', 'json']).default('text'),
+  })
+  .prefault({});
+
+export const configSchema = z
+  .strictObject({
+    /** Names this process in logs, health and (later) work claims; defaults to host name and pid. */
+    instanceId: z.string().min(1).optional(),
+    dicom: dicomSchema,
+    hl7: hl7Schema,
+    http: httpSchema,
+    storage: storageSchema,
+    database: databaseSchema,
+    destinations: z.array(destinationSchema).default([]),
+    forwarding: z.strictObject({ defaultDestination: z.string().optional() }).prefault({}),
+    readers: z.array(readerSchema).default([]),
+    auth: z.strictObject({ tokens: z.array(tokenSchema).default([]) }).prefault({}),
+    /** A path to a rules YAML file, or the rules inline. */
+    rules: z.union([z.string().min(1), z.array(z.unknown())]).default('./config/rules.yaml'),
+    log: logSchema,
+  })
+  .superRefine((c, ctx) => {
+    const ids = new Set<string>();
+    c.destinations.forEach((d, i) => {
+      if (ids.has(d.id)) ctx.addIssue({ code: 'custom', path: ['destinations', i, 'id'], message: `duplicate destination id "${d.id}"` });
+      ids.add(d.id);
+    });
+    if (c.forwarding.defaultDestination && !ids.has(c.forwarding.defaultDestination)) {
+      ctx.addIssue({ code: 'custom', path: ['forwarding', 'defaultDestination'], message: `unknown destination "${c.forwarding.defaultDestination}"` });
+    }
+    const readerIds = new Set<string>();
+    c.readers.forEach((r, i) => {
+      if (readerIds.has(r.id)) ctx.addIssue({ code: 'custom', path: ['readers', i, 'id'], message: `duplicate reader id "${r.id}"` });
+      readerIds.add(r.id);
+      if (r.destination && !ids.has(r.destination)) {
+        ctx.addIssue({ code: 'custom', path: ['readers', i, 'destination'], message: `unknown destination "${r.destination}"` });
+      }
+    });
+    const tokens = new Set<string>();
+    c.auth.tokens.forEach((t, i) => {
+      if (tokens.has(t.token)) ctx.addIssue({ code: 'custom', path: ['auth', 'tokens', i, 'token'], message: 'duplicate token' });
+      tokens.add(t.token);
+    });
+  });
+
+export type GatewayConfig = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type Destination = GatewayConfig['destinations'][number];
+export type ReaderConfig = GatewayConfig['readers'][number];
+export type TokenConfig = GatewayConfig['auth']['tokens'][number];
+
+/** Defaults of every section, for tests and the env-override key lookup. */
+export function defaultConfig(): GatewayConfig {
+  return configSchema.parse({});
+}

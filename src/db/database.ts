@@ -1,0 +1,55 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import SQLite from 'better-sqlite3';
+import { Kysely, Migrator, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
+import type { Database } from './schema.js';
+import { migrations } from './migrations/index.js';
+
+export type Db = Kysely<Database>;
+
+export interface OpenedDatabase {
+  db: Db;
+  dialect: 'sqlite' | 'postgres';
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the database named by `database.url`. SQLite is the embedded default;
+ * PostgreSQL (several instances sharing one state) comes with the scale-out work.
+ */
+export function openDatabase(url: string): OpenedDatabase {
+  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length));
+  throw new Error(`database.url: ${url.split(':')[0]} is not supported yet (only sqlite:)`);
+}
+
+function openSqlite(file: string): OpenedDatabase {
+  if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+  const sqlite = new SQLite(file);
+  // WAL: HTTP reads and the stability sweep never wait behind an ingest commit, and a commit is one append.
+  sqlite.pragma('journal_mode = WAL');
+  // FULL: we acknowledge C-STORE and HL7 only after COMMIT, so a commit must survive power loss, not just a process crash.
+  sqlite.pragma('synchronous = FULL');
+  // Referential integrity is part of the data model (instances belong to series belong to studies).
+  sqlite.pragma('foreign_keys = ON');
+  // An operator's sqlite3 shell or a backup may hold the lock briefly; wait rather than fail an acknowledgement.
+  sqlite.pragma('busy_timeout = 5000');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return {
+    db,
+    dialect: 'sqlite',
+    close: async () => {
+      await db.destroy();
+    },
+  };
+}
+
+/** Forward-only: every migration has only `up`; a release never edits a migration that has shipped. */
+export async function migrateToLatest(db: Db): Promise<string[]> {
+  const provider: MigrationProvider = {
+    getMigrations: () => Promise.resolve(migrations as Record<string, Migration>),
+  };
+  const migrator = new Migrator({ db, provider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}

@@ -1,0 +1,174 @@
+import type { Db } from '../db/database.js';
+import type { InstanceHeader } from '../dicom/instance-record.js';
+import { StudyState } from '../states.js';
+import type { InstanceRow, SeriesRow, StudyRow } from './study.table.js';
+
+export interface NewInstance extends InstanceHeader {
+  filePath: string;
+  sizeBytes: number;
+  sha256: string;
+  callingAe: string | null;
+}
+
+export interface InsertResult {
+  outcome: 'stored' | 'duplicate';
+  /** The study was new, or stable and re-opened by this (late) instance. */
+  studyCreated: boolean;
+  reopened: boolean;
+}
+
+export async function findInstance(db: Db, sopInstanceUid: string): Promise<InstanceRow | undefined> {
+  return db.selectFrom('instances').selectAll().where('sop_instance_uid', '=', sopInstanceUid).executeTakeFirst();
+}
+
+/**
+ * Records one instance and updates its series and study counters. Must run
+ * inside the caller's transaction: the duplicate check and the insert are one
+ * decision.
+ */
+export async function insertInstance(db: Db, inst: NewInstance, now: string): Promise<InsertResult> {
+  const existing = await db
+    .selectFrom('instances')
+    .select('sop_instance_uid')
+    .where('sop_instance_uid', '=', inst.sopInstanceUid)
+    .executeTakeFirst();
+  if (existing) return { outcome: 'duplicate', studyCreated: false, reopened: false };
+
+  const study = await db
+    .selectFrom('studies')
+    .select(['state', 'accession_number', 'patient_id'])
+    .where('study_instance_uid', '=', inst.studyInstanceUid)
+    .executeTakeFirst();
+  let studyCreated = false;
+  let reopened = false;
+  if (!study) {
+    studyCreated = true;
+    await db
+      .insertInto('studies')
+      .values({
+        study_instance_uid: inst.studyInstanceUid,
+        accession_number: inst.accessionNumber,
+        patient_id: inst.patientId,
+        study_date: inst.studyDate,
+        study_description: inst.studyDescription,
+        referring_physician: inst.referringPhysicianName,
+        calling_ae: inst.callingAe,
+        state: StudyState.receiving,
+        first_received_at: now,
+        last_received_at: now,
+        updated_at: now,
+      })
+      .execute();
+  } else {
+    reopened = study.state !== StudyState.receiving;
+  }
+  await db
+    .updateTable('studies')
+    .set((eb) => ({
+      instance_count: eb('instance_count', '+', 1),
+      size_bytes: eb('size_bytes', '+', inst.sizeBytes),
+      late_instance_count: reopened ? eb('late_instance_count', '+', 1) : eb.ref('late_instance_count'),
+      state: StudyState.receiving,
+      last_received_at: now,
+      updated_at: now,
+      // Later instances may carry an accession the first lacked (some modalities fill it late).
+      accession_number: eb.fn.coalesce('accession_number', eb.val(inst.accessionNumber)),
+    }))
+    .where('study_instance_uid', '=', inst.studyInstanceUid)
+    .execute();
+
+  const series = await db
+    .selectFrom('series')
+    .select('study_instance_uid')
+    .where('series_instance_uid', '=', inst.seriesInstanceUid)
+    .executeTakeFirst();
+  if (!series) {
+    await db
+      .insertInto('series')
+      .values({
+        series_instance_uid: inst.seriesInstanceUid,
+        study_instance_uid: inst.studyInstanceUid,
+        modality: inst.modality,
+        body_part_examined: inst.bodyPartExamined,
+        series_number: inst.seriesNumber,
+        series_description: inst.seriesDescription,
+        instance_count: 1,
+      })
+      .execute();
+  } else {
+    await db
+      .updateTable('series')
+      .set((eb) => ({ instance_count: eb('instance_count', '+', 1) }))
+      .where('series_instance_uid', '=', inst.seriesInstanceUid)
+      .execute();
+  }
+
+  await db
+    .insertInto('instances')
+    .values({
+      sop_instance_uid: inst.sopInstanceUid,
+      series_instance_uid: inst.seriesInstanceUid,
+      study_instance_uid: inst.studyInstanceUid,
+      sop_class_uid: inst.sopClassUid,
+      transfer_syntax_uid: inst.transferSyntaxUid,
+      instance_number: inst.instanceNumber,
+      file_path: inst.filePath,
+      size_bytes: inst.sizeBytes,
+      sha256: inst.sha256,
+      calling_ae: inst.callingAe,
+      late: reopened ? 1 : 0,
+      received_at: now,
+    })
+    .execute();
+  return { outcome: 'stored', studyCreated, reopened };
+}
+
+/** Marks every receiving study quiet since `cutoff` as stable; returns those it changed. */
+export async function markStable(db: Db, cutoff: string, now: string): Promise<Pick<StudyRow, 'study_instance_uid' | 'instance_count'>[]> {
+  return db
+    .updateTable('studies')
+    .set({ state: StudyState.stable, stable_at: now, updated_at: now })
+    .where('state', '=', StudyState.receiving)
+    .where('last_received_at', '<=', cutoff)
+    .returning(['study_instance_uid', 'instance_count'])
+    .execute();
+}
+
+/** The oldest last-arrival among receiving studies: when the next one can become stable. */
+export async function oldestReceiving(db: Db): Promise<string | null> {
+  const row = await db
+    .selectFrom('studies')
+    .select((eb) => eb.fn.min<string>('last_received_at').as('oldest'))
+    .where('state', '=', StudyState.receiving)
+    .executeTakeFirst();
+  return row?.oldest ?? null;
+}
+
+export interface StudyFilter {
+  accessionNumber?: string;
+  patientId?: string;
+  state?: string;
+  limit: number;
+  offset: number;
+}
+
+export async function listStudies(db: Db, f: StudyFilter): Promise<StudyRow[]> {
+  let q = db.selectFrom('studies').selectAll();
+  if (f.accessionNumber) q = q.where('accession_number', '=', f.accessionNumber);
+  if (f.patientId) q = q.where('patient_id', '=', f.patientId);
+  if (f.state) q = q.where('state', '=', f.state as StudyRow['state']);
+  return q.orderBy('last_received_at', 'desc').orderBy('study_instance_uid').limit(f.limit).offset(f.offset).execute();
+}
+
+export async function findStudy(db: Db, studyInstanceUid: string): Promise<StudyRow | undefined> {
+  return db.selectFrom('studies').selectAll().where('study_instance_uid', '=', studyInstanceUid).executeTakeFirst();
+}
+
+export async function seriesOfStudies(db: Db, studyUids: readonly string[]): Promise<SeriesRow[]> {
+  if (studyUids.length === 0) return [];
+  return db.selectFrom('series').selectAll().where('study_instance_uid', 'in', studyUids).orderBy('series_number').execute();
+}
+
+export async function instancesOfStudy(db: Db, studyInstanceUid: string): Promise<InstanceRow[]> {
+  return db.selectFrom('instances').selectAll().where('study_instance_uid', '=', studyInstanceUid).orderBy('received_at').execute();
+}
