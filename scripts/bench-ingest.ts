@@ -1,0 +1,158 @@
+/**
+ * Ingest benchmark: the same synthetic 200-instance 512x512 16-bit CT study
+ * sent by DCMTK storescu (one association, TCP_NODELAY=1) to
+ *   (a) DCMTK storescp writing to a temp folder (no fsync, no database), and
+ *   (b) the gateway's DicomScp with a real SQLite file and StudyService, in a
+ *       child process so its peak RSS is its own.
+ * Three runs each; then one 50 MB instance for the receiver's peak RSS.
+ * Usage: npx tsx scripts/bench-ingest.ts [--instances 200] [--runs 3]
+ */
+import { fork, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { generateStudy } from './lib/study-generator.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+function run(cmd: string, args: string[]): Promise<{ code: number | null; ms: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const started = process.hrtime.bigint();
+    const child = spawn(cmd, args, { env: { ...process.env, TCP_NODELAY: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, ms: Number(process.hrtime.bigint() - started) / 1e6, stderr }));
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listening on ${port}`);
+}
+
+function storescu(port: number, dir: string, calledAe: string): Promise<{ code: number | null; ms: number; stderr: string }> {
+  return run('storescu', ['-aet', 'BENCH', '-aec', calledAe, '+sd', '+r', '127.0.0.1', String(port), dir]);
+}
+
+async function viaStorescp(studyDir: string, work: string): Promise<number> {
+  const out = mkdtempSync(path.join(work, 'storescp-'));
+  const port = await freePort();
+  const scp = spawn('storescp', ['-od', out, String(port)], { env: { ...process.env, TCP_NODELAY: '1' }, stdio: 'ignore' });
+  try {
+    await waitForPort(port);
+    const r = await storescu(port, studyDir, 'ANY-SCP');
+    if (r.code !== 0) throw new Error(`storescu -> storescp failed: ${r.stderr}`);
+    return r.ms;
+  } finally {
+    scp.kill('SIGTERM');
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
+interface GatewayRun {
+  ms: number;
+  maxRssBytes: number;
+  baselineRssBytes: number;
+  instances: number;
+}
+
+async function viaGateway(studyDir: string, work: string): Promise<GatewayRun> {
+  const dir = mkdtempSync(path.join(work, 'gateway-'));
+  const child = fork(path.join(here, 'lib', 'scp-process.ts'), [dir], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  try {
+    const ready = await new Promise<{ port: number; baselineRssBytes: number }>((resolve, reject) => {
+      child.once('message', (m) => resolve(m as { port: number; baselineRssBytes: number }));
+      child.once('exit', (code) => reject(new Error(`scp process exited ${code}`)));
+    });
+    const r = await storescu(ready.port, studyDir, 'SECONDREAD');
+    if (r.code !== 0) throw new Error(`storescu -> gateway failed: ${r.stderr}`);
+    const end = await new Promise<{ maxRssBytes: number; instances: number }>((resolve) => {
+      child.once('message', (m) => resolve(m as { maxRssBytes: number; instances: number }));
+      child.send('stop');
+    });
+    return { ms: r.ms, ...end, baselineRssBytes: ready.baselineRssBytes };
+  } finally {
+    child.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const mb = (b: number): string => (b / 1024 / 1024).toFixed(0);
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { instances: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' }, 'skip-large': { type: 'boolean', default: false } } });
+  const n = Number(values.instances);
+  const runs = Number(values.runs);
+  const work = mkdtempSync(path.join(tmpdir(), 'bench-ingest-'));
+  try {
+    const studyDir = path.join(work, 'study');
+    const study = generateStudy(studyDir, { instances: n, series: 2, modality: 'CT', rows: 512, columns: 512, bitsAllocated: 16 });
+    const bytes = study.instances.reduce((s, i) => s + i.sizeBytes, 0);
+    console.log(`study: ${n} CT instances 512x512x16, ${(bytes / 1e6).toFixed(1)} MB, one storescu association, TCP_NODELAY=1, ${runs} runs each`);
+
+    const scpMs: number[] = [];
+    const gwRuns: GatewayRun[] = [];
+    // Interleaved so drift of the machine (page cache, other load) hits both alike.
+    for (let i = 0; i < runs; i++) {
+      scpMs.push(await viaStorescp(studyDir, work));
+      const g = await viaGateway(studyDir, work);
+      if (g.instances !== n) throw new Error(`gateway stored ${g.instances} of ${n}`);
+      gwRuns.push(g);
+    }
+    const line = (name: string, ms: number[]): void => {
+      const m = median(ms);
+      console.log(
+        `${name.padEnd(22)} runs ${ms.map((x) => x.toFixed(0).padStart(5)).join(' ')} ms | median ${m.toFixed(0)} ms  ${(n / (m / 1000)).toFixed(0)} instances/s  ${(bytes / 1e6 / (m / 1000)).toFixed(0)} MB/s`,
+      );
+    };
+    line('storescp (no fsync)', scpMs);
+    line('gateway DicomScp', gwRuns.map((g) => g.ms));
+    const ratio = median(scpMs) / median(gwRuns.map((g) => g.ms));
+    console.log(`ratio gateway/storescp (throughput): ${ratio.toFixed(2)}   (target >= 0.8)`);
+    console.log(`gateway peak RSS: ${gwRuns.map((g) => mb(g.maxRssBytes)).join(', ')} MB (idle after start ${mb(gwRuns[0]?.baselineRssBytes ?? 0)} MB; target < 200 MB)`);
+
+    if (!values['skip-large']) {
+      const largeDir = path.join(work, 'large');
+      mkdirSync(largeDir);
+      // 5120 x 5120 x 16 bit = 52 MB of pixel data in one instance
+      const large = generateStudy(largeDir, { instances: 1, series: 1, rows: 5120, columns: 5120 });
+      const g = await viaGateway(largeDir, work);
+      console.log(
+        `one ${(large.instances[0]!.sizeBytes / 1e6).toFixed(0)} MB instance: ${g.ms.toFixed(0)} ms, gateway peak RSS ${mb(g.maxRssBytes)} MB (idle after start ${mb(g.baselineRssBytes)} MB)`,
+      );
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});

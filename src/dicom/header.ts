@@ -1,0 +1,467 @@
+import { createInflateRaw, type InflateRaw } from 'node:zlib';
+import dcmjs, { type DicomDataDict } from 'dcmjs';
+import { ErrorCode, GatewayError } from '../errors.js';
+import type { InstanceHeader } from './instance-record.js';
+
+/**
+ * Reads the attributes the gateway triages on from the first bytes of an
+ * instance, stopping before PixelData: a 50 MB CT slice costs a few kilobytes
+ * of buffering and about a millisecond of parsing, whatever its size.
+ */
+
+export const TransferSyntax = {
+  implicitLe: '1.2.840.10008.1.2',
+  explicitLe: '1.2.840.10008.1.2.1',
+  deflate: '1.2.840.10008.1.2.1.99',
+  explicitBe: '1.2.840.10008.1.2.2',
+} as const;
+
+const PIXEL_DATA = '7FE00010';
+const PIXEL_TAG_LE = Buffer.from([0xe0, 0x7f, 0x10, 0x00]);
+const PIXEL_TAG_BE = Buffer.from([0x7f, 0xe0, 0x00, 0x10]);
+const UNDEFINED_LENGTH = 0xffffffff;
+// Sequence Delimitation Item with zero length: how encapsulated PixelData must end.
+const SEQ_DELIMITER = Buffer.from([0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
+// Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
+const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+
+export function unreadable(message: string, cause?: unknown): GatewayError {
+  return new GatewayError(ErrorCode.unreadableData, message, cause === undefined ? undefined : { cause });
+}
+
+interface PixelDataInfo {
+  /** Offset of the PixelData tag within the (inflated) dataset. */
+  offset: number;
+  headerLength: number;
+  valueLength: number;
+}
+
+/**
+ * Collects an uncompressed-encoding dataset prefix chunk by chunk. Never throws
+ * from push (the caller is a socket handler); every verdict comes from finish().
+ */
+class PlainPrefix {
+  private readonly chunks: Buffer[] = [];
+  private length = 0;
+  /** Offsets below this have been checked as possible starts of the PixelData tag. */
+  private scanned = 0;
+  private parsed: DicomDataDict | undefined;
+  private pixel: PixelDataInfo | undefined;
+  private limitReached = false;
+  private readonly pattern: Buffer;
+
+  constructor(
+    private readonly syntax: string,
+    private readonly maxBytes: number,
+  ) {
+    this.pattern = syntax === TransferSyntax.explicitBe ? PIXEL_TAG_BE : PIXEL_TAG_LE;
+  }
+
+  /** True once no more bytes are needed: PixelData is reached or the limit is hit. */
+  get satisfied(): boolean {
+    return this.parsed !== undefined || this.limitReached;
+  }
+
+  get pixelData(): PixelDataInfo | undefined {
+    return this.pixel;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.satisfied || chunk.length === 0) return;
+    let part = chunk;
+    if (this.length + part.length > this.maxBytes) {
+      part = part.subarray(0, this.maxBytes - this.length);
+      this.limitReached = true;
+    }
+    // Chunks are often views into a larger socket or PDU buffer: copy so we keep only the prefix alive.
+    const copy = Buffer.from(part);
+    const prevTail = this.lastBytes(3);
+    const start = this.length - prevTail.length;
+    this.chunks.push(copy);
+    this.length += copy.length;
+    // Search only the new bytes (plus 3 before them for a tag split across chunks): linear in the prefix.
+    const window = prevTail.length ? Buffer.concat([prevTail, copy]) : copy;
+    if (this.pendingHit !== undefined && this.tryPixelDataAt(this.pendingHit)) return;
+    let from = Math.max(0, this.scanned - start);
+    for (;;) {
+      const hit = window.indexOf(this.pattern, from);
+      if (hit < 0) break;
+      if (this.tryPixelDataAt(start + hit)) return;
+      from = hit + 1;
+    }
+    // A tag can start in the last 3 bytes and finish in the next chunk.
+    this.scanned = Math.max(0, this.length - (this.pattern.length - 1));
+  }
+
+  private pendingHit: number | undefined;
+
+  /**
+   * The PixelData tag bytes can also occur inside another value; a false hit
+   * only costs a parse that does not reach PixelData (dcmjs swallows the cut
+   * element), and scanning continues.
+   */
+  private tryPixelDataAt(at: number): boolean {
+    // Wait for the element header (tag, VR, length) so the PixelData length can be checked.
+    if (this.length < at + 12) {
+      this.pendingHit = at;
+      return false;
+    }
+    if (this.pendingHit === at) this.pendingHit = undefined;
+    const all = this.joined();
+    const dict = parseDataset(all.subarray(0, at + 12), this.syntax, { untilTag: PIXEL_DATA });
+    if (dict && PIXEL_DATA in dict) {
+      this.parsed = dict;
+      this.pixel = pixelDataInfo(all, at, this.syntax);
+      return true;
+    }
+    return false;
+  }
+
+  private lastBytes(n: number): Buffer {
+    const last = this.chunks[this.chunks.length - 1];
+    if (!last) return Buffer.alloc(0);
+    if (last.length >= n || this.chunks.length === 1) return last.subarray(Math.max(0, last.length - n));
+    return this.joined().subarray(-n);
+  }
+
+  private joined(): Buffer {
+    if (this.chunks.length > 1) {
+      const one = Buffer.concat(this.chunks, this.length);
+      this.chunks.length = 0;
+      this.chunks.push(one);
+    }
+    return this.chunks[0] ?? Buffer.alloc(0);
+  }
+
+  /** The parsed header; `totalLength` is the dataset's full length when known (checks the PixelData length). */
+  finish(totalLength: number | undefined): DicomDataDict {
+    if (this.parsed) {
+      if (this.pixel && totalLength !== undefined && this.pixel.valueLength !== UNDEFINED_LENGTH) {
+        const end = this.pixel.offset + this.pixel.headerLength + this.pixel.valueLength;
+        if (totalLength < end) throw unreadable(`dataset ends inside PixelData (${totalLength} of ${end} bytes)`);
+      }
+      return this.parsed;
+    }
+    const all = this.joined();
+    if (all.length === 0) throw unreadable('empty dataset');
+    if (!this.limitReached) {
+      // The whole dataset is here and has no PixelData (SR, presentation state, KO...).
+      const dict = parseDataset(all, this.syntax, {});
+      if (!dict) throw unreadable('dataset cannot be parsed');
+      return dict;
+    }
+    // Larger than the limit without PixelData (an encapsulated PDF, a big SR): the identifying
+    // attributes sit in groups 0008-0020; stop at the first later group so no element read is cut short.
+    const dict = parseDataset(all, this.syntax, { untilTag: '00210000', stopOnGreaterTag: true });
+    if (!dict) throw unreadable('dataset cannot be parsed');
+    const last = Object.keys(dict).sort().pop() ?? '';
+    if (last <= '0020FFFF') throw unreadable(`header larger than ${this.maxBytes} bytes`);
+    return dict;
+  }
+}
+
+function pixelDataInfo(all: Buffer, at: number, syntax: string): PixelDataInfo {
+  const be = syntax === TransferSyntax.explicitBe;
+  if (syntax === TransferSyntax.implicitLe) {
+    return { offset: at, headerLength: 8, valueLength: all.readUInt32LE(at + 4) };
+  }
+  const vr = all.toString('latin1', at + 4, at + 6);
+  if (LONG_VRS.has(vr)) {
+    return { offset: at, headerLength: 12, valueLength: be ? all.readUInt32BE(at + 8) : all.readUInt32LE(at + 8) };
+  }
+  return { offset: at, headerLength: 8, valueLength: be ? all.readUInt16BE(at + 6) : all.readUInt16LE(at + 6) };
+}
+
+interface ParseOptions {
+  untilTag?: string;
+  stopOnGreaterTag?: boolean;
+}
+
+/**
+ * dcmjs reads datasets only inside a Part 10 file: put the smallest meta
+ * header in front (preamble, DICM, group length, transfer syntax). It does not
+ * throw on a buffer that ends early, so callers decide completeness themselves.
+ */
+function parseDataset(dataset: Buffer, syntax: string, options: ParseOptions): DicomDataDict | undefined {
+  const meta = metaForParsing(syntax);
+  const file = new Uint8Array(meta.length + dataset.length);
+  file.set(meta, 0);
+  file.set(dataset, meta.length);
+  try {
+    const dict = dcmjs.data.DicomMessage.readFile(file.buffer, {
+      untilTag: options.untilTag ?? null,
+      includeUntilTagValue: false,
+      // stopOnGreaterTag is passed through to the dataset reader (not in the typings).
+      ...(options.stopOnGreaterTag ? { stopOnGreaterTag: true } : {}),
+    } as never);
+    return dict.dict;
+  } catch {
+    return undefined;
+  }
+}
+
+const metaCache = new Map<string, Buffer>();
+function metaForParsing(syntax: string): Buffer {
+  let m = metaCache.get(syntax);
+  if (!m) {
+    const ts = Buffer.from(syntax.length % 2 ? `${syntax}\0` : syntax, 'latin1');
+    const tsElement = Buffer.alloc(8 + ts.length);
+    tsElement.writeUInt16LE(0x0002, 0);
+    tsElement.writeUInt16LE(0x0010, 2);
+    tsElement.write('UI', 4, 'latin1');
+    tsElement.writeUInt16LE(ts.length, 6);
+    ts.copy(tsElement, 8);
+    const groupLength = Buffer.alloc(12);
+    groupLength.writeUInt16LE(0x0002, 0);
+    groupLength.writeUInt16LE(0x0000, 2);
+    groupLength.write('UL', 4, 'latin1');
+    groupLength.writeUInt16LE(4, 6);
+    groupLength.writeUInt32LE(tsElement.length, 8);
+    m = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, tsElement]);
+    metaCache.set(syntax, m);
+  }
+  return m;
+}
+
+/**
+ * Reads the header of one dataset (the bytes after the Part 10 meta header, in
+ * `transferSyntaxUid`) as it arrives. push() is synchronous, cheap and never
+ * throws; finish() gives the verdict. Buffers at most `maxHeaderBytes`.
+ */
+export class DatasetHeaderReader {
+  private readonly plain: PlainPrefix;
+  private readonly inflater: InflateRaw | undefined;
+  private inflaterDone: Promise<void> | undefined;
+  private inflateError: Error | undefined;
+  private inflatedTotal = 0;
+  private total = 0;
+  private tail: Buffer = Buffer.alloc(0);
+
+  constructor(
+    readonly transferSyntaxUid: string,
+    maxHeaderBytes: number,
+  ) {
+    const deflated = transferSyntaxUid === TransferSyntax.deflate;
+    // Encapsulated syntaxes keep their header in explicit VR little endian (PS3.5 A.4).
+    const readSyntax =
+      transferSyntaxUid === TransferSyntax.implicitLe || transferSyntaxUid === TransferSyntax.explicitBe ? transferSyntaxUid : TransferSyntax.explicitLe;
+    this.plain = new PlainPrefix(readSyntax, maxHeaderBytes);
+    if (deflated) {
+      // The whole stream is inflated (in the libuv pool, off the event loop) but only the
+      // prefix is kept: that is the only way to notice a truncated deflated dataset.
+      const inflater = createInflateRaw();
+      this.inflater = inflater;
+      inflater.on('data', (b: Buffer) => {
+        this.inflatedTotal += b.length;
+        this.plain.push(b);
+      });
+      this.inflaterDone = new Promise<void>((resolve) => {
+        inflater.once('end', resolve);
+        inflater.once('close', resolve);
+        inflater.once('error', (err) => {
+          this.inflateError = err;
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Bytes of the dataset seen so far (not only the buffered prefix). */
+  get bytesSeen(): number {
+    return this.total;
+  }
+
+  push(chunk: Buffer): void {
+    this.total += chunk.length;
+    if (this.inflater) {
+      if (!this.inflater.destroyed && !this.inflater.writableEnded) this.inflater.write(chunk);
+      return;
+    }
+    this.plain.push(chunk);
+    // Encapsulated PixelData must end with a sequence delimiter: keep the last 8 bytes to check it.
+    this.tail = chunk.length >= 8 ? chunk.subarray(chunk.length - 8) : Buffer.concat([this.tail, chunk]).subarray(-8);
+  }
+
+  /** The header read from the prefix; throws GatewayError 'unreadable-data'. `complete`: the whole dataset was pushed. */
+  async finish(complete = true): Promise<DicomDataDict> {
+    if (this.inflater) {
+      if (!this.inflater.destroyed && !this.inflater.writableEnded) this.inflater.end();
+      await this.inflaterDone;
+      if (this.inflateError) throw unreadable(`deflated dataset cannot be inflated: ${this.inflateError.message}`);
+      return this.plain.finish(complete ? this.inflatedTotal : undefined);
+    }
+    const dict = this.plain.finish(complete ? this.total : undefined);
+    const px = this.plain.pixelData;
+    if (complete && px && px.valueLength === UNDEFINED_LENGTH) {
+      const tail = Buffer.from(this.tail);
+      if (this.total >= px.offset + px.headerLength + 8 && !tail.equals(SEQ_DELIMITER)) {
+        throw unreadable('encapsulated PixelData is not terminated (dataset truncated)');
+      }
+    }
+    return dict;
+  }
+
+  /** Releases the inflater when the transfer is abandoned. */
+  dispose(): void {
+    if (this.inflater && !this.inflater.destroyed) this.inflater.destroy();
+  }
+}
+
+function str(dict: DicomDataDict, tag: string): string | null {
+  const v = dict[tag]?.Value?.[0];
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'object') {
+    const alphabetic = (v as { Alphabetic?: unknown }).Alphabetic;
+    return typeof alphabetic === 'string' && alphabetic.trim() ? alphabetic.trim() : null;
+  }
+  // Strip padding the sender used (space for text, NUL for UIDs).
+  const s = String(v).replace(/[\0\s]+$/, '').trim();
+  return s === '' ? null : s;
+}
+
+function int(dict: DicomDataDict, tag: string): number | null {
+  const s = str(dict, tag);
+  if (s === null) return null;
+  const n = Number.parseInt(s, 10);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+function uid(dict: DicomDataDict, tag: string, name: string): string {
+  const v = str(dict, tag);
+  if (!v || v.length > 64 || !/^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/.test(v)) {
+    throw unreadable(`${name} missing or not a valid UID`);
+  }
+  return v;
+}
+
+function optionalUid(dict: DicomDataDict, tag: string): string | null {
+  const v = str(dict, tag);
+  return v && /^[0-9.]{1,64}$/.test(v) ? v : null;
+}
+
+function limit(s: string | null, max: number): string | null {
+  return s === null ? null : s.slice(0, max);
+}
+
+/**
+ * Maps a parsed header to the InstanceHeader. `sopClassUid` falls back to the
+ * command's affected SOP class when the dataset lacks (0008,0016).
+ */
+export function toInstanceHeader(dict: DicomDataDict, transferSyntaxUid: string, fallbackSopClassUid?: string): InstanceHeader {
+  const sopClassUid = optionalUid(dict, '00080016') ?? fallbackSopClassUid ?? null;
+  if (!sopClassUid) throw unreadable('SOPClassUID missing or not a valid UID');
+  return {
+    sopClassUid,
+    sopInstanceUid: uid(dict, '00080018', 'SOPInstanceUID'),
+    transferSyntaxUid,
+    studyInstanceUid: uid(dict, '0020000D', 'StudyInstanceUID'),
+    seriesInstanceUid: uid(dict, '0020000E', 'SeriesInstanceUID'),
+    accessionNumber: limit(str(dict, '00080050'), 64),
+    patientId: limit(str(dict, '00100020'), 64),
+    modality: limit(str(dict, '00080060'), 16),
+    studyDescription: limit(str(dict, '00081030'), 256),
+    seriesDescription: limit(str(dict, '0008103E'), 256),
+    bodyPartExamined: limit(str(dict, '00180015'), 64),
+    studyDate: limit(str(dict, '00080020'), 8),
+    referringPhysicianName: limit(str(dict, '00080090'), 256),
+    seriesNumber: int(dict, '00200011'),
+    instanceNumber: int(dict, '00200013'),
+  };
+}
+
+/**
+ * Reads a Part 10 file's header as it arrives in chunks: the meta group
+ * (always explicit VR little endian) gives the transfer syntax, then the
+ * dataset goes through a DatasetHeaderReader.
+ */
+export class Part10HeaderReader {
+  private metaBuf: Buffer[] = [];
+  private metaLen = 0;
+  private dataset: DatasetHeaderReader | undefined;
+  private metaError: GatewayError | undefined;
+  private meta: { transferSyntaxUid: string; sopClassUid: string | null; sopInstanceUid: string | null } | undefined;
+
+  constructor(private readonly maxHeaderBytes: number) {}
+
+  push(chunk: Buffer): void {
+    if (this.metaError) return;
+    if (this.dataset) {
+      this.dataset.push(chunk);
+      return;
+    }
+    this.metaBuf.push(chunk);
+    this.metaLen += chunk.length;
+    const all = this.metaBuf.length === 1 ? chunk : Buffer.concat(this.metaBuf, this.metaLen);
+    this.metaBuf = [all];
+    if (all.length < 144) return;
+    if (all.toString('latin1', 128, 132) !== 'DICM') {
+      this.metaError = unreadable('not a DICOM Part 10 file (no DICM prefix)');
+      return;
+    }
+    if (all.readUInt16LE(132) !== 0x0002 || all.readUInt16LE(134) !== 0x0000) {
+      this.metaError = unreadable('Part 10 file meta group length missing');
+      return;
+    }
+    const metaEnd = 144 + all.readUInt32LE(140);
+    if (metaEnd > this.maxHeaderBytes) {
+      this.metaError = unreadable('Part 10 file meta header too large');
+      return;
+    }
+    if (all.length < metaEnd) return;
+    const parsed = readMetaElements(all.subarray(144, metaEnd));
+    if (!parsed.transferSyntaxUid) {
+      this.metaError = unreadable('Part 10 file meta header has no TransferSyntaxUID');
+      return;
+    }
+    this.meta = { transferSyntaxUid: parsed.transferSyntaxUid, sopClassUid: parsed.sopClassUid, sopInstanceUid: parsed.sopInstanceUid };
+    this.dataset = new DatasetHeaderReader(parsed.transferSyntaxUid, this.maxHeaderBytes);
+    this.metaBuf = [];
+    if (all.length > metaEnd) this.dataset.push(all.subarray(metaEnd));
+  }
+
+  async finish(): Promise<InstanceHeader> {
+    if (this.metaError) throw this.metaError;
+    if (!this.dataset || !this.meta) throw unreadable('Part 10 file ends inside its meta header');
+    const dict = await this.dataset.finish(true);
+    return toInstanceHeader(dict, this.meta.transferSyntaxUid, this.meta.sopClassUid ?? undefined);
+  }
+
+  dispose(): void {
+    this.dataset?.dispose();
+  }
+}
+
+/** Walks the explicit-LE meta group for the three UIDs we need. */
+function readMetaElements(b: Buffer): { transferSyntaxUid: string | null; sopClassUid: string | null; sopInstanceUid: string | null } {
+  const out = { transferSyntaxUid: null as string | null, sopClassUid: null as string | null, sopInstanceUid: null as string | null };
+  let o = 0;
+  while (o + 8 <= b.length) {
+    const group = b.readUInt16LE(o);
+    const element = b.readUInt16LE(o + 2);
+    const vr = b.toString('latin1', o + 4, o + 6);
+    let len: number;
+    let hdr: number;
+    if (LONG_VRS.has(vr)) {
+      if (o + 12 > b.length) break;
+      len = b.readUInt32LE(o + 8);
+      hdr = 12;
+    } else {
+      len = b.readUInt16LE(o + 6);
+      hdr = 8;
+    }
+    if (group !== 0x0002 || o + hdr + len > b.length) break;
+    const value = b.toString('latin1', o + hdr, o + hdr + len).replace(/[\0 ]+$/, '');
+    if (element === 0x0010) out.transferSyntaxUid = value;
+    else if (element === 0x0002) out.sopClassUid = value;
+    else if (element === 0x0003) out.sopInstanceUid = value;
+    o += hdr + len;
+  }
+  return out;
+}
+
+/** Reads the header from a complete in-memory Part 10 file (tests, tools). */
+export async function readPart10Header(bytes: Buffer, maxHeaderBytes = 4 * 1024 * 1024): Promise<InstanceHeader> {
+  const r = new Part10HeaderReader(maxHeaderBytes);
+  r.push(bytes);
+  return r.finish();
+}

@@ -1,0 +1,621 @@
+import { createHash, type Hash } from 'node:crypto';
+import { close, fdatasync, openSync, writev, write as fsWrite, closeSync } from 'node:fs';
+import net from 'node:net';
+import { Writable } from 'node:stream';
+import dcmjs from 'dcmjs';
+import dimse from 'dcmjs-dimse';
+import type { GatewayConfig } from '../config/schema.js';
+import { ErrorCode, GatewayError, dimseStatusFor, toGatewayError } from '../errors.js';
+import { hashId, type Logger } from '../logger.js';
+import { DatasetHeaderReader, TransferSyntax, toInstanceHeader, unreadable } from './header.js';
+import type { InstanceSink } from './instance-record.js';
+import type { Spool } from './spool.js';
+
+const { Scp, Dataset, Implementation, log: dimseLog } = dimse;
+const { RejectResult, RejectSource, RejectReason, PresentationContextResult, SopClass, Status } = dimse.constants;
+const { CEchoResponse, CStoreResponse } = dimse.responses;
+
+type Association = InstanceType<typeof dimse.association.Association>;
+type PresentationContext = InstanceType<typeof dimse.association.PresentationContext>;
+type CStoreRequest = InstanceType<typeof dimse.requests.CStoreRequest>;
+type CEchoRequest = InstanceType<typeof dimse.requests.CEchoRequest>;
+type CStoreResponseT = InstanceType<typeof CStoreResponse>;
+type CEchoResponseT = InstanceType<typeof CEchoResponse>;
+
+/** Our identity in the Part 10 meta header of every file we write (a UUID-derived UID, PS3.5 B.2). */
+export const IMPLEMENTATION_CLASS_UID = '2.25.158065545820595583496560699125202519890';
+export const IMPLEMENTATION_VERSION_NAME = 'SECONDREAD_01';
+
+const UNCOMPRESSED = new Set<string>([TransferSyntax.implicitLe, TransferSyntax.explicitLe, TransferSyntax.explicitBe]);
+/** Accepted as offered and stored byte-for-byte: we never decode pixel data. */
+const ACCEPTED_SYNTAXES = new Set<string>([
+  ...UNCOMPRESSED,
+  TransferSyntax.deflate,
+  '1.2.840.10008.1.2.4.50',
+  '1.2.840.10008.1.2.4.51',
+  '1.2.840.10008.1.2.4.57',
+  '1.2.840.10008.1.2.4.70',
+  '1.2.840.10008.1.2.4.80',
+  '1.2.840.10008.1.2.4.81',
+  '1.2.840.10008.1.2.4.90',
+  '1.2.840.10008.1.2.4.91',
+  '1.2.840.10008.1.2.5',
+]);
+
+const STORAGE_PREFIX = '1.2.840.10008.5.1.4.1.1.';
+// Storage SOP classes outside the 5.1.4.1.1 arc (PS3.4 B.5).
+const OTHER_STORAGE = new Set([
+  '1.2.840.10008.5.1.4.34.7',
+  '1.2.840.10008.5.1.4.34.10',
+  '1.2.840.10008.5.1.4.38.1',
+  '1.2.840.10008.5.1.4.39.1',
+  '1.2.840.10008.5.1.4.43.1',
+  '1.2.840.10008.5.1.4.44.1',
+  '1.2.840.10008.5.1.4.45.1',
+]);
+
+/**
+ * Any storage SOP class, including vendors' private ones (outside the DICOM
+ * root): a PACS sends those with a study and refusing them would fail the push.
+ * Other standard services (query, MPPS, commitment, print) are not ours.
+ */
+export function isStorageSopClass(uid: string): boolean {
+  if (!/^[0-9.]{1,64}$/.test(uid)) return false;
+  if (!uid.startsWith('1.2.840.10008.')) return true;
+  return uid.startsWith(STORAGE_PREFIX) || OTHER_STORAGE.has(uid);
+}
+
+/** Store as sent: the sender's first acceptable syntax, except that among uncompressed ones explicit VR LE wins. */
+export function chooseTransferSyntax(offered: string[]): string | undefined {
+  const first = offered.find((ts) => ACCEPTED_SYNTAXES.has(ts));
+  if (first && UNCOMPRESSED.has(first) && offered.includes(TransferSyntax.explicitLe)) return TransferSyntax.explicitLe;
+  return first;
+}
+
+// Buffered file bytes per transfer above which the socket is paused until the disk catches up.
+const PAUSE_ABOVE = 4 * 1024 * 1024;
+const RESUME_BELOW = 1024 * 1024;
+
+export interface DicomScpOptions {
+  config: GatewayConfig['dicom'];
+  sink: InstanceSink;
+  spool: Spool;
+  logger: Logger;
+}
+
+/** What the SCP shares with each association. */
+interface ScpContext {
+  config: GatewayConfig['dicom'];
+  sink: InstanceSink;
+  spool: Spool;
+  logger: Logger;
+  /** Associations accepted and not yet closed. */
+  active: number;
+  draining: boolean;
+}
+
+/**
+ * The C-ECHO / C-STORE SCP. Its own `net` server (dcmjs-dimse's Server binds
+ * every interface), one dcmjs-dimse `Scp` per socket.
+ */
+export class DicomScp {
+  private readonly ctx: ScpContext;
+  private readonly log: Logger;
+  private server: net.Server | undefined;
+  private readonly connections = new Set<GatewayScp>();
+  private boundPort = 0;
+
+  constructor(o: DicomScpOptions) {
+    this.log = o.logger.child({ component: 'dicom-scp' });
+    this.ctx = { config: o.config, sink: o.sink, spool: o.spool, logger: o.logger, active: 0, draining: false };
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async start(): Promise<void> {
+    if (this.server) return;
+    // dcmjs-dimse logs every PDU at TRACE by default, PHI included; our own log lines say what matters.
+    dimseLog.setLevel('silent');
+    // dcmjs warns on console about every odd element of a damaged dataset; the refusal is logged by us.
+    dcmjs.log.setLevel('error');
+    // The library announces min(peer's limit, this) as our receive limit; raise it to what we configured.
+    if (Implementation.getMaxPduLength() < this.ctx.config.maxPduLength) Implementation.setMaxPduLength(this.ctx.config.maxPduLength);
+    this.ctx.draining = false;
+    const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    server.on('error', (err) => this.log.error('DICOM listener error', { error: err.message }));
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once('error', onError);
+      server.listen({ host: this.ctx.config.host, port: this.ctx.config.port }, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    this.server = server;
+    const addr = server.address();
+    this.boundPort = typeof addr === 'object' && addr ? addr.port : this.ctx.config.port;
+    this.log.info('DICOM SCP listening', { host: this.ctx.config.host, port: this.boundPort, aeTitle: this.ctx.config.aeTitle });
+  }
+
+  /**
+   * Stops accepting, lets C-STOREs in flight finish and answer (bounded), then
+   * closes what is left. An association still open after that is aborted: its
+   * unanswered instance was never acknowledged, so the sender retries it.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    this.ctx.draining = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const deadline = Date.now() + graceMs;
+    for (const c of this.connections) c.drain();
+    while (Date.now() < deadline && [...this.connections].some((c) => c.busy)) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    for (const c of this.connections) c.destroy();
+    await closed;
+    this.log.info('DICOM SCP stopped');
+  }
+
+  private onConnection(socket: net.Socket): void {
+    try {
+      socket.setNoDelay(true);
+      const idleMs = Math.max(1, Math.round(this.ctx.config.idleTimeoutSeconds * 1000));
+      const scp = new GatewayScp(socket, { connectTimeout: idleMs, associationTimeout: idleMs, pduTimeout: idleMs }, this.ctx);
+      this.connections.add(scp);
+      socket.once('close', () => this.connections.delete(scp));
+    } catch (err) {
+      this.log.error('could not set up a DICOM connection', { error: (err as Error).message });
+      socket.destroy();
+    }
+  }
+}
+
+/** One file being received: Part 10 header we wrote, then the dataset bytes as they come off the wire. */
+class InstanceFile extends Writable {
+  readonly hash: Hash = createHash('sha256');
+  readonly header: DatasetHeaderReader;
+  size = 0;
+  failure: Error | undefined;
+  private fd: number | undefined;
+  private readonly flushed: Promise<void>;
+  private pausedSocket = false;
+
+  constructor(
+    readonly tmpPath: string,
+    meta: Buffer,
+    readonly transferSyntaxUid: string,
+    maxHeaderBytes: number,
+    private readonly socket: net.Socket,
+  ) {
+    // Never report backpressure to dcmjs-dimse: its drain wait is created once per
+    // transfer and, when awaited, lets later PDUs overtake earlier ones. We pause the socket instead.
+    super({ highWaterMark: Number.MAX_SAFE_INTEGER, decodeStrings: false });
+    this.header = new DatasetHeaderReader(transferSyntaxUid, maxHeaderBytes);
+    // A disk error must end this transfer, never the process.
+    this.on('error', (err) => this.fail(err));
+    this.flushed = new Promise<void>((resolve) => {
+      this.once('finish', resolve);
+      this.once('close', resolve);
+    });
+    try {
+      this.fd = openSync(tmpPath, 'wx');
+    } catch (err) {
+      this.fail(err as Error);
+      return;
+    }
+    this.hash.update(meta);
+    this.size += meta.length;
+    super.write(meta);
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.resumeSocket();
+  }
+
+  override write(chunk: unknown): boolean {
+    const b = chunk as Buffer;
+    this.header.push(b);
+    if (this.failure || this.destroyed || this.writableEnded) return true;
+    this.hash.update(b);
+    this.size += b.length;
+    super.write(b);
+    if (!this.pausedSocket && this.writableLength > PAUSE_ABOVE) {
+      this.pausedSocket = true;
+      this.socket.pause();
+    }
+    return true;
+  }
+
+  private resumeSocket(): void {
+    if (this.pausedSocket) {
+      this.pausedSocket = false;
+      this.socket.resume();
+    }
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this._writev([{ chunk }], cb);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    const fd = this.fd;
+    if (fd === undefined) return cb(this.failure ?? new Error('file not open'));
+    const buffers = chunks.map((c) => c.chunk);
+    const done = (err: NodeJS.ErrnoException | null): void => {
+      cb(err);
+      // After cb: only then has the stream stopped counting the bytes just written.
+      if (!err && this.writableLength < RESUME_BELOW) this.resumeSocket();
+    };
+    if (buffers.length === 1) fsWrite(fd, buffers[0] as Buffer, 0, (buffers[0] as Buffer).length, null, writeAll(fd, buffers[0] as Buffer, done));
+    else writev(fd, buffers, writevAll(fd, buffers, done));
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    const fd = this.fd;
+    if (fd === undefined) return cb(this.failure);
+    // Success is answered only for bytes on disk: the file's data (and size) before the row commits.
+    fdatasync(fd, (err) => {
+      this.fd = undefined;
+      close(fd, (closeErr) => cb(err ?? closeErr));
+    });
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const fd = this.fd;
+    this.fd = undefined;
+    this.resumeSocket();
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+    cb(err);
+  }
+
+  /** Resolves once the file is fsynced and closed, or failed. */
+  async complete(): Promise<void> {
+    if (!this.writableEnded && !this.destroyed) this.end();
+    await this.flushed;
+    if (this.failure) throw this.failure;
+    if (this.errored) throw this.errored;
+  }
+}
+
+function writeAll(fd: number, b: Buffer, cb: (err: NodeJS.ErrnoException | null) => void) {
+  return (err: NodeJS.ErrnoException | null, written: number): void => {
+    if (err) return cb(err);
+    if (written < b.length) {
+      const rest = b.subarray(written);
+      fsWrite(fd, rest, 0, rest.length, null, writeAll(fd, rest, cb));
+      return;
+    }
+    cb(null);
+  };
+}
+
+function writevAll(fd: number, bufs: Buffer[], cb: (err: NodeJS.ErrnoException | null) => void) {
+  return (err: NodeJS.ErrnoException | null, written: number): void => {
+    if (err) return cb(err);
+    let skip = written;
+    const rest: Buffer[] = [];
+    for (const b of bufs) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      rest.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+    if (rest.length === 0) return cb(null);
+    writev(fd, rest, writevAll(fd, rest, cb));
+  };
+}
+
+/** Stand-in for a C-STORE that is refused before its bytes are kept: the bytes are read and dropped. */
+class Discard extends Writable {
+  constructor(readonly reason: GatewayError) {
+    super({ highWaterMark: Number.MAX_SAFE_INTEGER });
+  }
+  override write(): boolean {
+    return true;
+  }
+  override _write(_c: unknown, _e: BufferEncoding, cb: () => void): void {
+    cb();
+  }
+}
+
+/** PS3.10 7.1 file meta information, explicit VR little endian. */
+export function buildFileMeta(o: { sopClassUid: string; sopInstanceUid: string; transferSyntaxUid: string; sourceAe: string }): Buffer {
+  const el = (element: number, vr: string, value: Buffer): Buffer => {
+    const long = vr === 'OB';
+    const h = Buffer.alloc(long ? 12 : 8);
+    h.writeUInt16LE(0x0002, 0);
+    h.writeUInt16LE(element, 2);
+    h.write(vr, 4, 'latin1');
+    if (long) h.writeUInt32LE(value.length, 8);
+    else h.writeUInt16LE(value.length, 6);
+    return Buffer.concat([h, value]);
+  };
+  const ui = (s: string): Buffer => Buffer.from(s.length % 2 ? `${s}\0` : s, 'latin1');
+  const text = (s: string): Buffer => Buffer.from(s.length % 2 ? `${s} ` : s, 'latin1');
+  const body = Buffer.concat([
+    el(0x0001, 'OB', Buffer.from([0x00, 0x01])),
+    el(0x0002, 'UI', ui(o.sopClassUid)),
+    el(0x0003, 'UI', ui(o.sopInstanceUid)),
+    el(0x0010, 'UI', ui(o.transferSyntaxUid)),
+    el(0x0012, 'UI', ui(IMPLEMENTATION_CLASS_UID)),
+    el(0x0013, 'SH', text(IMPLEMENTATION_VERSION_NAME)),
+    ...(o.sourceAe ? [el(0x0016, 'AE', text(o.sourceAe))] : []),
+  ]);
+  const groupLength = Buffer.alloc(12);
+  groupLength.writeUInt16LE(0x0002, 0);
+  groupLength.writeUInt16LE(0x0000, 2);
+  groupLength.write('UL', 4, 'latin1');
+  groupLength.writeUInt16LE(4, 6);
+  groupLength.writeUInt32LE(body.length, 8);
+  return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, body]);
+}
+
+interface ScpTimeouts {
+  connectTimeout: number;
+  associationTimeout: number;
+  pduTimeout: number;
+}
+
+/** One association. Every handler catches: nothing thrown here may reach the socket or the process. */
+class GatewayScp extends Scp {
+  private readonly ctx: ScpContext;
+  private readonly sock: net.Socket;
+  private log: Logger;
+  private readonly peer: string;
+  private readonly openedAt = Date.now();
+  private callingAe = '';
+  private accepted = false;
+  private closed = false;
+  private readonly transfers = new Map<CStoreRequest, InstanceFile | Discard>();
+  private inFlight = 0;
+  private stats = { stored: 0, duplicates: 0, failed: 0, bytes: 0, echoes: 0 };
+  private endReason = 'released';
+
+  constructor(socket: net.Socket, timeouts: ScpTimeouts, ctx: ScpContext) {
+    super(socket, timeouts);
+    this.ctx = ctx;
+    this.sock = socket;
+    this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    this.log = ctx.logger.child({ component: 'dicom-scp' });
+    // dcmjs-dimse starts its association timer only for connections it dialled: an accepted
+    // socket is already connected, so set the clock it checks or an idle peer is never dropped.
+    const self = this as unknown as { connected: boolean; connectedTime: number };
+    self.connected = true;
+    self.connectedTime = Date.now();
+    this.on('networkError', (err: Error) => {
+      if (this.closed) return;
+      this.endReason = /timeout/i.test(err.message) ? 'idle timeout' : 'network error';
+      this.log.debug('association network error', { peer: this.peer, error: err.message });
+      this.sock.destroy();
+    });
+    this.on('close', () => this.onClose());
+    socket.on('error', () => {
+      // reported through dcmjs-dimse's networkError; this listener only keeps the error from being unhandled
+    });
+  }
+
+  /** True while a C-STORE is being received or answered. */
+  get busy(): boolean {
+    return this.inFlight > 0 || this.transfers.size > 0;
+  }
+
+  drain(): void {
+    if (!this.busy) this.destroy();
+  }
+
+  destroy(): void {
+    if (!this.closed) {
+      if (this.busy) this.endReason = 'shutdown';
+      else if (this.endReason === 'released' && this.accepted) this.endReason = 'shutdown';
+      this.sock.destroy();
+    }
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    // A transfer cut off by the peer or a timeout was never acknowledged: leave nothing half-written.
+    for (const [, w] of this.transfers) {
+      if (w instanceof InstanceFile) {
+        w.header.dispose();
+        w.destroy();
+        this.ctx.spool.discard(w.tmpPath);
+      }
+    }
+    this.transfers.clear();
+    if (this.accepted) {
+      this.ctx.active--;
+      this.log.info('association closed', {
+        peer: this.peer,
+        stored: this.stats.stored,
+        duplicates: this.stats.duplicates,
+        failed: this.stats.failed,
+        echoes: this.stats.echoes,
+        megabytes: Number((this.stats.bytes / 1e6).toFixed(1)),
+        durationMs: Date.now() - this.openedAt,
+        end: this.endReason,
+      });
+    }
+  }
+
+  override associationRequested(association: Association): void {
+    try {
+      this.callingAe = association.getCallingAeTitle().trim();
+      this.log = this.ctx.logger.child({ component: 'dicom-scp', callingAe: this.callingAe });
+      const { config } = this.ctx;
+      const called = association.getCalledAeTitle().trim();
+      if (called !== config.aeTitle) {
+        return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CalledAeNotRecognized, `called AE "${called}" is not ours`);
+      }
+      if (config.allowedCallers.length > 0 && !config.allowedCallers.includes(this.callingAe)) {
+        return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized, 'calling AE not recognized');
+      }
+      if (this.ctx.draining) {
+        return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.TemporaryCongestion, 'shutting down');
+      }
+      if (this.ctx.active >= config.maxAssociations) {
+        return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.LocalLimitExceeded, 'too many associations');
+      }
+      let acceptedContexts = 0;
+      for (const { context } of association.getPresentationContexts()) {
+        const abstract = context.getAbstractSyntaxUid();
+        if (abstract !== SopClass.Verification && !isStorageSopClass(abstract)) {
+          context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
+          continue;
+        }
+        const ts = chooseTransferSyntax(context.getTransferSyntaxUids());
+        if (!ts) {
+          context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
+          continue;
+        }
+        context.setResult(PresentationContextResult.Accept, ts);
+        acceptedContexts++;
+      }
+      // The limit we announce is what we receive; the library would otherwise announce the peer's own limit.
+      association.setMaxPduLength(config.maxPduLength);
+      this.accepted = true;
+      this.ctx.active++;
+      this.sendAssociationAccept();
+      this.log.debug('association accepted', { peer: this.peer, contexts: acceptedContexts });
+    } catch (err) {
+      this.log.error('association request failed', { peer: this.peer, error: (err as Error).message });
+      this.sock.destroy();
+    }
+  }
+
+  private reject(result: number, source: number, reason: number, why: string): void {
+    this.log.warn('association rejected', { peer: this.peer, reason: why });
+    this.sendAssociationReject(result, source, reason);
+    // The peer should close after A-ASSOCIATE-RJ; do not keep a socket for one that does not.
+    this.sock.end();
+    setTimeout(() => this.sock.destroy(), 2000).unref();
+  }
+
+  override associationReleaseRequested(): void {
+    try {
+      this.sendAssociationReleaseResponse();
+    } catch (err) {
+      this.log.debug('release response failed', { error: (err as Error).message });
+    }
+  }
+
+  override abort(): void {
+    this.endReason = 'aborted by peer';
+    this.sock.destroy();
+  }
+
+  override cEchoRequest(request: CEchoRequest, callback: (response: CEchoResponseT) => void): void {
+    try {
+      const response = CEchoResponse.fromRequest(request);
+      response.setStatus(Status.Success);
+      this.stats.echoes++;
+      callback(response);
+    } catch (err) {
+      this.log.error('C-ECHO failed', { error: (err as Error).message });
+    }
+  }
+
+  override createStoreWritableStream(context: PresentationContext, request: CStoreRequest): Writable {
+    try {
+      if (!this.ctx.spool.hasRoom()) {
+        return this.track(request, new Discard(new GatewayError(ErrorCode.outOfResources, 'storage below its free-space watermark')));
+      }
+      const ts = context.getAcceptedTransferSyntaxUid() ?? TransferSyntax.implicitLe;
+      const meta = buildFileMeta({
+        sopClassUid: request.getAffectedSopClassUid(),
+        sopInstanceUid: request.getAffectedSopInstanceUid(),
+        transferSyntaxUid: ts,
+        sourceAe: this.callingAe,
+      });
+      return this.track(request, new InstanceFile(this.ctx.spool.newTmpPath(), meta, ts, this.ctx.config.maxHeaderBytes, this.sock));
+    } catch (err) {
+      return this.track(request, new Discard(toGatewayError(err)));
+    }
+  }
+
+  private track(request: CStoreRequest, w: InstanceFile | Discard): InstanceFile | Discard {
+    this.transfers.set(request, w);
+    return w;
+  }
+
+  override createDatasetFromStoreWritableStream(_w: Writable, context: PresentationContext, callback: (dataset: InstanceType<typeof Dataset>) => void): void {
+    // Synchronously: dcmjs-dimse clears its per-message state in this callback, before the next PDU.
+    // The instance itself is handled in cStoreRequest, from the file we wrote.
+    callback(new Dataset({}, context.getAcceptedTransferSyntaxUid()));
+  }
+
+  override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponseT) => void): void {
+    this.inFlight++;
+    this.handleStore(request)
+      .then(({ status, comment }) => {
+        const response = CStoreResponse.fromRequest(request);
+        response.setStatus(status);
+        if (comment) response.setErrorComment(comment.slice(0, 64));
+        if (!this.closed) callback(response);
+      })
+      .catch((err: unknown) => this.log.error('C-STORE response failed', { error: (err as Error).message }))
+      .finally(() => {
+        this.inFlight--;
+      });
+  }
+
+  private async handleStore(request: CStoreRequest): Promise<{ status: number; comment?: string }> {
+    const w = this.transfers.get(request);
+    this.transfers.delete(request);
+    const sopUid = request.getAffectedSopInstanceUid();
+    let tmpPath: string | undefined;
+    try {
+      if (!w) throw new GatewayError(ErrorCode.internal, 'no transfer for this C-STORE');
+      if (w instanceof Discard) throw w.reason;
+      tmpPath = w.tmpPath;
+      await w.complete();
+      const dict = await w.header.finish(true);
+      const header = toInstanceHeader(dict, w.transferSyntaxUid, request.getAffectedSopClassUid());
+      if (header.sopInstanceUid !== sopUid) {
+        throw unreadable(`dataset SOPInstanceUID ${hashId(header.sopInstanceUid)} differs from the command's ${hashId(sopUid)}`);
+      }
+      if (header.sopClassUid !== request.getAffectedSopClassUid()) {
+        throw new GatewayError(ErrorCode.unsupported, 'dataset SOP class differs from the command');
+      }
+      const outcome = await this.ctx.sink.storeInstance({
+        ...header,
+        tmpPath,
+        sizeBytes: w.size,
+        sha256: w.hash.digest('hex'),
+        callingAe: this.callingAe,
+      });
+      tmpPath = undefined;
+      if (outcome === 'duplicate') this.stats.duplicates++;
+      else this.stats.stored++;
+      this.stats.bytes += w.size;
+      return { status: Status.Success };
+    } catch (err) {
+      if (w instanceof InstanceFile) w.header.dispose();
+      if (tmpPath) this.ctx.spool.discard(tmpPath);
+      const ge = toGatewayError(err);
+      const status = dimseStatusFor(ge);
+      this.stats.failed++;
+      this.log.warn('C-STORE refused', {
+        peer: this.peer,
+        sopUid: hashId(sopUid),
+        status: `0x${status.toString(16).padStart(4, '0')}`,
+        code: ge.code,
+        reason: ge.code === 'internal' ? (ge.cause as Error | undefined)?.message ?? ge.message : ge.message,
+      });
+      return { status, comment: ge.code === 'internal' ? 'internal error' : ge.message };
+    }
+  }
+}
