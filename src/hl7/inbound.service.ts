@@ -1,0 +1,529 @@
+import { sql, type Insertable } from 'kysely';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import { ErrorCode, hl7AckCodeFor, toGatewayError } from '../errors.js';
+import { hashId, type Logger } from '../logger.js';
+import {
+  decideLink,
+  linkColumns,
+  linkPendingForStudy,
+  reconsiderHeldForPatient,
+  refreshMessageStatus,
+  samePatient,
+  studiesWithPendingItems,
+  type LinkDecision,
+} from '../studies/reconcile.js';
+import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
+import { GroupCommitQueue } from './group-commit.js';
+import { Hl7Message } from './hl7-message.js';
+import { Hl7ErrorCode, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type MessageHeader, type OrderItem, type PatientRef } from './hl7-parse.js';
+import {
+  applyPatientMerge,
+  findAcceptedMessage,
+  findOrderToUpdate,
+  insertMessageUnlessDuplicate,
+  setMessageStatus,
+  insertAiResults,
+  insertMessage,
+  insertOrder,
+  insertPatientMerge,
+  insertReportVersion,
+  json,
+  personName,
+  updateOrder,
+} from './hl7.repository.js';
+import { LinkState, MessageStatus, type AiResultTable, type OrderRow } from './hl7.table.js';
+import type { MllpFailure, MllpMeta } from './mllp-server.js';
+import { createIdSource } from './sortable-id.js';
+
+export interface InboundEvents {
+  /** Committed: these studies gained an order, report version or AI result (rules may re-evaluate). */
+  onLinked?(studyInstanceUid: string): void | Promise<void>;
+}
+
+export interface Hl7InboundServiceOptions {
+  db: Db;
+  config: GatewayConfig['hl7'];
+  logger: Logger;
+  clock?: () => Date;
+  /** Most messages committed in one transaction. */
+  maxBatch?: number;
+}
+
+type Prepared =
+  | { kind: 'event'; header: MessageHeader; event: InboundEvent }
+  | { kind: 'reject'; header: MessageHeader; messageKind: InboundKind; error: AckError };
+
+interface Work {
+  raw: string;
+  prepared: Prepared;
+  remoteAddress: string;
+}
+
+interface Outcome {
+  ack: AckCode;
+  status: MessageStatus | null;
+  error?: AckError;
+  studyUid: string | null;
+  linkedStudies: string[];
+}
+
+/**
+ * HL7 inbound: parse, store the raw message and everything it carries in one
+ * transaction, link to studies, and only then build the ACK. Messages from
+ * all connections go through one group-commit queue; each connection still
+ * waits for its own ACK before its next frame is read (MllpServer).
+ */
+export class Hl7InboundService {
+  private readonly db: Db;
+  private readonly config: GatewayConfig['hl7'];
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private readonly newId = createIdSource();
+  private readonly newAckId = createControlIdSource();
+  private readonly queue: GroupCommitQueue<Work, Outcome>;
+  private readonly listeners: InboundEvents[] = [];
+
+  constructor(o: Hl7InboundServiceOptions) {
+    this.db = o.db;
+    this.config = o.config;
+    this.log = o.logger.child({ component: 'hl7-in' });
+    this.clock = o.clock ?? (() => new Date());
+    this.queue = new GroupCommitQueue((batch) => this.commitBatch(batch), o.maxBatch ?? 64);
+  }
+
+  /** Group-commit figures: how many messages shared each durable commit. */
+  get commitStats(): Readonly<{ batches: number; items: number; largestBatch: number; depth: number }> {
+    return { ...this.queue.stats, depth: this.queue.depth };
+  }
+
+  subscribe(listener: InboundEvents): void {
+    this.listeners.push(listener);
+  }
+
+  /** The MLLP handler: resolves to the ACK text, never rejects. */
+  readonly handle = async (raw: string, meta: MllpMeta): Promise<string> => {
+    const prepared = this.prepare(raw);
+    let outcome: Outcome;
+    try {
+      outcome = await this.queue.submit({ raw, prepared, remoteAddress: meta.remoteAddress });
+    } catch (err) {
+      outcome = this.failed(err);
+    }
+    const header = prepared.header;
+    const ack = buildAck(header, {
+      sendingApplication: this.config.sendingApplication,
+      sendingFacility: this.config.sendingFacility,
+      code: outcome.ack,
+      error: outcome.error,
+      controlId: this.newAckId(),
+      now: this.clock(),
+    });
+    const log = this.log.child({ controlId: header.controlId ?? '-' });
+    const fields = {
+      type: header.typeLabel,
+      ack: outcome.ack,
+      status: outcome.status ?? 'not-stored',
+      studyUid: hashId(outcome.studyUid),
+      remoteAddress: meta.remoteAddress,
+    };
+    if (outcome.ack === 'AA') log.info('message', fields);
+    else log.warn('message', { ...fields, error: outcome.error?.text });
+    return ack;
+  };
+
+  /** The reply for frames the handler never saw (MllpServer): AR for too large, AE if the handler itself failed. */
+  readonly failureReply = async (f: MllpFailure): Promise<string> => {
+    const header = scrapeHeader(f.kind === 'too-large' ? f.head : f.message);
+    let outcome: Outcome;
+    if (f.kind === 'too-large') {
+      const error = { hl7Code: Hl7ErrorCode.applicationInternalError, text: `message larger than hl7.maxMessageBytes (${f.limit} bytes)` };
+      const prepared: Prepared = { kind: 'reject', header, messageKind: 'malformed', error };
+      // Stored (head only: the rest was never kept) so an oversized message is visible, not silently dropped.
+      const raw = `${f.head}\r[truncated: over ${f.limit} bytes]`;
+      try {
+        outcome = await this.queue.submit({ raw, prepared, remoteAddress: '-' });
+      } catch (err) {
+        outcome = this.failed(err);
+      }
+    } else {
+      outcome = this.failed(f.error);
+    }
+    this.log.child({ controlId: header.controlId ?? '-' }).warn('message', { type: header.typeLabel, ack: outcome.ack, error: outcome.error?.text });
+    return buildAck(header, {
+      sendingApplication: this.config.sendingApplication,
+      sendingFacility: this.config.sendingFacility,
+      code: outcome.ack,
+      error: outcome.error,
+      controlId: this.newAckId(),
+      now: this.clock(),
+    });
+  };
+
+  /** StudyService onStudyCreated: pending orders, reports and AI results naming this study link now (or are held). */
+  async reconcileStudy(studyInstanceUid: string): Promise<void> {
+    const now = this.clock().toISOString();
+    const r = await this.db.transaction().execute(async (trx) => {
+      const res = await linkPendingForStudy(trx, studyInstanceUid, now);
+      await refreshMessageStatus(trx, res.messageIds, now);
+      return res;
+    });
+    if (r.linked + r.held > 0) {
+      this.log.info('pending items reconciled with a new study', { studyUid: hashId(studyInstanceUid), linked: r.linked, held: r.held });
+    }
+    if (r.linked > 0) this.emitLinked([studyInstanceUid]);
+  }
+
+  /** Start-up: studies that arrived while a reconciliation was missed or failed. */
+  async reconcileAll(): Promise<number> {
+    const uids = await studiesWithPendingItems(this.db);
+    for (const uid of uids) await this.reconcileStudy(uid);
+    return uids.length;
+  }
+
+  private prepare(raw: string): Prepared {
+    let header: MessageHeader | undefined;
+    try {
+      const m = Hl7Message.parse(raw);
+      header = readHeader(m);
+      const event = toInboundEvent(m, header, { mapping: this.config.mapping, aiSenders: this.config.aiSenders });
+      return { kind: 'event', header, event };
+    } catch (err) {
+      const ge = toGatewayError(err);
+      const messageKind: InboundKind = ge.code === ErrorCode.unsupported ? 'unsupported' : 'malformed';
+      const hl7Code =
+        (ge.details as { hl7Code?: string } | undefined)?.hl7Code ??
+        (ge.code === ErrorCode.internal ? Hl7ErrorCode.applicationInternalError : Hl7ErrorCode.dataTypeError);
+      if (ge.code === ErrorCode.internal) this.log.error('parser failed', { error: (err as Error)?.message });
+      // A parser bug is ours, not the sender's: it is still stored and answered AR so it is reviewed, not retried forever.
+      return { kind: 'reject', header: header ?? scrapeHeader(raw), messageKind, error: { hl7Code, text: ge.code === ErrorCode.internal ? 'message could not be processed' : ge.message } };
+    }
+  }
+
+  private failed(err: unknown): Outcome {
+    const ge = toGatewayError(err);
+    if (ge.code === ErrorCode.internal) this.log.error('message not stored', { error: (err as Error)?.message });
+    const ack = hl7AckCodeFor(ge);
+    return {
+      ack,
+      status: null,
+      error: { hl7Code: ge.code === ErrorCode.transient ? '206' : Hl7ErrorCode.applicationInternalError, text: ack === 'AE' ? `not stored, please resend: ${ge.message}` : ge.message },
+      studyUid: null,
+      linkedStudies: [],
+    };
+  }
+
+  /**
+   * One transaction for the batch, one savepoint per message: a message that
+   * fails rolls back alone and is answered AE; the others commit. Nothing is
+   * answered before COMMIT returns.
+   */
+  private async commitBatch(batch: Work[]): Promise<Outcome[]> {
+    const now = this.clock().toISOString();
+    const trx = await this.db.startTransaction().execute();
+    const outcomes: Outcome[] = [];
+    try {
+      for (let i = 0; i < batch.length; i++) {
+        const w = batch[i]!;
+        const sp = sql.raw(`m${i}`);
+        if (batch.length > 1) await sql`savepoint ${sp}`.execute(trx);
+        try {
+          outcomes.push(await this.applyOne(trx, w, now));
+          if (batch.length > 1) await sql`release savepoint ${sp}`.execute(trx);
+        } catch (err) {
+          if (batch.length === 1) throw err;
+          await sql`rollback to savepoint ${sp}`.execute(trx);
+          await sql`release savepoint ${sp}`.execute(trx);
+          outcomes.push(this.failed(err));
+        }
+      }
+      await trx.commit().execute();
+    } catch (err) {
+      await trx
+        .rollback()
+        .execute()
+        .catch(() => undefined);
+      throw err;
+    }
+    const linked = new Set(outcomes.flatMap((o) => o.linkedStudies));
+    if (linked.size > 0) this.emitLinked([...linked]);
+    return outcomes;
+  }
+
+  private async applyOne(db: Db, w: Work, now: string): Promise<Outcome> {
+    const p = w.prepared;
+    const h = p.header;
+    const id = this.newId();
+    const base = {
+      id,
+      sender_application: h.sendingApplication ?? '',
+      sender_facility: h.sendingFacility ?? '',
+      control_id: h.controlId ?? h.controlIdRaw ?? '',
+      message_type: h.typeLabel.slice(0, 32),
+      hl7_version: h.version?.slice(0, 16) ?? null,
+      remote_address: w.remoteAddress,
+      raw: w.raw,
+      received_at: now,
+      updated_at: now,
+    };
+    if (p.kind === 'reject') {
+      await insertMessage(db, {
+        ...base,
+        kind: p.messageKind,
+        status: MessageStatus.rejected,
+        reason: p.error.text,
+        ack_code: 'AR',
+        study_instance_uid: null,
+        accession_number: null,
+      });
+      return { ack: 'AR', status: MessageStatus.rejected, error: p.error, studyUid: null, linkedStudies: [] };
+    }
+
+    const e = p.event;
+    const first = e.kind === 'patient-merge' ? undefined : e.items[0];
+    // The message row goes in first (the items reference it) as applied; a hold found below updates it.
+    const inserted = await insertMessageUnlessDuplicate(db, {
+      ...base,
+      kind: e.kind,
+      status: MessageStatus.applied,
+      reason: null,
+      ack_code: 'AA',
+      study_instance_uid: first?.studyInstanceUid ?? null,
+      accession_number: first?.accessionNumber ?? null,
+    });
+    if (!inserted) {
+      const dup = await findAcceptedMessage(db, base.sender_application, base.sender_facility, base.control_id);
+      await insertMessage(db, {
+        ...base,
+        kind: e.kind,
+        status: MessageStatus.duplicate,
+        reason: `same MSH-3/MSH-4/MSH-10 as message ${dup?.id ?? '?'}${dup?.raw === w.raw ? '' : ' (content differs: not applied)'}`,
+        ack_code: 'AA',
+        study_instance_uid: null,
+        accession_number: null,
+      });
+      return { ack: 'AA', status: MessageStatus.duplicate, studyUid: null, linkedStudies: [] };
+    }
+
+    switch (e.kind) {
+      case 'order':
+        return this.applyOrders(db, base, e.patient, e.items, now);
+      case 'report':
+      case 'ai-result': {
+        const decisions: LinkDecision[] = [];
+        for (const it of e.items) {
+          decisions.push(await decideLink(db, { accessionNumber: it.accessionNumber, studyInstanceUid: it.studyInstanceUid, patientId: e.patient.id }));
+        }
+        const summary = await this.messageStatus(db, base.id, decisions, e.items[0]!.studyInstanceUid, now);
+        const patient = { patient_id: e.patient.id, patient_id_authority: e.patient.authority, sender_application: base.sender_application };
+        if (e.kind === 'report') {
+          for (let i = 0; i < e.items.length; i++) {
+            const it = e.items[i]!;
+            await insertReportVersion(db, {
+              id: this.newId(),
+              message_id: id,
+              ...patient,
+              accession_number: it.accessionNumber,
+              study_instance_uid: it.studyInstanceUid,
+              placer_order_number: it.placerOrderNumber,
+              filler_order_number: it.fillerOrderNumber,
+              ...linkColumns(decisions[i]!),
+              result_status: it.resultStatus,
+              report_text: it.text,
+              radiologist_id: it.radiologist?.id ?? null,
+              radiologist_name: personName(it.radiologist),
+              procedure_code: it.procedure?.code ?? null,
+              procedure_text: it.procedure?.text ?? null,
+              reason_for_study: json.coded(it.reasonForStudy),
+              diagnoses: json.coded(it.diagnoses),
+              observed_at: it.observedAt,
+              received_at: now,
+              updated_at: now,
+            });
+          }
+        } else {
+          const rows: Insertable<AiResultTable>[] = [];
+          e.items.forEach((it, i) => {
+            for (const f of it.findings) {
+              rows.push({
+                id: this.newId(),
+                message_id: id,
+                ...patient,
+                accession_number: it.accessionNumber,
+                study_instance_uid: it.studyInstanceUid,
+                placer_order_number: it.placerOrderNumber,
+                filler_order_number: it.fillerOrderNumber,
+                ...linkColumns(decisions[i]!),
+                finding_code: f.code,
+                finding_text: f.text,
+                finding_system: f.system,
+                value_text: f.value,
+                abnormal_flags: f.abnormalFlags.join('~') || null,
+                positive: f.positive ? 1 : 0,
+                result_status: f.status,
+                observed_at: f.observedAt ?? it.observedAt,
+                received_at: now,
+                updated_at: now,
+              });
+            }
+          });
+          await insertAiResults(db, rows);
+        }
+        return summary;
+      }
+      case 'patient-merge': {
+        const changed: string[] = [];
+        const linked: string[] = [];
+        for (const m of e.items) {
+          const counts = await applyPatientMerge(db, m.prior.id!, m.patient.id!, now);
+          await insertPatientMerge(db, {
+            id: this.newId(),
+            message_id: id,
+            patient_id: m.patient.id!,
+            prior_patient_id: m.prior.id!,
+            authority: m.patient.authority,
+            studies_updated: counts.studies,
+            records_updated: counts.records,
+            applied_at: now,
+          });
+          const r = await reconsiderHeldForPatient(db, m.patient.id!, now);
+          changed.push(...r.messageIds);
+          if (r.linked > 0) linked.push(...(await this.studiesOfMessages(db, r.messageIds)));
+        }
+        await refreshMessageStatus(db, changed, now);
+        return { ack: 'AA', status: MessageStatus.applied, studyUid: null, linkedStudies: linked };
+      }
+    }
+  }
+
+  /** The message is held while any of its items is; it was stored as applied with the first item's keys. */
+  private async messageStatus(db: Db, messageId: string, decisions: LinkDecision[], givenUid: string | null, now: string): Promise<Outcome> {
+    const held = decisions.find((d): d is Extract<LinkDecision, { state: 'held' }> => d.state === LinkState.held);
+    const linkedStudies = [...new Set(decisions.flatMap((d) => (d.state === LinkState.linked ? [d.studyInstanceUid] : [])))];
+    const studyUid = linkedStudies[0] ?? givenUid;
+    if (held || studyUid !== givenUid) {
+      await setMessageStatus(db, messageId, held ? MessageStatus.held : MessageStatus.applied, held?.reason ?? null, studyUid, now);
+    }
+    return { ack: 'AA', status: held ? MessageStatus.held : MessageStatus.applied, studyUid, linkedStudies };
+  }
+
+  private async applyOrders(
+    db: Db,
+    base: { id: string; sender_application: string },
+    patient: PatientRef,
+    items: OrderItem[],
+    now: string,
+  ): Promise<Outcome> {
+    // Decide everything first (reads), then write: the message row carries the final status.
+    const plans: { item: OrderItem; existing?: OrderRow; decision: LinkDecision; insert: boolean }[] = [];
+    for (const it of items) {
+      const existing = await findOrderToUpdate(db, it);
+      if (existing?.patient_id && patient.id && !(await samePatient(db, existing.patient_id, patient.id))) {
+        plans.push({ item: it, decision: { state: LinkState.held, reason: 'order update names a different patient than the stored order' }, insert: true });
+        continue;
+      }
+      const keys = {
+        accessionNumber: it.accessionNumber ?? existing?.accession_number ?? null,
+        studyInstanceUid: it.studyInstanceUid ?? existing?.study_instance_uid ?? null,
+        patientId: patient.id ?? existing?.patient_id ?? null,
+        excludeOrderId: existing?.id,
+      };
+      const decision = await decideLink(db, keys);
+      // A held update never changes the order we hold; it is kept beside it for review.
+      plans.push({ item: it, existing, decision, insert: !existing || decision.state === LinkState.held });
+    }
+    const summary = await this.messageStatus(
+      db,
+      base.id,
+      plans.map((p) => p.decision),
+      items[0]!.studyInstanceUid,
+      now,
+    );
+    const affected: string[] = [];
+    for (const p of plans) {
+      const it = p.item;
+      const fields = {
+        message_id: base.id,
+        sender_application: base.sender_application,
+        order_control: it.orderControl,
+        order_status: it.orderStatus,
+        procedure_code: it.procedure?.code ?? null,
+        procedure_text: it.procedure?.text ?? null,
+        modality: it.modality,
+        priority: it.priority,
+        reason_for_study: json.coded(it.reasonForStudy),
+        relevant_clinical_info: it.relevantClinicalInfo,
+        diagnoses: json.coded(it.diagnoses),
+        referring_physician_id: it.referringPhysician?.id ?? null,
+        referring_physician_name: personName(it.referringPhysician),
+        second_opinion_requested: it.secondOpinionRequested ? 1 : 0,
+        updated_at: now,
+      };
+      if (p.insert || !p.existing) {
+        await insertOrder(db, {
+          id: this.newId(),
+          ...fields,
+          accession_number: it.accessionNumber,
+          study_instance_uid: it.studyInstanceUid,
+          placer_order_number: it.placerOrderNumber,
+          filler_order_number: it.fillerOrderNumber,
+          patient_id: patient.id,
+          patient_id_authority: patient.authority,
+          ...linkColumns(p.decision),
+          created_at: now,
+        });
+      } else {
+        const ex = p.existing;
+        // An update fills in what it carries and keeps what it leaves out (a status message omits the procedure).
+        await updateOrder(db, ex.id, {
+          ...fields,
+          procedure_code: fields.procedure_code ?? ex.procedure_code,
+          procedure_text: fields.procedure_text ?? ex.procedure_text,
+          modality: fields.modality ?? ex.modality,
+          priority: fields.priority ?? ex.priority,
+          reason_for_study: it.reasonForStudy.length > 0 ? fields.reason_for_study : ex.reason_for_study,
+          diagnoses: it.diagnoses.length > 0 ? fields.diagnoses : ex.diagnoses,
+          relevant_clinical_info: fields.relevant_clinical_info ?? ex.relevant_clinical_info,
+          referring_physician_id: fields.referring_physician_id ?? ex.referring_physician_id,
+          referring_physician_name: fields.referring_physician_name ?? ex.referring_physician_name,
+          accession_number: it.accessionNumber ?? ex.accession_number,
+          study_instance_uid: it.studyInstanceUid ?? ex.study_instance_uid,
+          placer_order_number: it.placerOrderNumber ?? ex.placer_order_number,
+          filler_order_number: it.fillerOrderNumber ?? ex.filler_order_number,
+          patient_id: patient.id ?? ex.patient_id,
+          patient_id_authority: patient.authority ?? ex.patient_id_authority,
+          ...linkColumns(p.decision),
+        });
+      }
+      // The order may carry the key that connects waiting reports and AI results to their study.
+      if (p.decision.state === LinkState.linked) {
+        const r = await linkPendingForStudy(db, p.decision.studyInstanceUid, now);
+        affected.push(...r.messageIds);
+      }
+    }
+    await refreshMessageStatus(db, affected.filter((m) => m !== base.id), now);
+    return summary;
+  }
+
+  private async studiesOfMessages(db: Db, messageIds: string[]): Promise<string[]> {
+    if (messageIds.length === 0) return [];
+    const out = new Set<string>();
+    for (const table of ['orders', 'report_versions', 'ai_results'] as const) {
+      const rows = await db.selectFrom(table).select('linked_study_uid').where('message_id', 'in', messageIds).where('linked_study_uid', 'is not', null).execute();
+      for (const r of rows) if (r.linked_study_uid) out.add(r.linked_study_uid);
+    }
+    return [...out];
+  }
+
+  private emitLinked(uids: string[]): void {
+    for (const l of this.listeners) {
+      const fn = l.onLinked;
+      if (!fn) continue;
+      for (const uid of uids) {
+        Promise.resolve()
+          .then(() => fn.call(l, uid))
+          .catch((err: unknown) => this.log.error('onLinked listener failed', { studyUid: hashId(uid), error: (err as Error).message }));
+      }
+    }
+  }
+}
