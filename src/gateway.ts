@@ -1,0 +1,121 @@
+import type { GatewayConfig } from './config/schema.js';
+import { migrateToLatest, openDatabase, type Db, type OpenedDatabase } from './db/database.js';
+import { DicomScp } from './dicom/scp.js';
+import { Spool } from './dicom/spool.js';
+import { Hl7InboundService } from './hl7/inbound.service.js';
+import { hl7StudyEnricher } from './hl7/hl7.enricher.js';
+import { MllpServer } from './hl7/mllp-server.js';
+import { messagesRouter } from './http/messages.routes.js';
+import { HttpServer } from './http/server.js';
+import { studiesRouter } from './http/studies.routes.js';
+import { createLogger, type Logger } from './logger.js';
+import { StudyService } from './studies/study.service.js';
+
+export interface GatewayOptions {
+  logger?: Logger;
+}
+
+export interface Gateway {
+  readonly config: Readonly<GatewayConfig>;
+  readonly logger: Logger;
+  readonly db: Db;
+  readonly studies: StudyService;
+  /** Bound ports (useful when the config asked for port 0). */
+  readonly hl7: Hl7InboundService;
+  ports(): { dicom: number; hl7: number; http: number };
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root: every component is built here and handed what it
+ * needs. Nothing else opens the database or reads the config.
+ */
+export function createGateway(config: Readonly<GatewayConfig>, options: GatewayOptions = {}): Gateway {
+  const logger = options.logger ?? createLogger(config.log);
+  const log = logger.child({ component: 'gateway' });
+  let started = false;
+  const opened: OpenedDatabase = openDatabase(config.database.url);
+  const db = opened.db;
+
+  const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024);
+  const studies = new StudyService({ db, spool, logger, stableAfterSeconds: config.dicom.stableAfterSeconds });
+  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger }) : undefined;
+  const hl7 = new Hl7InboundService({ db, config: config.hl7, logger });
+  // Orders and reports that arrived before their study link as soon as it exists.
+  studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
+  const mllp = config.hl7.enabled
+    ? new MllpServer({
+        host: config.hl7.host,
+        port: config.hl7.port,
+        maxMessageBytes: config.hl7.maxMessageBytes,
+        idleTimeoutSeconds: config.hl7.idleTimeoutSeconds,
+        maxConnections: config.hl7.maxConnections,
+        handler: hl7.handle,
+        failureReply: hl7.failureReply,
+        logger,
+      })
+    : undefined;
+  const http = config.http.enabled
+    ? new HttpServer({
+        config: config.http,
+        tokens: config.auth.tokens,
+        logger,
+        health: () => ({ ok: started, details: { instanceId: config.instanceId } }),
+        apiRouters: [studiesRouter(db, [hl7StudyEnricher]), messagesRouter(db)],
+      })
+    : undefined;
+
+  const stoppers: (() => Promise<void> | void)[] = [];
+
+  return {
+    config,
+    logger,
+    db,
+    studies,
+    hl7,
+    ports: () => ({ dicom: scp?.port ?? 0, hl7: mllp?.port ?? 0, http: http?.port ?? 0 }),
+    async start() {
+      try {
+        stoppers.push(() => opened.close());
+        const applied = await migrateToLatest(db);
+        if (applied.length > 0) log.info('database migrated', { applied });
+        const { sweptTmpFiles } = spool.open();
+        if (sweptTmpFiles > 0) log.warn('removed unacknowledged partial files from an earlier run', { count: sweptTmpFiles });
+        studies.start();
+        stoppers.push(() => studies.stop());
+        if (scp) {
+          await scp.start();
+          stoppers.push(() => scp.stop());
+        }
+        const reconciled = await hl7.reconcileAll();
+        if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
+        if (mllp) {
+          await mllp.start();
+          stoppers.push(() => mllp.stop());
+        }
+        if (http) {
+          await http.start();
+          stoppers.push(() => http.stop());
+        }
+        started = true;
+        log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port });
+      } catch (err) {
+        await this.stop();
+        throw err;
+      }
+    },
+    async stop() {
+      started = false;
+      // Reverse order: stop taking new work at the edges first, close the database last.
+      while (stoppers.length > 0) {
+        const stop = stoppers.pop()!;
+        try {
+          await stop();
+        } catch (err) {
+          log.error('error while stopping', { error: (err as Error).message });
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,68 @@
+import { Router } from 'express';
+import type { Db } from '../db/database.js';
+import { ErrorCode, GatewayError } from '../errors.js';
+import { findStudy, listStudies, seriesOfStudies } from '../studies/study.repository.js';
+import type { SeriesRow, StudyRow } from '../studies/study.table.js';
+import { StudyState } from '../states.js';
+import { requireRole } from './auth.js';
+import { oneOf, queryInt, queryString } from './query.js';
+
+/** Extra parts of the study resource contributed by other domains (order, reports, decision...). */
+export type StudyEnricher = (db: Db, studyInstanceUid: string) => Promise<Record<string, unknown>>;
+
+export function studiesRouter(db: Db, enrichers: readonly StudyEnricher[] = []): Router {
+  const r = Router();
+  const canSeeStudies = requireRole('admin', 'qa', 'system');
+
+  r.get('/studies', canSeeStudies, async (req, res) => {
+    const q = req.query;
+    const state = oneOf(q['state'], Object.values(StudyState), 'state');
+    const limit = queryInt(q['limit'], 100, 1, 1000, 'limit');
+    const offset = queryInt(q['offset'], 0, 0, Number.MAX_SAFE_INTEGER, 'offset');
+    const rows = await listStudies(db, { accessionNumber: queryString(q['accessionNumber']), patientId: queryString(q['patientId']), state, limit, offset });
+    const series = await seriesOfStudies(db, rows.map((s) => s.study_instance_uid));
+    res.json({ items: rows.map((s) => presentStudy(s, series.filter((x) => x.study_instance_uid === s.study_instance_uid))) });
+  });
+
+  r.get('/studies/:uid', canSeeStudies, async (req, res) => {
+    const uid = String(req.params['uid']);
+    const s = await findStudy(db, uid);
+    if (!s) throw new GatewayError(ErrorCode.notFound, 'no such study');
+    const series = await seriesOfStudies(db, [uid]);
+    const extra = await Promise.all(enrichers.map((e) => e(db, uid)));
+    res.json(Object.assign(presentStudy(s, series, true), ...extra));
+  });
+  return r;
+}
+
+export function presentStudy(s: StudyRow, series: SeriesRow[], withSeries = false): Record<string, unknown> {
+  const modalities = [...new Set(series.map((x) => x.modality).filter((m): m is string => !!m))];
+  const out: Record<string, unknown> = {
+    studyInstanceUid: s.study_instance_uid,
+    accessionNumber: s.accession_number,
+    patientId: s.patient_id,
+    modalities,
+    bodyParts: [...new Set(series.map((x) => x.body_part_examined).filter((b): b is string => !!b))],
+    studyDescription: s.study_description,
+    studyDate: s.study_date,
+    instanceCount: s.instance_count,
+    lateInstanceCount: s.late_instance_count,
+    sizeBytes: s.size_bytes,
+    state: s.state,
+    callingAe: s.calling_ae,
+    firstReceivedAt: s.first_received_at,
+    lastReceivedAt: s.last_received_at,
+    stableAt: s.stable_at,
+  };
+  if (withSeries) {
+    out['series'] = series.map((x) => ({
+      seriesInstanceUid: x.series_instance_uid,
+      modality: x.modality,
+      bodyPartExamined: x.body_part_examined,
+      seriesNumber: x.series_number,
+      seriesDescription: x.series_description,
+      instanceCount: x.instance_count,
+    }));
+  }
+  return out;
+}
