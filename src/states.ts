@@ -9,3 +9,22 @@ export const StudyState = {
   stable: 'stable',
 } as const;
 export type StudyState = (typeof StudyState)[keyof typeof StudyState];
+
+/**
+ * A case is one second read of one study (DESIGN.md section 1). The API shows
+ * these values; a discrepant result is the `discrepant` flag, not a state.
+ */
+export const CaseState = {
+  flagged: 'flagged',
+  forwarding: 'forwarding',
+  awaitingRead: 'awaiting-read',
+  reported: 'reported',
+  writtenBack: 'written-back',
+  held: 'held',
+  failed: 'failed',
+  cancelled: 'cancelled',
+} as const;
+export type CaseState = (typeof CaseState)[keyof typeof CaseState];
+
+/** States in which a case still takes new reasons instead of a second case being opened. */
+export const OPEN_CASE_STATES: readonly CaseState[] = [CaseState.flagged, CaseState.forwarding, CaseState.awaitingRead, CaseState.reported, CaseState.held];

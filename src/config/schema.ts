@@ -38,6 +38,41 @@ const dicomSchema = z
   })
   .prefault({});
 
+// 'SEG-field[.component[.subcomponent]]', e.g. OBR-3.1 or OBR-32.1.1; a path without a component reads the first one.
+const hl7Path = z.string().regex(/^[A-Z][A-Z0-9]{2}-[1-9][0-9]*(\.[1-9][0-9]*){0,2}$/, 'HL7 path like OBR-3.1 (segment-field.component.subcomponent)');
+const hl7Paths = z.array(hl7Path).min(1);
+
+/**
+ * Where each inbound fact is read from. Every list is tried in order and the
+ * first non-empty value wins; sites differ mostly in where they put the
+ * accession number and the StudyInstanceUID.
+ */
+const hl7MappingSchema = z
+  .strictObject({
+    /** PID-3 repetition to use: the first, or the one whose assigning authority (PID-3.4.1) is this. */
+    patientIdAuthority: z.string().min(1).optional(),
+    accession: hl7Paths.default(['OBR-3.1', 'OBR-18', 'IPC-1']),
+    studyInstanceUid: hl7Paths.default(['ZDS-1.1', 'IPC-3']),
+    placerOrderNumber: hl7Paths.default(['ORC-2.1', 'OBR-2.1']),
+    fillerOrderNumber: hl7Paths.default(['ORC-3.1', 'OBR-3.1']),
+    procedure: hl7Paths.default(['OBR-4']),
+    modality: hl7Paths.default(['OBR-24', 'IPC-5']),
+    // TQ1-9 (2.5+) before the TQ fields of 2.3 (ORC-7.6, OBR-27.6).
+    priority: hl7Paths.default(['TQ1-9.1', 'ORC-7.6', 'OBR-27.6']),
+    reasonForStudy: hl7Paths.default(['OBR-31']),
+    relevantClinicalInfo: hl7Paths.default(['OBR-13']),
+    diagnoses: hl7Paths.default(['DG1-3']),
+    referringPhysician: hl7Paths.default(['ORC-12', 'OBR-16']),
+    primaryRadiologist: hl7Paths.default(['OBR-32.1']),
+    resultStatus: hl7Paths.default(['OBR-25']),
+    observedAt: hl7Paths.default(['OBR-7', 'OBR-22']),
+    /** An order asks for a second opinion when this field holds this value (compared case-insensitively). */
+    secondOpinion: z
+      .strictObject({ field: hl7Path.default('OBR-46.1'), value: z.string().min(1).default('SECOND_OPINION') })
+      .prefault({}),
+  })
+  .prefault({});
+
 const hl7Schema = z
   .strictObject({
     enabled: z.boolean().default(true),
@@ -52,6 +87,7 @@ const hl7Schema = z
     maxMessageBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
     idleTimeoutSeconds: z.number().positive().default(300),
     maxConnections: z.number().int().positive().default(256),
+    mapping: hl7MappingSchema,
   })
   .prefault({});
 
@@ -148,6 +184,19 @@ export const configSchema = z
     forwarding: z.strictObject({ defaultDestination: z.string().optional() }).prefault({}),
     readers: z.array(readerSchema).default([]),
     auth: z.strictObject({ tokens: z.array(tokenSchema).default([]) }).prefault({}),
+    /** Hours from flagging to the second report's due time, per case priority (a rule's `slaHours` overrides). */
+    sla: z
+      .strictObject({
+        statHours: z.number().positive().default(1),
+        urgentHours: z.number().positive().default(4),
+        routineHours: z.number().positive().default(72),
+      })
+      .prefault({}),
+    /**
+     * HMAC key of the reproducible QA sampling draw. Absent: a random key is
+     * generated once and kept in the database, so a replay uses the same one.
+     */
+    sampling: z.strictObject({ secret: z.string().min(16).optional() }).prefault({}),
     /** A path to a rules YAML file, or the rules inline. */
     rules: z.union([z.string().min(1), z.array(z.unknown())]).default('./config/rules.yaml'),
     log: logSchema,

@@ -1,3 +1,7 @@
+import type { AiResultTable, Hl7MessageTable, OrderTable, PatientMergeTable, ReportVersionTable } from '../hl7/hl7.table.js';
+import type { AuditEventTable } from '../audit/audit.table.js';
+import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
+import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable } from '../studies/study.table.js';
 
 /** Every table, by name, as kysely sees it. Each domain owns its `*.table.ts`. */
@@ -5,4 +9,16 @@ export interface Database {
   studies: StudyTable;
   series: SeriesTable;
   instances: InstanceTable;
+  hl7_messages: Hl7MessageTable;
+  orders: OrderTable;
+  report_versions: ReportVersionTable;
+  ai_results: AiResultTable;
+  patient_merges: PatientMergeTable;
+  settings: SettingTable;
+  rule_sets: RuleSetTable;
+  audit_events: AuditEventTable;
+  decisions: DecisionTable;
+  sampling_buckets: SamplingBucketTable;
+  cases: CaseTable;
+  manual_requests: ManualRequestTable;
 }

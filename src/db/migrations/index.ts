@@ -1,4 +1,6 @@
 import * as m001 from './001-studies.js';
+import * as m002 from './002-hl7.js';
+import * as m003 from './003-rules-cases.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -6,4 +8,6 @@ import * as m001 from './001-studies.js';
  */
 export const migrations = {
   '001-studies': m001,
+  '002-hl7': m002,
+  '003-rules-cases': m003,
 };
