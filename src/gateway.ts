@@ -8,7 +8,15 @@ import { MllpServer } from './hl7/mllp-server.js';
 import { messagesRouter } from './http/messages.routes.js';
 import { HttpServer } from './http/server.js';
 import { studiesRouter } from './http/studies.routes.js';
+import { auditRouter } from './http/audit.routes.js';
+import { casesRouter } from './http/cases.routes.js';
+import { rulesRouter } from './http/rules.routes.js';
 import { createLogger, type Logger } from './logger.js';
+import { CaseService } from './cases/case.service.js';
+import { createIdSource } from './db/sortable-id.js';
+import { decisionStudyEnricher } from './rules/decision.enricher.js';
+import { DecisionService, EvaluationTrigger } from './rules/decision.service.js';
+import { RulesService } from './rules/rules.service.js';
 import { StudyService } from './studies/study.service.js';
 
 export interface GatewayOptions {
@@ -20,8 +28,11 @@ export interface Gateway {
   readonly logger: Logger;
   readonly db: Db;
   readonly studies: StudyService;
-  /** Bound ports (useful when the config asked for port 0). */
   readonly hl7: Hl7InboundService;
+  readonly rules: RulesService;
+  readonly decisions: DecisionService;
+  readonly cases: CaseService;
+  /** Bound ports (useful when the config asked for port 0). */
   ports(): { dicom: number; hl7: number; http: number };
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -44,6 +55,13 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const hl7 = new Hl7InboundService({ db, config: config.hl7, logger });
   // Orders and reports that arrived before their study link as soon as it exists.
   studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
+  const newId = createIdSource();
+  const rules = new RulesService({ db, logger, config, newId });
+  const decisions = new DecisionService({ db, logger, rules, config, newId });
+  const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
+  // The rules run when the study is complete and again whenever what they read changes.
+  studies.subscribe({ onStable: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.stable).then(() => undefined) });
+  hl7.subscribe({ onLinked: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.hl7).then(() => undefined) });
   const mllp = config.hl7.enabled
     ? new MllpServer({
         host: config.hl7.host,
@@ -62,7 +80,13 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         tokens: config.auth.tokens,
         logger,
         health: () => ({ ok: started, details: { instanceId: config.instanceId } }),
-        apiRouters: [studiesRouter(db, [hl7StudyEnricher]), messagesRouter(db)],
+        apiRouters: [
+          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher]),
+          messagesRouter(db),
+          casesRouter(db, cases),
+          rulesRouter(db, rules),
+          auditRouter(db),
+        ],
       })
     : undefined;
 
@@ -74,12 +98,18 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     db,
     studies,
     hl7,
+    rules,
+    decisions,
+    cases,
     ports: () => ({ dicom: scp?.port ?? 0, hl7: mllp?.port ?? 0, http: http?.port ?? 0 }),
     async start() {
       try {
         stoppers.push(() => opened.close());
         const applied = await migrateToLatest(db);
         if (applied.length > 0) log.info('database migrated', { applied });
+        await rules.init();
+        // Evaluations under way finish before the database closes.
+        stoppers.push(() => decisions.idle());
         const { sweptTmpFiles } = spool.open();
         if (sweptTmpFiles > 0) log.warn('removed unacknowledged partial files from an earlier run', { count: sweptTmpFiles });
         studies.start();

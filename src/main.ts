@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig } from './config/load.js';
 import { createGateway } from './gateway.js';
 import { createLogger } from './logger.js';
+import { RuleSetInvalidError } from './rules/rules.service.js';
 
 async function main(): Promise<number> {
   let loaded;
@@ -45,6 +46,10 @@ async function main(): Promise<number> {
   try {
     await gateway.start();
   } catch (err) {
+    if (err instanceof RuleSetInvalidError) {
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
     log.error('start failed', { error: (err as Error).message });
     return 1;
   }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { expect } from 'chai';
@@ -36,6 +36,17 @@ describe('the gateway process (src/main.ts)', function () {
     expect(err).to.match(/exited \(2\)/);
     expect(err).to.include('dicom.port').and.include('dicom.aeTitle').and.include('http.port');
     expect(err).not.to.include('gateway started');
+  });
+
+  it('exits 2 before listening when the rules file is invalid, listing the problems', async () => {
+    const rulesFile = path.join(tmp.dir, 'rules.yaml');
+    writeFileSync(rulesFile, 'rules:\n  - { id: x, kind: oncology, priority: someday }\n');
+    const err = await startGatewayProcess(writeGatewayConfig(tmp.dir, { rules: rulesFile })).then(
+      () => expect.fail('should not start'),
+      (e: Error) => e.message,
+    );
+    expect(err).to.match(/exited \(2\)/);
+    expect(err).to.include('rules[0].priority');
   });
 
   it('serves /healthz, enforces tokens, and stops cleanly with exit 0 on SIGTERM', async () => {

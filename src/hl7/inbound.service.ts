@@ -34,7 +34,7 @@ import {
 } from './hl7.repository.js';
 import { LinkState, MessageStatus, type AiResultTable, type OrderRow } from './hl7.table.js';
 import type { MllpFailure, MllpMeta } from './mllp-server.js';
-import { createIdSource } from './sortable-id.js';
+import { createIdSource } from '../db/sortable-id.js';
 
 export interface InboundEvents {
   /** Committed: these studies gained an order, report version or AI result (rules may re-evaluate). */

@@ -1,0 +1,64 @@
+import type { Db } from '../db/database.js';
+import { OPEN_CASE_STATES, type CaseState } from '../states.js';
+import type { Reason } from '../rules/rule.types.js';
+import type { CaseRow, ManualRequestRow } from './case.table.js';
+
+export async function findOpenCase(db: Db, studyInstanceUid: string): Promise<CaseRow | undefined> {
+  return db
+    .selectFrom('cases')
+    .selectAll()
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .where('state', 'in', OPEN_CASE_STATES)
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+export async function findCase(db: Db, id: string): Promise<CaseRow | undefined> {
+  return db.selectFrom('cases').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function insertCase(db: Db, row: CaseRow): Promise<void> {
+  await db.insertInto('cases').values(row).execute();
+}
+
+export async function updateCase(
+  db: Db,
+  id: string,
+  set: Partial<Pick<CaseRow, 'reasons' | 'priority' | 'sla_hours' | 'due_at' | 'state' | 'updated_at' | 'reader_id' | 'rule_set_version' | 'destination_id'>>,
+): Promise<void> {
+  await db.updateTable('cases').set(set).where('id', '=', id).execute();
+}
+
+export interface CaseFilter {
+  state?: CaseState;
+  readerId?: string;
+  studyInstanceUid?: string;
+  limit: number;
+  offset: number;
+}
+
+export async function listCases(db: Db, f: CaseFilter): Promise<CaseRow[]> {
+  let q = db.selectFrom('cases').selectAll();
+  if (f.state) q = q.where('state', '=', f.state);
+  if (f.readerId) q = q.where('reader_id', '=', f.readerId);
+  if (f.studyInstanceUid) q = q.where('study_instance_uid', '=', f.studyInstanceUid);
+  return q.orderBy('id', 'desc').limit(f.limit).offset(f.offset).execute();
+}
+
+export async function latestCaseOfStudy(db: Db, studyInstanceUid: string): Promise<CaseRow | undefined> {
+  return db.selectFrom('cases').selectAll().where('study_instance_uid', '=', studyInstanceUid).orderBy('id', 'desc').limit(1).executeTakeFirst();
+}
+
+export async function insertManualRequest(db: Db, row: ManualRequestRow): Promise<void> {
+  await db.insertInto('manual_requests').values(row).execute();
+}
+
+export async function manualRequestsOfStudies(db: Db, studyUids: readonly string[]): Promise<ManualRequestRow[]> {
+  if (studyUids.length === 0) return [];
+  return db.selectFrom('manual_requests').selectAll().where('study_instance_uid', 'in', studyUids).orderBy('id').execute();
+}
+
+export function caseReasons(row: Pick<CaseRow, 'reasons'>): Reason[] {
+  return JSON.parse(row.reasons) as Reason[];
+}
