@@ -17,6 +17,12 @@ import { createIdSource } from './db/sortable-id.js';
 import { decisionStudyEnricher } from './rules/decision.enricher.js';
 import { DecisionService, EvaluationTrigger } from './rules/decision.service.js';
 import { RulesService } from './rules/rules.service.js';
+import { deidentifyPart10 } from './forwarding/deidentify.js';
+import { createDestinationSender, type DestinationSender } from './forwarding/destination.js';
+import { ForwardingService } from './forwarding/forwarding.service.js';
+import { ensureSetting } from './rules/rules.repository.js';
+import { GatewayMetrics } from './metrics.js';
+import { randomBytes } from 'node:crypto';
 import { StudyService } from './studies/study.service.js';
 
 export interface GatewayOptions {
@@ -32,6 +38,8 @@ export interface Gateway {
   readonly rules: RulesService;
   readonly decisions: DecisionService;
   readonly cases: CaseService;
+  readonly forwarding: ForwardingService;
+  readonly metrics: GatewayMetrics;
   /** Bound ports (useful when the config asked for port 0). */
   ports(): { dicom: number; hl7: number; http: number };
   start(): Promise<void>;
@@ -59,9 +67,26 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const rules = new RulesService({ db, logger, config, newId });
   const decisions = new DecisionService({ db, logger, rules, config, newId });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
-  // The rules run when the study is complete and again whenever what they read changes.
-  studies.subscribe({ onStable: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.stable).then(() => undefined) });
-  hl7.subscribe({ onLinked: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.hl7).then(() => undefined) });
+  const metrics = new GatewayMetrics(db, config.instanceId ?? 'gateway');
+  const senders = new Map<string, DestinationSender>(
+    config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
+  );
+  const destinationHealth = new Map<string, { ok: boolean; detail: string }>();
+  let pseudonymSecret = '';
+  const forwarding = new ForwardingService({
+    db,
+    logger,
+    config,
+    spool,
+    senders,
+    deidentify: deidentifyPart10,
+    pseudonymSecret: () => pseudonymSecret,
+    newId,
+    metrics,
+  });
+  // The rules run when the study is complete and again whenever what they read changes; a new case is forwarded at once.
+  studies.subscribe({ onStable: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.stable).then(() => forwarding.kick()) });
+  hl7.subscribe({ onLinked: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.hl7).then(() => forwarding.kick()) });
   const mllp = config.hl7.enabled
     ? new MllpServer({
         host: config.hl7.host,
@@ -79,11 +104,12 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         config: config.http,
         tokens: config.auth.tokens,
         logger,
-        health: () => ({ ok: started, details: { instanceId: config.instanceId } }),
+        health: () => ({ ok: started, details: { instanceId: config.instanceId, destinations: Object.fromEntries(destinationHealth) } }),
+        metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
         apiRouters: [
           studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher]),
           messagesRouter(db),
-          casesRouter(db, cases),
+          casesRouter(db, cases, forwarding),
           rulesRouter(db, rules),
           auditRouter(db),
         ],
@@ -101,6 +127,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     rules,
     decisions,
     cases,
+    forwarding,
+    metrics,
     ports: () => ({ dicom: scp?.port ?? 0, hl7: mllp?.port ?? 0, http: http?.port ?? 0 }),
     async start() {
       try {
@@ -110,6 +138,19 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         await rules.init();
         // Evaluations under way finish before the database closes.
         stoppers.push(() => decisions.idle());
+        pseudonymSecret = await ensureSetting(db, 'pseudonym-secret', randomBytes(32).toString('hex'), new Date().toISOString());
+        forwarding.start();
+        stoppers.push(() => forwarding.stop());
+        stoppers.push(async () => {
+          for (const s of senders.values()) await s.close?.();
+        });
+        // Reachability is reported, never a reason not to start: the queue holds the work until the pool is back.
+        for (const [id, sender] of senders) {
+          void sender.verify().then((h) => {
+            destinationHealth.set(id, h);
+            if (!h.ok) log.warn('destination not reachable at start-up', { destinationId: id, detail: h.detail });
+          });
+        }
         const { sweptTmpFiles } = spool.open();
         if (sweptTmpFiles > 0) log.warn('removed unacknowledged partial files from an earlier run', { count: sweptTmpFiles });
         studies.start();

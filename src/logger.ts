@@ -10,7 +10,7 @@ export interface LogOptions {
 
 /** Built once by the composition root; components get child loggers scoped with their component name. */
 export function createLogger(options: LogOptions): Logger {
-  const base = winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }));
+  const base = winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), hashUidsAboveDebug());
   const format =
     options.format === 'json'
       ? winston.format.combine(base, winston.format.json())
@@ -37,3 +37,26 @@ export function hashId(value: string | null | undefined): string {
   if (!value) return '-';
   return createHash('sha256').update(value).digest('hex').slice(0, 12);
 }
+
+// UID-shaped tokens (0, 1 or 2, then dotted numbers; 12+ characters so versions and addresses are left alone) that are
+// not DICOM's own (1.2.840.10008: SOP classes, transfer syntaxes). Study/series/instance UIDs lead back to a patient.
+const UID_TOKEN = /(?<![\d.])[0-2](?:\.\d+){2,}(?![\d.])/g;
+
+function scrub(v: unknown): unknown {
+  if (typeof v !== 'string') return v;
+  return v.replace(UID_TOKEN, (uid) => (uid.length < 12 || uid.startsWith('1.2.840.10008.') ? uid : `uid#${hashId(uid)}`));
+}
+
+/**
+ * Defence in depth: whatever a component puts in a message or a field at
+ * info, warn or error (an error text quoting a file path, a peer's comment),
+ * a study, series or SOP instance UID in it is replaced by its hash.
+ */
+const hashUidsAboveDebug = winston.format((info) => {
+  if (info.level === 'debug') return info;
+  info.message = scrub(info.message);
+  for (const k of Object.keys(info)) {
+    if (k !== 'level' && k !== 'message') (info as Record<string, unknown>)[k] = scrub((info as Record<string, unknown>)[k]);
+  }
+  return info;
+});

@@ -28,3 +28,24 @@ export type CaseState = (typeof CaseState)[keyof typeof CaseState];
 
 /** States in which a case still takes new reasons instead of a second case being opened. */
 export const OPEN_CASE_STATES: readonly CaseState[] = [CaseState.flagged, CaseState.forwarding, CaseState.awaitingRead, CaseState.reported, CaseState.held];
+
+/** One delivery job: a case's study to one destination. */
+export const DeliveryState = {
+  /** Waiting for its next attempt (new, retrying with backoff, or a delta of late instances). */
+  pending: 'pending',
+  /** Claimed by a worker under a lease. */
+  sending: 'sending',
+  delivered: 'delivered',
+  /** Permanent failure or too many attempts: needs a person (POST /api/cases/{id}/retry). */
+  dead: 'dead',
+  /** Not sent on purpose (e.g. burned-in annotation with de-identification): needs review. */
+  held: 'held',
+} as const;
+export type DeliveryState = (typeof DeliveryState)[keyof typeof DeliveryState];
+
+export const DeliveryInstanceState = {
+  pending: 'pending',
+  sent: 'sent',
+  failed: 'failed',
+} as const;
+export type DeliveryInstanceState = (typeof DeliveryInstanceState)[keyof typeof DeliveryInstanceState];

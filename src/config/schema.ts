@@ -181,7 +181,28 @@ export const configSchema = z
     storage: storageSchema,
     database: databaseSchema,
     destinations: z.array(destinationSchema).default([]),
-    forwarding: z.strictObject({ defaultDestination: z.string().optional() }).prefault({}),
+    forwarding: z
+      .strictObject({
+        defaultDestination: z.string().optional(),
+        /** Attempts of a delivery before it is dead-lettered (transient failures only; permanent ones stop at once). */
+        maxAttempts: z.number().int().positive().default(10),
+        /** Exponential backoff with full jitter: base x 2^(attempt-1), capped. */
+        backoffBaseSeconds: z.number().positive().default(10),
+        backoffMaxSeconds: z.number().positive().default(3600),
+        /** A claimed delivery whose worker went silent this long is taken over (another instance, or after a crash). */
+        leaseSeconds: z.number().positive().default(300),
+        pollIntervalSeconds: z.number().positive().default(2),
+        /** With de-identification on, studies of these modalities (or BurnedInAnnotation YES) are held for review. */
+        holdBurnedInModalities: z.array(z.string().min(1)).default(['US', 'SC', 'XC', 'ES']),
+        deidentification: z
+          .strictObject({
+            retainLongitudinalModifiedDates: z.boolean().default(true),
+            retainPatientCharacteristics: z.boolean().default(true),
+            safePrivateTags: z.array(z.string()).default([]),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     readers: z.array(readerSchema).default([]),
     auth: z.strictObject({ tokens: z.array(tokenSchema).default([]) }).prefault({}),
     /** Hours from flagging to the second report's due time, per case priority (a rule's `slaHours` overrides). */

@@ -1,4 +1,5 @@
 import type { AiResultTable, Hl7MessageTable, OrderTable, PatientMergeTable, ReportVersionTable } from '../hl7/hl7.table.js';
+import type { DeliveryInstanceTable, DeliveryTable, PseudonymTable } from '../forwarding/delivery.table.js';
 import type { AuditEventTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
@@ -21,4 +22,7 @@ export interface Database {
   sampling_buckets: SamplingBucketTable;
   cases: CaseTable;
   manual_requests: ManualRequestTable;
+  deliveries: DeliveryTable;
+  delivery_instances: DeliveryInstanceTable;
+  pseudonyms: PseudonymTable;
 }

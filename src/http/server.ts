@@ -5,7 +5,7 @@ import express, { type NextFunction, type Request, type Response, type Router } 
 import type { GatewayConfig } from '../config/schema.js';
 import { ErrorCode, GatewayError, httpStatusFor, toGatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { createAuthenticator } from './auth.js';
+import { createAuthenticator, requireRole } from './auth.js';
 
 export interface HttpServerOptions {
   config: GatewayConfig['http'];
@@ -15,6 +15,8 @@ export interface HttpServerOptions {
   health: () => { ok: boolean; details: Record<string, unknown> };
   /** Routers mounted under /api, behind authentication. */
   apiRouters: Router[];
+  /** Prometheus text for GET /metrics (bearer token like the API: Prometheus sends one with `authorization`). */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
 }
 
 export class HttpServer {
@@ -34,8 +36,15 @@ export class HttpServer {
       res.status(h.ok ? 200 : 503).json({ status: h.ok ? 'ok' : 'starting', ...h.details });
     });
 
+    const authenticate = createAuthenticator(o.tokens);
+    app.get('/metrics', authenticate, requireRole('admin', 'qa', 'system'), async (_req, res) => {
+      if (!o.metrics) throw new GatewayError(ErrorCode.notFound, 'metrics are not enabled');
+      const m = await o.metrics();
+      res.type(m.contentType).send(m.body);
+    });
+
     const api = express.Router();
-    api.use(createAuthenticator(o.tokens));
+    api.use(authenticate);
     for (const r of o.apiRouters) api.use(r);
     api.use((req, _res, next) => next(new GatewayError(ErrorCode.notFound, `no route ${req.method} ${req.baseUrl}${req.path}`)));
     app.use('/api', api);

@@ -66,7 +66,7 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
         http: { port: 0 },
         storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
         database: { url: `sqlite:${path.join(tmp.dir, 'gw.db')}` },
-        destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: 4242, aeTitle: 'POOL' }],
+        // No destination: cases stay `flagged`, so these tests see the rules' outcome, not forwarding's.
         sampling: { secret: 'a-test-sampling-secret-000' },
         auth: {
           tokens: [

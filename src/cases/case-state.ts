@@ -1,0 +1,51 @@
+import { recordAudit } from '../audit/audit.repository.js';
+import type { Db } from '../db/database.js';
+import { ErrorCode, GatewayError } from '../errors.js';
+import { CaseState } from '../states.js';
+
+/**
+ * The case life cycle, in one place. Every change goes through
+ * `transitionCase`, which refuses a move not listed here and writes the audit
+ * event in the same transaction as the change.
+ *
+ *   flagged -> forwarding -> awaiting-read -> reported -> written-back
+ *   any open state -> held (needs review) -> back to where it can resume
+ *   forwarding -> failed (delivery dead-lettered) -> forwarding (retry)
+ *   reported -> failed (write-back refused) -> reported (retry)
+ *   any open state -> cancelled
+ */
+export const CASE_TRANSITIONS: Readonly<Record<CaseState, readonly CaseState[]>> = {
+  [CaseState.flagged]: [CaseState.forwarding, CaseState.held, CaseState.cancelled],
+  [CaseState.forwarding]: [CaseState.awaitingRead, CaseState.held, CaseState.failed, CaseState.cancelled],
+  [CaseState.awaitingRead]: [CaseState.reported, CaseState.forwarding, CaseState.held, CaseState.failed, CaseState.cancelled],
+  [CaseState.reported]: [CaseState.writtenBack, CaseState.failed, CaseState.cancelled],
+  [CaseState.held]: [CaseState.flagged, CaseState.forwarding, CaseState.cancelled],
+  [CaseState.failed]: [CaseState.forwarding, CaseState.reported, CaseState.cancelled],
+  [CaseState.writtenBack]: [],
+  [CaseState.cancelled]: [],
+};
+
+export function canTransition(from: CaseState, to: CaseState): boolean {
+  return CASE_TRANSITIONS[from].includes(to);
+}
+
+/**
+ * Moves a case from one of `from` to `to`; the row is only changed when it is
+ * still in an expected state (compare-and-set), so two workers cannot both move it.
+ * Returns false when the case had already moved on (nothing written).
+ */
+export async function transitionCase(
+  db: Db,
+  o: { caseId: string; from: readonly CaseState[]; to: CaseState; actor: string; now: string; auditId: string; details?: Record<string, unknown> },
+): Promise<boolean> {
+  for (const f of o.from) {
+    if (!canTransition(f, o.to)) throw new GatewayError(ErrorCode.conflict, `a case cannot go from ${f} to ${o.to}`);
+  }
+  const row = await db.selectFrom('cases').select('state').where('id', '=', o.caseId).executeTakeFirst();
+  if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
+  if (!o.from.includes(row.state)) return false;
+  const r = await db.updateTable('cases').set({ state: o.to, updated_at: o.now }).where('id', '=', o.caseId).where('state', '=', row.state).executeTakeFirst();
+  if (Number(r.numUpdatedRows) !== 1) return false;
+  await recordAudit(db, o.auditId, o.now, { actor: o.actor, action: `case.${o.to}`, entityType: 'case', entityId: o.caseId, details: { from: row.state, ...o.details } });
+  return true;
+}

@@ -1,0 +1,765 @@
+/**
+ * DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile, with the
+ * Retain Longitudinal Temporal Information with Modified Dates and Retain
+ * Patient Characteristics options (and Retain Safe Private when a safe list is
+ * configured).
+ *
+ * How a file goes through:
+ * 1. Our own Part 10 reader finds the transfer syntax and, walking the
+ *    top-level elements (sequences and encapsulated pixel data skipped by their
+ *    item structure), the byte range of the top-level pixel data elements.
+ * 2. Only the bytes before the pixel data are parsed by dcmjs, de-identified
+ *    (recursively, inside every sequence item) and re-encoded by dcmjs in the
+ *    file's own encoding (implicit or explicit VR little endian).
+ * 3. The original pixel data element bytes (native or encapsulated, fragments
+ *    and offset table included) are appended unchanged, so the pixel data is
+ *    byte-identical and the transfer syntax is kept. Deflated files are inflated
+ *    first and deflated again at the end.
+ * 4. The result is walked again before it is returned; a structure we did not
+ *    write correctly is an internal error, never a file on the wire.
+ *
+ * Not supported (GatewayError 'unsupported'): explicit VR big endian (retired),
+ * several character sets in (0008,0005) (ISO 2022 code extensions: dcmjs cannot
+ * decode them), public attributes after Pixel Data other than Digital Signatures
+ * and Data Set Trailing Padding (both removed by the profile).
+ *
+ * Resolution of the combined actions of Table E.1-1 for the IODs we forward
+ * (images, classic and enhanced multi-frame, and SR documents) is in
+ * `resolveCombined` below; every choice keeps the result conformant for those
+ * IODs without keeping more than the standard allows.
+ */
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import dcmjs, { type DicomDataDict, type DicomElement } from 'dcmjs';
+import { ErrorCode, GatewayError } from '../errors.js';
+import { basicProfile, type ProfileRow } from './deidentify-profile.js';
+
+const { DicomDict, DicomMessage } = dcmjs.data;
+
+export interface PseudonymSource {
+  /** A replacement UID for an original UID; the same original always gets the same replacement (within one study and destination). */
+  uid(original: string): string;
+  patientId(original: string): string; // pseudonymous patient id
+  patientName(originalPatientId: string): string; // e.g. 'ANON^<pseudoId>'
+  accessionNumber(original: string): string;
+  /** Whole days to add to every date of this patient (Retain Longitudinal Temporal Information with Modified Dates). */
+  dateShiftDays(originalPatientId: string): number;
+}
+
+export interface DeidentifyOptions {
+  retainLongitudinalModifiedDates: boolean; // shift dates/times by dateShiftDays instead of removing/emptying them
+  retainPatientCharacteristics: boolean; // keep PatientSex, PatientAge, PatientSize, PatientWeight, EthnicGroup, SmokingStatus, ...
+  /**
+   * Private data elements kept (Retain Safe Private Option), each
+   * `GGGGxxEE` (element EE of any block of odd group GGGG) or `GGGGBBEE`
+   * (exact block BB), optionally `@<Private Creator>` to match only under that
+   * creator: e.g. `0019xx0C@GEMS_ACQU_01`, `00291010@SIEMENS CSA HEADER`.
+   * Their private creator elements are kept with them. Default: none.
+   */
+  safePrivateTags?: string[];
+}
+
+export interface DeidentifyResult {
+  bytes: Buffer;
+  /** original -> replacement for every UID replaced */
+  uids: Map<string, string>;
+  burnedInAnnotation: 'YES' | 'NO' | null;
+}
+
+export const TransferSyntax = {
+  implicitLe: '1.2.840.10008.1.2',
+  explicitLe: '1.2.840.10008.1.2.1',
+  deflate: '1.2.840.10008.1.2.1.99',
+  explicitBe: '1.2.840.10008.1.2.2',
+} as const;
+
+/** Implementation Class UID of files this module writes (UUID-derived root 2.25). */
+export const DEIDENTIFIER_IMPLEMENTATION_CLASS_UID = '2.25.160359455516296871546733146302779531213';
+const IMPLEMENTATION_VERSION_NAME = 'SRGW_DEID_1';
+
+/** CID 7050 De-identification Method codes (coding scheme DCM). */
+export const DeidentificationCodes = {
+  basic: { value: '113100', meaning: 'Basic Application Confidentiality Profile', text: 'Basic Application Level Confidentiality Profile' },
+  modifiedDates: {
+    value: '113107',
+    meaning: 'Retain Longitudinal Temporal Information Modified Dates Option',
+    text: 'Retain Longitudinal Temporal Information Modified Dates Option',
+  },
+  patientCharacteristics: { value: '113108', meaning: 'Retain Patient Characteristics Option', text: 'Retain Patient Characteristics Option' },
+  safePrivate: { value: '113111', meaning: 'Retain Safe Private Option', text: 'Retain Safe Private Option' },
+} as const;
+
+/** Input: a complete Part 10 file as stored by the gateway. Output: a new Part 10 file. */
+export function deidentifyPart10(file: Buffer, pseudonyms: PseudonymSource, options: DeidentifyOptions): DeidentifyResult {
+  const safeRules = parseSafePrivateTags(options.safePrivateTags ?? []);
+  const meta = readMeta(file);
+  const ts = meta.transferSyntaxUid;
+  if (ts === TransferSyntax.explicitBe) {
+    throw new GatewayError(ErrorCode.unsupported, 'de-identification of explicit VR big endian files is not supported (retired transfer syntax)');
+  }
+  const deflated = ts === TransferSyntax.deflate;
+  let dataset = file.subarray(meta.end);
+  if (deflated) {
+    try {
+      dataset = inflateRawSync(dataset);
+    } catch (cause) {
+      throw new GatewayError(ErrorCode.unreadableData, 'deflated dataset cannot be inflated', { cause });
+    }
+  }
+  // Every other syntax (native LE, and every encapsulated one) encodes the dataset in explicit VR little endian.
+  const explicit = ts !== TransferSyntax.implicitLe;
+  const parseSyntax = explicit ? TransferSyntax.explicitLe : TransferSyntax.implicitLe;
+
+  const top = walkTopLevel(dataset, explicit);
+  const split = splitAtPixelData(top, dataset.length);
+  const pixelBytes = dataset.subarray(split.pixelStart, split.pixelEnd);
+
+  const source = parseHeader(dataset.subarray(0, split.pixelStart), parseSyntax);
+  const sopClassUid = firstString(source['00080016']) ?? meta.sopClassUid;
+  const originalPatientId = firstString(source['00100020']) ?? '';
+  const burned = (firstString(source['00280301']) ?? '').toUpperCase();
+
+  const ctx: Context = {
+    pseudonyms,
+    options,
+    safeRules,
+    uids: new Map(),
+    originalPatientId,
+    shiftDays: options.retainLongitudinalModifiedDates ? wholeDays(pseudonyms.dateShiftDays(originalPatientId)) : 0,
+    sr: sopClassUid.startsWith('1.2.840.10008.5.1.4.1.1.88.'),
+    enhanced: source['52009229'] !== undefined,
+    keptPrivate: false,
+  };
+
+  const cleaned = cleanDataset(source, ctx, 0);
+  recordMethod(cleaned, source, ctx);
+
+  const sopInstanceUid = firstString(cleaned['00080018']) ?? (meta.sopInstanceUid ? replaceUid(meta.sopInstanceUid, ctx) : '');
+  const headerOut = encodeDataset(cleaned, parseSyntax);
+  let datasetOut = Buffer.concat([headerOut, pixelBytes]);
+  verifyOutput(datasetOut, explicit, headerOut.length, pixelBytes);
+  if (deflated) datasetOut = deflateRawSync(datasetOut);
+
+  const metaOut = encodeMeta({ sopClassUid: meta.sopClassUid || sopClassUid, sopInstanceUid, transferSyntaxUid: ts });
+  return {
+    bytes: Buffer.concat([metaOut, datasetOut]),
+    uids: ctx.uids,
+    burnedInAnnotation: burned === 'YES' ? 'YES' : burned === 'NO' ? 'NO' : null,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The profile
+
+interface Context {
+  readonly pseudonyms: PseudonymSource;
+  readonly options: DeidentifyOptions;
+  readonly safeRules: readonly SafeRule[];
+  readonly uids: Map<string, string>;
+  readonly originalPatientId: string;
+  readonly shiftDays: number;
+  readonly sr: boolean;
+  readonly enhanced: boolean;
+  keptPrivate: boolean;
+}
+
+type El = DicomElement & { _rawValue?: unknown };
+type Simple = 'X' | 'Z' | 'D' | 'U' | 'K' | 'U*' | 'shift';
+
+/** Attributes this module writes itself (method record), whatever the source had. */
+const WRITTEN_HERE = new Set(['00080005', '00120062', '00120063', '00120064', '00280303']);
+
+/**
+ * UI attributes that name a class, a syntax or a coding resource, never an
+ * instance: kept. Every other UID that is not a DICOM well-known UID
+ * (1.2.840.10008.*) is replaced, listed in Table E.1-1 or not: vendors are known
+ * to build instance UIDs from dates and patient numbers.
+ */
+const NON_INSTANCE_UIDS = new Set([
+  '00020002', '00020010', '00020012', '00020100', '00041510', '00041512', '0004151A',
+  '00080016', '0008001A', '0008001B', '00080062', '0008010C', '0008010D', '00080117', '00080118',
+  '00081150', '0008115A', '00081160', '00083002', '00089123', '04000010', '04000115',
+]);
+
+/**
+ * Combined actions of Table E.1-1, resolved for images (classic and enhanced
+ * multi-frame) and SR documents. The standard's rule: the first action unless a
+ * later one is needed to keep the IOD conformant (Type 1 needs D, Type 2 needs Z,
+ * a Type 1/2 reference sequence needs U*). Everything not listed here takes the
+ * first action (X for X/Z, X/D, X/Z/D, X/Z/U*; Z for Z/D).
+ */
+function resolveCombined(row: ProfileRow, ctx: Context, depth: number): Simple {
+  switch (row.tag) {
+    case '00400555': // Acquisition Context Sequence: Type 2 in the Acquisition Context module (DX, MG, IO, enhanced CT/MR/XA)
+    case '00102203': // Patient's Sex Neutered: Type 2C in the Patient module
+    case '00321060': // Requested Procedure Description: Type 2 in the SR Referenced Request Sequence
+    case '300E0008': // Reviewer Name: Type 2C in the Approval module
+    case '30080105': // Source Serial Number: Type 2 where used
+      return 'Z';
+    case '00080023': // Content Date: Type 1 in SR Document General and in Multi-frame Functional Groups; 2C in General Image
+    case '00080033': // Content Time: same
+      return ctx.sr || ctx.enhanced ? 'D' : 'Z';
+    case '0008002A': // Acquisition DateTime: Type 1 in Enhanced CT/MR/PET image modules, Type 3 in General Image
+    case '00181000': // Device Serial Number: Type 1 in Enhanced General Equipment, Type 3 in General Equipment
+      return ctx.enhanced ? 'D' : 'X';
+    case '00189516': // Start Acquisition DateTime: Type 1 in enhanced XA/XRF acquisition modules
+    case '00189517': // End Acquisition DateTime: same
+      return 'D';
+    case '00081140': // Referenced Image Sequence: Type 3 in General Image; 1C/2 inside macros and functional groups
+    case '00082112': // Source Image Sequence: Type 3 in General Image; 2/1C in the Derivation Image macro
+      return depth > 0 || ctx.enhanced ? 'U*' : 'X';
+    default:
+      return row.action.startsWith('Z') ? 'Z' : 'X';
+  }
+}
+
+function actionFor(row: ProfileRow, ctx: Context, depth: number): Simple {
+  if (ctx.options.retainPatientCharacteristics && row.patientCharacteristics === 'K') return 'K';
+  if (ctx.options.retainLongitudinalModifiedDates && row.modifiedDates) return 'shift';
+  switch (row.action) {
+    case 'X':
+    case 'Z':
+    case 'D':
+    case 'U':
+    case 'K':
+      return row.action;
+    default:
+      return resolveCombined(row, ctx, depth);
+  }
+}
+
+function cleanDataset(ds: DicomDataDict, ctx: Context, depth: number): DicomDataDict {
+  const out: DicomDataDict = {};
+  const creators = new Map<string, string>(); // 'gggg' + 'bb' -> creator, for this item
+  for (const [key, el] of Object.entries(ds)) {
+    const group = parseInt(key.slice(0, 4), 16);
+    const element = parseInt(key.slice(4), 16);
+    if (group % 2 === 1 && element >= 0x10 && element <= 0xff) creators.set(key.slice(0, 4) + key.slice(6), (firstString(el) ?? '').trim());
+  }
+  const keptCreators = new Set<string>();
+
+  for (const key of Object.keys(ds).sort()) {
+    const el = ds[key] as El;
+    const group = parseInt(key.slice(0, 4), 16);
+    const element = parseInt(key.slice(4), 16);
+    if (element === 0) continue; // group lengths: stale once anything changes
+    if (depth === 0 && WRITTEN_HERE.has(key)) continue;
+    if (key === '00080005') {
+      out[key] = { vr: 'CS', Value: ['ISO_IR 192'] }; // a nested character set: dcmjs writes this item's text as UTF-8 too
+      continue;
+    }
+
+    if (group % 2 === 1) {
+      if (element < 0x1000) continue; // private creators are added back below with the elements that need them
+      const block = key.slice(4, 6);
+      const creatorKey = key.slice(0, 4) + block;
+      const creator = creators.get(creatorKey);
+      if (creator !== undefined && ctx.safeRules.some((r) => matchesSafe(r, group, element, creator))) {
+        out[key] = el.vr === 'SQ' ? cleanSequence(el, ctx, depth) : el;
+        keptCreators.add(creatorKey);
+        ctx.keptPrivate = true;
+      }
+      continue;
+    }
+    if (group >= 0x5000 && group <= 0x501e) continue; // Curve Data (50xx,xxxx): X
+    if (group >= 0x6000 && group <= 0x601e) continue; // Overlay Data (60xx,3000) and Comments (60xx,4000): X; the plane's other attributes go with them
+
+    const replaced = pseudonymised(key, el, ds, ctx, depth);
+    if (replaced !== undefined) {
+      out[key] = replaced;
+      continue;
+    }
+
+    const row = basicProfile.get(key);
+    const result = row ? apply(actionFor(row, ctx, depth), key, el, ctx, depth) : applyUnlisted(key, el, ctx, depth);
+    if (result !== undefined) out[key] = result;
+  }
+
+  for (const creatorKey of keptCreators) {
+    const tag = `${creatorKey.slice(0, 4)}00${creatorKey.slice(4)}`;
+    const el = ds[tag];
+    if (el) out[tag] = el;
+  }
+  return out;
+}
+
+/** Patient's Name, Patient ID and Accession Number come from the pseudonym source (a Z action may put a value). */
+function pseudonymised(key: string, el: El, ds: DicomDataDict, ctx: Context, depth: number): El | undefined {
+  switch (key) {
+    case '00100010': {
+      const pid = depth === 0 ? ctx.originalPatientId : firstString(ds['00100020']);
+      return { vr: 'PN', Value: [{ Alphabetic: pid === undefined ? 'ANONYMOUS' : ctx.pseudonyms.patientName(pid) }] };
+    }
+    case '00100020': {
+      const v = firstString(el);
+      return { vr: el.vr, Value: v ? [ctx.pseudonyms.patientId(v)] : [] };
+    }
+    case '00080050': {
+      const v = firstString(el);
+      return { vr: el.vr, Value: v ? [ctx.pseudonyms.accessionNumber(v)] : [] };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function apply(action: Simple, key: string, el: El, ctx: Context, depth: number): El | undefined {
+  switch (action) {
+    case 'X':
+      return undefined;
+    case 'K':
+      return el.vr === 'SQ' ? cleanSequence(el, ctx, depth) : el;
+    case 'Z':
+      return { vr: el.vr, Value: [] };
+    case 'D':
+      return dummy(key, el, ctx, depth);
+    case 'U':
+      return el.vr === 'UI' ? replaceUids(el, ctx) : dummy(key, el, ctx, depth);
+    case 'U*':
+      return el.vr === 'SQ' ? cleanSequence(el, ctx, depth) : undefined;
+    case 'shift':
+      return el.vr === 'DA' || el.vr === 'DT' ? shiftDates(el, ctx.shiftDays) : el;
+  }
+}
+
+/** Attributes Table E.1-1 does not list. */
+function applyUnlisted(key: string, el: El, ctx: Context, depth: number): El | undefined {
+  switch (el.vr) {
+    case 'SQ':
+      return cleanSequence(el, ctx, depth);
+    case 'UI':
+      return NON_INSTANCE_UIDS.has(key) ? el : replaceUids(el, ctx);
+    case 'DA':
+    case 'DT':
+      // Not in the table (e.g. Instance Creation Date, Frame Acquisition DateTime, SR content item dates)
+      // but a date is still identifying: shifted under the option, otherwise a dummy (a Type 1 date stays valid).
+      if (ctx.options.retainLongitudinalModifiedDates) return shiftDates(el, ctx.shiftDays);
+      return hasValue(el) ? dummy(key, el, ctx, depth) : el;
+    case 'PN':
+      // Any other person name (e.g. a reviewer, an evaluator): a dummy, never the original.
+      return hasValue(el) ? { vr: 'PN', Value: [{ Alphabetic: 'ANONYMOUS' }] } : el;
+    default:
+      return el; // times of day without a date, codes, measurements, pixel module attributes...
+  }
+}
+
+function cleanSequence(el: El, ctx: Context, depth: number): El {
+  const items = (el.Value ?? []) as DicomDataDict[];
+  return { vr: 'SQ', Value: items.map((item) => cleanDataset(item ?? {}, ctx, depth + 1)) };
+}
+
+function dummy(key: string, el: El, ctx: Context, depth: number): El {
+  switch (el.vr) {
+    case 'SQ':
+      if (key === '00401101') {
+        // Person Identification Code Sequence: the code itself identifies the person.
+        return { vr: 'SQ', Value: [codeItem('ANONYMIZED', '99SRGW', 'Anonymized person')] };
+      }
+      // Content Sequence, Verifying Observer Sequence, ...: the same items, each de-identified.
+      return cleanSequence(el, ctx, depth);
+    case 'PN':
+      return { vr: 'PN', Value: [{ Alphabetic: 'ANONYMOUS' }] };
+    case 'DA':
+      return { vr: 'DA', Value: ['19000101'] };
+    case 'TM':
+      return { vr: 'TM', Value: ['000000'] };
+    case 'DT':
+      return { vr: 'DT', Value: ['19000101000000'] };
+    case 'AS':
+      return { vr: 'AS', Value: ['000D'] };
+    case 'UI':
+      return replaceUids(el, ctx);
+    case 'DS':
+    case 'IS':
+    case 'US':
+    case 'SS':
+    case 'UL':
+    case 'SL':
+    case 'FL':
+    case 'FD':
+    case 'SV':
+    case 'UV':
+      return { vr: el.vr, Value: [0] };
+    case 'OB':
+    case 'OW':
+    case 'OD':
+    case 'OF':
+    case 'OL':
+    case 'OV':
+    case 'UN': {
+      const length = binaryLength(el);
+      return { vr: el.vr, Value: [new ArrayBuffer(Math.max(2, length + (length % 2)))] };
+    }
+    case 'AT':
+      return { vr: el.vr, Value: [] };
+    case 'UR':
+      return { vr: 'UR', Value: ['urn:anonymized'] };
+    default: // AE CS LO LT SH ST UC UT
+      return { vr: el.vr, Value: ['ANONYMIZED'] };
+  }
+}
+
+function replaceUids(el: El, ctx: Context): El {
+  const values = (el.Value ?? []).map((v) => (typeof v === 'string' ? replaceUid(v, ctx) : v));
+  return { vr: 'UI', Value: values };
+}
+
+function replaceUid(raw: string, ctx: Context): string {
+  const original = raw.replace(/[\0 ]+$/, '').trim();
+  if (original === '' || original.startsWith('1.2.840.10008.')) return original;
+  const known = ctx.uids.get(original);
+  if (known !== undefined) return known;
+  const replacement = ctx.pseudonyms.uid(original);
+  if (!/^[0-9]+(\.[0-9]+)*$/.test(replacement) || replacement.length > 64) {
+    throw new GatewayError(ErrorCode.internal, 'pseudonym source returned an invalid UID');
+  }
+  ctx.uids.set(original, replacement);
+  return replacement;
+}
+
+function recordMethod(out: DicomDataDict, source: DicomDataDict, ctx: Context): void {
+  const codes: { value: string; meaning: string; text: string }[] = [DeidentificationCodes.basic];
+  if (ctx.options.retainLongitudinalModifiedDates) codes.push(DeidentificationCodes.modifiedDates);
+  if (ctx.options.retainPatientCharacteristics) codes.push(DeidentificationCodes.patientCharacteristics);
+  if (ctx.keptPrivate) codes.push(DeidentificationCodes.safePrivate);
+
+  // A file de-identified before keeps its earlier method record; ours is appended (PS3.15 E.1.1).
+  const earlierText = ((source['00120063']?.Value ?? []) as unknown[]).filter((v): v is string => typeof v === 'string' && v.trim() !== '');
+  const earlierCodes = ((source['00120064']?.Value ?? []) as DicomDataDict[]).filter((item) => item && firstString(item['00080100']));
+  const text = [...earlierText];
+  for (const c of codes) if (!text.includes(c.text)) text.push(c.text);
+  const items = [...earlierCodes];
+  for (const c of codes) {
+    if (!items.some((i) => firstString(i['00080100']) === c.value && firstString(i['00080102']) === 'DCM')) items.push(codeItem(c.value, 'DCM', c.meaning));
+  }
+
+  out['00080005'] = { vr: 'CS', Value: ['ISO_IR 192'] }; // dcmjs writes every string as UTF-8
+  out['00120062'] = { vr: 'CS', Value: ['YES'] };
+  out['00120063'] = { vr: 'LO', Value: text };
+  out['00120064'] = { vr: 'SQ', Value: items };
+  out['00280303'] = { vr: 'CS', Value: [ctx.options.retainLongitudinalModifiedDates ? 'MODIFIED' : 'REMOVED'] };
+}
+
+function codeItem(value: string, scheme: string, meaning: string): DicomDataDict {
+  return {
+    '00080100': { vr: 'SH', Value: [value] },
+    '00080102': { vr: 'SH', Value: [scheme] },
+    '00080104': { vr: 'LO', Value: [meaning] },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Dates
+
+function wholeDays(n: number): number {
+  if (!Number.isInteger(n) || Math.abs(n) > 365 * 200) throw new GatewayError(ErrorCode.internal, 'date shift must be a whole number of days');
+  return n;
+}
+
+function shiftDates(el: El, days: number): El {
+  const values = (el.Value ?? []).map((v) => {
+    if (typeof v !== 'string') return '';
+    const s = v.trim();
+    if (s === '') return '';
+    return (el.vr === 'DA' ? shiftDa(s, days) : shiftDt(s, days)) ?? '';
+  });
+  return { vr: el.vr, Value: values };
+}
+
+const DAY_MS = 86_400_000;
+
+function ymd(y: number, m: number, d: number, days: number): Date | undefined {
+  if (m < 1 || m > 12 || d < 1 || d > 31) return undefined;
+  const t = Date.UTC(y, m - 1, d);
+  const check = new Date(t);
+  if (check.getUTCFullYear() !== y || check.getUTCMonth() !== m - 1 || check.getUTCDate() !== d) return undefined;
+  const shifted = new Date(t + days * DAY_MS);
+  const sy = shifted.getUTCFullYear();
+  return sy >= 1 && sy <= 9999 ? shifted : undefined;
+}
+
+const pad = (n: number, w: number): string => String(n).padStart(w, '0');
+const formatDa = (d: Date): string => `${pad(d.getUTCFullYear(), 4)}${pad(d.getUTCMonth() + 1, 2)}${pad(d.getUTCDate(), 2)}`;
+
+/** Shifts a DA value by whole days; undefined for a value that is not a date (it is then emptied). */
+export function shiftDa(value: string, days: number): string | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(value);
+  if (!m) return undefined;
+  const d = ymd(Number(m[1]), Number(m[2]), Number(m[3]), days);
+  return d ? formatDa(d) : undefined;
+}
+
+/** Shifts a DT value by whole days, keeping its precision, time of day and UTC offset. */
+export function shiftDt(value: string, days: number): string | undefined {
+  const m = /^(\d{4})(\d{2})?(\d{2})?(\d{0,6}(?:\.\d{1,6})?)?([+-]\d{4})?$/.exec(value);
+  if (!m) return undefined;
+  const d = ymd(Number(m[1]), m[2] ? Number(m[2]) : 1, m[3] ? Number(m[3]) : 1, days);
+  if (!d) return undefined;
+  const full = formatDa(d);
+  const date = m[3] ? full : m[2] ? full.slice(0, 6) : full.slice(0, 4);
+  return `${date}${m[4] ?? ''}${m[5] ?? ''}`;
+}
+
+// ---------------------------------------------------------------------------
+// Safe private tags
+
+interface SafeRule {
+  group: number;
+  block: number | null;
+  element: number;
+  creator?: string;
+}
+
+function parseSafePrivateTags(entries: readonly string[]): SafeRule[] {
+  return entries.map((entry) => {
+    const m = /^([0-9A-Fa-f]{4})(xx|XX|[0-9A-Fa-f]{2})([0-9A-Fa-f]{2})(?:@(.+))?$/.exec(entry.trim());
+    const group = m ? parseInt(m[1] as string, 16) : 0;
+    if (!m || group % 2 === 0) {
+      throw new GatewayError(ErrorCode.invalidInput, `safe private tag '${entry}' is not GGGGxxEE or GGGGBBEE[@creator] with an odd group`);
+    }
+    const block = /^xx$/i.test(m[2] as string) ? null : parseInt(m[2] as string, 16);
+    if (block !== null && block < 0x10) throw new GatewayError(ErrorCode.invalidInput, `safe private tag '${entry}' is not a private data element`);
+    return { group, block, element: parseInt(m[3] as string, 16), ...(m[4] !== undefined ? { creator: m[4].trim() } : {}) };
+  });
+}
+
+function matchesSafe(rule: SafeRule, group: number, element: number, creator: string): boolean {
+  return (
+    rule.group === group &&
+    rule.element === (element & 0xff) &&
+    (rule.block === null || rule.block === element >> 8) &&
+    (rule.creator === undefined || rule.creator === creator)
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Part 10 structure (little endian only)
+
+interface Meta {
+  end: number;
+  transferSyntaxUid: string;
+  sopClassUid: string;
+  sopInstanceUid: string;
+}
+
+const UNDEFINED = 0xffffffff;
+const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+
+function unreadable(message: string): GatewayError {
+  return new GatewayError(ErrorCode.unreadableData, message);
+}
+
+function readMeta(file: Buffer): Meta {
+  if (file.length < 144 || file.toString('latin1', 128, 132) !== 'DICM') throw unreadable('not a DICOM Part 10 file');
+  const values = new Map<number, string>();
+  let o = 132;
+  while (o + 8 <= file.length && file.readUInt16LE(o) === 0x0002) {
+    const element = file.readUInt16LE(o + 2);
+    const vr = file.toString('latin1', o + 4, o + 6);
+    const long = LONG_VRS.has(vr);
+    if (long && o + 12 > file.length) break;
+    const len = long ? file.readUInt32LE(o + 8) : file.readUInt16LE(o + 6);
+    const start = o + (long ? 12 : 8);
+    if (len === UNDEFINED || start + len > file.length) throw unreadable('file meta information is truncated');
+    if (vr === 'UI') values.set(element, file.toString('latin1', start, start + len).replace(/[\0 ]+$/, ''));
+    o = start + len;
+  }
+  const transferSyntaxUid = values.get(0x0010);
+  if (!transferSyntaxUid) throw unreadable('file meta information has no Transfer Syntax UID');
+  return { end: o, transferSyntaxUid, sopClassUid: values.get(0x0002) ?? '', sopInstanceUid: values.get(0x0003) ?? '' };
+}
+
+interface TopElement {
+  tag: number;
+  start: number;
+  end: number;
+}
+
+function header(buf: Buffer, o: number, explicit: boolean): { tag: number; vr: string; len: number; value: number } {
+  if (o + 8 > buf.length) throw unreadable('dataset is truncated');
+  const group = buf.readUInt16LE(o);
+  const tag = ((group << 16) | buf.readUInt16LE(o + 2)) >>> 0;
+  if (group === 0xfffe || !explicit) return { tag, vr: '', len: buf.readUInt32LE(o + 4), value: o + 8 };
+  const vr = buf.toString('latin1', o + 4, o + 6);
+  if (LONG_VRS.has(vr)) {
+    if (o + 12 > buf.length) throw unreadable('dataset is truncated');
+    return { tag, vr, len: buf.readUInt32LE(o + 8), value: o + 12 };
+  }
+  return { tag, vr, len: buf.readUInt16LE(o + 6), value: o + 8 };
+}
+
+/** End offset of the element at `o`, walking undefined-length sequences, items and encapsulated pixel data. */
+function elementEnd(buf: Buffer, o: number, explicit: boolean): number {
+  const h = header(buf, o, explicit);
+  if (h.len !== UNDEFINED) {
+    const end = h.value + h.len;
+    if (end > buf.length) throw unreadable('dataset is truncated');
+    return end;
+  }
+  // Undefined length: SQ, encapsulated pixel data, or UN (whose content is implicit VR little endian, CP-246).
+  const inner = explicit && h.vr !== 'UN';
+  let p = h.value;
+  for (;;) {
+    const item = header(buf, p, false);
+    if (item.tag === 0xfffee0dd) return p + 8;
+    if (item.tag !== 0xfffee000) throw unreadable('malformed sequence: expected an item');
+    p = item.len === UNDEFINED ? itemEnd(buf, item.value, inner) : item.value + item.len;
+    if (p > buf.length) throw unreadable('dataset is truncated');
+  }
+}
+
+function itemEnd(buf: Buffer, p: number, explicit: boolean): number {
+  for (;;) {
+    if (p + 8 > buf.length) throw unreadable('dataset is truncated');
+    if (buf.readUInt16LE(p) === 0xfffe && buf.readUInt16LE(p + 2) === 0xe00d) return p + 8;
+    p = elementEnd(buf, p, explicit);
+  }
+}
+
+function walkTopLevel(buf: Buffer, explicit: boolean): TopElement[] {
+  const out: TopElement[] = [];
+  let o = 0;
+  while (o < buf.length) {
+    if (buf.length - o < 8) {
+      // Trailing zero padding after the last element is tolerated by every reader we know; anything else is not.
+      if (buf.subarray(o).every((b) => b === 0)) break;
+      throw unreadable('dataset is truncated');
+    }
+    const end = elementEnd(buf, o, explicit);
+    out.push({ tag: ((buf.readUInt16LE(o) << 16) | buf.readUInt16LE(o + 2)) >>> 0, start: o, end });
+    o = end;
+  }
+  return out;
+}
+
+const PIXEL_TAGS = new Set([0x7fe00008, 0x7fe00009, 0x7fe00010]);
+
+function splitAtPixelData(top: TopElement[], length: number): { pixelStart: number; pixelEnd: number } {
+  const first = top.findIndex((e) => PIXEL_TAGS.has(e.tag));
+  if (first < 0) return { pixelStart: length, pixelEnd: length };
+  let last = first;
+  while (last + 1 < top.length && PIXEL_TAGS.has((top[last + 1] as TopElement).tag)) last++;
+  for (const e of top.slice(last + 1)) {
+    const group = e.tag >>> 16;
+    // After pixel data: private groups (X), Digital Signatures Sequence and Data Set Trailing Padding (X).
+    if (group % 2 === 1 || e.tag === 0xfffafffa || e.tag === 0xfffcfffc) continue;
+    throw new GatewayError(ErrorCode.unsupported, `public attribute (${hex(e.tag)}) after Pixel Data cannot be de-identified`);
+  }
+  return { pixelStart: (top[first] as TopElement).start, pixelEnd: (top[last] as TopElement).end };
+}
+
+function hex(tag: number): string {
+  const s = tag.toString(16).toUpperCase().padStart(8, '0');
+  return `${s.slice(0, 4)},${s.slice(4)}`;
+}
+
+function verifyOutput(dataset: Buffer, explicit: boolean, headerLength: number, pixel: Buffer): void {
+  let top: TopElement[];
+  try {
+    top = walkTopLevel(dataset, explicit);
+  } catch (cause) {
+    throw new GatewayError(ErrorCode.internal, 'de-identified dataset does not parse', { cause });
+  }
+  for (let i = 1; i < top.length; i++) {
+    if ((top[i] as TopElement).tag <= (top[i - 1] as TopElement).tag) throw new GatewayError(ErrorCode.internal, 'de-identified dataset is not in tag order');
+  }
+  if (pixel.length > 0) {
+    const pixelStart = top.find((e) => PIXEL_TAGS.has(e.tag))?.start;
+    if (pixelStart !== headerLength || !dataset.subarray(headerLength).equals(pixel)) {
+      throw new GatewayError(ErrorCode.internal, 'pixel data did not survive de-identification unchanged');
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// dcmjs encode / decode of the non-pixel part
+
+let dcmjsQuiet = false;
+function quiet(): void {
+  if (!dcmjsQuiet) {
+    dcmjs.log.setLevel('error');
+    dcmjsQuiet = true;
+  }
+}
+
+function syntheticMeta(transferSyntaxUid: string): Buffer {
+  const ts = Buffer.from(transferSyntaxUid.length % 2 ? `${transferSyntaxUid}\0` : transferSyntaxUid, 'latin1');
+  const version = Buffer.from([0x02, 0x00, 0x01, 0x00, 0x4f, 0x42, 0, 0, 2, 0, 0, 0, 0x00, 0x01]);
+  const tsEl = Buffer.alloc(8);
+  tsEl.writeUInt16LE(0x0002, 0);
+  tsEl.writeUInt16LE(0x0010, 2);
+  tsEl.write('UI', 4, 'latin1');
+  tsEl.writeUInt16LE(ts.length, 6);
+  const groupLength = Buffer.alloc(12);
+  groupLength.writeUInt16LE(0x0002, 0);
+  groupLength.writeUInt16LE(0x0000, 2);
+  groupLength.write('UL', 4, 'latin1');
+  groupLength.writeUInt16LE(4, 6);
+  groupLength.writeUInt32LE(version.length + tsEl.length + ts.length, 8);
+  return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, version, tsEl, ts]);
+}
+
+function toArrayBuffer(b: Buffer): ArrayBuffer {
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+}
+
+function parseHeader(bytes: Buffer, syntax: string): DicomDataDict {
+  quiet();
+  try {
+    return DicomMessage.readFile(toArrayBuffer(Buffer.concat([syntheticMeta(syntax), bytes]))).dict;
+  } catch (cause) {
+    const message = cause instanceof Error ? cause.message : String(cause);
+    if (/character set/i.test(message)) {
+      throw new GatewayError(ErrorCode.unsupported, `de-identification cannot decode this file's text: ${message}`, { cause });
+    }
+    throw new GatewayError(ErrorCode.unreadableData, 'dataset cannot be parsed for de-identification', { cause });
+  }
+}
+
+/** Dataset bytes (no preamble, no meta) of `dict` encoded in `syntax` by dcmjs. */
+function encodeDataset(dict: DicomDataDict, syntax: string): Buffer {
+  const d = new DicomDict({ '00020010': { vr: 'UI', Value: [syntax] } });
+  d.dict = dict;
+  let bytes: Buffer;
+  try {
+    bytes = Buffer.from(d.write({ allowInvalidVRLength: true }));
+  } catch (cause) {
+    throw new GatewayError(ErrorCode.internal, 'de-identified dataset cannot be encoded', { cause });
+  }
+  return bytes.subarray(144 + bytes.readUInt32LE(140));
+}
+
+function encodeMeta(m: { sopClassUid: string; sopInstanceUid: string; transferSyntaxUid: string }): Buffer {
+  const d = new DicomDict({
+    '00020001': { vr: 'OB', Value: [new Uint8Array([0, 1]).buffer] },
+    '00020002': { vr: 'UI', Value: [m.sopClassUid] },
+    '00020003': { vr: 'UI', Value: [m.sopInstanceUid] },
+    '00020010': { vr: 'UI', Value: [m.transferSyntaxUid] },
+    '00020012': { vr: 'UI', Value: [DEIDENTIFIER_IMPLEMENTATION_CLASS_UID] },
+    '00020013': { vr: 'SH', Value: [IMPLEMENTATION_VERSION_NAME] },
+  });
+  d.dict = {};
+  const bytes = Buffer.from(d.write());
+  return bytes.subarray(0, 144 + bytes.readUInt32LE(140));
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+function firstString(el: DicomElement | undefined): string | undefined {
+  const v = el?.Value?.[0];
+  if (typeof v === 'string') return v.replace(/[\0 ]+$/, '').trim();
+  return undefined;
+}
+
+function hasValue(el: DicomElement): boolean {
+  return (el.Value ?? []).some((v) => v !== '' && v !== null && v !== undefined);
+}
+
+function binaryLength(el: DicomElement): number {
+  let n = 0;
+  for (const v of el.Value ?? []) {
+    if (v instanceof ArrayBuffer) n += v.byteLength;
+    else if (ArrayBuffer.isView(v)) n += v.byteLength;
+  }
+  return n;
+}

@@ -1,0 +1,45 @@
+import type { Selectable } from 'kysely';
+import type { DeliveryInstanceState, DeliveryState } from '../states.js';
+
+export interface DeliveryTable {
+  id: string;
+  case_id: string;
+  destination_id: string;
+  study_instance_uid: string;
+  state: DeliveryState;
+  /** Decided when the delivery is planned (rule override, else the destination's setting). */
+  deidentify: number;
+  attempts: number;
+  next_attempt_at: string;
+  last_error: string | null;
+  /** The instance working on it and until when; an expired lease may be taken over. */
+  lease_owner: string | null;
+  lease_expires_at: string | null;
+  instances_total: number;
+  instances_sent: number;
+  created_at: string;
+  updated_at: string;
+  delivered_at: string | null;
+}
+
+export interface DeliveryInstanceTable {
+  delivery_id: string;
+  sop_instance_uid: string;
+  state: DeliveryInstanceState;
+  error: string | null;
+  sent_at: string | null;
+}
+
+/** Original identifier -> what a destination saw, so a returned report links back to the real study. */
+export interface PseudonymTable {
+  destination_id: string;
+  /** uid, patient-id, patient-name, accession */
+  kind: string;
+  original: string;
+  pseudonym: string;
+  study_instance_uid: string;
+  created_at: string;
+}
+
+export type DeliveryRow = Selectable<DeliveryTable>;
+export type DeliveryInstanceRow = Selectable<DeliveryInstanceTable>;

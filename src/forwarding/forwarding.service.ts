@@ -1,0 +1,395 @@
+import { readFile } from 'node:fs/promises';
+import { transitionCase } from '../cases/case-state.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import type { Spool } from '../dicom/spool.js';
+import { ErrorCode, GatewayError, toGatewayError } from '../errors.js';
+import { hashId, type Logger } from '../logger.js';
+import { CaseState, DeliveryInstanceState, DeliveryState } from '../states.js';
+import type { DeliveryRow } from './delivery.table.js';
+import type { DestinationSender, OutgoingInstance } from './destination.js';
+import {
+  addMissingInstances,
+  casesReadyToForward,
+  claimDue,
+  deliveriesNeedingDelta,
+  deliveriesOfCases,
+  insertDelivery,
+  markInstances,
+  pendingInstances,
+  renewLease,
+  updateDelivery,
+  type PendingInstance,
+} from './outbox.repository.js';
+import { StudyPseudonyms } from './pseudonym.service.js';
+
+/** What the de-identifier needs and returns (src/forwarding/deidentify.ts). */
+export interface DeidentifyPort {
+  (
+    file: Buffer,
+    pseudonyms: StudyPseudonyms,
+    options: { retainLongitudinalModifiedDates: boolean; retainPatientCharacteristics: boolean; safePrivateTags?: string[] },
+  ): { bytes: Buffer; burnedInAnnotation: 'YES' | 'NO' | null };
+}
+
+export interface ForwardingMetrics {
+  delivered(destinationId: string, instances: number, seconds: number): void;
+  failed(destinationId: string, kind: 'transient' | 'permanent'): void;
+}
+
+export interface ForwardingServiceOptions {
+  db: Db;
+  logger: Logger;
+  config: Pick<GatewayConfig, 'forwarding' | 'destinations' | 'instanceId'>;
+  spool: Spool;
+  senders: ReadonlyMap<string, DestinationSender>;
+  deidentify: DeidentifyPort;
+  /** HMAC key of the pseudonyms (kept in the database). */
+  pseudonymSecret: () => string;
+  newId: () => string;
+  metrics?: ForwardingMetrics;
+  clock?: () => Date;
+  random?: () => number;
+}
+
+const ACTOR = 'forwarding';
+
+/**
+ * The durable outbox worker. Deliveries are rows; this loop plans them for
+ * flagged cases of stable studies, claims due ones under a lease, sends what
+ * each still misses in batches, and records every outcome before moving on.
+ * A crash anywhere resumes from the rows: at worst an instance whose success
+ * was not yet recorded is sent again, which a receiver takes as the same SOP
+ * instance (pseudonymous UIDs are stable per study and destination).
+ */
+export class ForwardingService {
+  private readonly db: Db;
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private readonly random: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private ticking: Promise<void> | undefined;
+  private again = false;
+  private readonly busyDestinations = new Set<string>();
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly o: ForwardingServiceOptions) {
+    this.db = o.db;
+    this.log = o.logger.child({ component: 'forwarding' });
+    this.clock = o.clock ?? (() => new Date());
+    this.random = o.random ?? Math.random;
+  }
+
+  start(): void {
+    this.running = true;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.ticking;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Something changed (a case flagged, a study stable): look now rather than at the next poll. */
+  kick(): void {
+    if (!this.running) return;
+    if (this.ticking) this.again = true;
+    else this.schedule(0);
+  }
+
+  /** Waits until no delivery is being worked on and nothing is due now (tests, shutdown). */
+  async idle(): Promise<void> {
+    for (;;) {
+      await this.ticking;
+      await Promise.allSettled([...this.inFlight]);
+      if (!this.ticking && this.inFlight.size === 0) return;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (!this.running) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.ticking = this.tick()
+        .catch((err: unknown) => void this.log.error('forwarding pass failed', { error: (err as Error).message }))
+        .finally(() => {
+          this.ticking = undefined;
+          const next = this.again ? 0 : this.o.config.forwarding.pollIntervalSeconds * 1000;
+          this.again = false;
+          this.schedule(next);
+        });
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  /** One pass: plan new deliveries and deltas, claim what is due, start sending per destination. */
+  async tick(): Promise<void> {
+    await this.planDeliveries();
+    await this.planDeltas();
+    const now = this.clock();
+    const claimed = await claimDue(this.db, this.owner, now.toISOString(), this.leaseUntil(now), 50);
+    const byDestination = new Map<string, DeliveryRow[]>();
+    for (const d of claimed) byDestination.set(d.destination_id, [...(byDestination.get(d.destination_id) ?? []), d]);
+    for (const [destinationId, deliveries] of byDestination) {
+      // One destination's deliveries go one after another (ordering, one association at a time);
+      // destinations run side by side, so a dead one never holds up another.
+      if (this.busyDestinations.has(destinationId)) {
+        for (const d of deliveries) await this.release(d);
+        continue;
+      }
+      this.busyDestinations.add(destinationId);
+      const work = (async () => {
+        try {
+          for (const d of deliveries) await this.process(d);
+        } finally {
+          this.busyDestinations.delete(destinationId);
+        }
+      })();
+      this.inFlight.add(work);
+      void work.finally(() => this.inFlight.delete(work));
+    }
+  }
+
+  private get owner(): string {
+    return this.o.config.instanceId ?? 'gateway';
+  }
+
+  private leaseUntil(now: Date): string {
+    return new Date(now.getTime() + this.o.config.forwarding.leaseSeconds * 1000).toISOString();
+  }
+
+  /** Gives a claimed delivery back untouched (its destination is busy in this process). */
+  private async release(d: DeliveryRow): Promise<void> {
+    await updateDelivery(this.db, d.id, { state: DeliveryState.pending, lease_owner: null, lease_expires_at: null });
+  }
+
+  private async planDeliveries(): Promise<void> {
+    const ready = await casesReadyToForward(this.db, 100);
+    for (const c of ready) {
+      const destination = this.o.config.destinations.find((d) => d.id === c.destination_id);
+      const now = this.clock().toISOString();
+      await this.db.transaction().execute(async (trx) => {
+        if (!destination) {
+          await transitionCase(trx, {
+            caseId: c.id,
+            from: [CaseState.flagged],
+            to: CaseState.held,
+            actor: ACTOR,
+            now,
+            auditId: this.o.newId(),
+            details: { reason: `destination "${c.destination_id ?? ''}" is not configured` },
+          });
+          return;
+        }
+        const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
+        const instances = await insertDelivery(trx, { id: this.o.newId(), caseId: c.id, destinationId: destination.id, studyInstanceUid: c.study_instance_uid, deidentify, now });
+        await transitionCase(trx, {
+          caseId: c.id,
+          from: [CaseState.flagged],
+          to: CaseState.forwarding,
+          actor: ACTOR,
+          now,
+          auditId: this.o.newId(),
+          details: { destinationId: destination.id, deidentify, instances },
+        });
+      });
+      this.log.info('delivery planned', { caseId: c.id, destinationId: c.destination_id, studyUid: hashId(c.study_instance_uid) });
+    }
+  }
+
+  private async planDeltas(): Promise<void> {
+    for (const d of await deliveriesNeedingDelta(this.db, 100)) {
+      const now = this.clock().toISOString();
+      const added = await this.db.transaction().execute(async (trx) => {
+        const n = await addMissingInstances(trx, d.id, d.study_instance_uid);
+        if (n > 0 && d.state === DeliveryState.delivered) {
+          await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
+        }
+        return n;
+      });
+      if (added > 0) this.log.info('late instances queued as a delta', { deliveryId: d.id, instances: added, studyUid: hashId(d.study_instance_uid) });
+    }
+  }
+
+  private async process(d: DeliveryRow): Promise<void> {
+    const log = this.log.child({ jobId: d.id, destinationId: d.destination_id, studyUid: hashId(d.study_instance_uid) });
+    const started = Date.now();
+    const sender = this.o.senders.get(d.destination_id);
+    try {
+      if (!sender) return await this.fail(d, `destination "${d.destination_id}" is not configured`, false, log);
+      const pending = await pendingInstances(this.db, d.id);
+      const destination = this.o.config.destinations.find((x) => x.id === d.destination_id)!;
+      let pseudonyms: StudyPseudonyms | undefined;
+      if (d.deidentify === 1) {
+        const hold = await this.burnedInModality(d.study_instance_uid);
+        if (hold) return await this.hold(d, `modality ${hold} may carry burned-in identifiers`, log);
+        pseudonyms = await StudyPseudonyms.load(this.db, this.o.pseudonymSecret(), d.destination_id, d.study_instance_uid);
+      }
+      let sent = 0;
+      for (let i = 0; i < pending.length; i += destination.batchSize) {
+        const batch = pending.slice(i, i + destination.batchSize);
+        const outgoing = await this.prepare(batch, pseudonyms);
+        if ('hold' in outgoing) return await this.hold(d, outgoing.hold, log);
+        // Pseudonyms are stored before anything is sent under them: the answer must always link back.
+        if (pseudonyms) await pseudonyms.persist(this.db, this.clock().toISOString());
+        const results = await sender.send(outgoing.instances);
+        const now = this.clock();
+        const ok: string[] = [];
+        let permanent: string | undefined;
+        let transient: string | undefined;
+        results.forEach((r, j) => {
+          const original = batch[j]!.sop_instance_uid;
+          if (r.ok) ok.push(original);
+          else if (r.failure?.transient) transient ??= r.failure.message;
+          else permanent ??= r.failure?.message ?? 'refused';
+        });
+        if (results.length !== batch.length) transient ??= `destination answered ${results.length} of ${batch.length} instances`;
+        await markInstances(this.db, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null);
+        sent += ok.length;
+        await renewLease(this.db, d.id, this.owner, this.leaseUntil(now));
+        if (permanent) {
+          const failedUids = batch.map((b) => b.sop_instance_uid).filter((u) => !ok.includes(u));
+          await markInstances(this.db, d.id, failedUids, DeliveryInstanceState.failed, now.toISOString(), permanent);
+          return await this.fail(d, permanent, false, log);
+        }
+        if (transient) return await this.fail(d, transient, true, log);
+      }
+      await this.delivered(d, log);
+      this.o.metrics?.delivered(d.destination_id, sent, (Date.now() - started) / 1000);
+    } catch (err) {
+      const ge = toGatewayError(err);
+      log.error('delivery attempt failed', { code: ge.code, error: (err as Error).message });
+      // Our own fault (file unreadable, de-identification refused): retrying the same bytes will not help.
+      const transient = ge.code === 'transient' || ge.code === 'out-of-resources' || ge.code === 'internal';
+      await this.fail(d, ge.message === 'internal error' ? (err as Error).message : ge.message, transient, log).catch((e: unknown) =>
+        log.error('could not record the failure', { error: (e as Error).message }),
+      );
+    }
+  }
+
+  private async prepare(batch: PendingInstance[], pseudonyms: StudyPseudonyms | undefined): Promise<{ instances: OutgoingInstance[] } | { hold: string }> {
+    const out: OutgoingInstance[] = [];
+    const options = this.o.config.forwarding.deidentification;
+    for (const b of batch) {
+      const bytes = await readFile(this.o.spool.absolute(b.file_path)).catch((err: NodeJS.ErrnoException) => {
+        // A stored file that is gone will not come back by retrying: dead-letter the job for a person to look at.
+        if (err.code === 'ENOENT') throw new GatewayError(ErrorCode.unreadableData, `stored file of an instance is missing (${err.code})`);
+        throw err;
+      });
+      if (!pseudonyms) {
+        out.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, bytes });
+        continue;
+      }
+      const r = this.o.deidentify(bytes, pseudonyms, options);
+      if (r.burnedInAnnotation === 'YES') return { hold: 'an instance has BurnedInAnnotation YES' };
+      out.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: pseudonyms.uid(b.sop_instance_uid), transferSyntaxUid: b.transfer_syntax_uid, bytes: r.bytes });
+    }
+    return { instances: out };
+  }
+
+  private async burnedInModality(studyUid: string): Promise<string | undefined> {
+    const held = new Set(this.o.config.forwarding.holdBurnedInModalities.map((m) => m.toUpperCase()));
+    const series = await this.db.selectFrom('series').select('modality').where('study_instance_uid', '=', studyUid).execute();
+    return series.map((s) => (s.modality ?? '').toUpperCase()).find((m) => held.has(m));
+  }
+
+  private async delivered(d: DeliveryRow, log: Logger): Promise<void> {
+    const now = this.clock().toISOString();
+    await this.db.transaction().execute(async (trx) => {
+      await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, lease_owner: null, lease_expires_at: null, last_error: null, updated_at: now });
+      const all = await deliveriesOfCases(trx, [d.case_id]);
+      if (all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
+        await transitionCase(trx, { caseId: d.case_id, from: [CaseState.forwarding], to: CaseState.awaitingRead, actor: ACTOR, now, auditId: this.o.newId(), details: { deliveryId: d.id } });
+      }
+    });
+    log.info('delivered', { caseId: d.case_id, attempts: d.attempts + 1 });
+  }
+
+  private async fail(d: DeliveryRow, message: string, transient: boolean, log: Logger): Promise<void> {
+    const attempts = d.attempts + 1;
+    const max = this.o.config.forwarding.maxAttempts;
+    const now = this.clock();
+    const dead = !transient || attempts >= max;
+    this.o.metrics?.failed(d.destination_id, transient ? 'transient' : 'permanent');
+    await this.db.transaction().execute(async (trx) => {
+      if (dead) {
+        await updateDelivery(trx, d.id, { state: DeliveryState.dead, attempts, last_error: message, lease_owner: null, lease_expires_at: null, updated_at: now.toISOString() });
+        await transitionCase(trx, {
+          caseId: d.case_id,
+          from: [CaseState.forwarding, CaseState.awaitingRead],
+          to: CaseState.failed,
+          actor: ACTOR,
+          now: now.toISOString(),
+          auditId: this.o.newId(),
+          details: { deliveryId: d.id, error: message, attempts },
+        });
+      } else {
+        const next = new Date(now.getTime() + this.backoffMs(attempts)).toISOString();
+        await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts, last_error: message, next_attempt_at: next, lease_owner: null, lease_expires_at: null, updated_at: now.toISOString() });
+      }
+    });
+    if (dead) log.warn('delivery dead-lettered', { caseId: d.case_id, attempts, permanent: !transient, error: message });
+    else log.info('delivery will be retried', { caseId: d.case_id, attempts, error: message });
+  }
+
+  private async hold(d: DeliveryRow, reason: string, log: Logger): Promise<void> {
+    const now = this.clock().toISOString();
+    await this.db.transaction().execute(async (trx) => {
+      await updateDelivery(trx, d.id, { state: DeliveryState.held, last_error: reason, lease_owner: null, lease_expires_at: null, updated_at: now });
+      await transitionCase(trx, {
+        caseId: d.case_id,
+        from: [CaseState.forwarding, CaseState.awaitingRead],
+        to: CaseState.held,
+        actor: ACTOR,
+        now,
+        auditId: this.o.newId(),
+        details: { deliveryId: d.id, reason },
+      });
+    });
+    log.warn('delivery held for review', { caseId: d.case_id, reason });
+  }
+
+  /**
+   * A person's retry: dead-lettered or held deliveries of the case start
+   * again from what is still missing, with a fresh attempt count.
+   */
+  async retryCase(caseId: string, actor: string): Promise<{ deliveries: number }> {
+    const now = this.clock().toISOString();
+    const n = await this.db.transaction().execute(async (trx) => {
+      const c = await trx.selectFrom('cases').select(['state']).where('id', '=', caseId).executeTakeFirst();
+      if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
+      const retryable = (await deliveriesOfCases(trx, [caseId])).filter((x) => x.state === DeliveryState.dead || x.state === DeliveryState.held);
+      if (retryable.length === 0 && c.state !== CaseState.held) {
+        throw new GatewayError(ErrorCode.conflict, `nothing to retry: the case is ${c.state} and no delivery is dead or held`);
+      }
+      for (const x of retryable) {
+        await trx
+          .updateTable('delivery_instances')
+          .set({ state: DeliveryInstanceState.pending, error: null })
+          .where('delivery_id', '=', x.id)
+          .where('state', '=', DeliveryInstanceState.failed)
+          .execute();
+        await updateDelivery(trx, x.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now });
+      }
+      // A case held before any delivery existed (e.g. unknown destination) goes back to be planned again.
+      const to = retryable.length > 0 ? CaseState.forwarding : CaseState.flagged;
+      await transitionCase(trx, { caseId, from: [CaseState.failed, CaseState.held], to, actor, now, auditId: this.o.newId(), details: { retried: retryable.map((x) => x.id) } });
+      return retryable.length;
+    });
+    this.log.info('case retried', { caseId, actor, deliveries: n });
+    this.kick();
+    return { deliveries: n };
+  }
+
+  /** Exponential with equal jitter: half the delay fixed, half random, so retries of many jobs spread out. */
+  backoffMs(attempt: number): number {
+    const f = this.o.config.forwarding;
+    const cap = Math.min(f.backoffMaxSeconds, f.backoffBaseSeconds * 2 ** (attempt - 1)) * 1000;
+    return Math.round(cap / 2 + (this.random() * cap) / 2);
+  }
+}

@@ -1,0 +1,213 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/database.js';
+import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
+import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
+
+export interface NewDelivery {
+  id: string;
+  caseId: string;
+  destinationId: string;
+  studyInstanceUid: string;
+  deidentify: boolean;
+  now: string;
+}
+
+/** Flagged cases whose study is stable and that have no delivery yet: the next work to plan. */
+export async function casesReadyToForward(db: Db, limit: number) {
+  return db
+    .selectFrom('cases as c')
+    .innerJoin('studies as s', 's.study_instance_uid', 'c.study_instance_uid')
+    .select(['c.id', 'c.study_instance_uid', 'c.destination_id', 'c.deidentify'])
+    .where('c.state', '=', CaseState.flagged)
+    .where('s.state', '=', StudyState.stable)
+    .where('c.destination_id', 'is not', null)
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as d').select('d.id').whereRef('d.case_id', '=', 'c.id'))))
+    .orderBy('c.id')
+    .limit(limit)
+    .execute();
+}
+
+/** Creates the delivery with every instance of the study pending. Run in a transaction. */
+export async function insertDelivery(db: Db, d: NewDelivery): Promise<number> {
+  await db
+    .insertInto('deliveries')
+    .values({
+      id: d.id,
+      case_id: d.caseId,
+      destination_id: d.destinationId,
+      study_instance_uid: d.studyInstanceUid,
+      state: DeliveryState.pending,
+      deidentify: d.deidentify ? 1 : 0,
+      attempts: 0,
+      next_attempt_at: d.now,
+      instances_total: 0,
+      instances_sent: 0,
+      created_at: d.now,
+      updated_at: d.now,
+    })
+    .execute();
+  return addMissingInstances(db, d.id, d.studyInstanceUid);
+}
+
+/** Adds instances of the study the delivery does not list yet (the first plan, or late instances: a delta). */
+export async function addMissingInstances(db: Db, deliveryId: string, studyInstanceUid: string): Promise<number> {
+  const result = await db
+    .insertInto('delivery_instances')
+    .columns(['delivery_id', 'sop_instance_uid', 'state'])
+    .expression((eb) =>
+      eb
+        .selectFrom('instances as i')
+        .select([sql.lit(deliveryId).as('delivery_id'), 'i.sop_instance_uid', sql.lit(DeliveryInstanceState.pending).as('state')])
+        .where('i.study_instance_uid', '=', studyInstanceUid)
+        .where(({ not, exists, selectFrom }) =>
+          not(
+            exists(
+              selectFrom('delivery_instances as x')
+                .select('x.sop_instance_uid')
+                .where('x.delivery_id', '=', deliveryId)
+                .whereRef('x.sop_instance_uid', '=', 'i.sop_instance_uid'),
+            ),
+          ),
+        ),
+    )
+    .executeTakeFirst();
+  const added = Number(result.numInsertedOrUpdatedRows ?? 0n);
+  if (added > 0) {
+    await db
+      .updateTable('deliveries')
+      .set((eb) => ({ instances_total: eb('instances_total', '+', added) }))
+      .where('id', '=', deliveryId)
+      .execute();
+  }
+  return added;
+}
+
+/** Deliveries of open cases whose stable study now has instances they do not list: late instances to send as a delta. */
+export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pick<DeliveryRow, 'id' | 'study_instance_uid' | 'state'>[]> {
+  return db
+    .selectFrom('deliveries as d')
+    .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
+    .select(['d.id', 'd.study_instance_uid', 'd.state'])
+    .where('s.state', '=', StudyState.stable)
+    .where('d.state', 'in', [DeliveryState.delivered, DeliveryState.pending, DeliveryState.sending])
+    .where(({ eb, selectFrom }) =>
+      eb(selectFrom('instances as i').select((e) => e.fn.countAll<number>().as('n')).whereRef('i.study_instance_uid', '=', 'd.study_instance_uid'), '>', eb.ref('d.instances_total')),
+    )
+    .limit(limit)
+    .execute();
+}
+
+/**
+ * Claims up to `limit` due deliveries for `owner`: pending ones whose time has
+ * come, and ones whose claimer's lease ran out (it died). Each claim is a
+ * compare-and-set on the row, so two workers never take the same delivery.
+ */
+export async function claimDue(db: Db, owner: string, now: string, leaseUntil: string, limit: number): Promise<DeliveryRow[]> {
+  const candidates = await db
+    .selectFrom('deliveries')
+    .select(['id', 'state', 'lease_expires_at'])
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('state', '=', DeliveryState.pending), eb('next_attempt_at', '<=', now)]),
+        eb.and([eb('state', '=', DeliveryState.sending), eb('lease_expires_at', '<', now)]),
+      ]),
+    )
+    .orderBy('next_attempt_at')
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  const claimed: DeliveryRow[] = [];
+  for (const c of candidates) {
+    const r = await db
+      .updateTable('deliveries')
+      .set({ state: DeliveryState.sending, lease_owner: owner, lease_expires_at: leaseUntil, updated_at: now })
+      .where('id', '=', c.id)
+      .where('state', '=', c.state)
+      .where((eb) => (c.lease_expires_at === null ? eb('lease_expires_at', 'is', null) : eb('lease_expires_at', '=', c.lease_expires_at)))
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 1) {
+      const row = await db.selectFrom('deliveries').selectAll().where('id', '=', c.id).executeTakeFirstOrThrow();
+      claimed.push(row);
+    }
+  }
+  return claimed;
+}
+
+export interface PendingInstance {
+  sop_instance_uid: string;
+  sop_class_uid: string;
+  transfer_syntax_uid: string;
+  file_path: string;
+}
+
+export async function pendingInstances(db: Db, deliveryId: string): Promise<PendingInstance[]> {
+  return db
+    .selectFrom('delivery_instances as x')
+    .innerJoin('instances as i', 'i.sop_instance_uid', 'x.sop_instance_uid')
+    .select(['i.sop_instance_uid', 'i.sop_class_uid', 'i.transfer_syntax_uid', 'i.file_path'])
+    .where('x.delivery_id', '=', deliveryId)
+    .where('x.state', '!=', DeliveryInstanceState.sent)
+    .orderBy('i.series_instance_uid')
+    .orderBy('i.instance_number')
+    .orderBy('i.sop_instance_uid')
+    .execute();
+}
+
+export async function markInstances(db: Db, deliveryId: string, uids: readonly string[], state: DeliveryInstanceRow['state'], now: string, error: string | null): Promise<void> {
+  if (uids.length === 0) return;
+  await db
+    .updateTable('delivery_instances')
+    .set({ state, error, sent_at: state === DeliveryInstanceState.sent ? now : null })
+    .where('delivery_id', '=', deliveryId)
+    .where('sop_instance_uid', 'in', uids)
+    .execute();
+  if (state === DeliveryInstanceState.sent) {
+    await db
+      .updateTable('deliveries')
+      .set((eb) => ({
+        instances_sent: eb
+          .selectFrom('delivery_instances')
+          .select((e) => e.fn.countAll<number>().as('n'))
+          .where('delivery_id', '=', deliveryId)
+          .where('state', '=', DeliveryInstanceState.sent),
+        // Progress renews the lease: a long study is not taken over while it is moving.
+        updated_at: now,
+      }))
+      .where('id', '=', deliveryId)
+      .execute();
+  }
+}
+
+export async function renewLease(db: Db, deliveryId: string, owner: string, leaseUntil: string): Promise<boolean> {
+  const r = await db.updateTable('deliveries').set({ lease_expires_at: leaseUntil }).where('id', '=', deliveryId).where('lease_owner', '=', owner).executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+export async function updateDelivery(
+  db: Db,
+  id: string,
+  set: Partial<Pick<DeliveryRow, 'state' | 'attempts' | 'next_attempt_at' | 'last_error' | 'lease_owner' | 'lease_expires_at' | 'delivered_at' | 'updated_at'>>,
+): Promise<void> {
+  await db.updateTable('deliveries').set(set).where('id', '=', id).execute();
+}
+
+export async function deliveriesOfCases(db: Db, caseIds: readonly string[]): Promise<DeliveryRow[]> {
+  if (caseIds.length === 0) return [];
+  return db.selectFrom('deliveries').selectAll().where('case_id', 'in', caseIds).orderBy('id').execute();
+}
+
+export async function listDeliveries(db: Db, f: { state?: DeliveryRow['state']; destinationId?: string; limit: number; offset: number }): Promise<DeliveryRow[]> {
+  let q = db.selectFrom('deliveries').selectAll();
+  if (f.state) q = q.where('state', '=', f.state);
+  if (f.destinationId) q = q.where('destination_id', '=', f.destinationId);
+  return q.orderBy('updated_at', 'desc').limit(f.limit).offset(f.offset).execute();
+}
+
+/** Queue depth per destination and state, for /metrics and the health details. */
+export async function deliveryCounts(db: Db): Promise<{ destination_id: string; state: string; n: number }[]> {
+  return db
+    .selectFrom('deliveries')
+    .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy(['destination_id', 'state'])
+    .execute();
+}

@@ -1,0 +1,356 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import dcmjs from 'dcmjs';
+import winston from 'winston';
+import { defaultConfig } from '../../src/config/schema.js';
+import { migrateToLatest, openDatabase } from '../../src/db/database.js';
+import { DicomScp } from '../../src/dicom/scp.js';
+import { Spool } from '../../src/dicom/spool.js';
+import { createDestinationSender, type DestinationSender, type OutgoingInstance } from '../../src/forwarding/destination.js';
+import { findInstance } from '../../src/studies/study.repository.js';
+import { StudyService } from '../../src/studies/study.service.js';
+import { generateStudy, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
+import { hasDcmtk, rawFromPart10, runDcmtk } from '../helpers/dicom-peers.js';
+import { freePort } from '../helpers/orthanc.js';
+import { makeTempDir } from '../helpers/tmp.js';
+
+const silent = winston.createLogger({ silent: true });
+
+function toOutgoing(file: string): OutgoingInstance {
+  const bytes = readFileSync(file);
+  const raw = rawFromPart10(bytes);
+  return { sopClassUid: raw.sopClassUid, sopInstanceUid: raw.sopInstanceUid, transferSyntaxUid: raw.transferSyntaxUid, bytes };
+}
+
+function dimseSender(port: number, aeTitle = 'POOL', timeoutSeconds = 10): DestinationSender {
+  return createDestinationSender(
+    { id: 'pool-dimse', type: 'dimse', host: '127.0.0.1', port, aeTitle, deidentify: false, timeoutSeconds, batchSize: 100 },
+    { callingAeTitle: 'SECONDREAD', logger: silent },
+  );
+}
+
+interface Storescp {
+  port: number;
+  dir: string;
+  /** received files by SOP Instance UID */
+  received(): Map<string, Buffer>;
+  stop(): Promise<void>;
+}
+
+/** DCMTK storescp on a free loopback port, writing into a temp dir; `args` adds options (e.g. +xa, -xf cfg profile). */
+async function startStorescp(args: string[] = []): Promise<Storescp> {
+  const tmp = makeTempDir('gw-storescp-');
+  const port = await freePort();
+  const child: ChildProcess = spawn('storescp', ['-aet', 'POOL', '-od', tmp.dir, ...args, String(port)], {
+    env: { ...process.env, TCP_NODELAY: '1' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (child.exitCode !== null || Date.now() > until) throw new Error(`storescp did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    dir: tmp.dir,
+    received() {
+      const out = new Map<string, Buffer>();
+      for (const f of readdirSync(tmp.dir)) {
+        const bytes = readFileSync(path.join(tmp.dir, f));
+        out.set(rawFromPart10(bytes).sopInstanceUid, bytes);
+      }
+      return out;
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      tmp.cleanup();
+    },
+  };
+}
+
+/** PixelData bytes of a Part 10 file, decoded by dcmjs (uncompressed files only). */
+function pixelData(bytes: Buffer): Buffer {
+  const dict = dcmjs.data.DicomMessage.readFile(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
+  const v = dict.dict['7FE00010']?.Value?.[0] as ArrayBuffer;
+  return Buffer.from(v);
+}
+
+describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
+  this.timeout(60_000);
+  let gen: ReturnType<typeof makeTempDir>;
+  let ct: GeneratedStudy;
+  let mr: GeneratedStudy;
+  let rleFile: string;
+  let jpegLosslessFile: string;
+
+  before(async function () {
+    if (!hasDcmtk()) {
+      console.log('      skipped: DCMTK (storescp, dcmcrle, dcmcjpeg) is not installed');
+      this.skip();
+    }
+    gen = makeTempDir('gw-dimse-gen-');
+    ct = generateStudy(path.join(gen.dir, 'ct'), { instances: 6, series: 2, rows: 64, columns: 64 });
+    mr = generateStudy(path.join(gen.dir, 'mr'), { modality: 'MR', instances: 3, rows: 64, columns: 64 });
+    rleFile = path.join(gen.dir, 'rle.dcm');
+    jpegLosslessFile = path.join(gen.dir, 'jpegll.dcm');
+    const a = await runDcmtk('dcmcrle', [ct.instances[0]!.path, rleFile]);
+    assert.equal(a.code, 0, a.stderr);
+    const b = await runDcmtk('dcmcjpeg', ['+e1', ct.instances[1]!.path, jpegLosslessFile]);
+    assert.equal(b.code, 0, b.stderr);
+  });
+  after(() => gen?.cleanup());
+
+  describe('to DCMTK storescp', () => {
+    let scp: Storescp | undefined;
+    afterEach(async () => {
+      await scp?.stop();
+      scp = undefined;
+    });
+
+    it('stores a study on one association; the received datasets are byte-identical to ours after the meta header', async () => {
+      scp = await startStorescp();
+      const batch = ct.instances.map((i) => toOutgoing(i.path));
+      const results = await dimseSender(scp.port).send(batch);
+      assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+      const got = scp.received();
+      assert.equal(got.size, batch.length);
+      for (const b of batch) {
+        const file = got.get(b.sopInstanceUid);
+        assert.ok(file, 'received');
+        assert.equal(rawFromPart10(file).transferSyntaxUid, Ts.explicitLe);
+        assert.ok(rawFromPart10(file).dataset.equals(rawFromPart10(b.bytes).dataset), 'dataset bytes identical');
+      }
+    });
+
+    it('verify(): C-ECHO ok against storescp, not ok against a closed port', async () => {
+      scp = await startStorescp();
+      const up = await dimseSender(scp.port).verify();
+      assert.equal(up.ok, true, up.detail);
+      const down = await dimseSender(await freePort()).verify();
+      assert.equal(down.ok, false);
+      assert.match(down.detail, /ECONNREFUSED|network|refused/i);
+    });
+
+    it('a receiver that refuses the CT SOP class: CT instances fail permanently, MR in the same batch ok', async () => {
+      const cfg = path.join(gen.dir, 'mr-only.cfg');
+      writeFileSync(
+        cfg,
+        [
+          '[[TransferSyntaxes]]',
+          '[Uncompressed]',
+          'TransferSyntax1 = LocalEndianExplicit',
+          'TransferSyntax2 = LittleEndianImplicit',
+          '[[PresentationContexts]]',
+          '[MrOnly]',
+          'PresentationContext1 = VerificationSOPClass\\Uncompressed',
+          'PresentationContext2 = MRImageStorage\\Uncompressed',
+          '[[Profiles]]',
+          '[MRONLY]',
+          'PresentationContexts = MrOnly',
+          '',
+        ].join('\n'),
+      );
+      scp = await startStorescp(['-xf', cfg, 'MRONLY']);
+      const batch = [toOutgoing(ct.instances[0]!.path), toOutgoing(mr.instances[0]!.path), toOutgoing(ct.instances[2]!.path), toOutgoing(mr.instances[1]!.path)];
+      const t0 = Date.now();
+      const results = await dimseSender(scp.port).send(batch);
+      assert.ok(Date.now() - t0 < 5000, 'no waiting for responses that never come');
+      assert.deepEqual(results.map((r) => r.ok), [false, true, false, true]);
+      for (const r of [results[0]!, results[2]!]) {
+        assert.equal(r.failure?.transient, false);
+        assert.match(r.failure?.message ?? '', /does not accept SOP class 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2\b/);
+      }
+      assert.deepEqual([...scp.received().keys()].sort(), [batch[1]!.sopInstanceUid, batch[3]!.sopInstanceUid].sort());
+    });
+
+    it('compressed files (RLE, JPEG lossless) to a receiver that accepts them: sent byte for byte', async () => {
+      scp = await startStorescp(['+xa']);
+      const batch = [toOutgoing(rleFile), toOutgoing(jpegLosslessFile), toOutgoing(ct.instances[2]!.path)];
+      assert.equal(batch[0]!.transferSyntaxUid, Ts.rle);
+      assert.equal(batch[1]!.transferSyntaxUid, Ts.jpegLossless70);
+      const results = await dimseSender(scp.port).send(batch);
+      assert.ok(results.every((r) => r.ok), JSON.stringify(results));
+      const got = scp.received();
+      for (const b of batch) {
+        const file = got.get(b.sopInstanceUid)!;
+        assert.equal(rawFromPart10(file).transferSyntaxUid, b.transferSyntaxUid);
+        assert.ok(rawFromPart10(file).dataset.equals(rawFromPart10(b.bytes).dataset), `${b.transferSyntaxUid} byte-identical`);
+      }
+    });
+
+    it('compressed files to a receiver that accepts only uncompressed: transcoded losslessly (same pixels), never a hang', async () => {
+      scp = await startStorescp(); // storescp's default: uncompressed syntaxes only
+      const batch = [toOutgoing(rleFile), toOutgoing(jpegLosslessFile)];
+      const t0 = Date.now();
+      const results = await dimseSender(scp.port).send(batch);
+      assert.ok(Date.now() - t0 < 8000);
+      assert.ok(results.every((r) => r.ok), JSON.stringify(results));
+      const got = scp.received();
+      for (const [i, b] of batch.entries()) {
+        const file = got.get(b.sopInstanceUid)!;
+        assert.ok(file, 'received');
+        assert.ok([Ts.explicitLe, Ts.implicitLe].includes(rawFromPart10(file).transferSyntaxUid as never));
+        const original = readFileSync(ct.instances[i]!.path);
+        assert.ok(pixelData(file).equals(pixelData(original)), 'pixels equal the uncompressed original');
+      }
+    });
+
+    it('an explicit-LE file to a receiver that accepts only implicit LE: re-encoded, content preserved', async () => {
+      const cfg = path.join(gen.dir, 'implicit-only.cfg');
+      writeFileSync(
+        cfg,
+        [
+          '[[TransferSyntaxes]]',
+          '[Implicit]',
+          'TransferSyntax1 = LittleEndianImplicit',
+          '[[PresentationContexts]]',
+          '[Ctx]',
+          'PresentationContext1 = VerificationSOPClass\\Implicit',
+          'PresentationContext2 = CTImageStorage\\Implicit',
+          '[[Profiles]]',
+          '[IMPLICIT]',
+          'PresentationContexts = Ctx',
+          '',
+        ].join('\n'),
+      );
+      scp = await startStorescp(['-xf', cfg, 'IMPLICIT']);
+      const b = toOutgoing(ct.instances[3]!.path);
+      const [r] = await dimseSender(scp.port).send([b]);
+      assert.equal(r?.ok, true, r?.failure?.message);
+      const file = scp.received().get(b.sopInstanceUid)!;
+      assert.equal(rawFromPart10(file).transferSyntaxUid, Ts.implicitLe);
+      assert.ok(pixelData(file).equals(pixelData(b.bytes)));
+    });
+
+    it('storescp refusing every association: permanent failure of the batch, verify() not ok', async () => {
+      scp = await startStorescp(['--refuse']);
+      const batch = ct.instances.slice(0, 2).map((i) => toOutgoing(i.path));
+      const results = await dimseSender(scp.port).send(batch);
+      assert.ok(results.every((r) => !r.ok && r.failure?.transient === false && /association rejected/.test(r.failure.message)), JSON.stringify(results));
+      assert.equal((await dimseSender(scp.port).verify()).ok, false);
+    });
+  });
+
+  describe('to our own DicomScp (real SQLite StudyService)', () => {
+    let tmp: ReturnType<typeof makeTempDir>;
+    let opened: ReturnType<typeof openDatabase>;
+    let spool: Spool;
+    let scp: DicomScp;
+
+    beforeEach(async () => {
+      tmp = makeTempDir('gw-dimse-scp-');
+      opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gateway.db')}`);
+      await migrateToLatest(opened.db);
+      spool = new Spool(path.join(tmp.dir, 'spool'), 0);
+      spool.open();
+      const studies = new StudyService({ db: opened.db, spool, logger: silent, stableAfterSeconds: 60 });
+      const config = { ...defaultConfig().dicom, host: '127.0.0.1', port: 0, aeTitle: 'POOL', allowedCallers: ['SECONDREAD'] };
+      scp = new DicomScp({ config, sink: studies, spool, logger: silent });
+      await scp.start();
+    });
+    afterEach(async () => {
+      await scp.stop(2000);
+      await opened.close();
+      tmp.cleanup();
+    });
+
+    it('stores CT and MR instances as sent; rows committed; file datasets byte-identical', async () => {
+      const batch = [...ct.instances.map((i) => toOutgoing(i.path)), ...mr.instances.map((i) => toOutgoing(i.path))];
+      const results = await dimseSender(scp.port).send(batch);
+      assert.ok(results.every((r) => r.ok), JSON.stringify(results.find((r) => !r.ok)));
+      for (const b of batch) {
+        const row = await findInstance(opened.db, b.sopInstanceUid);
+        assert.ok(row, 'row committed');
+        const stored = readFileSync(spool.absolute(row.file_path));
+        assert.ok(rawFromPart10(stored).dataset.equals(rawFromPart10(b.bytes).dataset));
+      }
+      const verify = await dimseSender(scp.port).verify();
+      assert.equal(verify.ok, true, verify.detail);
+    });
+
+    it('an unknown calling AE is rejected: permanent failure naming the reason', async () => {
+      const sender = createDestinationSender(
+        { id: 'x', type: 'dimse', host: '127.0.0.1', port: scp.port, aeTitle: 'POOL', callingAeTitle: 'STRANGER', deidentify: false, timeoutSeconds: 10, batchSize: 10 },
+        { callingAeTitle: 'SECONDREAD', logger: silent },
+      );
+      const results = await sender.send([toOutgoing(ct.instances[0]!.path)]);
+      assert.equal(results[0]?.ok, false);
+      assert.equal(results[0]?.failure?.transient, false);
+      assert.match(results[0]?.failure?.message ?? '', /association rejected/);
+    });
+
+    it('the receiver out of resources (0xA700): transient', async () => {
+      // the spool reports no room: the real SCP answers 0xA700
+      (spool as unknown as { hasRoom(): boolean }).hasRoom = () => false;
+      const results = await dimseSender(scp.port).send([toOutgoing(ct.instances[0]!.path)]);
+      assert.equal(results[0]?.ok, false);
+      assert.equal(results[0]?.failure?.transient, true);
+      assert.match(results[0]?.failure?.message ?? '', /0xA7/);
+    });
+  });
+
+  describe('peer down or silent', () => {
+    it('connection refused: every instance fails transiently; verify() not ok', async () => {
+      const port = await freePort();
+      const sender = dimseSender(port);
+      const batch = ct.instances.slice(0, 3).map((i) => toOutgoing(i.path));
+      const results = await sender.send(batch);
+      assert.equal(results.length, 3);
+      assert.ok(results.every((r, i) => r.sopInstanceUid === batch[i]!.sopInstanceUid && !r.ok && r.failure?.transient === true), JSON.stringify(results));
+      assert.equal((await sender.verify()).ok, false);
+    });
+
+    it('a peer that accepts TCP and never answers: transient timeout, no hang', async () => {
+      const sockets: net.Socket[] = [];
+      const server = net.createServer((s) => {
+        sockets.push(s);
+        s.on('data', () => undefined);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      const port = (server.address() as net.AddressInfo).port;
+      try {
+        const t0 = Date.now();
+        const results = await dimseSender(port, 'POOL', 1).send([toOutgoing(ct.instances[0]!.path)]);
+        const took = Date.now() - t0;
+        assert.ok(took < 6000, `took ${took} ms`);
+        assert.equal(results[0]?.ok, false);
+        assert.equal(results[0]?.failure?.transient, true);
+      } finally {
+        sockets.forEach((s) => s.destroy());
+        server.close();
+      }
+    });
+
+    it('a file that is not Part 10: permanent for that instance, others still sent', async () => {
+      const scp = await startStorescp();
+      try {
+        const good = toOutgoing(ct.instances[4]!.path);
+        const bad: OutgoingInstance = { ...good, sopInstanceUid: '2.25.1', bytes: Buffer.from('not dicom') };
+        const results = await dimseSender(scp.port).send([bad, good]);
+        assert.equal(results[0]?.ok, false);
+        assert.equal(results[0]?.failure?.transient, false);
+        assert.equal(results[1]?.ok, true);
+      } finally {
+        await scp.stop();
+      }
+    });
+  });
+});
+
