@@ -23,6 +23,11 @@ import { ForwardingService } from './forwarding/forwarding.service.js';
 import { ensureSetting } from './rules/rules.repository.js';
 import { GatewayMetrics } from './metrics.js';
 import { randomBytes } from 'node:crypto';
+import { createControlIdSource } from './hl7/ack.js';
+import { MllpSender } from './hl7/mllp-sender.js';
+import { ReaderService } from './readers/reader.service.js';
+import { OutboundService } from './reports/outbound.service.js';
+import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
 
 export interface GatewayOptions {
@@ -39,6 +44,9 @@ export interface Gateway {
   readonly decisions: DecisionService;
   readonly cases: CaseService;
   readonly forwarding: ForwardingService;
+  readonly readers: ReaderService;
+  readonly outbound: OutboundService;
+  readonly reports: SecondReportService;
   readonly metrics: GatewayMetrics;
   /** Bound ports (useful when the config asked for port 0). */
   ports(): { dicom: number; hl7: number; http: number };
@@ -73,6 +81,20 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   );
   const destinationHealth = new Map<string, { ok: boolean; detail: string }>();
   let pseudonymSecret = '';
+  const newControlId = createControlIdSource('SR');
+  const mllpSender = (target: { host: string; port: number }) =>
+    new MllpSender({ ...target, ackTimeoutMs: config.writeBack.ackTimeoutSeconds * 1000, connectTimeoutMs: 10_000, logger });
+  const outbound = new OutboundService({
+    db,
+    logger,
+    config,
+    ris: mllpSender(config.hl7.ris),
+    qa: config.escalation.hl7 ? mllpSender(config.escalation.hl7) : undefined,
+    newId,
+    newControlId,
+  });
+  const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
+  const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
   const forwarding = new ForwardingService({
     db,
     logger,
@@ -83,6 +105,13 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     pseudonymSecret: () => pseudonymSecret,
     newId,
     metrics,
+    // With gateway assignment the reader is chosen before forwarding, so the study goes to the reader's destination.
+    assignReader: readers.assigns
+      ? async (trx, c) => {
+          const r = await readers.assign(trx, c, 'readers', 'new case');
+          return r.ok ? { ok: true, destinationId: readers.destinationOf(r.readerId) } : r;
+        }
+      : undefined,
   });
   // The rules run when the study is complete and again whenever what they read changes; a new case is forwarded at once.
   studies.subscribe({ onStable: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.stable).then(() => forwarding.kick()) });
@@ -109,7 +138,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         apiRouters: [
           studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher]),
           messagesRouter(db),
-          casesRouter(db, cases, forwarding),
+          casesRouter(db, { cases, forwarding, reports, readers }),
           rulesRouter(db, rules),
           auditRouter(db),
         ],
@@ -128,6 +157,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     decisions,
     cases,
     forwarding,
+    readers,
+    outbound,
+    reports,
     metrics,
     ports: () => ({ dicom: scp?.port ?? 0, hl7: mllp?.port ?? 0, http: http?.port ?? 0 }),
     async start() {
@@ -141,6 +173,10 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         pseudonymSecret = await ensureSetting(db, 'pseudonym-secret', randomBytes(32).toString('hex'), new Date().toISOString());
         forwarding.start();
         stoppers.push(() => forwarding.stop());
+        outbound.start();
+        stoppers.push(() => outbound.stop());
+        readers.start();
+        stoppers.push(() => readers.stop());
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });

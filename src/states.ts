@@ -49,3 +49,23 @@ export const DeliveryInstanceState = {
   failed: 'failed',
 } as const;
 export type DeliveryInstanceState = (typeof DeliveryInstanceState)[keyof typeof DeliveryInstanceState];
+
+/** Messages the gateway sends besides images. */
+export const OutboundKind = {
+  /** The second report as ORU^R01 to `hl7.ris`. */
+  writeBack: 'write-back',
+  /** A discrepant second read, POSTed as JSON to `escalation.webhook.url`. */
+  webhook: 'webhook',
+  /** A discrepant second read, as ORU^R01 to `escalation.hl7`. */
+  qaHl7: 'qa-hl7',
+} as const;
+export type OutboundKind = (typeof OutboundKind)[keyof typeof OutboundKind];
+
+export const OutboundState = {
+  pending: 'pending',
+  /** AA (or HTTP 2xx): done. */
+  accepted: 'accepted',
+  /** AR, or too many attempts: visible, not retried by itself. */
+  failed: 'failed',
+} as const;
+export type OutboundState = (typeof OutboundState)[keyof typeof OutboundState];

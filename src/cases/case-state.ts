@@ -12,6 +12,7 @@ import { CaseState } from '../states.js';
  *   any open state -> held (needs review) -> back to where it can resume
  *   forwarding -> failed (delivery dead-lettered) -> forwarding (retry)
  *   reported -> failed (write-back refused) -> reported (retry)
+ *   written-back -> reported (an addendum, written back in turn)
  *   any open state -> cancelled
  */
 export const CASE_TRANSITIONS: Readonly<Record<CaseState, readonly CaseState[]>> = {
@@ -21,7 +22,8 @@ export const CASE_TRANSITIONS: Readonly<Record<CaseState, readonly CaseState[]>>
   [CaseState.reported]: [CaseState.writtenBack, CaseState.failed, CaseState.cancelled],
   [CaseState.held]: [CaseState.flagged, CaseState.forwarding, CaseState.cancelled],
   [CaseState.failed]: [CaseState.forwarding, CaseState.reported, CaseState.cancelled],
-  [CaseState.writtenBack]: [],
+  // An addendum re-opens the loop: it is written back as a new version.
+  [CaseState.writtenBack]: [CaseState.reported],
   [CaseState.cancelled]: [],
 };
 

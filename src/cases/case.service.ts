@@ -29,6 +29,11 @@ export class CaseService {
     this.clock = o.clock ?? (() => new Date());
   }
 
+  /** Ids for audit events written by routes on this service's behalf. */
+  newAuditId(): string {
+    return this.o.newId();
+  }
+
   /** Validates a request body into a ManualRequest, listing every problem. */
   parseManualRequest(body: unknown): ManualRequest {
     const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;

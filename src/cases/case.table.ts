@@ -21,6 +21,10 @@ export interface CaseTable {
   /** The reader the case is assigned to (gateway assignment), if any. */
   reader_id: string | null;
   discrepant: number;
+  /** When the SLA was first found breached; NULL while within it. */
+  sla_breached_at: string | null;
+  /** 0 none, 1 reassigned after an SLA breach, 2 notified. */
+  escalation_level: number;
   created_by: string;
   created_at: string;
   updated_at: string;

@@ -122,6 +122,8 @@ const dicomwebDestination = z.strictObject({
   type: z.literal('dicomweb'),
   url: z.url(),
   deidentify: z.boolean().default(false),
+  /** MSH-3 of the pool's system when it sends second reports back over HL7. */
+  hl7Sender: z.string().min(1).optional(),
   headers: z.record(z.string(), z.string()).default({}),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(20),
@@ -135,6 +137,8 @@ const dimseDestination = z.strictObject({
   aeTitle,
   callingAeTitle: aeTitle.optional(),
   deidentify: z.boolean().default(false),
+  /** MSH-3 of the pool's system when it sends second reports back over HL7. */
+  hl7Sender: z.string().min(1).optional(),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(100),
 });
@@ -211,6 +215,8 @@ export const configSchema = z
         statHours: z.number().positive().default(1),
         urgentHours: z.number().positive().default(4),
         routineHours: z.number().positive().default(72),
+        /** How often open cases are checked against their due time. */
+        checkIntervalSeconds: z.number().positive().default(60),
       })
       .prefault({}),
     /**
@@ -218,6 +224,33 @@ export const configSchema = z
      * generated once and kept in the database, so a replay uses the same one.
      */
     sampling: z.strictObject({ secret: z.string().min(16).optional() }).prefault({}),
+    /** Who reads: `pool` (the external pool assigns; the case is just forwarded) or `gateway` (we pick a reader). */
+    assignment: z
+      .strictObject({
+        strategy: z.enum(['pool', 'gateway']).default('pool'),
+        /** Never give a case to a reader of the first reader's group (institution). */
+        avoidSameGroup: z.boolean().default(false),
+      })
+      .prefault({}),
+    /** The second report as ORU^R01 to `hl7.ris`: ACK timeout and retries with backoff (same MSH-10). */
+    writeBack: z
+      .strictObject({
+        ackTimeoutSeconds: z.number().positive().default(30),
+        maxAttempts: z.number().int().positive().default(20),
+        backoffBaseSeconds: z.number().positive().default(10),
+        backoffMaxSeconds: z.number().positive().default(900),
+        receivingApplication: z.string().min(1).default('RIS'),
+        receivingFacility: z.string().min(1).default('HOSP'),
+        pollIntervalSeconds: z.number().positive().default(1),
+      })
+      .prefault({}),
+    /** Where discrepant second reads (RADPEER 2b, 3a, 3b) and unresolved SLA breaches are announced. */
+    escalation: z
+      .strictObject({
+        webhook: z.strictObject({ url: z.url(), headers: z.record(z.string(), z.string()).default({}) }).optional(),
+        hl7: z.strictObject({ host, port: port.min(1) }).optional(),
+      })
+      .prefault({}),
     /** A path to a rules YAML file, or the rules inline. */
     rules: z.union([z.string().min(1), z.array(z.unknown())]).default('./config/rules.yaml'),
     log: logSchema,

@@ -1,5 +1,6 @@
 import type { AiResultTable, Hl7MessageTable, OrderTable, PatientMergeTable, ReportVersionTable } from '../hl7/hl7.table.js';
 import type { DeliveryInstanceTable, DeliveryTable, PseudonymTable } from '../forwarding/delivery.table.js';
+import type { CaseAssignmentTable, OutboundMessageTable, SecondReportTable } from '../reports/report.table.js';
 import type { AuditEventTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
@@ -25,4 +26,7 @@ export interface Database {
   deliveries: DeliveryTable;
   delivery_instances: DeliveryInstanceTable;
   pseudonyms: PseudonymTable;
+  case_assignments: CaseAssignmentTable;
+  second_reports: SecondReportTable;
+  outbound_messages: OutboundMessageTable;
 }

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { backoffMs } from '../backoff.js';
 import { transitionCase } from '../cases/case-state.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
@@ -48,6 +49,11 @@ export interface ForwardingServiceOptions {
   pseudonymSecret: () => string;
   newId: () => string;
   metrics?: ForwardingMetrics;
+  /** Gateway assignment: picks the reader (in the planning transaction); may redirect to the reader's destination. */
+  assignReader?: (
+    trx: Db,
+    c: { id: string; study_instance_uid: string; reader_group: string | null },
+  ) => Promise<{ ok: true; destinationId?: string } | { ok: false; reason: string }>;
   clock?: () => Date;
   random?: () => number;
 }
@@ -171,9 +177,19 @@ export class ForwardingService {
   private async planDeliveries(): Promise<void> {
     const ready = await casesReadyToForward(this.db, 100);
     for (const c of ready) {
-      const destination = this.o.config.destinations.find((d) => d.id === c.destination_id);
       const now = this.clock().toISOString();
       await this.db.transaction().execute(async (trx) => {
+        let destinationId = c.destination_id;
+        if (this.o.assignReader) {
+          const assigned = await this.o.assignReader(trx, c);
+          if (!assigned.ok) {
+            await transitionCase(trx, { caseId: c.id, from: [CaseState.flagged], to: CaseState.held, actor: ACTOR, now, auditId: this.o.newId(), details: { reason: `no reader: ${assigned.reason}` } });
+            return;
+          }
+          destinationId = assigned.destinationId ?? destinationId;
+          if (destinationId !== c.destination_id) await trx.updateTable('cases').set({ destination_id: destinationId }).where('id', '=', c.id).execute();
+        }
+        const destination = this.o.config.destinations.find((d) => d.id === destinationId);
         if (!destination) {
           await transitionCase(trx, {
             caseId: c.id,
@@ -182,7 +198,7 @@ export class ForwardingService {
             actor: ACTOR,
             now,
             auditId: this.o.newId(),
-            details: { reason: `destination "${c.destination_id ?? ''}" is not configured` },
+            details: { reason: `destination "${destinationId ?? ''}" is not configured` },
           });
           return;
         }
@@ -329,7 +345,7 @@ export class ForwardingService {
           details: { deliveryId: d.id, error: message, attempts },
         });
       } else {
-        const next = new Date(now.getTime() + this.backoffMs(attempts)).toISOString();
+        const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.forwarding.backoffBaseSeconds, this.o.config.forwarding.backoffMaxSeconds, this.random)).toISOString();
         await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts, last_error: message, next_attempt_at: next, lease_owner: null, lease_expires_at: null, updated_at: now.toISOString() });
       }
     });
@@ -386,10 +402,4 @@ export class ForwardingService {
     return { deliveries: n };
   }
 
-  /** Exponential with equal jitter: half the delay fixed, half random, so retries of many jobs spread out. */
-  backoffMs(attempt: number): number {
-    const f = this.o.config.forwarding;
-    const cap = Math.min(f.backoffMaxSeconds, f.backoffBaseSeconds * 2 ** (attempt - 1)) * 1000;
-    return Math.round(cap / 2 + (this.random() * cap) / 2);
-  }
 }

@@ -17,7 +17,7 @@ export async function casesReadyToForward(db: Db, limit: number) {
   return db
     .selectFrom('cases as c')
     .innerJoin('studies as s', 's.study_instance_uid', 'c.study_instance_uid')
-    .select(['c.id', 'c.study_instance_uid', 'c.destination_id', 'c.deidentify'])
+    .select(['c.id', 'c.study_instance_uid', 'c.destination_id', 'c.deidentify', 'c.reader_group'])
     .where('c.state', '=', CaseState.flagged)
     .where('s.state', '=', StudyState.stable)
     .where('c.destination_id', 'is not', null)

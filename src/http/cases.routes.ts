@@ -7,11 +7,23 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import type { DeliveryRow } from '../forwarding/delivery.table.js';
 import type { ForwardingService } from '../forwarding/forwarding.service.js';
 import { deliveriesOfCases, listDeliveries } from '../forwarding/outbox.repository.js';
-import { CaseState, DeliveryState } from '../states.js';
+import { transitionCase } from '../cases/case-state.js';
+import type { ReaderService } from '../readers/reader.service.js';
+import type { OutboundMessageRow, SecondReportRow } from '../reports/report.table.js';
+import type { SecondReportService } from '../reports/second-report.service.js';
+import { CaseState, DeliveryState, OPEN_CASE_STATES, OutboundKind } from '../states.js';
 import { requireRole } from './auth.js';
 import { oneOf, queryInt, queryString } from './query.js';
 
-export function casesRouter(db: Db, cases: CaseService, forwarding: ForwardingService): Router {
+export interface CaseRouteDeps {
+  cases: CaseService;
+  forwarding: ForwardingService;
+  reports: SecondReportService;
+  readers: ReaderService;
+}
+
+export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
+  const { cases, forwarding, reports, readers } = deps;
   const r = Router();
 
   r.get('/cases', requireRole('admin', 'qa', 'system', 'reader'), async (req, res) => {
@@ -26,8 +38,7 @@ export function casesRouter(db: Db, cases: CaseService, forwarding: ForwardingSe
       limit: queryInt(req.query['limit'], 100, 1, 1000, 'limit'),
       offset: queryInt(req.query['offset'], 0, 0, Number.MAX_SAFE_INTEGER, 'offset'),
     });
-    const deliveries = await deliveriesOfCases(db, rows.map((c) => c.id));
-    res.json({ items: rows.map((c) => presentCase(c, deliveries.filter((d) => d.case_id === c.id))) });
+    res.json({ items: await presentCases(db, rows) });
   });
 
   r.get('/cases/:id', requireRole('admin', 'qa', 'system', 'reader'), async (req, res) => {
@@ -35,14 +46,41 @@ export function casesRouter(db: Db, cases: CaseService, forwarding: ForwardingSe
     const p = req.principal!;
     if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
     if (p.role === 'reader' && row.reader_id !== p.readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
-    res.json(presentCase(row, await deliveriesOfCases(db, [row.id])));
+    res.json((await presentCases(db, [row]))[0]);
+  });
+
+  r.post('/cases/:id/report', requireRole('reader', 'system'), async (req, res) => {
+    const id = String(req.params['id']);
+    const input = reports.parse(req.body);
+    const p = req.principal!;
+    const report = await reports.submit(id, input, { role: p.role, readerId: p.readerId, name: p.name }, 'api');
+    const row = await findCase(db, id);
+    res.status(201).json({ report: presentReport(report), case: (await presentCases(db, [row!]))[0] });
+  });
+
+  r.post('/cases/:id/decline', requireRole('reader'), async (req, res) => {
+    const id = String(req.params['id']);
+    const why = typeof (req.body as { reason?: unknown } | undefined)?.reason === 'string' ? String((req.body as { reason: string }).reason).slice(0, 2000) : 'declined';
+    const outcome = await readers.decline(id, req.principal!.readerId!, req.principal!.name, why);
+    res.json(outcome);
+  });
+
+  r.post('/cases/:id/cancel', requireRole('admin', 'qa'), async (req, res) => {
+    const id = String(req.params['id']);
+    const now = new Date().toISOString();
+    const moved = await db.transaction().execute((trx) =>
+      transitionCase(trx, { caseId: id, from: OPEN_CASE_STATES, to: CaseState.cancelled, actor: req.principal!.name, now, auditId: cases.newAuditId(), details: {} }),
+    );
+    if (!moved) throw new GatewayError(ErrorCode.conflict, 'the case is no longer open');
+    const row = await findCase(db, id);
+    res.json((await presentCases(db, [row!]))[0]);
   });
 
   r.post('/cases/:id/retry', requireRole('admin', 'qa', 'system'), async (req, res) => {
     const id = String(req.params['id']);
     await forwarding.retryCase(id, req.principal!.name);
     const row = await findCase(db, id);
-    res.json(presentCase(row!, await deliveriesOfCases(db, [id])));
+    res.json((await presentCases(db, [row!]))[0]);
   });
 
   r.get('/deliveries', requireRole('admin', 'qa', 'system'), async (req, res) => {
@@ -59,7 +97,7 @@ export function casesRouter(db: Db, cases: CaseService, forwarding: ForwardingSe
     const request = cases.parseManualRequest(req.body);
     const { case: row, created } = await cases.requestManual(request, req.principal!.name);
     forwarding.kick();
-    res.status(created ? 201 : 200).json(presentCase(row, await deliveriesOfCases(db, [row.id])));
+    res.status(created ? 201 : 200).json((await presentCases(db, [row]))[0]);
   });
   return r;
 }
@@ -80,7 +118,49 @@ export function presentDelivery(d: DeliveryRow): Record<string, unknown> {
   };
 }
 
-export function presentCase(c: CaseRow, deliveries: readonly DeliveryRow[] = []): Record<string, unknown> {
+export function presentReport(r: SecondReportRow): Record<string, unknown> {
+  return {
+    id: r.id,
+    version: r.version,
+    readerId: r.reader_id,
+    text: r.text,
+    impression: r.impression,
+    radpeerScore: r.radpeer_score,
+    concordance: r.radpeer_score === '1' ? 'CONCORDANT' : 'DISCORDANT',
+    discrepant: r.discrepant === 1,
+    addendum: r.addendum === 1,
+    source: r.source,
+    createdAt: r.created_at,
+  };
+}
+
+/** Cases with their deliveries, latest second report and latest write-back, in a few queries. */
+export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Record<string, unknown>[]> {
+  const ids = rows.map((c) => c.id);
+  if (ids.length === 0) return [];
+  const deliveries = await deliveriesOfCases(db, ids);
+  const reports = await db.selectFrom('second_reports').selectAll().where('case_id', 'in', ids).orderBy('version').execute();
+  const writeBacks = await db.selectFrom('outbound_messages').selectAll().where('case_id', 'in', ids).where('kind', '=', OutboundKind.writeBack).orderBy('created_at').execute();
+  return rows.map((c) => {
+    const mine = reports.filter((r) => r.case_id === c.id);
+    const wb = writeBacks.filter((w) => w.case_id === c.id).at(-1);
+    return presentCase(
+      c,
+      deliveries.filter((d) => d.case_id === c.id),
+      mine.at(-1),
+      mine.length,
+      wb,
+    );
+  });
+}
+
+export function presentCase(
+  c: CaseRow,
+  deliveries: readonly DeliveryRow[] = [],
+  report?: SecondReportRow,
+  reportVersions = 0,
+  writeBack?: OutboundMessageRow,
+): Record<string, unknown> {
   const reasons = caseReasons(c);
   return {
     id: c.id,
@@ -99,10 +179,13 @@ export function presentCase(c: CaseRow, deliveries: readonly DeliveryRow[] = [])
     deidentify: c.deidentify === null ? null : c.deidentify === 1,
     discrepant: c.discrepant === 1,
     ruleSetVersion: c.rule_set_version,
+    slaBreachedAt: c.sla_breached_at,
+    escalationLevel: c.escalation_level,
     deliveries: deliveries.map(presentDelivery),
-    // The second report and the write-back arrive with their issue; the shape is fixed now.
-    secondReport: null,
-    writeBack: null,
+    secondReport: report ? { ...presentReport(report), versions: reportVersions } : null,
+    writeBack: writeBack
+      ? { state: writeBack.state, attempts: writeBack.attempts, lastError: writeBack.last_error, controlId: writeBack.control_id, response: writeBack.response, updatedAt: writeBack.updated_at }
+      : null,
     createdBy: c.created_by,
     createdAt: c.created_at,
     updatedAt: c.updated_at,

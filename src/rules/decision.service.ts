@@ -149,6 +149,8 @@ export class DecisionService {
             reasons: JSON.stringify(decision.reasons),
             reader_id: null,
             discrepant: 0,
+            sla_breached_at: null,
+            escalation_level: 0,
             created_by: actor,
             created_at: nowIso,
             updated_at: nowIso,

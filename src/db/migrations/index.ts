@@ -2,6 +2,7 @@ import * as m001 from './001-studies.js';
 import * as m002 from './002-hl7.js';
 import * as m003 from './003-rules-cases.js';
 import * as m004 from './004-forwarding.js';
+import * as m005 from './005-readers-reports.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -12,4 +13,5 @@ export const migrations = {
   '002-hl7': m002,
   '003-rules-cases': m003,
   '004-forwarding': m004,
+  '005-readers-reports': m005,
 };

@@ -1,0 +1,164 @@
+import { recordAudit } from '../audit/audit.repository.js';
+import { transitionCase } from '../cases/case-state.js';
+import type { CaseRow } from '../cases/case.table.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import { ErrorCode, GatewayError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { CaseState } from '../states.js';
+import { chooseReader, type AssignmentResult, type ReaderLoad } from './assignment.js';
+
+export interface ReaderServiceOptions {
+  db: Db;
+  logger: Logger;
+  config: Pick<GatewayConfig, 'readers' | 'assignment' | 'sla'>;
+  newId: () => string;
+  /** Announces an unresolved SLA breach (the escalation channels). */
+  notify: (db: Db, caseId: string, event: string, details: Record<string, unknown>) => Promise<void>;
+  clock?: () => Date;
+}
+
+/** States in which a case is on a reader's desk (counts against capacity, can breach its SLA). */
+const READING: readonly CaseState[] = [CaseState.forwarding, CaseState.awaitingRead];
+
+/**
+ * Reader assignment (strategy `gateway`), declines and reassignment, and the
+ * SLA watch. With strategy `pool` the external pool assigns; the gateway
+ * then only watches the SLA and escalates.
+ */
+export class ReaderService {
+  private readonly db: Db;
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<unknown> | undefined;
+
+  constructor(private readonly o: ReaderServiceOptions) {
+    this.db = o.db;
+    this.log = o.logger.child({ component: 'readers' });
+    this.clock = o.clock ?? (() => new Date());
+  }
+
+  get assigns(): boolean {
+    return this.o.config.assignment.strategy === 'gateway';
+  }
+
+  /** Chooses a reader for the case (inside the caller's transaction) and records the assignment. */
+  async assign(trx: Db, c: Pick<CaseRow, 'id' | 'study_instance_uid' | 'reader_group'>, actor: string, reason: string): Promise<AssignmentResult> {
+    const previous = await trx.selectFrom('case_assignments').select('reader_id').where('case_id', '=', c.id).execute();
+    const modalities = (await trx.selectFrom('series').select('modality').where('study_instance_uid', '=', c.study_instance_uid).execute())
+      .map((s) => s.modality)
+      .filter((m): m is string => !!m);
+    const firstReader = await trx
+      .selectFrom('report_versions')
+      .select('radiologist_id')
+      .where('linked_study_uid', '=', c.study_instance_uid)
+      .where('result_status', 'in', ['F', 'C'])
+      .orderBy('id', 'desc')
+      .executeTakeFirst();
+    const result = chooseReader(await this.loads(trx), {
+      modalities,
+      subspecialty: c.reader_group,
+      firstReaderId: firstReader?.radiologist_id,
+      avoidSameGroup: this.o.config.assignment.avoidSameGroup,
+      exclude: previous.map((p) => p.reader_id),
+    });
+    if (!result.ok) return result;
+    const now = this.clock().toISOString();
+    await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reassigned' }).where('case_id', '=', c.id).where('ended_at', 'is', null).execute();
+    await trx.insertInto('case_assignments').values({ id: this.o.newId(), case_id: c.id, reader_id: result.readerId, assigned_by: actor, reason, assigned_at: now, ended_at: null, end_reason: null }).execute();
+    await trx.updateTable('cases').set({ reader_id: result.readerId, updated_at: now }).where('id', '=', c.id).execute();
+    await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.assigned', entityType: 'case', entityId: c.id, details: { readerId: result.readerId, reason, why: result.why } });
+    return result;
+  }
+
+  /** The reader's destination, if the reader config names one (the case is then forwarded there). */
+  destinationOf(readerId: string): string | undefined {
+    return this.o.config.readers.find((r) => r.id === readerId)?.destination;
+  }
+
+  /** A reader gives a case back: it goes to someone else, or is held when nobody else fits. */
+  async decline(caseId: string, readerId: string, actor: string, why: string): Promise<{ readerId: string | null; held: boolean }> {
+    const now = this.clock().toISOString();
+    return this.db.transaction().execute(async (trx) => {
+      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
+      if (c.reader_id !== readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
+      if (!READING.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case cannot be declined`);
+      await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'declined' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
+      await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.declined', entityType: 'case', entityId: caseId, details: { readerId, why } });
+      const next = await this.assign(trx, c, 'readers', `reassigned after ${readerId} declined`);
+      if (next.ok) return { readerId: next.readerId, held: false };
+      await trx.updateTable('cases').set({ reader_id: null }).where('id', '=', caseId).execute();
+      await transitionCase(trx, { caseId, from: READING, to: CaseState.held, actor: 'readers', now, auditId: this.o.newId(), details: { reason: `no other reader: ${next.reason}` } });
+      return { readerId: null, held: true };
+    });
+  }
+
+  start(): void {
+    const every = this.o.config.sla.checkIntervalSeconds * 1000;
+    const loop = () => {
+      this.sweeping = this.checkSla()
+        .catch((err: unknown) => this.log.error('SLA check failed', { error: (err as Error).message }))
+        .finally(() => {
+          if (this.timer !== undefined) this.timer = setTimeout(loop, every).unref();
+        });
+    };
+    this.timer = setTimeout(loop, 0).unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.sweeping;
+  }
+
+  /**
+   * Open cases past their due time. First breach: with gateway assignment and
+   * another reader available, reassign and give the new reader a full SLA;
+   * otherwise (or on a second breach) announce it on the escalation channels.
+   * Driven by the rows, so a restart misses nothing.
+   */
+  async checkSla(): Promise<{ reassigned: number; notified: number }> {
+    const now = this.clock();
+    const nowIso = now.toISOString();
+    const due = await this.db.selectFrom('cases').selectAll().where('state', 'in', READING).where('due_at', '<', nowIso).where('escalation_level', '<', 2).execute();
+    let reassigned = 0;
+    let notified = 0;
+    for (const c of due) {
+      await this.db.transaction().execute(async (trx) => {
+        const breachedAt = c.sla_breached_at ?? nowIso;
+        if (c.escalation_level === 0) {
+          await recordAudit(trx, this.o.newId(), nowIso, { actor: 'sla', action: 'case.sla-breached', entityType: 'case', entityId: c.id, details: { dueAt: c.due_at, readerId: c.reader_id } });
+        }
+        if (c.escalation_level === 0 && this.assigns && c.reader_id) {
+          await trx.updateTable('case_assignments').set({ ended_at: nowIso, end_reason: 'sla-breach' }).where('case_id', '=', c.id).where('ended_at', 'is', null).execute();
+          const next = await this.assign(trx, c, 'sla', `SLA breached by ${c.reader_id}`);
+          if (next.ok) {
+            const dueAt = new Date(now.getTime() + c.sla_hours * 3_600_000).toISOString();
+            await trx.updateTable('cases').set({ escalation_level: 1, sla_breached_at: breachedAt, due_at: dueAt, updated_at: nowIso }).where('id', '=', c.id).execute();
+            reassigned++;
+            return;
+          }
+        }
+        await trx.updateTable('cases').set({ escalation_level: 2, sla_breached_at: breachedAt, updated_at: nowIso }).where('id', '=', c.id).execute();
+        await this.o.notify(trx, c.id, 'sla-breach', { dueAt: c.due_at, priority: c.priority, readerId: c.reader_id });
+        notified++;
+      });
+    }
+    if (reassigned + notified > 0) this.log.warn('SLA breaches escalated', { reassigned, notified });
+    return { reassigned, notified };
+  }
+
+  private async loads(db: Db): Promise<ReaderLoad[]> {
+    const counts = await db
+      .selectFrom('cases')
+      .select(['reader_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('state', 'in', READING)
+      .where('reader_id', 'is not', null)
+      .groupBy('reader_id')
+      .execute();
+    const byReader = new Map(counts.map((c) => [c.reader_id, Number(c.n)]));
+    return this.o.config.readers.map((r) => ({ ...r, openCases: byReader.get(r.id) ?? 0 }));
+  }
+}

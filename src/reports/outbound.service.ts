@@ -1,0 +1,247 @@
+import { backoffMs } from '../backoff.js';
+import { transitionCase } from '../cases/case-state.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import { escapeHl7 } from '../hl7/hl7-message.js';
+import type { MllpSender, SendOutcome } from '../hl7/mllp-sender.js';
+import type { Logger } from '../logger.js';
+import { CaseState, OutboundKind, OutboundState } from '../states.js';
+import type { OutboundMessageRow } from './report.table.js';
+
+export interface OutboundServiceOptions {
+  db: Db;
+  logger: Logger;
+  config: Pick<GatewayConfig, 'writeBack' | 'escalation' | 'hl7'>;
+  /** The RIS connection (hl7.ris) and, when configured, the QA channel (escalation.hl7). */
+  ris: MllpSender;
+  qa?: MllpSender;
+  newId: () => string;
+  newControlId: () => string;
+  clock?: () => Date;
+  random?: () => number;
+  fetchTimeoutMs?: number;
+}
+
+type Attempt = { kind: 'accepted'; response: string } | { kind: 'rejected'; response: string; text: string } | { kind: 'retry'; text: string };
+
+/**
+ * The durable queue of what the gateway sends besides images: the second
+ * report to the RIS, and QA notifications. Each row holds the exact bytes,
+ * built once, so a retry resends the same MSH-10; rows are sent oldest first,
+ * one at a time per channel (one message in flight per connection).
+ */
+export class OutboundService {
+  private readonly db: Db;
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private readonly random: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private ticking: Promise<void> | undefined;
+  private again = false;
+
+  constructor(private readonly o: OutboundServiceOptions) {
+    this.db = o.db;
+    this.log = o.logger.child({ component: 'outbound' });
+    this.clock = o.clock ?? (() => new Date());
+    this.random = o.random ?? Math.random;
+  }
+
+  /** Queues a message in the caller's transaction: it exists exactly when the change that caused it committed. */
+  async enqueue(trx: Db, m: { kind: OutboundMessageRow['kind']; caseId: string; reportId?: string | null; controlId?: string | null; payload: string }): Promise<string> {
+    const now = this.clock().toISOString();
+    const id = this.o.newId();
+    await trx
+      .insertInto('outbound_messages')
+      .values({
+        id,
+        kind: m.kind,
+        case_id: m.caseId,
+        report_id: m.reportId ?? null,
+        control_id: m.controlId ?? null,
+        payload: m.payload,
+        state: OutboundState.pending,
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: null,
+        response: null,
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
+    return id;
+  }
+
+  /** Announces an event on every configured escalation channel (durably, retried). */
+  readonly notify = async (trx: Db, caseId: string, event: string, details: Record<string, unknown>): Promise<void> => {
+    const c = await trx.selectFrom('cases').select(['accession_number', 'study_instance_uid', 'priority', 'reader_id']).where('id', '=', caseId).executeTakeFirst();
+    const esc = this.o.config.escalation;
+    if (esc.webhook) {
+      // No patient identifiers: the QA channel gets the case id and what happened; the console shows the rest to whoever may see it.
+      const body = { event, caseId, accessionNumber: c?.accession_number ?? null, priority: c?.priority ?? null, readerId: c?.reader_id ?? null, at: this.clock().toISOString(), ...details };
+      await this.enqueue(trx, { kind: OutboundKind.webhook, caseId, payload: JSON.stringify(body) });
+    }
+    if (esc.hl7) {
+      const controlId = this.o.newControlId();
+      const ts = hl7Time(this.clock());
+      const detail = Object.entries(details)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join('; ');
+      const text = [
+        `MSH|^~\\&|${this.o.config.hl7.sendingApplication}|${this.o.config.hl7.sendingFacility}|QA|QA|${ts}||ORU^R01^ORU_R01|${controlId}|P|2.5.1`,
+        `OBR|1||${escapeHl7(c?.accession_number ?? '')}|SECONDREAD^Second read^L|||${ts}`,
+        `OBX|1|ST|ESCALATION^Second read escalation^L||${escapeHl7(`${event}: case ${caseId}${detail ? `; ${detail}` : ''}`)}||||||F`,
+      ].join('\r') + '\r';
+      await this.enqueue(trx, { kind: OutboundKind.qaHl7, caseId, controlId, payload: text });
+    }
+  };
+
+  start(): void {
+    this.running = true;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.ticking;
+    await this.o.ris.close();
+    await this.o.qa?.close();
+  }
+
+  kick(): void {
+    if (!this.running) return;
+    if (this.ticking) this.again = true;
+    else this.schedule(0);
+  }
+
+  /** Waits for the pass under way (tests). */
+  async idle(): Promise<void> {
+    while (this.ticking) await this.ticking;
+  }
+
+  private schedule(delayMs: number): void {
+    if (!this.running) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.ticking = this.tick()
+        .catch((err: unknown) => void this.log.error('outbound pass failed', { error: (err as Error).message }))
+        .finally(() => {
+          this.ticking = undefined;
+          const next = this.again ? 0 : this.o.config.writeBack.pollIntervalSeconds * 1000;
+          this.again = false;
+          this.schedule(next);
+        });
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  /** One pass: every due message, oldest first; channels side by side, each one message at a time. */
+  async tick(): Promise<void> {
+    const now = this.clock().toISOString();
+    const due = await this.db
+      .selectFrom('outbound_messages')
+      .selectAll()
+      .where('state', '=', OutboundState.pending)
+      .where('next_attempt_at', '<=', now)
+      .orderBy('created_at')
+      .orderBy('id')
+      .limit(100)
+      .execute();
+    const byKind = new Map<string, OutboundMessageRow[]>();
+    for (const m of due) byKind.set(m.kind, [...(byKind.get(m.kind) ?? []), m]);
+    await Promise.all(
+      [...byKind.values()].map(async (rows) => {
+        for (const m of rows) {
+          // A message whose case has an earlier one still waiting goes after it (order per case and channel).
+          const blocked = due.some((x) => x.kind === m.kind && x.case_id === m.case_id && x.created_at < m.created_at && x.state === OutboundState.pending);
+          if (blocked) continue;
+          const settled = await this.attempt(m);
+          if (settled) m.state = OutboundState.accepted;
+        }
+      }),
+    );
+  }
+
+  private async attempt(m: OutboundMessageRow): Promise<boolean> {
+    const log = this.log.child({ jobId: m.id, kind: m.kind, caseId: m.case_id, controlId: m.control_id ?? undefined });
+    let result: Attempt;
+    try {
+      result = await this.send(m);
+    } catch (err) {
+      result = { kind: 'retry', text: (err as Error).message };
+    }
+    const now = this.clock();
+    const nowIso = now.toISOString();
+    if (result.kind === 'accepted') {
+      await this.db.transaction().execute(async (trx) => {
+        await trx.updateTable('outbound_messages').set({ state: OutboundState.accepted, attempts: m.attempts + 1, response: result.response, last_error: null, updated_at: nowIso }).where('id', '=', m.id).execute();
+        if (m.kind === OutboundKind.writeBack) {
+          await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.writtenBack, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id } });
+        }
+      });
+      log.info('sent and acknowledged', { attempts: m.attempts + 1 });
+      return true;
+    }
+    const attempts = m.attempts + 1;
+    const give = result.kind === 'rejected' || attempts >= this.o.config.writeBack.maxAttempts;
+    await this.db.transaction().execute(async (trx) => {
+      if (give) {
+        await trx
+          .updateTable('outbound_messages')
+          .set({ state: OutboundState.failed, attempts, last_error: result.text, response: result.kind === 'rejected' ? result.response : null, updated_at: nowIso })
+          .where('id', '=', m.id)
+          .execute();
+        if (m.kind === OutboundKind.writeBack) {
+          await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id, error: result.text, attempts } });
+        }
+      } else {
+        const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.writeBack.backoffBaseSeconds, this.o.config.writeBack.backoffMaxSeconds, this.random)).toISOString();
+        await trx.updateTable('outbound_messages').set({ attempts, last_error: result.text, next_attempt_at: next, updated_at: nowIso }).where('id', '=', m.id).execute();
+      }
+    });
+    if (give) log.warn(result.kind === 'rejected' ? 'refused by the receiver; not retried' : 'gave up after too many attempts', { attempts, error: result.text });
+    else log.info('will be retried', { attempts, error: result.text });
+    return false;
+  }
+
+  private async send(m: OutboundMessageRow): Promise<Attempt> {
+    if (m.kind === OutboundKind.webhook) return this.post(m.payload);
+    const sender = m.kind === OutboundKind.writeBack ? this.o.ris : this.o.qa;
+    if (!sender) return { kind: 'rejected', response: '', text: 'no escalation.hl7 configured' };
+    return fromMllp(await sender.send(m.payload));
+  }
+
+  private async post(body: string): Promise<Attempt> {
+    const hook = this.o.config.escalation.webhook;
+    if (!hook) return { kind: 'rejected', response: '', text: 'no escalation.webhook configured' };
+    try {
+      const res = await fetch(hook.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...hook.headers },
+        body,
+        signal: AbortSignal.timeout(this.o.fetchTimeoutMs ?? 15_000),
+      });
+      const response = `HTTP ${res.status}`;
+      await res.body?.cancel();
+      if (res.ok) return { kind: 'accepted', response };
+      if (res.status === 408 || res.status === 429 || res.status >= 500) return { kind: 'retry', text: response };
+      return { kind: 'rejected', response, text: response };
+    } catch (err) {
+      return { kind: 'retry', text: (err as Error).message };
+    }
+  }
+
+}
+
+function fromMllp(o: SendOutcome): Attempt {
+  if (o.kind === 'accepted') return { kind: 'accepted', response: o.ack };
+  if (o.kind === 'rejected') return { kind: 'rejected', response: o.ack, text: `${o.code}: ${o.text}` };
+  return { kind: 'retry', text: `${o.reason}: ${o.text}` };
+}
+
+function hl7Time(d: Date): string {
+  return d.toISOString().replace(/[-:T]/g, '').slice(0, 14);
+}

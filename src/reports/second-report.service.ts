@@ -1,0 +1,195 @@
+import { recordAudit } from '../audit/audit.repository.js';
+import { transitionCase } from '../cases/case-state.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import { ErrorCode, GatewayError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { CaseState, OutboundKind, OutboundState } from '../states.js';
+import { buildSecondReportOru, concordanceOf, radpeerScores, type RadpeerScore } from './oru-builder.js';
+import type { OutboundService } from './outbound.service.js';
+import type { SecondReportRow } from './report.table.js';
+
+/** RADPEER 2b, 3a, 3b: a discrepancy likely to matter, reviewed by QA (DESIGN.md section 2). */
+export const DISCREPANT_SCORES: readonly RadpeerScore[] = ['2b', '3a', '3b'];
+
+export interface SecondReportInput {
+  text: string;
+  radpeerScore: RadpeerScore;
+  readerId?: string;
+  impression?: string;
+  findings?: string;
+  addendum?: boolean;
+}
+
+export interface Submitter {
+  role: string;
+  readerId?: string;
+  name: string;
+}
+
+export interface SecondReportServiceOptions {
+  db: Db;
+  logger: Logger;
+  config: Pick<GatewayConfig, 'hl7' | 'writeBack' | 'readers'>;
+  outbound: OutboundService;
+  newId: () => string;
+  newControlId: () => string;
+  clock?: () => Date;
+}
+
+const FIRST_REPORT_STATES: readonly CaseState[] = [CaseState.awaitingRead];
+const ADDENDUM_STATES: readonly CaseState[] = [CaseState.reported, CaseState.writtenBack, CaseState.failed];
+
+/**
+ * Takes the second report (HTTP from a reader or the pool's system, or HL7
+ * from the pool), stores it as a new version, marks discrepant reads, and
+ * queues the ORU^R01 write-back and the QA notification in the same transaction.
+ */
+export class SecondReportService {
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+
+  constructor(private readonly o: SecondReportServiceOptions) {
+    this.log = o.logger.child({ component: 'second-reports' });
+    this.clock = o.clock ?? (() => new Date());
+  }
+
+  /** Validates a request body, listing every problem. */
+  parse(body: unknown): SecondReportInput {
+    const b = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
+    const errors: { path: string; message: string }[] = [];
+    const known = ['text', 'radpeerScore', 'readerId', 'impression', 'findings', 'addendum'];
+    for (const k of Object.keys(b)) if (!known.includes(k)) errors.push({ path: k, message: 'unknown field' });
+    const text = (k: string, required: boolean, max: number): string | undefined => {
+      const v = b[k];
+      if (v === undefined || v === null) {
+        if (required) errors.push({ path: k, message: 'required' });
+        return undefined;
+      }
+      if (typeof v !== 'string' || v.trim() === '' || v.length > max) {
+        errors.push({ path: k, message: `must be a non-empty string of at most ${max} characters` });
+        return undefined;
+      }
+      return v;
+    };
+    const input = {
+      text: text('text', true, 200_000) ?? '',
+      impression: text('impression', false, 50_000),
+      findings: text('findings', false, 200_000),
+      readerId: text('readerId', false, 128),
+    } as SecondReportInput;
+    const score = b['radpeerScore'];
+    if (typeof score === 'string' && (radpeerScores as readonly string[]).includes(score)) input.radpeerScore = score as RadpeerScore;
+    else errors.push({ path: 'radpeerScore', message: `must be one of ${radpeerScores.join(', ')} (RADPEER 2016)` });
+    if (b['addendum'] !== undefined) {
+      if (typeof b['addendum'] === 'boolean') input.addendum = b['addendum'];
+      else errors.push({ path: 'addendum', message: 'must be true or false' });
+    }
+    if (errors.length > 0) throw new GatewayError(ErrorCode.invalidInput, 'invalid second report', { details: { errors } });
+    return input;
+  }
+
+  async submit(caseId: string, input: SecondReportInput, by: Submitter, source: 'api' | 'hl7'): Promise<SecondReportRow> {
+    const now = this.clock().toISOString();
+    const row = await this.o.db.transaction().execute(async (trx) => {
+      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
+      if (by.role === 'reader') {
+        if (c.reader_id !== by.readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
+        if (input.readerId && input.readerId !== by.readerId) throw new GatewayError(ErrorCode.forbidden, 'a reader reports under their own id');
+      }
+      const readerId = by.role === 'reader' ? by.readerId! : (input.readerId ?? c.reader_id ?? by.name);
+      const versions = await trx.selectFrom('second_reports').select(['version']).where('case_id', '=', caseId).orderBy('version', 'desc').execute();
+      const version = (versions[0]?.version ?? 0) + 1;
+      if (version === 1) {
+        if (!FIRST_REPORT_STATES.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case takes no second report`);
+        if (input.addendum) throw new GatewayError(ErrorCode.conflict, 'there is no report to add an addendum to');
+      } else {
+        if (!input.addendum) throw new GatewayError(ErrorCode.conflict, 'the case is already reported: send an addendum (addendum: true)');
+        if (!ADDENDUM_STATES.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case takes no addendum`);
+      }
+      const primary = await trx
+        .selectFrom('report_versions as r')
+        .innerJoin('hl7_messages as m', 'm.id', 'r.message_id')
+        .select(['r.radiologist_id', 'm.raw'])
+        .where('r.linked_study_uid', '=', c.study_instance_uid)
+        .where('r.link_state', '=', 'linked')
+        .where('r.result_status', 'in', ['F', 'C'])
+        .orderBy('r.id', 'desc')
+        .executeTakeFirst();
+      if (primary?.radiologist_id && primary.radiologist_id === readerId) {
+        throw new GatewayError(ErrorCode.conflict, 'the second reader cannot be the first reader');
+      }
+      const discrepant = DISCREPANT_SCORES.includes(input.radpeerScore);
+      const text = input.findings ? `${input.findings}\n${input.text}` : input.text;
+      const report: SecondReportRow = {
+        id: this.o.newId(),
+        case_id: caseId,
+        version,
+        reader_id: readerId,
+        text,
+        impression: input.impression ?? null,
+        radpeer_score: input.radpeerScore,
+        discrepant: discrepant ? 1 : 0,
+        addendum: version > 1 ? 1 : 0,
+        source,
+        submitted_by: by.name,
+        created_at: now,
+      };
+      await trx.insertInto('second_reports').values(report).execute();
+      await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reported' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
+      if (discrepant && c.discrepant !== 1) await trx.updateTable('cases').set({ discrepant: 1 }).where('id', '=', caseId).execute();
+      const details = { version, radpeerScore: input.radpeerScore, concordance: concordanceOf(input.radpeerScore), source };
+      if (c.state === CaseState.reported) {
+        // An addendum while the write-back of the report is still under way: the case is already where it belongs.
+        await recordAudit(trx, this.o.newId(), now, { actor: by.name, action: 'case.addendum', entityType: 'case', entityId: caseId, details });
+      } else {
+        await transitionCase(trx, { caseId, from: [c.state], to: CaseState.reported, actor: by.name, now, auditId: this.o.newId(), details });
+      }
+
+      const controlId = this.o.newControlId();
+      const reader = this.o.config.readers.find((r) => r.id === readerId);
+      const [family, given] = (reader?.name ?? '').split(/\s+/).reverse();
+      let payload: string | undefined;
+      let problem: string | undefined;
+      if (!primary) problem = 'no final primary report is linked: nothing to copy PID and OBR from';
+      else {
+        try {
+          payload = buildSecondReportOru({
+            controlId,
+            sendingApplication: this.o.config.hl7.sendingApplication,
+            sendingFacility: this.o.config.hl7.sendingFacility,
+            receivingApplication: this.o.config.writeBack.receivingApplication,
+            receivingFacility: this.o.config.writeBack.receivingFacility,
+            primaryReport: primary.raw,
+            accessionNumber: c.accession_number ?? undefined,
+            studyInstanceUid: c.study_instance_uid,
+            secondReader: { id: readerId, familyName: family, givenName: given },
+            text,
+            radpeerScore: input.radpeerScore,
+            impression: input.impression,
+            now: this.clock(),
+          });
+        } catch (err) {
+          problem = (err as Error).message;
+        }
+      }
+      if (payload) {
+        await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload });
+      } else {
+        // Visible rather than silent: the report is kept, the write-back shows why it cannot be sent.
+        const id = await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '' });
+        await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: problem ?? 'could not build the ORU' }).where('id', '=', id).execute();
+        await transitionCase(trx, { caseId, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now, auditId: this.o.newId(), details: { error: problem } });
+      }
+      if (discrepant) {
+        await recordAudit(trx, this.o.newId(), now, { actor: by.name, action: 'case.discrepant', entityType: 'case', entityId: caseId, details: { radpeerScore: input.radpeerScore, version } });
+        await this.o.outbound.notify(trx, caseId, 'discrepant', { radpeerScore: input.radpeerScore, version, readerId });
+      }
+      return report;
+    });
+    this.log.info('second report stored', { caseId, version: row.version, radpeerScore: row.radpeer_score, discrepant: row.discrepant === 1, source });
+    this.o.outbound.kick();
+    return row;
+  }
+}
