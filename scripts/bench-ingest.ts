@@ -4,19 +4,46 @@
  *   (a) DCMTK storescp writing to a temp folder (no fsync, no database), and
  *   (b) the gateway's DicomScp with a real SQLite file and StudyService, in a
  *       child process so its peak RSS is its own.
+ * The child runs tsc output (as `npm start` does), not tsx: tsx alone adds
+ * about 80 MB of RSS and its loader is not what production runs. The runner
+ * and the sources it imports are compiled first to node_modules/.cache/.
  * Three runs each; then one 50 MB instance for the receiver's peak RSS.
- * Usage: npx tsx scripts/bench-ingest.ts [--instances 200] [--runs 3]
+ * Usage: npx tsx scripts/bench-ingest.ts [--instances 200] [--runs 3] [--skip-large] [--cpu-prof dir] [--max-pdu bytes]
  */
-import { fork, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, fork, spawn } from 'node:child_process';
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import SQLite from 'better-sqlite3';
 import { generateStudy } from './lib/study-generator.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..');
+// Inside the repository so the compiled modules resolve node_modules as dist/ does.
+const compiledDir = path.join(repo, 'node_modules', '.cache', 'bench-ingest');
+const compiledRunner = path.join(compiledDir, 'scripts', 'lib', 'scp-process.js');
+
+/**
+ * Compiles the runner with tsc, which also compiles the src/ modules it imports:
+ * the emit options are those of tsconfig.json / `npm run build` (ES2022, NodeNext).
+ */
+function compileRunner(): void {
+  rmSync(compiledDir, { recursive: true, force: true });
+  execFileSync(
+    process.execPath,
+    [
+      path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'),
+      path.join(here, 'lib', 'scp-process.ts'),
+      path.join(repo, 'src', 'types', 'dcmjs.d.ts'),
+      ...['--rootDir', repo, '--outDir', compiledDir, '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
+      ...['--strict', '--esModuleInterop', '--skipLibCheck', '--resolveJsonModule', '--types', 'node'],
+    ],
+    { stdio: 'inherit' },
+  );
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -79,11 +106,14 @@ interface GatewayRun {
   maxRssBytes: number;
   baselineRssBytes: number;
   instances: number;
+  cpuMs: number;
 }
 
 async function viaGateway(studyDir: string, work: string): Promise<GatewayRun> {
   const dir = mkdtempSync(path.join(work, 'gateway-'));
-  const child = fork(path.join(here, 'lib', 'scp-process.ts'), [dir], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const execArgv = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+  const child = fork(compiledRunner, maxPdu ? [dir, maxPdu] : [dir], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
     const ready = await new Promise<{ port: number; baselineRssBytes: number }>((resolve, reject) => {
       child.once('message', (m) => resolve(m as { port: number; baselineRssBytes: number }));
@@ -91,22 +121,81 @@ async function viaGateway(studyDir: string, work: string): Promise<GatewayRun> {
     });
     const r = await storescu(ready.port, studyDir, 'SECONDREAD');
     if (r.code !== 0) throw new Error(`storescu -> gateway failed: ${r.stderr}`);
-    const end = await new Promise<{ maxRssBytes: number; instances: number }>((resolve) => {
-      child.once('message', (m) => resolve(m as { maxRssBytes: number; instances: number }));
+    const end = await new Promise<{ maxRssBytes: number; instances: number; cpuMs: number }>((resolve) => {
+      child.once('message', (m) => resolve(m as { maxRssBytes: number; instances: number; cpuMs: number }));
       child.send('stop');
     });
     return { ms: r.ms, ...end, baselineRssBytes: ready.baselineRssBytes };
   } finally {
-    child.kill();
+    // The runner exits by itself after reporting (and writes its CPU profile then); kill only a stuck one.
+    const timer = setTimeout(() => child.kill(), 5000);
+    await exited;
+    clearTimeout(timer);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+let cpuProfDir: string | undefined;
+let maxPdu: string | undefined;
+
+/**
+ * What durability alone costs per instance on this disk, with no DICOM at all:
+ * write one instance's bytes, fdatasync, rename into place, fsync the folder,
+ * commit one row (WAL, synchronous=FULL). Done in the gateway's order (rename,
+ * then both syncs, then commit) and in the naive order (data sync, rename, folder sync, commit).
+ */
+function durabilityFloor(work: string, bytes: number, n = 100): { gatewayOrderMs: number; naiveOrderMs: number } {
+  const dir = mkdtempSync(path.join(work, 'floor-'));
+  const placed = path.join(dir, 'placed');
+  mkdirSync(placed);
+  const db = new SQLite(path.join(dir, 'floor.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec('CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)');
+  const insert = db.prepare('INSERT INTO t VALUES (?, ?)');
+  const buf = Buffer.alloc(bytes, 0x5a);
+  const syncDir = (): void => {
+    const fd = openSync(placed, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+  };
+  const one = (i: number, gatewayOrder: boolean): number => {
+    const t0 = process.hrtime.bigint();
+    const tmp = path.join(dir, `${i}.part`);
+    const fd = openSync(tmp, 'wx');
+    writeSync(fd, buf);
+    if (gatewayOrder) {
+      renameSync(tmp, path.join(placed, `${i}.dcm`));
+      fdatasyncSync(fd);
+      syncDir();
+    } else {
+      fdatasyncSync(fd);
+      renameSync(tmp, path.join(placed, `${i}.dcm`));
+      syncDir();
+    }
+    closeSync(fd);
+    db.transaction(() => insert.run(String(i), 'x'.repeat(300)))();
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const g: number[] = [];
+  const naive: number[] = [];
+  for (let i = 0; i < n; i++) {
+    g.push(one(2 * i, true));
+    naive.push(one(2 * i + 1, false));
+  }
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+  return { gatewayOrderMs: median(g), naiveOrderMs: median(naive) };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const mb = (b: number): string => (b / 1024 / 1024).toFixed(0);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { instances: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' }, 'skip-large': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { instances: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' }, 'skip-large': { type: 'boolean', default: false }, 'cpu-prof': { type: 'string' }, 'max-pdu': { type: 'string' } } });
+  maxPdu = values['max-pdu'];
+  cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
+  compileRunner();
   const n = Number(values.instances);
   const runs = Number(values.runs);
   const work = mkdtempSync(path.join(tmpdir(), 'bench-ingest-'));
@@ -131,10 +220,18 @@ async function main(): Promise<void> {
         `${name.padEnd(22)} runs ${ms.map((x) => x.toFixed(0).padStart(5)).join(' ')} ms | median ${m.toFixed(0)} ms  ${(n / (m / 1000)).toFixed(0)} instances/s  ${(bytes / 1e6 / (m / 1000)).toFixed(0)} MB/s`,
       );
     };
+    const floor = durabilityFloor(work, Math.round(bytes / n));
+    console.log(
+      `durability alone per instance (write + fdatasync + rename + folder fsync + commit, no DICOM): ${floor.gatewayOrderMs.toFixed(2)} ms in the gateway's order, ${floor.naiveOrderMs.toFixed(2)} ms sync-then-rename`,
+    );
+    console.log(
+      `  => gateway floor ~ storescp + durability: ${(median(scpMs) + n * floor.gatewayOrderMs).toFixed(0)} ms, best ratio ${(median(scpMs) / (median(scpMs) + n * floor.gatewayOrderMs)).toFixed(2)}`,
+    );
     line('storescp (no fsync)', scpMs);
     line('gateway DicomScp', gwRuns.map((g) => g.ms));
     const ratio = median(scpMs) / median(gwRuns.map((g) => g.ms));
     console.log(`ratio gateway/storescp (throughput): ${ratio.toFixed(2)}   (target >= 0.8)`);
+    console.log(`gateway CPU per instance (user+sys, all threads): ${gwRuns.map((g) => (g.cpuMs / n).toFixed(2)).join(', ')} ms`);
     console.log(`gateway peak RSS: ${gwRuns.map((g) => mb(g.maxRssBytes)).join(', ')} MB (idle after start ${mb(gwRuns[0]?.baselineRssBytes ?? 0)} MB; target < 200 MB)`);
 
     if (!values['skip-large']) {

@@ -73,24 +73,43 @@ class PlainPrefix {
       part = part.subarray(0, this.maxBytes - this.length);
       this.limitReached = true;
     }
-    // Chunks are often views into a larger socket or PDU buffer: copy so we keep only the prefix alive.
-    const copy = Buffer.from(part);
-    const prevTail = this.lastBytes(3);
-    const start = this.length - prevTail.length;
-    this.chunks.push(copy);
-    this.length += copy.length;
-    // Search only the new bytes (plus 3 before them for a tag split across chunks): linear in the prefix.
-    const window = prevTail.length ? Buffer.concat([prevTail, copy]) : copy;
-    if (this.pendingHit !== undefined && this.tryPixelDataAt(this.pendingHit)) return;
-    let from = Math.max(0, this.scanned - start);
+    const seamLength = this.pattern.length - 1;
+    const prevTail = this.lastBytes(seamLength);
+    const base = this.length;
+    // Searched and parsed in place; copied below only if it must be kept for a later push.
+    this.chunks.push(part);
+    this.length += part.length;
+    if (this.pendingHit !== undefined && this.tryPixelDataAt(this.pendingHit)) return this.release();
+    // A tag split across the previous chunk and this one: look in the few bytes around the seam.
+    if (prevTail.length) {
+      const seam = Buffer.concat([prevTail, part.subarray(0, seamLength)]);
+      const seamStart = base - prevTail.length;
+      let from = Math.max(0, this.scanned - seamStart);
+      for (;;) {
+        const hit = seam.indexOf(this.pattern, from);
+        if (hit < 0 || hit >= prevTail.length) break;
+        if (this.tryPixelDataAt(seamStart + hit)) return this.release();
+        from = hit + 1;
+      }
+    }
+    // Search only the new bytes: linear in the prefix.
+    let from = Math.max(0, this.scanned - base);
     for (;;) {
-      const hit = window.indexOf(this.pattern, from);
+      const hit = part.indexOf(this.pattern, from);
       if (hit < 0) break;
-      if (this.tryPixelDataAt(start + hit)) return;
+      if (this.tryPixelDataAt(base + hit)) return this.release();
       from = hit + 1;
     }
     // A tag can start in the last 3 bytes and finish in the next chunk.
-    this.scanned = Math.max(0, this.length - (this.pattern.length - 1));
+    this.scanned = Math.max(0, this.length - seamLength);
+    // Chunks are often views into a larger socket or PDU buffer: copy so we keep only the prefix alive.
+    const last = this.chunks.length - 1;
+    if (this.chunks[last] === part) this.chunks[last] = Buffer.from(part);
+  }
+
+  /** The header is parsed: the buffered bytes are no longer needed (finish() uses only the result). */
+  private release(): void {
+    this.chunks.length = 0;
   }
 
   private pendingHit: number | undefined;

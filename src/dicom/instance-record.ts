@@ -1,7 +1,7 @@
 /**
  * What the DICOM layer hands the studies domain for one received instance:
  * the attributes read from its header (before PixelData) plus where its bytes
- * wait, fsynced, in the spool's temporary folder.
+ * wait, complete but not yet synced, in the spool's temporary folder.
  */
 export interface InstanceHeader {
   sopClassUid: string;
@@ -22,8 +22,14 @@ export interface InstanceHeader {
 }
 
 export interface ReceivedInstance extends InstanceHeader {
-  /** Absolute path of the complete, fsynced Part 10 file in the spool's tmp folder. */
+  /**
+   * Absolute path of the complete Part 10 file in the spool's tmp folder. Its
+   * data need not be synced yet: the sink syncs it (with its rename into place)
+   * before committing the row.
+   */
   tmpPath: string;
+  /** An open descriptor of `tmpPath` the sink may sync through; the caller closes it after storeInstance settles. */
+  fd?: number;
   sizeBytes: number;
   sha256: string;
   callingAe: string;
@@ -31,7 +37,10 @@ export interface ReceivedInstance extends InstanceHeader {
 
 export type StoreOutcome = 'stored' | 'duplicate';
 
-/** The one call the SCP makes per instance; it resolves only after the row is committed. */
+/**
+ * The one call the SCP makes per instance; it resolves only after the file's
+ * data and its place are durable and the row is committed.
+ */
 export interface InstanceSink {
   storeInstance(instance: ReceivedInstance): Promise<StoreOutcome>;
 }

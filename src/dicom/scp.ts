@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { close, fdatasync, openSync, writev, write as fsWrite, closeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import dcmjs from 'dcmjs';
@@ -71,10 +71,6 @@ export function chooseTransferSyntax(offered: string[]): string | undefined {
   if (first && UNCOMPRESSED.has(first) && offered.includes(TransferSyntax.explicitLe)) return TransferSyntax.explicitLe;
   return first;
 }
-
-// Buffered file bytes per transfer above which the socket is paused until the disk catches up.
-const PAUSE_ABOVE = 4 * 1024 * 1024;
-const RESUME_BELOW = 1024 * 1024;
 
 export interface DicomScpOptions {
   config: GatewayConfig['dicom'];
@@ -174,7 +170,16 @@ export class DicomScp {
   }
 }
 
-/** One file being received: Part 10 header we wrote, then the dataset bytes as they come off the wire. */
+/**
+ * One file being received: Part 10 header we wrote, then the dataset bytes as
+ * they come off the wire, written synchronously as each PDV arrives (as DCMTK's
+ * storescp does). A write into the page cache takes tens of microseconds per
+ * PDU, and storescu waits for each response, so every thread-pool round trip
+ * (and its wake-up under CPU load) was latency on the critical path. It also
+ * bounds memory by construction: nothing is queued, a transfer holds at most
+ * the PDU being handled, whatever the instance size. The data is synced once,
+ * with the rename into place (Spool.place).
+ */
 class InstanceFile extends Writable {
   readonly hash: Hash = createHash('sha256');
   readonly header: DatasetHeaderReader;
@@ -182,17 +187,15 @@ class InstanceFile extends Writable {
   failure: Error | undefined;
   private fd: number | undefined;
   private readonly flushed: Promise<void>;
-  private pausedSocket = false;
 
   constructor(
     readonly tmpPath: string,
     meta: Buffer,
     readonly transferSyntaxUid: string,
     maxHeaderBytes: number,
-    private readonly socket: net.Socket,
   ) {
     // Never report backpressure to dcmjs-dimse: its drain wait is created once per
-    // transfer and, when awaited, lets later PDUs overtake earlier ones. We pause the socket instead.
+    // transfer and, when awaited, lets later PDUs overtake earlier ones. Nothing is queued anyway.
     super({ highWaterMark: Number.MAX_SAFE_INTEGER, decodeStrings: false });
     this.header = new DatasetHeaderReader(transferSyntaxUid, maxHeaderBytes);
     // A disk error must end this transfer, never the process.
@@ -209,12 +212,11 @@ class InstanceFile extends Writable {
     }
     this.hash.update(meta);
     this.size += meta.length;
-    super.write(meta);
+    this.writeOut(meta);
   }
 
   private fail(err: Error): void {
     this.failure ??= err;
-    this.resumeSocket();
   }
 
   override write(chunk: unknown): boolean {
@@ -223,52 +225,43 @@ class InstanceFile extends Writable {
     if (this.failure || this.destroyed || this.writableEnded) return true;
     this.hash.update(b);
     this.size += b.length;
-    super.write(b);
-    if (!this.pausedSocket && this.writableLength > PAUSE_ABOVE) {
-      this.pausedSocket = true;
-      this.socket.pause();
-    }
+    this.writeOut(b);
     return true;
   }
 
-  private resumeSocket(): void {
-    if (this.pausedSocket) {
-      this.pausedSocket = false;
-      this.socket.resume();
+  /** Writes all of `b` at the file's current end; a failure ends the transfer (answered 0xA700), not the process. */
+  private writeOut(b: Buffer): void {
+    const fd = this.fd;
+    if (fd === undefined || this.failure) return;
+    try {
+      let off = 0;
+      while (off < b.length) off += writeSync(fd, b, off, b.length - off);
+    } catch (err) {
+      this.fail(err as Error);
     }
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this._writev([{ chunk }], cb);
-  }
-
-  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
-    const fd = this.fd;
-    if (fd === undefined) return cb(this.failure ?? new Error('file not open'));
-    const buffers = chunks.map((c) => c.chunk);
-    const done = (err: NodeJS.ErrnoException | null): void => {
-      cb(err);
-      // After cb: only then has the stream stopped counting the bytes just written.
-      if (!err && this.writableLength < RESUME_BELOW) this.resumeSocket();
-    };
-    if (buffers.length === 1) fsWrite(fd, buffers[0] as Buffer, 0, (buffers[0] as Buffer).length, null, writeAll(fd, buffers[0] as Buffer, done));
-    else writev(fd, buffers, writevAll(fd, buffers, done));
+    // Not reached (write() is overridden); kept so the stream contract holds.
+    this.writeOut(chunk);
+    cb();
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    const fd = this.fd;
-    if (fd === undefined) return cb(this.failure);
-    // Success is answered only for bytes on disk: the file's data (and size) before the row commits.
-    fdatasync(fd, (err) => {
-      this.fd = undefined;
-      close(fd, (closeErr) => cb(err ?? closeErr));
-    });
+    // Every byte is written. The data is synced later, together with the rename into
+    // place (Spool.place), before the row commits: one disk flush for both instead of two.
+    cb(this.fd === undefined ? this.failure : undefined);
   }
 
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+  /** The open descriptor, once every byte is written (after complete()); the sink syncs through it. */
+  get descriptor(): number | undefined {
+    return this.fd;
+  }
+
+  /** Closes the file; after the sink has synced it, or when the transfer is abandoned. */
+  closeFile(): void {
     const fd = this.fd;
     this.fd = undefined;
-    this.resumeSocket();
     if (fd !== undefined) {
       try {
         closeSync(fd);
@@ -276,46 +269,20 @@ class InstanceFile extends Writable {
         // already closed
       }
     }
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.closeFile();
     cb(err);
   }
 
-  /** Resolves once the file is fsynced and closed, or failed. */
+  /** Resolves once every byte is written (not yet synced: see _final), or failed. */
   async complete(): Promise<void> {
     if (!this.writableEnded && !this.destroyed) this.end();
     await this.flushed;
     if (this.failure) throw this.failure;
     if (this.errored) throw this.errored;
   }
-}
-
-function writeAll(fd: number, b: Buffer, cb: (err: NodeJS.ErrnoException | null) => void) {
-  return (err: NodeJS.ErrnoException | null, written: number): void => {
-    if (err) return cb(err);
-    if (written < b.length) {
-      const rest = b.subarray(written);
-      fsWrite(fd, rest, 0, rest.length, null, writeAll(fd, rest, cb));
-      return;
-    }
-    cb(null);
-  };
-}
-
-function writevAll(fd: number, bufs: Buffer[], cb: (err: NodeJS.ErrnoException | null) => void) {
-  return (err: NodeJS.ErrnoException | null, written: number): void => {
-    if (err) return cb(err);
-    let skip = written;
-    const rest: Buffer[] = [];
-    for (const b of bufs) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      rest.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    if (rest.length === 0) return cb(null);
-    writev(fd, rest, writevAll(fd, rest, cb));
-  };
 }
 
 /** Stand-in for a C-STORE that is refused before its bytes are kept: the bytes are read and dropped. */
@@ -363,6 +330,72 @@ export function buildFileMeta(o: { sopClassUid: string; sopInstanceUid: string; 
   return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, body]);
 }
 
+/**
+ * The one override of dcmjs-dimse's receive path (0.3.3). Its PDU accumulator
+ * Buffer.concat()s the partial PDU with every socket chunk: a 256 KB PDU read
+ * in 64 KB chunks is copied four times (2.5x its size), which was a visible
+ * share of CPU and GC per instance and about 130 MB of garbage for a 52 MB
+ * instance. Given a chunk that is exactly one PDU, the accumulator takes its
+ * no-copy path, so this re-frames the socket's 'data' events before dcmjs-dimse
+ * (which listens from its constructor) sees them: a PDU inside one chunk is
+ * passed as a view, a PDU spanning chunks is assembled with one copy. Byte
+ * order and counts are unchanged; every other event passes through. Like
+ * dcmjs-dimse, it trusts the PDU length field (we announce our maximum).
+ */
+export function deliverWholePdus<S extends net.Socket>(socket: S): S {
+  const emit = socket.emit as (this: S, event: string | symbol, ...args: unknown[]) => boolean;
+  const parts: Buffer[] = [];
+  let have = 0;
+  let need = -1;
+  const take = (n: number): Buffer => {
+    const first = parts[0] as Buffer;
+    have -= n;
+    if (first.length >= n) {
+      if (first.length === n) parts.shift();
+      else parts[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    let used = 0;
+    while (off < n) {
+      const p = parts[used] as Buffer;
+      const k = Math.min(p.length, n - off);
+      p.copy(out, off, 0, k);
+      off += k;
+      if (k === p.length) used++;
+      else parts[used] = p.subarray(k);
+    }
+    parts.splice(0, used);
+    return out;
+  };
+  const peekLength = (): number => {
+    // PDU header: type (1), reserved (1), length (4, big endian); the 6 bytes may span chunks.
+    const first = parts[0] as Buffer;
+    const head = first.length >= 6 ? first : Buffer.concat(parts, Math.min(have, 6));
+    return 6 + head.readUInt32BE(2);
+  };
+  socket.emit = function (this: S, event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== 'data') return emit.call(this, event, ...args);
+    const chunk = args[0] as Buffer;
+    parts.push(chunk);
+    have += chunk.length;
+    let delivered = false;
+    while (have > 0) {
+      if (need < 0) {
+        if (have < 6) break;
+        need = peekLength();
+      }
+      if (have < need) break;
+      const pdu = take(need);
+      need = -1;
+      delivered = emit.call(this, 'data', pdu) || delivered;
+    }
+    return delivered;
+  } as S['emit'];
+  return socket;
+}
+
 interface ScpTimeouts {
   connectTimeout: number;
   associationTimeout: number;
@@ -385,7 +418,7 @@ class GatewayScp extends Scp {
   private endReason = 'released';
 
   constructor(socket: net.Socket, timeouts: ScpTimeouts, ctx: ScpContext) {
-    super(socket, timeouts);
+    super(deliverWholePdus(socket), timeouts);
     this.ctx = ctx;
     this.sock = socket;
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
@@ -540,7 +573,7 @@ class GatewayScp extends Scp {
         transferSyntaxUid: ts,
         sourceAe: this.callingAe,
       });
-      return this.track(request, new InstanceFile(this.ctx.spool.newTmpPath(), meta, ts, this.ctx.config.maxHeaderBytes, this.sock));
+      return this.track(request, new InstanceFile(this.ctx.spool.newTmpPath(), meta, ts, this.ctx.config.maxHeaderBytes));
     } catch (err) {
       return this.track(request, new Discard(toGatewayError(err)));
     }
@@ -593,17 +626,22 @@ class GatewayScp extends Scp {
       const outcome = await this.ctx.sink.storeInstance({
         ...header,
         tmpPath,
+        fd: w.descriptor,
         sizeBytes: w.size,
         sha256: w.hash.digest('hex'),
         callingAe: this.callingAe,
       });
+      w.closeFile();
       tmpPath = undefined;
       if (outcome === 'duplicate') this.stats.duplicates++;
       else this.stats.stored++;
       this.stats.bytes += w.size;
       return { status: Status.Success };
     } catch (err) {
-      if (w instanceof InstanceFile) w.header.dispose();
+      if (w instanceof InstanceFile) {
+        w.header.dispose();
+        w.closeFile();
+      }
       if (tmpPath) this.ctx.spool.discard(tmpPath);
       const ge = toGatewayError(err);
       const status = dimseStatusFor(ge);

@@ -24,84 +24,68 @@ export async function findInstance(db: Db, sopInstanceUid: string): Promise<Inst
 /**
  * Records one instance and updates its series and study counters. Must run
  * inside the caller's transaction: the duplicate check and the insert are one
- * decision.
+ * decision. `onNew` runs once the instance is known not to be a duplicate,
+ * before any write, so the caller can start slow work (moving and syncing
+ * the file) that overlaps the inserts. Four statements: one read, two
+ * upserts, one insert.
  */
-export async function insertInstance(db: Db, inst: NewInstance, now: string): Promise<InsertResult> {
-  const existing = await db
-    .selectFrom('instances')
-    .select('sop_instance_uid')
-    .where('sop_instance_uid', '=', inst.sopInstanceUid)
-    .executeTakeFirst();
-  if (existing) return { outcome: 'duplicate', studyCreated: false, reopened: false };
+export async function insertInstance(db: Db, inst: NewInstance, now: string, onNew?: () => void): Promise<InsertResult> {
+  // The duplicate check and the study's state in one round: (instance exists?, study state or null).
+  const prior = await db
+    .selectNoFrom((eb) => [
+      eb.exists(eb.selectFrom('instances').select('sop_instance_uid').where('sop_instance_uid', '=', inst.sopInstanceUid)).as('duplicate'),
+      eb.selectFrom('studies').select('state').where('study_instance_uid', '=', inst.studyInstanceUid).as('study_state'),
+    ])
+    .executeTakeFirstOrThrow();
+  if (Number(prior.duplicate) === 1) return { outcome: 'duplicate', studyCreated: false, reopened: false };
+  onNew?.();
 
-  const study = await db
-    .selectFrom('studies')
-    .select(['state', 'accession_number', 'patient_id'])
-    .where('study_instance_uid', '=', inst.studyInstanceUid)
-    .executeTakeFirst();
-  let studyCreated = false;
-  let reopened = false;
-  if (!study) {
-    studyCreated = true;
-    await db
-      .insertInto('studies')
-      .values({
-        study_instance_uid: inst.studyInstanceUid,
-        accession_number: inst.accessionNumber,
-        patient_id: inst.patientId,
-        study_date: inst.studyDate,
-        study_description: inst.studyDescription,
-        referring_physician: inst.referringPhysicianName,
-        calling_ae: inst.callingAe,
-        state: StudyState.receiving,
-        first_received_at: now,
-        last_received_at: now,
-        updated_at: now,
-      })
-      .execute();
-  } else {
-    reopened = study.state !== StudyState.receiving;
-  }
+  const studyCreated = prior.study_state === null;
+  const reopened = !studyCreated && prior.study_state !== StudyState.receiving;
   await db
-    .updateTable('studies')
-    .set((eb) => ({
-      instance_count: eb('instance_count', '+', 1),
-      size_bytes: eb('size_bytes', '+', inst.sizeBytes),
-      late_instance_count: reopened ? eb('late_instance_count', '+', 1) : eb.ref('late_instance_count'),
+    .insertInto('studies')
+    .values({
+      study_instance_uid: inst.studyInstanceUid,
+      accession_number: inst.accessionNumber,
+      patient_id: inst.patientId,
+      study_date: inst.studyDate,
+      study_description: inst.studyDescription,
+      referring_physician: inst.referringPhysicianName,
+      calling_ae: inst.callingAe,
       state: StudyState.receiving,
+      instance_count: 1,
+      size_bytes: inst.sizeBytes,
+      first_received_at: now,
       last_received_at: now,
       updated_at: now,
-      // Later instances may carry an accession the first lacked (some modalities fill it late).
-      accession_number: eb.fn.coalesce('accession_number', eb.val(inst.accessionNumber)),
-    }))
-    .where('study_instance_uid', '=', inst.studyInstanceUid)
+    })
+    .onConflict((oc) =>
+      oc.column('study_instance_uid').doUpdateSet((eb) => ({
+        instance_count: eb('instance_count', '+', 1),
+        size_bytes: eb('size_bytes', '+', inst.sizeBytes),
+        late_instance_count: reopened ? eb('late_instance_count', '+', 1) : eb.ref('late_instance_count'),
+        state: StudyState.receiving,
+        last_received_at: now,
+        updated_at: now,
+        // Later instances may carry an accession the first lacked (some modalities fill it late).
+        accession_number: eb.fn.coalesce('accession_number', eb.val(inst.accessionNumber)),
+      })),
+    )
     .execute();
 
-  const series = await db
-    .selectFrom('series')
-    .select('study_instance_uid')
-    .where('series_instance_uid', '=', inst.seriesInstanceUid)
-    .executeTakeFirst();
-  if (!series) {
-    await db
-      .insertInto('series')
-      .values({
-        series_instance_uid: inst.seriesInstanceUid,
-        study_instance_uid: inst.studyInstanceUid,
-        modality: inst.modality,
-        body_part_examined: inst.bodyPartExamined,
-        series_number: inst.seriesNumber,
-        series_description: inst.seriesDescription,
-        instance_count: 1,
-      })
-      .execute();
-  } else {
-    await db
-      .updateTable('series')
-      .set((eb) => ({ instance_count: eb('instance_count', '+', 1) }))
-      .where('series_instance_uid', '=', inst.seriesInstanceUid)
-      .execute();
-  }
+  await db
+    .insertInto('series')
+    .values({
+      series_instance_uid: inst.seriesInstanceUid,
+      study_instance_uid: inst.studyInstanceUid,
+      modality: inst.modality,
+      body_part_examined: inst.bodyPartExamined,
+      series_number: inst.seriesNumber,
+      series_description: inst.seriesDescription,
+      instance_count: 1,
+    })
+    .onConflict((oc) => oc.column('series_instance_uid').doUpdateSet((eb) => ({ instance_count: eb('instance_count', '+', 1) })))
+    .execute();
 
   await db
     .insertInto('instances')

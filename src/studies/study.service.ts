@@ -52,20 +52,27 @@ export class StudyService implements InstanceSink {
   async storeInstance(inst: ReceivedInstance): Promise<StoreOutcome> {
     const relativePath = this.spool.relativePathFor(inst.studyInstanceUid, inst.seriesInstanceUid, inst.sopInstanceUid);
     const now = this.clock().toISOString();
-    let placed = false;
+    // Set once the file is being moved into place: from then on a failure must take it away again.
+    let placing: Promise<void> | undefined;
     let result;
     try {
       result = await this.db.transaction().execute(async (trx) => {
-        const r = await insertInstance(trx, { ...inst, filePath: relativePath }, now);
-        // The file moves into place inside the transaction: a duplicate never overwrites the stored copy.
-        if (r.outcome === 'stored') {
-          this.spool.place(inst.tmpPath, relativePath);
-          placed = true;
-        }
+        const r = await insertInstance(trx, { ...inst, filePath: relativePath }, now, () => {
+          // Inside the transaction, once the instance is known to be new (a duplicate never overwrites
+          // the stored copy). The rename happens now; the data and folder syncs overlap the inserts
+          // and are awaited before COMMIT, so a committed row always has its file on disk.
+          placing = this.spool.place(inst.tmpPath, relativePath, inst.fd);
+          placing.catch(() => undefined); // awaited below or in the catch; never unhandled
+        });
+        if (placing) await placing;
         return r;
       });
     } catch (err) {
-      if (placed) this.spool.remove(relativePath);
+      // Let a sync still in flight end before the descriptor is closed and the file removed.
+      if (placing) {
+        await (placing as Promise<void>).catch(() => undefined);
+        this.spool.remove(relativePath);
+      }
       this.spool.discard(inst.tmpPath);
       const ge = toGatewayError(err);
       this.log.error('instance not stored', { studyUid: hashId(inst.studyInstanceUid), code: ge.code, error: (err as Error).message });
