@@ -172,27 +172,25 @@ function readDelimiters(text: string): Delimiters {
  */
 export function unescapeHl7(text: string, d: Readonly<Delimiters> = standardDelimiters): string {
   const e = d.escape;
-  if (!text.includes(e)) return text;
+  let open = text.indexOf(e);
+  if (open < 0) return text;
+  // Copies the text between escapes in runs (not character by character): report text is most of a message.
   let out = '';
   let i = 0;
-  while (i < text.length) {
-    const ch = text[i]!;
-    if (ch !== e) {
-      out += ch;
-      i++;
-      continue;
-    }
-    const close = text.indexOf(e, i + 1);
+  while (open >= 0) {
+    out += text.slice(i, open);
+    const close = text.indexOf(e, open + 1);
     if (close < 0) {
-      out += text.slice(i);
+      i = open;
       break;
     }
-    const seq = text.slice(i + 1, close);
+    const seq = text.slice(open + 1, close);
     const replaced = escapeSequence(seq, d);
     out += replaced ?? `${e}${seq}${e}`;
     i = close + 1;
+    open = text.indexOf(e, i);
   }
-  return out;
+  return out + text.slice(i);
 }
 
 function escapeSequence(seq: string, d: Readonly<Delimiters>): string | null {

@@ -287,15 +287,19 @@ function orderGroups(m: Hl7Message): Group[] {
   return groups.filter((g) => g.segments.some((s) => s.name === 'OBR'));
 }
 
+/** Parsed mapping paths, shared by every message (the mapping is a handful of strings, fixed per config). */
+const parsedPaths = new Map<string, Hl7Path>();
+
 class MappedReader {
-  private readonly paths = new Map<string, Hl7Path>();
   constructor(readonly m: Hl7Message, readonly mapping: Hl7Mapping) {}
 
   path(p: string): Hl7Path {
-    let parsed = this.paths.get(p);
+    let parsed = parsedPaths.get(p);
     if (!parsed) {
       parsed = parsePath(p);
-      this.paths.set(p, parsed);
+      // Bounded: a config reload brings new strings, but only ever a few.
+      if (parsedPaths.size >= 1024) parsedPaths.clear();
+      parsedPaths.set(p, parsed);
     }
     return parsed;
   }

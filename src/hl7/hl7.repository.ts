@@ -1,6 +1,7 @@
 import { sql, type Insertable } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { CodedValue, Person } from './hl7-parse.js';
+import { param, precompiled } from './precompiled.js';
 import {
   LinkState,
   MessageStatus,
@@ -40,15 +41,84 @@ export async function insertMessage(db: Db, row: Insertable<Hl7MessageTable>): P
   await db.insertInto('hl7_messages').values(row).execute();
 }
 
-/**
- * Inserts an applied/held message unless one with the same duplicate key is
- * already there: one statement instead of a look-up and an insert on the hot
- * path (the partial unique index decides). Returns false for a duplicate.
- */
-export async function insertMessageUnlessDuplicate(db: Db, row: Insertable<Hl7MessageTable>): Promise<boolean> {
-  const r = await db
+/** Every column of a table, checked by the compiler: the hot inserts bind all of them (undefined as NULL). */
+type AllColumns<T> = Record<keyof T, true>;
+const messageColumns: AllColumns<Hl7MessageTable> = {
+  id: true,
+  sender_application: true,
+  sender_facility: true,
+  control_id: true,
+  message_type: true,
+  kind: true,
+  hl7_version: true,
+  status: true,
+  reason: true,
+  ack_code: true,
+  study_instance_uid: true,
+  accession_number: true,
+  remote_address: true,
+  raw: true,
+  received_at: true,
+  updated_at: true,
+};
+const linkableColumns = {
+  accession_number: true,
+  study_instance_uid: true,
+  placer_order_number: true,
+  filler_order_number: true,
+  patient_id: true,
+  patient_id_authority: true,
+  link_state: true,
+  linked_study_uid: true,
+  hold_reason: true,
+} as const;
+const orderColumns: AllColumns<OrderTable> = {
+  id: true,
+  message_id: true,
+  sender_application: true,
+  ...linkableColumns,
+  order_control: true,
+  order_status: true,
+  procedure_code: true,
+  procedure_text: true,
+  modality: true,
+  priority: true,
+  reason_for_study: true,
+  relevant_clinical_info: true,
+  diagnoses: true,
+  referring_physician_id: true,
+  referring_physician_name: true,
+  second_opinion_requested: true,
+  created_at: true,
+  updated_at: true,
+};
+const reportVersionColumns: AllColumns<ReportVersionTable> = {
+  id: true,
+  message_id: true,
+  sender_application: true,
+  ...linkableColumns,
+  result_status: true,
+  report_text: true,
+  radiologist_id: true,
+  radiologist_name: true,
+  procedure_code: true,
+  procedure_text: true,
+  reason_for_study: true,
+  diagnoses: true,
+  observed_at: true,
+  received_at: true,
+  updated_at: true,
+};
+
+/** A row of `param`s, one per column. */
+function paramRow<T>(columns: AllColumns<T>): T {
+  return Object.fromEntries(Object.keys(columns).map((c) => [c, param(c)])) as T;
+}
+
+const insertMessageUnlessDuplicateQ = precompiled<Insertable<Hl7MessageTable>>((db) =>
+  db
     .insertInto('hl7_messages')
-    .values(row)
+    .values(paramRow(messageColumns))
     .onConflict((oc) =>
       oc
         .columns(['sender_application', 'sender_facility', 'control_id'])
@@ -56,13 +126,28 @@ export async function insertMessageUnlessDuplicate(db: Db, row: Insertable<Hl7Me
         .where('status', '<>', sql.lit(MessageStatus.rejected))
         .where('status', '<>', sql.lit(MessageStatus.duplicate))
         .doNothing(),
-    )
-    .executeTakeFirst();
-  return Number(r.numInsertedOrUpdatedRows ?? 0n) > 0;
+    ),
+);
+
+/**
+ * Inserts an applied/held message unless one with the same duplicate key is
+ * already there: one statement instead of a look-up and an insert on the hot
+ * path (the partial unique index decides). Returns false for a duplicate.
+ */
+export async function insertMessageUnlessDuplicate(db: Db, row: Insertable<Hl7MessageTable>): Promise<boolean> {
+  const r = await insertMessageUnlessDuplicateQ(db, row);
+  return Number(r.numAffectedRows ?? 0n) > 0;
 }
 
+const setMessageStatusQ = precompiled<{ id: string; status: MessageStatus; reason: string | null; studyUid: string | null; now: string }>((db) =>
+  db
+    .updateTable('hl7_messages')
+    .set({ status: param('status'), reason: param('reason'), study_instance_uid: param('studyUid'), updated_at: param('now') })
+    .where('id', '=', param('id')),
+);
+
 export async function setMessageStatus(db: Db, id: string, status: MessageStatus, reason: string | null, studyUid: string | null, now: string): Promise<void> {
-  await db.updateTable('hl7_messages').set({ status, reason, study_instance_uid: studyUid, updated_at: now }).where('id', '=', id).execute();
+  await setMessageStatusQ(db, { id, status, reason, studyUid, now });
 }
 
 /** The order an incoming ORM/OMI updates: same accession, else same placer order number (held ones never). */
@@ -70,23 +155,34 @@ export async function findOrderToUpdate(
   db: Db,
   keys: { accessionNumber: string | null; placerOrderNumber: string | null; studyInstanceUid: string | null },
 ): Promise<OrderRow | undefined> {
-  const base = () => db.selectFrom('orders').selectAll().where('link_state', '<>', LinkState.held).orderBy('id', 'desc');
-  if (keys.accessionNumber) return base().where('accession_number', '=', keys.accessionNumber).executeTakeFirst();
-  if (keys.placerOrderNumber) return base().where('placer_order_number', '=', keys.placerOrderNumber).executeTakeFirst();
-  if (keys.studyInstanceUid) return base().where('study_instance_uid', '=', keys.studyInstanceUid).executeTakeFirst();
+  if (keys.accessionNumber) return (await orderByAccessionQ(db, { key: keys.accessionNumber })).rows[0];
+  if (keys.placerOrderNumber) return (await orderByPlacerQ(db, { key: keys.placerOrderNumber })).rows[0];
+  if (keys.studyInstanceUid) return (await orderByStudyUidQ(db, { key: keys.studyInstanceUid })).rows[0];
   return undefined;
 }
 
+const orderBy = (column: 'accession_number' | 'placer_order_number' | 'study_instance_uid') =>
+  precompiled<{ key: string }, OrderRow>((db) =>
+    db.selectFrom('orders').selectAll().where('link_state', '<>', LinkState.held).where(column, '=', param('key')).orderBy('id', 'desc').limit(1),
+  );
+const orderByAccessionQ = orderBy('accession_number');
+const orderByPlacerQ = orderBy('placer_order_number');
+const orderByStudyUidQ = orderBy('study_instance_uid');
+
+const insertOrderQ = precompiled<Insertable<OrderTable>>((db) => db.insertInto('orders').values(paramRow(orderColumns)));
+
 export async function insertOrder(db: Db, row: Insertable<OrderTable>): Promise<void> {
-  await db.insertInto('orders').values(row).execute();
+  await insertOrderQ(db, row);
 }
 
 export async function updateOrder(db: Db, id: string, changes: Partial<Omit<OrderTable, 'id'>>): Promise<void> {
   await db.updateTable('orders').set(changes).where('id', '=', id).execute();
 }
 
+const insertReportVersionQ = precompiled<Insertable<ReportVersionTable>>((db) => db.insertInto('report_versions').values(paramRow(reportVersionColumns)));
+
 export async function insertReportVersion(db: Db, row: Insertable<ReportVersionTable>): Promise<void> {
-  await db.insertInto('report_versions').values(row).execute();
+  await insertReportVersionQ(db, row);
 }
 
 export async function insertAiResults(db: Db, rows: Insertable<AiResultTable>[]): Promise<void> {

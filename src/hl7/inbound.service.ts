@@ -1,4 +1,4 @@
-import { sql, type Insertable } from 'kysely';
+import { CompiledQuery, type Insertable } from 'kysely';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, hl7AckCodeFor, toGatewayError } from '../errors.js';
@@ -60,6 +60,16 @@ interface Work {
   remoteAddress: string;
 }
 
+/** The savepoint statements for the i-th message of a batch, built once (not a `sql` template compiled per message). */
+const savepoints: { begin: CompiledQuery; release: CompiledQuery; rollback: CompiledQuery }[] = [];
+function savepoint(i: number): { begin: CompiledQuery; release: CompiledQuery; rollback: CompiledQuery } {
+  return (savepoints[i] ??= {
+    begin: CompiledQuery.raw(`savepoint m${i}`),
+    release: CompiledQuery.raw(`release savepoint m${i}`),
+    rollback: CompiledQuery.raw(`rollback to savepoint m${i}`),
+  });
+}
+
 interface Outcome {
   ack: AckCode;
   status: MessageStatus | null;
@@ -83,6 +93,7 @@ export class Hl7InboundService {
   private readonly newAckId = createControlIdSource();
   private readonly queue: GroupCommitQueue<Work, Outcome>;
   private readonly listeners: InboundEvents[] = [];
+  private pendingLogs: { level: 'info' | 'warn'; fields: Record<string, unknown> }[] = [];
 
   constructor(o: Hl7InboundServiceOptions) {
     this.db = o.db;
@@ -119,17 +130,33 @@ export class Hl7InboundService {
       controlId: this.newAckId(),
       now: this.clock(),
     });
-    const log = this.log.child({ controlId: header.controlId ?? '-' });
+    // Fields, not a child logger per message (winston builds a new logger object for each child).
     const fields = {
+      controlId: header.controlId ?? '-',
       type: header.typeLabel,
       ack: outcome.ack,
       status: outcome.status ?? 'not-stored',
       studyUid: hashId(outcome.studyUid),
       remoteAddress: meta.remoteAddress,
     };
-    if (outcome.ack === 'AA') log.info('message', fields);
-    else log.warn('message', { ...fields, error: outcome.error?.text });
+    this.logLater(outcome.ack === 'AA' ? 'info' : 'warn', outcome.ack === 'AA' ? fields : { ...fields, error: outcome.error?.text });
     return ack;
+  };
+
+  /**
+   * The per-message log line is written on the next turn, after the ACK has
+   * gone out: the sender does not wait for our log I/O, and after a group
+   * commit every connection's ACK leaves before the batch's log lines.
+   */
+  private logLater(level: 'info' | 'warn', fields: Record<string, unknown>): void {
+    this.pendingLogs.push({ level, fields });
+    if (this.pendingLogs.length === 1) setImmediate(this.flushLogs);
+  }
+
+  private readonly flushLogs = (): void => {
+    const lines = this.pendingLogs;
+    this.pendingLogs = [];
+    for (const l of lines) this.log[l.level]('message', l.fields);
   };
 
   /** The reply for frames the handler never saw (MllpServer): AR for too large, AE if the handler itself failed. */
@@ -149,7 +176,7 @@ export class Hl7InboundService {
     } else {
       outcome = this.failed(f.error);
     }
-    this.log.child({ controlId: header.controlId ?? '-' }).warn('message', { type: header.typeLabel, ack: outcome.ack, error: outcome.error?.text });
+    this.log.warn('message', { controlId: header.controlId ?? '-', type: header.typeLabel, ack: outcome.ack, error: outcome.error?.text });
     return buildAck(header, {
       sendingApplication: this.config.sendingApplication,
       sendingFacility: this.config.sendingFacility,
@@ -225,15 +252,15 @@ export class Hl7InboundService {
     try {
       for (let i = 0; i < batch.length; i++) {
         const w = batch[i]!;
-        const sp = sql.raw(`m${i}`);
-        if (batch.length > 1) await sql`savepoint ${sp}`.execute(trx);
+        const sp = batch.length > 1 ? savepoint(i) : undefined;
+        if (sp) await trx.executeQuery(sp.begin);
         try {
           outcomes.push(await this.applyOne(trx, w, now));
-          if (batch.length > 1) await sql`release savepoint ${sp}`.execute(trx);
+          if (sp) await trx.executeQuery(sp.release);
         } catch (err) {
-          if (batch.length === 1) throw err;
-          await sql`rollback to savepoint ${sp}`.execute(trx);
-          await sql`release savepoint ${sp}`.execute(trx);
+          if (!sp) throw err;
+          await trx.executeQuery(sp.rollback);
+          await trx.executeQuery(sp.release);
           outcomes.push(this.failed(err));
         }
       }

@@ -249,12 +249,12 @@ class MllpConnection {
         const reply = await this.answer(job);
         this.messages++;
         if (reply !== undefined && !this.socket.destroyed && this.socket.writable) {
-          const body = Buffer.from(reply, 'utf8');
-          const out = Buffer.allocUnsafe(body.length + 3);
+          const length = Buffer.byteLength(reply, 'utf8');
+          const out = Buffer.allocUnsafe(length + 3);
           out[0] = VT;
-          body.copy(out, 1);
-          out[body.length + 1] = FS;
-          out[body.length + 2] = CR;
+          out.write(reply, 1, 'utf8');
+          out[length + 1] = FS;
+          out[length + 2] = CR;
           this.socket.write(out);
         }
         if (this.paused && this.queue.length < this.maxQueued / 2) {

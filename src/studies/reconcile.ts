@@ -1,5 +1,7 @@
+import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { LinkState, MessageStatus } from '../hl7/hl7.table.js';
+import { param, precompiled } from '../hl7/precompiled.js';
 
 /**
  * Linking orders, primary reports and AI results to studies. They arrive in
@@ -28,18 +30,59 @@ export type LinkDecision =
 const linkTables = ['orders', 'report_versions', 'ai_results'] as const;
 type LinkTable = (typeof linkTables)[number];
 
+// The linking look-ups run for every order, report and AI result: built once (precompiled.ts).
+const mergeSuccessorQ = precompiled<{ prior: string }, { patient_id: string }>((db) =>
+  db.selectFrom('patient_merges').select('patient_id').where('prior_patient_id', '=', param('prior')).orderBy('applied_at', 'desc').orderBy('id', 'desc').limit(1),
+);
+type OrderKeys = { id: string; accession_number: string | null; study_instance_uid: string | null; patient_id: string | null };
+const ordersWith = (column: 'accession_number' | 'study_instance_uid', excluding: boolean) =>
+  precompiled<{ key: string; exclude?: string }, OrderKeys>((db) => {
+    const q = db
+      .selectFrom('orders')
+      .select(['id', 'accession_number', 'study_instance_uid', 'patient_id'])
+      .where('link_state', '<>', LinkState.held)
+      .where(column, '=', param('key'));
+    return excluding ? q.where('id', '<>', param('exclude')) : q;
+  });
+const ordersByStudyUidQ = ordersWith('study_instance_uid', false);
+const ordersByStudyUidExcludingQ = ordersWith('study_instance_uid', true);
+type StudyKeys = { study_instance_uid: string; accession_number: string | null; patient_id: string | null };
+const studiesByAccessionQ = precompiled<{ accession: string }, StudyKeys>((db) =>
+  db.selectFrom('studies').select(['study_instance_uid', 'accession_number', 'patient_id']).where('accession_number', '=', param('accession')).limit(10),
+);
+/**
+ * With an accession number (almost always), the orders and the studies that
+ * carry it come back from one statement: the study look-up uses the same
+ * accession whatever the orders say, so the two need not wait for each other.
+ */
+const ordersAndStudiesWith = (excluding: boolean) =>
+  precompiled<{ accession: string; exclude?: string }, OrderKeys & { source: 'order' | 'study' }>((db) => {
+    let orders = db
+      .selectFrom('orders')
+      .select([sql.lit('order').as('source'), 'id', 'accession_number', 'study_instance_uid', 'patient_id'])
+      .where('link_state', '<>', LinkState.held)
+      .where('accession_number', '=', param('accession'));
+    if (excluding) orders = orders.where('id', '<>', param('exclude'));
+    // A compound SELECT takes LIMIT only on the whole, hence the subquery (same limit as studiesByAccessionQ).
+    const studies = db
+      .selectFrom((eb) =>
+        eb.selectFrom('studies').select(['study_instance_uid', 'accession_number', 'patient_id']).where('accession_number', '=', param('accession')).limit(10).as('s'),
+      )
+      .select([sql.lit('study').as('source'), sql<string>`null`.as('id'), 's.accession_number', 's.study_instance_uid', 's.patient_id']);
+    return orders.unionAll(studies as never);
+  });
+const ordersAndStudiesByAccessionQ = ordersAndStudiesWith(false);
+const ordersAndStudiesByAccessionExcludingQ = ordersAndStudiesWith(true);
+const studyByUidQ = precompiled<{ uid: string }, StudyKeys>((db) =>
+  db.selectFrom('studies').select(['study_instance_uid', 'accession_number', 'patient_id']).where('study_instance_uid', '=', param('uid')),
+);
+
 /** Follows A40 merges (prior -> surviving id), so an id a merge retired still matches its successor. */
 export async function canonicalPatientId(db: Db, id: string): Promise<string> {
   let current = id;
   const seen = new Set<string>([id]);
   for (let hop = 0; hop < 8; hop++) {
-    const next = await db
-      .selectFrom('patient_merges')
-      .select('patient_id')
-      .where('prior_patient_id', '=', current)
-      .orderBy('applied_at', 'desc')
-      .orderBy('id', 'desc')
-      .executeTakeFirst();
+    const next = (await mergeSuccessorQ(db, { prior: current })).rows[0];
     if (!next || seen.has(next.patient_id)) break;
     current = next.patient_id;
     seen.add(current);
@@ -61,15 +104,20 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
   let accession = req.accessionNumber;
   let uid = req.studyInstanceUid;
 
+  // Studies with the accession the request names (fetched with the orders); the accession below never differs from it.
+  let studiesWithAccession: StudyKeys[] | undefined;
   // Orders we accepted earlier tell us the other key, and whose patient this accession is.
   if (accession || uid) {
-    let q = db
-      .selectFrom('orders')
-      .select(['id', 'accession_number', 'study_instance_uid', 'patient_id'])
-      .where('link_state', '<>', LinkState.held);
-    q = accession ? q.where('accession_number', '=', accession) : q.where('study_instance_uid', '=', uid);
-    if (req.excludeOrderId) q = q.where('id', '<>', req.excludeOrderId);
-    const orders = await q.execute();
+    let orders: OrderKeys[];
+    if (accession) {
+      const q = req.excludeOrderId ? ordersAndStudiesByAccessionExcludingQ : ordersAndStudiesByAccessionQ;
+      const rows = (await q(db, { accession, exclude: req.excludeOrderId })).rows;
+      orders = rows.filter((r) => r.source === 'order');
+      studiesWithAccession = rows.filter((r) => r.source === 'study') as StudyKeys[];
+    } else {
+      const q = req.excludeOrderId ? ordersByStudyUidExcludingQ : ordersByStudyUidQ;
+      orders = (await q(db, { key: uid!, exclude: req.excludeOrderId })).rows;
+    }
     for (const o of orders) {
       if (req.patientId && o.patient_id && !(await samePatient(db, req.patientId, o.patient_id))) {
         return { state: LinkState.held, reason: 'patient id differs from the order with the same accession number' };
@@ -84,12 +132,7 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
 
   let study: { study_instance_uid: string; accession_number: string | null; patient_id: string | null } | undefined;
   if (accession) {
-    const byAccession = await db
-      .selectFrom('studies')
-      .select(['study_instance_uid', 'accession_number', 'patient_id'])
-      .where('accession_number', '=', accession)
-      .limit(10)
-      .execute();
+    const byAccession = studiesWithAccession ?? (await studiesByAccessionQ(db, { accession })).rows;
     if (byAccession.length > 1) {
       study = uid ? byAccession.find((s) => s.study_instance_uid === uid) : undefined;
       if (!study) return { state: LinkState.held, reason: `accession number matches ${byAccession.length} studies` };
@@ -101,11 +144,7 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
     }
   }
   if (!study && uid) {
-    study = await db
-      .selectFrom('studies')
-      .select(['study_instance_uid', 'accession_number', 'patient_id'])
-      .where('study_instance_uid', '=', uid)
-      .executeTakeFirst();
+    study = (await studyByUidQ(db, { uid })).rows[0];
     if (study && accession && study.accession_number && study.accession_number !== accession) {
       return { state: LinkState.held, reason: 'the study with this StudyInstanceUID has a different accession number' };
     }
