@@ -68,7 +68,15 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024);
   const studies = new StudyService({ db, spool, logger, stableAfterSeconds: config.dicom.stableAfterSeconds });
   const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger }) : undefined;
-  const hl7 = new Hl7InboundService({ db, config: config.hl7, logger });
+  // The pool's second reports arrive over HL7 too; the service that stores them is built below (late-bound).
+  let reportsRef: SecondReportService | undefined;
+  const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));
+  const hl7 = new Hl7InboundService({
+    db,
+    config: config.hl7,
+    logger,
+    secondReports: { poolSenders, apply: (trx, item, from) => reportsRef!.applyFromHl7(trx, item, from) },
+  });
   // Orders and reports that arrived before their study link as soon as it exists.
   studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
   const newId = createIdSource();
@@ -95,6 +103,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
   const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
+  reportsRef = reports;
   const forwarding = new ForwardingService({
     db,
     logger,

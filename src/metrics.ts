@@ -75,6 +75,31 @@ export class GatewayMetrics implements ForwardingMetrics {
         for (const r of rows) this.set({ destination: r.destination_id, state: r.state }, Number(r.n));
       },
     });
+    new Gauge({
+      name: 'gateway_sla_breached_cases',
+      help: 'Open cases past their SLA (on a reader desk and not yet reported)',
+      registers,
+      async collect() {
+        const r = await db
+          .selectFrom('cases')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('state', 'in', ['forwarding', 'awaiting-read'])
+          .where('sla_breached_at', 'is not', null)
+          .executeTakeFirst();
+        this.set(Number(r?.n ?? 0));
+      },
+    });
+    new Gauge({
+      name: 'gateway_outbound_messages',
+      help: 'Write-backs and QA notifications by kind and state (pending = queue depth; failed = needs a person)',
+      labelNames: ['kind', 'state'],
+      registers,
+      async collect() {
+        this.reset();
+        const rows = await db.selectFrom('outbound_messages').select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['kind', 'state']).execute();
+        for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
+      },
+    });
     this.deliverySeconds = new Histogram({
       name: 'gateway_delivery_seconds',
       help: 'Time to send a delivery (all its missing instances) once claimed',

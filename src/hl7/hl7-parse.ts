@@ -96,8 +96,19 @@ export interface PatientMergeItem {
   prior: PatientRef;
 }
 
+/** A second report the reader pool's system sends back (MSH-3 is a destination's `hl7Sender`). */
+export interface SecondReportItem extends LinkKeys {
+  resultStatus: ResultStatus;
+  /** TX/FT/ST OBX lines in order, the RADPEER and concordance OBX left out. */
+  text: string;
+  /** OBX whose OBX-3.1 is RADPEER: its value's first component. */
+  radpeerScore: string | null;
+  reader: Person | null;
+}
+
 export type InboundEvent =
   | { kind: 'order'; patient: PatientRef; items: OrderItem[] }
+  | { kind: 'second-report'; patient: PatientRef; items: SecondReportItem[] }
   | { kind: 'report'; patient: PatientRef; items: ReportItem[] }
   | { kind: 'ai-result'; patient: PatientRef; items: AiResultItem[] }
   | { kind: 'patient-merge'; items: PatientMergeItem[] };
@@ -107,6 +118,8 @@ export type InboundKind = InboundEvent['kind'] | 'unsupported' | 'malformed';
 export interface ParseOptions {
   mapping: Hl7Mapping;
   aiSenders: readonly string[];
+  /** MSH-3 of reader pools: their ORU^R01 are second reports, not primary ones. */
+  poolSenders?: readonly string[];
 }
 
 /** HL7 table 0357 codes used in ERR-3. */
@@ -228,6 +241,11 @@ export function toInboundEvent(m: Hl7Message, header: MessageHeader, o: ParseOpt
       }
     }
     return { kind: 'order', patient, items };
+  }
+  if (header.sendingApplication !== null && o.poolSenders?.includes(header.sendingApplication)) {
+    const items = groups.map((g) => readSecondReport(reader, g, o.mapping));
+    requireLinkKeys(items, 'second report');
+    return { kind: 'second-report', patient, items };
   }
   const isAi = header.sendingApplication !== null && o.aiSenders.includes(header.sendingApplication);
   if (isAi) {
@@ -423,6 +441,24 @@ function readReport(r: MappedReader, g: Group, mp: Hl7Mapping): ReportItem {
     diagnoses: r.coded(g, mp.diagnoses),
     observedAt: hl7TimeToIso(r.first(g, mp.observedAt)),
   };
+}
+
+function readSecondReport(r: MappedReader, g: Group, mp: Hl7Mapping): SecondReportItem {
+  const primaryLike = readReport(r, g, mp);
+  const lines: string[] = [];
+  let radpeerScore: string | null = null;
+  for (const obx of g.segments) {
+    if (obx.name !== 'OBX') continue;
+    const code = r.m.componentValues(r.m.repetitions(r.m.rawField(obx, 3))[0] ?? '')[0]?.toUpperCase();
+    if (code === 'RADPEER') {
+      radpeerScore = r.m.componentValues(r.m.repetitions(r.m.rawField(obx, 5))[0] ?? '')[0]?.toLowerCase() || null;
+      continue;
+    }
+    if (code === 'SRCONC') continue;
+    const type = r.m.read(obx, { field: 2 })?.toUpperCase();
+    if (type && textTypes.has(type)) lines.push(r.m.text(r.m.rawField(obx, 5)));
+  }
+  return { ...r.linkKeys(g), resultStatus: primaryLike.resultStatus, text: lines.join('\n'), radpeerScore, reader: primaryLike.radiologist };
 }
 
 function readAiResult(r: MappedReader, g: Group, mp: Hl7Mapping): AiResultItem {

@@ -16,7 +16,7 @@ import {
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
 import { GroupCommitQueue } from './group-commit.js';
 import { Hl7Message } from './hl7-message.js';
-import { Hl7ErrorCode, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type MessageHeader, type OrderItem, type PatientRef } from './hl7-parse.js';
+import { Hl7ErrorCode, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type MessageHeader, type OrderItem, type PatientRef, type SecondReportItem } from './hl7-parse.js';
 import {
   applyPatientMerge,
   findAcceptedMessage,
@@ -48,6 +48,15 @@ export interface Hl7InboundServiceOptions {
   clock?: () => Date;
   /** Most messages committed in one transaction. */
   maxBatch?: number;
+  /**
+   * Second reports from the reader pool's system (ORU^R01 whose MSH-3 is a
+   * destination's `hl7Sender`): applied inside the message's own transaction,
+   * so the AA means the report is stored.
+   */
+  secondReports?: {
+    poolSenders: readonly string[];
+    apply(db: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string }>;
+  };
 }
 
 type Prepared =
@@ -94,6 +103,7 @@ export class Hl7InboundService {
   private readonly queue: GroupCommitQueue<Work, Outcome>;
   private readonly listeners: InboundEvents[] = [];
   private pendingLogs: { level: 'info' | 'warn'; fields: Record<string, unknown> }[] = [];
+  private readonly secondReports: Hl7InboundServiceOptions['secondReports'];
 
   constructor(o: Hl7InboundServiceOptions) {
     this.db = o.db;
@@ -101,6 +111,7 @@ export class Hl7InboundService {
     this.log = o.logger.child({ component: 'hl7-in' });
     this.clock = o.clock ?? (() => new Date());
     this.queue = new GroupCommitQueue((batch) => this.commitBatch(batch), o.maxBatch ?? 64);
+    this.secondReports = o.secondReports;
   }
 
   /** Group-commit figures: how many messages shared each durable commit. */
@@ -213,7 +224,7 @@ export class Hl7InboundService {
     try {
       const m = Hl7Message.parse(raw);
       header = readHeader(m);
-      const event = toInboundEvent(m, header, { mapping: this.config.mapping, aiSenders: this.config.aiSenders });
+      const event = toInboundEvent(m, header, { mapping: this.config.mapping, aiSenders: this.config.aiSenders, poolSenders: this.secondReports?.poolSenders });
       return { kind: 'event', header, event };
     } catch (err) {
       const ge = toGatewayError(err);
@@ -335,6 +346,12 @@ export class Hl7InboundService {
     switch (e.kind) {
       case 'order':
         return this.applyOrders(db, base, e.patient, e.items, now);
+      case 'second-report': {
+        const studies: string[] = [];
+        for (const it of e.items) studies.push((await this.secondReports!.apply(db, it, { senderApplication: base.sender_application, patient: e.patient })).studyUid);
+        if (studies[0]) await setMessageStatus(db, id, MessageStatus.applied, null, studies[0], now);
+        return { ack: 'AA', status: MessageStatus.applied, studyUid: studies[0] ?? null, linkedStudies: [] };
+      }
       case 'report':
       case 'ai-result': {
         const decisions: LinkDecision[] = [];

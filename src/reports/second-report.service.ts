@@ -8,6 +8,8 @@ import { CaseState, OutboundKind, OutboundState } from '../states.js';
 import { buildSecondReportOru, concordanceOf, radpeerScores, type RadpeerScore } from './oru-builder.js';
 import type { OutboundService } from './outbound.service.js';
 import type { SecondReportRow } from './report.table.js';
+import { PseudonymKind, resolvePseudonym } from '../forwarding/pseudonym.service.js';
+import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
 
 /** RADPEER 2b, 3a, 3b: a discrepancy likely to matter, reviewed by QA (DESIGN.md section 2). */
 export const DISCREPANT_SCORES: readonly RadpeerScore[] = ['2b', '3a', '3b'];
@@ -30,7 +32,7 @@ export interface Submitter {
 export interface SecondReportServiceOptions {
   db: Db;
   logger: Logger;
-  config: Pick<GatewayConfig, 'hl7' | 'writeBack' | 'readers'>;
+  config: Pick<GatewayConfig, 'hl7' | 'writeBack' | 'readers' | 'destinations'>;
   outbound: OutboundService;
   newId: () => string;
   newControlId: () => string;
@@ -89,9 +91,10 @@ export class SecondReportService {
     return input;
   }
 
-  async submit(caseId: string, input: SecondReportInput, by: Submitter, source: 'api' | 'hl7'): Promise<SecondReportRow> {
+  /** Stores the report; inside `trx` when given (the HL7 path, whose ACK waits for that transaction). */
+  async submit(caseId: string, input: SecondReportInput, by: Submitter, source: 'api' | 'hl7', inTrx?: Db): Promise<SecondReportRow> {
     const now = this.clock().toISOString();
-    const row = await this.o.db.transaction().execute(async (trx) => {
+    const store = async (trx: Db): Promise<SecondReportRow> => {
       const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       if (by.role === 'reader') {
@@ -187,9 +190,52 @@ export class SecondReportService {
         await this.o.outbound.notify(trx, caseId, 'discrepant', { radpeerScore: input.radpeerScore, version, readerId });
       }
       return report;
-    });
+    };
+    const row = inTrx ? await store(inTrx) : await this.o.db.transaction().execute(store);
     this.log.info('second report stored', { caseId, version: row.version, radpeerScore: row.radpeer_score, discrepant: row.discrepant === 1, source });
     this.o.outbound.kick();
     return row;
+  }
+
+  /**
+   * A second report from the pool's own system over HL7. Its identifiers may
+   * be the pseudonyms the pool was sent: they are mapped back through the
+   * pseudonym table of the destination whose `hl7Sender` is MSH-3, and the
+   * patient id must agree with the study's before anything is stored.
+   */
+  async applyFromHl7(trx: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string }> {
+    const destination = this.o.config.destinations.find((d) => d.hl7Sender === from.senderApplication);
+    const real = async (kind: string, value: string | null) =>
+      value && destination ? ((await resolvePseudonym(trx, destination.id, kind, value))?.original ?? value) : value;
+    const uid = await real(PseudonymKind.uid, item.studyInstanceUid);
+    const accession = await real(PseudonymKind.accession, item.accessionNumber);
+    let study = uid ? await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('study_instance_uid', '=', uid).executeTakeFirst() : undefined;
+    if (!study && accession) {
+      const rows = await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('accession_number', '=', accession).limit(2).execute();
+      if (rows.length > 1) throw new GatewayError(ErrorCode.conflict, 'several studies share that accession number');
+      study = rows[0];
+    }
+    if (!study) throw new GatewayError(ErrorCode.notFound, 'no study matches this second report (accession / StudyInstanceUID)');
+    const patientId = await real(PseudonymKind.patientId, from.patient.id);
+    if (patientId && study.patient_id && patientId !== study.patient_id) {
+      throw new GatewayError(ErrorCode.conflict, 'the patient id of this second report differs from its study');
+    }
+    const c = await trx
+      .selectFrom('cases')
+      .select(['id'])
+      .where('study_instance_uid', '=', study.study_instance_uid)
+      .where('state', '!=', CaseState.cancelled)
+      .orderBy('id', 'desc')
+      .executeTakeFirst();
+    if (!c) throw new GatewayError(ErrorCode.notFound, 'the study has no second-read case');
+    const hasReport = await trx.selectFrom('second_reports').select('id').where('case_id', '=', c.id).executeTakeFirst();
+    const input = this.parse({
+      text: item.text,
+      radpeerScore: item.radpeerScore ?? undefined,
+      ...(item.reader?.id ? { readerId: item.reader.id } : {}),
+      ...(hasReport ? { addendum: true } : {}),
+    });
+    await this.submit(c.id, input, { role: 'system', name: `hl7:${from.senderApplication}` }, 'hl7', trx);
+    return { studyUid: study.study_instance_uid };
   }
 }

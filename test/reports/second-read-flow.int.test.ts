@@ -36,6 +36,7 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
   let tmp: ReturnType<typeof makeTempDir>;
   let pool: PoolScp;
   let ris: TestRis;
+  let qa: TestRis;
   let gw: Gateway;
   let base: string;
   let hl7: RawMllpPeer;
@@ -74,7 +75,7 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
       assignment: { strategy: 'gateway' },
       forwarding: { pollIntervalSeconds: 0.1 },
       writeBack: { ackTimeoutSeconds: 1, backoffBaseSeconds: 0.1, backoffMaxSeconds: 0.3, pollIntervalSeconds: 0.1, maxAttempts: 100 },
-      escalation: { webhook: { url: `http://127.0.0.1:${hookPort}/qa` } },
+      escalation: { webhook: { url: `http://127.0.0.1:${hookPort}/qa` }, hl7: { host: '127.0.0.1', port: qa.port } },
       auth: {
         tokens: [
           { token: T.admin, role: 'admin', name: 'alice' },
@@ -142,11 +143,14 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     await pool.start();
     ris = new TestRis();
     await ris.start();
+    qa = new TestRis();
+    await qa.start();
     await startGateway();
   });
   after(async () => {
     await stopGateway();
     await ris.stop();
+    await qa.stop();
     await pool.close();
     hookServer.close();
     tmp.cleanup();
@@ -189,6 +193,9 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
 
     // Discrepant: QA hears of it.
     await eventually(() => hooks.find((h) => h.event === 'discrepant' && h.caseId === caseId), 'the QA webhook');
+    const qaMessage = await eventually(() => qa.received.find((m) => m.includes(caseId)), 'the QA HL7 message');
+    expect(Hl7Message.parse(qaMessage).get('OBX-5')).to.match(/^discrepant: case/);
+    expect(qaMessage).to.not.include(mrn);
 
     // A second report on the closed case is refused; an addendum is a new version, written back too.
     expect((await call('POST', `/api/cases/${caseId}/report`, T.drA, { text: 'again', radpeerScore: '1' })).status).to.equal(409);
@@ -264,6 +271,9 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     await eventually(() => hooks.find((h) => h.event === 'sla-breach' && h.caseId === caseId), 'the SLA webhook');
     const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`, T.admin)).body['items'] as { action: string }[];
     expect(audit.map((x) => x.action)).to.include.members(['case.assigned', 'case.declined', 'case.sla-breached']);
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${T.admin}` } })).text();
+    expect(metrics).to.match(/gateway_sla_breached_cases\{[^}]*\} 1/);
+    expect(metrics).to.match(/gateway_outbound_messages\{[^}]*kind="write-back"[^}]*state="accepted"[^}]*\} [1-9]/);
   });
 
   it("writes back to an independent RIS (python-hl7's MLLP server), which parses our ORU", async function () {
