@@ -2,9 +2,8 @@ import { sql, type Insertable } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { CodedValue, Person } from './hl7-parse.js';
 import { param, precompiled } from './precompiled.js';
+import { LinkState, MessageStatus } from '../states.js';
 import {
-  LinkState,
-  MessageStatus,
   type AiResultRow,
   type Hl7MessageRow,
   type Hl7MessageTable,

@@ -1,29 +1,5 @@
 import type { Selectable } from 'kysely';
-
-/** What became of one received message. */
-export const MessageStatus = {
-  /** Stored, not yet processed (reserved for deferred processing; the inbound path stores the final status at once). */
-  received: 'received',
-  /** Processed; everything it carries is stored (linked to a study, or waiting for one). */
-  applied: 'applied',
-  /** Stored but not linked: something it says contradicts what we hold (e.g. a different patient id). Needs review. */
-  held: 'held',
-  /** AR'd: malformed or unsupported. Kept so nothing is dropped silently. */
-  rejected: 'rejected',
-  /** Same MSH-3/MSH-4/MSH-10 as a message already applied or held: AA'd, changed nothing. */
-  duplicate: 'duplicate',
-} as const;
-export type MessageStatus = (typeof MessageStatus)[keyof typeof MessageStatus];
-
-/** How an order, report version or AI result stands towards a study. */
-export const LinkState = {
-  /** No study with its accession / StudyInstanceUID yet; links when one arrives. */
-  pending: 'pending',
-  linked: 'linked',
-  /** Would link, but the patient id (or accession) contradicts; never linked automatically. */
-  held: 'held',
-} as const;
-export type LinkState = (typeof LinkState)[keyof typeof LinkState];
+import type { LinkState, MessageStatus } from '../states.js';
 
 export interface Hl7MessageTable {
   /** Sortable (time-ordered) text id: portable, and orders rows by arrival. */

@@ -32,7 +32,8 @@ import {
   personName,
   updateOrder,
 } from './hl7.repository.js';
-import { LinkState, MessageStatus, type AiResultTable, type OrderRow } from './hl7.table.js';
+import { LinkState, MessageStatus } from '../states.js';
+import type { AiResultTable, OrderRow } from './hl7.table.js';
 import type { MllpFailure, MllpMeta } from './mllp-server.js';
 import { createIdSource } from '../db/sortable-id.js';
 

@@ -2,7 +2,8 @@ import { Router } from 'express';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { listMessages } from '../hl7/hl7.repository.js';
-import { MessageStatus, type Hl7MessageRow } from '../hl7/hl7.table.js';
+import type { Hl7MessageRow } from '../hl7/hl7.table.js';
+import { MessageStatus } from '../states.js';
 import { requireRole } from './auth.js';
 
 /**

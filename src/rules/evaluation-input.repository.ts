@@ -1,7 +1,7 @@
 import type { Db } from '../db/database.js';
 import { manualRequestsOfStudies } from '../cases/case.repository.js';
 import type { CodedValue } from '../hl7/hl7-parse.js';
-import { LinkState } from '../hl7/hl7.table.js';
+import { LinkState } from '../states.js';
 import { seriesOfStudies } from '../studies/study.repository.js';
 import type { StudyRow } from '../studies/study.table.js';
 import type { DiagnosisInput, EvaluationInput, OrderInput, Priority, ReportStatus, ReportVersion } from './rule.types.js';

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { LinkState, MessageStatus } from '../hl7/hl7.table.js';
+import { LinkState, MessageStatus } from '../states.js';
 import { param, precompiled } from '../hl7/precompiled.js';
 
 /**
