@@ -426,7 +426,9 @@ async function main(): Promise<void> {
     line('gateway C-STORE -> storescp', n, bytes, gw.map((g) => g.ms));
     const ratio = median(scuMs) / median(gw.map((g) => g.ms));
     console.log(`ratio gateway/storescu (throughput): ${ratio.toFixed(2)}   (target >= 0.8)`);
-    console.log(`gateway CPU while forwarding: ${gw.map((g) => g.cpuMs.toFixed(0)).join(', ')} ms (${gw.map((g) => ((100 * g.cpuMs) / g.ms).toFixed(0)).join(', ')}% of the wall time)`);
+    console.log(
+      `gateway CPU while forwarding: ${gw.map((g) => g.cpuMs.toFixed(0)).join(', ')} ms (${gw.map((g) => ((100 * g.cpuMs) / g.ms).toFixed(0)).join(', ')}% of the wall time; ${gw.map((g) => (g.cpuMs / n).toFixed(2)).join(', ')} ms per instance, case creation and planning included)`,
+    );
     console.log(
       `gateway peak RSS while forwarding: ${gw.map((g) => mb(g.peakRss)).join(', ')} MB (RSS before the request ${gw.map((g) => mb(g.rssBefore)).join(', ')} MB; start-up peak ${gw.map((g) => mb(g.startupPeak)).join(', ')} MB)`,
     );

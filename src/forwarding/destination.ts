@@ -12,6 +12,21 @@ export interface OutgoingInstance {
   bytes: Buffer;
 }
 
+/**
+ * The same, with a loader that reads (and de-identifies) the file when the
+ * sender gets to it: a sender that streams (DIMSE) calls each loader just
+ * before sending that instance, so only one file is in memory at a time
+ * whatever the batch size. A loader that rejects fails that instance.
+ */
+export type LazyOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & { bytes: () => Promise<Buffer> };
+
+export type SendableInstance = OutgoingInstance | LazyOutgoingInstance;
+
+/** The instance's bytes, loading them if needed. */
+export function loadBytes(instance: SendableInstance): Promise<Buffer> {
+  return typeof instance.bytes === 'function' ? instance.bytes() : Promise.resolve(instance.bytes);
+}
+
 /** `transient`: retry later (network, timeout, peer busy); otherwise retrying the same bytes cannot succeed. */
 export type SendFailure = { transient: boolean; message: string };
 
@@ -26,7 +41,7 @@ export interface DestinationSender {
   /** C-ECHO / a QIDO call; never throws. */
   verify(): Promise<{ ok: boolean; detail: string }>;
   /** Sends a batch; one result per instance, in order; never throws (a connection failure is a transient failure of every instance). */
-  send(batch: OutgoingInstance[]): Promise<InstanceResult[]>;
+  send(batch: readonly SendableInstance[]): Promise<InstanceResult[]>;
   close?(): Promise<void>;
 }
 
@@ -40,6 +55,6 @@ export function createDestinationSender(config: Destination, options: { callingA
 }
 
 /** Every instance of the batch failed the same way (connection refused, association rejected, HTTP 503...). */
-export function failAll(batch: readonly OutgoingInstance[], failure: SendFailure): InstanceResult[] {
+export function failAll(batch: readonly { sopInstanceUid: string }[], failure: SendFailure): InstanceResult[] {
   return batch.map((i) => ({ sopInstanceUid: i.sopInstanceUid, ok: false, failure: { ...failure } }));
 }

@@ -2,7 +2,7 @@ import { api } from 'dicomweb-client';
 import XMLHttpRequest from 'xhr2';
 import type { Destination } from '../config/schema.js';
 import type { Logger } from '../logger.js';
-import { failAll, type DestinationSender, type InstanceResult, type OutgoingInstance, type SendFailure } from './destination.js';
+import { failAll, loadBytes, type DestinationSender, type InstanceResult, type SendableInstance, type SendFailure } from './destination.js';
 import { classifyStoreStatus } from './dimse.destination.js';
 
 type DicomwebConfig = Extract<Destination, { type: 'dicomweb' }>;
@@ -67,7 +67,7 @@ export function classifyHttpStatus(status: number, timedOut = false): SendFailur
  * 409 per instance from FailedSOPSequence (with its FailureReason) and
  * ReferencedSOPSequence; other statuses apply to the whole batch.
  */
-export function stowResults(batch: readonly OutgoingInstance[], outcome: HttpOutcome): InstanceResult[] {
+export function stowResults(batch: readonly { sopInstanceUid: string }[], outcome: HttpOutcome): InstanceResult[] {
   const whole = classifyHttpStatus(outcome.status, outcome.timedOut);
   const ds = outcome.timedOut ? undefined : parseBody(outcome.body);
   const failed = new Map<string, number | undefined>();
@@ -141,11 +141,14 @@ export class DicomwebDestinationSender implements DestinationSender {
     return { ok: false, detail: r.status === 0 ? `QIDO-RS ${this.url}: connection failed` : `QIDO-RS ${this.url}/studies HTTP ${r.status}` };
   }
 
-  async send(batch: OutgoingInstance[]): Promise<InstanceResult[]> {
+  async send(batch: readonly SendableInstance[]): Promise<InstanceResult[]> {
     if (batch.length === 0) return [];
     try {
       // dicomweb-client copies each dataset into one multipart body in memory: the caller's batch bounds it.
-      const datasets = batch.map((i) => i.bytes as unknown as ArrayBuffer);
+      // STOW sends the batch as one body, so every loader is awaited first (one at a time); a file that
+      // cannot be loaded fails the batch (the forwarding service reports its own error for it).
+      const datasets: ArrayBuffer[] = [];
+      for (const i of batch) datasets.push((await loadBytes(i)) as unknown as ArrayBuffer);
       const outcome = await this.call((instance) => this.client.storeInstances({ datasets, request: { instance } }));
       const results = stowResults(batch, outcome);
       const failed = results.filter((r) => !r.ok).length;

@@ -8,7 +8,7 @@ import { ErrorCode, GatewayError, toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
 import { CaseState, DeliveryInstanceState, DeliveryState } from '../states.js';
 import type { DeliveryRow } from './delivery.table.js';
-import type { DestinationSender, OutgoingInstance } from './destination.js';
+import type { DestinationSender, LazyOutgoingInstance } from './destination.js';
 import {
   addMissingInstances,
   casesReadyToForward,
@@ -249,11 +249,16 @@ export class ForwardingService {
       let sent = 0;
       for (let i = 0; i < pending.length; i += destination.batchSize) {
         const batch = pending.slice(i, i + destination.batchSize);
-        const outgoing = await this.prepare(batch, pseudonyms);
-        if ('hold' in outgoing) return await this.hold(d, outgoing.hold, log);
-        // Pseudonyms are stored before anything is sent under them: the answer must always link back.
-        if (pseudonyms) await pseudonyms.persist(this.db, this.clock().toISOString());
+        const outgoing = await this.prepare(batch, pseudonyms, d.study_instance_uid);
         const results = await sender.send(outgoing.instances);
+        // A loader that failed stopped the batch there (nothing after it was sent): record what went through,
+        // then hold or fail the delivery as the eager read used to.
+        if (outgoing.stopped) {
+          const ok = batch.filter((b, j) => results[j]?.ok).map((b) => b.sop_instance_uid);
+          await markInstances(this.db, d.id, ok, DeliveryInstanceState.sent, this.clock().toISOString(), null);
+          if ('hold' in outgoing.stopped) return await this.hold(d, outgoing.stopped.hold, log);
+          throw outgoing.stopped.error;
+        }
         const now = this.clock();
         const ok: string[] = [];
         let permanent: string | undefined;
@@ -288,24 +293,56 @@ export class ForwardingService {
     }
   }
 
-  private async prepare(batch: PendingInstance[], pseudonyms: StudyPseudonyms | undefined): Promise<{ instances: OutgoingInstance[] } | { hold: string }> {
-    const out: OutgoingInstance[] = [];
+  /**
+   * One loader per instance: the file is read (and de-identified) only when
+   * the sender gets to it, so memory does not grow with the batch or study.
+   * Pseudonyms are stored before anything is sent under them (the answer must
+   * always link back): the batch's SOP and study UIDs are derived and stored
+   * up front, and a loader that derived any other new pseudonym (series UID,
+   * patient id, accession, a referenced UID) stores it before handing its
+   * bytes over. A loader that fails (file gone, de-identification refused,
+   * BurnedInAnnotation YES) makes every later loader of the batch refuse too,
+   * so nothing past it is sent; `stopped` tells the caller why.
+   */
+  private async prepare(
+    batch: PendingInstance[],
+    pseudonyms: StudyPseudonyms | undefined,
+    studyUid: string,
+  ): Promise<{ instances: LazyOutgoingInstance[]; stopped?: { hold: string } | { error: unknown } }> {
     const options = this.o.config.forwarding.deidentification;
-    for (const b of batch) {
-      const bytes = await readFile(this.o.spool.absolute(b.file_path)).catch((err: NodeJS.ErrnoException) => {
+    const result: { instances: LazyOutgoingInstance[]; stopped?: { hold: string } | { error: unknown } } = { instances: [] };
+    if (pseudonyms) {
+      pseudonyms.uid(studyUid);
+      for (const b of batch) pseudonyms.uid(b.sop_instance_uid);
+      await pseudonyms.persist(this.db, this.clock().toISOString());
+    }
+    const read = (b: PendingInstance): Promise<Buffer> =>
+      readFile(this.o.spool.absolute(b.file_path)).catch((err: NodeJS.ErrnoException) => {
         // A stored file that is gone will not come back by retrying: dead-letter the job for a person to look at.
         if (err.code === 'ENOENT') throw new GatewayError(ErrorCode.unreadableData, `stored file of an instance is missing (${err.code})`);
         throw err;
       });
-      if (!pseudonyms) {
-        out.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, bytes });
-        continue;
-      }
-      const r = this.o.deidentify(bytes, pseudonyms, options);
-      if (r.burnedInAnnotation === 'YES') return { hold: 'an instance has BurnedInAnnotation YES' };
-      out.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: pseudonyms.uid(b.sop_instance_uid), transferSyntaxUid: b.transfer_syntax_uid, bytes: r.bytes });
+    for (const b of batch) {
+      const load = async (): Promise<Buffer> => {
+        if (result.stopped) throw new Error('not sent: an earlier instance of the batch stopped the delivery');
+        try {
+          const bytes = await read(b);
+          if (!pseudonyms) return bytes;
+          const r = this.o.deidentify(bytes, pseudonyms, options);
+          if (r.burnedInAnnotation === 'YES') {
+            result.stopped = { hold: 'an instance has BurnedInAnnotation YES' };
+            throw new Error(result.stopped.hold);
+          }
+          await pseudonyms.persist(this.db, this.clock().toISOString());
+          return r.bytes;
+        } catch (err) {
+          result.stopped ??= { error: err };
+          throw err;
+        }
+      };
+      result.instances.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: pseudonyms ? pseudonyms.uid(b.sop_instance_uid) : b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, bytes: load });
     }
-    return { instances: out };
+    return result;
   }
 
   private async burnedInModality(studyUid: string): Promise<string | undefined> {

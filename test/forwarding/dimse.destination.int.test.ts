@@ -139,6 +139,28 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       }
     });
 
+    it('loaders are called once each, in order, just before their instance; a failing loader fails only its instance', async () => {
+      scp = await startStorescp();
+      const calls: number[] = [];
+      const batch = ct.instances.map((inst, i) => {
+        const eager = toOutgoing(inst.path);
+        return {
+          ...eager,
+          bytes: async () => {
+            calls.push(i);
+            if (i === 2) throw new Error('disk gone');
+            return readFileSync(inst.path);
+          },
+        };
+      });
+      const results = await dimseSender(scp.port).send(batch);
+      assert.deepEqual(calls, batch.map((_, i) => i));
+      assert.deepEqual(results.map((r) => r.ok), batch.map((_, i) => i !== 2));
+      assert.equal(results[2]?.failure?.transient, false);
+      assert.match(results[2]?.failure?.message ?? '', /disk gone/);
+      assert.equal(scp.received().size, batch.length - 1);
+    });
+
     it('verify(): C-ECHO ok against storescp, not ok against a closed port', async () => {
       scp = await startStorescp();
       const up = await dimseSender(scp.port).verify();
