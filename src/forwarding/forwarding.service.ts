@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { backoffMs } from '../backoff.js';
+import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
@@ -73,10 +74,7 @@ export class ForwardingService {
   private readonly log: Logger;
   private readonly clock: () => Date;
   private readonly random: () => number;
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private ticking: Promise<void> | undefined;
-  private again = false;
+  private readonly loop: PollLoop;
   private readonly busyDestinations = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
 
@@ -85,52 +83,34 @@ export class ForwardingService {
     this.log = o.logger.child({ component: 'forwarding' });
     this.clock = o.clock ?? (() => new Date());
     this.random = o.random ?? Math.random;
+    this.loop = new PollLoop(
+      () => this.tick(),
+      o.config.forwarding.pollIntervalSeconds * 1000,
+      (err) => this.log.error('forwarding pass failed', { error: (err as Error).message }),
+    );
   }
 
   start(): void {
-    this.running = true;
-    this.schedule(0);
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.running = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.ticking;
+    await this.loop.stop();
     await Promise.allSettled([...this.inFlight]);
   }
 
   /** Something changed (a case flagged, a study stable): look now rather than at the next poll. */
   kick(): void {
-    if (!this.running) return;
-    if (this.ticking) this.again = true;
-    else this.schedule(0);
+    this.loop.kick();
   }
 
-  /** Waits until no delivery is being worked on and nothing is due now (tests, shutdown). */
+  /** Waits until no delivery is being worked on and no pass is under way (tests, shutdown). */
   async idle(): Promise<void> {
     for (;;) {
-      await this.ticking;
+      await this.loop.current;
       await Promise.allSettled([...this.inFlight]);
-      if (!this.ticking && this.inFlight.size === 0) return;
+      if (!this.loop.current && this.inFlight.size === 0) return;
     }
-  }
-
-  private schedule(delayMs: number): void {
-    if (!this.running) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.ticking = this.tick()
-        .catch((err: unknown) => void this.log.error('forwarding pass failed', { error: (err as Error).message }))
-        .finally(() => {
-          this.ticking = undefined;
-          const next = this.again ? 0 : this.o.config.forwarding.pollIntervalSeconds * 1000;
-          this.again = false;
-          this.schedule(next);
-        });
-    }, delayMs);
-    this.timer.unref?.();
   }
 
   /** One pass: plan new deliveries and deltas, claim what is due, start sending per destination. */

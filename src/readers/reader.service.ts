@@ -5,6 +5,7 @@ import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { PollLoop } from '../poll-loop.js';
 import { CaseState } from '../states.js';
 import { chooseReader, type AssignmentResult, type ReaderLoad } from './assignment.js';
 
@@ -30,13 +31,17 @@ export class ReaderService {
   private readonly db: Db;
   private readonly log: Logger;
   private readonly clock: () => Date;
-  private timer: NodeJS.Timeout | undefined;
-  private sweeping: Promise<unknown> | undefined;
+  private readonly loop: PollLoop;
 
   constructor(private readonly o: ReaderServiceOptions) {
     this.db = o.db;
     this.log = o.logger.child({ component: 'readers' });
     this.clock = o.clock ?? (() => new Date());
+    this.loop = new PollLoop(
+      async () => void (await this.checkSla()),
+      o.config.sla.checkIntervalSeconds * 1000,
+      (err) => this.log.error('SLA check failed', { error: (err as Error).message }),
+    );
   }
 
   get assigns(): boolean {
@@ -96,21 +101,11 @@ export class ReaderService {
   }
 
   start(): void {
-    const every = this.o.config.sla.checkIntervalSeconds * 1000;
-    const loop = () => {
-      this.sweeping = this.checkSla()
-        .catch((err: unknown) => this.log.error('SLA check failed', { error: (err as Error).message }))
-        .finally(() => {
-          if (this.timer !== undefined) this.timer = setTimeout(loop, every).unref();
-        });
-    };
-    this.timer = setTimeout(loop, 0).unref();
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.sweeping;
+    await this.loop.stop();
   }
 
   /**

@@ -1,4 +1,5 @@
 import { backoffMs } from '../backoff.js';
+import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
@@ -35,16 +36,18 @@ export class OutboundService {
   private readonly log: Logger;
   private readonly clock: () => Date;
   private readonly random: () => number;
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private ticking: Promise<void> | undefined;
-  private again = false;
+  private readonly loop: PollLoop;
 
   constructor(private readonly o: OutboundServiceOptions) {
     this.db = o.db;
     this.log = o.logger.child({ component: 'outbound' });
     this.clock = o.clock ?? (() => new Date());
     this.random = o.random ?? Math.random;
+    this.loop = new PollLoop(
+      () => this.tick(),
+      o.config.writeBack.pollIntervalSeconds * 1000,
+      (err) => this.log.error('outbound pass failed', { error: (err as Error).message }),
+    );
   }
 
   /** Queues a message in the caller's transaction: it exists exactly when the change that caused it committed. */
@@ -97,45 +100,22 @@ export class OutboundService {
   };
 
   start(): void {
-    this.running = true;
-    this.schedule(0);
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.running = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.ticking;
+    await this.loop.stop();
     await this.o.ris.close();
     await this.o.qa?.close();
   }
 
   kick(): void {
-    if (!this.running) return;
-    if (this.ticking) this.again = true;
-    else this.schedule(0);
+    this.loop.kick();
   }
 
   /** Waits for the pass under way (tests). */
   async idle(): Promise<void> {
-    while (this.ticking) await this.ticking;
-  }
-
-  private schedule(delayMs: number): void {
-    if (!this.running) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.ticking = this.tick()
-        .catch((err: unknown) => void this.log.error('outbound pass failed', { error: (err as Error).message }))
-        .finally(() => {
-          this.ticking = undefined;
-          const next = this.again ? 0 : this.o.config.writeBack.pollIntervalSeconds * 1000;
-          this.again = false;
-          this.schedule(next);
-        });
-    }, delayMs);
-    this.timer.unref?.();
+    while (this.loop.current) await this.loop.current;
   }
 
   /** One pass: every due message, oldest first; channels side by side, each one message at a time. */
