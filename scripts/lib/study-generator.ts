@@ -48,6 +48,8 @@ export interface StudyOptions {
   bodyPartExamined?: string;
   referringPhysicianName?: string;
   studyDate?: string;
+  /** (0028,0301): YES marks pixel data that may show identifying text. */
+  burnedInAnnotation?: 'YES' | 'NO';
 }
 
 export interface GeneratedInstance {
@@ -108,6 +110,7 @@ function resolveStudy(o: StudyOptions): Required<Omit<StudyOptions, 'instances' 
     bodyPartExamined: o.bodyPartExamined ?? (modality === 'CT' ? 'CHEST' : 'HEAD'),
     referringPhysicianName: o.referringPhysicianName ?? 'REFERRER^ROBERTA^^DR',
     studyDate: o.studyDate ?? new Date().toISOString().slice(0, 10).replace(/-/g, ''),
+    burnedInAnnotation: o.burnedInAnnotation ?? 'NO',
   };
 }
 
@@ -168,6 +171,7 @@ export function buildInstance(s: InstanceSpec): Buffer {
     PatientBirthDate: '19600101',
     PatientSex: 'O',
     BodyPartExamined: s.bodyPartExamined,
+    BurnedInAnnotation: s.burnedInAnnotation,
     SliceThickness: ct ? 2.5 : 5,
     StudyInstanceUID: s.studyInstanceUid,
     SeriesInstanceUID: s.seriesInstanceUid,

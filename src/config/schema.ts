@@ -127,6 +127,8 @@ const dicomwebDestination = z.strictObject({
   headers: z.record(z.string(), z.string()).default({}),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(20),
+  /** A STOW-RS request is built in memory: a batch is split into requests of at most this many megabytes. */
+  maxRequestMegabytes: z.number().positive().default(64),
 });
 
 const dimseDestination = z.strictObject({

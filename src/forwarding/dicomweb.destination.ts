@@ -114,12 +114,14 @@ export class DicomwebDestinationSender implements DestinationSender {
   private readonly log: Logger;
   private readonly client: StowClient;
   private readonly timeoutMs: number;
+  private readonly maxRequestBytes: number;
   private readonly url: string;
 
   constructor(config: DicomwebConfig, options: { callingAeTitle: string; logger: Logger }) {
     this.id = config.id;
     this.log = options.logger.child({ component: 'dicomweb-destination', destination: config.id });
     this.timeoutMs = config.timeoutSeconds * 1000;
+    this.maxRequestBytes = config.maxRequestMegabytes * 1024 * 1024;
     this.url = config.url.replace(/\/+$/, '');
     const acceptJson = (xhr: XMLHttpRequest, meta: { method: string }): XMLHttpRequest => {
       if (meta.method.toLowerCase() === 'post') xhr.setRequestHeader('Accept', 'application/dicom+json');
@@ -143,20 +145,40 @@ export class DicomwebDestinationSender implements DestinationSender {
 
   async send(batch: readonly SendableInstance[]): Promise<InstanceResult[]> {
     if (batch.length === 0) return [];
+    // STOW-RS sends one multipart body, which dicomweb-client builds in memory: the instances are loaded one at a
+    // time and a request goes out whenever the next one would pass `maxRequestMegabytes`, so memory stays bounded
+    // whatever the batch size and instance size. A file that cannot be loaded fails what is left of the batch
+    // (the forwarding service reports its own error for it).
+    const results: InstanceResult[] = [];
+    let part: SendableInstance[] = [];
+    let datasets: ArrayBuffer[] = [];
+    let bytes = 0;
     try {
-      // dicomweb-client copies each dataset into one multipart body in memory: the caller's batch bounds it.
-      // STOW sends the batch as one body, so every loader is awaited first (one at a time); a file that
-      // cannot be loaded fails the batch (the forwarding service reports its own error for it).
-      const datasets: ArrayBuffer[] = [];
-      for (const i of batch) datasets.push((await loadBytes(i)) as unknown as ArrayBuffer);
-      const outcome = await this.call((instance) => this.client.storeInstances({ datasets, request: { instance } }));
-      const results = stowResults(batch, outcome);
-      const failed = results.filter((r) => !r.ok).length;
-      if (failed > 0) this.log.warn('STOW-RS failures', { status: outcome.status, timedOut: outcome.timedOut, failed, of: batch.length });
+      for (const i of batch) {
+        const b = await loadBytes(i);
+        if (part.length > 0 && bytes + b.length > this.maxRequestBytes) {
+          results.push(...(await this.stow(part, datasets)));
+          part = [];
+          datasets = [];
+          bytes = 0;
+        }
+        part.push(i);
+        datasets.push(b as unknown as ArrayBuffer);
+        bytes += b.length;
+      }
+      if (part.length > 0) results.push(...(await this.stow(part, datasets)));
       return results;
     } catch (err) {
-      return failAll(batch, { transient: true, message: `internal error: ${err instanceof Error ? err.message : String(err)}` });
+      return [...results, ...failAll(batch.slice(results.length), { transient: true, message: `internal error: ${err instanceof Error ? err.message : String(err)}` })];
     }
+  }
+
+  private async stow(part: readonly SendableInstance[], datasets: ArrayBuffer[]): Promise<InstanceResult[]> {
+    const outcome = await this.call((instance) => this.client.storeInstances({ datasets, request: { instance } }));
+    const results = stowResults(part, outcome);
+    const failed = results.filter((r) => !r.ok).length;
+    if (failed > 0) this.log.warn('STOW-RS failures', { status: outcome.status, timedOut: outcome.timedOut, failed, of: part.length });
+    return results;
   }
 
   /** Runs one library call on a fresh xhr2 instance; resolves with the HTTP status and body, never rejects. */

@@ -17,7 +17,7 @@ function outgoing(study: GeneratedStudy): OutgoingInstance[] {
 
 function web(url: string, extra: Partial<Extract<Destination, { type: 'dicomweb' }>> = {}) {
   return createDestinationSender(
-    { id: 'pool-web', type: 'dicomweb', url, deidentify: false, headers: {}, timeoutSeconds: 5, batchSize: 20, ...extra },
+    { id: 'pool-web', type: 'dicomweb', url, deidentify: false, headers: {}, timeoutSeconds: 5, batchSize: 20, maxRequestMegabytes: 64, ...extra },
     { callingAeTitle: 'SECONDREAD', logger: silent },
   );
 }
@@ -60,6 +60,20 @@ describe('DICOMweb destination (STOW-RS over real sockets)', function () {
       assert.ok(p.body.equals(batch[i]!.bytes), `part ${i} byte-identical`);
       assert.equal(p.sopInstanceUid, batch[i]!.sopInstanceUid);
     });
+  });
+
+  it('splits a batch into requests of at most maxRequestMegabytes, in order, every instance answered', async () => {
+    const size = batch[0]!.bytes.length;
+    // Room for two instances per request, not three.
+    const sender = web(srv.url, { maxRequestMegabytes: (size * 2.5) / (1024 * 1024) });
+    const results = await sender.send(batch);
+    assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+    assert.equal(srv.requests.length, Math.ceil(batch.length / 2));
+    assert.deepEqual(
+      srv.requests.flatMap((r) => r.parts.map((p) => p.sopInstanceUid)),
+      batch.map((b) => b.sopInstanceUid),
+    );
+    assert.ok(srv.requests.every((r) => r.parts.length <= 2));
   });
 
   it('sends basic auth headers from config too', async () => {

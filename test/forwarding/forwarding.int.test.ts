@@ -168,6 +168,16 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
     expect(anonPool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(0);
   });
 
+  it('holds an instance marked BurnedInAnnotation YES instead of sending it de-identified', async () => {
+    const s = study('burned-flag', { instances: 3, series: 1, burnedInAnnotation: 'YES' });
+    await push(s);
+    const c = await request(s, 'anon');
+    const held = await caseWhen(c.id, 'hold', (x) => x.state === 'held');
+    expect(held.deliveries[0]!.lastError).to.match(/BurnedInAnnotation/);
+    expect(anonPool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(0);
+    expect(held.deliveries[0]!.instancesSent).to.equal(0);
+  });
+
   it('retries a destination that is down with backoff, then delivers everything once it is up', async () => {
     const s = study('flaky');
     await push(s);
