@@ -252,6 +252,21 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     expect(done.writeBack!.state).to.equal('accepted');
   });
 
+  it('a first SLA breach goes to another reader with a fresh SLA', async () => {
+    const { caseId } = await flaggedCase();
+    const first = (await getCase(caseId)).readerId!;
+    await gw.db.updateTable('cases').set({ due_at: '2000-01-01T00:00:00.000Z' }).where('id', '=', caseId).execute();
+    const r = await gw.readers.checkSla();
+    expect(r.reassigned).to.equal(1);
+    const after = (await call('GET', `/api/cases/${caseId}`, T.admin)).body as unknown as CaseBody & { dueAt: string; slaBreachedAt: string };
+    expect(after.readerId).to.not.equal(first);
+    expect(after.escalationLevel).to.equal(1);
+    expect(after.slaBreachedAt).to.be.a('string');
+    expect(Date.parse(after.dueAt)).to.be.greaterThan(Date.now());
+    // Nothing more to do until the new due time passes.
+    expect(await gw.readers.checkSla()).to.deep.equal({ reassigned: 0, notified: 0 });
+  });
+
   it('a decline reassigns; an SLA breach reassigns, a second one notifies QA', async () => {
     const { caseId } = await flaggedCase();
     const c = await getCase(caseId);
@@ -272,7 +287,7 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`, T.admin)).body['items'] as { action: string }[];
     expect(audit.map((x) => x.action)).to.include.members(['case.assigned', 'case.declined', 'case.sla-breached']);
     const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${T.admin}` } })).text();
-    expect(metrics).to.match(/gateway_sla_breached_cases\{[^}]*\} 1/);
+    expect(metrics).to.match(/gateway_sla_breached_cases\{[^}]*\} [1-9]/);
     expect(metrics).to.match(/gateway_outbound_messages\{[^}]*kind="write-back"[^}]*state="accepted"[^}]*\} [1-9]/);
   });
 
