@@ -1,0 +1,44 @@
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+describe('npm run demo (scripts/demo.ts)', function () {
+  this.timeout(60_000);
+
+  it('runs the whole flow on loopback, prints a final summary with write-backs, exits 0 and removes its temp folder', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'scripts/demo.ts'), '--duration', '25', '--studies', '6', '--interval', '2'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on('exit', (c, s) => resolve({ code: c, signal: s })),
+    );
+    clearTimeout(killer);
+    const tmp = /temp folder: (\S+)/.exec(stdout)?.[1];
+    const context = `exit ${code} ${signal ?? ''}\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`;
+    try {
+      expect(signal, context).to.equal(null);
+      expect(code, context).to.equal(0);
+      expect(stdout, context).to.include('API base URL: http://127.0.0.1:').and.include('admin token:').and.include('curl -s');
+      expect(stdout, context).to.match(/\[t\+\s*\d+s\] PACS sent \d+ studies/);
+      expect(stdout, context).to.include('=== demo summary after');
+      expect(Number(/studies pushed by PACS\s+(\d+)/.exec(stdout)?.[1]), context).to.equal(6);
+      const hl7 = /HL7 sent to gateway\s+(\d+) \((\d+) AA\)/.exec(stdout);
+      expect(Number(hl7?.[2]), context).to.equal(Number(hl7?.[1]));
+      expect(Number(/write-backs accepted\s+(\d+)/.exec(stdout)?.[1]), context).to.be.at.least(1);
+      expect(tmp, context).to.be.a('string');
+      expect(stdout, context).to.include(`temp folder removed: ${tmp}`);
+      expect(existsSync(tmp!), `${tmp} still exists`).to.equal(false);
+    } finally {
+      if (tmp && tmp.includes('srgw-demo-')) rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
