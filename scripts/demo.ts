@@ -26,7 +26,7 @@ import { createLogger, type Logger } from '../src/logger.js';
 import { DemoReader } from './lib/demo-readers.js';
 import { DemoPool, DemoRisReceiver, DemoWebhook } from './lib/demo-peers.js';
 import { makeScenario } from './lib/demo-scenarios.js';
-import { storeFiles } from './lib/demo-scu.js';
+import { storeFiles } from './lib/raw-scu.js';
 import { collect, formatFinal, formatTick, type PeerCounts } from './lib/demo-summary.js';
 import { generateStudy } from './lib/study-generator.js';
 
