@@ -24,15 +24,15 @@
  * Usage: npx tsx scripts/bench-forward.ts [--instances 200] [--runs 3] [--batch-size N] [--poll-ms N (0: log line)]
  *          [--skip-orthanc] [--skip-memory] [--cpu-prof dir] [--keep-compiled]
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
+import { compileForBench, freePort, timed, waitForPort } from './lib/bench-util.js';
 import { generateStudy, type GeneratedStudy } from './lib/study-generator.js';
 import { orthancUnavailable, startOrthanc, type OrthancPeer } from '../test/helpers/orthanc.js';
 
@@ -43,62 +43,8 @@ const compiledDir = path.join(repo, 'node_modules', '.cache', 'bench-forward');
 const compiledMain = path.join(compiledDir, 'src', 'main.js');
 const TOKEN = 'bench-admin-token-0123456789abcdef';
 
-/** tsc with the emit options of tsconfig.json / `npm run build` (ES2022, NodeNext). */
-function compileGateway(): void {
-  rmSync(compiledDir, { recursive: true, force: true });
-  const types = readdirSync(path.join(repo, 'src', 'types')).filter((f) => f.endsWith('.d.ts')).map((f) => path.join(repo, 'src', 'types', f));
-  execFileSync(
-    process.execPath,
-    [
-      path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'),
-      path.join(repo, 'src', 'main.ts'),
-      ...types,
-      ...['--rootDir', repo, '--outDir', compiledDir, '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
-      ...['--strict', '--esModuleInterop', '--skipLibCheck', '--resolveJsonModule', '--types', 'node'],
-    ],
-    { stdio: 'inherit' },
-  );
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`nothing listening on ${port}`);
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number | null; ms: number; stderr: string }> {
-  return new Promise((resolve) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(cmd, args, { env: { ...process.env, TCP_NODELAY: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, ms: Number(process.hrtime.bigint() - started) / 1e6, stderr }));
-  });
-}
-
 function storescu(port: number, dir: string, calledAe: string): Promise<{ code: number | null; ms: number; stderr: string }> {
-  return run('storescu', ['-aet', 'BENCH', '-aec', calledAe, '+sd', '+r', '127.0.0.1', String(port), dir]);
+  return timed('storescu', ['-aet', 'BENCH', '-aec', calledAe, '+sd', '+r', '127.0.0.1', String(port), dir]);
 }
 
 /** DCMTK storescp on a free port writing to a fresh folder; `count()` is how many files it wrote. */
@@ -387,7 +333,7 @@ async function main(): Promise<void> {
   const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
   if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
   const o: Options = { pollMs: Number(values['poll-ms']), cpuProfDir, label: 'cstore' };
-  if (!values['keep-compiled'] || !existsSync(compiledMain)) compileGateway();
+  if (!values['keep-compiled'] || !existsSync(compiledMain)) compileForBench('bench-forward', [path.join(repo, 'src', 'main.ts')]);
 
   const work = mkdtempSync(path.join(tmpdir(), 'bench-forward-'));
   let orthanc: OrthancPeer | undefined;

@@ -10,14 +10,14 @@
  * Three runs each; then one 50 MB instance for the receiver's peak RSS.
  * Usage: npx tsx scripts/bench-ingest.ts [--instances 200] [--runs 3] [--skip-large] [--cpu-prof dir] [--max-pdu bytes]
  */
-import { execFileSync, fork, spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import SQLite from 'better-sqlite3';
+import { compileForBench, freePort, timed, waitForPort } from './lib/bench-util.js';
 import { generateStudy } from './lib/study-generator.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -26,64 +26,8 @@ const repo = path.resolve(here, '..');
 const compiledDir = path.join(repo, 'node_modules', '.cache', 'bench-ingest');
 const compiledRunner = path.join(compiledDir, 'scripts', 'lib', 'scp-process.js');
 
-/**
- * Compiles the runner with tsc, which also compiles the src/ modules it imports:
- * the emit options are those of tsconfig.json / `npm run build` (ES2022, NodeNext).
- */
-function compileRunner(): void {
-  rmSync(compiledDir, { recursive: true, force: true });
-  execFileSync(
-    process.execPath,
-    [
-      path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'),
-      path.join(here, 'lib', 'scp-process.ts'),
-      path.join(repo, 'src', 'types', 'dcmjs.d.ts'),
-      ...['--rootDir', repo, '--outDir', compiledDir, '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext'],
-      ...['--strict', '--esModuleInterop', '--skipLibCheck', '--resolveJsonModule', '--types', 'node'],
-    ],
-    { stdio: 'inherit' },
-  );
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number | null; ms: number; stderr: string }> {
-  return new Promise((resolve) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(cmd, args, { env: { ...process.env, TCP_NODELAY: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, ms: Number(process.hrtime.bigint() - started) / 1e6, stderr }));
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listening on ${port}`);
-}
-
 function storescu(port: number, dir: string, calledAe: string): Promise<{ code: number | null; ms: number; stderr: string }> {
-  return run('storescu', ['-aet', 'BENCH', '-aec', calledAe, '+sd', '+r', '127.0.0.1', String(port), dir]);
+  return timed('storescu', ['-aet', 'BENCH', '-aec', calledAe, '+sd', '+r', '127.0.0.1', String(port), dir]);
 }
 
 async function viaStorescp(studyDir: string, work: string): Promise<number> {
@@ -195,7 +139,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { instances: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' }, 'skip-large': { type: 'boolean', default: false }, 'cpu-prof': { type: 'string' }, 'max-pdu': { type: 'string' } } });
   maxPdu = values['max-pdu'];
   cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
-  compileRunner();
+  compileForBench('bench-ingest', [path.join(repo, 'scripts', 'lib', 'scp-process.ts')]);
   const n = Number(values.instances);
   const runs = Number(values.runs);
   const work = mkdtempSync(path.join(tmpdir(), 'bench-ingest-'));
