@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, open, openSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import dcmjs from 'dcmjs';
@@ -9,18 +9,13 @@ import { ErrorCode, GatewayError, dimseStatusFor, toGatewayError } from '../erro
 import { hashId, type Logger } from '../logger.js';
 import { DatasetHeaderReader, TransferSyntax, toInstanceHeader, unreadable } from './header.js';
 import type { InstanceSink } from './instance-record.js';
+import { CommandField, decodeRequestCommand, encodeAbortPdu, encodeResponsePdu, forEachPdv, type PdvSink, type RequestCommand } from './dimse-pdata.js';
 import type { Spool } from './spool.js';
 
-const { Scp, Dataset, Implementation, log: dimseLog } = dimse;
+const { Scp, Implementation, log: dimseLog } = dimse;
 const { RejectResult, RejectSource, RejectReason, PresentationContextResult, SopClass, Status } = dimse.constants;
-const { CEchoResponse, CStoreResponse } = dimse.responses;
 
 type Association = InstanceType<typeof dimse.association.Association>;
-type PresentationContext = InstanceType<typeof dimse.association.PresentationContext>;
-type CStoreRequest = InstanceType<typeof dimse.requests.CStoreRequest>;
-type CEchoRequest = InstanceType<typeof dimse.requests.CEchoRequest>;
-type CStoreResponseT = InstanceType<typeof CStoreResponse>;
-type CEchoResponseT = InstanceType<typeof CEchoResponse>;
 
 /** Our identity in the Part 10 meta header of every file we write (a UUID-derived UID, PS3.5 B.2). */
 export const IMPLEMENTATION_CLASS_UID = '2.25.158065545820595583496560699125202519890';
@@ -193,9 +188,11 @@ class InstanceFile extends Writable {
     meta: Buffer,
     readonly transferSyntaxUid: string,
     maxHeaderBytes: number,
+    /** A descriptor already opened on tmpPath ('wx', empty), taken over by this file. */
+    openedFd?: number,
   ) {
-    // Never report backpressure to dcmjs-dimse: its drain wait is created once per
-    // transfer and, when awaited, lets later PDUs overtake earlier ones. Nothing is queued anyway.
+    // Never report backpressure: the data phase writes each PDV synchronously as it arrives
+    // (GatewayScp.pdv) and ignores write()'s answer. Nothing is queued anyway.
     super({ highWaterMark: Number.MAX_SAFE_INTEGER, decodeStrings: false });
     this.header = new DatasetHeaderReader(transferSyntaxUid, maxHeaderBytes);
     // A disk error must end this transfer, never the process.
@@ -205,7 +202,7 @@ class InstanceFile extends Writable {
       this.once('close', resolve);
     });
     try {
-      this.fd = openSync(tmpPath, 'wx');
+      this.fd = openedFd ?? openSync(tmpPath, 'wx');
     } catch (err) {
       this.fail(err as Error);
       return;
@@ -341,8 +338,10 @@ export function buildFileMeta(o: { sopClassUid: string; sopInstanceUid: string; 
  * passed as a view, a PDU spanning chunks is assembled with one copy. Byte
  * order and counts are unchanged; every other event passes through. Like
  * dcmjs-dimse, it trusts the PDU length field (we announce our maximum).
+ * `intercept`, when given, sees each whole PDU first and keeps those it
+ * returns true for from dcmjs-dimse (the SCP takes P-DATA-TF this way).
  */
-export function deliverWholePdus<S extends net.Socket>(socket: S): S {
+export function deliverWholePdus<S extends net.Socket>(socket: S, intercept?: (pdu: Buffer) => boolean): S {
   const emit = socket.emit as (this: S, event: string | symbol, ...args: unknown[]) => boolean;
   const parts: Buffer[] = [];
   let have = 0;
@@ -381,7 +380,7 @@ export function deliverWholePdus<S extends net.Socket>(socket: S): S {
     parts.push(chunk);
     have += chunk.length;
     let delivered = false;
-    while (have > 0) {
+    while (have > 0 && !this.destroyed) {
       if (need < 0) {
         if (have < 6) break;
         need = peekLength();
@@ -389,7 +388,9 @@ export function deliverWholePdus<S extends net.Socket>(socket: S): S {
       if (have < need) break;
       const pdu = take(need);
       need = -1;
-      delivered = emit.call(this, 'data', pdu) || delivered;
+      // A PDU the interceptor takes (the SCP's data phase) never reaches dcmjs-dimse.
+      if (intercept?.(pdu)) delivered = true;
+      else delivered = emit.call(this, 'data', pdu) || delivered;
     }
     return delivered;
   } as S['emit'];
@@ -402,8 +403,31 @@ interface ScpTimeouts {
   pduTimeout: number;
 }
 
-/** One association. Every handler catches: nothing thrown here may reach the socket or the process. */
-class GatewayScp extends Scp {
+/** The SCP's data-phase hook per socket: set once the association object exists (after super()). */
+const interceptors = new WeakMap<net.Socket, (pdu: Buffer) => boolean>();
+
+/** An accepted presentation context, as the data phase needs it. */
+interface AcceptedContext {
+  abstractSyntax: string;
+  transferSyntax: string;
+}
+
+/** The message being received: its command (once complete) and where its dataset goes. */
+interface Incoming {
+  contextId: number;
+  command: RequestCommand;
+  writer: InstanceFile | Discard | undefined;
+}
+
+/**
+ * One association. dcmjs-dimse negotiates it (A-ASSOCIATE-RQ/AC/RJ), releases,
+ * aborts and times it out; the data phase (P-DATA-TF) is ours: PDVs are read
+ * straight off the re-framed socket, command sets decoded and responses
+ * encoded by hand (dimse-pdata.ts), dataset fragments written to the
+ * InstanceFile as they come. Every handler catches: nothing thrown here may
+ * reach the socket or the process.
+ */
+class GatewayScp extends Scp implements PdvSink {
   private readonly ctx: ScpContext;
   private readonly sock: net.Socket;
   private log: Logger;
@@ -412,13 +436,25 @@ class GatewayScp extends Scp {
   private callingAe = '';
   private accepted = false;
   private closed = false;
-  private readonly transfers = new Map<CStoreRequest, InstanceFile | Discard>();
+  /** An A-ABORT is on its way out: nothing more is read from this peer. */
+  private aborting = false;
+  private readonly contexts = new Map<number, AcceptedContext>();
+  /** Command fragments of the message being received, until its last one. */
+  private commandParts: Buffer[] = [];
+  private incoming: Incoming | undefined;
+  /**
+   * The next instance's temp file, created off the main thread while the current one
+   * streams in: creating a file on ext4 took ~0.5 ms of the event loop per instance.
+   */
+  private spare: { path: string; fd?: number; failed?: boolean; opened: Promise<void> } | undefined;
+  /** Received datasets whose C-STORE is being stored or answered. */
   private inFlight = 0;
   private stats = { stored: 0, duplicates: 0, failed: 0, bytes: 0, echoes: 0 };
   private endReason = 'released';
 
   constructor(socket: net.Socket, timeouts: ScpTimeouts, ctx: ScpContext) {
-    super(deliverWholePdus(socket), timeouts);
+    super(deliverWholePdus(socket, (pdu) => interceptors.get(socket)?.(pdu) ?? false), timeouts);
+    interceptors.set(socket, (pdu) => this.onPdu(pdu));
     this.ctx = ctx;
     this.sock = socket;
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
@@ -442,7 +478,7 @@ class GatewayScp extends Scp {
 
   /** True while a C-STORE is being received or answered. */
   get busy(): boolean {
-    return this.inFlight > 0 || this.transfers.size > 0;
+    return this.inFlight > 0 || this.incoming !== undefined;
   }
 
   drain(): void {
@@ -460,15 +496,11 @@ class GatewayScp extends Scp {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    interceptors.delete(this.sock);
     // A transfer cut off by the peer or a timeout was never acknowledged: leave nothing half-written.
-    for (const [, w] of this.transfers) {
-      if (w instanceof InstanceFile) {
-        w.header.dispose();
-        w.destroy();
-        this.ctx.spool.discard(w.tmpPath);
-      }
-    }
-    this.transfers.clear();
+    this.dropIncoming();
+    this.dropSpare();
+    this.commandParts = [];
     if (this.accepted) {
       this.ctx.active--;
       this.log.info('association closed', {
@@ -482,6 +514,185 @@ class GatewayScp extends Scp {
         end: this.endReason,
       });
     }
+  }
+
+  private dropIncoming(): void {
+    const w = this.incoming?.writer;
+    this.incoming = undefined;
+    if (w instanceof InstanceFile) {
+      w.header.dispose();
+      w.destroy();
+      this.ctx.spool.discard(w.tmpPath);
+    }
+  }
+
+  /** Every whole PDU passes here first: P-DATA-TF is ours, anything else goes on to dcmjs-dimse. */
+  private onPdu(pdu: Buffer): boolean {
+    if (pdu[0] !== 0x04) return false;
+    if (this.closed || this.aborting) return true;
+    // dcmjs-dimse's idle clock counts from the last PDU it saw; it no longer sees these.
+    (this as unknown as { lastPduTime: number }).lastPduTime = Date.now();
+    if (!this.accepted) {
+      this.protocolAbort('P-DATA-TF before an association was accepted');
+      return true;
+    }
+    try {
+      forEachPdv(pdu, this);
+    } catch (err) {
+      this.protocolAbort((err as Error).message);
+    }
+    return true;
+  }
+
+  /** A peer that breaks the protocol gets an A-ABORT (provider, unexpected PDU parameter) and the connection ends. */
+  private protocolAbort(why: string): void {
+    if (this.closed || this.aborting) return;
+    this.aborting = true;
+    this.log.warn('association aborted: protocol error', { peer: this.peer, reason: why });
+    this.endReason = 'protocol error';
+    this.dropIncoming();
+    this.dropSpare();
+    this.commandParts = [];
+    this.sock.end(encodeAbortPdu(6));
+    setTimeout(() => this.sock.destroy(), 2000).unref();
+  }
+
+  pdv(contextId: number, command: boolean, last: boolean, data: Buffer): void {
+    if (this.closed || this.aborting) return;
+    if (!this.contexts.has(contextId)) throw new Error(`PDV on presentation context ${contextId}, which was not accepted`);
+    if (command) {
+      if (this.incoming) throw new Error('command fragment while a dataset was expected');
+      // a view into the PDU: copied only when the command spans fragments (never with DCMTK or dcmjs-dimse)
+      this.commandParts.push(data);
+      if (!last) return;
+      const parts = this.commandParts;
+      this.commandParts = [];
+      this.onCommand(contextId, decodeRequestCommand(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)));
+      return;
+    }
+    const inc = this.incoming;
+    if (!inc || inc.contextId !== contextId || this.commandParts.length > 0) throw new Error('dataset fragment without its command');
+    inc.writer?.write(data);
+    if (!last) return;
+    this.incoming = undefined;
+    this.answerStore(inc);
+  }
+
+  private onCommand(contextId: number, command: RequestCommand): void {
+    const context = this.contexts.get(contextId) as AcceptedContext;
+    if (command.commandField === CommandField.cEchoRq) {
+      if (command.hasDataset) throw new Error('C-ECHO-RQ announces a dataset');
+      this.stats.echoes++;
+      this.respond(contextId, { commandField: CommandField.cEchoRsp, respondedTo: command.messageId, status: Status.Success, affectedSopClassUid: command.affectedSopClassUid });
+      return;
+    }
+    if (command.commandField === CommandField.cStoreRq) {
+      if (!command.hasDataset) {
+        // nothing to store: refuse it as a dataset that does not match (no bytes follow)
+        this.stats.failed++;
+        this.respond(contextId, {
+          commandField: CommandField.cStoreRsp,
+          respondedTo: command.messageId,
+          status: 0xc000,
+          affectedSopClassUid: command.affectedSopClassUid,
+          affectedSopInstanceUid: command.affectedSopInstanceUid,
+          errorComment: 'C-STORE without a dataset',
+        });
+        return;
+      }
+      this.incoming = { contextId, command, writer: this.openWriter(context, command) };
+      return;
+    }
+    if (command.hasDataset) throw new Error(`unsupported command 0x${command.commandField.toString(16)} with a dataset`);
+    // Any other request on a context we accepted (Verification or storage): unrecognized operation.
+    this.respond(contextId, { commandField: command.commandField | 0x8000, respondedTo: command.messageId, status: 0x0211, affectedSopClassUid: command.affectedSopClassUid });
+  }
+
+  private respond(contextId: number, r: Omit<Parameters<typeof encodeResponsePdu>[0], 'contextId'>): void {
+    if (this.closed || this.aborting || this.sock.destroyed) return;
+    this.sock.write(encodeResponsePdu({ contextId, ...r }));
+  }
+
+  private openWriter(context: AcceptedContext, command: RequestCommand): InstanceFile | Discard {
+    try {
+      if (!this.ctx.spool.hasRoom()) return new Discard(new GatewayError(ErrorCode.outOfResources, 'storage below its free-space watermark'));
+      const ts = context.transferSyntax;
+      const meta = buildFileMeta({
+        sopClassUid: command.affectedSopClassUid,
+        sopInstanceUid: command.affectedSopInstanceUid,
+        transferSyntaxUid: ts,
+        sourceAe: this.callingAe,
+      });
+      const spare = this.spare;
+      let file: InstanceFile;
+      if (spare?.fd !== undefined) {
+        this.spare = undefined;
+        file = new InstanceFile(spare.path, meta, ts, this.ctx.config.maxHeaderBytes, spare.fd);
+      } else {
+        if (spare?.failed) this.spare = undefined;
+        file = new InstanceFile(this.ctx.spool.newTmpPath(), meta, ts, this.ctx.config.maxHeaderBytes);
+      }
+      this.prepareSpare();
+      return file;
+    } catch (err) {
+      return new Discard(toGatewayError(err));
+    }
+  }
+
+  /** Starts creating the next temp file on the thread pool (one at a time). */
+  private prepareSpare(): void {
+    if (this.spare || this.closed || this.aborting) return;
+    const path = this.ctx.spool.newTmpPath();
+    let done!: () => void;
+    const spare: NonNullable<GatewayScp['spare']> = { path, opened: new Promise<void>((r) => (done = r)) };
+    this.spare = spare;
+    open(path, 'wx', (err, fd) => {
+      if (err) spare.failed = true;
+      else if (this.spare !== spare) {
+        // dropped meanwhile (association ended): never leave it behind
+        closeSync(fd);
+        this.ctx.spool.discard(path);
+      } else spare.fd = fd;
+      done();
+    });
+  }
+
+  /** Closes and removes an unused spare; resolves once nothing of it is left on disk. */
+  private dropSpare(): Promise<void> {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (!spare) return Promise.resolve();
+    if (spare.fd !== undefined) {
+      try {
+        closeSync(spare.fd);
+      } catch {
+        // already closed
+      }
+      this.ctx.spool.discard(spare.path);
+      return Promise.resolve();
+    }
+    // still being created: its callback sees it dropped, closes and removes it
+    return spare.opened;
+  }
+
+  private answerStore(inc: Incoming): void {
+    this.inFlight++;
+    const { command } = inc;
+    this.handleStore(command, inc.writer)
+      .then(({ status, comment }) => {
+        this.respond(inc.contextId, {
+          commandField: CommandField.cStoreRsp,
+          respondedTo: command.messageId,
+          status,
+          affectedSopClassUid: command.affectedSopClassUid,
+          affectedSopInstanceUid: command.affectedSopInstanceUid,
+          ...(comment ? { errorComment: comment.slice(0, 64) } : {}),
+        });
+      })
+      .catch((err: unknown) => this.log.error('C-STORE response failed', { error: (err as Error).message }))
+      .finally(() => {
+        this.inFlight--;
+      });
   }
 
   override associationRequested(association: Association): void {
@@ -515,6 +726,7 @@ class GatewayScp extends Scp {
           continue;
         }
         context.setResult(PresentationContextResult.Accept, ts);
+        this.contexts.set(context.getPresentationContextId(), { abstractSyntax: abstract, transferSyntax: ts });
         acceptedContexts++;
       }
       // The limit we announce is what we receive; the library would otherwise announce the peer's own limit.
@@ -522,6 +734,7 @@ class GatewayScp extends Scp {
       this.accepted = true;
       this.ctx.active++;
       this.sendAssociationAccept();
+      if ([...this.contexts.values()].some((c) => c.abstractSyntax !== SopClass.Verification)) this.prepareSpare();
       this.log.debug('association accepted', { peer: this.peer, contexts: acceptedContexts });
     } catch (err) {
       this.log.error('association request failed', { peer: this.peer, error: (err as Error).message });
@@ -538,11 +751,14 @@ class GatewayScp extends Scp {
   }
 
   override associationReleaseRequested(): void {
-    try {
-      this.sendAssociationReleaseResponse();
-    } catch (err) {
-      this.log.debug('release response failed', { error: (err as Error).message });
-    }
+    // The unused spare goes first: once the peer has the A-RELEASE-RP no temp file of ours is left.
+    void this.dropSpare().then(() => {
+      try {
+        if (!this.closed) this.sendAssociationReleaseResponse();
+      } catch (err) {
+        this.log.debug('release response failed', { error: (err as Error).message });
+      }
+    });
   }
 
   override abort(): void {
@@ -550,65 +766,9 @@ class GatewayScp extends Scp {
     this.sock.destroy();
   }
 
-  override cEchoRequest(request: CEchoRequest, callback: (response: CEchoResponseT) => void): void {
-    try {
-      const response = CEchoResponse.fromRequest(request);
-      response.setStatus(Status.Success);
-      this.stats.echoes++;
-      callback(response);
-    } catch (err) {
-      this.log.error('C-ECHO failed', { error: (err as Error).message });
-    }
-  }
-
-  override createStoreWritableStream(context: PresentationContext, request: CStoreRequest): Writable {
-    try {
-      if (!this.ctx.spool.hasRoom()) {
-        return this.track(request, new Discard(new GatewayError(ErrorCode.outOfResources, 'storage below its free-space watermark')));
-      }
-      const ts = context.getAcceptedTransferSyntaxUid() ?? TransferSyntax.implicitLe;
-      const meta = buildFileMeta({
-        sopClassUid: request.getAffectedSopClassUid(),
-        sopInstanceUid: request.getAffectedSopInstanceUid(),
-        transferSyntaxUid: ts,
-        sourceAe: this.callingAe,
-      });
-      return this.track(request, new InstanceFile(this.ctx.spool.newTmpPath(), meta, ts, this.ctx.config.maxHeaderBytes));
-    } catch (err) {
-      return this.track(request, new Discard(toGatewayError(err)));
-    }
-  }
-
-  private track(request: CStoreRequest, w: InstanceFile | Discard): InstanceFile | Discard {
-    this.transfers.set(request, w);
-    return w;
-  }
-
-  override createDatasetFromStoreWritableStream(_w: Writable, context: PresentationContext, callback: (dataset: InstanceType<typeof Dataset>) => void): void {
-    // Synchronously: dcmjs-dimse clears its per-message state in this callback, before the next PDU.
-    // The instance itself is handled in cStoreRequest, from the file we wrote.
-    callback(new Dataset({}, context.getAcceptedTransferSyntaxUid()));
-  }
-
-  override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponseT) => void): void {
-    this.inFlight++;
-    this.handleStore(request)
-      .then(({ status, comment }) => {
-        const response = CStoreResponse.fromRequest(request);
-        response.setStatus(status);
-        if (comment) response.setErrorComment(comment.slice(0, 64));
-        if (!this.closed) callback(response);
-      })
-      .catch((err: unknown) => this.log.error('C-STORE response failed', { error: (err as Error).message }))
-      .finally(() => {
-        this.inFlight--;
-      });
-  }
-
-  private async handleStore(request: CStoreRequest): Promise<{ status: number; comment?: string }> {
-    const w = this.transfers.get(request);
-    this.transfers.delete(request);
-    const sopUid = request.getAffectedSopInstanceUid();
+  private async handleStore(command: RequestCommand, w: InstanceFile | Discard | undefined): Promise<{ status: number; comment?: string }> {
+    const sopUid = command.affectedSopInstanceUid;
+    const sopClassUid = command.affectedSopClassUid;
     let tmpPath: string | undefined;
     try {
       if (!w) throw new GatewayError(ErrorCode.internal, 'no transfer for this C-STORE');
@@ -616,11 +776,11 @@ class GatewayScp extends Scp {
       tmpPath = w.tmpPath;
       await w.complete();
       const dict = await w.header.finish(true);
-      const header = toInstanceHeader(dict, w.transferSyntaxUid, request.getAffectedSopClassUid());
+      const header = toInstanceHeader(dict, w.transferSyntaxUid, sopClassUid);
       if (header.sopInstanceUid !== sopUid) {
         throw unreadable(`dataset SOPInstanceUID ${hashId(header.sopInstanceUid)} differs from the command's ${hashId(sopUid)}`);
       }
-      if (header.sopClassUid !== request.getAffectedSopClassUid()) {
+      if (header.sopClassUid !== sopClassUid) {
         throw new GatewayError(ErrorCode.unsupported, 'dataset SOP class differs from the command');
       }
       const outcome = await this.ctx.sink.storeInstance({
