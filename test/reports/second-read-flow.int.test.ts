@@ -234,7 +234,10 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     const failed = await caseWhen(b.caseId, 'write-back refused', (x) => x.state === 'failed');
     expect(failed.writeBack).to.deep.include({ state: 'failed', attempts: 1 });
     expect(failed.writeBack!.lastError).to.match(/AR/);
-    await new Promise((r) => setTimeout(r, 500));
+    // Two more passes of the write-back queue: an AR'd message is not pending, so nothing is resent.
+    await gw.outbound.idle();
+    await gw.outbound.tick();
+    await gw.outbound.tick();
     expect(ris.received.length - beforeB).to.equal(1);
   });
 
