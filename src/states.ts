@@ -94,3 +94,14 @@ export const LinkState = {
   held: 'held',
 } as const;
 export type LinkState = (typeof LinkState)[keyof typeof LinkState];
+
+/** What asked for an evaluation; stored with each decision. */
+export const EvaluationTrigger = {
+  /** The quiet period ended. */
+  stable: 'stable',
+  /** An order, report version or AI result was linked to the study. */
+  hl7: 'hl7',
+  /** A person asked for a second read. */
+  manual: 'manual',
+} as const;
+export type EvaluationTrigger = (typeof EvaluationTrigger)[keyof typeof EvaluationTrigger];

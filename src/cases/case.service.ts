@@ -1,7 +1,8 @@
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { PRIORITIES, type Priority } from '../rules/rule.types.js';
-import { EvaluationTrigger, type DecisionService } from '../rules/decision.service.js';
+import type { DecisionService } from '../rules/decision.service.js';
+import { EvaluationTrigger } from '../states.js';
 import { findCase, insertManualRequest } from './case.repository.js';
 import type { CaseRow } from './case.table.js';
 

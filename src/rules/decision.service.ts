@@ -3,7 +3,7 @@ import { caseReasons, findOpenCase, insertCase, updateCase } from '../cases/case
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { hashId, type Logger } from '../logger.js';
-import { CaseState, StudyState } from '../states.js';
+import { CaseState, EvaluationTrigger, StudyState } from '../states.js';
 import { findStudy } from '../studies/study.repository.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
@@ -11,16 +11,6 @@ import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule
 import { applySamplingSlots, decisionsOfStudies, insertDecision, parseDecisionRow, samplingCountersOfRadiologist } from './rules.repository.js';
 import type { RulesService } from './rules.service.js';
 
-/** What asked for an evaluation; stored with each decision. */
-export const EvaluationTrigger = {
-  /** The quiet period ended. */
-  stable: 'stable',
-  /** An order, report version or AI result was linked to the study. */
-  hl7: 'hl7',
-  /** A person asked for a second read. */
-  manual: 'manual',
-} as const;
-export type EvaluationTrigger = (typeof EvaluationTrigger)[keyof typeof EvaluationTrigger];
 
 export interface EvaluationOutcome {
   decision: Decision;
