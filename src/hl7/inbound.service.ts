@@ -16,7 +16,7 @@ import {
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
 import { GroupCommitQueue } from './group-commit.js';
 import { Hl7Message } from './hl7-message.js';
-import { Hl7ErrorCode, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type MessageHeader, type OrderItem, type PatientRef, type SecondReportItem } from './hl7-parse.js';
+import { Hl7ErrorCode, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type LinkKeys, type MessageHeader, type OrderItem, type PatientRef, type SecondReportItem } from './hl7-parse.js';
 import {
   applyPatientMerge,
   findAcceptedMessage,
@@ -368,10 +368,7 @@ export class Hl7InboundService {
               id: this.newId(),
               message_id: id,
               ...patient,
-              accession_number: it.accessionNumber,
-              study_instance_uid: it.studyInstanceUid,
-              placer_order_number: it.placerOrderNumber,
-              filler_order_number: it.fillerOrderNumber,
+              ...linkKeyColumns(it),
               ...linkColumns(decisions[i]!),
               result_status: it.resultStatus,
               report_text: it.text,
@@ -394,10 +391,7 @@ export class Hl7InboundService {
                 id: this.newId(),
                 message_id: id,
                 ...patient,
-                accession_number: it.accessionNumber,
-                study_instance_uid: it.studyInstanceUid,
-                placer_order_number: it.placerOrderNumber,
-                filler_order_number: it.fillerOrderNumber,
+                ...linkKeyColumns(it),
                 ...linkColumns(decisions[i]!),
                 finding_code: f.code,
                 finding_text: f.text,
@@ -508,10 +502,7 @@ export class Hl7InboundService {
         await insertOrder(db, {
           id: this.newId(),
           ...fields,
-          accession_number: it.accessionNumber,
-          study_instance_uid: it.studyInstanceUid,
-          placer_order_number: it.placerOrderNumber,
-          filler_order_number: it.fillerOrderNumber,
+          ...linkKeyColumns(it),
           patient_id: patient.id,
           patient_id_authority: patient.authority,
           ...linkColumns(p.decision),
@@ -571,4 +562,14 @@ export class Hl7InboundService {
       }
     }
   }
+}
+
+/** The keys an item was sent with, stored as given (linking decides separately where it belongs). */
+function linkKeyColumns(it: LinkKeys): { accession_number: string | null; study_instance_uid: string | null; placer_order_number: string | null; filler_order_number: string | null } {
+  return {
+    accession_number: it.accessionNumber,
+    study_instance_uid: it.studyInstanceUid,
+    placer_order_number: it.placerOrderNumber,
+    filler_order_number: it.fillerOrderNumber,
+  };
 }

@@ -210,19 +210,7 @@ export async function linkPendingForStudy(db: Db, studyInstanceUid: string, now:
       })
       .orderBy('id')
       .execute();
-    for (const row of rows) {
-      const d = await decideLink(db, {
-        accessionNumber: row.accession_number,
-        studyInstanceUid: row.study_instance_uid,
-        patientId: row.patient_id,
-        excludeOrderId: table === 'orders' ? row.id : undefined,
-      });
-      if (d.state === LinkState.pending) continue;
-      await setLink(db, table, row.id, d, now);
-      if (d.state === LinkState.linked) result.linked++;
-      else result.held++;
-      result.messageIds.push(row.message_id);
-    }
+    await redecide(db, table, rows, LinkState.pending, now, result);
   }
   return result;
 }
@@ -241,20 +229,36 @@ export async function reconsiderHeldForPatient(db: Db, patientId: string, now: s
       .where('patient_id', '=', patientId)
       .orderBy('id')
       .execute();
-    for (const row of rows) {
-      const d = await decideLink(db, {
-        accessionNumber: row.accession_number,
-        studyInstanceUid: row.study_instance_uid,
-        patientId: row.patient_id,
-        excludeOrderId: table === 'orders' ? row.id : undefined,
-      });
-      if (d.state === LinkState.held) continue;
-      await setLink(db, table, row.id, d, now);
-      if (d.state === LinkState.linked) result.linked++;
-      result.messageIds.push(row.message_id);
-    }
+    await redecide(db, table, rows, LinkState.held, now, result);
   }
   return result;
+}
+
+/**
+ * Decides each row's link again and stores the decisions that move it out of
+ * `unchanged` (its current state), counting them in `result`.
+ */
+async function redecide(
+  db: Db,
+  table: LinkTable,
+  rows: readonly { id: string; message_id: string; accession_number: string | null; study_instance_uid: string | null; patient_id: string | null }[],
+  unchanged: LinkState,
+  now: string,
+  result: ReconcileResult,
+): Promise<void> {
+  for (const row of rows) {
+    const d = await decideLink(db, {
+      accessionNumber: row.accession_number,
+      studyInstanceUid: row.study_instance_uid,
+      patientId: row.patient_id,
+      excludeOrderId: table === 'orders' ? row.id : undefined,
+    });
+    if (d.state === unchanged) continue;
+    await setLink(db, table, row.id, d, now);
+    if (d.state === LinkState.linked) result.linked++;
+    else if (d.state === LinkState.held) result.held++;
+    result.messageIds.push(row.message_id);
+  }
 }
 
 async function setLink(db: Db, table: LinkTable, id: string, d: LinkDecision, now: string): Promise<void> {
