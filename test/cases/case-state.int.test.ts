@@ -1,20 +1,18 @@
-import path from 'node:path';
 import { expect } from 'chai';
 import { CASE_TRANSITIONS, canTransition, transitionCase } from '../../src/cases/case-state.js';
-import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db/database.js';
+import type { OpenedDatabase } from '../../src/db/database.js';
 import { CaseState } from '../../src/states.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { openTempDatabase } from '../helpers/tmp.js';
 
 describe('case state machine', () => {
-  let tmp: ReturnType<typeof makeTempDir>;
+  let temp: Awaited<ReturnType<typeof openTempDatabase>>;
   let opened: OpenedDatabase;
   let n = 0;
   const audit = () => `audit-${++n}`;
 
   beforeEach(async () => {
-    tmp = makeTempDir();
-    opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gw.db')}`);
-    await migrateToLatest(opened.db);
+    temp = await openTempDatabase();
+    opened = temp.opened;
     const now = '2026-11-28T00:00:00.000Z';
     await opened.db
       .insertInto('cases')
@@ -25,10 +23,7 @@ describe('case state machine', () => {
       })
       .execute();
   });
-  afterEach(async () => {
-    await opened.close();
-    tmp.cleanup();
-  });
+  afterEach(() => temp.close());
 
   it('lists the documented life cycle; terminal states lead nowhere but an addendum', () => {
     expect(canTransition(CaseState.flagged, CaseState.forwarding)).to.equal(true);

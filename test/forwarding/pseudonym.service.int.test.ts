@@ -1,21 +1,16 @@
-import path from 'node:path';
 import { expect } from 'chai';
-import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db/database.js';
+import type { OpenedDatabase } from '../../src/db/database.js';
 import { resolvePseudonym, StudyPseudonyms } from '../../src/forwarding/pseudonym.service.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { openTempDatabase } from '../helpers/tmp.js';
 
 describe('StudyPseudonyms (SQLite file)', () => {
-  let tmp: ReturnType<typeof makeTempDir>;
+  let temp: Awaited<ReturnType<typeof openTempDatabase>>;
   let opened: OpenedDatabase;
   beforeEach(async () => {
-    tmp = makeTempDir();
-    opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gw.db')}`);
-    await migrateToLatest(opened.db);
+    temp = await openTempDatabase();
+    opened = temp.opened;
   });
-  afterEach(async () => {
-    await opened.close();
-    tmp.cleanup();
-  });
+  afterEach(() => temp.close());
 
   it('gives the same pseudonyms for the same study and destination, other ones for another destination, and links back', async () => {
     const a = await StudyPseudonyms.load(opened.db, 'secret-1', 'pool', '1.2.3');

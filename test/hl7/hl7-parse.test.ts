@@ -1,26 +1,17 @@
 import { expect } from 'chai';
 import { Message } from 'node-hl7-client';
 import { defaultConfig } from '../../src/config/schema.js';
-import { ErrorCode, GatewayError } from '../../src/errors.js';
+import { ErrorCode } from '../../src/errors.js';
 import { Hl7Message, escapeHl7, unescapeHl7 } from '../../src/hl7/hl7-message.js';
 import { hl7TimeToIso, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type Hl7Mapping } from '../../src/hl7/hl7-parse.js';
 import { adtA40, aiOru, omiO23, ormO01, oruR01, seg } from '../helpers/hl7-samples.js';
+import { thrownGatewayError as rejection } from '../helpers/expect-error.js';
 
 const mapping = defaultConfig().hl7.mapping;
 
 function parse(text: string, o: { mapping?: Hl7Mapping; aiSenders?: string[] } = {}): InboundEvent {
   const m = Hl7Message.parse(text);
   return toInboundEvent(m, readHeader(m), { mapping: o.mapping ?? mapping, aiSenders: o.aiSenders ?? ['AI_VENDOR'] });
-}
-
-function rejection(fn: () => unknown): GatewayError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(GatewayError);
-    return err as GatewayError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('HL7 parsing into domain events', () => {

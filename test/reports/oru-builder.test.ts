@@ -1,11 +1,12 @@
 import { expect } from 'chai';
 import { Message } from 'node-hl7-client';
 import { defaultConfig } from '../../src/config/schema.js';
-import { ErrorCode, GatewayError } from '../../src/errors.js';
+import { ErrorCode } from '../../src/errors.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
 import { readHeader, toInboundEvent } from '../../src/hl7/hl7-parse.js';
 import { buildSecondReportOru, concordanceOf, radpeerScores, type RadpeerScore, type SecondReportOruInput } from '../../src/reports/oru-builder.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
+import { thrownGatewayError as rejection } from '../helpers/expect-error.js';
 
 const uid = '1.2.826.0.1.3680043.8.498.77';
 const primary = oruR01({ controlId: 'PRIM1', accession: 'ACC7001', patientId: 'MRN7001', studyUid: uid });
@@ -30,16 +31,6 @@ function input(o: Partial<SecondReportOruInput> = {}): SecondReportOruInput {
 const segments = (text: string) => text.split('\r').filter(Boolean);
 const fieldsOf = (seg: string) => seg.split('|');
 const obxs = (text: string) => segments(text).filter((s) => s.startsWith('OBX|')).map(fieldsOf);
-
-function rejection(fn: () => unknown): GatewayError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(GatewayError);
-    return err as GatewayError;
-  }
-  throw new Error('expected GatewayError(invalid-input)');
-}
 
 describe('buildSecondReportOru (ORU^R01 v2.5.1 second report)', () => {
   it('writes the header: MSH-3/4 from config, MSH-5/6 default RIS/HOSP, MSH-7 now, type, MSH-10 as given, P, 2.5.1; segments end with CR', () => {

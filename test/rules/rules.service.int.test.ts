@@ -2,25 +2,23 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { buildConfig } from '../../src/config/load.js';
-import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db/database.js';
+import type { OpenedDatabase } from '../../src/db/database.js';
 import { createIdSource } from '../../src/db/sortable-id.js';
 import { RuleSetInvalidError, RulesService } from '../../src/rules/rules.service.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { openTempDatabase } from '../helpers/tmp.js';
 
 describe('RulesService: rules from the config file or inline, versioned in the database', () => {
-  let tmp: ReturnType<typeof makeTempDir>;
+  let temp: Awaited<ReturnType<typeof openTempDatabase>>;
   let opened: OpenedDatabase;
+  let tmp: { dir: string };
 
   beforeEach(async () => {
-    tmp = makeTempDir();
-    opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gw.db')}`);
-    await migrateToLatest(opened.db);
+    temp = await openTempDatabase();
+    opened = temp.opened;
+    tmp = { dir: temp.dir };
   });
-  afterEach(async () => {
-    await opened.close();
-    tmp.cleanup();
-  });
+  afterEach(() => temp.close());
 
   const service = (rules: unknown, secret?: string) =>
     new RulesService({
