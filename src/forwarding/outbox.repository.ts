@@ -202,12 +202,3 @@ export async function listDeliveries(db: Db, f: { state?: DeliveryRow['state']; 
   if (f.destinationId) q = q.where('destination_id', '=', f.destinationId);
   return q.orderBy('updated_at', 'desc').limit(f.limit).offset(f.offset).execute();
 }
-
-/** Queue depth per destination and state, for /metrics and the health details. */
-export async function deliveryCounts(db: Db): Promise<{ destination_id: string; state: string; n: number }[]> {
-  return db
-    .selectFrom('deliveries')
-    .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
-    .groupBy(['destination_id', 'state'])
-    .execute();
-}

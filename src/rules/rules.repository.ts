@@ -99,14 +99,6 @@ export function parseDecisionRow(r: DecisionRow): { flagged: boolean; reasons: R
   };
 }
 
-export async function samplingCounters(db: Db, keys: readonly string[]): Promise<Map<string, BucketCounters>> {
-  const out = new Map<string, BucketCounters>();
-  if (keys.length === 0) return out;
-  const rows = await db.selectFrom('sampling_buckets').select(['bucket_key', 'seen', 'selected']).where('bucket_key', 'in', keys).execute();
-  for (const r of rows) out.set(r.bucket_key, { seen: r.seen, selected: r.selected });
-  return out;
-}
-
 /**
  * Applies counter increments atomically in the database (`seen = seen + 1`),
  * so two evaluations never both take the last slot from a stale read.

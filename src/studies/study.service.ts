@@ -1,7 +1,7 @@
 import type { Db } from '../db/database.js';
 import type { InstanceSink, ReceivedInstance, StoreOutcome } from '../dicom/instance-record.js';
 import type { Spool } from '../dicom/spool.js';
-import { GatewayError, ErrorCode, toGatewayError } from '../errors.js';
+import { toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
 import { insertInstance, markStable, oldestReceiving } from './study.repository.js';
 
@@ -150,11 +150,4 @@ export class StudyService implements InstanceSink {
         .catch((err: unknown) => this.log.error(`${event} listener failed`, { studyUid: hashId(studyInstanceUid), error: (err as Error).message }));
     }
   }
-}
-
-export function assertUid(value: string | null | undefined, name: string): string {
-  if (!value || !/^[0-9]+(\.[0-9]+)*$/.test(value) || value.length > 64) {
-    throw new GatewayError(ErrorCode.unreadableData, `${name} missing or not a valid UID`);
-  }
-  return value;
 }
