@@ -24,7 +24,8 @@ import { createGateway, type Gateway } from '../src/gateway.js';
 import { MllpSender } from '../src/hl7/mllp-sender.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { DemoReader } from './lib/demo-readers.js';
-import { DemoPool, DemoRisReceiver, DemoWebhook } from './lib/demo-peers.js';
+import { DemoPool, DemoWebhook } from './lib/demo-peers.js';
+import { SimulatedRis } from './lib/sim-ris.js';
 import { makeScenario } from './lib/demo-scenarios.js';
 import { storeFiles } from './lib/raw-scu.js';
 import { collect, formatFinal, formatTick, type PeerCounts } from './lib/demo-summary.js';
@@ -105,7 +106,7 @@ async function main(): Promise<number> {
 
   const webhook = new DemoWebhook();
   const pool = new DemoPool(path.join(tmp, 'pool'), logger);
-  const ris = new DemoRisReceiver(logger);
+  const ris = new SimulatedRis(logger);
   let gw: Gateway | undefined;
   const senders: MllpSender[] = [];
   const readers: DemoReader[] = [];

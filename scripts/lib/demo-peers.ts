@@ -1,8 +1,8 @@
 /**
  * The simulated systems around the gateway in `npm run demo`, built from the
  * gateway's own parts: the reader pool's DICOM receiver (our DicomScp with its
- * own SQLite and spool), the RIS's inbound MLLP interface (our MllpServer
- * answering AA), and the QA team's webhook listener.
+ * own SQLite and spool) and the QA team's webhook listener; the RIS is
+ * scripts/lib/sim-ris.ts.
  */
 import http from 'node:http';
 import path from 'node:path';
@@ -11,10 +11,6 @@ import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db
 import type { InstanceSink, ReceivedInstance, StoreOutcome } from '../../src/dicom/instance-record.js';
 import { DicomScp } from '../../src/dicom/scp.js';
 import { Spool } from '../../src/dicom/spool.js';
-import { buildAck } from '../../src/hl7/ack.js';
-import { Hl7Message } from '../../src/hl7/hl7-message.js';
-import { readHeader } from '../../src/hl7/hl7-parse.js';
-import { MllpServer } from '../../src/hl7/mllp-server.js';
 import type { Logger } from '../../src/logger.js';
 import { StudyService } from '../../src/studies/study.service.js';
 
@@ -62,50 +58,6 @@ export class DemoPool implements InstanceSink {
     this.scp = undefined;
     await this.opened?.close();
     this.opened = undefined;
-  }
-}
-
-/** The RIS's inbound interface: records every message (the gateway's write-backs) and answers AA. */
-export class DemoRisReceiver {
-  readonly received: string[] = [];
-  private server: MllpServer | undefined;
-  port = 0;
-
-  constructor(private readonly logger: Logger) {}
-
-  /** Second-read ORU^R01 received (and answered AA). */
-  get writeBacks(): number {
-    return this.received.filter((m) => /^MSH\|[^\r]*\|ORU\^R01/.test(m)).length;
-  }
-
-  async start(): Promise<void> {
-    this.server = new MllpServer({
-      host: '127.0.0.1',
-      port: 0,
-      maxMessageBytes: 1024 * 1024,
-      idleTimeoutSeconds: 300,
-      maxConnections: 8,
-      logger: this.logger,
-      failureReply: () => '',
-      stopGraceMs: 1000,
-      handler: async (text) => {
-        this.received.push(text);
-        return buildAck(readHeader(Hl7Message.parse(text)), {
-          sendingApplication: 'RIS',
-          sendingFacility: 'HOSP',
-          code: 'AA',
-          controlId: `RISACK${this.received.length}`,
-          now: new Date(),
-        });
-      },
-    });
-    await this.server.start();
-    this.port = this.server.port;
-  }
-
-  async stop(): Promise<void> {
-    await this.server?.stop();
-    this.server = undefined;
   }
 }
 
