@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import SQLite from 'better-sqlite3';
+import YAML from 'yaml';
+import { openDatabase } from '../src/db/database.js';
 import { expect } from 'chai';
 import { generateStudy } from '../scripts/lib/study-generator.js';
 import { rawFromFile, storeInstances } from './helpers/dicom-peers.js';
@@ -93,12 +94,12 @@ describe('the gateway process (src/main.ts)', function () {
     expect(acked.size).to.be.greaterThan(11);
 
     gw = await startGatewayProcess(configFile);
-    const db = new SQLite(path.join(tmp.dir, 'data', 'gateway.db'), { readonly: true });
+    // The database the gateway used (a SQLite file, or the test's PostgreSQL database).
+    const opened = openDatabase((YAML.parse(readFileSync(configFile, 'utf8')) as { database: { url: string } }).database.url);
+    const db = { close: () => opened.close() };
     try {
       for (const raw of raws.filter((r) => acked.has(r.sopInstanceUid))) {
-        const row = db.prepare('select file_path, sha256, size_bytes from instances where sop_instance_uid = ?').get(raw.sopInstanceUid) as
-          | { file_path: string; sha256: string; size_bytes: number }
-          | undefined;
+        const row = await opened.db.selectFrom('instances').select(['file_path', 'sha256', 'size_bytes']).where('sop_instance_uid', '=', raw.sopInstanceUid).executeTakeFirst();
         expect(row, `acknowledged ${raw.sopInstanceUid} has a row`).to.not.equal(undefined);
         const file = path.join(tmp.dir, 'data', row!.file_path);
         expect(existsSync(file)).to.equal(true);
@@ -108,7 +109,7 @@ describe('the gateway process (src/main.ts)', function () {
         expect(bytes.subarray(bytes.length - raw.dataset.length)).to.deep.equal(raw.dataset);
       }
     } finally {
-      db.close();
+      await db.close();
     }
 
     // The PACS resends the whole study: everything ends up stored exactly once.

@@ -3,7 +3,7 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import { PRIORITIES, type Priority } from '../rules/rule.types.js';
 import type { DecisionService } from '../rules/decision.service.js';
 import { EvaluationTrigger } from '../states.js';
-import { findCase, insertManualRequest } from './case.repository.js';
+import { findCase, findOpenCase, insertManualRequest } from './case.repository.js';
 import type { CaseRow } from './case.table.js';
 
 export interface ManualRequest {
@@ -73,6 +73,9 @@ export class CaseService {
    */
   async requestManual(req: ManualRequest, requestedBy: string): Promise<{ case: CaseRow; created: boolean }> {
     const uid = await this.resolveStudy(req);
+    // Created means: no open case when the request came. Another evaluation of the study (it just became
+    // stable, an HL7 result linked) may pick this request up and open the case before ours runs.
+    const openBefore = await findOpenCase(this.o.db, uid);
     const requestId = this.o.newId();
     await insertManualRequest(this.o.db, {
       id: requestId,
@@ -89,7 +92,7 @@ export class CaseService {
     await this.o.db.updateTable('manual_requests').set({ case_id: outcome.caseId }).where('id', '=', requestId).execute();
     const row = await findCase(this.o.db, outcome.caseId);
     if (!row) throw new GatewayError(ErrorCode.internal, 'case vanished');
-    return { case: row, created: outcome.caseCreated };
+    return { case: row, created: !openBefore };
   }
 
   private async resolveStudy(req: ManualRequest): Promise<string> {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
+import { tlsConfigProblems } from '../tls.js';
 import { configSchema, defaultConfig, type GatewayConfig } from './schema.js';
 
 export interface ConfigProblem {
@@ -66,7 +67,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const raw: unknown = doc.toJS() ?? {};
   const { value, problems: envProblems } = applyEnvOverrides(raw, env);
   const config = parseConfig(value, file, envProblems);
-  return { config: finalize(config, cwd), source: file };
+  return { config: finalize(config, cwd, file), source: file };
 }
 
 /** Validates an in-memory config object (tests build theirs this way); same rules as the file path. */
@@ -81,10 +82,13 @@ export function parseConfig(raw: unknown, source = 'inline', extraProblems: Conf
 }
 
 export function buildConfig(raw: unknown, cwd = process.cwd()): Readonly<GatewayConfig> {
-  return finalize(parseConfig(raw), cwd);
+  return finalize(parseConfig(raw), cwd, 'inline');
 }
 
-function finalize(config: GatewayConfig, cwd: string): Readonly<GatewayConfig> {
+function finalize(config: GatewayConfig, cwd: string, source: string): Readonly<GatewayConfig> {
+  // Certificates and keys are read now, so a missing or mismatched file stops the start like any other config error.
+  const tlsProblems = tlsConfigProblems(config, cwd);
+  if (tlsProblems.length > 0) throw new ConfigError(tlsProblems, source);
   config.storage.dir = path.resolve(cwd, config.storage.dir);
   if (config.database.url.startsWith('sqlite:')) {
     const p = config.database.url.slice('sqlite:'.length);
@@ -110,7 +114,8 @@ export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): { value
   const defaults = defaultConfig() as unknown as Record<string, unknown>;
   const problems: ConfigProblem[] = [];
   for (const [name, text] of Object.entries(env)) {
-    if (!name.startsWith('GATEWAY_') || name === 'GATEWAY_CONFIG' || text === undefined) continue;
+    // GATEWAY_TEST_* belong to the test suite (e.g. GATEWAY_TEST_DATABASE_URL), not to the gateway's configuration.
+    if (!name.startsWith('GATEWAY_') || name === 'GATEWAY_CONFIG' || name.startsWith('GATEWAY_TEST_') || text === undefined) continue;
     const segments = name.slice('GATEWAY_'.length).toLowerCase().split('_').filter(Boolean);
     const target = resolveEnvPath(segments, value, defaults);
     if (!target) {

@@ -5,6 +5,7 @@ import type { AuditEventTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable } from '../studies/study.table.js';
+import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
 
 /** Every table, by name, as kysely sees it. Each domain owns its `*.table.ts`. */
 export interface Database {
@@ -29,4 +30,6 @@ export interface Database {
   case_assignments: CaseAssignmentTable;
   second_reports: SecondReportTable;
   outbound_messages: OutboundMessageTable;
+  gateway_instances: GatewayInstanceTable;
+  work_leases: WorkLeaseTable;
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fdatasync, fsync, mkdirSync, openSync, readdirSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
+import { closeSync, fdatasync, fsync, mkdirSync, openSync, readdirSync, renameSync, statfsSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -13,19 +13,49 @@ export class Spool {
   readonly tmpDir: string;
   readonly instancesDir: string;
 
-  constructor(readonly root: string, private readonly minFreeBytes: number) {
-    this.tmpDir = path.join(root, 'tmp');
+  constructor(
+    readonly root: string,
+    private readonly minFreeBytes: number,
+    /**
+     * Several instances sharing `root` (PostgreSQL): each receives into its own
+     * tmp/<owner>/, so one starting up never removes another's transfers in progress.
+     */
+    private readonly tmpOwner?: string,
+  ) {
+    this.tmpDir = tmpOwner ? path.join(root, 'tmp', tmpOwner.replace(/[^A-Za-z0-9._-]/g, '_')) : path.join(root, 'tmp');
     this.instancesDir = path.join(root, 'instances');
   }
 
-  /** Creates the folders and removes temp files of transfers a crash interrupted. */
+  /**
+   * Creates the folders and removes temp files of transfers a crash interrupted
+   * (all of ours; another instance's only when a day old, i.e. abandoned by an
+   * instance that is gone: no transfer takes that long).
+   */
   open(): { sweptTmpFiles: number } {
     mkdirSync(this.tmpDir, { recursive: true });
     mkdirSync(this.instancesDir, { recursive: true });
     let swept = 0;
     for (const name of readdirSync(this.tmpDir)) {
+      if (statSync(path.join(this.tmpDir, name)).isDirectory()) continue;
       unlinkSync(path.join(this.tmpDir, name));
       swept++;
+    }
+    if (this.tmpOwner) {
+      const shared = path.join(this.root, 'tmp');
+      const staleBefore = Date.now() - 24 * 3_600_000;
+      const candidates = readdirSync(shared, { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? (path.join(shared, e.name) === this.tmpDir ? [] : readdirSync(path.join(shared, e.name)).map((n) => path.join(shared, e.name, n))) : [path.join(shared, e.name)],
+      );
+      for (const file of candidates) {
+        try {
+          if (statSync(file).mtimeMs < staleBefore) {
+            unlinkSync(file);
+            swept++;
+          }
+        } catch {
+          // removed meanwhile by its owner
+        }
+      }
     }
     return { sweptTmpFiles: swept };
   }

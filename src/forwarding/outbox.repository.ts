@@ -1,5 +1,7 @@
-import { sql } from 'kysely';
+import { sql, type ExpressionBuilder } from 'kysely';
 import type { Db } from '../db/database.js';
+import { forClaim } from '../db/dialect.js';
+import type { Database } from '../db/schema.js';
 import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
 import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
 
@@ -97,40 +99,36 @@ export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pic
     .execute();
 }
 
+const dueOrExpired = (now: string) => (eb: ExpressionBuilder<Database, 'deliveries'>) =>
+  eb.or([
+    eb.and([eb('state', '=', DeliveryState.pending), eb('next_attempt_at', '<=', now)]),
+    eb.and([eb('state', '=', DeliveryState.sending), eb('lease_expires_at', '<', now)]),
+  ]);
+
+/** Destinations that have a delivery due now (or one whose claimer's lease ran out). */
+export async function dueDestinations(db: Db, now: string): Promise<string[]> {
+  const rows = await db.selectFrom('deliveries').select('destination_id').distinct().where(dueOrExpired(now)).orderBy('destination_id').execute();
+  return rows.map((r) => r.destination_id);
+}
+
 /**
- * Claims up to `limit` due deliveries for `owner`: pending ones whose time has
- * come, and ones whose claimer's lease ran out (it died). Each claim is a
- * compare-and-set on the row, so two workers never take the same delivery.
+ * Claims up to `limit` due deliveries of `destinations` for `owner`: pending
+ * ones whose time has come, and ones whose claimer's lease ran out (it died).
+ * One UPDATE over a candidate SELECT that, on PostgreSQL, locks its rows and
+ * skips rows another instance is claiming (dialect.ts), so two workers never
+ * take the same delivery. Oldest first.
  */
-export async function claimDue(db: Db, owner: string, now: string, leaseUntil: string, limit: number): Promise<DeliveryRow[]> {
-  const candidates = await db
-    .selectFrom('deliveries')
-    .select(['id', 'state', 'lease_expires_at'])
-    .where((eb) =>
-      eb.or([
-        eb.and([eb('state', '=', DeliveryState.pending), eb('next_attempt_at', '<=', now)]),
-        eb.and([eb('state', '=', DeliveryState.sending), eb('lease_expires_at', '<', now)]),
-      ]),
-    )
-    .orderBy('next_attempt_at')
-    .orderBy('id')
-    .limit(limit)
+export async function claimDue(db: Db, owner: string, now: string, leaseUntil: string, limit: number, destinations?: readonly string[]): Promise<DeliveryRow[]> {
+  if (destinations && destinations.length === 0) return [];
+  let candidates = db.selectFrom('deliveries').select('id').where(dueOrExpired(now));
+  if (destinations) candidates = candidates.where('destination_id', 'in', destinations);
+  const claimed = await db
+    .updateTable('deliveries')
+    .set({ state: DeliveryState.sending, lease_owner: owner, lease_expires_at: leaseUntil, updated_at: now })
+    .where('id', 'in', forClaim(db, candidates.orderBy('next_attempt_at').orderBy('id').limit(limit)))
+    .returningAll()
     .execute();
-  const claimed: DeliveryRow[] = [];
-  for (const c of candidates) {
-    const r = await db
-      .updateTable('deliveries')
-      .set({ state: DeliveryState.sending, lease_owner: owner, lease_expires_at: leaseUntil, updated_at: now })
-      .where('id', '=', c.id)
-      .where('state', '=', c.state)
-      .where((eb) => (c.lease_expires_at === null ? eb('lease_expires_at', 'is', null) : eb('lease_expires_at', '=', c.lease_expires_at)))
-      .executeTakeFirst();
-    if (Number(r.numUpdatedRows) === 1) {
-      const row = await db.selectFrom('deliveries').selectAll().where('id', '=', c.id).executeTakeFirstOrThrow();
-      claimed.push(row);
-    }
-  }
-  return claimed;
+  return claimed.sort((a, b) => (a.next_attempt_at < b.next_attempt_at ? -1 : a.next_attempt_at > b.next_attempt_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 export interface PendingInstance {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { escapeHl7 } from './hl7-message.js';
 import type { MessageHeader } from './hl7-parse.js';
 
@@ -76,12 +77,15 @@ export function hl7Timestamp(d: Date): string {
 }
 
 /**
- * ACK control ids: unique per process start, sortable, at most 20 characters
- * (the MSH-10 limit in 2.3). Owned by whoever builds ACKs, never module state.
+ * Control ids: unique, sortable within a source, at most 20 characters (the
+ * MSH-10 limit in 2.3). A random origin per source keeps two gateway instances
+ * sending at the same millisecond (several instances on one PostgreSQL) from
+ * issuing the same MSH-10. Owned by whoever builds messages, never module state.
  */
 export function createControlIdSource(prefix = 'A'): () => string {
   let last = 0;
   let seq = 0;
+  const origin = randomBytes(3).readUIntBE(0, 3).toString(36).padStart(5, '0').slice(-5);
   return () => {
     const now = Date.now();
     if (now === last) seq++;
@@ -89,6 +93,6 @@ export function createControlIdSource(prefix = 'A'): () => string {
       last = now;
       seq = 0;
     }
-    return `${prefix}${now.toString(36)}${seq.toString(36).padStart(4, '0')}`.slice(0, 20);
+    return `${prefix}${now.toString(36)}${seq.toString(36).padStart(4, '0')}${origin}`.slice(0, 20);
   };
 }

@@ -1,5 +1,6 @@
 import { sql, type Insertable } from 'kysely';
 import type { Db } from '../db/database.js';
+import { storableText } from '../db/dialect.js';
 import type { CodedValue, Person } from './hl7-parse.js';
 import { param, precompiled } from './precompiled.js';
 import { LinkState, MessageStatus } from '../states.js';
@@ -37,7 +38,7 @@ export async function findAcceptedMessage(
 }
 
 export async function insertMessage(db: Db, row: Insertable<Hl7MessageTable>): Promise<void> {
-  await db.insertInto('hl7_messages').values(row).execute();
+  await db.insertInto('hl7_messages').values({ ...row, raw: storableText(row.raw) }).execute();
 }
 
 /** Every column of a table, checked by the compiler: the hot inserts bind all of them (undefined as NULL). */
@@ -134,7 +135,7 @@ const insertMessageUnlessDuplicateQ = precompiled<Insertable<Hl7MessageTable>>((
  * path (the partial unique index decides). Returns false for a duplicate.
  */
 export async function insertMessageUnlessDuplicate(db: Db, row: Insertable<Hl7MessageTable>): Promise<boolean> {
-  const r = await insertMessageUnlessDuplicateQ(db, row);
+  const r = await insertMessageUnlessDuplicateQ(db, { ...row, raw: storableText(row.raw) });
   return Number(r.numAffectedRows ?? 0n) > 0;
 }
 

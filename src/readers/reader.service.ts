@@ -6,6 +6,7 @@ import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { PollLoop } from '../poll-loop.js';
+import { forClaim, lockKey } from '../db/dialect.js';
 import { CaseState } from '../states.js';
 import { chooseReader, type AssignmentResult, type ReaderLoad } from './assignment.js';
 
@@ -50,6 +51,8 @@ export class ReaderService {
 
   /** Chooses a reader for the case (inside the caller's transaction) and records the assignment. */
   async assign(trx: Db, c: Pick<CaseRow, 'id' | 'study_instance_uid' | 'reader_group'>, actor: string, reason: string): Promise<AssignmentResult> {
+    // Readers' open-case counts are read and then added to: one assignment at a time across instances.
+    await lockKey(trx, 'reader-assignment');
     const previous = await trx.selectFrom('case_assignments').select('reader_id').where('case_id', '=', c.id).execute();
     const modalities = (await trx.selectFrom('series').select('modality').where('study_instance_uid', '=', c.study_instance_uid).execute())
       .map((s) => s.modality)
@@ -100,6 +103,48 @@ export class ReaderService {
     });
   }
 
+  /**
+   * A person moves a case to another reader: the one named, or the one the
+   * assignment rules choose among the others. The named reader must be
+   * configured, not the first reader, and read from the destination the study
+   * went to (the images are not sent again).
+   */
+  async reassign(caseId: string, actor: string, o: { readerId?: string; reason: string }): Promise<{ readerId: string; previousReaderId: string | null }> {
+    const now = this.clock().toISOString();
+    return this.db.transaction().execute(async (trx) => {
+      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
+      if (!READING.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case cannot be reassigned`);
+      let readerId: string;
+      if (o.readerId) {
+        const reader = this.o.config.readers.find((r) => r.id === o.readerId);
+        if (!reader) throw new GatewayError(ErrorCode.invalidInput, `unknown reader "${o.readerId}"`);
+        if (reader.id === c.reader_id) throw new GatewayError(ErrorCode.conflict, `the case is already assigned to ${reader.id}`);
+        const first = await trx
+          .selectFrom('report_versions')
+          .select('radiologist_id')
+          .where('linked_study_uid', '=', c.study_instance_uid)
+          .where('result_status', 'in', ['F', 'C'])
+          .orderBy('id', 'desc')
+          .executeTakeFirst();
+        if (first?.radiologist_id === reader.id) throw new GatewayError(ErrorCode.conflict, 'the second reader cannot be the first reader');
+        if (reader.destination && c.destination_id && reader.destination !== c.destination_id) {
+          throw new GatewayError(ErrorCode.conflict, `${reader.id} reads from ${reader.destination}; the study was sent to ${c.destination_id}`);
+        }
+        await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reassigned' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
+        await trx.insertInto('case_assignments').values({ id: this.o.newId(), case_id: caseId, reader_id: reader.id, assigned_by: actor, reason: o.reason, assigned_at: now, ended_at: null, end_reason: null }).execute();
+        await trx.updateTable('cases').set({ reader_id: reader.id, updated_at: now }).where('id', '=', caseId).execute();
+        readerId = reader.id;
+      } else {
+        const next = await this.assign(trx, c, actor, o.reason);
+        if (!next.ok) throw new GatewayError(ErrorCode.conflict, `no other reader fits: ${next.reason}`);
+        readerId = next.readerId;
+      }
+      await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.reassigned', entityType: 'case', entityId: caseId, details: { from: c.reader_id, to: readerId, reason: o.reason } });
+      return { readerId, previousReaderId: c.reader_id };
+    });
+  }
+
   start(): void {
     this.loop.start();
   }
@@ -122,6 +167,13 @@ export class ReaderService {
     let notified = 0;
     for (const c of due) {
       await this.db.transaction().execute(async (trx) => {
+        // The claim: still breached at the level we read, and not being escalated by another instance right now
+        // (its row lock; it is skipped, not waited for). A crashed claimer's transaction rolls back, freeing the row.
+        const still = await forClaim(
+          trx,
+          trx.selectFrom('cases').select('id').where('id', '=', c.id).where('state', 'in', READING).where('due_at', '<', nowIso).where('escalation_level', '=', c.escalation_level),
+        ).executeTakeFirst();
+        if (!still) return;
         const breachedAt = c.sla_breached_at ?? nowIso;
         if (c.escalation_level === 0) {
           await recordAudit(trx, this.o.newId(), nowIso, { actor: 'sla', action: 'case.sla-breached', entityType: 'case', entityId: c.id, details: { dueAt: c.due_at, readerId: c.reader_id } });

@@ -3,16 +3,18 @@ import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
+import { ErrorCode, GatewayError } from '../errors.js';
 import { escapeHl7 } from '../hl7/hl7-message.js';
 import type { MllpSender, SendOutcome } from '../hl7/mllp-sender.js';
 import type { Logger } from '../logger.js';
 import { CaseState, OutboundKind, OutboundState } from '../states.js';
 import type { OutboundMessageRow } from './report.table.js';
+import { claimOutbound } from './outbound.repository.js';
 
 export interface OutboundServiceOptions {
   db: Db;
   logger: Logger;
-  config: Pick<GatewayConfig, 'writeBack' | 'escalation' | 'hl7'>;
+  config: Pick<GatewayConfig, 'writeBack' | 'escalation' | 'hl7' | 'forwarding' | 'instanceId'>;
   /** The RIS connection (hl7.ris) and, when configured, the QA channel (escalation.hl7). */
   ris: MllpSender;
   qa?: MllpSender;
@@ -113,36 +115,52 @@ export class OutboundService {
     this.loop.kick();
   }
 
+  /** A person sends a failed write-back again (same bytes, same MSH-10) after the RIS side is fixed. */
+  async retryWriteBack(caseId: string, actor: string): Promise<{ messages: number }> {
+    const now = this.clock().toISOString();
+    const n = await this.db.transaction().execute(async (trx) => {
+      const failed = await trx.selectFrom('outbound_messages').select('id').where('case_id', '=', caseId).where('kind', '=', OutboundKind.writeBack).where('state', '=', OutboundState.failed).execute();
+      if (failed.length === 0) throw new GatewayError(ErrorCode.conflict, 'no failed write-back for this case');
+      await trx
+        .updateTable('outbound_messages')
+        .set({ state: OutboundState.pending, attempts: 0, next_attempt_at: now, updated_at: now })
+        .where('id', 'in', failed.map((f) => f.id))
+        .execute();
+      await transitionCase(trx, { caseId, from: [CaseState.failed], to: CaseState.reported, actor, now, auditId: this.o.newId(), details: { retriedWriteBacks: failed.length } });
+      return failed.length;
+    });
+    this.kick();
+    return { messages: n };
+  }
+
   /** Waits for the pass under way (tests). */
   async idle(): Promise<void> {
     while (this.loop.current) await this.loop.current;
   }
 
-  /** One pass: every due message, oldest first; channels side by side, each one message at a time. */
+  /**
+   * One pass: claims every due message that is the oldest still pending of its
+   * case and channel (so a later one never overtakes it, on any instance), and
+   * sends them, channels side by side, each one message at a time. A settled
+   * message lets the next of its case go in the pass that follows at once.
+   */
   async tick(): Promise<void> {
-    const now = this.clock().toISOString();
-    const due = await this.db
-      .selectFrom('outbound_messages')
-      .selectAll()
-      .where('state', '=', OutboundState.pending)
-      .where('next_attempt_at', '<=', now)
-      .orderBy('created_at')
-      .orderBy('id')
-      .limit(100)
-      .execute();
+    const now = this.clock();
+    const until = new Date(now.getTime() + this.o.config.forwarding.leaseSeconds * 1000).toISOString();
+    const due = await claimOutbound(this.db, this.owner, now.toISOString(), until, 100);
     const byKind = new Map<string, OutboundMessageRow[]>();
     for (const m of due) byKind.set(m.kind, [...(byKind.get(m.kind) ?? []), m]);
+    let settled = 0;
     await Promise.all(
       [...byKind.values()].map(async (rows) => {
-        for (const m of rows) {
-          // A message whose case has an earlier one still waiting goes after it (order per case and channel).
-          const blocked = due.some((x) => x.kind === m.kind && x.case_id === m.case_id && x.created_at < m.created_at && x.state === OutboundState.pending);
-          if (blocked) continue;
-          const settled = await this.attempt(m);
-          if (settled) m.state = OutboundState.accepted;
-        }
+        for (const m of rows) if (await this.attempt(m)) settled++;
       }),
     );
+    if (settled > 0) this.loop.kick();
+  }
+
+  private get owner(): string {
+    return this.o.config.instanceId ?? 'gateway';
   }
 
   private async attempt(m: OutboundMessageRow): Promise<boolean> {
@@ -157,7 +175,7 @@ export class OutboundService {
     const nowIso = now.toISOString();
     if (result.kind === 'accepted') {
       await this.db.transaction().execute(async (trx) => {
-        await trx.updateTable('outbound_messages').set({ state: OutboundState.accepted, attempts: m.attempts + 1, response: result.response, last_error: null, updated_at: nowIso }).where('id', '=', m.id).execute();
+        await trx.updateTable('outbound_messages').set({ state: OutboundState.accepted, attempts: m.attempts + 1, response: result.response, last_error: null, lease_owner: null, lease_expires_at: null, updated_at: nowIso }).where('id', '=', m.id).execute();
         if (m.kind === OutboundKind.writeBack) {
           await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.writtenBack, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id } });
         }
@@ -171,7 +189,7 @@ export class OutboundService {
       if (give) {
         await trx
           .updateTable('outbound_messages')
-          .set({ state: OutboundState.failed, attempts, last_error: result.text, response: result.kind === 'rejected' ? result.response : null, updated_at: nowIso })
+          .set({ state: OutboundState.failed, attempts, last_error: result.text, response: result.kind === 'rejected' ? result.response : null, lease_owner: null, lease_expires_at: null, updated_at: nowIso })
           .where('id', '=', m.id)
           .execute();
         if (m.kind === OutboundKind.writeBack) {
@@ -179,7 +197,7 @@ export class OutboundService {
         }
       } else {
         const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.writeBack.backoffBaseSeconds, this.o.config.writeBack.backoffMaxSeconds, this.random)).toISOString();
-        await trx.updateTable('outbound_messages').set({ attempts, last_error: result.text, next_attempt_at: next, updated_at: nowIso }).where('id', '=', m.id).execute();
+        await trx.updateTable('outbound_messages').set({ attempts, last_error: result.text, next_attempt_at: next, lease_owner: null, lease_expires_at: null, updated_at: nowIso }).where('id', '=', m.id).execute();
       }
     });
     if (give) log.warn(result.kind === 'rejected' ? 'refused by the receiver; not retried' : 'gave up after too many attempts', { attempts, error: result.text });

@@ -46,6 +46,9 @@ export interface OutboundMessageTable {
   last_error: string | null;
   /** The ACK or HTTP status that settled it. */
   response: string | null;
+  /** The instance sending it right now, until when (another takes over after that). */
+  lease_owner: string | null;
+  lease_expires_at: string | null;
   created_at: string;
   updated_at: string;
 }

@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { lockKey } from '../db/dialect.js';
 import type { BucketCounters, Decision, Reason, SamplingSlot } from './rule.types.js';
 import type { DecisionRow, RuleSetRow, SamplingBucketRow } from './rules.table.js';
 
@@ -33,6 +34,8 @@ export async function insertRuleSet(
   db: Db,
   r: { rulesJson: string; contentHash: string; source: string; createdBy: string; comment: string | null; createdAt: string },
 ): Promise<number> {
+  // Two instances importing or saving at once would both take max + 1.
+  await lockKey(db, 'rule-sets');
   const version = (await latestRuleSetVersion(db)) + 1;
   await db
     .insertInto('rule_sets')

@@ -9,6 +9,7 @@ import type { Logger } from '../logger.js';
 import { compileRuleSet, type CompiledRuleSet } from './evaluate.js';
 import type { Rule } from './rule.types.js';
 import { validateRuleSet, type RuleSetError } from './rule.schema.js';
+import { lockKey } from '../db/dialect.js';
 import { ensureSetting, getRuleSet, insertRuleSet, latestRuleSet, latestRuleSetVersion } from './rules.repository.js';
 
 export interface ActiveRuleSet {
@@ -82,6 +83,9 @@ export class RulesService {
     const lastImported = await latestRuleSet(this.db, 'config');
     if (lastImported?.content_hash !== hash) {
       const version = await this.db.transaction().execute(async (trx) => {
+        // Another instance starting with the same file may have imported it while we waited for the lock.
+        await lockKey(trx, 'rule-sets');
+        if ((await latestRuleSet(trx, 'config'))?.content_hash === hash) return null;
         const previous = await latestRuleSet(trx);
         const v = await insertRuleSet(trx, { rulesJson: json, contentHash: hash, source: 'config', createdBy: 'config-file', comment: source, createdAt: now });
         await recordAudit(trx, this.o.newId(), now, {
@@ -93,7 +97,7 @@ export class RulesService {
         });
         return v;
       });
-      this.log.info('rule set imported from configuration', { version, rules: result.rules.length });
+      if (version !== null) this.log.info('rule set imported from configuration', { version, rules: result.rules.length });
     }
     await this.reload();
   }

@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { forClaim } from '../db/dialect.js';
 import type { InstanceHeader } from '../dicom/instance-record.js';
 import { StudyState } from '../states.js';
 import type { InstanceRow, SeriesRow, StudyRow } from './study.table.js';
@@ -61,14 +62,15 @@ export async function insertInstance(db: Db, inst: NewInstance, now: string, onN
     })
     .onConflict((oc) =>
       oc.column('study_instance_uid').doUpdateSet((eb) => ({
-        instance_count: eb('instance_count', '+', 1),
-        size_bytes: eb('size_bytes', '+', inst.sizeBytes),
-        late_instance_count: reopened ? eb('late_instance_count', '+', 1) : eb.ref('late_instance_count'),
+        // Qualified: PostgreSQL's DO UPDATE sees both the row and `excluded`, so a bare column is ambiguous.
+        instance_count: eb('studies.instance_count', '+', 1),
+        size_bytes: eb('studies.size_bytes', '+', inst.sizeBytes),
+        late_instance_count: reopened ? eb('studies.late_instance_count', '+', 1) : eb.ref('studies.late_instance_count'),
         state: StudyState.receiving,
         last_received_at: now,
         updated_at: now,
         // Later instances may carry an accession the first lacked (some modalities fill it late).
-        accession_number: eb.fn.coalesce('accession_number', eb.val(inst.accessionNumber)),
+        accession_number: eb.fn.coalesce('studies.accession_number', eb.val(inst.accessionNumber)),
       })),
     )
     .execute();
@@ -84,7 +86,7 @@ export async function insertInstance(db: Db, inst: NewInstance, now: string, onN
       series_description: inst.seriesDescription,
       instance_count: 1,
     })
-    .onConflict((oc) => oc.column('series_instance_uid').doUpdateSet((eb) => ({ instance_count: eb('instance_count', '+', 1) })))
+    .onConflict((oc) => oc.column('series_instance_uid').doUpdateSet((eb) => ({ instance_count: eb('series.instance_count', '+', 1) })))
     .execute();
 
   await db
@@ -107,13 +109,19 @@ export async function insertInstance(db: Db, inst: NewInstance, now: string, onN
   return { outcome: 'stored', studyCreated, reopened };
 }
 
-/** Marks every receiving study quiet since `cutoff` as stable; returns those it changed. */
+/**
+ * Marks every receiving study quiet since `cutoff` as stable; returns those it
+ * changed. Several instances may sweep at once: each study changes (and is
+ * reported) in exactly one of them, and on PostgreSQL a sweep skips the rows
+ * another is changing instead of waiting (dialect.ts).
+ */
 export async function markStable(db: Db, cutoff: string, now: string): Promise<Pick<StudyRow, 'study_instance_uid' | 'instance_count'>[]> {
   return db
     .updateTable('studies')
     .set({ state: StudyState.stable, stable_at: now, updated_at: now })
+    .where('study_instance_uid', 'in', forClaim(db, db.selectFrom('studies').select('study_instance_uid').where('state', '=', StudyState.receiving).where('last_received_at', '<=', cutoff)))
+    // Re-checked on the row itself: PostgreSQL re-evaluates this after a concurrent change of the row.
     .where('state', '=', StudyState.receiving)
-    .where('last_received_at', '<=', cutoff)
     .returning(['study_instance_uid', 'instance_count'])
     .execute();
 }

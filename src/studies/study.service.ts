@@ -3,7 +3,8 @@ import type { InstanceSink, ReceivedInstance, StoreOutcome } from '../dicom/inst
 import type { Spool } from '../dicom/spool.js';
 import { toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
-import { insertInstance, markStable, oldestReceiving } from './study.repository.js';
+import { findInstance, insertInstance, markStable, oldestReceiving } from './study.repository.js';
+import { isUniqueViolation } from '../db/dialect.js';
 
 export interface StudyEvents {
   /** A study (new, or re-opened by a late instance) has gone quiet for the stability period. */
@@ -68,6 +69,14 @@ export class StudyService implements InstanceSink {
         return r;
       });
     } catch (err) {
+      // The same instance committed meanwhile by another instance sharing the spool and database (PostgreSQL):
+      // the file in place is that committed copy (the same bytes), so it stays, and the answer is a duplicate.
+      const sameInstanceCommitted = isUniqueViolation(err) && (await findInstance(this.db, inst.sopInstanceUid).catch(() => undefined)) !== undefined;
+      if (sameInstanceCommitted) {
+        if (placing) await (placing as Promise<void>).catch(() => undefined);
+        this.spool.discard(inst.tmpPath);
+        return 'duplicate';
+      }
       // Let a sync still in flight end before the descriptor is closed and the file removed.
       if (placing) {
         await (placing as Promise<void>).catch(() => undefined);

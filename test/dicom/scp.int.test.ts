@@ -13,7 +13,7 @@ import { findInstance, findStudy } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
 import { generateStudy, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
 import { echo, hasDcmtk, rawFromFile, rawFromPart10, runDcmtk, storeFiles, storeInstances, type ScuTarget } from '../helpers/dicom-peers.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const silent = winston.createLogger({ silent: true });
 const SUCCESS = 0x0000;
@@ -37,7 +37,7 @@ interface Rig {
 
 async function rig(dicom: Partial<GatewayConfig['dicom']> = {}): Promise<Rig> {
   const tmp = makeTempDir('gw-scp-');
-  const opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gateway.db')}`);
+  const opened = openDatabase(testDatabaseUrl(path.join(tmp.dir, 'gateway.db')));
   await migrateToLatest(opened.db);
   const spool = new WatermarkSpool(path.join(tmp.dir, 'spool'), 0);
   spool.open();

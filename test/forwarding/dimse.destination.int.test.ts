@@ -15,7 +15,7 @@ import { StudyService } from '../../src/studies/study.service.js';
 import { generateStudy, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
 import { hasDcmtk, rawFromPart10, runDcmtk } from '../helpers/dicom-peers.js';
 import { freePort } from '../helpers/orthanc.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const silent = winston.createLogger({ silent: true });
 
@@ -278,7 +278,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
 
     beforeEach(async () => {
       tmp = makeTempDir('gw-dimse-scp-');
-      opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gateway.db')}`);
+      opened = openDatabase(testDatabaseUrl(path.join(tmp.dir, 'gateway.db')));
       await migrateToLatest(opened.db);
       spool = new Spool(path.join(tmp.dir, 'spool'), 0);
       spool.open();

@@ -9,7 +9,7 @@ import { storeFiles } from '../helpers/dicom-peers.js';
 import { eventually } from '../helpers/eventually.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
 import { PoolScp } from '../helpers/pool-scp.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const admin = 'admin-token-0123456789abcdef';
 
@@ -52,7 +52,7 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
       hl7: { port: 0 },
       http: { port: 0 },
       storage: { dir: path.join(dir, 'data'), minFreeMb: 0 },
-      database: { url: `sqlite:${path.join(dir, 'gw.db')}` },
+      database: { url: testDatabaseUrl(path.join(dir, 'gw.db')) },
       destinations: [
         { id: 'pool', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL', batchSize: 4 },
         { id: 'anon', type: 'dimse', host: '127.0.0.1', port: anonPool.port, aeTitle: 'ANONPOOL', deidentify: true },

@@ -8,7 +8,7 @@ import { storeFiles } from '../helpers/dicom-peers.js';
 import { eventually } from '../helpers/eventually.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
 import { orthancUnavailable, startOrthanc, type OrthancPeer } from '../helpers/orthanc.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 /**
  * The whole gateway (our SCP in, the outbox worker out) forwarding to a real
@@ -109,7 +109,7 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
         hl7: { port: 0 },
         http: { port: 0 },
         storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-        database: { url: `sqlite:${path.join(tmp.dir, 'gw.db')}` },
+        database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
         destinations,
         forwarding: { pollIntervalSeconds: 0.1, backoffBaseSeconds: 0.2, backoffMaxSeconds: 1, maxAttempts: 20 },
         auth: { tokens: [{ token: admin, role: 'admin', name: 'alice' }] },

@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import YAML from 'yaml';
+import { testDatabaseUrl } from './tmp.js';
 
 export interface GatewayProcess {
   child: ChildProcess;
@@ -21,7 +22,7 @@ export function writeGatewayConfig(dir: string, overrides: Record<string, unknow
     hl7: { host: '127.0.0.1', port: 0 },
     http: { host: '127.0.0.1', port: 0 },
     storage: { dir: path.join(dir, 'data'), minFreeMb: 0 },
-    database: { url: `sqlite:${path.join(dir, 'data', 'gateway.db')}` },
+    database: { url: testDatabaseUrl(path.join(dir, 'data', 'gateway.db')) },
     auth: { tokens: [{ token: 'test-admin-token-0123456789', role: 'admin' }] },
     log: { level: 'info', format: 'json' },
     ...overrides,
@@ -35,7 +36,8 @@ export function writeGatewayConfig(dir: string, overrides: Record<string, unknow
 export function startGatewayProcess(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/main.ts'), '--config', configFile], {
     cwd: root,
-    env: { ...process.env, ...env },
+    // GATEWAY_TEST_* configure the tests, not the gateway (whose loader takes every GATEWAY_* as a config key).
+    env: Object.fromEntries(Object.entries({ ...process.env, ...env }).filter(([k]) => !k.startsWith('GATEWAY_TEST_'))),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];

@@ -9,7 +9,7 @@ import { defaultConfig, type GatewayConfig } from '../../src/config/schema.js';
 import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db/database.js';
 import { Hl7InboundService } from '../../src/hl7/inbound.service.js';
 import { MllpServer, type MllpHandler, type MllpFailure } from '../../src/hl7/mllp-server.js';
-import { makeTempDir } from './tmp.js';
+import { makeTempDir, testDatabaseUrl } from './tmp.js';
 
 export const VT = '\x0b';
 export const FS = '\x1c';
@@ -209,6 +209,8 @@ export async function mllpSend(port: number, messages: string[]): Promise<string
 
 export interface Hl7Stack {
   opened: OpenedDatabase;
+  /** The database URL (SQLite file or the test's PostgreSQL database). */
+  url: string;
   service: Hl7InboundService;
   server: MllpServer;
   port: number;
@@ -220,7 +222,8 @@ export interface Hl7Stack {
 /** The real listener + inbound service + a SQLite file DB in a temp folder. */
 export async function startHl7Stack(overrides: Partial<GatewayConfig['hl7']> = {}, handler?: MllpHandler): Promise<Hl7Stack> {
   const tmp = makeTempDir('gw-hl7-');
-  const opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gw.db')}`);
+  const url = testDatabaseUrl(path.join(tmp.dir, 'gw.db'));
+  const opened = openDatabase(url);
   await migrateToLatest(opened.db);
   const config: GatewayConfig['hl7'] = { ...defaultConfig().hl7, aiSenders: ['AI_VENDOR'], port: 0, ...overrides };
   const service = new Hl7InboundService({ db: opened.db, config, logger: silentLogger });
@@ -238,6 +241,7 @@ export async function startHl7Stack(overrides: Partial<GatewayConfig['hl7']> = {
   await server.start();
   return {
     opened,
+    url,
     service,
     server,
     port: server.port,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import SQLite from 'better-sqlite3';
+import pg from 'pg';
 import { expect } from 'chai';
 import { sql } from 'kysely';
 import path from 'node:path';
@@ -34,7 +35,13 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
     spool.open();
     studies = new StudyService({ db: stack.opened.db, spool, logger: silentLogger, stableAfterSeconds: 60 });
     // As the gateway wires it: a new study picks up what was waiting for it.
-    studies.subscribe({ onStudyCreated: (uid) => stack.service.reconcileStudy(uid) });
+    studies.subscribe({
+      onStudyCreated: (uid) => {
+        const r = stack.service.reconcileStudy(uid);
+        reconciling.add(r);
+        return r.finally(() => reconciling.delete(r));
+      },
+    });
     http = new HttpServer({
       config: { enabled: true, host: '127.0.0.1', port: 0, maxBodyBytes: 1024 * 1024 },
       tokens: [
@@ -89,10 +96,13 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
     await settle();
   }
 
+  /** Reconciliations started by onStudyCreated (they run after the ingest commit, on their own). */
+  const reconciling = new Set<Promise<void>>();
   async function settle(): Promise<void> {
-    // onStudyCreated runs after the ingest commit, on its own; its transaction is queued behind ours.
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    // SQLite: their transaction is queued behind this one; PostgreSQL runs them side by side, so wait for them.
     await stack.opened.db.transaction().execute(async () => undefined);
+    await Promise.allSettled([...reconciling]);
   }
 
   async function api(pathAndQuery: string, token = ADMIN): Promise<{ status: number; body: Record<string, unknown> }> {
@@ -295,20 +305,54 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
   });
 
   describe('no AA before the commit, no partial rows after a failure', () => {
+    /** A real database failure on insert into report_versions (SQLite RAISE, or a PL/pgSQL exception). */
+    async function failingTrigger(st: Hl7Stack, name: string, message: string, when?: string): Promise<void> {
+      if (st.opened.dialect === 'postgres') {
+        await sql.raw(`CREATE FUNCTION ${name}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION '${message}'; END $$ LANGUAGE plpgsql`).execute(st.opened.db);
+        await sql.raw(`CREATE TRIGGER ${name} BEFORE INSERT ON report_versions FOR EACH ROW ${when ? `WHEN (${when})` : ''} EXECUTE FUNCTION ${name}()`).execute(st.opened.db);
+      } else {
+        await sql.raw(`CREATE TRIGGER ${name} BEFORE INSERT ON report_versions ${when ? `WHEN ${when}` : ''} BEGIN SELECT RAISE(ABORT, '${message}'); END`).execute(st.opened.db);
+      }
+    }
+    async function dropTrigger(st: Hl7Stack, name: string): Promise<void> {
+      await sql.raw(st.opened.dialect === 'postgres' ? `DROP TRIGGER ${name} ON report_versions` : `DROP TRIGGER ${name}`).execute(st.opened.db);
+    }
+    function testDatabaseUrlOf(st: Hl7Stack): string {
+      return st.url;
+    }
+
     it('a step that throws inside the transaction: AE, nothing stored; the resend is applied', async () => {
       // A real database failure after the message row was written in the same transaction.
-      await sql`CREATE TRIGGER fail_reports BEFORE INSERT ON report_versions BEGIN SELECT RAISE(ABORT, 'disk on fire'); END`.execute(stack.opened.db);
+      await failingTrigger(stack, 'fail_reports', 'disk on fire');
       const ack = await peer.send(oruR01({ controlId: 'FAIL1', accession: 'ACC140' }));
       expect(ack.code).to.equal('AE');
       expect(ack.ackedControlId).to.equal('FAIL1');
       expect(await count('hl7_messages')).to.equal(0);
       expect(await count('report_versions')).to.equal(0);
-      await sql`DROP TRIGGER fail_reports`.execute(stack.opened.db);
+      await dropTrigger(stack, 'fail_reports');
       expect((await peer.send(oruR01({ controlId: 'FAIL1', accession: 'ACC140' }))).code).to.equal('AA');
       expect(await count('report_versions')).to.equal(1);
     });
 
     it('a locked database: AE (retry), nothing stored', async () => {
+      if (stack.opened.dialect === 'postgres') {
+        // Another session holds the table: the insert waits out the pool's lock_timeout (5 s), then AE.
+        const other = new pg.Client({ connectionString: testDatabaseUrlOf(stack) });
+        await other.connect();
+        await other.query('BEGIN');
+        await other.query('LOCK TABLE hl7_messages IN ACCESS EXCLUSIVE MODE');
+        try {
+          const ack = await peer.send(ormO01({ controlId: 'LOCK1', accession: 'ACC141' }));
+          expect(ack.code).to.equal('AE');
+          expect(ack.err?.[8]).to.match(/resend/);
+        } finally {
+          await other.query('ROLLBACK');
+          await other.end();
+        }
+        expect(await count('hl7_messages')).to.equal(0);
+        expect((await peer.send(ormO01({ controlId: 'LOCK1', accession: 'ACC141' }))).code).to.equal('AA');
+        return;
+      }
       await sql`PRAGMA busy_timeout = 200`.execute(stack.opened.db);
       const other = new SQLite(path.join(stack.dir, 'gw.db'));
       other.exec('BEGIN IMMEDIATE');
@@ -332,9 +376,7 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
     });
 
     it('in a group commit, one failing message is rolled back alone; the others commit', async () => {
-      await sql`CREATE TRIGGER fail_one BEFORE INSERT ON report_versions WHEN NEW.accession_number = 'BOOM' BEGIN SELECT RAISE(ABORT, 'boom'); END`.execute(
-        stack.opened.db,
-      );
+      await failingTrigger(stack, 'fail_one', 'boom', "NEW.accession_number = 'BOOM'");
       const peers = await Promise.all(Array.from({ length: 8 }, () => RawMllpPeer.connect(stack.port)));
       // A first round warms up (first statements, WAL file); after it, frames that arrive together commit together.
       await Promise.all(peers.map((p, i) => p.send(oruR01({ controlId: `W${i}`, accession: `WACC${i}` }))));

@@ -5,7 +5,7 @@ import { generateStudy } from '../../scripts/lib/study-generator.js';
 import { buildConfig } from '../../src/config/load.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
 import { storeFiles } from '../helpers/dicom-peers.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const tokens = {
   admin: 'admin-token-0123456789abcdef',
@@ -28,7 +28,7 @@ describe('studies API (whole gateway in-process)', function () {
       hl7: { port: 0 },
       http: { port: 0 },
       storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-      database: { url: `sqlite:${path.join(tmp.dir, 'gw.db')}` },
+      database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
       auth: {
         tokens: [
           { token: tokens.admin, role: 'admin' },

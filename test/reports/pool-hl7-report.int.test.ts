@@ -10,7 +10,7 @@ import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
 import { oruR01, ormO01, seg } from '../helpers/hl7-samples.js';
 import { PoolScp } from '../helpers/pool-scp.js';
 import { TestRis } from '../helpers/test-ris.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const admin = 'admin-token-0123456789abcdef';
 
@@ -51,7 +51,7 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
         hl7: { port: 0, ris: { host: '127.0.0.1', port: ris.port } },
         http: { port: 0 },
         storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-        database: { url: `sqlite:${path.join(tmp.dir, 'gw.db')}` },
+        database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
         destinations: [{ id: 'telerad', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL', deidentify: true, hl7Sender: 'READPOOL' }],
         forwarding: { pollIntervalSeconds: 0.1 },
         writeBack: { pollIntervalSeconds: 0.1 },

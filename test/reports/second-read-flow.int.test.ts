@@ -12,7 +12,7 @@ import { oruR01, ormO01 } from '../helpers/hl7-samples.js';
 import { PoolScp } from '../helpers/pool-scp.js';
 import { havePythonHl7Server, PythonMllpServer } from '../helpers/python-mllp-server.js';
 import { TestRis } from '../helpers/test-ris.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const T = {
   admin: 'admin-token-0123456789abcdef',
@@ -66,7 +66,7 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
       hl7: { port: 0, ris: { host: '127.0.0.1', port: risPort } },
       http: { port: 0 },
       storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-      database: { url: `sqlite:${path.join(tmp.dir, 'gw.db')}` },
+      database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
       destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL' }],
       readers: [
         { id: 'dr-a', name: 'Ada Reader', subspecialties: ['oncology'], modalities: ['CT'], destination: 'pool', maxOpenCases: 20 },

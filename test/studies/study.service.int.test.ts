@@ -8,7 +8,7 @@ import type { ReceivedInstance } from '../../src/dicom/instance-record.js';
 import { Spool } from '../../src/dicom/spool.js';
 import { findStudy, instancesOfStudy } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const silent = winston.createLogger({ silent: true });
 
@@ -26,7 +26,7 @@ describe('StudyService (SQLite file, real spool)', () => {
   let n = 0;
 
   async function open(): Promise<void> {
-    opened = openDatabase(`sqlite:${path.join(tmp.dir, 'gw.db')}`);
+    opened = openDatabase(testDatabaseUrl(path.join(tmp.dir, 'gw.db')));
     await migrateToLatest(opened.db);
     spool = new Spool(tmp.dir, 0);
     spool.open();

@@ -3,6 +3,7 @@ import * as m002 from './002-hl7.js';
 import * as m003 from './003-rules-cases.js';
 import * as m004 from './004-forwarding.js';
 import * as m005 from './005-readers-reports.js';
+import * as m006 from './006-instances-claims.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -14,4 +15,5 @@ export const migrations = {
   '003-rules-cases': m003,
   '004-forwarding': m004,
   '005-readers-reports': m005,
+  '006-instances-claims': m006,
 };
