@@ -3,6 +3,7 @@ import { buildAck } from '../../src/hl7/ack.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
 import { readHeader } from '../../src/hl7/hl7-parse.js';
 import { MllpServer } from '../../src/hl7/mllp-server.js';
+import type { TlsListenerConfig } from '../../src/tls.js';
 
 export type RisAnswer = 'AA' | 'AE' | 'AR' | 'silence';
 
@@ -25,11 +26,13 @@ export class SimulatedRis {
     return this.received.filter((m) => /^MSH\|[^\r]*\|ORU\^R01/.test(m)).length;
   }
 
-  async start(port = this.port): Promise<void> {
+  /** With `tls`, the RIS listens for MLLP over TLS only (on `port`). */
+  async start(port = this.port, o: { tls?: TlsListenerConfig } = {}): Promise<void> {
     const logger = this.logger;
     this.server = new MllpServer({
       host: '127.0.0.1',
       port,
+      ...(o.tls ? { plain: false, tls: { ...o.tls, port } } : {}),
       maxMessageBytes: 1024 * 1024,
       idleTimeoutSeconds: 60,
       maxConnections: 16,
@@ -51,7 +54,7 @@ export class SimulatedRis {
       },
     });
     await this.server.start();
-    this.port = this.server.port;
+    this.port = o.tls ? this.server.tlsPort : this.server.port;
   }
 
   async stop(): Promise<void> {

@@ -2,15 +2,18 @@ import { createHash, type Hash } from 'node:crypto';
 import { closeSync, open, openSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
+import tls from 'node:tls';
 import dcmjs from 'dcmjs';
 import dimse from 'dcmjs-dimse';
 import type { GatewayConfig } from '../config/schema.js';
 import { ErrorCode, GatewayError, dimseStatusFor, toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
+import { serverTlsOptions, subjectAeMismatch, watchHandshakes } from '../tls.js';
 import { DatasetHeaderReader, TransferSyntax, toInstanceHeader, unreadable } from './header.js';
 import type { InstanceSink } from './instance-record.js';
 import { CommandField, decodeRequestCommand, encodeAbortPdu, encodeResponsePdu, forEachPdv, type PdvSink, type RequestCommand } from './dimse-pdata.js';
 import type { Spool } from './spool.js';
+import type { GuardMetrics } from '../metrics.js';
 
 const { Scp, Implementation, log: dimseLog } = dimse;
 const { RejectResult, RejectSource, RejectReason, PresentationContextResult, SopClass, Status } = dimse.constants;
@@ -72,6 +75,8 @@ export interface DicomScpOptions {
   sink: InstanceSink;
   spool: Spool;
   logger: Logger;
+  /** Counts refusals by the resource guards (per-peer connections, association limit, PDU size). */
+  guards?: GuardMetrics;
 }
 
 /** What the SCP shares with each association. */
@@ -83,6 +88,7 @@ interface ScpContext {
   /** Associations accepted and not yet closed. */
   active: number;
   draining: boolean;
+  guards: GuardMetrics | undefined;
 }
 
 /**
@@ -93,41 +99,92 @@ export class DicomScp {
   private readonly ctx: ScpContext;
   private readonly log: Logger;
   private server: net.Server | undefined;
+  /** The DICOM TLS listener (dicom.tls): same association handling, TLS sockets. */
+  private tlsServer: tls.Server | undefined;
+  private tlsHandshakes: { cutPending(): void } | undefined;
   private readonly connections = new Set<GatewayScp>();
+  /** Open connections per remote address. */
+  private readonly perPeer = new Map<string, number>();
   private boundPort = 0;
+  private boundTlsPort = 0;
 
   constructor(o: DicomScpOptions) {
     this.log = o.logger.child({ component: 'dicom-scp' });
-    this.ctx = { config: o.config, sink: o.sink, spool: o.spool, logger: o.logger, active: 0, draining: false };
+    this.ctx = { config: o.config, sink: o.sink, spool: o.spool, logger: o.logger, active: 0, draining: false, guards: o.guards };
+  }
+
+  /** Associations accepted and not yet closed (for /metrics). */
+  get associationCount(): number {
+    return this.ctx.active;
+  }
+
+  /** Open connections, associated or not (for /metrics). */
+  get connectionCount(): number {
+    return this.connections.size;
   }
 
   get port(): number {
     return this.boundPort;
   }
 
+  get tlsPort(): number {
+    return this.boundTlsPort;
+  }
+
   async start(): Promise<void> {
-    if (this.server) return;
+    if (this.server || this.tlsServer) return;
     // dcmjs-dimse logs every PDU at TRACE by default, PHI included; our own log lines say what matters.
     dimseLog.setLevel('silent');
     // dcmjs warns on console about every odd element of a damaged dataset; the refusal is logged by us.
     dcmjs.log.setLevel('error');
+    // Its validation logger prints one console line per bad VR at error level: a hostile peer could flood stderr.
+    dcmjs.log.getLogger('validation.dcmjs').setLevel('silent');
     // The library announces min(peer's limit, this) as our receive limit; raise it to what we configured.
     if (Implementation.getMaxPduLength() < this.ctx.config.maxPduLength) Implementation.setMaxPduLength(this.ctx.config.maxPduLength);
     this.ctx.draining = false;
-    const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    if (this.ctx.config.plain !== false) {
+      const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+      this.boundPort = await this.listen(server, this.ctx.config.port);
+      this.server = server;
+      this.log.info('DICOM SCP listening', { host: this.ctx.config.host, port: this.boundPort, aeTitle: this.ctx.config.aeTitle });
+    }
+    const t = this.ctx.config.tls;
+    if (t) {
+      // A peer that connects and never completes the handshake is dropped like an idle association.
+      const handshakeTimeout = Math.min(120_000, Math.max(1000, Math.round(this.ctx.config.idleTimeoutSeconds * 1000)));
+      const server = tls.createServer({ ...serverTlsOptions(t), noDelay: true, handshakeTimeout }, (socket) => this.onConnection(socket));
+      // A failed handshake (no or untrusted client certificate, wrong protocol) never reaches the association layer.
+      this.tlsHandshakes = watchHandshakes(server, (err, peer) => this.log.warn('DICOM TLS handshake failed', { peer, error: err.message }));
+      try {
+        this.boundTlsPort = await this.listen(server, t.port);
+      } catch (err) {
+        this.server?.close();
+        this.server = undefined;
+        throw err;
+      }
+      this.tlsServer = server;
+      this.log.info('DICOM TLS SCP listening', {
+        host: this.ctx.config.host,
+        port: this.boundTlsPort,
+        aeTitle: this.ctx.config.aeTitle,
+        requireClientCert: t.requireClientCert,
+        checkSubjectAe: t.checkSubjectAe,
+      });
+    }
+  }
+
+  private async listen(server: net.Server, port: number): Promise<number> {
     server.on('error', (err) => this.log.error('DICOM listener error', { error: err.message }));
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       server.once('error', onError);
-      server.listen({ host: this.ctx.config.host, port: this.ctx.config.port }, () => {
+      server.listen({ host: this.ctx.config.host, port }, () => {
         server.off('error', onError);
         resolve();
       });
     });
-    this.server = server;
     const addr = server.address();
-    this.boundPort = typeof addr === 'object' && addr ? addr.port : this.ctx.config.port;
-    this.log.info('DICOM SCP listening', { host: this.ctx.config.host, port: this.boundPort, aeTitle: this.ctx.config.aeTitle });
+    return typeof addr === 'object' && addr ? addr.port : port;
   }
 
   /**
@@ -136,17 +193,19 @@ export class DicomScp {
    * unanswered instance was never acknowledged, so the sender retries it.
    */
   async stop(graceMs = 10_000): Promise<void> {
-    const server = this.server;
-    if (!server) return;
+    const servers = [this.server, this.tlsServer].filter((s): s is net.Server => s !== undefined);
+    if (servers.length === 0) return;
     this.server = undefined;
+    this.tlsServer = undefined;
     this.ctx.draining = true;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     const deadline = Date.now() + graceMs;
     for (const c of this.connections) c.drain();
     while (Date.now() < deadline && [...this.connections].some((c) => c.busy)) {
       await new Promise((r) => setTimeout(r, 25));
     }
     for (const c of this.connections) c.destroy();
+    this.tlsHandshakes?.cutPending();
     await closed;
     this.log.info('DICOM SCP stopped');
   }
@@ -154,8 +213,25 @@ export class DicomScp {
   private onConnection(socket: net.Socket): void {
     try {
       socket.setNoDelay(true);
+      // One address may not take every association slot: beyond dicom.maxConnectionsPerPeer its request is
+      // answered A-ASSOCIATE-RJ (transient); a flood far beyond it is cut without reading anything.
+      const ip = socket.remoteAddress ?? '?';
+      const fromPeer = (this.perPeer.get(ip) ?? 0) + 1;
+      this.perPeer.set(ip, fromPeer);
+      socket.once('close', () => {
+        const left = (this.perPeer.get(ip) ?? 1) - 1;
+        if (left > 0) this.perPeer.set(ip, left);
+        else this.perPeer.delete(ip);
+      });
+      const limit = this.ctx.config.maxConnectionsPerPeer;
+      if (fromPeer > 2 * limit) {
+        this.ctx.guards?.rejected('dicom.maxConnectionsPerPeer');
+        this.log.warn('connection closed: dicom.maxConnectionsPerPeer far exceeded', { remoteAddress: ip, open: fromPeer, limit });
+        socket.destroy();
+        return;
+      }
       const idleMs = Math.max(1, Math.round(this.ctx.config.idleTimeoutSeconds * 1000));
-      const scp = new GatewayScp(socket, { connectTimeout: idleMs, associationTimeout: idleMs, pduTimeout: idleMs }, this.ctx);
+      const scp = new GatewayScp(socket, { connectTimeout: idleMs, associationTimeout: idleMs, pduTimeout: idleMs }, this.ctx, fromPeer > limit);
       this.connections.add(scp);
       socket.once('close', () => this.connections.delete(scp));
     } catch (err) {
@@ -341,11 +417,17 @@ export function buildFileMeta(o: { sopClassUid: string; sopInstanceUid: string; 
  * `intercept`, when given, sees each whole PDU first and keeps those it
  * returns true for from dcmjs-dimse (the SCP takes P-DATA-TF this way).
  */
-export function deliverWholePdus<S extends net.Socket>(socket: S, intercept?: (pdu: Buffer) => boolean): S {
+export function deliverWholePdus<S extends net.Socket>(
+  socket: S,
+  intercept?: (pdu: Buffer) => boolean,
+  limit?: { maxPduBytes: number; onTooLarge(declaredLength: number): void },
+): S {
   const emit = socket.emit as (this: S, event: string | symbol, ...args: unknown[]) => boolean;
   const parts: Buffer[] = [];
   let have = 0;
   let need = -1;
+  /** A PDU over the limit was announced: nothing more from this socket is kept. */
+  let refused = false;
   const take = (n: number): Buffer => {
     const first = parts[0] as Buffer;
     have -= n;
@@ -376,6 +458,7 @@ export function deliverWholePdus<S extends net.Socket>(socket: S, intercept?: (p
   };
   socket.emit = function (this: S, event: string | symbol, ...args: unknown[]): boolean {
     if (event !== 'data') return emit.call(this, event, ...args);
+    if (refused) return false;
     const chunk = args[0] as Buffer;
     parts.push(chunk);
     have += chunk.length;
@@ -384,6 +467,14 @@ export function deliverWholePdus<S extends net.Socket>(socket: S, intercept?: (p
       if (need < 0) {
         if (have < 6) break;
         need = peekLength();
+        // The length field is only a claim: a PDU over the limit is refused before its bytes are buffered.
+        if (limit && need - 6 > limit.maxPduBytes) {
+          refused = true;
+          parts.length = 0;
+          have = 0;
+          limit.onTooLarge(need - 6);
+          return delivered;
+        }
       }
       if (have < need) break;
       const pdu = take(need);
@@ -405,6 +496,8 @@ interface ScpTimeouts {
 
 /** The SCP's data-phase hook per socket: set once the association object exists (after super()). */
 const interceptors = new WeakMap<net.Socket, (pdu: Buffer) => boolean>();
+/** The SCP's answer to a PDU over dicom.maxPduBytes, per socket (set after super(), like interceptors). */
+const oversize = new WeakMap<net.Socket, (declaredLength: number) => void>();
 
 /** An accepted presentation context, as the data phase needs it. */
 interface AcceptedContext {
@@ -451,10 +544,30 @@ class GatewayScp extends Scp implements PdvSink {
   private inFlight = 0;
   private stats = { stored: 0, duplicates: 0, failed: 0, bytes: 0, echoes: 0 };
   private endReason = 'released';
+  /** An A-ASSOCIATE-RQ was seen: a second one is a protocol error (dcmjs-dimse would negotiate it again). */
+  private requested = false;
+  /** Refused (A-ASSOCIATE-RJ sent): whatever else the peer sends is ignored until the socket closes. */
+  private rejected = false;
 
-  constructor(socket: net.Socket, timeouts: ScpTimeouts, ctx: ScpContext) {
-    super(deliverWholePdus(socket, (pdu) => interceptors.get(socket)?.(pdu) ?? false), timeouts);
+  constructor(
+    socket: net.Socket,
+    timeouts: ScpTimeouts,
+    ctx: ScpContext,
+    /** Opened while its address already had dicom.maxConnectionsPerPeer connections: its request is rejected. */
+    private readonly overPeerLimit = false,
+  ) {
+    super(
+      deliverWholePdus(socket, (pdu) => interceptors.get(socket)?.(pdu) ?? false, {
+        maxPduBytes: ctx.config.maxPduBytes,
+        onTooLarge: (n) => oversize.get(socket)?.(n),
+      }),
+      timeouts,
+    );
     interceptors.set(socket, (pdu) => this.onPdu(pdu));
+    oversize.set(socket, (n) => {
+      this.ctx.guards?.rejected('dicom.maxPduBytes');
+      this.protocolAbort(`PDU of ${n} bytes is over dicom.maxPduBytes (${this.ctx.config.maxPduBytes})`, 6);
+    });
     this.ctx = ctx;
     this.sock = socket;
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
@@ -466,7 +579,14 @@ class GatewayScp extends Scp implements PdvSink {
     self.connectedTime = Date.now();
     this.on('networkError', (err: Error) => {
       if (this.closed) return;
+      // dcmjs-dimse reports a PDU it could not read (bad lengths, truncated items) like a socket error:
+      // the peer is told with an A-ABORT rather than just cut off.
+      if (!/Connection (error|timeout)/.test(err.message)) {
+        this.protocolAbort(`unreadable PDU: ${err.message.slice(0, 200)}`, 6);
+        return;
+      }
       this.endReason = /timeout/i.test(err.message) ? 'idle timeout' : 'network error';
+      if (this.endReason === 'idle timeout') this.ctx.guards?.rejected('dicom.idleTimeoutSeconds');
       this.log.debug('association network error', { peer: this.peer, error: err.message });
       this.sock.destroy();
     });
@@ -528,8 +648,9 @@ class GatewayScp extends Scp implements PdvSink {
 
   /** Every whole PDU passes here first: P-DATA-TF is ours, anything else goes on to dcmjs-dimse. */
   private onPdu(pdu: Buffer): boolean {
-    if (pdu[0] !== 0x04) return false;
-    if (this.closed || this.aborting) return true;
+    if (this.closed || this.aborting || this.rejected) return true;
+    const type = pdu[0]!;
+    if (type !== 0x04) return !this.acceptableControlPdu(type);
     // dcmjs-dimse's idle clock counts from the last PDU it saw; it no longer sees these.
     (this as unknown as { lastPduTime: number }).lastPduTime = Date.now();
     if (!this.accepted) {
@@ -544,8 +665,28 @@ class GatewayScp extends Scp implements PdvSink {
     return true;
   }
 
-  /** A peer that breaks the protocol gets an A-ABORT (provider, unexpected PDU parameter) and the connection ends. */
-  private protocolAbort(why: string): void {
+  /**
+   * PS3.8 9.3 / state machine: what dcmjs-dimse would mishandle is refused here first. It reads a second
+   * A-ASSOCIATE-RQ as a new negotiation (counting the association twice), and answers an unknown PDU
+   * type by dropping the connection without a word. False: the PDU was refused (A-ABORT sent).
+   */
+  private acceptableControlPdu(type: number): boolean {
+    if (type < 0x01 || type > 0x07) {
+      this.protocolAbort(`unrecognized PDU type 0x${type.toString(16)}`, 1);
+      return false;
+    }
+    // A-ASSOCIATE-AC/RJ and A-RELEASE-RP answer requests we never make as an SCP.
+    const unexpected = (type === 0x01 && this.requested) || type === 0x02 || type === 0x03 || type === 0x06 || (type === 0x05 && !this.accepted);
+    if (unexpected) {
+      this.protocolAbort(`unexpected PDU type 0x${type.toString(16)}`, 2);
+      return false;
+    }
+    if (type === 0x01) this.requested = true;
+    return true;
+  }
+
+  /** A peer that breaks the protocol gets an A-ABORT (provider; reason per PS3.8 Table 9-26, default invalid PDU parameter value) and the connection ends. */
+  private protocolAbort(why: string, reason = 6): void {
     if (this.closed || this.aborting) return;
     this.aborting = true;
     this.log.warn('association aborted: protocol error', { peer: this.peer, reason: why });
@@ -553,7 +694,7 @@ class GatewayScp extends Scp implements PdvSink {
     this.dropIncoming();
     this.dropSpare();
     this.commandParts = [];
-    this.sock.end(encodeAbortPdu(6));
+    this.sock.end(encodeAbortPdu(reason));
     setTimeout(() => this.sock.destroy(), 2000).unref();
   }
 
@@ -707,10 +848,20 @@ class GatewayScp extends Scp implements PdvSink {
       if (config.allowedCallers.length > 0 && !config.allowedCallers.includes(this.callingAe)) {
         return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized, 'calling AE not recognized');
       }
+      // On the TLS listener the certificate, not just the AE title the peer chose to send, names the caller.
+      if (this.sock instanceof tls.TLSSocket && config.tls?.checkSubjectAe) {
+        const mismatch = subjectAeMismatch(this.sock, this.callingAe);
+        if (mismatch) return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized, mismatch);
+      }
       if (this.ctx.draining) {
         return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.TemporaryCongestion, 'shutting down');
       }
+      if (this.overPeerLimit) {
+        this.ctx.guards?.rejected('dicom.maxConnectionsPerPeer');
+        return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.LocalLimitExceeded, 'too many connections from this address');
+      }
       if (this.ctx.active >= config.maxAssociations) {
+        this.ctx.guards?.rejected('dicom.maxAssociations');
         return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.LocalLimitExceeded, 'too many associations');
       }
       let acceptedContexts = 0;
@@ -737,12 +888,13 @@ class GatewayScp extends Scp implements PdvSink {
       if ([...this.contexts.values()].some((c) => c.abstractSyntax !== SopClass.Verification)) this.prepareSpare();
       this.log.debug('association accepted', { peer: this.peer, contexts: acceptedContexts });
     } catch (err) {
-      this.log.error('association request failed', { peer: this.peer, error: (err as Error).message });
-      this.sock.destroy();
+      // A request dcmjs-dimse parsed but could not answer (odd items) is the peer's protocol error, not ours to hang on.
+      this.protocolAbort(`association request could not be answered: ${(err as Error).message}`, 6);
     }
   }
 
   private reject(result: number, source: number, reason: number, why: string): void {
+    this.rejected = true;
     this.log.warn('association rejected', { peer: this.peer, reason: why });
     this.sendAssociationReject(result, source, reason);
     // The peer should close after A-ASSOCIATE-RJ; do not keep a socket for one that does not.

@@ -1,8 +1,10 @@
 import net, { type Socket } from 'node:net';
+import tls from 'node:tls';
 import dimse from 'dcmjs-dimse';
 import type { Destination } from '../config/schema.js';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../dicom/scp.js';
 import { hashId, type Logger } from '../logger.js';
+import { clientTlsOptions } from '../tls.js';
 import { failAll, loadBytes, type DestinationSender, type InstanceResult, type SendableInstance, type SendFailure } from './destination.js';
 
 // dcmjs-dimse is used only for transcoding (a receiver that refuses the stored syntax) and its constants;
@@ -272,18 +274,26 @@ class UpperLayer {
     socket.on('close', () => this.fail(new AssociationError(`connection to ${peer} closed`)));
   }
 
-  static connect(host: string, port: number, timeoutMs: number, peer: string): Promise<UpperLayer> {
+  /** With `secure` (tls.connect options), the association starts only once the TLS handshake is done. */
+  static connect(host: string, port: number, timeoutMs: number, peer: string, secure?: () => tls.ConnectionOptions): Promise<UpperLayer> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port });
+      let socket: Socket;
+      try {
+        socket = secure ? tls.connect(secure()) : net.connect({ host, port });
+      } catch (err) {
+        // the TLS files could not be read or used
+        reject(new AssociationError(`TLS setup for ${peer} failed: ${(err as Error).message}`));
+        return;
+      }
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new AssociationError(`no connection to ${peer} within ${timeoutMs / 1000}s`));
       }, timeoutMs);
       socket.once('error', (e) => {
         clearTimeout(timer);
-        reject(new AssociationError(`network error: ${e.message}`));
+        reject(new AssociationError(secure ? `TLS connection to ${peer} failed: ${e.message}` : `network error: ${e.message}`));
       });
-      socket.once('connect', () => {
+      socket.once(secure ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer);
         socket.removeAllListeners('error');
         resolve(new UpperLayer(socket, timeoutMs, peer));
@@ -499,6 +509,8 @@ export class DimseDestinationSender implements DestinationSender {
   private readonly callingAe: string;
   private readonly timeoutMs: number;
   private readonly peer: string;
+  /** tls.connect options, read per connection (a renewed certificate is picked up); undefined for plain TCP. */
+  private readonly secure: (() => tls.ConnectionOptions) | undefined;
   private messageId = 0;
 
   constructor(
@@ -509,7 +521,9 @@ export class DimseDestinationSender implements DestinationSender {
     this.callingAe = config.callingAeTitle ?? options.callingAeTitle;
     this.log = options.logger.child({ component: 'dimse-destination', destination: config.id });
     this.timeoutMs = config.timeoutSeconds * 1000;
-    this.peer = `${config.aeTitle}@${config.host}:${config.port}`;
+    this.peer = `${config.aeTitle}@${config.host}:${config.port}${config.tls ? ' (TLS)' : ''}`;
+    const t = config.tls;
+    this.secure = t ? () => clientTlsOptions(t, config.host, config.port) : undefined;
     // dcmjs-dimse logs at TRACE/INFO by default (transcoding included), as the SCP notes too.
     dimseLog.setLevel('silent');
   }
@@ -522,7 +536,7 @@ export class DimseDestinationSender implements DestinationSender {
   async verify(): Promise<{ ok: boolean; detail: string }> {
     let ul: UpperLayer | undefined;
     try {
-      ul = await UpperLayer.connect(this.config.host, this.config.port, this.timeoutMs, this.peer);
+      ul = await UpperLayer.connect(this.config.host, this.config.port, this.timeoutMs, this.peer, this.secure);
       const contexts = await ul.associate(this.callingAe, this.config.aeTitle, [{ id: 1, abstractSyntax: VERIFICATION_SOP_CLASS, transferSyntaxes: [Ts.implicitLe, Ts.explicitLe] }]);
       const ctx = contexts.find((c) => c.id === 1 && c.result === 0);
       if (!ctx) {
@@ -610,7 +624,7 @@ export class DimseDestinationSender implements DestinationSender {
     let ul: UpperLayer | undefined;
     let ended: SendFailure | undefined;
     try {
-      ul = await UpperLayer.connect(this.config.host, this.config.port, this.timeoutMs, this.peer);
+      ul = await UpperLayer.connect(this.config.host, this.config.port, this.timeoutMs, this.peer, this.secure);
       const accepted = (await ul.associate(this.callingAe, this.config.aeTitle, proposals)).filter((c) => c.result === 0 && c.transferSyntax);
       const contextFor = (sopClassUid: string, ts: string): number | undefined => accepted.find((c) => c.abstractSyntax === sopClassUid && c.transferSyntax === ts)?.id;
 

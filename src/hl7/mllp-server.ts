@@ -1,6 +1,9 @@
 import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from '../logger.js';
+import { serverTlsOptions, watchHandshakes, type TlsListenerConfig } from '../tls.js';
+import type { GuardMetrics } from '../metrics.js';
 
 const VT = 0x0b;
 const FS = 0x1c;
@@ -25,6 +28,10 @@ export interface MllpServerOptions {
   maxMessageBytes: number;
   idleTimeoutSeconds: number;
   maxConnections: number;
+  /** Open connections from one IP address; one beyond this is closed at once (unlimited when absent). */
+  maxConnectionsPerPeer?: number;
+  /** Counts connections and frames refused by a limit. */
+  guards?: GuardMetrics;
   handler: MllpHandler;
   /** The reply for a frame the handler could not answer (too large, or the handler failed). */
   failureReply: (failure: MllpFailure) => string | Promise<string>;
@@ -33,6 +40,10 @@ export interface MllpServerOptions {
   maxQueuedFrames?: number;
   /** How long stop() lets in-flight frames finish before cutting connections. */
   stopGraceMs?: number;
+  /** The plain listener on `port` (default true). */
+  plain?: boolean;
+  /** An MLLP-over-TLS listener on `tls.port` (same host), handled exactly like the plain one. */
+  tls?: TlsListenerConfig;
 }
 
 type Job = { kind: 'frame'; bytes: Buffer } | { kind: 'failure'; failure: MllpFailure };
@@ -45,9 +56,13 @@ type Job = { kind: 'frame'; bytes: Buffer } | { kind: 'failure'; failure: MllpFa
  */
 export class MllpServer {
   private server: net.Server | undefined;
+  private tlsServer: tls.Server | undefined;
+  private tlsHandshakes: { cutPending(): void } | undefined;
   private readonly connections = new Set<MllpConnection>();
   private readonly log: Logger;
   private nextConnectionId = 1;
+  /** Open connections per remote address. */
+  private readonly perPeer = new Map<string, number>();
 
   constructor(private readonly o: MllpServerOptions) {
     this.log = o.logger.child({ component: 'hl7-in' });
@@ -55,25 +70,56 @@ export class MllpServer {
 
   async start(): Promise<void> {
     // allowHalfOpen: a peer may send its last frame and FIN at once; it still gets every ACK before we close.
-    const server = net.createServer({ noDelay: true, keepAlive: true, allowHalfOpen: true }, (socket) => this.accept(socket));
+    const socketOptions = { noDelay: true, keepAlive: true, allowHalfOpen: true };
+    if (this.o.plain !== false) {
+      this.server = await this.listen(net.createServer(socketOptions, (socket) => this.accept(socket)), this.o.port);
+      this.log.info('listening', { host: this.o.host, port: this.port });
+    }
+    const t = this.o.tls;
+    if (t) {
+      // Half-open only once the handshake is done: node keeps a half-open socket whose peer hung up
+      // mid-handshake open for ever (it never reaches accept(), and stop() would wait for it).
+      const handshakeTimeout = Math.min(120_000, Math.max(1000, this.o.idleTimeoutSeconds * 1000));
+      const server = tls.createServer({ ...serverTlsOptions(t), ...socketOptions, allowHalfOpen: false, handshakeTimeout }, (socket) => {
+        socket.allowHalfOpen = true;
+        this.accept(socket);
+      });
+      this.tlsHandshakes = watchHandshakes(server, (err, remote) => this.log.warn('TLS handshake failed', { remote, error: err.message }));
+      try {
+        this.tlsServer = await this.listen(server, t.port);
+      } catch (err) {
+        this.server?.close();
+        this.server = undefined;
+        throw err;
+      }
+      this.log.info('listening (TLS)', { host: this.o.host, port: this.tlsPort, requireClientCert: t.requireClientCert });
+    }
+  }
+
+  /** Each listener has its own hl7.maxConnections. */
+  private async listen<S extends net.Server>(server: S, port: number): Promise<S> {
     server.maxConnections = this.o.maxConnections;
     server.on('drop', (d?: { remoteAddress?: string }) => {
+      this.o.guards?.rejected('hl7.maxConnections');
       this.log.warn('connection refused: hl7.maxConnections reached', { remoteAddress: d?.remoteAddress, maxConnections: this.o.maxConnections });
     });
     server.on('error', (err) => this.log.error('listener error', { error: err.message }));
-    server.listen(this.o.port, this.o.host);
+    server.listen(port, this.o.host);
     await Promise.race([
       once(server, 'listening'),
       once(server, 'error').then(([err]) => {
         throw err as Error;
       }),
     ]);
-    this.server = server;
-    this.log.info('listening', { host: this.o.host, port: this.port });
+    return server;
   }
 
   get port(): number {
     return (this.server?.address() as net.AddressInfo | null)?.port ?? 0;
+  }
+
+  get tlsPort(): number {
+    return (this.tlsServer?.address() as net.AddressInfo | null)?.port ?? 0;
   }
 
   get connectionCount(): number {
@@ -82,16 +128,36 @@ export class MllpServer {
 
   /** Stops accepting, lets every connection finish (answer) the frames it has, then closes them. */
   async stop(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
+    const servers = [this.server, this.tlsServer].filter((s): s is net.Server => s !== undefined);
+    if (servers.length === 0) return;
     this.server = undefined;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    this.tlsServer = undefined;
+    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     const grace = this.o.stopGraceMs ?? 5000;
+    // Nothing was received on a connection still in its TLS handshake.
+    this.tlsHandshakes?.cutPending();
     await Promise.all([...this.connections].map((c) => c.drainAndClose(grace)));
     await closed;
   }
 
   private accept(socket: net.Socket): void {
+    // One sender (or a runaway client) may not take every slot of hl7.maxConnections.
+    const ip = socket.remoteAddress ?? 'unknown';
+    const fromPeer = (this.perPeer.get(ip) ?? 0) + 1;
+    const limit = this.o.maxConnectionsPerPeer;
+    if (limit !== undefined && fromPeer > limit) {
+      this.o.guards?.rejected('hl7.maxConnectionsPerPeer');
+      this.log.warn('connection refused: hl7.maxConnectionsPerPeer reached', { remoteAddress: ip, limit });
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    this.perPeer.set(ip, fromPeer);
+    socket.once('close', () => {
+      const left = (this.perPeer.get(ip) ?? 1) - 1;
+      if (left > 0) this.perPeer.set(ip, left);
+      else this.perPeer.delete(ip);
+    });
     const id = this.nextConnectionId++;
     const conn = new MllpConnection(socket, id, this.o, this.log);
     this.connections.add(conn);
@@ -217,6 +283,7 @@ class MllpConnection {
   private tooLarge(tail: Buffer): void {
     const head = Buffer.concat([...this.parts, tail.subarray(0, HEAD_BYTES)]).subarray(0, HEAD_BYTES).toString('latin1');
     this.log.warn('frame over hl7.maxMessageBytes rejected', { limit: this.o.maxMessageBytes });
+    this.o.guards?.rejected('hl7.maxMessageBytes');
     this.parts = [];
     this.size = 0;
     this.enqueue({ kind: 'failure', failure: { kind: 'too-large', head, limit: this.o.maxMessageBytes } });
@@ -228,6 +295,7 @@ class MllpConnection {
     // A peer that is not speaking MLLP at all would otherwise hold the connection forever.
     if (this.garbage > this.o.maxMessageBytes) {
       this.log.warn('closing: too many bytes outside MLLP frames', { bytes: this.garbage });
+      this.o.guards?.rejected('hl7.maxMessageBytes');
       this.socket.destroy();
     }
   }
@@ -302,6 +370,7 @@ class MllpConnection {
 
   private onIdle(): void {
     if (this.pumping || this.queue.length > 0) return;
+    this.o.guards?.rejected('hl7.idleTimeoutSeconds');
     this.log.info('closing idle connection', { idleSeconds: Math.round((Date.now() - this.idleSince) / 1000) });
     this.socket.end();
     this.socket.destroySoon();
