@@ -345,8 +345,24 @@ function int(dict: DicomDataDict, tag: string): number | null {
   return Number.isSafeInteger(n) ? n : null;
 }
 
+/**
+ * A UI value as the sender wrote it. dcmjs "cleans" a UI value by cutting it at the first
+ * character that is not a digit or a dot ("6x~o )VF" reads as "6"), so a garbled UID would be
+ * stored as a different, valid-looking one and could merge unrelated studies (found by the
+ * DIMSE fuzzer). The raw bytes (dcmjs keeps them as _rawValue) are what is judged.
+ */
+function uidAsSent(dict: DicomDataDict, tag: string): string | null {
+  const raw = (dict[tag] as { _rawValue?: unknown } | undefined)?._rawValue;
+  if (!Array.isArray(raw)) return str(dict, tag);
+  // two values (a backslash) is not one UID either
+  if (raw.length > 1) return 'multi-valued';
+  if (raw[0] === undefined || raw[0] === null) return null;
+  const s = String(raw[0]).replace(/[\0\s]+$/, '').trim();
+  return s === '' ? null : s;
+}
+
 function uid(dict: DicomDataDict, tag: string, name: string): string {
-  const v = str(dict, tag);
+  const v = uidAsSent(dict, tag);
   if (!v || v.length > 64 || !/^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/.test(v)) {
     throw unreadable(`${name} missing or not a valid UID`);
   }
@@ -354,7 +370,7 @@ function uid(dict: DicomDataDict, tag: string, name: string): string {
 }
 
 function optionalUid(dict: DicomDataDict, tag: string): string | null {
-  const v = str(dict, tag);
+  const v = uidAsSent(dict, tag);
   return v && /^[0-9.]{1,64}$/.test(v) ? v : null;
 }
 

@@ -1,8 +1,9 @@
 import { CompiledQuery, type Insertable } from 'kysely';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
-import { ErrorCode, hl7AckCodeFor, toGatewayError } from '../errors.js';
-import { hashId, type Logger } from '../logger.js';
+import { ErrorCode, GatewayError, hl7AckCodeFor, toGatewayError } from '../errors.js';
+import type { GuardMetrics } from '../metrics.js';
+import { hashId, phiFields, type Logger } from '../logger.js';
 import {
   decideLink,
   linkColumns,
@@ -36,6 +37,7 @@ import { LinkState, MessageStatus } from '../states.js';
 import type { AiResultTable, OrderRow } from './hl7.table.js';
 import type { MllpFailure, MllpMeta } from './mllp-server.js';
 import { createIdSource } from '../db/sortable-id.js';
+import { storableText } from '../db/dialect.js';
 
 export interface InboundEvents {
   /** Committed: these studies gained an order, report version or AI result (rules may re-evaluate). */
@@ -49,6 +51,12 @@ export interface Hl7InboundServiceOptions {
   clock?: () => Date;
   /** Most messages committed in one transaction. */
   maxBatch?: number;
+  /**
+   * False when the storage volume is below its free-space watermark (Spool.hasRoom): the message is
+   * then not stored at all and answered AE, so the sender keeps it and resends later.
+   */
+  hasRoom?: () => boolean;
+  guards?: GuardMetrics;
   /**
    * Second reports from the reader pool's system (ORU^R01 whose MSH-3 is a
    * destination's `hl7Sender`): applied inside the message's own transaction,
@@ -105,6 +113,8 @@ export class Hl7InboundService {
   private readonly listeners: InboundEvents[] = [];
   private pendingLogs: { level: 'info' | 'warn'; fields: Record<string, unknown> }[] = [];
   private readonly secondReports: Hl7InboundServiceOptions['secondReports'];
+  private readonly hasRoom: (() => boolean) | undefined;
+  private readonly guards: GuardMetrics | undefined;
 
   constructor(o: Hl7InboundServiceOptions) {
     this.db = o.db;
@@ -113,6 +123,8 @@ export class Hl7InboundService {
     this.clock = o.clock ?? (() => new Date());
     this.queue = new GroupCommitQueue((batch) => this.commitBatch(batch), o.maxBatch ?? 64);
     this.secondReports = o.secondReports;
+    this.hasRoom = o.hasRoom;
+    this.guards = o.guards;
   }
 
   /** Group-commit figures: how many messages shared each durable commit. */
@@ -128,10 +140,15 @@ export class Hl7InboundService {
   readonly handle = async (raw: string, meta: MllpMeta): Promise<string> => {
     const prepared = this.prepare(raw);
     let outcome: Outcome;
-    try {
-      outcome = await this.queue.submit({ raw, prepared, remoteAddress: meta.remoteAddress });
-    } catch (err) {
-      outcome = this.failed(err);
+    if (!this.roomToStore()) {
+      this.guards?.rejected('storage.minFreeMb');
+      outcome = this.failed(new GatewayError(ErrorCode.outOfResources, 'storage below its free-space watermark'));
+    } else {
+      try {
+        outcome = await this.queue.submit({ raw, prepared, remoteAddress: meta.remoteAddress });
+      } catch (err) {
+        outcome = this.failed(err);
+      }
     }
     const header = prepared.header;
     const ack = buildAck(header, {
@@ -152,8 +169,26 @@ export class Hl7InboundService {
       remoteAddress: meta.remoteAddress,
     };
     this.logLater(outcome.ack === 'AA' ? 'info' : 'warn', outcome.ack === 'AA' ? fields : { ...fields, error: outcome.error?.text });
+    if (prepared.kind === 'event' && 'patient' in prepared.event && this.log.isDebugEnabled()) {
+      // Linking problems come down to which identifiers a message carried; written only with log.phi on (logger.ts).
+      const items = prepared.event.items as readonly LinkKeys[];
+      this.log.debug('message identifiers', {
+        controlId: fields.controlId,
+        ...phiFields({ patientId: prepared.event.patient.id, accessionNumbers: items.map((i) => i.accessionNumber), studyInstanceUids: items.map((i) => i.studyInstanceUid) }),
+      });
+    }
     return ack;
   };
+
+  /** A volume we cannot even measure counts as full: AE (resend later) is safe, a half-written store is not. */
+  private roomToStore(): boolean {
+    if (!this.hasRoom) return true;
+    try {
+      return this.hasRoom();
+    } catch {
+      return false;
+    }
+  }
 
   /**
    * The per-message log line is written on the next turn, after the ACK has
@@ -336,7 +371,7 @@ export class Hl7InboundService {
         ...base,
         kind: e.kind,
         status: MessageStatus.duplicate,
-        reason: `same MSH-3/MSH-4/MSH-10 as message ${dup?.id ?? '?'}${dup?.raw === w.raw ? '' : ' (content differs: not applied)'}`,
+        reason: `same MSH-3/MSH-4/MSH-10 as message ${dup?.id ?? '?'}${dup?.raw === storableText(w.raw) ? '' : ' (content differs: not applied)'}`,
         ack_code: 'AA',
         study_instance_uid: null,
         accession_number: null,

@@ -228,9 +228,30 @@ export interface ValidateOptions {
  * `config/rules.yaml`. Returns every problem, each with the path of the
  * offending field, never just the first.
  */
+/**
+ * Deeper than any real rule set (a condition adds one or two levels). The condition schema is
+ * recursive: a body nested a few thousand levels deep overflowed the stack inside zod and came
+ * back as a 500 (found by the HTTP fuzzer), so depth is checked first, without recursion.
+ */
+export const MAX_RULE_NESTING = 64;
+
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 export function validateRuleSet(input: unknown, options: ValidateOptions = {}): RuleSetValidation {
   let list: unknown;
   const errors: RuleSetError[] = [];
+  if (nestedDeeperThan(input, MAX_RULE_NESTING)) {
+    return { ok: false, errors: [{ path: 'rules', message: `nested deeper than ${MAX_RULE_NESTING} levels` }] };
+  }
   if (Array.isArray(input)) {
     list = input;
   } else if (input !== null && typeof input === 'object' && 'rules' in input) {

@@ -31,6 +31,7 @@ declare module 'dcmjs' {
 
   interface Log {
     setLevel(level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'silent'): void;
+    getLogger(name: string): Log;
   }
 
   export const data: {
