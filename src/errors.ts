@@ -13,6 +13,8 @@ export const ErrorCode = {
   conflict: 'conflict',
   outOfResources: 'out-of-resources',
   transient: 'transient',
+  /** Too many attempts from one peer (failed logins): answered without looking at the request. */
+  rateLimited: 'rate-limited',
   internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -39,6 +41,10 @@ export function toGatewayError(err: unknown): GatewayError {
   if (e && (e.code === 'SQLITE_BUSY' || e.code === 'SQLITE_LOCKED' || e.code === 'SQLITE_FULL' || e.code === 'SQLITE_IOERR')) {
     return new GatewayError(e.code === 'SQLITE_FULL' ? ErrorCode.outOfResources : ErrorCode.transient, `database unavailable (${e.code})`, { cause: err });
   }
+  // PostgreSQL SQLSTATEs that a retry can cure: lock wait timed out, serialization/deadlock, connection lost, server shutting down.
+  if (e && typeof e.code === 'string' && /^(55P03|40001|40P01|57P0[1-3]|08\d{3}|53300|53100)$/.test(e.code)) {
+    return new GatewayError(e.code === '53100' ? ErrorCode.outOfResources : ErrorCode.transient, `database unavailable (${e.code})`, { cause: err });
+  }
   return new GatewayError(ErrorCode.internal, 'internal error', { cause: err });
 }
 
@@ -52,6 +58,7 @@ const httpStatus: Record<ErrorCode, number> = {
   conflict: 409,
   'out-of-resources': 507,
   transient: 503,
+  'rate-limited': 429,
   internal: 500,
 };
 
@@ -66,6 +73,7 @@ const dimseStatus: Record<ErrorCode, number> = {
   conflict: 0xc000,
   'out-of-resources': 0xa700,
   transient: 0xa700,
+  'rate-limited': 0xa700,
   internal: 0xc001,
 };
 
@@ -80,6 +88,7 @@ const hl7AckCode: Record<ErrorCode, 'AE' | 'AR'> = {
   conflict: 'AR',
   'out-of-resources': 'AE',
   transient: 'AE',
+  'rate-limited': 'AE',
   internal: 'AE',
 };
 
