@@ -98,6 +98,7 @@ async function main(): Promise<number> {
 
   const tokens = {
     admin: `demo-admin-${randomBytes(12).toString('hex')}`,
+    qa: `demo-qa-${randomBytes(12).toString('hex')}`,
     drA: `demo-reader-a-${randomBytes(12).toString('hex')}`,
     drB: `demo-reader-b-${randomBytes(12).toString('hex')}`,
   };
@@ -207,6 +208,7 @@ async function main(): Promise<number> {
       auth: {
         tokens: [
           { token: tokens.admin, role: 'admin', name: 'demo-admin' },
+          { token: tokens.qa, role: 'qa', name: 'demo-qa' },
           { token: tokens.drA, role: 'reader', readerId: 'dr-a', name: 'dr-a' },
           { token: tokens.drB, role: 'reader', readerId: 'dr-b', name: 'dr-b' },
         ],
@@ -231,10 +233,11 @@ async function main(): Promise<number> {
   out(`  QA webhook   http://${HOST}:${webhook.port}/qa-events`);
   out(`  temp folder: ${tmp}`);
   out('');
-  out(`API base URL: ${base}`);
+  out(`Web console:  ${base}/   (log in with one of the tokens below)`);
   out(`admin token:  ${tokens.admin}`);
+  out(`QA token:     ${tokens.qa}`);
   out(`reader tokens: dr-a ${tokens.drA}  dr-b ${tokens.drB}`);
-  out('Try (the web console is not built yet):');
+  out('Or the API:');
   out(`  curl -s -H 'Authorization: Bearer ${tokens.admin}' '${base}/api/cases?state=awaiting-read'`);
   out(`  curl -s -H 'Authorization: Bearer ${tokens.admin}' '${base}/api/studies'`);
   out(`  curl -s -H 'Authorization: Bearer ${tokens.admin}' '${base}/api/cases/<id>'`);

@@ -82,6 +82,8 @@ export const MessageStatus = {
   rejected: 'rejected',
   /** Same MSH-3/MSH-4/MSH-10 as a message already applied or held: AA'd, changed nothing. */
   duplicate: 'duplicate',
+  /** A held message a person reviewed and set aside (POST /api/messages/{id}/dismiss); its items stay unlinked. */
+  dismissed: 'dismissed',
 } as const;
 export type MessageStatus = (typeof MessageStatus)[keyof typeof MessageStatus];
 

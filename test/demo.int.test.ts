@@ -15,7 +15,21 @@ describe('npm run demo (scripts/demo.ts)', function () {
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    // While the demo runs, look at it as a QA officer would: the console page and its dashboard numbers.
+    let probe: Promise<{ page: number; html: string; dashboard: Record<string, unknown> }> | undefined;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      const base = /Web console:\s+(http:\/\/\S+?)\/\s/.exec(stdout)?.[1];
+      const qa = /QA token:\s+(\S+)/.exec(stdout)?.[1];
+      if (!probe && base && qa) {
+        probe = new Promise((resolve) => setTimeout(resolve, 18_000)).then(async () => {
+          const page = await fetch(`${base}/`);
+          const dashboard = await fetch(`${base}/api/dashboard`, { headers: { authorization: `Bearer ${qa}` } });
+          return { page: page.status, html: await page.text(), dashboard: (await dashboard.json()) as Record<string, unknown> };
+        });
+        probe.catch(() => undefined);
+      }
+    });
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const killer = setTimeout(() => child.kill('SIGKILL'), 45_000);
     const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -27,7 +41,7 @@ describe('npm run demo (scripts/demo.ts)', function () {
     try {
       expect(signal, context).to.equal(null);
       expect(code, context).to.equal(0);
-      expect(stdout, context).to.include('API base URL: http://127.0.0.1:').and.include('admin token:').and.include('curl -s');
+      expect(stdout, context).to.include('Web console:  http://127.0.0.1:').and.include('admin token:').and.include('QA token:').and.include('curl -s');
       expect(stdout, context).to.match(/\[t\+\s*\d+s\] PACS sent \d+ studies/);
       expect(stdout, context).to.include('=== demo summary after');
       // The final block only: the live lines above it carry the same labels with earlier counts.
@@ -36,6 +50,11 @@ describe('npm run demo (scripts/demo.ts)', function () {
       const hl7 = /HL7 sent to gateway\s+(\d+) \((\d+) AA\)/.exec(summary);
       expect(Number(hl7?.[2]), context).to.equal(Number(hl7?.[1]));
       expect(Number(/write-backs accepted\s+(\d+)/.exec(summary)?.[1]), context).to.be.at.least(1);
+      const seen = await probe;
+      expect(seen?.page, context).to.equal(200);
+      expect(seen?.html, context).to.include('<script');
+      // 18 s in, at one study every 2 s, the dashboard has counted studies received today.
+      expect((seen?.dashboard['today'] as { studiesReceived: number } | undefined)?.studiesReceived, context).to.be.at.least(1);
       expect(tmp, context).to.be.a('string');
       expect(stdout, context).to.include(`temp folder removed: ${tmp}`);
       expect(existsSync(tmp!), `${tmp} still exists`).to.equal(false);

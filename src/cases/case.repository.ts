@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { OPEN_CASE_STATES, type CaseState } from '../states.js';
 import type { Reason } from '../rules/rule.types.js';
@@ -34,6 +35,11 @@ export interface CaseFilter {
   state?: CaseState;
   readerId?: string;
   studyInstanceUid?: string;
+  ruleId?: string;
+  priority?: string;
+  modality?: string;
+  /** Due strictly before this time (ISO). */
+  dueBefore?: string;
   limit: number;
   offset: number;
 }
@@ -43,6 +49,19 @@ export async function listCases(db: Db, f: CaseFilter): Promise<CaseRow[]> {
   if (f.state) q = q.where('state', '=', f.state);
   if (f.readerId) q = q.where('reader_id', '=', f.readerId);
   if (f.studyInstanceUid) q = q.where('study_instance_uid', '=', f.studyInstanceUid);
+  if (f.priority) q = q.where('priority', '=', f.priority);
+  if (f.dueBefore) q = q.where('due_at', '<', f.dueBefore);
+  if (f.ruleId) {
+    // reasons is JSON text; LIKE with an escape clause works the same in SQLite and PostgreSQL.
+    const pattern = `%${JSON.stringify({ ruleId: f.ruleId }).slice(1, -1).replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    q = q.where(sql<boolean>`reasons like ${pattern} escape '\\'`);
+  }
+  if (f.modality) {
+    const modality = f.modality;
+    q = q.where(({ exists, selectFrom }) =>
+      exists(selectFrom('series').select('series.series_instance_uid').whereRef('series.study_instance_uid', '=', 'cases.study_instance_uid').where('series.modality', '=', modality)),
+    );
+  }
   return q.orderBy('id', 'desc').limit(f.limit).offset(f.offset).execute();
 }
 

@@ -13,7 +13,8 @@ import type { OutboundMessageRow, SecondReportRow } from '../reports/report.tabl
 import type { SecondReportService } from '../reports/second-report.service.js';
 import { CaseState, DeliveryState, OPEN_CASE_STATES, OutboundKind } from '../states.js';
 import { requireRole } from './auth.js';
-import { oneOf, queryInt, queryString } from './query.js';
+import { presentCasesFor } from './reader-view.js';
+import { oneOf, queryInt, queryString, queryTime } from './query.js';
 
 export interface CaseRouteDeps {
   cases: CaseService;
@@ -35,10 +36,14 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
       state,
       readerId,
       studyInstanceUid: queryString(req.query['studyInstanceUid']),
+      ruleId: queryString(req.query['ruleId']),
+      priority: queryString(req.query['priority']),
+      modality: queryString(req.query['modality']),
+      dueBefore: queryTime(req.query['dueBefore'], 'dueBefore'),
       limit: queryInt(req.query['limit'], 100, 1, 1000, 'limit'),
       offset: queryInt(req.query['offset'], 0, 0, Number.MAX_SAFE_INTEGER, 'offset'),
     });
-    res.json({ items: await presentCases(db, rows) });
+    res.json({ items: await presentCasesFor(db, p, rows) });
   });
 
   r.get('/cases/:id', requireRole('admin', 'qa', 'system', 'reader'), async (req, res) => {
@@ -46,7 +51,7 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     const p = req.principal!;
     if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
     if (p.role === 'reader' && row.reader_id !== p.readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
-    res.json((await presentCases(db, [row]))[0]);
+    res.json((await presentCasesFor(db, p, [row]))[0]);
   });
 
   r.post('/cases/:id/report', requireRole('reader', 'system'), async (req, res) => {
@@ -55,7 +60,7 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     const p = req.principal!;
     const report = await reports.submit(id, input, { role: p.role, readerId: p.readerId, name: p.name }, 'api');
     const row = await findCase(db, id);
-    res.status(201).json({ report: presentReport(report), case: (await presentCases(db, [row!]))[0] });
+    res.status(201).json({ report: presentReport(report), case: (await presentCasesFor(db, p, [row!]))[0] });
   });
 
   r.post('/cases/:id/decline', requireRole('reader'), async (req, res) => {

@@ -1,0 +1,104 @@
+import type { Db } from '../db/database.js';
+import { OutboundKind, OutboundState } from '../states.js';
+
+/** One second read, as the statistics count it: the case, its scores and the times that make its turnaround. */
+export interface SecondReadFact {
+  caseId: string;
+  caseCreatedAt: string;
+  /** The first second report (version 1). */
+  reportedAt: string;
+  /** The latest version's score: an addendum may change it. */
+  radpeerScore: string;
+  /** The second reader. */
+  readerId: string;
+  /** The first reader (primary radiologist, OBR-32), whose reads are being reviewed. */
+  radiologistId: string | null;
+  modality: string | null;
+  /** When the RIS accepted the first write-back (AA). */
+  writtenBackAt: string | null;
+}
+
+const CHUNK = 500;
+
+function chunks<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
+  return out;
+}
+
+/**
+ * Second reads whose first report was stored in [from, to). A handful of plain
+ * queries joined in JS: portable between SQLite and PostgreSQL, no date functions.
+ */
+export async function secondReadFacts(db: Db, from: string, to: string): Promise<SecondReadFact[]> {
+  const firsts = await db
+    .selectFrom('second_reports')
+    .select(['case_id', 'created_at', 'reader_id'])
+    .where('version', '=', 1)
+    .where('created_at', '>=', from)
+    .where('created_at', '<', to)
+    .orderBy('created_at')
+    .execute();
+  if (firsts.length === 0) return [];
+  const caseIds = firsts.map((f) => f.case_id);
+  const latest = new Map<string, { version: number; score: string; readerId: string }>();
+  const cases = new Map<string, { created_at: string; study_instance_uid: string }>();
+  const writtenBack = new Map<string, string>();
+  for (const ids of chunks(caseIds)) {
+    for (const r of await db.selectFrom('second_reports').select(['case_id', 'version', 'radpeer_score', 'reader_id']).where('case_id', 'in', ids).execute()) {
+      const seen = latest.get(r.case_id);
+      if (!seen || r.version > seen.version) latest.set(r.case_id, { version: r.version, score: r.radpeer_score, readerId: r.reader_id });
+    }
+    for (const c of await db.selectFrom('cases').select(['id', 'created_at', 'study_instance_uid']).where('id', 'in', ids).execute()) cases.set(c.id, c);
+    const accepted = await db
+      .selectFrom('outbound_messages')
+      .select(['case_id', 'updated_at'])
+      .where('case_id', 'in', ids)
+      .where('kind', '=', OutboundKind.writeBack)
+      .where('state', '=', OutboundState.accepted)
+      .execute();
+    for (const a of accepted) {
+      const t = writtenBack.get(a.case_id);
+      if (!t || a.updated_at < t) writtenBack.set(a.case_id, a.updated_at);
+    }
+  }
+  const studyUids = [...new Set([...cases.values()].map((c) => c.study_instance_uid))];
+  const modality = new Map<string, string>();
+  const radiologist = new Map<string, { id: string; rowId: string }>();
+  for (const uids of chunks(studyUids)) {
+    for (const s of await db.selectFrom('series').select(['study_instance_uid', 'modality']).where('study_instance_uid', 'in', uids).orderBy('series_instance_uid').execute()) {
+      // A study's first imaging series names it; SR/PR/KO objects ride along with most studies.
+      if (!s.modality || ['SR', 'PR', 'KO'].includes(s.modality)) continue;
+      if (!modality.has(s.study_instance_uid)) modality.set(s.study_instance_uid, s.modality);
+    }
+    const reports = await db
+      .selectFrom('report_versions')
+      .select(['id', 'linked_study_uid', 'radiologist_id'])
+      .where('linked_study_uid', 'in', uids)
+      .where('link_state', '=', 'linked')
+      .where('result_status', 'in', ['F', 'C'])
+      .execute();
+    for (const r of reports) {
+      if (!r.linked_study_uid || !r.radiologist_id) continue;
+      const seen = radiologist.get(r.linked_study_uid);
+      if (!seen || r.id > seen.rowId) radiologist.set(r.linked_study_uid, { id: r.radiologist_id, rowId: r.id });
+    }
+  }
+  return firsts.flatMap((f) => {
+    const c = cases.get(f.case_id);
+    if (!c) return [];
+    const last = latest.get(f.case_id);
+    return [
+      {
+        caseId: f.case_id,
+        caseCreatedAt: c.created_at,
+        reportedAt: f.created_at,
+        radpeerScore: last?.score ?? '1',
+        readerId: last?.readerId ?? f.reader_id,
+        radiologistId: radiologist.get(c.study_instance_uid)?.id ?? null,
+        modality: modality.get(c.study_instance_uid) ?? null,
+        writtenBackAt: writtenBack.get(f.case_id) ?? null,
+      },
+    ];
+  });
+}
