@@ -15,6 +15,7 @@ import {
   casesReadyToForward,
   claimDue,
   deliveriesNeedingDelta,
+  dueDestinations,
   deliveriesOfCases,
   insertDelivery,
   markInstances,
@@ -24,6 +25,13 @@ import {
   type PendingInstance,
 } from './outbox.repository.js';
 import { StudyPseudonyms } from './pseudonym.service.js';
+import { acquireLease, releaseLease, renewLeaseOf } from '../instances/instance.repository.js';
+import { forClaim } from '../db/dialect.js';
+
+/** The work lease that gives one instance a destination's queue. */
+export function destinationLease(destinationId: string): string {
+  return `destination:${destinationId}`;
+}
 
 /** What the de-identifier needs and returns (src/forwarding/deidentify.ts). */
 export interface DeidentifyPort {
@@ -118,14 +126,23 @@ export class ForwardingService {
     await this.planDeliveries();
     await this.planDeltas();
     const now = this.clock();
-    const claimed = await claimDue(this.db, this.owner, now.toISOString(), this.leaseUntil(now), 50);
+    const nowIso = now.toISOString();
+    const until = this.leaseUntil(now);
+    // A destination is worked by one instance at a time (its lease), one delivery after another: that keeps
+    // each destination's deliveries in order across instances, while different destinations run side by
+    // side (here and on other instances), so a dead one never holds up another.
+    const held: string[] = [];
+    for (const destinationId of await dueDestinations(this.db, nowIso)) {
+      if (this.busyDestinations.has(destinationId)) continue;
+      if (await acquireLease(this.db, destinationLease(destinationId), this.owner, nowIso, until)) held.push(destinationId);
+    }
+    const claimed = await claimDue(this.db, this.owner, nowIso, until, 50, held);
     const byDestination = new Map<string, DeliveryRow[]>();
     for (const d of claimed) byDestination.set(d.destination_id, [...(byDestination.get(d.destination_id) ?? []), d]);
-    for (const [destinationId, deliveries] of byDestination) {
-      // One destination's deliveries go one after another (ordering, one association at a time);
-      // destinations run side by side, so a dead one never holds up another.
-      if (this.busyDestinations.has(destinationId)) {
-        for (const d of deliveries) await this.release(d);
+    for (const destinationId of held) {
+      const deliveries = byDestination.get(destinationId);
+      if (!deliveries) {
+        await releaseLease(this.db, destinationLease(destinationId), this.owner);
         continue;
       }
       this.busyDestinations.add(destinationId);
@@ -134,6 +151,9 @@ export class ForwardingService {
           for (const d of deliveries) await this.process(d);
         } finally {
           this.busyDestinations.delete(destinationId);
+          await releaseLease(this.db, destinationLease(destinationId), this.owner).catch((err: unknown) =>
+            this.log.warn('could not release a destination lease (it expires by itself)', { destinationId, error: (err as Error).message }),
+          );
         }
       })();
       this.inFlight.add(work);
@@ -149,22 +169,20 @@ export class ForwardingService {
     return new Date(now.getTime() + this.o.config.forwarding.leaseSeconds * 1000).toISOString();
   }
 
-  /** Gives a claimed delivery back untouched (its destination is busy in this process). */
-  private async release(d: DeliveryRow): Promise<void> {
-    await updateDelivery(this.db, d.id, { state: DeliveryState.pending, lease_owner: null, lease_expires_at: null });
-  }
-
   private async planDeliveries(): Promise<void> {
     const ready = await casesReadyToForward(this.db, 100);
     for (const c of ready) {
       const now = this.clock().toISOString();
-      await this.db.transaction().execute(async (trx) => {
+      const planned = await this.db.transaction().execute(async (trx) => {
+        // Another instance may be planning the same case: whoever locks it first plans it, the other skips it.
+        const mine = await forClaim(trx, trx.selectFrom('cases').select('id').where('id', '=', c.id).where('state', '=', CaseState.flagged)).executeTakeFirst();
+        if (!mine) return false;
         let destinationId = c.destination_id;
         if (this.o.assignReader) {
           const assigned = await this.o.assignReader(trx, c);
           if (!assigned.ok) {
             await transitionCase(trx, { caseId: c.id, from: [CaseState.flagged], to: CaseState.held, actor: ACTOR, now, auditId: this.o.newId(), details: { reason: `no reader: ${assigned.reason}` } });
-            return;
+            return false;
           }
           destinationId = assigned.destinationId ?? destinationId;
           if (destinationId !== c.destination_id) await trx.updateTable('cases').set({ destination_id: destinationId }).where('id', '=', c.id).execute();
@@ -180,7 +198,7 @@ export class ForwardingService {
             auditId: this.o.newId(),
             details: { reason: `destination "${destinationId ?? ''}" is not configured` },
           });
-          return;
+          return false;
         }
         const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
         const instances = await insertDelivery(trx, { id: this.o.newId(), caseId: c.id, destinationId: destination.id, studyInstanceUid: c.study_instance_uid, deidentify, now });
@@ -193,7 +211,9 @@ export class ForwardingService {
           auditId: this.o.newId(),
           details: { destinationId: destination.id, deidentify, instances },
         });
+        return true;
       });
+      if (!planned) continue;
       this.log.info('delivery planned', { caseId: c.id, destinationId: c.destination_id, studyUid: hashId(c.study_instance_uid) });
     }
   }
@@ -202,6 +222,9 @@ export class ForwardingService {
     for (const d of await deliveriesNeedingDelta(this.db, 100)) {
       const now = this.clock().toISOString();
       const added = await this.db.transaction().execute(async (trx) => {
+        // Two instances may see the same delta: the one that locks the delivery adds it, the other skips.
+        const mine = await forClaim(trx, trx.selectFrom('deliveries').select('id').where('id', '=', d.id)).executeTakeFirst();
+        if (!mine) return 0;
         const n = await addMissingInstances(trx, d.id, d.study_instance_uid);
         if (n > 0 && d.state === DeliveryState.delivered) {
           await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
@@ -235,7 +258,7 @@ export class ForwardingService {
         // then hold or fail the delivery as the eager read used to.
         if (outgoing.stopped) {
           const ok = batch.filter((b, j) => results[j]?.ok).map((b) => b.sop_instance_uid);
-          await markInstances(this.db, d.id, ok, DeliveryInstanceState.sent, this.clock().toISOString(), null);
+          await this.db.transaction().execute((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, this.clock().toISOString(), null));
           if ('hold' in outgoing.stopped) return await this.hold(d, outgoing.stopped.hold, log);
           throw outgoing.stopped.error;
         }
@@ -250,12 +273,14 @@ export class ForwardingService {
           else permanent ??= r.failure?.message ?? 'refused';
         });
         if (results.length !== batch.length) transient ??= `destination answered ${results.length} of ${batch.length} instances`;
-        await markInstances(this.db, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null);
+        // One transaction: the rows and the delivery's counter commit together (a crash between them left instances_sent stale).
+        await this.db.transaction().execute((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null));
         sent += ok.length;
         await renewLease(this.db, d.id, this.owner, this.leaseUntil(now));
+        await renewLeaseOf(this.db, destinationLease(d.destination_id), this.owner, this.leaseUntil(now));
         if (permanent) {
           const failedUids = batch.map((b) => b.sop_instance_uid).filter((u) => !ok.includes(u));
-          await markInstances(this.db, d.id, failedUids, DeliveryInstanceState.failed, now.toISOString(), permanent);
+          await this.db.transaction().execute((trx) => markInstances(trx, d.id, failedUids, DeliveryInstanceState.failed, now.toISOString(), permanent ?? null));
           return await this.fail(d, permanent, false, log);
         }
         if (transient) return await this.fail(d, transient, true, log);
@@ -333,13 +358,32 @@ export class ForwardingService {
 
   private async delivered(d: DeliveryRow, log: Logger): Promise<void> {
     const now = this.clock().toISOString();
-    await this.db.transaction().execute(async (trx) => {
+    const requeued = await this.db.transaction().execute(async (trx) => {
+      // Late instances that planDeltas added while this attempt was sending (it runs on every pass, beside a
+      // delivery in flight) are not in the list this attempt read. Closing the delivery left them pending for
+      // good: deliveriesNeedingDelta counts them as planned. Found by scripts/chaos.ts.
+      const left = await trx
+        .selectFrom('delivery_instances')
+        .select('sop_instance_uid')
+        .where('delivery_id', '=', d.id)
+        .where('state', '=', DeliveryInstanceState.pending)
+        .executeTakeFirst();
+      if (left) {
+        await updateDelivery(trx, d.id, { state: DeliveryState.pending, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now });
+        return true;
+      }
       await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, lease_owner: null, lease_expires_at: null, last_error: null, updated_at: now });
       const all = await deliveriesOfCases(trx, [d.case_id]);
       if (all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
         await transitionCase(trx, { caseId: d.case_id, from: [CaseState.forwarding], to: CaseState.awaitingRead, actor: ACTOR, now, auditId: this.o.newId(), details: { deliveryId: d.id } });
       }
+      return false;
     });
+    if (requeued) {
+      log.info('late instances arrived while sending; sending them next', { caseId: d.case_id });
+      this.kick();
+      return;
+    }
     log.info('delivered', { caseId: d.case_id, attempts: d.attempts + 1 });
   }
 

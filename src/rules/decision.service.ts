@@ -2,6 +2,7 @@ import { recordAudit } from '../audit/audit.repository.js';
 import { caseReasons, findOpenCase, insertCase, updateCase } from '../cases/case.repository.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
+import { lockKey } from '../db/dialect.js';
 import { hashId, type Logger } from '../logger.js';
 import { CaseState, EvaluationTrigger, StudyState } from '../states.js';
 import { findStudy } from '../studies/study.repository.js';
@@ -65,6 +66,44 @@ export class DecisionService {
     while (this.queues.size > 0) await Promise.allSettled([...this.queues.values()]);
   }
 
+  /**
+   * At start-up: evaluates stable studies whose inputs changed (became stable, an order, report or AI
+   * result linked) after their last recorded decision, among those touched in the last `windowMs` of
+   * activity. Why: the triggers are in-memory events fired after their change commits, so a crash between
+   * that commit and the evaluation's commit lost the evaluation for good (the study is already stable, the
+   * message already acknowledged: nothing fires again and a flagged study never got its case). Found by
+   * scripts/chaos.ts. Only the last moments before a crash can be affected, hence the window; an
+   * evaluation that finds the same verdict records nothing, so looking again is harmless.
+   */
+  async recoverMissedEvaluations(windowMs = 60 * 60 * 1000): Promise<number> {
+    const tables = ['report_versions', 'orders', 'ai_results'] as const;
+    const maxes = await Promise.all([
+      this.db.selectFrom('studies').select((eb) => eb.fn.max('updated_at').as('t')).executeTakeFirst(),
+      ...tables.map((t) => this.db.selectFrom(t).select((eb) => eb.fn.max('updated_at').as('t')).executeTakeFirst()),
+    ]);
+    const latest = maxes.flatMap((r) => (r?.t ? [String(r.t)] : [])).sort().at(-1);
+    if (!latest) return 0;
+    const since = new Date(Date.parse(latest) - windowMs).toISOString();
+    const changedAt = new Map<string, string>();
+    const touch = (uid: string | null, at: string | null) => {
+      if (uid && at && at > (changedAt.get(uid) ?? '')) changedAt.set(uid, at);
+    };
+    const stable = await this.db.selectFrom('studies').select(['study_instance_uid', 'stable_at']).where('state', '=', StudyState.stable).where('updated_at', '>=', since).execute();
+    for (const r of stable) touch(r.study_instance_uid, r.stable_at);
+    for (const t of tables) {
+      const rows = await this.db.selectFrom(t).select(['linked_study_uid', 'updated_at']).where('link_state', '=', 'linked').where('updated_at', '>=', since).execute();
+      for (const r of rows) touch(r.linked_study_uid, r.updated_at);
+    }
+    let evaluated = 0;
+    for (const [uid, at] of changedAt) {
+      const last = (await decisionsOfStudies(this.db, [uid])).at(-1);
+      if (last && last.evaluated_at >= at) continue;
+      await this.evaluateStudy(uid, EvaluationTrigger.stable, 'recovery');
+      evaluated++;
+    }
+    return evaluated;
+  }
+
   private async run(uid: string, trigger: EvaluationTrigger, actor: string): Promise<EvaluationOutcome | undefined> {
     const study = await findStudy(this.db, uid);
     if (!study) return undefined;
@@ -75,24 +114,27 @@ export class DecisionService {
     const input = (await loadEvaluationInputs(this.db, [study], { withPriorDecisions: true })).get(uid);
     if (!input) return undefined;
     const radiologist = [...input.reports].reverse().find((r) => r.status === 'F' || r.status === 'C')?.radiologistId;
-    const samplingState = await samplingCountersOfRadiologist(this.db, radiologist ?? 'unknown');
     const now = this.clock();
-    const decision = evaluate(active.compiled, { ...input, samplingState, now });
-    honourManualRequests(decision, input.manualRequests);
-
     const nowIso = now.toISOString();
-    const last = (await decisionsOfStudies(this.db, [uid])).at(-1);
-    const unchanged =
-      last !== undefined &&
-      last.rule_set_version === active.version &&
-      decision.samplingSlots.length === 0 &&
-      JSON.stringify(parseDecisionRow(last).reasons) === JSON.stringify(decision.reasons);
-    // Nothing to record: an order-only look that found nothing, or the same verdict again.
-    if ((!decision.flagged && decision.basis === 'order-only' && decision.samplingSlots.length === 0) || unchanged) {
-      return { decision, ruleSetVersion: active.version, caseId: last?.case_id ?? null, caseCreated: false };
-    }
-
+    // The counters are read, decided on and incremented in one transaction that holds the radiologist's
+    // sampling lock (PostgreSQL: an advisory lock, across instances; SQLite: the one writer), so two
+    // evaluations never both take the last slot of a quota. The study's lock first, always in that order.
     const result = await this.db.transaction().execute(async (trx) => {
+      await lockKey(trx, `study:${uid}`);
+      await lockKey(trx, `sampling:${radiologist ?? 'unknown'}`);
+      const samplingState = await samplingCountersOfRadiologist(trx, radiologist ?? 'unknown');
+      const decision = evaluate(active.compiled, { ...input, samplingState, now });
+      honourManualRequests(decision, input.manualRequests);
+      const last = (await decisionsOfStudies(trx, [uid])).at(-1);
+      const unchanged =
+        last !== undefined &&
+        last.rule_set_version === active.version &&
+        decision.samplingSlots.length === 0 &&
+        JSON.stringify(parseDecisionRow(last).reasons) === JSON.stringify(decision.reasons);
+      // Nothing to record: an order-only look that found nothing, or the same verdict again.
+      if ((!decision.flagged && decision.basis === 'order-only' && decision.samplingSlots.length === 0) || unchanged) {
+        return { decision, caseId: last?.case_id ?? null, caseCreated: false, recorded: false };
+      }
       await applySamplingSlots(trx, decision.samplingSlots, nowIso);
       let caseId: string | null = null;
       let caseCreated = false;
@@ -155,8 +197,10 @@ export class DecisionService {
         }
       }
       await insertDecision(trx, { id: this.o.newId(), studyInstanceUid: uid, ruleSetVersion: active.version, trigger, decision, caseId, evaluatedAt: nowIso });
-      return { caseId, caseCreated };
+      return { decision, caseId, caseCreated, recorded: true };
     });
+    const { decision, recorded } = result;
+    if (!recorded) return { decision, ruleSetVersion: active.version, caseId: result.caseId, caseCreated: false };
     this.log.info('study evaluated', {
       studyUid: hashId(uid),
       trigger,
@@ -165,7 +209,7 @@ export class DecisionService {
       rules: [...new Set(decision.reasons.map((r) => r.ruleId))],
       caseId: result.caseId ?? undefined,
     });
-    return { decision, ruleSetVersion: active.version, ...result };
+    return { decision, ruleSetVersion: active.version, caseId: result.caseId, caseCreated: result.caseCreated };
   }
 
   slaHoursFor(priority: Priority): number {
