@@ -1,6 +1,22 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from './db/database.js';
 import type { ForwardingMetrics } from './forwarding/forwarding.service.js';
+import { CaseState } from './states.js';
+
+/** What the listeners report about their resource guards. */
+export interface GuardMetrics {
+  /** A connection, association, PDU, message or request refused by a guard; `guard` is the config key that refused it. */
+  rejected(guard: string): void;
+}
+
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
 
 /**
  * Prometheus metrics for one gateway. Counts of what is stored (studies,
@@ -9,14 +25,21 @@ import type { ForwardingMetrics } from './forwarding/forwarding.service.js';
  * happens in this process (delivery latency, failures) is counted here.
  * No PHI: labels are states, destination ids and message types.
  */
-export class GatewayMetrics implements ForwardingMetrics {
+export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
   readonly registry = new Registry();
+  private readonly guardRejections: Counter<'guard'>;
+  private readonly limits = new Map<string, number>();
+  private readonly live = new Map<string, () => number>();
   private readonly deliverySeconds: Histogram<'destination'>;
   private readonly deliveredInstances: Counter<'destination'>;
   private readonly deliveryFailures: Counter<'destination' | 'kind'>;
 
   constructor(db: Db, instanceId: string) {
     this.registry.setDefaultLabels({ instance_id: instanceId });
+    // Process RSS, heap, event-loop delay, GC (the soak test watches these). They describe the process, so
+    // they are collected once per process and shared: each collector keeps an event-loop monitor running for good.
+    const shared = processMetrics();
+    for (const { name } of shared.getMetricsAsArray()) this.registry.registerMetric(shared.getSingleMetric(name)!);
     const registers = [this.registry];
     new Gauge({
       name: 'gateway_studies',
@@ -60,6 +83,8 @@ export class GatewayMetrics implements ForwardingMetrics {
       registers,
       async collect() {
         this.reset();
+        // Every state, zeros included: a dashboard shows "0 failed", not a gap that reads as "no data".
+        for (const state of Object.values(CaseState)) this.set({ state }, 0);
         const rows = await db.selectFrom('cases').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute();
         for (const r of rows) this.set({ state: r.state }, Number(r.n));
       },
@@ -73,6 +98,20 @@ export class GatewayMetrics implements ForwardingMetrics {
         this.reset();
         const rows = await db.selectFrom('deliveries').select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['destination_id', 'state']).execute();
         for (const r of rows) this.set({ destination: r.destination_id, state: r.state }, Number(r.n));
+      },
+    });
+    new Gauge({
+      name: 'gateway_delivery_queue_depth',
+      help: 'Deliveries waiting or being sent (pending + sending), by destination',
+      labelNames: ['destination'],
+      registers,
+      async collect() {
+        this.reset();
+        const rows = await db.selectFrom('deliveries').select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['destination_id', 'state']).execute();
+        // Every destination that has had a delivery shows, with 0 when nothing waits.
+        const depth = new Map<string, number>();
+        for (const r of rows) depth.set(r.destination_id, (depth.get(r.destination_id) ?? 0) + (r.state === 'pending' || r.state === 'sending' ? Number(r.n) : 0));
+        for (const [destination, n] of depth) this.set({ destination }, n);
       },
     });
     new Gauge({
@@ -100,6 +139,33 @@ export class GatewayMetrics implements ForwardingMetrics {
         for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
       },
     });
+    // Resource guards: the configured limits beside what is in use, so a refusal can be read against its limit.
+    const limits = this.limits;
+    const live = this.live;
+    new Gauge({
+      name: 'gateway_limit',
+      help: 'Configured resource limits, by config key',
+      labelNames: ['name'],
+      registers,
+      collect() {
+        for (const [name, value] of limits) this.set({ name }, value);
+      },
+    });
+    new Gauge({
+      name: 'gateway_in_use',
+      help: 'Resources in use now: open connections per listener, DICOM associations',
+      labelNames: ['name'],
+      registers,
+      collect() {
+        for (const [name, read] of live) this.set({ name }, read());
+      },
+    });
+    this.guardRejections = new Counter({
+      name: 'gateway_guard_rejections_total',
+      help: 'Connections, associations, PDUs, messages and requests refused by a resource guard, by the config key that refused them',
+      labelNames: ['guard'],
+      registers,
+    });
     this.deliverySeconds = new Histogram({
       name: 'gateway_delivery_seconds',
       help: 'Time to send a delivery (all its missing instances) once claimed',
@@ -114,6 +180,16 @@ export class GatewayMetrics implements ForwardingMetrics {
       labelNames: ['destination', 'kind'],
       registers,
     });
+  }
+
+  /** Configured limits (config key -> value) and live counters (name -> reader) for /metrics. */
+  watchLimits(limits: Record<string, number>, live: Record<string, () => number>): void {
+    for (const [k, v] of Object.entries(limits)) this.limits.set(k, v);
+    for (const [k, f] of Object.entries(live)) this.live.set(k, f);
+  }
+
+  rejected(guard: string): void {
+    this.guardRejections.inc({ guard });
   }
 
   delivered(destinationId: string, instances: number, seconds: number): void {

@@ -1,0 +1,306 @@
+import { spawnSync } from 'node:child_process';
+import { expect } from 'chai';
+import { HTTP_METHODS, openApiDocument, type HttpMethod, type JsonSchema, type Operation } from '../../src/http/openapi.js';
+import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
+import { eventually } from '../helpers/eventually.js';
+import { oruR01 } from '../helpers/hl7-samples.js';
+import { validateJson } from '../helpers/json-schema.js';
+
+type Token = keyof typeof API_TOKENS;
+
+interface Layer {
+  rawPath?: unknown;
+  route?: { path: unknown; methods: Record<string, boolean> };
+  handle?: { stack?: Layer[] };
+}
+
+/**
+ * Every (method, path) the express app answers, found by walking the router
+ * stacks (router 2.x keeps a layer's path in `rawPath`), nested routers
+ * included. Plain middleware (authentication, static files) has no route.
+ */
+export function registeredRoutes(app: { router: { stack: Layer[] } }): { method: string; path: string }[] {
+  const out: { method: string; path: string }[] = [];
+  // A router mounted without a path (`use(router)`) adds nothing to its routes' paths.
+  const join = (prefix: string, p: string) => (p === '/' ? prefix : `${prefix}${p}`);
+  const walk = (stack: Layer[], prefix: string) => {
+    for (const layer of stack) {
+      const isRouter = Array.isArray(layer.handle?.stack);
+      if (!layer.route && !isRouter) continue;
+      const raw = layer.route ? layer.route.path : layer.rawPath;
+      const paths = Array.isArray(raw) ? raw : [raw];
+      for (const p of paths) {
+        if (typeof p !== 'string') throw new Error(`a route or router is mounted on a non-string path (${String(p)}): describe it by hand`);
+        if (layer.route) {
+          for (const m of Object.keys(layer.route.methods)) out.push({ method: m === '_all' ? 'ALL' : m.toUpperCase(), path: join(prefix, p) || '/' });
+        } else walk(layer.handle!.stack!, join(prefix, p));
+      }
+    }
+  };
+  walk(app.router.stack, '');
+  return out;
+}
+
+/** `/cases/:id` and `/cases/{id}` both become `/cases/{}`: parameter names may differ (the spec uses DESIGN.md's). */
+const shape = (p: string) => p.replace(/:[A-Za-z0-9_]+/g, '{}').replace(/\{[A-Za-z0-9_]+\}/g, '{}');
+
+/** The web console's static files are not API: documented in the README, not here. */
+const notApi = (r: { path: string }) => r.path === '/' || r.path.startsWith('/console');
+
+function operations(): { method: HttpMethod; path: string; op: Operation }[] {
+  return Object.entries(openApiDocument.paths).flatMap(([path, item]) =>
+    HTTP_METHODS.flatMap((method) => (item[method] ? [{ method, path, op: item[method]! }] : [])),
+  );
+}
+
+const defs = openApiDocument.components.schemas;
+
+interface Example {
+  token?: Token;
+  /** The concrete path with its query string. */
+  url: string;
+  body?: unknown;
+  status: number;
+}
+
+describe('OpenAPI description (GET /api/openapi.json) stays true to the running gateway', function () {
+  this.timeout(120_000);
+  // De-identified deliveries: the reader's answers are the pseudonymous view, which must match the spec too.
+  const api = new ApiGateway({ deidentify: true });
+  const ids = {
+    study: '',
+    accession: '',
+    caseRead: '',
+    caseReport: '',
+    caseDecline: '',
+    caseCancel: '',
+    caseDead: '',
+    caseWriteBackFailed: '',
+    caseReassign: '',
+    freshStudy: '',
+    heldMessage: '',
+  };
+
+  before(async () => {
+    await api.start();
+    // One study with everything linked (order, final report, AI result, decision, case).
+    const a = await api.flaggedStudy();
+    ids.study = a.study.studyInstanceUid;
+    ids.accession = a.study.accessionNumber;
+    ids.caseRead = a.caseId;
+    await api.assign(a.caseId, 'dr-a');
+    // Cases for the operations that change a case, one each, so the order the operations run in does not matter.
+    for (const k of ['caseReport', 'caseDecline', 'caseCancel', 'caseDead', 'caseWriteBackFailed', 'caseReassign'] as const) ids[k] = (await api.flaggedStudy()).caseId;
+    await api.assign(ids.caseReport, 'dr-a');
+    await api.assign(ids.caseDecline, 'dr-a');
+    await api.assign(ids.caseReassign, 'dr-a');
+    // A delivery that gave up (dead letter): the case failed and waits for a retry.
+    await api.gw.db.updateTable('deliveries').set({ state: 'dead', last_error: 'refused' }).where('case_id', '=', ids.caseDead).execute();
+    await api.gw.db.updateTable('cases').set({ state: 'failed' }).where('id', '=', ids.caseDead).execute();
+    // A write-back the RIS refuses (AR): a failed write-back to retry.
+    api.ris.script.push('AR');
+    const r = await api.call('POST', `/api/cases/${ids.caseWriteBackFailed}/report`, API_TOKENS.system, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-b' });
+    expect(r.status, r.text).to.equal(201);
+    await eventually(async () => {
+      const c = (await api.call('GET', `/api/cases/${ids.caseWriteBackFailed}`, API_TOKENS.admin)).body as { writeBack: { state: string } | null };
+      return c.writeBack?.state === 'failed';
+    }, 'the refused write-back');
+    // A report for the first study from another patient: held for review.
+    const held = await api.hl7.send(oruR01({ accession: ids.accession, patientId: 'MRN-SOMEONE-ELSE', controlId: 'API-HELD-1', studyUid: ids.study }, { status: 'F' }));
+    expect(held.code).to.equal('AA');
+    const messages = (await api.call('GET', '/api/messages', API_TOKENS.admin)).body as { items: { id: string; status: string }[] };
+    ids.heldMessage = messages.items.find((m) => m.status === 'held')?.id ?? '';
+    expect(ids.heldMessage, 'a held message').to.not.equal('');
+    ids.freshStudy = (await api.storeStudy()).studyInstanceUid;
+  });
+  after(() => api.stop());
+
+  /** One call per operation with a role the spec allows; the answer must be 2xx and match the spec. */
+  const examples: Record<string, () => Example> = {
+    getHealth: () => ({ url: '/healthz', status: 200 }),
+    getMetrics: () => ({ token: 'qa', url: '/metrics', status: 200 }),
+    getOpenApi: () => ({ url: '/api/openapi.json', status: 200 }),
+    listStudies: () => ({ token: 'system', url: `/api/studies?accessionNumber=${ids.accession}&state=stable&limit=10`, status: 200 }),
+    getStudy: () => ({ token: 'qa', url: `/api/studies/${ids.study}`, status: 200 }),
+    listMessages: () => ({ token: 'admin', url: '/api/messages?status=applied,held&includeRaw=true', status: 200 }),
+    listCases: () => ({ token: 'admin', url: '/api/cases?limit=50', status: 200 }),
+    requestCase: () => ({ token: 'qa', url: '/api/cases', body: { studyInstanceUid: ids.freshStudy, reason: 'clinician asked', priority: 'stat' }, status: 201 }),
+    getCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseRead}`, status: 200 }),
+    submitSecondReport: () => ({ token: 'reader', url: `/api/cases/${ids.caseReport}/report`, body: { text: 'FINDINGS: as before.\nIMPRESSION: concur.', radpeerScore: '2b', impression: 'concur' }, status: 201 }),
+    declineCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseDecline}/decline`, body: { reason: 'conflict of interest' }, status: 200 }),
+    cancelCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseCancel}/cancel`, status: 200 }),
+    retryCase: () => ({ token: 'system', url: `/api/cases/${ids.caseDead}/retry`, status: 200 }),
+    getCaseTimeline: () => ({ token: 'qa', url: `/api/cases/${ids.caseWriteBackFailed}/timeline`, status: 200 }),
+    getCasePrimaryReport: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/primary-report`, status: 200 }),
+    reassignCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseReassign}/reassign`, body: { readerId: 'dr-b', reason: 'workload' }, status: 200 }),
+    retryCaseWriteBack: () => ({ token: 'admin', url: `/api/cases/${ids.caseWriteBackFailed}/retry-write-back`, status: 200 }),
+    dismissMessage: () => ({ token: 'qa', url: `/api/messages/${ids.heldMessage}/dismiss`, body: { reason: 'wrong patient: sent back to the RIS' }, status: 200 }),
+    getMe: () => ({ token: 'reader', url: '/api/me', status: 200 }),
+    getDashboard: () => ({ token: 'qa', url: '/api/dashboard', status: 200 }),
+    getStats: () => ({ token: 'admin', url: '/api/stats?bucket=day', status: 200 }),
+    listGatewayInstances: () => ({ token: 'admin', url: '/api/instances', status: 200 }),
+    listDeliveries: () => ({ token: 'system', url: '/api/deliveries?destinationId=pool', status: 200 }),
+    getRules: () => ({ token: 'system', url: '/api/rules', status: 200 }),
+    putRules: () => ({
+      token: 'qa',
+      url: '/api/rules',
+      body: { rules: [{ id: 'onc', kind: 'oncology', priority: 'urgent' }, { id: 'ct-sample', kind: 'sampling', priority: 'routine', rate: 0.05, period: 'month', when: { modality: ['CT'] } }], comment: 'openapi test' },
+      status: 201,
+    }),
+    listRuleVersions: () => ({ token: 'qa', url: '/api/rules/versions', status: 200 }),
+    getRuleVersion: () => ({ token: 'admin', url: '/api/rules/versions/1', status: 200 }),
+    dryRunRules: () => ({ token: 'qa', url: '/api/rules/dry-run', body: { from: '2020-01-01', maxItems: 10 }, status: 200 }),
+    listSamplingBuckets: () => ({ token: 'admin', url: '/api/sampling', status: 200 }),
+    listAudit: () => ({ token: 'qa', url: '/api/audit?limit=500', status: 200 }),
+  };
+
+  it('describes exactly the routes the express app registers', () => {
+    const registered = registeredRoutes(httpApp(api))
+      .filter((r) => !notApi(r))
+      .map((r) => `${r.method} ${shape(r.path)}`);
+    expect(registered.length, 'the walk found routes').to.be.greaterThan(10);
+    const described = operations().map((o) => `${o.method.toUpperCase()} ${shape(o.path)}`);
+    const missingFromSpec = [...new Set(registered)].filter((r) => !described.includes(r)).sort();
+    const notRegistered = described.filter((d) => !registered.includes(d)).sort();
+    expect({ missingFromSpec, notRegistered }).to.deep.equal({ missingFromSpec: [], notRegistered: [] });
+  });
+
+  it('gives every operation an id, roles, security and parameters for its path template', () => {
+    const seen = new Set<string>();
+    for (const { method, path, op } of operations()) {
+      const where = `${method} ${path}`;
+      expect(seen.has(op.operationId), `${where}: duplicate operationId`).to.equal(false);
+      seen.add(op.operationId);
+      expect(op['x-roles'].every((r) => ['admin', 'qa', 'reader', 'system'].includes(r)), where).to.equal(true);
+      expect(op.security, where).to.deep.equal(op['x-roles'].length > 0 ? [{ bearer: [] }] : []);
+      const templated = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
+      const declared = (op.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
+      expect(declared, where).to.deep.equal(templated);
+      if (op['x-roles'].length > 0) expect(op.responses, where).to.include.keys('401', '403');
+      for (const [status, r] of Object.entries(op.responses)) {
+        for (const media of Object.values(r.content ?? {})) assertResolvable(media.schema, `${where} ${status}`);
+      }
+    }
+  });
+
+  it('serves the document without a token', async () => {
+    const r = await api.call('GET', '/api/openapi.json');
+    expect(r.status).to.equal(200);
+    expect(r.body).to.deep.equal(JSON.parse(JSON.stringify(openApiDocument)));
+  });
+
+  it('is a valid OpenAPI 3.1 document for an independent validator (python openapi-spec-validator)', function () {
+    const probe = spawnSync('python3', ['-c', 'import openapi_spec_validator'], { encoding: 'utf8' });
+    if (probe.status !== 0) {
+      console.log('      skipped: python3 with openapi-spec-validator is not installed (pip install openapi-spec-validator)');
+      this.skip();
+    }
+    const script = 'import json,sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(sys.stdin))\nprint("ok")';
+    const r = spawnSync('python3', ['-c', script], { input: JSON.stringify(openApiDocument), encoding: 'utf8' });
+    expect(r.status, r.stderr.split('\n').slice(-6).join('\n')).to.equal(0);
+    expect(r.stdout.trim()).to.equal('ok');
+  });
+
+  it('the schema checker rejects what does not match (so the next test can fail)', () => {
+    const bad = { id: 1, state: 'bogus', extra: true };
+    const errors = validateJson({ $ref: '#/components/schemas/Case' }, bad, defs);
+    expect(errors.join('\n')).to.match(/\$\.id: expected string/).and.match(/bogus/).and.match(/"extra" is not in the schema/).and.match(/missing required "dueAt"/);
+  });
+
+  it('answers every operation, called with an allowed role, with a status and body the spec lists', async () => {
+    const problems: string[] = [];
+    const missingExamples = operations().filter((o) => !examples[o.op.operationId]).map((o) => o.op.operationId);
+    expect(missingExamples, 'operations without an example call in this test').to.deep.equal([]);
+    for (const { method, path, op } of operations()) {
+      const ex = examples[op.operationId]!();
+      const where = `${method.toUpperCase()} ${path} (${op.operationId})`;
+      if (ex.token) expect(op['x-roles'], `${where}: example role`).to.include(roleOf(ex.token));
+      const r = await api.call(method.toUpperCase(), ex.url, ex.token ? API_TOKENS[ex.token] : undefined, ex.body);
+      if (r.status !== ex.status) problems.push(`${where}: ${r.status}, expected ${ex.status}: ${r.text.slice(0, 300)}`);
+      problems.push(...checkAgainstSpec(op, r, where));
+    }
+    expect(problems).to.deep.equal([]);
+    // The reader's answers above were the pseudonymous view (the branch with the optional fields).
+    const asReader = (await api.call('GET', `/api/cases/${ids.caseRead}`, API_TOKENS.reader)).body as { deidentified?: boolean; studyInstanceUid: string | null };
+    expect(asReader.deidentified).to.equal(true);
+    expect(asReader.studyInstanceUid).to.not.equal(ids.study);
+  });
+
+  it('PUT /api/rules takes the YAML of a rules file, as the spec says', async () => {
+    const op = openApiDocument.paths['/api/rules']!.put!;
+    expect(op.requestBody?.content).to.have.keys('application/json', 'application/yaml');
+    const yaml = ['rules:', '  - id: yaml-oncology', '    kind: oncology', '    priority: urgent', ''].join('\n');
+    const res = await fetch(`${api.base}/api/rules`, { method: 'PUT', headers: { authorization: `Bearer ${API_TOKENS.qa}`, 'content-type': 'application/yaml' }, body: yaml });
+    const body = (await res.json()) as { rules?: { id: string }[] };
+    expect(res.status, JSON.stringify(body)).to.be.oneOf([200, 201]);
+    expect(body.rules?.map((r) => r.id)).to.deep.equal(['yaml-oncology']);
+    expect(checkAgainstSpec(op, { status: res.status, contentType: res.headers.get('content-type') ?? '', body, text: '' }, 'PUT /api/rules (YAML)')).to.deep.equal([]);
+  });
+
+  it('answers errors (404, 400) with statuses the spec lists and the error body', async () => {
+    const problems: string[] = [];
+    for (const { method, path, op } of operations()) {
+      const role = op['x-roles'][0];
+      const token = role ? tokenOfRole(role) : undefined;
+      const where = `${method.toUpperCase()} ${path}`;
+      if (path.includes('{')) {
+        const url = path.replace(/\{[^}]+\}/g, (m) => (m === '{version}' ? '999999' : 'no-such-id'));
+        const r = await api.call(method.toUpperCase(), url, token, method === 'get' ? undefined : {});
+        if (r.status < 400) problems.push(`${where} with an unknown id: ${r.status}`);
+        problems.push(...checkAgainstSpec(op, r, `${where} unknown id`));
+      }
+      if ((op.parameters ?? []).some((p) => p.name === 'limit')) {
+        const r = await api.call(method.toUpperCase(), `${path}?limit=0`, token);
+        if (r.status !== 400) problems.push(`${where}?limit=0: ${r.status}`);
+        problems.push(...checkAgainstSpec(op, r, `${where}?limit=0`));
+      }
+      // A query parameter the spec constrains (enum, integer) and the route reads: a bad value is refused by name.
+      for (const param of (op.parameters ?? []).filter((x) => x.in === 'query' && (x.schema.enum || x.schema.type === 'integer'))) {
+        if (lenientParams.includes(`${op.operationId}.${param.name}`)) continue;
+        const r = await api.call(method.toUpperCase(), `${path}?${param.name}=not-a-valid-value`, token);
+        if (r.status !== 400 || !r.text.includes(param.name)) problems.push(`${where}?${param.name}=not-a-valid-value: ${r.status} ${r.text.slice(0, 120)}`);
+        problems.push(...checkAgainstSpec(op, r, `${where}?${param.name}=bad`));
+      }
+      if (op.requestBody && !path.includes('{')) {
+        const r = await api.call(method.toUpperCase(), path, token, { notAField: 1 });
+        if (r.status !== 400) problems.push(`${where} with an unknown field: ${r.status}`);
+        problems.push(...checkAgainstSpec(op, r, `${where} unknown field`));
+      }
+    }
+    expect(problems).to.deep.equal([]);
+  });
+});
+
+/** Parameters whose route treats an unknown value as the default instead of refusing it. */
+const lenientParams = ['listMessages.includeRaw'];
+
+function roleOf(t: Token): string {
+  return t === 'readerB' ? 'reader' : t;
+}
+
+function tokenOfRole(role: string): string {
+  return API_TOKENS[role as Token];
+}
+
+function httpApp(api: ApiGateway): { router: { stack: Layer[] } } {
+  const app = api.gw.httpApp;
+  if (!app) throw new Error('the gateway has no HTTP server');
+  return app as unknown as { router: { stack: Layer[] } };
+}
+
+/** The status is one the operation lists, and a JSON body matches that response's schema. */
+function checkAgainstSpec(op: Operation, r: { status: number; contentType: string; body: unknown; text: string }, where: string): string[] {
+  const spec = op.responses[String(r.status)];
+  if (!spec) return [`${where}: status ${r.status} is not in the spec (${Object.keys(op.responses).join(', ')}): ${r.text.slice(0, 200)}`];
+  const mediaTypes = Object.keys(spec.content ?? {});
+  if (mediaTypes.length === 0) return [];
+  const media = mediaTypes.find((m) => r.contentType.startsWith(m));
+  if (!media) return [`${where}: content-type ${r.contentType} is not one of ${mediaTypes.join(', ')}`];
+  if (media !== 'application/json') return [];
+  return validateJson(spec.content![media]!.schema, r.body, defs).map((e) => `${where} ${r.status}: ${e}`);
+}
+
+function assertResolvable(s: JsonSchema, where: string): void {
+  if (s.$ref) expect(defs[s.$ref.replace('#/components/schemas/', '')], `${where}: ${s.$ref}`).to.not.equal(undefined);
+  for (const x of [...Object.values(s.properties ?? {}), ...(s.anyOf ?? []), ...(s.items ? [s.items] : [])]) assertResolvable(x, where);
+}
