@@ -7,10 +7,16 @@ import { hl7StudyEnricher } from './hl7/hl7.enricher.js';
 import { MllpServer } from './hl7/mllp-server.js';
 import { messagesRouter } from './http/messages.routes.js';
 import { HttpServer } from './http/server.js';
+import { failedLoginAuditor } from './http/auth-audit.js';
 import { studiesRouter } from './http/studies.routes.js';
 import { auditRouter } from './http/audit.routes.js';
 import { casesRouter } from './http/cases.routes.js';
 import { rulesRouter } from './http/rules.routes.js';
+import { caseActionsRouter } from './http/case-actions.routes.js';
+import { dashboardRouter } from './http/dashboard.routes.js';
+import { meRouter } from './http/me.routes.js';
+import { messageActionsRouter } from './http/message-actions.routes.js';
+import { statsRouter } from './http/stats.routes.js';
 import { createLogger, type Logger } from './logger.js';
 import { CaseService } from './cases/case.service.js';
 import { createIdSource } from './db/sortable-id.js';
@@ -24,15 +30,21 @@ import { ForwardingService } from './forwarding/forwarding.service.js';
 import { ensureSetting } from './rules/rules.repository.js';
 import { GatewayMetrics } from './metrics.js';
 import { randomBytes } from 'node:crypto';
+import tls from 'node:tls';
+import { clientTlsOptions, type TlsClientConfig } from './tls.js';
 import { createControlIdSource } from './hl7/ack.js';
 import { MllpSender } from './hl7/mllp-sender.js';
 import { ReaderService } from './readers/reader.service.js';
 import { OutboundService } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
+import { InstanceService } from './instances/instance.service.js';
+import { instancesRouter } from './http/instances.routes.js';
 
 export interface GatewayOptions {
   logger?: Logger;
+  /** Without `logger`: where the logger built from `config.log` writes instead of the console (tests capture it). */
+  logSink?: NodeJS.WritableStream;
 }
 
 export interface Gateway {
@@ -49,8 +61,10 @@ export interface Gateway {
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
   readonly metrics: GatewayMetrics;
+  /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
+  readonly httpApp: HttpServer['app'] | undefined;
   /** Bound ports (useful when the config asked for port 0). */
-  ports(): { dicom: number; hl7: number; http: number };
+  ports(): { dicom: number; hl7: number; http: number; dicomTls: number; hl7Tls: number; https: number };
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -60,15 +74,19 @@ export interface Gateway {
  * needs. Nothing else opens the database or reads the config.
  */
 export function createGateway(config: Readonly<GatewayConfig>, options: GatewayOptions = {}): Gateway {
-  const logger = options.logger ?? createLogger(config.log);
+  const logger = options.logger ?? createLogger(config.log, options.logSink);
   const log = logger.child({ component: 'gateway' });
   let started = false;
-  const opened: OpenedDatabase = openDatabase(config.database.url);
+  const opened: OpenedDatabase = openDatabase(config.database.url, { sqliteCacheMb: config.database.sqliteCacheMb });
   const db = opened.db;
 
-  const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024);
+  // Built first: the listeners count their guard refusals in it.
+  const metrics = new GatewayMetrics(db, config.instanceId);
+  const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
+  // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
+  const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
   const studies = new StudyService({ db, spool, logger, stableAfterSeconds: config.dicom.stableAfterSeconds });
-  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger }) : undefined;
+  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger, guards: metrics }) : undefined;
   // The pool's second reports arrive over HL7 too; the service that stores them is built below (late-bound).
   let reportsRef: SecondReportService | undefined;
   const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));
@@ -76,6 +94,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     db,
     config: config.hl7,
     logger,
+    // The same watermark as C-STORE: below it a message is answered AE and not stored.
+    hasRoom: () => spool.hasRoom(),
+    guards: metrics,
     secondReports: { poolSenders, apply: (trx, item, from) => reportsRef!.applyFromHl7(trx, item, from) },
   });
   // Orders and reports that arrived before their study link as soon as it exists.
@@ -84,15 +105,22 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const rules = new RulesService({ db, logger, config, newId });
   const decisions = new DecisionService({ db, logger, rules, config, newId });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
-  const metrics = new GatewayMetrics(db, config.instanceId ?? 'gateway');
   const senders = new Map<string, DestinationSender>(
     config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
   );
   const destinationHealth = new Map<string, { ok: boolean; detail: string }>();
   let pseudonymSecret = '';
   const newControlId = createControlIdSource('SR');
-  const mllpSender = (target: { host: string; port: number }) =>
-    new MllpSender({ ...target, ackTimeoutMs: config.writeBack.ackTimeoutSeconds * 1000, connectTimeoutMs: 10_000, logger });
+  const mllpSender = ({ host, port, tls: secure }: { host: string; port: number; tls?: TlsClientConfig | undefined }) =>
+    new MllpSender({
+      host,
+      port,
+      ackTimeoutMs: config.writeBack.ackTimeoutSeconds * 1000,
+      connectTimeoutMs: 10_000,
+      logger,
+      // The sender writes only after 'secureConnect', i.e. once the RIS certificate is verified.
+      ...(secure ? { connect: () => tls.connect(clientTlsOptions(secure, host, port)) } : {}),
+    });
   const outbound = new OutboundService({
     db,
     logger,
@@ -130,9 +158,13 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     ? new MllpServer({
         host: config.hl7.host,
         port: config.hl7.port,
+        plain: config.hl7.plain,
+        tls: config.hl7.tls,
         maxMessageBytes: config.hl7.maxMessageBytes,
         idleTimeoutSeconds: config.hl7.idleTimeoutSeconds,
         maxConnections: config.hl7.maxConnections,
+        maxConnectionsPerPeer: config.hl7.maxConnectionsPerPeer,
+        guards: metrics,
         handler: hl7.handle,
         failureReply: hl7.failureReply,
         logger,
@@ -141,7 +173,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const http = config.http.enabled
     ? new HttpServer({
         config: config.http,
+        guards: metrics,
         tokens: config.auth.tokens,
+        auth: { maxFailedPerMinute: config.auth.maxFailedPerMinute, onFailure: failedLoginAuditor(db, newId, logger) },
         logger,
         health: () => ({ ok: started, details: { instanceId: config.instanceId, destinations: Object.fromEntries(destinationHealth) } }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
@@ -151,9 +185,40 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           casesRouter(db, { cases, forwarding, reports, readers }),
           rulesRouter(db, rules),
           auditRouter(db),
+          instancesRouter(instances),
+          meRouter(config.readers),
+          dashboardRouter(db),
+          statsRouter(db),
+          caseActionsRouter(db, { readers, outbound, newId }),
+          messageActionsRouter(db, newId),
         ],
       })
     : undefined;
+
+  metrics.watchLimits(
+    {
+      'dicom.maxAssociations': config.dicom.maxAssociations,
+      'dicom.maxConnectionsPerPeer': config.dicom.maxConnectionsPerPeer,
+      'dicom.maxPduBytes': config.dicom.maxPduBytes,
+      'dicom.maxPduLength': config.dicom.maxPduLength,
+      'dicom.idleTimeoutSeconds': config.dicom.idleTimeoutSeconds,
+      'hl7.maxConnections': config.hl7.maxConnections,
+      'hl7.maxConnectionsPerPeer': config.hl7.maxConnectionsPerPeer,
+      'hl7.maxMessageBytes': config.hl7.maxMessageBytes,
+      'hl7.idleTimeoutSeconds': config.hl7.idleTimeoutSeconds,
+      'http.maxBodyBytes': config.http.maxBodyBytes,
+      'http.idleTimeoutSeconds': config.http.idleTimeoutSeconds,
+      'http.headersTimeoutSeconds': config.http.headersTimeoutSeconds,
+      'http.requestTimeoutSeconds': config.http.requestTimeoutSeconds,
+      'storage.minFreeMb': config.storage.minFreeMb,
+    },
+    {
+      'dicom.associations': () => scp?.associationCount ?? 0,
+      'dicom.connections': () => scp?.connectionCount ?? 0,
+      'hl7.connections': () => mllp?.connectionCount ?? 0,
+      'http.connections': () => http?.connectionCount ?? 0,
+    },
+  );
 
   const stoppers: (() => Promise<void> | void)[] = [];
 
@@ -171,9 +236,18 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     outbound,
     reports,
     metrics,
-    ports: () => ({ dicom: scp?.port ?? 0, hl7: mllp?.port ?? 0, http: http?.port ?? 0 }),
+    httpApp: http?.app,
+    ports: () => ({
+      dicom: scp?.port ?? 0,
+      hl7: mllp?.port ?? 0,
+      http: http?.port ?? 0,
+      dicomTls: scp?.tlsPort ?? 0,
+      hl7Tls: mllp?.tlsPort ?? 0,
+      https: http?.tlsPort ?? 0,
+    }),
     async start() {
       try {
+        if (config.log.phi) log.warn('log.phi is on: debug lines carry patient identifiers and report text; turn it off once troubleshooting is done');
         stoppers.push(() => opened.close());
         const applied = await migrateToLatest(db);
         if (applied.length > 0) log.info('database migrated', { applied });
@@ -181,6 +255,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         // Evaluations under way finish before the database closes.
         stoppers.push(() => decisions.idle());
         pseudonymSecret = await ensureSetting(db, 'pseudonym-secret', randomBytes(32).toString('hex'), new Date().toISOString());
+        // Registered before any claim is taken, so the console can always name a claim's owner.
+        await instances.start();
+        stoppers.push(() => instances.stop());
         forwarding.start();
         stoppers.push(() => forwarding.stop());
         outbound.start();
@@ -207,6 +284,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
         const reconciled = await hl7.reconcileAll();
         if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
+        // Rule evaluations are fired in memory after their trigger commits; a crash in between lost them (see the method).
+        const reevaluated = await decisions.recoverMissedEvaluations();
+        if (reevaluated > 0) log.info('re-ran the rules for studies changed just before the last stop', { studies: reevaluated });
         if (mllp) {
           await mllp.start();
           stoppers.push(() => mllp.stop());
@@ -216,7 +296,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           stoppers.push(() => http.stop());
         }
         started = true;
-        log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port });
+        log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port, dicomTlsPort: scp?.tlsPort, hl7TlsPort: mllp?.tlsPort, httpsPort: http?.tlsPort });
       } catch (err) {
         await this.stop();
         throw err;

@@ -1,3 +1,5 @@
+import { hostname } from 'node:os';
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
 /**
@@ -18,6 +20,36 @@ const aeTitle = z
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
 
+// TLS (src/tls.ts reads these). File paths are resolved against the working directory and every file is
+// read and tried at start-up, so a missing or mismatched certificate is a config error, not a failed handshake.
+const pemFile = z.string().min(1);
+
+/** A TLS listener next to the plain one (or instead of it, with `plain: false`), sharing the section's host and handling. */
+const tlsListenerShape = {
+  cert: pemFile,
+  key: pemFile,
+  /** CA bundle that client certificates must chain to (needed with requireClientCert). */
+  ca: pemFile.optional(),
+  /** Refuse the TLS handshake of a client without a certificate from `ca`. */
+  requireClientCert: z.boolean().default(false),
+};
+const needsCa = (t: { ca?: string | undefined; requireClientCert: boolean }): boolean => !t.requireClientCert || t.ca !== undefined;
+const needsCaIssue = { message: 'requireClientCert needs ca (the CA client certificates are checked against)', path: ['ca'] };
+
+/** How we connect to a TLS peer (RIS, QA, a DIMSE destination). */
+const tlsClientSchema = z
+  .strictObject({
+    /** CA bundle the peer's certificate must chain to; absent: the system's CAs. */
+    ca: pemFile.optional(),
+    /** Our client certificate and key, for peers that require one. */
+    cert: pemFile.optional(),
+    key: pemFile.optional(),
+    /** Name the peer's certificate must carry (and SNI); absent: the host. */
+    servername: z.string().min(1).optional(),
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'give both cert and key (a client certificate) or neither', path: ['key'] });
+
 const dicomSchema = z
   .strictObject({
     enabled: z.boolean().default(true),
@@ -29,12 +61,32 @@ const dicomSchema = z
     /** A study is stable once no instance arrived for this long. */
     stableAfterSeconds: z.number().positive().default(60),
     maxAssociations: z.number().int().positive().default(64),
+    /** Open connections from one IP address; beyond this its association requests are rejected (transient). */
+    maxConnectionsPerPeer: z.number().int().positive().default(16),
     /** An association with no PDU for this long is aborted. */
     idleTimeoutSeconds: z.number().positive().default(60),
     /** Our maximum PDU length offered in A-ASSOCIATE-AC. */
     maxPduLength: z.number().int().min(4096).max(4 * 1024 * 1024).default(262144),
+    /**
+     * Largest PDU (its declared length) accepted from a peer, of any type: a larger one is answered
+     * A-ABORT before any of it is buffered. Above maxPduLength so a peer that overshoots a little still works.
+     */
+    maxPduBytes: z.number().int().min(4096).max(64 * 1024 * 1024).default(1024 * 1024),
     /** Header bytes we buffer to read the study attributes before PixelData; a header larger than this is refused. */
     maxHeaderBytes: z.number().int().min(4096).default(4 * 1024 * 1024),
+    /** The unencrypted listener on `port`; false leaves only `tls`. */
+    plain: z.boolean().default(true),
+    /** DICOM TLS (PS3.15 B.1) listener; 2762 is the registered dicom-tls port. */
+    tls: z
+      .strictObject({
+        port: port.default(2762),
+        ...tlsListenerShape,
+        /** With requireClientCert: the client certificate's subject CN must equal the calling AE title, else A-ASSOCIATE-RJ. */
+        checkSubjectAe: z.boolean().default(false),
+      })
+      .refine(needsCa, needsCaIssue)
+      .refine((t) => !t.checkSubjectAe || t.requireClientCert, { message: 'checkSubjectAe needs requireClientCert', path: ['checkSubjectAe'] })
+      .optional(),
   })
   .prefault({});
 
@@ -78,7 +130,7 @@ const hl7Schema = z
     enabled: z.boolean().default(true),
     host: host.default('127.0.0.1'),
     port: port.default(2575),
-    ris: z.strictObject({ host: host.default('127.0.0.1'), port: port.default(2576) }).prefault({}),
+    ris: z.strictObject({ host: host.default('127.0.0.1'), port: port.default(2576), tls: tlsClientSchema.optional() }).prefault({}),
     /** MSH-3 sending applications whose ORU^R01 are AI results, not primary reports. */
     aiSenders: z.array(z.string().min(1)).default([]),
     /** MSH-3 / MSH-4 of what the gateway sends (ACKs, write-backs). */
@@ -87,7 +139,13 @@ const hl7Schema = z
     maxMessageBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
     idleTimeoutSeconds: z.number().positive().default(300),
     maxConnections: z.number().int().positive().default(256),
+    /** Open connections from one IP address; a connection beyond this is closed at once. */
+    maxConnectionsPerPeer: z.number().int().positive().default(16),
     mapping: hl7MappingSchema,
+    /** The unencrypted MLLP listener on `port`; false leaves only `tls`. */
+    plain: z.boolean().default(true),
+    /** MLLP over TLS listener (no registered port: give one). */
+    tls: z.strictObject({ port, ...tlsListenerShape }).refine(needsCa, needsCaIssue).optional(),
   })
   .prefault({});
 
@@ -97,6 +155,15 @@ const httpSchema = z
     host: host.default('127.0.0.1'),
     port: port.default(8080),
     maxBodyBytes: z.number().int().min(1024).default(1024 * 1024),
+    /** A connection with no traffic for this long is closed (a stalled client holds no socket forever). */
+    idleTimeoutSeconds: z.number().positive().default(60),
+    /** The request headers must be in within headersTimeoutSeconds, the whole request within requestTimeoutSeconds. */
+    headersTimeoutSeconds: z.number().positive().default(30),
+    requestTimeoutSeconds: z.number().positive().default(120),
+    /** The plain HTTP listener on `port`; false leaves only `tls` (HTTPS). */
+    plain: z.boolean().default(true),
+    /** HTTPS for the API and console, same app. */
+    tls: z.strictObject({ port: port.default(8443), ...tlsListenerShape }).refine(needsCa, needsCaIssue).optional(),
   })
   .prefault({});
 
@@ -108,12 +175,21 @@ const storageSchema = z
   })
   .prefault({});
 
+/** SQLite's own default page cache (better-sqlite3 is built with 16 MB); exported for openDatabase's callers without a config. */
+export const SQLITE_CACHE_MB_DEFAULT = 2;
+
 const databaseSchema = z
   .strictObject({
     url: z
       .string()
       .regex(/^(sqlite:|postgres:|postgresql:)/, 'database.url must start with sqlite: or postgres://')
       .default('sqlite:./data/gateway.db'),
+    /**
+     * SQLite's page cache, held in the process (RSS) and filled as the database is read until this bound.
+     * better-sqlite3 would otherwise use 16 MB, which a growing database takes ~25 minutes of steady traffic
+     * to fill: RSS then climbs for that long before it levels off. The OS file cache serves pages beyond it.
+     */
+    sqliteCacheMb: z.number().min(1).max(1024).default(SQLITE_CACHE_MB_DEFAULT),
   })
   .prefault({});
 
@@ -143,6 +219,8 @@ const dimseDestination = z.strictObject({
   hl7Sender: z.string().min(1).optional(),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(100),
+  /** DICOM TLS to the destination: the association starts once the handshake is done. */
+  tls: tlsClientSchema.optional(),
 });
 
 const destinationSchema = z.discriminatedUnion('type', [dicomwebDestination, dimseDestination]);
@@ -163,24 +241,43 @@ export type Role = (typeof Role)[keyof typeof Role];
 
 const tokenSchema = z
   .strictObject({
-    token: z.string().min(16, 'tokens must be at least 16 characters'),
+    token: z.string().min(16, 'tokens must be at least 16 characters').optional(),
+    /** The token's SHA-256 in hex instead of the token, so the config file holds no usable secret (`npm run hash-token`). */
+    tokenSha256: z
+      .string()
+      .trim()
+      .regex(/^[0-9a-fA-F]{64}$/, 'tokenSha256 must be 64 hex characters (the SHA-256 of the token: npm run hash-token)')
+      .transform((h) => h.toLowerCase())
+      .optional(),
     role: z.enum([Role.admin, Role.qa, Role.reader, Role.system]),
     readerId: z.string().optional(),
     name: z.string().optional(),
   })
-  .refine((t) => t.role !== 'reader' || !!t.readerId, { message: 'a reader token needs readerId', path: ['readerId'] });
+  .refine((t) => t.role !== 'reader' || !!t.readerId, { message: 'a reader token needs readerId', path: ['readerId'] })
+  .refine((t) => (t.token === undefined) !== (t.tokenSha256 === undefined), { message: 'give exactly one of token and tokenSha256' });
+
+/** What a bearer token is compared by: the SHA-256 of the configured token, or the configured hash itself. */
+export function tokenDigestHex(t: { token?: string | undefined; tokenSha256?: string | undefined }): string {
+  return t.tokenSha256 ?? createHash('sha256').update(t.token ?? '').digest('hex');
+}
 
 const logSchema = z
   .strictObject({
     level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
     format: z.enum(['text', 'json']).default('text'),
+    /** Patient identifiers and report text in debug lines (troubleshooting only; a warning is logged at start-up). Never at info. */
+    phi: z.boolean().default(false),
   })
   .prefault({});
 
 export const configSchema = z
   .strictObject({
-    /** Names this process in logs, health and (later) work claims; defaults to host name and pid. */
-    instanceId: z.string().min(1).optional(),
+    /**
+     * Names this instance in health, metrics and work claims. The default, the host name, is stable across restarts
+     * (a restarted instance takes back what its killed run held at once) and distinct per host; two instances on one
+     * host need their own.
+     */
+    instanceId: z.string().min(1).max(128).default(() => hostname()),
     dicom: dicomSchema,
     hl7: hl7Schema,
     http: httpSchema,
@@ -210,7 +307,13 @@ export const configSchema = z
       })
       .prefault({}),
     readers: z.array(readerSchema).default([]),
-    auth: z.strictObject({ tokens: z.array(tokenSchema).default([]) }).prefault({}),
+    auth: z
+      .strictObject({
+        tokens: z.array(tokenSchema).default([]),
+        /** Failed logins from one address within a minute before it is answered 429 (without checking tokens) until the minute is over. */
+        maxFailedPerMinute: z.number().int().positive().default(20),
+      })
+      .prefault({}),
     /** Hours from flagging to the second report's due time, per case priority (a rule's `slaHours` overrides). */
     sla: z
       .strictObject({
@@ -250,7 +353,7 @@ export const configSchema = z
     escalation: z
       .strictObject({
         webhook: z.strictObject({ url: z.url(), headers: z.record(z.string(), z.string()).default({}) }).optional(),
-        hl7: z.strictObject({ host, port: port.min(1) }).optional(),
+        hl7: z.strictObject({ host, port: port.min(1), tls: tlsClientSchema.optional() }).optional(),
       })
       .prefault({}),
     /** A path to a rules YAML file, or the rules inline. */
@@ -258,6 +361,17 @@ export const configSchema = z
     log: logSchema,
   })
   .superRefine((c, ctx) => {
+    if (c.dicom.maxPduBytes < c.dicom.maxPduLength) {
+      ctx.addIssue({ code: 'custom', path: ['dicom', 'maxPduBytes'], message: 'must be at least dicom.maxPduLength (the PDU size we announce)' });
+    }
+    for (const section of ['dicom', 'hl7', 'http'] as const) {
+      const s = c[section];
+      if (!s.enabled) continue;
+      if (!s.plain && !s.tls) ctx.addIssue({ code: 'custom', path: [section, 'plain'], message: `no ${section} listener left: set ${section}.tls, or ${section}.enabled: false` });
+      if (s.plain && s.tls && s.tls.port !== 0 && s.tls.port === s.port) {
+        ctx.addIssue({ code: 'custom', path: [section, 'tls', 'port'], message: `same port as ${section}.port (the plain listener)` });
+      }
+    }
     const ids = new Set<string>();
     c.destinations.forEach((d, i) => {
       if (ids.has(d.id)) ctx.addIssue({ code: 'custom', path: ['destinations', i, 'id'], message: `duplicate destination id "${d.id}"` });
@@ -276,8 +390,10 @@ export const configSchema = z
     });
     const tokens = new Set<string>();
     c.auth.tokens.forEach((t, i) => {
-      if (tokens.has(t.token)) ctx.addIssue({ code: 'custom', path: ['auth', 'tokens', i, 'token'], message: 'duplicate token' });
-      tokens.add(t.token);
+      if (t.token === undefined && t.tokenSha256 === undefined) return;
+      const digest = tokenDigestHex(t);
+      if (tokens.has(digest)) ctx.addIssue({ code: 'custom', path: ['auth', 'tokens', i, t.token === undefined ? 'tokenSha256' : 'token'], message: 'duplicate token' });
+      tokens.add(digest);
     });
   });
 

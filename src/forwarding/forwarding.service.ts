@@ -162,7 +162,7 @@ export class ForwardingService {
   }
 
   private get owner(): string {
-    return this.o.config.instanceId ?? 'gateway';
+    return this.o.config.instanceId;
   }
 
   private leaseUntil(now: Date): string {
@@ -455,7 +455,9 @@ export class ForwardingService {
       }
       // A case held before any delivery existed (e.g. unknown destination) goes back to be planned again.
       const to = retryable.length > 0 ? CaseState.forwarding : CaseState.flagged;
-      await transitionCase(trx, { caseId, from: [CaseState.failed, CaseState.held], to, actor, now, auditId: this.o.newId(), details: { retried: retryable.map((x) => x.id) } });
+      // Only a held case may go back to flagged (failed -> flagged is not a transition: a failed case had deliveries).
+      const from = to === CaseState.flagged ? [CaseState.held] : [CaseState.failed, CaseState.held];
+      await transitionCase(trx, { caseId, from, to, actor, now, auditId: this.o.newId(), details: { retried: retryable.map((x) => x.id) } });
       return retryable.length;
     });
     this.log.info('case retried', { caseId, actor, deliveries: n });

@@ -160,7 +160,7 @@ export class OutboundService {
   }
 
   private get owner(): string {
-    return this.o.config.instanceId ?? 'gateway';
+    return this.o.config.instanceId;
   }
 
   private async attempt(m: OutboundMessageRow): Promise<boolean> {

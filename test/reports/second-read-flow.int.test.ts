@@ -270,6 +270,30 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     expect(await gw.readers.checkSla()).to.deep.equal({ reassigned: 0, notified: 0 });
   });
 
+  it('a case held before any delivery (no reader reads US) can be retried: it goes back to be planned', async () => {
+    const i = ++n;
+    const accession = `ACC-FLOW-US-${i}`;
+    const study = generateStudy(path.join(tmp.dir, `study-us-${i}`), { instances: 2, series: 1, rows: 16, columns: 16, accessionNumber: accession, patientId: `MRN-US-${i}`, modality: 'US' });
+    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
+    expect(r.statuses.every((s) => s === 0)).to.equal(true);
+    const created = await call('POST', '/api/cases', T.admin, { studyInstanceUid: study.studyInstanceUid, reason: 'QA asked for it' });
+    expect(created.status, JSON.stringify(created.body)).to.equal(201);
+    const caseId = created.body['id'] as string;
+    const held = await caseWhen(caseId, 'held for want of a reader', (c) => c.state === 'held');
+    expect(held.deliveries).to.deep.equal([]);
+    const retried = await call('POST', `/api/cases/${caseId}/retry`, T.admin);
+    expect(retried.status, JSON.stringify(retried.body)).to.equal(200);
+    // Back to flagged by the retry, planned again, and held again (still nobody reads US): two holds around it.
+    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`, T.admin)).body['items'] as { action: string; actor: string; details?: { from?: string } }[];
+    const actions = audit.map((a) => `${a.action} by ${a.actor}`).reverse();
+    expect(actions.slice(0, 2)).to.deep.equal(['case.created by alice', 'case.held by forwarding']);
+    expect(actions).to.include('case.flagged by alice');
+    await eventually(async () => {
+      const items = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`, T.admin)).body['items'] as { action: string }[];
+      return items.filter((a) => a.action === 'case.held').length === 2 ? true : undefined;
+    }, 'held again after the retry');
+  });
+
   it('a decline reassigns; an SLA breach reassigns, a second one notifies QA', async () => {
     const { caseId } = await flaggedCase();
     const c = await getCase(caseId);
