@@ -29,6 +29,7 @@ interface CaseBody {
   escalationLevel: number;
   secondReport: { version: number; radpeerScore: string } | null;
   writeBack: { state: string; attempts: number; lastError: string | null; controlId: string } | null;
+  deliveries: { destinationId: string; state: string }[];
 }
 
 describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
@@ -273,7 +274,8 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
   it('a case held before any delivery (no reader reads US) can be retried: it goes back to be planned', async () => {
     const i = ++n;
     const accession = `ACC-FLOW-US-${i}`;
-    const study = generateStudy(path.join(tmp.dir, `study-us-${i}`), { instances: 2, series: 1, rows: 16, columns: 16, accessionNumber: accession, patientId: `MRN-US-${i}`, modality: 'US' });
+    // The generator makes CT or MR images; only the Modality attribute (US, which no reader reads) matters here.
+    const study = generateStudy(path.join(tmp.dir, `study-us-${i}`), { instances: 2, series: 1, rows: 16, columns: 16, accessionNumber: accession, patientId: `MRN-US-${i}`, modality: 'US' as 'MR' });
     const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
     expect(r.statuses.every((s) => s === 0)).to.equal(true);
     const created = await call('POST', '/api/cases', T.admin, { studyInstanceUid: study.studyInstanceUid, reason: 'QA asked for it' });
