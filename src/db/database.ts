@@ -3,6 +3,7 @@ import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
 import pg from 'pg';
+import { SQLITE_CACHE_MB_DEFAULT } from '../config/schema.js';
 import type { Database } from './schema.js';
 import { migrations } from './migrations/index.js';
 
@@ -19,8 +20,8 @@ export interface OpenedDatabase {
  * PostgreSQL (`postgres://user:pass@host:port/db`) lets several instances share
  * one state. The differences that matter to queries are in dialect.ts.
  */
-export function openDatabase(url: string): OpenedDatabase {
-  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length));
+export function openDatabase(url: string, options: { sqliteCacheMb?: number } = {}): OpenedDatabase {
+  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length), options.sqliteCacheMb ?? SQLITE_CACHE_MB_DEFAULT);
   if (url.startsWith('postgres:') || url.startsWith('postgresql:')) return openPostgres(url);
   throw new Error(`database.url: ${url.split(':')[0]} is not supported (sqlite: or postgres://)`);
 }
@@ -59,7 +60,7 @@ function openPostgres(url: string): OpenedDatabase {
   };
 }
 
-function openSqlite(file: string): OpenedDatabase {
+function openSqlite(file: string, cacheMb: number): OpenedDatabase {
   if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
   const sqlite = new SQLite(file);
   // WAL: HTTP reads and the stability sweep never wait behind an ingest commit, and a commit is one append.
@@ -70,6 +71,9 @@ function openSqlite(file: string): OpenedDatabase {
   sqlite.pragma('foreign_keys = ON');
   // An operator's sqlite3 shell or a backup may hold the lock briefly; wait rather than fail an acknowledgement.
   sqlite.pragma('busy_timeout = 5000');
+  // Negative: KiB. The page cache is native memory that fills up to this bound as pages are read, so an
+  // explicit, small bound keeps RSS flat soon after start (better-sqlite3's own default is 16 MB; schema.ts).
+  sqlite.pragma(`cache_size = -${Math.round(cacheMb * 1024)}`);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   return {
     db,
@@ -91,14 +95,27 @@ export async function migrateToLatest(db: Db): Promise<string[]> {
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
 
+/** Well above the distinct texts a busy gateway runs (about 200 in the soak, migrations included). */
+export const STATEMENT_CACHE_MAX = 256;
+/** An IN list of more than 8 placeholders, as kysely writes it: `in (?, ?, ...)`. */
+const LONG_IN_LIST = /\bin \((?:\?, ){8,}\?\)/i;
+
 /**
  * kysely's SQLite driver prepares every statement again on every call, which
  * measured 13% of the CPU of the HL7 path. Our queries are few distinct SQL
  * texts with parameters, so a bounded cache keyed by the text serves them.
  * Safe because better-sqlite3 runs each statement to completion before the
  * next call (we never stream rows, so no statement is busy when reused).
+ *
+ * Each cached statement holds ~5 KB of native SQLite memory that the V8 heap
+ * does not see, so the cache holds the hot texts only: least recently used
+ * goes first (a one-off text must not push out a statement used every second,
+ * as eviction in insertion order did), and a text with a long IN list (its
+ * length varies with the data, so it rarely recurs) is not cached at all. A
+ * literal inlined into the SQL (a new text per call: ~25 a minute in the soak)
+ * once filled the cache and churned it; values must be bound parameters.
  */
-function withStatementCache(sqlite: SQLite.Database, max = 512): SQLite.Database {
+export function withStatementCache(sqlite: SQLite.Database, max = STATEMENT_CACHE_MAX): SQLite.Database {
   const cache = new Map<string, SQLite.Statement>();
   const prepare = sqlite.prepare.bind(sqlite);
   return new Proxy(sqlite, {
@@ -106,8 +123,14 @@ function withStatementCache(sqlite: SQLite.Database, max = 512): SQLite.Database
       if (prop !== 'prepare') return Reflect.get(target, prop, receiver) as unknown;
       return (source: string) => {
         let stmt = cache.get(source);
-        if (stmt) return stmt;
+        if (stmt) {
+          // Map keeps insertion order: re-inserting makes it the most recently used.
+          cache.delete(source);
+          cache.set(source, stmt);
+          return stmt;
+        }
         stmt = prepare(source);
+        if (LONG_IN_LIST.test(source)) return stmt;
         if (cache.size >= max) cache.delete(cache.keys().next().value as string);
         cache.set(source, stmt);
         return stmt;

@@ -59,7 +59,10 @@ export async function addMissingInstances(db: Db, deliveryId: string, studyInsta
     .expression((eb) =>
       eb
         .selectFrom('instances as i')
-        .select([sql.lit(deliveryId).as('delivery_id'), 'i.sop_instance_uid', sql.lit(DeliveryInstanceState.pending).as('state')])
+        // The id is a bound parameter, not a literal: inlined, every delivery had its own SQL text, prepared
+        // anew and filling database.ts's statement cache with one-off statements (native memory) that pushed
+        // the hot ones out. The cast gives PostgreSQL the parameter's type, which it cannot infer from a select list.
+        .select([sql<string>`cast(${deliveryId} as varchar(40))`.as('delivery_id'), 'i.sop_instance_uid', sql.lit(DeliveryInstanceState.pending).as('state')])
         .where('i.study_instance_uid', '=', studyInstanceUid)
         .where(({ not, exists, selectFrom }) =>
           not(
