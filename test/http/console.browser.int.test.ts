@@ -76,7 +76,7 @@ describe('web console in headless Chromium', function () {
     await page.waitForSelector('[data-testid=dashboard]');
     expect(await page.textContent('#who')).to.equal('quinn-qa (qa)');
     const nav = await page.$$eval('#nav a', (as) => as.map((a) => a.getAttribute('data-nav')));
-    expect(nav).to.include.members(['dashboard', 'cases', 'rules', 'sampling', 'stats', 'attention', 'audit']).and.not.include('my-cases');
+    expect(nav).to.include.members(['dashboard', 'cases', 'rules', 'sampling', 'stats', 'attention', 'audit', 'instances']).and.not.include('my-cases');
     await page.close();
   });
 
@@ -221,6 +221,11 @@ describe('web console in headless Chromium', function () {
     await page.click('[data-testid=audit] button[type=submit]');
     await page.waitForFunction(() => (document.querySelector('[data-testid=audit-table]')?.textContent ?? '').includes('ada'));
     expect(await page.textContent('[data-testid=audit-table]')).to.include(`case ${first.caseId}`);
+    // The instances page: this gateway, alive, with its heartbeat.
+    await page.click('[data-nav=instances]');
+    await page.waitForSelector('[data-testid=instances-table] tbody tr');
+    const instances = await page.textContent('[data-testid=instances-table]');
+    expect(instances).to.include('(this one)').and.include('alive');
     await page.close();
   });
 });

@@ -1,7 +1,7 @@
 // The console's shell: login, role-aware navigation and a hash router.
 // What a role may see is enforced by the server; the menu only hides what would be refused.
 import { api, errorBox, h, session } from './lib.js';
-import { dashboardView, worklistView, caseView, samplingView, attentionView, auditView } from './views.js';
+import { dashboardView, worklistView, caseView, samplingView, attentionView, auditView, instancesView } from './views.js';
 import { rulesView } from './rules.js';
 import { statsView } from './stats.js';
 
@@ -15,6 +15,7 @@ const ROUTES = [
   { path: 'stats', label: 'Statistics', roles: STAFF, view: statsView },
   { path: 'attention', label: 'Held & dead letters', roles: STAFF, view: attentionView },
   { path: 'audit', label: 'Audit', roles: STAFF, view: auditView },
+  { path: 'instances', label: 'Instances', roles: STAFF, view: instancesView },
 ];
 
 const main = document.getElementById('main');

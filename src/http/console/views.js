@@ -329,3 +329,25 @@ export async function auditView() {
   await load();
   return root;
 }
+
+// Several gateways on one PostgreSQL: who is alive and what each holds (GET /api/instances).
+export async function instancesView() {
+  const root = h('section', { 'data-testid': 'instances' }, h('h1', {}, 'Gateway instances'));
+  const { items } = await api('GET', '/instances');
+  const claimsOf = (i) => [
+    ...i.claims.leases.map((l) => `lease ${l.name} until ${fmt.time(l.expiresAt)}${l.expired ? ' (expired)' : ''}`),
+    ...i.claims.deliveries.map((d) => `delivery ${d.id} of case ${d.caseId} to ${d.destinationId}: ${d.instancesSent}/${d.instancesTotal}${d.expired ? ' (lease expired)' : ''}`),
+    ...i.claims.outbound.map((m) => `${m.kind} ${m.id} of case ${m.caseId}, attempt ${m.attempts}${m.expired ? ' (lease expired)' : ''}`),
+  ];
+  root.append(
+    h('p', { class: 'muted' }, 'An instance is alive while its heartbeat is younger than forwarding.leaseSeconds and it has not stopped; a dead instance\'s claims are taken over when their leases expire.'),
+    table([
+      { label: 'Instance', value: (i) => `${i.instanceId}${i.self ? ' (this one)' : ''}` },
+      { label: 'Host / pid', value: (i) => `${i.host} / ${i.pid}` },
+      { label: 'State', value: (i) => h('span', { class: i.alive ? 'pill good' : 'pill bad' }, i.alive ? 'alive' : i.stoppedAt ? 'stopped' : 'not responding') },
+      { label: 'Started', value: (i) => fmt.time(i.startedAt) },
+      { label: 'Heartbeat', value: (i) => fmt.time(i.heartbeatAt) },
+      { label: 'Claims', value: (i) => { const c = claimsOf(i); return c.length === 0 ? h('span', { class: 'muted' }, 'none') : h('div', {}, ...c.map((x) => h('div', {}, x))); } },
+    ], items, { testid: 'instances-table', empty: 'no instance has registered' }));
+  return root;
+}
