@@ -31,6 +31,7 @@ import { parseArgs } from 'node:util';
 import SQLite from 'better-sqlite3';
 import { SimulatedRis } from './lib/sim-ris.js';
 import { freePorts, GatewayChild, MixedLoad, RecordingPool, risWriteBacks, seededRandom, sleep, writeConfig, type ScenarioRecord } from './lib/mixed-load.js';
+import { numberOption } from './lib/cli-args.js';
 
 export interface ChaosOptions {
   kills: number;
@@ -440,12 +441,7 @@ function parseOptions(argv: string[]): Partial<ChaosOptions> {
     process.stdout.write('usage: npm run chaos -- [--kills N] [--seed S] [--duration S] [--drain S] [--workers N] [--hl7-connections N] [--startup-kills F] [--keep]\n');
     process.exit(0);
   }
-  const num = (name: string, v: string | undefined, min: number): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min}`);
-    return n;
-  };
+  const num = numberOption;
   const o: Partial<ChaosOptions> = {};
   const set = <K extends keyof ChaosOptions>(k: K, v: ChaosOptions[K] | undefined) => {
     if (v !== undefined) o[k] = v;

@@ -30,6 +30,7 @@ import { makeScenario } from './lib/demo-scenarios.js';
 import { storeFiles } from './lib/raw-scu.js';
 import { collect, formatFinal, formatTick, type PeerCounts } from './lib/demo-summary.js';
 import { generateStudy } from './lib/study-generator.js';
+import { numberOption } from './lib/cli-args.js';
 
 const HOST = '127.0.0.1';
 const PACS_AE = 'DEMO_PACS';
@@ -59,12 +60,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write('usage: npm run demo -- [--duration SECONDS] [--studies N] [--interval SECONDS] [--summary-every SECONDS]\n');
     process.exit(0);
   }
-  const num = (name: string, v: string | undefined, min: number): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min}`);
-    return n;
-  };
+  const num = numberOption;
   return {
     durationSeconds: num('duration', values.duration, 1),
     studies: num('studies', values.studies, 0),
