@@ -16,6 +16,7 @@ import { HttpServer } from '../src/http/server.js';
 import { RawMllpPeer } from './helpers/hl7-peers.js';
 import { ormO01 } from './helpers/hl7-samples.js';
 import { CT_IMAGE_STORAGE, EXPLICIT_LE, PduType, RawDicomPeer, VERIFICATION, associateRq, cEchoRq, cStoreRq, commandSet, ctDataset, pData, pdu, rejectOf, responseStatus } from './helpers/raw-dicom.js';
+import { eventually } from './helpers/eventually.js';
 import { makeTempDir } from './helpers/tmp.js';
 
 const ADMIN = 'admin-token-guards-0123456789';
@@ -150,8 +151,8 @@ describe('resource guards (whole gateway, real sockets)', function () {
         a.destroy();
         b.destroy();
       }
-      // once they are gone, the address may associate again
-      await new Promise((r) => setTimeout(r, 100));
+      // once the gateway has seen them go, the address may associate again
+      await eventually(async () => metricValue(await metricsText(gw), 'gateway_in_use', 'name="dicom.connections"') === 0, 'the connections closed');
       const d = await associatedPeer(gw.ports().dicom);
       d.write(echoPdu(1));
       expect(responseStatus((await d.next())!)).to.equal(0);
@@ -243,7 +244,7 @@ describe('resource guards (whole gateway, real sockets)', function () {
         a.destroy();
         b.destroy();
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await eventually(async () => metricValue(await metricsText(gw), 'gateway_in_use', 'name="hl7.connections"') === 0, 'the connections closed');
       const d = await RawMllpPeer.connect(gw.ports().hl7);
       expect((await d.send(ormO01({ controlId: 'PEER3', accession: 'ACC-PEER3' }))).code).to.equal('AA');
       d.destroy();
