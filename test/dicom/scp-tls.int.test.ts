@@ -3,7 +3,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import winston from 'winston';
 import { defaultConfig, type GatewayConfig } from '../../src/config/schema.js';
 import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db/database.js';
@@ -17,23 +16,7 @@ import { hasDcmtk, rawFromPart10, runDcmtk } from '../helpers/dicom-peers.js';
 import { freePort } from '../helpers/orthanc.js';
 import { haveOpenssl, makeTestPki, type KeyPair, type TestPki } from '../helpers/tls-certs.js';
 import { makeTempDir } from '../helpers/tmp.js';
-
-interface LogEntry {
-  level: string;
-  message: string;
-  [k: string]: unknown;
-}
-
-function capturingLogger(): { logger: winston.Logger; entries: LogEntry[] } {
-  const entries: LogEntry[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) entries.push(JSON.parse(line) as LogEntry);
-      done();
-    },
-  });
-  return { logger: winston.createLogger({ level: 'debug', format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }), entries };
-}
+import { capturingLogger, type LogEntry } from '../helpers/capturing-logger.js';
 
 interface Rig {
   scp: DicomScp;

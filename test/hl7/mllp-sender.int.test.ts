@@ -1,7 +1,5 @@
 import net from 'node:net';
-import { Writable } from 'node:stream';
 import { expect } from 'chai';
-import winston from 'winston';
 import { ErrorCode, GatewayError } from '../../src/errors.js';
 import { buildAck, type AckCode } from '../../src/hl7/ack.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
@@ -13,6 +11,7 @@ import { eventually } from '../helpers/eventually.js';
 import { CR, FS, VT, parseAck, silentLogger } from '../helpers/hl7-peers.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
 import { PythonMllpServer, havePythonHl7Server } from '../helpers/python-mllp-server.js';
+import { capturingLogger } from '../helpers/capturing-logger.js';
 
 const msg = (id: string) => oruR01({ controlId: id, accession: `ACC-${id}` });
 const controlIdOf = (m: string) => Hl7Message.parse(m).get('MSH-10') ?? '';
@@ -54,24 +53,6 @@ async function startRis(handler: MllpHandler, failureReply?: () => string) {
   });
   await server.start();
   return { server, received, port: server.port };
-}
-
-interface LogEntry {
-  level: string;
-  message: string;
-  [k: string]: unknown;
-}
-
-function capturingLogger(): { logger: winston.Logger; entries: LogEntry[] } {
-  const entries: LogEntry[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) entries.push(JSON.parse(line) as LogEntry);
-      done();
-    },
-  });
-  const logger = winston.createLogger({ level: 'debug', format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] });
-  return { logger, entries };
 }
 
 function sender(port: number, o: Partial<ConstructorParameters<typeof MllpSender>[0]> = {}): MllpSender {
