@@ -7,6 +7,8 @@ export const StudyState = {
   receiving: 'receiving',
   /** No instance for `dicom.stableAfterSeconds`: complete enough to decide on. */
   stable: 'stable',
+  /** Held for a person (`hold_reason`): nothing of it is forwarded or written back until released. */
+  held: 'held',
 } as const;
 export type StudyState = (typeof StudyState)[keyof typeof StudyState];
 

@@ -19,6 +19,14 @@ export interface StudyTable {
   last_received_at: string;
   stable_at: string | null;
   updated_at: string;
+  /** Issuer of Patient ID (0010,0021) as sent: the authority of `patient_id`. */
+  issuer_of_patient_id: string | null;
+  /** JSON array of `{id, issuer, type}` from Other Patient IDs Sequence (0010,1002). */
+  other_patient_ids: string | null;
+  /** Set while `state` is `held`: why (`identity-conflict`, `incomplete`, ...), what was seen, since when. */
+  hold_reason: string | null;
+  hold_detail: string | null;
+  held_at: string | null;
 }
 
 export interface SeriesTable {

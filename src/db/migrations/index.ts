@@ -4,6 +4,7 @@ import * as m003 from './003-rules-cases.js';
 import * as m004 from './004-forwarding.js';
 import * as m005 from './005-readers-reports.js';
 import * as m006 from './006-instances-claims.js';
+import * as m007 from './007-identity-holds.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -16,4 +17,5 @@ export const migrations = {
   '004-forwarding': m004,
   '005-readers-reports': m005,
   '006-instances-claims': m006,
+  '007-identity-holds': m007,
 };
