@@ -202,7 +202,18 @@ function pendingCases(dbFile: string, scenarios: ScenarioRecord[]): number {
   try {
     const states = new Map<string, string>();
     for (const r of db.prepare('select study_instance_uid as s, state from cases').all() as { s: string; state: string }[]) states.set(r.s, r.state);
-    return scenarios.filter((s) => s.done && FLAGGED[s.kind] && states.get(s.studyInstanceUid) !== 'written-back').length;
+    const waiting = scenarios.filter((s) => s.done && FLAGGED[s.kind] && states.get(s.studyInstanceUid) !== 'written-back').length;
+    // An instance resent after a kill can re-open a study whose case is already written back: its delta is still
+    // owed to the pool, so the drain also waits for re-opened studies to settle and for every delivery to have
+    // sent all of its study's instances.
+    const unsettled = db
+      .prepare(
+        `select (select count(*) from studies where state = 'receiving')
+              + (select count(*) from deliveries d where d.state in ('pending', 'sending')
+                   or (d.state = 'delivered' and d.instances_sent < (select count(*) from instances i where i.study_instance_uid = d.study_instance_uid))) as n`,
+      )
+      .get() as { n: number };
+    return waiting + unsettled.n;
   } catch {
     return Number.POSITIVE_INFINITY;
   } finally {
