@@ -23,7 +23,7 @@ export interface EndedWork {
  * (outbound.repository.ts, poolCancelsDue).
  */
 export async function endCaseWork(trx: Db, caseId: string, now: string, why: string): Promise<EndedWork> {
-  const live = await trx.selectFrom('deliveries').select('id').where('case_id', '=', caseId).where('state', 'in', LIVE_DELIVERIES).execute();
+  const live = await trx.selectFrom('deliveries').select(['id', 'state']).where('case_id', '=', caseId).where('state', 'in', LIVE_DELIVERIES).execute();
   const ids = live.map((d) => d.id);
   let instancesDropped = 0;
   if (ids.length > 0) {
@@ -32,8 +32,10 @@ export async function endCaseWork(trx: Db, caseId: string, now: string, why: str
       .set({ state: DeliveryState.cancelled, last_error: why, lease_owner: null, lease_expires_at: null, updated_at: now })
       .where('id', 'in', ids)
       .execute();
-    const r = await trx.deleteFrom('delivery_instances').where('delivery_id', 'in', ids).where('state', '!=', DeliveryInstanceState.sent).executeTakeFirst();
-    instancesDropped = Number(r.numDeletedRows);
+    // A delivery being sent right now keeps its rows until its worker has recorded the batch on the wire
+    // (forwarding.service.ts drops the rest when it stops), so what arrived stays counted.
+    const idle = live.filter((d) => d.state !== DeliveryState.sending).map((d) => d.id);
+    instancesDropped = await dropUnsentInstances(trx, idle);
   }
   const wb = await trx
     .updateTable('outbound_messages')
@@ -44,4 +46,11 @@ export async function endCaseWork(trx: Db, caseId: string, now: string, why: str
     .executeTakeFirst();
   await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'cancelled' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
   return { deliveries: ids.length, instancesDropped, writeBacks: Number(wb.numUpdatedRows) };
+}
+
+/** Forgets the instances a cancelled delivery never sent. */
+export async function dropUnsentInstances(trx: Db, deliveryIds: readonly string[]): Promise<number> {
+  if (deliveryIds.length === 0) return 0;
+  const r = await trx.deleteFrom('delivery_instances').where('delivery_id', 'in', deliveryIds).where('state', '!=', DeliveryInstanceState.sent).executeTakeFirst();
+  return Number(r.numDeletedRows);
 }

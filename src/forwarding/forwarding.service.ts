@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { backoffMs } from '../backoff.js';
 import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
+import { dropUnsentInstances } from '../cases/case-end.repository.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import type { Spool } from '../dicom/spool.js';
@@ -381,6 +382,7 @@ export class ForwardingService {
     await this.db.transaction().execute(async (trx) => {
       await markInstances(trx, d.id, sentUids, DeliveryInstanceState.sent, now, null);
       if (why === 'held') await parkDelivery(trx, d.id, this.owner, now);
+      else await dropUnsentInstances(trx, [d.id]);
     });
     log.info(why === 'cancelled' ? 'delivery stopped: its case was cancelled' : 'delivery paused: its study is held', { caseId: d.case_id, sentThisBatch: sentUids.length });
     return true;
