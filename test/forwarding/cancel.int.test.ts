@@ -112,6 +112,32 @@ describe(`a cancelled case stops everything (${engine})`, function () {
     });
   });
 
+  describe('a slow pool, and the study held mid-delivery', () => {
+    const f = new LifecycleGateway({ poolDelayMs: 300 });
+    before(() => f.start());
+    after(() => f.stop());
+
+    it('pauses after the instance in flight, waits as pending while held, and sends the rest (each instance once) after the release', async () => {
+      const { caseId, study } = await f.flaggedCase(6);
+      await eventually(() => f.storesOf(study.studyInstanceUid) >= 2, 'two instances at the slow pool', 30_000);
+      await f.gw.db.updateTable('studies').set({ state: 'held', hold_reason: 'identity-conflict' }).where('study_instance_uid', '=', study.studyInstanceUid).execute();
+      const atHold = f.storesOf(study.studyInstanceUid);
+      await new Promise((res) => setTimeout(res, 1500));
+      await f.passes(3);
+      expect(f.storesOf(study.studyInstanceUid) - atHold).to.be.at.most(1);
+      const paused = await f.getCase(caseId);
+      expect(paused.state).to.equal('forwarding');
+      expect(paused.deliveries[0]).to.deep.include({ state: 'pending', instancesSent: f.storesOf(study.studyInstanceUid) });
+      expect(f.storesOf(study.studyInstanceUid)).to.be.lessThan(6);
+
+      await f.gw.db.updateTable('studies').set({ state: 'stable', hold_reason: null }).where('study_instance_uid', '=', study.studyInstanceUid).execute();
+      await f.caseWhen(caseId, 'delivered after the release', (c) => c.state === 'awaiting-read', 30_000);
+      const uids = f.pool.stores.filter((x) => x.studyInstanceUid === study.studyInstanceUid).map((x) => x.sopInstanceUid);
+      expect(uids).to.have.length(6);
+      expect(new Set(uids).size).to.equal(6);
+    });
+  });
+
   describe('a pending write-back with the RIS down', () => {
     const f = new LifecycleGateway();
     before(() => f.start());
