@@ -127,6 +127,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     config,
     ris: mllpSender(config.hl7.ris),
     qa: config.escalation.hl7 ? mllpSender(config.escalation.hl7) : undefined,
+    pools: new Map(config.destinations.flatMap((d) => (d.hl7 ? [[d.id, mllpSender(d.hl7)] as const] : []))),
     newId,
     newControlId,
   });

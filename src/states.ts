@@ -42,6 +42,8 @@ export const DeliveryState = {
   dead: 'dead',
   /** Not sent on purpose (e.g. burned-in annotation with de-identification): needs review. */
   held: 'held',
+  /** Its case was cancelled: nothing more is sent (what was sent stays counted in instances_sent). Terminal. */
+  cancelled: 'cancelled',
 } as const;
 export type DeliveryState = (typeof DeliveryState)[keyof typeof DeliveryState];
 
@@ -60,15 +62,21 @@ export const OutboundKind = {
   webhook: 'webhook',
   /** A discrepant second read, as ORU^R01 to `escalation.hl7`. */
   qaHl7: 'qa-hl7',
+  /** ORM^O01 with ORC-1 CA to a destination's `hl7` channel: the pool is told that a case it received was cancelled. */
+  poolCancel: 'pool-cancel',
 } as const;
 export type OutboundKind = (typeof OutboundKind)[keyof typeof OutboundKind];
 
 export const OutboundState = {
   pending: 'pending',
+  /** A write-back whose ORU cannot be built yet (no final primary report linked): built and sent once it is. */
+  waiting: 'waiting',
   /** AA (or HTTP 2xx): done. */
   accepted: 'accepted',
   /** AR, or too many attempts: visible, not retried by itself. */
   failed: 'failed',
+  /** Its case was cancelled before it was sent: never sent. Terminal. */
+  cancelled: 'cancelled',
 } as const;
 export type OutboundState = (typeof OutboundState)[keyof typeof OutboundState];
 

@@ -2,6 +2,7 @@ import { recordAudit } from '../audit/audit.repository.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { CaseState } from '../states.js';
+import { endCaseWork } from './case-end.repository.js';
 
 /**
  * The case life cycle, in one place. Every change goes through
@@ -14,6 +15,11 @@ import { CaseState } from '../states.js';
  *   reported -> failed (write-back refused) -> reported (retry)
  *   written-back -> reported (an addendum, written back in turn)
  *   any open state -> cancelled
+ *
+ * A move to `cancelled` also stops the case's work in the same transaction
+ * (case-end.repository.ts), whoever cancels (API, console, an ORC-1 CA/DC/OC
+ * from the RIS): nothing of it is sent once the cancel commits but the one
+ * instance or message already on the wire.
  */
 export const CASE_TRANSITIONS: Readonly<Record<CaseState, readonly CaseState[]>> = {
   [CaseState.flagged]: [CaseState.forwarding, CaseState.held, CaseState.cancelled],
@@ -48,6 +54,13 @@ export async function transitionCase(
   if (!o.from.includes(row.state)) return false;
   const r = await db.updateTable('cases').set({ state: o.to, updated_at: o.now }).where('id', '=', o.caseId).where('state', '=', row.state).executeTakeFirst();
   if (Number(r.numUpdatedRows) !== 1) return false;
-  await recordAudit(db, o.auditId, o.now, { actor: o.actor, action: `case.${o.to}`, entityType: 'case', entityId: o.caseId, details: { from: row.state, ...o.details } });
+  const ended = o.to === CaseState.cancelled ? await endCaseWork(db, o.caseId, o.now, `case cancelled by ${o.actor}`) : undefined;
+  await recordAudit(db, o.auditId, o.now, {
+    actor: o.actor,
+    action: `case.${o.to}`,
+    entityType: 'case',
+    entityId: o.caseId,
+    details: { from: row.state, ...o.details, ...(ended ? { stopped: ended } : {}) },
+  });
   return true;
 }

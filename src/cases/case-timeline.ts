@@ -4,7 +4,7 @@ import type { CaseRow } from './case.table.js';
 
 export interface TimelineEvent {
   at: string;
-  /** received, stable, order, report-linked, ai-result, decision, case, forwarded, delivery-failed, assigned, assignment-ended, reported, written-back, write-back-failed, audit */
+  /** received, stable, order, report-linked, ai-result, decision, case, forwarded, delivery-failed, delivery-cancelled, assigned, assignment-ended, reported, written-back, write-back-waiting, write-back-cancelled, write-back-failed, pool-told, audit */
   kind: string;
   title: string;
   actor?: string | null;
@@ -52,6 +52,9 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
   for (const d of await db.selectFrom('deliveries').selectAll().where('case_id', '=', c.id).orderBy('id').execute()) {
     ev.push({ at: d.created_at, kind: 'forwarding', title: `queued for ${d.destination_id}`, details: { destinationId: d.destination_id, deidentify: d.deidentify === 1 } });
     if (d.delivered_at) ev.push({ at: d.delivered_at, kind: 'forwarded', title: `delivered to ${d.destination_id} (${d.instances_sent}/${d.instances_total})`, details: { attempts: d.attempts } });
+    if (d.state === 'cancelled') {
+      ev.push({ at: d.updated_at, kind: 'delivery-cancelled', title: `delivery to ${d.destination_id} stopped: case cancelled (${d.instances_sent}/${d.instances_total} sent)`, details: { instancesSent: d.instances_sent } });
+    }
     if (d.state === 'dead' || d.state === 'held') {
       ev.push({ at: d.updated_at, kind: 'delivery-failed', title: `delivery to ${d.destination_id} ${d.state}`, details: { lastError: d.last_error, attempts: d.attempts } });
     }
@@ -69,9 +72,11 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       details: { version: r.version, radpeerScore: r.radpeer_score, source: r.source },
     });
   }
-  for (const m of await db.selectFrom('outbound_messages').select(['kind', 'state', 'attempts', 'last_error', 'created_at', 'updated_at']).where('case_id', '=', c.id).orderBy('id').execute()) {
-    const what = m.kind === OutboundKind.writeBack ? 'write-back' : `QA notification (${m.kind})`;
-    if (m.state === 'accepted') ev.push({ at: m.updated_at, kind: m.kind === OutboundKind.writeBack ? 'written-back' : 'notified', title: `${what} accepted`, details: { attempts: m.attempts } });
+  for (const m of await db.selectFrom('outbound_messages').select(['kind', 'state', 'attempts', 'last_error', 'created_at', 'updated_at', 'destination_id']).where('case_id', '=', c.id).orderBy('id').execute()) {
+    const what = m.kind === OutboundKind.writeBack ? 'write-back' : m.kind === OutboundKind.poolCancel ? `cancel notice to ${m.destination_id ?? 'the pool'}` : `QA notification (${m.kind})`;
+    if (m.state === 'waiting') ev.push({ at: m.created_at, kind: 'write-back-waiting', title: `${what} waiting for the primary report`, details: { attempts: m.attempts } });
+    else if (m.state === 'cancelled') ev.push({ at: m.updated_at, kind: 'write-back-cancelled', title: `${what} not sent: case cancelled` });
+    else if (m.state === 'accepted') ev.push({ at: m.updated_at, kind: m.kind === OutboundKind.writeBack ? 'written-back' : m.kind === OutboundKind.poolCancel ? 'pool-told' : 'notified', title: `${what} accepted`, details: { attempts: m.attempts } });
     else if (m.state === 'failed') ev.push({ at: m.updated_at, kind: 'write-back-failed', title: `${what} failed`, details: { attempts: m.attempts, lastError: m.last_error } });
     else ev.push({ at: m.created_at, kind: 'write-back-pending', title: `${what} queued`, details: { attempts: m.attempts, lastError: m.last_error } });
   }

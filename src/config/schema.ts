@@ -193,6 +193,9 @@ const databaseSchema = z
   })
   .prefault({});
 
+/** The pool's own MLLP listener for orders: a cancelled case is announced there (ORM^O01, ORC-1 CA). */
+const poolHl7Channel = z.strictObject({ host, port: port.min(1), tls: tlsClientSchema.optional() });
+
 const dicomwebDestination = z.strictObject({
   id: z.string().min(1),
   type: z.literal('dicomweb'),
@@ -200,6 +203,7 @@ const dicomwebDestination = z.strictObject({
   deidentify: z.boolean().default(false),
   /** MSH-3 of the pool's system when it sends second reports back over HL7. */
   hl7Sender: z.string().min(1).optional(),
+  hl7: poolHl7Channel.optional(),
   headers: z.record(z.string(), z.string()).default({}),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(20),
@@ -217,6 +221,7 @@ const dimseDestination = z.strictObject({
   deidentify: z.boolean().default(false),
   /** MSH-3 of the pool's system when it sends second reports back over HL7. */
   hl7Sender: z.string().min(1).optional(),
+  hl7: poolHl7Channel.optional(),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(100),
   /** DICOM TLS to the destination: the association starts once the handshake is done. */

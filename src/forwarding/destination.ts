@@ -18,7 +18,15 @@ export interface OutgoingInstance {
  * before sending that instance, so only one file is in memory at a time
  * whatever the batch size. A loader that rejects fails that instance.
  */
-export type LazyOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & { bytes: () => Promise<Buffer> };
+export type LazyOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & {
+  bytes: () => Promise<Buffer>;
+  /**
+   * Called by a streaming sender just before this instance goes on the wire
+   * (after the previous one was answered); a rejection stops the batch there,
+   * the association released, the rest reported not sent (a cancelled case).
+   */
+  beforeSend?: () => Promise<void>;
+};
 
 export type SendableInstance = OutgoingInstance | LazyOutgoingInstance;
 

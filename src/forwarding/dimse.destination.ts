@@ -639,6 +639,16 @@ export class DimseDestinationSender implements DestinationSender {
       let nextLoad = load(0);
       for (let i = 0; i < chunk.length; i++) {
         const p = chunk[i]!;
+        // The caller's stop check (a cancelled case): the instance answered before this one was the last sent.
+        const check = 'beforeSend' in p.instance ? p.instance.beforeSend : undefined;
+        if (check) {
+          try {
+            await check();
+          } catch (err) {
+            ended = { transient: true, message: `stopped before sending: ${(err as Error).message}` };
+            break;
+          }
+        }
         const loading = nextLoad;
         nextLoad = undefined;
         if (!loading) {

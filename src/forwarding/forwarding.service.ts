@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { backoffMs } from '../backoff.js';
 import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
+import { dropUnsentInstances } from '../cases/case-end.repository.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import type { Spool } from '../dicom/spool.js';
@@ -17,8 +18,10 @@ import {
   deliveriesNeedingDelta,
   dueDestinations,
   deliveriesOfCases,
+  deliveryStop,
   insertDelivery,
   markInstances,
+  parkDelivery,
   pendingInstances,
   renewLease,
   updateDelivery,
@@ -251,9 +254,12 @@ export class ForwardingService {
       }
       let sent = 0;
       for (let i = 0; i < pending.length; i += destination.batchSize) {
+        if (await this.stopped(d, [], log)) return;
         const batch = pending.slice(i, i + destination.batchSize);
         const outgoing = await this.prepare(batch, pseudonyms, d.study_instance_uid);
+        this.fenceInstances(d, outgoing.instances);
         const results = await sender.send(outgoing.instances);
+        if (await this.stopped(d, batch.filter((b, j) => results[j]?.ok).map((b) => b.sop_instance_uid), log)) return;
         // A loader that failed stopped the batch there (nothing after it was sent): record what went through,
         // then hold or fail the delivery as the eager read used to.
         if (outgoing.stopped) {
@@ -348,6 +354,38 @@ export class ForwardingService {
       result.instances.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: pseudonyms ? pseudonyms.uid(b.sop_instance_uid) : b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, bytes: load });
     }
     return result;
+  }
+
+  /**
+   * The stop check between instances: a sender calls `beforeSend` just before
+   * it puts an instance on the wire, so once the case is cancelled (or the
+   * study held) only the instance already in flight still arrives.
+   */
+  private fenceInstances(d: DeliveryRow, instances: LazyOutgoingInstance[]): void {
+    for (const x of instances) {
+      x.beforeSend = async () => {
+        const why = await deliveryStop(this.db, d.id);
+        if (why) throw new Error(why === 'cancelled' ? 'the case was cancelled' : 'the study is held');
+      };
+    }
+  }
+
+  /**
+   * After a batch (or before the next): the case cancelled or the study held
+   * stops the delivery here. What went through is recorded; a held study's
+   * delivery waits as pending for its release, a cancelled one stays cancelled.
+   */
+  private async stopped(d: DeliveryRow, sentUids: string[], log: Logger): Promise<boolean> {
+    const why = await deliveryStop(this.db, d.id);
+    if (!why) return false;
+    const now = this.clock().toISOString();
+    await this.db.transaction().execute(async (trx) => {
+      await markInstances(trx, d.id, sentUids, DeliveryInstanceState.sent, now, null);
+      if (why === 'held') await parkDelivery(trx, d.id, this.owner, now);
+      else await dropUnsentInstances(trx, [d.id]);
+    });
+    log.info(why === 'cancelled' ? 'delivery stopped: its case was cancelled' : 'delivery paused: its study is held', { caseId: d.case_id, sentThisBatch: sentUids.length });
+    return true;
   }
 
   private async burnedInModality(studyUid: string): Promise<string | undefined> {

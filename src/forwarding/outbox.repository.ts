@@ -93,6 +93,9 @@ export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pic
     .selectFrom('deliveries as d')
     .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
     .select(['d.id', 'd.study_instance_uid', 'd.state'])
+    // A cancelled case takes no delta, even where its delivery had completed.
+    .innerJoin('cases as c', 'c.id', 'd.case_id')
+    .where('c.state', '!=', CaseState.cancelled)
     .where('s.state', '=', StudyState.stable)
     .where('d.state', 'in', [DeliveryState.delivered, DeliveryState.pending, DeliveryState.sending])
     .where(({ eb, selectFrom }) =>
@@ -103,10 +106,56 @@ export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pic
 }
 
 const dueOrExpired = (now: string) => (eb: ExpressionBuilder<Database, 'deliveries'>) =>
-  eb.or([
-    eb.and([eb('state', '=', DeliveryState.pending), eb('next_attempt_at', '<=', now)]),
-    eb.and([eb('state', '=', DeliveryState.sending), eb('lease_expires_at', '<', now)]),
+  eb.and([
+    eb.or([
+      eb.and([eb('state', '=', DeliveryState.pending), eb('next_attempt_at', '<=', now)]),
+      eb.and([eb('state', '=', DeliveryState.sending), eb('lease_expires_at', '<', now)]),
+    ]),
+    notOfHeldStudy(eb),
   ]);
+
+/**
+ * The hold gate: nothing of a study in state `held` (identity conflict, ...) is
+ * claimed; its deliveries wait, unchanged, and are due again once the study is released.
+ */
+const notOfHeldStudy = (eb: ExpressionBuilder<Database, 'deliveries'>) =>
+  eb.not(
+    eb.exists(
+      eb
+        .selectFrom('studies as hs')
+        .select('hs.study_instance_uid')
+        .whereRef('hs.study_instance_uid', '=', 'deliveries.study_instance_uid')
+        .where('hs.state', '=', StudyState.held),
+    ),
+  );
+
+/**
+ * Why a delivery being sent must stop before its next instance: its case was
+ * cancelled (the delivery is `cancelled`), or its study was held. Read by the
+ * sender between instances and batches.
+ */
+export async function deliveryStop(db: Db, deliveryId: string): Promise<'cancelled' | 'held' | undefined> {
+  const row = await db
+    .selectFrom('deliveries as d')
+    .leftJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
+    .select(['d.state as delivery', 's.state as study'])
+    .where('d.id', '=', deliveryId)
+    .executeTakeFirst();
+  if (!row || row.delivery === DeliveryState.cancelled) return 'cancelled';
+  if (row.study === StudyState.held) return 'held';
+  return undefined;
+}
+
+/** A delivery stopped mid-send because its study was held: due again (from what is missing) once the study is released. */
+export async function parkDelivery(db: Db, deliveryId: string, owner: string, now: string): Promise<void> {
+  await db
+    .updateTable('deliveries')
+    .set({ state: DeliveryState.pending, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now })
+    .where('id', '=', deliveryId)
+    .where('state', '=', DeliveryState.sending)
+    .where('lease_owner', '=', owner)
+    .execute();
+}
 
 /** Destinations that have a delivery due now (or one whose claimer's lease ran out). */
 export async function dueDestinations(db: Db, now: string): Promise<string[]> {
@@ -189,7 +238,8 @@ export async function updateDelivery(
   id: string,
   set: Partial<Pick<DeliveryRow, 'state' | 'attempts' | 'next_attempt_at' | 'last_error' | 'lease_owner' | 'lease_expires_at' | 'delivered_at' | 'updated_at'>>,
 ): Promise<void> {
-  await db.updateTable('deliveries').set(set).where('id', '=', id).execute();
+  // Cancelled is terminal: a worker's late outcome (failure, hold, done) never revives a cancelled delivery.
+  await db.updateTable('deliveries').set(set).where('id', '=', id).where('state', '!=', DeliveryState.cancelled).execute();
 }
 
 export async function deliveriesOfCases(db: Db, caseIds: readonly string[]): Promise<DeliveryRow[]> {

@@ -7,11 +7,11 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import type { DeliveryRow } from '../forwarding/delivery.table.js';
 import type { ForwardingService } from '../forwarding/forwarding.service.js';
 import { deliveriesOfCases, listDeliveries } from '../forwarding/outbox.repository.js';
-import { transitionCase } from '../cases/case-state.js';
+import { canTransition, transitionCase } from '../cases/case-state.js';
 import type { ReaderService } from '../readers/reader.service.js';
 import type { OutboundMessageRow, SecondReportRow } from '../reports/report.table.js';
 import type { SecondReportService } from '../reports/second-report.service.js';
-import { CaseState, DeliveryState, OPEN_CASE_STATES, OutboundKind } from '../states.js';
+import { CaseState, DeliveryState, OutboundKind } from '../states.js';
 import { requireRole } from './auth.js';
 import { presentCasesFor } from './reader-view.js';
 import { oneOf, queryInt, queryString, queryTime } from './query.js';
@@ -70,13 +70,17 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     res.json(outcome);
   });
 
+  // Stops deliveries, deltas and write-backs in the cancel's own transaction (case-state.ts); the pool is told by the outbound worker.
   r.post('/cases/:id/cancel', requireRole('admin', 'qa'), async (req, res) => {
     const id = String(req.params['id']);
+    const reason = cancelReason(req.body);
+    if (!(await findCase(db, id))) throw new GatewayError(ErrorCode.notFound, 'no such case');
     const now = new Date().toISOString();
     const moved = await db.transaction().execute((trx) =>
-      transitionCase(trx, { caseId: id, from: OPEN_CASE_STATES, to: CaseState.cancelled, actor: req.principal!.name, now, auditId: cases.newAuditId(), details: {} }),
+      transitionCase(trx, { caseId: id, from: CANCELLABLE, to: CaseState.cancelled, actor: req.principal!.name, now, auditId: cases.newAuditId(), details: reason ? { reason } : {} }),
     );
     if (!moved) throw new GatewayError(ErrorCode.conflict, 'the case is no longer open');
+    reports.kickOutbound();
     const row = await findCase(db, id);
     res.json((await presentCases(db, [row!]))[0]);
   });
@@ -105,6 +109,19 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     res.status(created ? 201 : 200).json((await presentCases(db, [row]))[0]);
   });
   return r;
+}
+
+/** Every state a case can be cancelled from: the open ones, and failed (a stuck case is ended too). */
+const CANCELLABLE: readonly CaseState[] = Object.values(CaseState).filter((st) => canTransition(st, CaseState.cancelled));
+
+function cancelReason(body: unknown): string | undefined {
+  const b = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
+  const errors: { path: string; message: string }[] = [];
+  for (const k of Object.keys(b)) if (k !== 'reason') errors.push({ path: k, message: 'unknown field' });
+  const v = b['reason'];
+  if (v !== undefined && v !== null && (typeof v !== 'string' || v.length > 2000)) errors.push({ path: 'reason', message: 'must be a string of at most 2000 characters' });
+  if (errors.length > 0) throw new GatewayError(ErrorCode.invalidInput, 'invalid cancel request', { details: { errors } });
+  return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
 }
 
 export function presentDelivery(d: DeliveryRow): Record<string, unknown> {

@@ -688,12 +688,13 @@ const paths: Record<string, PathItem> = {
   '/api/cases/{id}/cancel': {
     post: op({
       operationId: 'cancelCase',
-      summary: 'Cancel an open case',
+      summary: 'Cancel an open (or failed) case: stops its deliveries (after the instance in flight), deltas and write-backs; tells each pool with an HL7 channel that received it',
       tag: 'cases',
       roles: [Role.admin, Role.qa],
       parameters: [caseId],
+      body: { schema: obj({ reason: { type: 'string', maxLength: 2000 } }, { optional: ['reason'] }), description: 'optional; kept in the audit event' },
       responses: { '200': ok('cancelled', ref('Case')) },
-      errors: { '404': 'no such case', '409': 'the case is no longer open' },
+      errors: { '400': 'unknown field or a reason that is not a string', '404': 'no such case', '409': 'the case is no longer open' },
     }),
   },
   '/api/cases/{id}/retry': {

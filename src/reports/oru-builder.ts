@@ -56,6 +56,11 @@ export interface SecondReportOruInput {
   radpeerScore: RadpeerScore;
   /** Optional impression: its own TX OBX lines after the report text, coded as impression. */
   impression?: string;
+  /**
+   * OBR-25 and every OBX-11: `F` for the second report, `C` for an addendum
+   * or a correction of one already written back (same accession). Default `F`.
+   */
+  resultStatus?: 'F' | 'C';
   /** OBR-7; default: OBR-7 of the primary report as sent. */
   observedAt?: Date;
   /** MSH-7 and OBR-22; default: now. */
@@ -117,9 +122,10 @@ export function buildSecondReportOru(input: SecondReportOruInput): string {
   const readerNdl = [reader.id, reader.familyName ?? '', reader.givenName ?? ''].map(e).join('&').replace(/&+$/, '');
   const readerXcn = [reader.id, reader.familyName ?? '', reader.givenName ?? ''].map(e).join('^').replace(/\^+$/, '');
 
+  const status = input.resultStatus ?? 'F';
   const obx: string[] = [];
   const addObx = (type: string, code: string, value: string) => {
-    obx.push(fields('OBX', { 1: String(obx.length + 1), 2: type, 3: code, 5: value, 11: 'F', 14: obr7, 16: readerXcn }));
+    obx.push(fields('OBX', { 1: String(obx.length + 1), 2: type, 3: code, 5: value, 11: status, 14: obr7, 16: readerXcn }));
   };
   for (const line of lines(input.text)) addObx('TX', reportCode, e(line));
   if (input.impression !== undefined && input.impression.trim() !== '') {
@@ -138,7 +144,7 @@ export function buildSecondReportOru(input: SecondReportOruInput): string {
       4: raw(obr, 4),
       7: obr7,
       22: hl7Timestamp(now),
-      25: 'F',
+      25: status,
       32: readerNdl,
     }),
     ...obx,
@@ -152,6 +158,25 @@ export function buildSecondReportOru(input: SecondReportOruInput): string {
   if (charset) msh.push('', '', '', '', '', charset); // MSH-13..17 empty, MSH-18
   segments[0] = ['MSH', ...msh].join('|');
   return segments.join('\r') + '\r';
+}
+
+/**
+ * The last check before a write-back leaves: an ORU that does not say whose
+ * report it is (PID-3) and for which order (OBR-3) must never reach the RIS,
+ * whatever built it. Returns what is missing, or undefined when it may go.
+ */
+export function writeBackDefect(payload: string): string | undefined {
+  if (payload.trim() === '') return 'the ORU is empty';
+  let m: Hl7Message;
+  try {
+    m = Hl7Message.parse(payload);
+  } catch (err) {
+    return `the ORU is not HL7: ${(err as Error).message}`;
+  }
+  const missing: string[] = [];
+  if (!m.get('PID-3.1')) missing.push('PID-3 (patient id)');
+  if (!m.get('OBR-3.1')) missing.push('OBR-3 (accession)');
+  return missing.length > 0 ? `the ORU has no ${missing.join(' and no ')}` : undefined;
 }
 
 function validate(input: SecondReportOruInput): void {

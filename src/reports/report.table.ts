@@ -46,6 +46,8 @@ export interface OutboundMessageTable {
   last_error: string | null;
   /** The ACK or HTTP status that settled it. */
   response: string | null;
+  /** The destination whose `hl7` channel a pool-cancel goes to; NULL for the RIS and QA channels. */
+  destination_id: string | null;
   /** The instance sending it right now, until when (another takes over after that). */
   lease_owner: string | null;
   lease_expires_at: string | null;

@@ -8,8 +8,22 @@ import { CaseState, OutboundKind, OutboundState } from '../states.js';
 import { buildSecondReportOru, concordanceOf, radpeerScores, type RadpeerScore } from './oru-builder.js';
 import type { OutboundService } from './outbound.service.js';
 import type { SecondReportRow } from './report.table.js';
+import type { CaseRow } from '../cases/case.table.js';
 import { PseudonymKind, resolvePseudonym } from '../forwarding/pseudonym.service.js';
 import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
+
+/** The study's latest final or corrected primary report, as received (raw HL7). */
+async function primaryReportOf(db: Db, studyInstanceUid: string): Promise<{ radiologist_id: string | null; raw: string } | undefined> {
+  return db
+    .selectFrom('report_versions as r')
+    .innerJoin('hl7_messages as m', 'm.id', 'r.message_id')
+    .select(['r.radiologist_id', 'm.raw'])
+    .where('r.linked_study_uid', '=', studyInstanceUid)
+    .where('r.link_state', '=', 'linked')
+    .where('r.result_status', 'in', ['F', 'C'])
+    .orderBy('r.id', 'desc')
+    .executeTakeFirst();
+}
 
 /** RADPEER 2b, 3a, 3b: a discrepancy likely to matter, reviewed by QA (DESIGN.md section 2). */
 export const DISCREPANT_SCORES: readonly RadpeerScore[] = ['2b', '3a', '3b'];
@@ -54,6 +68,52 @@ export class SecondReportService {
   constructor(private readonly o: SecondReportServiceOptions) {
     this.log = o.logger.child({ component: 'second-reports' });
     this.clock = o.clock ?? (() => new Date());
+    // A write-back that waited for its primary report is built by the same code as one built at once.
+    o.outbound.useWriteBackBuilder(async (trx, m) => {
+      const c = await trx.selectFrom('cases').selectAll().where('id', '=', m.case_id).executeTakeFirst();
+      const report = m.report_id ? await trx.selectFrom('second_reports').selectAll().where('id', '=', m.report_id).executeTakeFirst() : undefined;
+      if (!c || !report || !m.control_id) return { problem: 'the case or second report of this write-back is gone' };
+      return this.buildWriteBackFor(trx, c, report, m.control_id);
+    });
+  }
+
+  /**
+   * The ORU^R01 of one second report version, with PID and OBR copied from
+   * the study's latest final (or corrected) primary report: `waiting` while
+   * none is linked (never an ORU without them). Version 1 goes as `F`; an
+   * addendum (version 2+) corrects what was written back: OBR-25 and OBX-11 `C`.
+   */
+  async buildWriteBackFor(trx: Db, c: CaseRow, report: SecondReportRow, controlId: string): Promise<{ payload: string } | { waiting: true } | { problem: string }> {
+    const primary = await primaryReportOf(trx, c.study_instance_uid);
+    if (!primary) return { waiting: true };
+    const reader = this.o.config.readers.find((r) => r.id === report.reader_id);
+    const [family, given] = (reader?.name ?? '').split(/\s+/).reverse();
+    try {
+      const payload = buildSecondReportOru({
+        controlId,
+        sendingApplication: this.o.config.hl7.sendingApplication,
+        sendingFacility: this.o.config.hl7.sendingFacility,
+        receivingApplication: this.o.config.writeBack.receivingApplication,
+        receivingFacility: this.o.config.writeBack.receivingFacility,
+        primaryReport: primary.raw,
+        accessionNumber: c.accession_number ?? undefined,
+        studyInstanceUid: c.study_instance_uid,
+        secondReader: { id: report.reader_id, familyName: family, givenName: given },
+        text: report.text,
+        radpeerScore: report.radpeer_score as RadpeerScore,
+        impression: report.impression ?? undefined,
+        resultStatus: report.version > 1 ? 'C' : 'F',
+        now: this.clock(),
+      });
+      return { payload };
+    } catch (err) {
+      return { problem: (err as Error).message };
+    }
+  }
+
+  /** Something for the write-back queue to look at now (a cancel, a report): rather than at its next poll. */
+  kickOutbound(): void {
+    this.o.outbound.kick();
   }
 
   /** Validates a request body, listing every problem. */
@@ -111,15 +171,7 @@ export class SecondReportService {
         if (!input.addendum) throw new GatewayError(ErrorCode.conflict, 'the case is already reported: send an addendum (addendum: true)');
         if (!ADDENDUM_STATES.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case takes no addendum`);
       }
-      const primary = await trx
-        .selectFrom('report_versions as r')
-        .innerJoin('hl7_messages as m', 'm.id', 'r.message_id')
-        .select(['r.radiologist_id', 'm.raw'])
-        .where('r.linked_study_uid', '=', c.study_instance_uid)
-        .where('r.link_state', '=', 'linked')
-        .where('r.result_status', 'in', ['F', 'C'])
-        .orderBy('r.id', 'desc')
-        .executeTakeFirst();
+      const primary = await primaryReportOf(trx, c.study_instance_uid);
       if (primary?.radiologist_id && primary.radiologist_id === readerId) {
         throw new GatewayError(ErrorCode.conflict, 'the second reader cannot be the first reader');
       }
@@ -151,39 +203,17 @@ export class SecondReportService {
       }
 
       const controlId = this.o.newControlId();
-      const reader = this.o.config.readers.find((r) => r.id === readerId);
-      const [family, given] = (reader?.name ?? '').split(/\s+/).reverse();
-      let payload: string | undefined;
-      let problem: string | undefined;
-      if (!primary) problem = 'no final primary report is linked: nothing to copy PID and OBR from';
-      else {
-        try {
-          payload = buildSecondReportOru({
-            controlId,
-            sendingApplication: this.o.config.hl7.sendingApplication,
-            sendingFacility: this.o.config.hl7.sendingFacility,
-            receivingApplication: this.o.config.writeBack.receivingApplication,
-            receivingFacility: this.o.config.writeBack.receivingFacility,
-            primaryReport: primary.raw,
-            accessionNumber: c.accession_number ?? undefined,
-            studyInstanceUid: c.study_instance_uid,
-            secondReader: { id: readerId, familyName: family, givenName: given },
-            text,
-            radpeerScore: input.radpeerScore,
-            impression: input.impression,
-            now: this.clock(),
-          });
-        } catch (err) {
-          problem = (err as Error).message;
-        }
-      }
-      if (payload) {
-        await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload });
+      const built = await this.buildWriteBackFor(trx, c, report, controlId);
+      if ('payload' in built) {
+        await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: built.payload });
+      } else if ('waiting' in built) {
+        // No final primary report yet (a manual case forwarded before it): the ORU is built when it is linked.
+        await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '', waiting: true });
       } else {
         // Visible rather than silent: the report is kept, the write-back shows why it cannot be sent.
         const id = await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '' });
-        await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: problem ?? 'could not build the ORU' }).where('id', '=', id).execute();
-        await transitionCase(trx, { caseId, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now, auditId: this.o.newId(), details: { error: problem } });
+        await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: built.problem }).where('id', '=', id).execute();
+        await transitionCase(trx, { caseId, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now, auditId: this.o.newId(), details: { error: built.problem } });
       }
       if (discrepant) {
         await recordAudit(trx, this.o.newId(), now, { actor: by.name, action: 'case.discrepant', entityType: 'case', entityId: caseId, details: { radpeerScore: input.radpeerScore, version } });

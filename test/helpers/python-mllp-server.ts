@@ -18,6 +18,10 @@ export interface PythonSeen {
   obx: { type: string; code: string; value: string; valueCode: string }[];
   zds1: string;
   ackCode: string;
+  /** MSH-9.1^MSH-9.2 */
+  messageType: string;
+  /** ORC-1 (order control) of an order; empty for a result. */
+  orc1: string;
 }
 
 /*
@@ -31,7 +35,8 @@ from hl7.mllp import start_hl7_server
 
 def seen(msg, code):
     obx = []
-    for s in msg.segments('OBX'):
+    # An order (ORM) has no OBX: python-hl7 raises KeyError for a segment type that is absent.
+    for s in (msg.segments('OBX') if any(str(s[0]) == 'OBX' for s in msg) else []):
         obx.append({'type': str(s[2]), 'code': str(s[3]).split('^')[0], 'value': msg.unescape(str(s[5])), 'valueCode': msg.unescape(str(s[5]).split('^')[0])})
     def get(key):
         try:
@@ -39,7 +44,8 @@ def seen(msg, code):
         except Exception:
             return ''
     return {'controlId': str(msg['MSH.F10']), 'pid3': str(msg.segment('PID')[3]), 'obr3': get('OBR.F3.R1.C1'),
-            'obr32Family': get('OBR.F32.R1.C1.S2'), 'obx': obx, 'zds1': get('ZDS.F1.R1.C1'), 'ackCode': code}
+            'obr32Family': get('OBR.F32.R1.C1.S2'), 'obx': obx, 'zds1': get('ZDS.F1.R1.C1'), 'ackCode': code,
+            'messageType': get('MSH.F9.R1.C1') + '^' + get('MSH.F9.R1.C2'), 'orc1': get('ORC.F1')}
 
 async def handle(reader, writer):
     try:

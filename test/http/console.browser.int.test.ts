@@ -201,9 +201,28 @@ describe('web console in headless Chromium', function () {
     await page.click('[data-action=Reassign]');
     await page.waitForFunction((who) => (document.querySelector('[data-testid=timeline]')?.textContent ?? '').includes(`assigned to ${who}`), to);
     expect((await fx.caseOf(other.caseId))['readerId']).to.equal(to);
+    await page.fill('#cancel-reason', 'duplicate request');
     await page.click('[data-action="Cancel case"]');
     await page.waitForFunction(() => document.querySelector('[data-k=state]')?.textContent === 'cancelled');
     expect((await fx.caseOf(other.caseId))['state']).to.equal('cancelled');
+    const audit = (await fx.call('GET', `/api/audit?entityType=case&entityId=${other.caseId}&action=case.cancelled`, T.admin)).body['items'] as { details: { reason?: string } }[];
+    expect(audit[0]!.details.reason).to.equal('duplicate request');
+    await page.close();
+  });
+
+  it('case page: a second report taken before the primary report shows its write-back as waiting for primary report', async () => {
+    const { study } = await fx.pushStudy();
+    const created = await fx.call('POST', '/api/cases', T.qa, { studyInstanceUid: study.studyInstanceUid, reason: 'QA asked for it' });
+    expect(created.status, created.text).to.equal(201);
+    const caseId = String(created.body['id']);
+    const c = await fx.caseWhen(caseId, 'forwarded without a primary report', (x) => x['state'] === 'awaiting-read' && !!x['readerId']);
+    const posted = await fx.call('POST', `/api/cases/${caseId}/report`, T.system, { text: 'No acute finding.', radpeerScore: '1', readerId: String(c['readerId']) });
+    expect(posted.status, posted.text).to.equal(201);
+    const page = await signIn(T.qa);
+    await page.goto(`${fx.base}/#/cases/${caseId}`);
+    await page.waitForSelector('[data-k=writeBack]');
+    expect(await page.textContent('[data-k=writeBack]')).to.include('waiting for primary report');
+    expect(await page.textContent('[data-testid=timeline]')).to.include('write-back waiting for the primary report');
     await page.close();
   });
 

@@ -4,7 +4,7 @@ import { defaultConfig } from '../../src/config/schema.js';
 import { ErrorCode } from '../../src/errors.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
 import { readHeader, toInboundEvent } from '../../src/hl7/hl7-parse.js';
-import { buildSecondReportOru, concordanceOf, radpeerScores, type RadpeerScore, type SecondReportOruInput } from '../../src/reports/oru-builder.js';
+import { buildSecondReportOru, concordanceOf, radpeerScores, writeBackDefect, type RadpeerScore, type SecondReportOruInput } from '../../src/reports/oru-builder.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
 import { thrownGatewayError as rejection } from '../helpers/expect-error.js';
 
@@ -203,5 +203,29 @@ describe('buildSecondReportOru (ORU^R01 v2.5.1 second report)', () => {
     const item = e.items[0]!;
     expect(item).to.include({ accessionNumber: 'ACC7001', studyInstanceUid: uid, resultStatus: 'F' });
     expect(item.text.split('\n').slice(0, 2)).to.deep.equal(['line one', 'line two']);
+  });
+
+  it('an addendum or correction goes as C in OBR-25 and every OBX-11; the report itself as F', () => {
+    const f = buildSecondReportOru(input());
+    const c = buildSecondReportOru(input({ resultStatus: 'C' }));
+    const obr = (t: string) => fieldsOf(segments(t).find((x) => x.startsWith('OBR|'))!);
+    expect(obr(f)[25]).to.equal('F');
+    expect(obr(c)[25]).to.equal('C');
+    expect(obxs(f).map((o) => o[11])).to.deep.equal(['F', 'F', 'F', 'F']);
+    expect(obxs(c).map((o) => o[11])).to.deep.equal(['C', 'C', 'C', 'C']);
+    // Same order, same accession: the RIS files the correction on the same result.
+    expect(obr(c)[3]).to.equal(obr(f)[3]);
+  });
+});
+
+describe('writeBackDefect (the last check before an ORU leaves)', () => {
+  it('passes a built ORU; names what is missing in an empty, anonymous or order-less one', () => {
+    expect(writeBackDefect(buildSecondReportOru(input()))).to.equal(undefined);
+    expect(writeBackDefect('')).to.equal('the ORU is empty');
+    expect(writeBackDefect('not hl7 at all')).to.match(/^the ORU is not HL7/);
+    const msh = 'MSH|^~\\&|SECONDREAD|GATEWAY|RIS|HOSP|20261202||ORU^R01|X1|P|2.5.1';
+    expect(writeBackDefect(`${msh}\rPID|1||MRN1^^^HOSP\rOBR|1||\r`)).to.equal('the ORU has no OBR-3 (accession)');
+    expect(writeBackDefect(`${msh}\rPID|1||\rOBR|1||ACC1\r`)).to.equal('the ORU has no PID-3 (patient id)');
+    expect(writeBackDefect(`${msh}\rOBX|1|TX|x||text\r`)).to.equal('the ORU has no PID-3 (patient id) and no OBR-3 (accession)');
   });
 });

@@ -135,9 +135,11 @@ export async function caseView(ctx, id) {
     h('dt', {}, 'Reader'), h('dd', {}, c.readerId ?? '–'),
     h('dt', {}, 'Blinded'), h('dd', { 'data-k': 'blinded' }, c.blinded ? 'yes: the first report is hidden from the reader' : 'no'),
     h('dt', {}, 'Reasons'), h('dd', {}, h('ul', {}, (c.reasons || []).map((r) => h('li', {}, `${r.ruleId} (${r.kind})${r.detail ? `: ${r.detail}` : ''}`)))),
-    h('dt', {}, 'Deliveries'), h('dd', {}, (c.deliveries || []).map((d) => h('div', {}, `${d.destinationId}: ${d.state} (${d.instancesSent}/${d.instancesTotal}, ${d.attempts} attempts)${d.lastError ? ` – ${d.lastError}` : ''}`))),
+    h('dt', {}, 'Deliveries'), h('dd', { 'data-k': 'deliveries' }, (c.deliveries || []).map((d) => h('div', {}, h('span', { class: d.state === 'cancelled' ? 'pill bad' : 'pill' }, d.state), d.state === 'cancelled'
+      ? ` ${d.destinationId}: stopped, case cancelled (${d.instancesSent}/${d.instancesTotal} sent)`
+      : ` ${d.destinationId} (${d.instancesSent}/${d.instancesTotal}, ${d.attempts} attempts)${d.lastError ? ` – ${d.lastError}` : ''}`))),
     h('dt', {}, 'Second report'), h('dd', {}, c.secondReport ? `RADPEER ${c.secondReport.radpeerScore} (${c.secondReport.concordance}) by ${c.secondReport.readerId}, ${fmt.time(c.secondReport.createdAt)}` : '–'),
-    h('dt', {}, 'Write-back'), h('dd', { 'data-k': 'writeBack' }, c.writeBack ? `${c.writeBack.state} (${c.writeBack.attempts} attempts)${c.writeBack.lastError ? ` – ${c.writeBack.lastError}` : ''}` : '–'));
+    h('dt', {}, 'Write-back'), h('dd', { 'data-k': 'writeBack' }, writeBackText(c.writeBack)));
 
   root.append(h('h1', {}, `Case ${c.id}`), summary);
 
@@ -146,6 +148,7 @@ export async function caseView(ctx, id) {
     root.append(h('h2', {}, 'First report'), mayReveal ? showPrimary : h('p', { class: 'muted', 'data-k': 'blinded-note' }, 'Blinded: the first report is shown once you have sent your own read.'), primary);
     if (c.state === 'awaiting-read' && !c.secondReport) root.append(reportForm(id, refresh));
     else if (c.secondReport) root.append(h('h2', {}, 'Your report'), h('pre', { class: 'report' }, c.secondReport.text));
+    if (c.writeBack?.state === 'waiting') root.append(h('p', { class: 'muted', 'data-k': 'writeBack' }, 'Your report is kept; its write-back is waiting for primary report.'));
     // Follow the write-back until it settles.
     if (['reported'].includes(c.state)) {
       const t = setTimeout(refresh, 1500);
@@ -163,7 +166,11 @@ export async function caseView(ctx, id) {
     const why = h('input', { name: 'reason', placeholder: 'reason', size: 24 });
     actions.append(h('label', {}, 'Reassign to', who), why, action('Reassign', 'reassign', () => ({ readerId: who.value || undefined, reason: why.value || undefined }), 'secondary'));
   }
-  if (OPEN_STATES.includes(c.state)) actions.append(action('Cancel case', 'cancel', undefined, 'danger'));
+  if ([...OPEN_STATES, 'failed'].includes(c.state)) {
+    // Cancelling stops deliveries after the instance in flight, drops pending write-backs and tells the pool.
+    const why = h('input', { name: 'cancelReason', id: 'cancel-reason', placeholder: 'why cancel (audited)', size: 24 });
+    actions.append(why, action('Cancel case', 'cancel', () => (why.value.trim() ? { reason: why.value.trim() } : {}), 'danger'));
+  }
   root.append(h('h2', {}, 'Actions'), actions.childNodes.length ? actions : h('p', { class: 'muted' }, 'No action applies in this state.'));
   root.append(h('h2', {}, 'Primary report'), showPrimary, primary);
   root.append(h('h2', {}, 'Timeline'), table([
@@ -173,6 +180,14 @@ export async function caseView(ctx, id) {
     { label: 'Details', value: (e) => (e.details ? h('code', {}, JSON.stringify(e.details)) : '') },
   ], timeline.items, { testid: 'timeline' }));
   return root;
+}
+
+/** The write-back line of a case page: a waiting one says what it waits for. */
+function writeBackText(w) {
+  if (!w) return '–';
+  if (w.state === 'waiting') return 'waiting for primary report (the ORU is built and sent once the final report from the RIS is linked)';
+  if (w.state === 'cancelled') return 'cancelled: the case was cancelled before it was sent';
+  return `${w.state} (${w.attempts} attempts)${w.lastError ? ` – ${w.lastError}` : ''}`;
 }
 
 function reportForm(id, done) {
