@@ -1,7 +1,7 @@
-import { holdStudy } from '../../src/studies/study.repository.js';
 import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import { HTTP_METHODS, openApiDocument, type HttpMethod, type JsonSchema, type Operation } from '../../src/http/openapi.js';
+import { holdStudy } from '../../src/studies/study.repository.js';
 import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
 import { eventually } from '../helpers/eventually.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
