@@ -160,6 +160,23 @@ describe('StudyService (SQLite file, real spool)', () => {
     expect(JSON.stringify(audit)).to.not.include('PID2');
   });
 
+  it('files the identity with its authority: issuer, other patient ids, decoded name and birth date', async () => {
+    await service.storeInstance(
+      received('1.2.3', '1.2.3.1', '1.2.3.1.1', {
+        issuerOfPatientId: 'HOSP',
+        otherPatientIds: [{ id: 'NAT-1', issuer: 'NATIONAL', type: 'TEXT' }],
+        patientName: 'やまだ^たろう',
+        patientBirthDate: '19600101',
+      }),
+    );
+    const s = await findStudy(opened.db, '1.2.3');
+    expect(s).to.include({ issuer_of_patient_id: 'HOSP', patient_name: 'やまだ^たろう', patient_birth_date: '19600101' });
+    expect(JSON.parse(s!.other_patient_ids!)).to.deep.equal([{ id: 'NAT-1', issuer: 'NATIONAL', type: 'TEXT' }]);
+    // the same id under another issuer is another patient
+    await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.2', { issuerOfPatientId: 'OTHERHOSP' }));
+    expect(await findStudy(opened.db, '1.2.3')).to.include({ state: 'held', hold_detail: 'changed: IssuerOfPatientID' });
+  });
+
   it('a new instance of a known study with another patient id holds it', async () => {
     await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.1'));
     await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.2', { patientId: 'OTHER' }));
