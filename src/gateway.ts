@@ -9,6 +9,7 @@ import { messagesRouter } from './http/messages.routes.js';
 import { HttpServer } from './http/server.js';
 import { failedLoginAuditor } from './http/auth-audit.js';
 import { studiesRouter } from './http/studies.routes.js';
+import { studyActionsRouter } from './http/study-actions.routes.js';
 import { auditRouter } from './http/audit.routes.js';
 import { casesRouter } from './http/cases.routes.js';
 import { rulesRouter } from './http/rules.routes.js';
@@ -192,6 +193,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           statsRouter(db),
           caseActionsRouter(db, { readers, outbound, newId }),
           messageActionsRouter(db, newId),
+          studyActionsRouter(db, studies),
         ],
       })
     : undefined;

@@ -4,7 +4,7 @@ import type { CaseAssignmentTable, OutboundMessageTable, SecondReportTable } fro
 import type { AuditEventTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
-import type { StudyTable, SeriesTable, InstanceTable } from '../studies/study.table.js';
+import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
 import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
 
 /** Every table, by name, as kysely sees it. Each domain owns its `*.table.ts`. */
@@ -12,6 +12,7 @@ export interface Database {
   studies: StudyTable;
   series: SeriesTable;
   instances: InstanceTable;
+  instance_versions: InstanceVersionTable;
   hl7_messages: Hl7MessageTable;
   orders: OrderTable;
   report_versions: ReportVersionTable;

@@ -1,7 +1,8 @@
 import { createInflateRaw, type InflateRaw } from 'node:zlib';
 import dcmjs, { type DicomDataDict } from 'dcmjs';
+import { convertBytes } from 'dicom-character-set';
 import { ErrorCode, GatewayError } from '../errors.js';
-import type { InstanceHeader } from './instance-record.js';
+import type { InstanceHeader, IocmRejection, OtherPatientId } from './instance-record.js';
 
 /**
  * Reads the attributes the gateway triages on from the first bytes of an
@@ -206,6 +207,7 @@ function parseDataset(dataset: Buffer, syntax: string, options: ParseOptions): D
   const file = new Uint8Array(meta.length + dataset.length);
   file.set(meta, 0);
   file.set(dataset, meta.length);
+  neutraliseCharsets(file, meta.length, syntax === TransferSyntax.explicitBe, syntax === TransferSyntax.implicitLe);
   try {
     const dict = dcmjs.data.DicomMessage.readFile(file.buffer, {
       untilTag: options.untilTag ?? null,
@@ -217,6 +219,82 @@ function parseDataset(dataset: Buffer, syntax: string, options: ParseOptions): D
   } catch {
     return undefined;
   }
+}
+
+/**
+ * dcmjs refuses a multi-valued Specific Character Set (every ISO 2022 code extension: Japanese,
+ * Korean, many European senders) and any value it has no decoder for, which failed the whole
+ * C-STORE with 0xC000 (a "do not retry" status). Storing never needed the text decoded, and the few
+ * text values we keep are decoded by `decodeText` with a library that implements PS3.5 6.1.2.5.
+ * So in the copy handed to dcmjs, every (0008,0005) element (also inside sequence items) is renamed
+ * to the unused (0008,0004): dcmjs then reads all text with its one-byte default decoder, which
+ * maps each byte to one character and back, and the declared value stays readable under
+ * the new tag. The bytes stored are never touched. A false hit inside a binary value (the pattern
+ * plus a plausible VR/length) would only alter that value in this throw-away copy.
+ */
+export const CHARSET_ALIAS = '00080004';
+const CHARSET_TAG_LE = Buffer.from([0x08, 0x00, 0x05, 0x00]);
+const CHARSET_TAG_BE = Buffer.from([0x00, 0x08, 0x00, 0x05]);
+function neutraliseCharsets(file: Uint8Array, from: number, bigEndian: boolean, implicit: boolean): void {
+  const b = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+  const pattern = bigEndian ? CHARSET_TAG_BE : CHARSET_TAG_LE;
+  let at = b.indexOf(pattern, from);
+  while (at >= 0 && at + 8 <= b.length) {
+    const plausible = implicit ? b.readUInt32LE(at + 4) <= 1024 : b[at + 4] === 0x43 && b[at + 5] === 0x53; // 'CS'
+    if (plausible) b[bigEndian ? at + 3 : at + 2] = 0x04;
+    at = b.indexOf(pattern, at + 4);
+  }
+}
+
+/** The one-byte decoder dcmjs uses by default (WHATWG "latin1" = windows-1252), inverted: character -> byte. */
+const BYTE_OF = ((): Map<number, number> => {
+  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const chars = new TextDecoder('latin1').decode(all);
+  const m = new Map<number, number>();
+  for (let i = 0; i < chars.length; i++) m.set(chars.charCodeAt(i), i);
+  return m;
+})();
+
+function bytesOf(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = BYTE_OF.get(s.charCodeAt(i)) ?? 0x3f;
+  return out;
+}
+
+/** The Specific Character Set as sent (backslash-separated values), or null for the default repertoire. */
+export function specificCharacterSetOf(dict: DicomDataDict): string | null {
+  const el = dict[CHARSET_ALIAS] as { Value?: unknown[]; _rawValue?: unknown } | undefined;
+  if (!el) return null;
+  // Implicit VR: the renamed tag is unknown to dcmjs, so it comes as UN bytes.
+  const values = el.Value?.[0] instanceof ArrayBuffer ? el.Value : Array.isArray(el._rawValue) ? el._rawValue : (el.Value ?? []);
+  const parts = values.map((v) => (v instanceof ArrayBuffer ? Buffer.from(v).toString('latin1') : String(v ?? '')));
+  const joined = parts.join('\\').replace(/[\0\s]+$/, '');
+  return joined.replace(/\\/g, '').trim() === '' ? null : joined;
+}
+
+/**
+ * A text value decoded per its dataset's Specific Character Set (ISO 2022 escapes included),
+ * from the bytes dcmjs read (see neutraliseCharsets). Trailing padding removed; null when empty.
+ */
+export function decodeText(dict: DicomDataDict, tag: string, vr: string, charset: string | null): string | null {
+  const el = dict[tag] as { Value?: unknown[]; _rawValue?: unknown } | undefined;
+  if (!el) return null;
+  const raw = el._rawValue;
+  let bytes: Uint8Array;
+  const first = el.Value?.[0];
+  if (first instanceof ArrayBuffer) bytes = new Uint8Array(first);
+  else if (typeof raw === 'string') bytes = bytesOf(raw);
+  else if (Array.isArray(raw)) bytes = bytesOf(raw.map((v) => (typeof v === 'string' ? v : '')).join('\\'));
+  else return str(dict, tag);
+  let text: string;
+  try {
+    text = convertBytes(charset ?? undefined, bytes, { vr });
+  } catch {
+    // a declared set no decoder knows: the bytes as Latin-1 rather than nothing
+    text = Buffer.from(bytes).toString('latin1');
+  }
+  text = text.replace(/[\0\s]+$/, '').trim();
+  return text === '' ? null : text;
 }
 
 const metaCache = new Map<string, Buffer>();
@@ -385,23 +463,81 @@ function limit(s: string | null, max: number): string | null {
 export function toInstanceHeader(dict: DicomDataDict, transferSyntaxUid: string, fallbackSopClassUid?: string): InstanceHeader {
   const sopClassUid = optionalUid(dict, '00080016') ?? fallbackSopClassUid ?? null;
   if (!sopClassUid) throw unreadable('SOPClassUID missing or not a valid UID');
+  const charset = specificCharacterSetOf(dict);
+  const text = (tag: string, vr: string, max: number): string | null => limit(decodeText(dict, tag, vr, charset), max);
   return {
     sopClassUid,
     sopInstanceUid: uid(dict, '00080018', 'SOPInstanceUID'),
     transferSyntaxUid,
     studyInstanceUid: uid(dict, '0020000D', 'StudyInstanceUID'),
     seriesInstanceUid: uid(dict, '0020000E', 'SeriesInstanceUID'),
-    accessionNumber: limit(str(dict, '00080050'), 64),
-    patientId: limit(str(dict, '00100020'), 64),
+    accessionNumber: text('00080050', 'SH', 64),
+    patientId: text('00100020', 'LO', 64),
     modality: limit(str(dict, '00080060'), 16),
-    studyDescription: limit(str(dict, '00081030'), 256),
-    seriesDescription: limit(str(dict, '0008103E'), 256),
+    studyDescription: text('00081030', 'LO', 256),
+    seriesDescription: text('0008103E', 'LO', 256),
     bodyPartExamined: limit(str(dict, '00180015'), 64),
     studyDate: limit(str(dict, '00080020'), 8),
-    referringPhysicianName: limit(str(dict, '00080090'), 256),
+    referringPhysicianName: text('00080090', 'PN', 256),
     seriesNumber: int(dict, '00200011'),
     instanceNumber: int(dict, '00200013'),
+    specificCharacterSet: limit(charset, 256),
+    patientName: text('00100010', 'PN', 256),
+    patientBirthDate: limit(str(dict, '00100030'), 8),
+    issuerOfPatientId: text('00100021', 'LO', 128),
+    otherPatientIds: otherPatientIds(dict, charset),
+    iocm: sopClassUid === KEY_OBJECT_SELECTION ? iocmRejection(dict, charset) : null,
   };
+}
+
+function items(dict: DicomDataDict, tag: string): DicomDataDict[] {
+  const v = dict[tag]?.Value;
+  return Array.isArray(v) ? v.filter((i): i is DicomDataDict => typeof i === 'object' && i !== null && !(i instanceof ArrayBuffer)) : [];
+}
+
+/** Other Patient IDs Sequence (0010,1002): each item's Patient ID, Issuer and Type of Patient ID. */
+function otherPatientIds(dict: DicomDataDict, charset: string | null): { id: string; issuer: string | null; type: string | null }[] {
+  const out: { id: string; issuer: string | null; type: string | null }[] = [];
+  for (const item of items(dict, '00101002').slice(0, 32)) {
+    const itemCharset = specificCharacterSetOf(item) ?? charset;
+    const id = limit(decodeText(item, '00100020', 'LO', itemCharset), 64);
+    if (!id) continue;
+    out.push({ id, issuer: limit(decodeText(item, '00100021', 'LO', itemCharset), 128), type: limit(str(item, '00100022'), 16) });
+  }
+  return out;
+}
+
+export const KEY_OBJECT_SELECTION = '1.2.840.10008.5.1.4.1.1.88.59';
+/** DICOM CID 7011 "Rejected for ..." document titles (scheme DCM): what an IOCM rejection note is titled. */
+export const IOCM_REJECTION_CODES: Readonly<Record<string, string>> = {
+  '113001': 'Rejected for Quality Reasons',
+  '113037': 'Rejected for Patient Safety Reasons',
+  '113038': 'Incorrect Modality Worklist Entry',
+  '113039': 'Data Retention Policy Expired',
+};
+
+/**
+ * A KOS whose Concept Name Code (the document title) is in CID 7011 is a rejection note: the
+ * instances it lists under Current Requested Procedure Evidence Sequence (0040,A375) -> Referenced
+ * Series Sequence (0008,1115) -> Referenced SOP Sequence (0008,1199) are withdrawn by the sender.
+ * Any other KOS (a key-images note) is an ordinary instance.
+ */
+function iocmRejection(dict: DicomDataDict, charset: string | null): IocmRejection | null {
+  const title = items(dict, '0040A043')[0];
+  if (!title) return null;
+  const code = str(title, '00080100');
+  const scheme = str(title, '00080102');
+  if (!code || !(code in IOCM_REJECTION_CODES) || (scheme !== null && scheme !== 'DCM')) return null;
+  const sopInstanceUids: string[] = [];
+  for (const study of items(dict, '0040A375')) {
+    for (const series of items(study, '00081115')) {
+      for (const sop of items(series, '00081199')) {
+        const u = optionalUid(sop, '00081155');
+        if (u && !sopInstanceUids.includes(u)) sopInstanceUids.push(u);
+      }
+    }
+  }
+  return { code: `DCM:${code}`, meaning: decodeText(title, '00080104', 'LO', charset) ?? IOCM_REJECTION_CODES[code] ?? null, sopInstanceUids };
 }
 
 /**

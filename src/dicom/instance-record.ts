@@ -19,6 +19,32 @@ export interface InstanceHeader {
   referringPhysicianName: string | null;
   seriesNumber: number | null;
   instanceNumber: number | null;
+  /** Specific Character Set (0008,0005) as sent; the text fields here are decoded with it. */
+  specificCharacterSet?: string | null;
+  /** Patient's Name, decoded, all component groups (`Alphabetic=Ideographic=Phonetic`). */
+  patientName?: string | null;
+  patientBirthDate?: string | null;
+  /** Issuer of Patient ID (0010,0021): the assigning authority of `patientId`. */
+  issuerOfPatientId?: string | null;
+  /** Other Patient IDs Sequence (0010,1002). */
+  otherPatientIds?: OtherPatientId[];
+  /** Set for an IOCM rejection note: a Key Object Selection titled by a CID 7011 code. */
+  iocm?: IocmRejection | null;
+}
+
+export interface OtherPatientId {
+  id: string;
+  issuer: string | null;
+  type: string | null;
+}
+
+/** A Key Object Selection Document that rejects instances (IHE IOCM, DICOM CID 7011). */
+export interface IocmRejection {
+  /** Concept Name Code: `DCM:113001` etc. */
+  code: string;
+  meaning: string | null;
+  /** Referenced SOP Instance UIDs from Current Requested Procedure Evidence Sequence. */
+  sopInstanceUids: string[];
 }
 
 export interface ReceivedInstance extends InstanceHeader {

@@ -40,6 +40,9 @@ const ACCEPTED_SYNTAXES = new Set<string>([
   '1.2.840.10008.1.2.5',
 ]);
 
+/** PS3.7 C.5.8 "Refused: SOP Class not supported". */
+const SOP_CLASS_NOT_SUPPORTED = 0x0122;
+
 const STORAGE_PREFIX = '1.2.840.10008.5.1.4.1.1.';
 // Storage SOP classes outside the 5.1.4.1.1 arc (PS3.4 B.5).
 const OTHER_STORAGE = new Set([
@@ -360,7 +363,11 @@ class InstanceFile extends Writable {
 
 /** Stand-in for a C-STORE that is refused before its bytes are kept: the bytes are read and dropped. */
 class Discard extends Writable {
-  constructor(readonly reason: GatewayError) {
+  constructor(
+    readonly reason: GatewayError,
+    /** The DIMSE status to answer when it is not the one the error code maps to. */
+    readonly status?: number,
+  ) {
     super({ highWaterMark: Number.MAX_SAFE_INTEGER });
   }
   override write(): boolean {
@@ -741,7 +748,13 @@ class GatewayScp extends Scp implements PdvSink {
         });
         return;
       }
-      this.incoming = { contextId, command, writer: this.openWriter(context, command) };
+      // PS3.7 9.1.1 / PS3.8 9.3.5: a DIMSE message travels on a presentation context negotiated for its SOP class.
+      // A C-STORE of another class (even on the Verification context) was never negotiated: 0x0122, nothing kept.
+      const writer =
+        command.affectedSopClassUid !== context.abstractSyntax
+          ? new Discard(new GatewayError(ErrorCode.unsupported, 'SOP class differs from the presentation context'), SOP_CLASS_NOT_SUPPORTED)
+          : this.openWriter(context, command);
+      this.incoming = { contextId, command, writer };
       return;
     }
     if (command.hasDataset) throw new Error(`unsupported command 0x${command.commandField.toString(16)} with a dataset`);
@@ -924,6 +937,11 @@ class GatewayScp extends Scp implements PdvSink {
     let tmpPath: string | undefined;
     try {
       if (!w) throw new GatewayError(ErrorCode.internal, 'no transfer for this C-STORE');
+      if (w instanceof Discard && w.status !== undefined) {
+        this.stats.failed++;
+        this.log.warn('C-STORE refused', { peer: this.peer, sopUid: hashId(sopUid), status: `0x${w.status.toString(16).padStart(4, '0')}`, reason: w.reason.message });
+        return { status: w.status, comment: w.reason.message };
+      }
       if (w instanceof Discard) throw w.reason;
       tmpPath = w.tmpPath;
       await w.complete();

@@ -2,7 +2,8 @@ import { Router } from 'express';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { findStudy, listStudies, seriesOfStudies } from '../studies/study.repository.js';
-import type { SeriesRow, StudyRow } from '../studies/study.table.js';
+import { versionsOfStudy } from '../studies/instance-version.repository.js';
+import type { InstanceVersionRow, SeriesRow, StudyRow } from '../studies/study.table.js';
 import { StudyState } from '../states.js';
 import { requireRole } from './auth.js';
 import { oneOf, queryInt, queryString } from './query.js';
@@ -30,7 +31,8 @@ export function studiesRouter(db: Db, enrichers: readonly StudyEnricher[] = []):
     if (!s) throw new GatewayError(ErrorCode.notFound, 'no such study');
     const series = await seriesOfStudies(db, [uid]);
     const extra = await Promise.all(enrichers.map((e) => e(db, uid)));
-    res.json(Object.assign(presentStudy(s, series, true), ...extra));
+    const versions = await versionsOfStudy(db, uid);
+    res.json(Object.assign(presentStudy(s, series, true), { versions: versions.map(presentVersion) }, ...extra));
   });
   return r;
 }
@@ -53,8 +55,16 @@ export function presentStudy(s: StudyRow, series: SeriesRow[], withSeries = fals
     firstReceivedAt: s.first_received_at,
     lastReceivedAt: s.last_received_at,
     stableAt: s.stable_at,
+    issuerOfPatientId: s.issuer_of_patient_id,
+    otherPatientIds: otherIds(s.other_patient_ids),
+    holdReason: s.hold_reason,
+    holdDetail: s.hold_detail,
+    heldAt: s.held_at,
   };
   if (withSeries) {
+    // decoded per the instance's Specific Character Set; only on the single-study resource
+    out['patientName'] = s.patient_name;
+    out['patientBirthDate'] = s.patient_birth_date;
     out['series'] = series.map((x) => ({
       seriesInstanceUid: x.series_instance_uid,
       modality: x.modality,
@@ -65,4 +75,40 @@ export function presentStudy(s: StudyRow, series: SeriesRow[], withSeries = fals
     }));
   }
   return out;
+}
+
+function otherIds(json: string | null): { id: string; issuer: string | null; type: string | null }[] {
+  if (!json) return [];
+  try {
+    const v = JSON.parse(json) as unknown;
+    return Array.isArray(v) ? (v as { id: string; issuer: string | null; type: string | null }[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** One copy of a re-sent (or withdrawn) instance, with the identity it carried: what QA compares before deciding. */
+export function presentVersion(v: InstanceVersionRow): Record<string, unknown> {
+  return {
+    sopInstanceUid: v.sop_instance_uid,
+    version: v.version,
+    sha256: v.sha256,
+    sizeBytes: Number(v.size_bytes),
+    receivedAt: v.received_at,
+    callingAe: v.calling_ae,
+    current: v.superseded_at === null && v.rejected_at === null && v.kind === 'instance',
+    supersededAt: v.superseded_at,
+    kind: v.kind,
+    studyInstanceUid: v.study_instance_uid,
+    seriesInstanceUid: v.series_instance_uid,
+    patientId: v.patient_id,
+    issuerOfPatientId: v.issuer_of_patient_id,
+    patientName: v.patient_name,
+    patientBirthDate: v.patient_birth_date,
+    accessionNumber: v.accession_number,
+    identityChanges: v.identity_changes ? (JSON.parse(v.identity_changes) as string[]) : [],
+    conflictState: v.conflict_state,
+    rejectedAt: v.rejected_at,
+    rejectionCode: v.rejection_code,
+  };
 }

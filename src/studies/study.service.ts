@@ -1,9 +1,14 @@
 import type { Db } from '../db/database.js';
 import type { InstanceSink, ReceivedInstance, StoreOutcome } from '../dicom/instance-record.js';
 import type { Spool } from '../dicom/spool.js';
-import { toGatewayError } from '../errors.js';
+import { recordAudit } from '../audit/audit.repository.js';
+import { createIdSource } from '../db/sortable-id.js';
+import { ErrorCode, GatewayError, toGatewayError } from '../errors.js';
+import { StudyState } from '../states.js';
+import { decideConflict, openConflicts } from './instance-version.repository.js';
+import type { StudyRow } from './study.table.js';
 import { hashId, type Logger } from '../logger.js';
-import { findInstance, insertInstance, markStable, oldestReceiving } from './study.repository.js';
+import { discardCopy, endHold, findInstance, findStudy, insertInstance, markStable, oldestReceiving, type InsertResult } from './study.repository.js';
 import { isUniqueViolation } from '../db/dialect.js';
 
 export interface StudyEvents {
@@ -37,6 +42,7 @@ export class StudyService implements InstanceSink {
   private timerDue = Infinity;
   private sweeping: Promise<void> | undefined;
   private running = false;
+  private readonly newId = createIdSource();
 
   constructor(o: StudyServiceOptions) {
     this.db = o.db;
@@ -51,27 +57,48 @@ export class StudyService implements InstanceSink {
   }
 
   async storeInstance(inst: ReceivedInstance): Promise<StoreOutcome> {
-    const relativePath = this.spool.relativePathFor(inst.studyInstanceUid, inst.seriesInstanceUid, inst.sopInstanceUid);
+    const firstCopyPath = this.spool.relativePathFor(inst.studyInstanceUid, inst.seriesInstanceUid, inst.sopInstanceUid);
     const now = this.clock().toISOString();
     // Set once the file is being moved into place: from then on a failure must take it away again.
     let placing: Promise<void> | undefined;
-    let result;
+    let placedAt: string | undefined;
+    let result: InsertResult;
     try {
       result = await this.db.transaction().execute(async (trx) => {
-        const r = await insertInstance(trx, { ...inst, filePath: relativePath }, now, () => {
-          // Inside the transaction, once the instance is known to be new (a duplicate never overwrites
-          // the stored copy). The rename happens now; the data and folder syncs overlap the inserts
-          // and are awaited before COMMIT, so a committed row always has its file on disk.
-          placing = this.spool.place(inst.tmpPath, relativePath, inst.fd);
+        const r = await insertInstance(trx, { ...inst, filePath: firstCopyPath }, now, (filePath) => {
+          // Inside the transaction, once the copy is known to be kept (the same bytes again never overwrite
+          // the stored copy; other bytes go to a new file, the older copy stays). The rename happens now; the
+          // data and folder syncs overlap the inserts and are awaited before COMMIT, so a committed row always
+          // has its file on disk.
+          placedAt = filePath;
+          placing = this.spool.place(inst.tmpPath, filePath, inst.fd);
           placing.catch(() => undefined); // awaited below or in the catch; never unhandled
         });
+        for (const h of r.held) {
+          await recordAudit(trx, this.newId(), now, {
+            actor: `dicom:${inst.callingAe}`,
+            action: 'study.held',
+            entityType: 'study',
+            entityId: h.studyInstanceUid,
+            details: { reason: h.reason, attributes: h.attributes, sopInstanceUid: inst.sopInstanceUid, version: r.version },
+          });
+        }
+        for (const x of r.rejected) {
+          await recordAudit(trx, this.newId(), now, {
+            actor: `dicom:${inst.callingAe}`,
+            action: 'study.instances-rejected',
+            entityType: 'study',
+            entityId: x.studyInstanceUid,
+            details: { code: x.code, sopInstanceUids: x.sopInstanceUids, rejectionNote: inst.sopInstanceUid },
+          });
+        }
         if (placing) await placing;
         return r;
       });
     } catch (err) {
       // The same instance committed meanwhile by another instance sharing the spool and database (PostgreSQL):
       // the file in place is that committed copy (the same bytes), so it stays, and the answer is a duplicate.
-      const sameInstanceCommitted = isUniqueViolation(err) && (await findInstance(this.db, inst.sopInstanceUid).catch(() => undefined)) !== undefined;
+      const sameInstanceCommitted = isUniqueViolation(err) && (await findInstance(this.db, inst.sopInstanceUid).catch(() => undefined))?.sha256 === inst.sha256;
       if (sameInstanceCommitted) {
         if (placing) await (placing as Promise<void>).catch(() => undefined);
         this.spool.discard(inst.tmpPath);
@@ -80,7 +107,7 @@ export class StudyService implements InstanceSink {
       // Let a sync still in flight end before the descriptor is closed and the file removed.
       if (placing) {
         await (placing as Promise<void>).catch(() => undefined);
-        this.spool.remove(relativePath);
+        if (placedAt) this.spool.remove(placedAt);
       }
       this.spool.discard(inst.tmpPath);
       const ge = toGatewayError(err);
@@ -98,8 +125,77 @@ export class StudyService implements InstanceSink {
     } else if (result.reopened) {
       this.log.info('study re-opened by a late instance', { studyUid: hashId(inst.studyInstanceUid), callingAe: inst.callingAe });
     }
+    if (result.version > 1) {
+      this.log.info('instance re-sent with other content: new current version', { studyUid: hashId(inst.studyInstanceUid), sopUid: hashId(inst.sopInstanceUid), version: result.version });
+    }
+    for (const h of result.held) {
+      // attribute names only: their values are PHI
+      this.log.warn('study held', { studyUid: hashId(h.studyInstanceUid), reason: h.reason, attributes: h.attributes.join(',') });
+    }
+    for (const x of result.rejected) {
+      this.log.info('instances rejected by an IOCM note', { studyUid: hashId(x.studyInstanceUid), code: x.code, instances: x.sopInstanceUids.length });
+    }
     this.armTimer(Date.parse(now) + this.stableAfterMs);
     return 'stored';
+  }
+
+  /**
+   * QA checked a held study and lets it go on: open identity conflicts are accepted as they are (the newest
+   * copies stay current), the study returns to the state the hold interrupted and the rules run again
+   * (at once when it was stable, after the quiet period when it was receiving). Audited.
+   */
+  async release(studyInstanceUid: string, actor: string, reason: string): Promise<StudyRow> {
+    return this.decide(studyInstanceUid, actor, reason, 'released');
+  }
+
+  /**
+   * QA refuses what caused the hold: every open conflicting copy is discarded (kept on disk and in the
+   * versions, no longer current), the copy before it becomes current again, or a first arrival leaves the
+   * study; then the study goes on as before the conflict. Audited.
+   */
+  async reject(studyInstanceUid: string, actor: string, reason: string): Promise<StudyRow> {
+    return this.decide(studyInstanceUid, actor, reason, 'rejected');
+  }
+
+  private async decide(studyInstanceUid: string, actor: string, reason: string, decision: 'released' | 'rejected'): Promise<StudyRow> {
+    const now = this.clock().toISOString();
+    const out = await this.db.transaction().execute(async (trx) => {
+      const s = await findStudy(trx, studyInstanceUid);
+      if (!s) throw new GatewayError(ErrorCode.notFound, 'no such study');
+      if (s.state !== StudyState.held) throw new GatewayError(ErrorCode.conflict, `the study is ${s.state}, not held`);
+      const conflicts = await openConflicts(trx, studyInstanceUid);
+      const others = new Set<string>();
+      for (const v of conflicts) {
+        if (decision === 'rejected') await discardCopy(trx, v, now);
+        else await decideConflict(trx, v.sop_instance_uid, v.version, 'released');
+        if (v.study_instance_uid !== studyInstanceUid) others.add(v.study_instance_uid);
+      }
+      const to = await endHold(trx, studyInstanceUid, now);
+      await recordAudit(trx, this.newId(), now, {
+        actor,
+        action: decision === 'released' ? 'study.released' : 'study.rejected',
+        entityType: 'study',
+        entityId: studyInstanceUid,
+        details: { reason, holdReason: s.hold_reason, holdDetail: s.hold_detail, versions: conflicts.map((v) => ({ sopInstanceUid: v.sop_instance_uid, version: v.version })), to },
+      });
+      // The other side of a move (an instance that went to or came from another study) is decided with it.
+      const alsoEnded: string[] = [];
+      for (const other of others) {
+        if ((await openConflicts(trx, other)).length === 0 && (await endHold(trx, other, now))) {
+          alsoEnded.push(other);
+          await recordAudit(trx, this.newId(), now, { actor, action: decision === 'released' ? 'study.released' : 'study.rejected', entityType: 'study', entityId: other, details: { reason, with: studyInstanceUid } });
+        }
+      }
+      return { to, alsoEnded, row: (await findStudy(trx, studyInstanceUid))! };
+    });
+    this.log.info(`study ${decision}`, { studyUid: hashId(studyInstanceUid), to: out.to });
+    for (const uid of [studyInstanceUid, ...out.alsoEnded]) {
+      const row = uid === studyInstanceUid ? out.row : await findStudy(this.db, uid);
+      // Stable again: the rules run now, through the same event as a study going quiet.
+      if (row?.state === StudyState.stable) this.emit('onStable', uid);
+    }
+    this.armTimer(this.clock().getTime());
+    return out.row;
   }
 
   start(): void {

@@ -27,6 +27,11 @@ export interface StudyTable {
   hold_reason: string | null;
   hold_detail: string | null;
   held_at: string | null;
+  /** Patient's Name of the first instance, decoded per its Specific Character Set. */
+  patient_name: string | null;
+  patient_birth_date: string | null;
+  /** The state a hold interrupted (`receiving` or `stable`): where a release goes back to. */
+  held_from_state: StudyState | null;
 }
 
 export interface SeriesTable {
@@ -53,8 +58,43 @@ export interface InstanceTable {
   calling_ae: string | null;
   late: Generated<number>;
   received_at: string;
+  /** The instance_versions row that is this instance's current copy. */
+  version: Generated<number>;
 }
+
+/** Every copy of a SOP instance that was received with other bytes, current or prior, and IOCM rejections. */
+export interface InstanceVersionTable {
+  sop_instance_uid: string;
+  version: number;
+  study_instance_uid: string;
+  series_instance_uid: string;
+  sop_class_uid: string;
+  transfer_syntax_uid: string;
+  instance_number: number | null;
+  sha256: string;
+  size_bytes: number;
+  file_path: string;
+  received_at: string;
+  calling_ae: string | null;
+  /** When a newer copy replaced this one; null for the current copy. */
+  superseded_at: string | null;
+  patient_id: string | null;
+  issuer_of_patient_id: string | null;
+  patient_name: string | null;
+  patient_birth_date: string | null;
+  accession_number: string | null;
+  kind: Generated<VersionKind>;
+  /** JSON array of identity attribute names that differ from the version before. */
+  identity_changes: string | null;
+  conflict_state: ConflictState | null;
+  rejected_at: string | null;
+  rejection_code: string | null;
+}
+
+export type VersionKind = 'instance' | 'iocm-rejection';
+export type ConflictState = 'open' | 'released' | 'rejected';
 
 export type StudyRow = Selectable<StudyTable>;
 export type SeriesRow = Selectable<SeriesTable>;
 export type InstanceRow = Selectable<InstanceTable>;
+export type InstanceVersionRow = Selectable<InstanceVersionTable>;

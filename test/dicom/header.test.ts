@@ -69,6 +69,12 @@ describe('DICOM header extraction', () => {
       referringPhysicianName: 'REF^ERRER',
       seriesNumber: 2,
       instanceNumber: 1,
+      specificCharacterSet: 'ISO_IR 192',
+      patientName: 'SYNTHETIC^PATIENT',
+      patientBirthDate: '19600101',
+      issuerOfPatientId: null,
+      otherPatientIds: [],
+      iocm: null,
     });
   });
 

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import YAML from 'yaml';
+import { holdStudy } from '../../src/studies/study.repository.js';
 import { CONSOLE_TOKENS as T, ConsoleFixture } from '../helpers/console-fixture.js';
 
 // Callbacks passed to page.evaluate/waitForFunction run in the page; the project compiles without the DOM
@@ -245,6 +246,28 @@ describe('web console in headless Chromium', function () {
     await page.waitForSelector('[data-testid=instances-table] tbody tr');
     const instances = await page.textContent('[data-testid=instances-table]');
     expect(instances).to.include('(this one)').and.include('alive');
+    await page.close();
+  });
+  it('held studies: listed with their reason and what changed; the study page releases one (audited)', async () => {
+    const { study } = await fx.pushStudy();
+    await holdStudy(fx.gw.db, study.studyInstanceUid, 'identity-conflict', ['PatientID', 'PatientName'], new Date().toISOString());
+    const page = await signIn(T.qa);
+    await page.click('[data-nav=studies]');
+    await page.waitForSelector(`[data-study="${study.studyInstanceUid}"]`);
+    const list = await page.textContent('[data-testid=study-list]');
+    expect(list).to.include('identity-conflict').and.include('changed: PatientID, PatientName');
+    await page.click(`[data-study="${study.studyInstanceUid}"]`);
+    await page.waitForSelector('[data-testid=hold-actions]');
+    expect(await page.textContent('[data-k=hold]')).to.include('identity-conflict');
+    // no reason: refused by the server, shown, still held
+    await page.click('#study-release');
+    await page.waitForSelector('.flash.error, .error');
+    expect(await page.textContent('[data-k=state]')).to.equal('held');
+    await page.fill('#release-reason', 'checked with the RIS');
+    await page.click('#study-release');
+    await page.waitForFunction(() => document.querySelector('[data-k=state]')?.textContent !== 'held');
+    const audit = await fx.gw.db.selectFrom('audit_events').select(['action', 'actor']).where('entity_id', '=', study.studyInstanceUid).execute();
+    expect(audit).to.deep.include({ action: 'study.released', actor: 'quinn-qa' });
     await page.close();
   });
 });

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import { HTTP_METHODS, openApiDocument, type HttpMethod, type JsonSchema, type Operation } from '../../src/http/openapi.js';
+import { holdStudy } from '../../src/studies/study.repository.js';
 import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
 import { eventually } from '../helpers/eventually.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
@@ -79,6 +80,8 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     caseReassign: '',
     freshStudy: '',
     heldMessage: '',
+    heldToRelease: '',
+    heldToReject: '',
   };
 
   before(async () => {
@@ -112,6 +115,11 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     ids.heldMessage = messages.items.find((m) => m.status === 'held')?.id ?? '';
     expect(ids.heldMessage, 'a held message').to.not.equal('');
     ids.freshStudy = (await api.storeStudy()).studyInstanceUid;
+    // Two held studies for QA's decisions (the identity-conflict path itself is tested in test/studies).
+    for (const k of ['heldToRelease', 'heldToReject'] as const) {
+      ids[k] = (await api.storeStudy()).studyInstanceUid;
+      await holdStudy(api.gw.db, ids[k], 'identity-conflict', ['PatientID'], new Date().toISOString());
+    }
   });
   after(() => api.stop());
 
@@ -134,6 +142,8 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     getCasePrimaryReport: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/primary-report`, status: 200 }),
     reassignCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseReassign}/reassign`, body: { readerId: 'dr-b', reason: 'workload' }, status: 200 }),
     retryCaseWriteBack: () => ({ token: 'admin', url: `/api/cases/${ids.caseWriteBackFailed}/retry-write-back`, status: 200 }),
+    releaseStudy: () => ({ token: 'qa', url: `/api/studies/${ids.heldToRelease}/release`, body: { reason: 'checked with the RIS' }, status: 200 }),
+    rejectStudy: () => ({ token: 'admin', url: `/api/studies/${ids.heldToReject}/reject`, body: { reason: 'wrong patient' }, status: 200 }),
     dismissMessage: () => ({ token: 'qa', url: `/api/messages/${ids.heldMessage}/dismiss`, body: { reason: 'wrong patient: sent back to the RIS' }, status: 200 }),
     getMe: () => ({ token: 'reader', url: '/api/me', status: 200 }),
     getDashboard: () => ({ token: 'qa', url: '/api/dashboard', status: 200 }),

@@ -6,6 +6,7 @@ import winston from 'winston';
 import { migrateToLatest, openDatabase, type OpenedDatabase } from '../../src/db/database.js';
 import type { ReceivedInstance } from '../../src/dicom/instance-record.js';
 import { Spool } from '../../src/dicom/spool.js';
+import { versionsOfStudy } from '../../src/studies/instance-version.repository.js';
 import { findStudy, instancesOfStudy } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
 import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
@@ -84,17 +85,105 @@ describe('StudyService (SQLite file, real spool)', () => {
     expect(study).to.include({ state: 'receiving', instance_count: 1, accession_number: 'ACC1', patient_id: 'PID1', calling_ae: 'PACS1' });
   });
 
-  it('stores a repeated SOP instance once and keeps the first copy', async () => {
+  /** The same content again, as a sender's retry: same bytes, same hash. */
+  function sameAgain(first: ReceivedInstance, bytes: Buffer): ReceivedInstance {
+    const tmpPath = spool.newTmpPath();
+    writeFileSync(tmpPath, bytes);
+    return { ...first, tmpPath, fd: undefined };
+  }
+
+  it('stores the same bytes of a SOP instance once', async () => {
     const first = received('1.2.3', '1.2.3.1', '1.2.3.1.1');
     const firstBytes = readFileSync(first.tmpPath);
     await service.storeInstance(first);
-    const again = received('1.2.3', '1.2.3.1', '1.2.3.1.1');
+    const again = sameAgain(first, firstBytes);
     expect(await service.storeInstance(again)).to.equal('duplicate');
     expect(existsSync(again.tmpPath)).to.equal(false);
     const rows = await instancesOfStudy(opened.db, '1.2.3');
     expect(rows).to.have.length(1);
+    expect(rows[0]!.version).to.equal(1);
     expect(readFileSync(spool.absolute(rows[0]!.file_path))).to.deep.equal(firstBytes);
     expect((await findStudy(opened.db, '1.2.3'))?.instance_count).to.equal(1);
+    expect(await versionsOfStudy(opened.db, '1.2.3')).to.deep.equal([]);
+  });
+
+  it('other bytes for a known SOP instance: the new copy is current, the first kept as a prior version', async () => {
+    const first = received('1.2.3', '1.2.3.1', '1.2.3.1.1');
+    const firstBytes = readFileSync(first.tmpPath);
+    await service.storeInstance(first);
+    const second = received('1.2.3', '1.2.3.1', '1.2.3.1.1');
+    const secondBytes = readFileSync(second.tmpPath);
+    expect(await service.storeInstance(second)).to.equal('stored');
+    const rows = await instancesOfStudy(opened.db, '1.2.3');
+    expect(rows).to.have.length(1);
+    expect(rows[0]).to.include({ version: 2, sha256: second.sha256 });
+    expect(readFileSync(spool.absolute(rows[0]!.file_path))).to.deep.equal(secondBytes);
+    const versions = await versionsOfStudy(opened.db, '1.2.3');
+    expect(versions.map((v) => [v.version, v.sha256, v.superseded_at === null])).to.deep.equal([
+      [1, first.sha256, false],
+      [2, second.sha256, true],
+    ]);
+    expect(readFileSync(spool.absolute(versions[0]!.file_path))).to.deep.equal(firstBytes);
+    // no identity changed: not held
+    expect((await findStudy(opened.db, '1.2.3'))).to.include({ state: 'receiving', instance_count: 1, size_bytes: first.sizeBytes + (second.sizeBytes - first.sizeBytes) });
+  });
+
+  it('a re-send under another patient id holds the study (identity-conflict, attribute names only); release and reject', async () => {
+    await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.1', { patientName: 'DOE^JANE' }));
+    await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.2', { patientName: 'DOE^JANE' }));
+    const moved = received('1.2.3', '1.2.3.1', '1.2.3.1.1', { patientId: 'PID2', patientName: 'ROE^RICHARD' });
+    expect(await service.storeInstance(moved)).to.equal('stored');
+    let s = await findStudy(opened.db, '1.2.3');
+    expect(s).to.include({ state: 'held', hold_reason: 'identity-conflict', hold_detail: 'changed: PatientID, PatientName', held_from_state: 'receiving' });
+    // a sweep never makes a held study stable
+    clock.ms += 120_000;
+    expect(await service.sweep()).to.deep.equal([]);
+    const rejected = await service.reject('1.2.3', 'quinn', 'wrong patient at the modality');
+    expect(rejected).to.include({ state: 'receiving', hold_reason: null });
+    const row = (await instancesOfStudy(opened.db, '1.2.3')).find((r) => r.sop_instance_uid === '1.2.3.1.1')!;
+    expect(row.version).to.equal(1);
+    const versions = await versionsOfStudy(opened.db, '1.2.3');
+    expect(versions.map((v) => [v.version, v.superseded_at === null, v.conflict_state])).to.deep.equal([
+      [1, true, null],
+      [2, false, 'rejected'],
+    ]);
+    // again, then released: the newest copy stays current
+    const again = received('1.2.3', '1.2.3.1', '1.2.3.1.1', { patientId: 'PID2' });
+    await service.storeInstance(again);
+    expect((await findStudy(opened.db, '1.2.3'))?.state).to.equal('held');
+    s = await service.release('1.2.3', 'quinn', 'checked with the RIS');
+    expect(s.state).to.equal('receiving');
+    expect((await instancesOfStudy(opened.db, '1.2.3')).find((r) => r.sop_instance_uid === '1.2.3.1.1')).to.include({ version: 3, sha256: again.sha256 });
+    const audit = await opened.db.selectFrom('audit_events').select(['action', 'entity_id', 'details']).where('entity_type', '=', 'study').orderBy('id').execute();
+    expect(audit.map((a) => a.action)).to.deep.equal(['study.held', 'study.rejected', 'study.held', 'study.released']);
+    // the audit names attributes, never the values
+    expect(JSON.stringify(audit)).to.not.include('PID2');
+  });
+
+  it('files the identity with its authority: issuer, other patient ids, decoded name and birth date', async () => {
+    await service.storeInstance(
+      received('1.2.3', '1.2.3.1', '1.2.3.1.1', {
+        issuerOfPatientId: 'HOSP',
+        otherPatientIds: [{ id: 'NAT-1', issuer: 'NATIONAL', type: 'TEXT' }],
+        patientName: 'やまだ^たろう',
+        patientBirthDate: '19600101',
+      }),
+    );
+    const s = await findStudy(opened.db, '1.2.3');
+    expect(s).to.include({ issuer_of_patient_id: 'HOSP', patient_name: 'やまだ^たろう', patient_birth_date: '19600101' });
+    expect(JSON.parse(s!.other_patient_ids!)).to.deep.equal([{ id: 'NAT-1', issuer: 'NATIONAL', type: 'TEXT' }]);
+    // the same id under another issuer is another patient
+    await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.2', { issuerOfPatientId: 'OTHERHOSP' }));
+    expect(await findStudy(opened.db, '1.2.3')).to.include({ state: 'held', hold_detail: 'changed: IssuerOfPatientID' });
+  });
+
+  it('a new instance of a known study with another patient id holds it', async () => {
+    await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.1'));
+    await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.2', { patientId: 'OTHER' }));
+    expect(await findStudy(opened.db, '1.2.3')).to.include({ state: 'held', hold_reason: 'identity-conflict', hold_detail: 'changed: PatientID', instance_count: 2 });
+    await service.reject('1.2.3', 'quinn', 'not this patient');
+    expect(await findStudy(opened.db, '1.2.3')).to.include({ state: 'receiving', instance_count: 1 });
+    expect((await instancesOfStudy(opened.db, '1.2.3')).map((r) => r.sop_instance_uid)).to.deep.equal(['1.2.3.1.1']);
   });
 
   it('becomes stable after the quiet period, not before; a late instance re-opens it', async () => {

@@ -4,11 +4,13 @@ import { api, errorBox, h, session } from './lib.js';
 import { dashboardView, worklistView, caseView, samplingView, attentionView, auditView, instancesView } from './views.js';
 import { rulesView } from './rules.js';
 import { statsView } from './stats.js';
+import { studiesView, studyView } from './studies.js';
 
 const STAFF = ['admin', 'qa'];
 const ROUTES = [
   { path: 'dashboard', label: 'Dashboard', roles: STAFF, view: dashboardView },
   { path: 'cases', label: 'Worklist', roles: STAFF, view: worklistView },
+  { path: 'studies', label: 'Held studies', roles: STAFF, view: studiesView },
   { path: 'my-cases', label: 'My cases', roles: ['reader'], view: worklistView },
   { path: 'rules', label: 'Rules', roles: STAFF, view: rulesView },
   { path: 'sampling', label: 'Sampling', roles: STAFF, view: samplingView },
@@ -92,6 +94,7 @@ async function route() {
   try {
     let view;
     if (first === 'cases' && id) view = () => caseView(ctx, decodeURIComponent(id));
+    else if (first === 'studies' && id && STAFF.includes(session.me.role)) view = () => studyView(ctx, decodeURIComponent(id));
     else {
       const r = ROUTES.find((x) => x.path === first);
       if (!r) { main.replaceChildren(h('p', {}, 'Nothing here for your role.')); return; }
