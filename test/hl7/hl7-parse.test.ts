@@ -22,7 +22,14 @@ describe('HL7 parsing into domain events', () => {
       expect(h).to.include({ messageType: 'ORM', triggerEvent: 'O01', version: '2.3', controlId: 'ORM1', sendingApplication: 'RIS', sendingFacility: 'HOSP' });
       const e = parse(text);
       if (e.kind !== 'order') throw new Error(e.kind);
-      expect(e.patient).to.deep.equal({ id: 'MRN1001', authority: 'HOSP' });
+      expect(e.patient).to.deep.equal({
+        id: 'MRN1001',
+        authority: 'HOSP',
+        identifiers: [
+          { id: 'MRN1001', authority: 'HOSP', type: 'MR' },
+          { id: '9434765919', authority: 'NHS', type: 'NH' },
+        ],
+      });
       const o = e.items[0]!;
       expect(o).to.include({
         accessionNumber: 'A100',
@@ -69,9 +76,10 @@ describe('HL7 parsing into domain events', () => {
 
     it('picks the PID-3 repetition of the configured assigning authority', () => {
       const e = parse(ormO01(), { mapping: { ...mapping, patientIdAuthority: 'NHS' } });
-      expect(e.kind === 'order' && e.patient).to.deep.equal({ id: '9434765919', authority: 'NHS' });
+      expect(e.kind === 'order' && e.patient).to.include({ id: '9434765919', authority: 'NHS' });
+      // No repetition of that authority: the first is selected (matching still compares every repetition with its authority).
       const none = parse(ormO01(), { mapping: { ...mapping, patientIdAuthority: 'ELSEWHERE' } });
-      expect(none.kind === 'order' && none.patient.id).to.equal(null);
+      expect(none.kind === 'order' && none.patient).to.include({ id: 'MRN1001', authority: 'HOSP' });
     });
 
     it('rejects an order it could never link', () => {
@@ -182,7 +190,15 @@ describe('HL7 parsing into domain events', () => {
   describe('ADT^A40 patient merge', () => {
     it('reads the surviving id (PID-3) and the prior id (MRG-1)', () => {
       const e = parse(adtA40({ patientId: 'NEW1', priorPatientId: 'OLD1' }));
-      expect(e).to.deep.equal({ kind: 'patient-merge', items: [{ patient: { id: 'NEW1', authority: 'HOSP' }, prior: { id: 'OLD1', authority: 'HOSP' } }] });
+      expect(e).to.deep.equal({
+        kind: 'patient-merge',
+        items: [
+          {
+            patient: { id: 'NEW1', authority: 'HOSP', identifiers: [{ id: 'NEW1', authority: 'HOSP', type: 'MR' }] },
+            prior: { id: 'OLD1', authority: 'HOSP', identifiers: [{ id: 'OLD1', authority: 'HOSP', type: 'MR' }] },
+          },
+        ],
+      });
     });
 
     it('rejects an A40 without MRG', () => {
