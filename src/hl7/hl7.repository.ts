@@ -155,6 +155,10 @@ export async function setMessageStatus(db: Db, id: string, status: MessageStatus
   await setMessageStatusQ(db, { id, status, reason, studyUid, now });
 }
 
+export async function setMessageAckCode(db: Db, id: string, ackCode: string): Promise<void> {
+  await db.updateTable('hl7_messages').set({ ack_code: ackCode }).where('id', '=', id).execute();
+}
+
 /** The order an incoming ORM/OMI updates: same accession, else same placer order number (held ones never). */
 export async function findOrderToUpdate(
   db: Db,

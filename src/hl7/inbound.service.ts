@@ -29,6 +29,7 @@ import {
   liveOrdersOfStudy,
   findOrderToUpdate,
   insertMessageUnlessDuplicate,
+  setMessageAckCode,
   setMessageStatus,
   insertAiResults,
   insertMessage,
@@ -72,7 +73,8 @@ export interface Hl7InboundServiceOptions {
    */
   secondReports?: {
     poolSenders: readonly string[];
-    apply(db: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string }>;
+    /** Applies the report, or answers why it is held (stored, not applied, answered AR so the pool sees it was not taken). */
+    apply(db: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string } | { held: string; hl7Code: string }>;
   };
 }
 
@@ -414,7 +416,20 @@ export class Hl7InboundService {
         return this.applyOrders(db, base, e.patient, e.items, now);
       case 'second-report': {
         const studies: string[] = [];
-        for (const it of e.items) studies.push((await this.secondReports!.apply(db, it, { senderApplication: base.sender_application, patient: e.patient })).studyUid);
+        // Its own savepoint: a held item undoes the items applied before it (a report is taken whole or not at all), the message row stays.
+        await db.executeQuery(secondReportSavepoint.begin);
+        for (const it of e.items) {
+          const r = await this.secondReports!.apply(db, it, { senderApplication: base.sender_application, patient: e.patient });
+          if ('held' in r) {
+            await db.executeQuery(secondReportSavepoint.rollback);
+            await db.executeQuery(secondReportSavepoint.release);
+            await setMessageStatus(db, id, MessageStatus.held, r.held, null, now);
+            await setMessageAckCode(db, id, 'AR');
+            return { ack: 'AR', status: MessageStatus.held, error: { hl7Code: r.hl7Code, text: `not applied, held for review: ${r.held}` }, studyUid: null, linkedStudies: [] };
+          }
+          studies.push(r.studyUid);
+        }
+        await db.executeQuery(secondReportSavepoint.release);
         if (studies[0]) await setMessageStatus(db, id, MessageStatus.applied, null, studies[0], now);
         return { ack: 'AA', status: MessageStatus.applied, studyUid: studies[0] ?? null, linkedStudies: [] };
       }
@@ -747,6 +762,12 @@ export function messageContentKey(raw: string): string {
   }
   return segs.join('\r');
 }
+
+const secondReportSavepoint = {
+  begin: CompiledQuery.raw('savepoint second_report'),
+  release: CompiledQuery.raw('release savepoint second_report'),
+  rollback: CompiledQuery.raw('rollback to savepoint second_report'),
+};
 
 /** ORC-1 order control codes that end an order: cancel, discontinue, cancelled as requested. */
 const CANCEL_CONTROLS = new Set(['CA', 'DC', 'OC']);

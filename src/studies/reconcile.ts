@@ -180,6 +180,14 @@ export async function canonicalPatient(db: Db, key: PatientKey): Promise<Patient
   return current;
 }
 
+/**
+ * The identifier a patient is known by now, after A40/A34 merges: the
+ * write-back's PID carries it, not an id the RIS has retired.
+ */
+export async function survivingPatientId(db: Db, id: string, authority: string | null): Promise<PatientKey> {
+  return canonicalPatient(db, { id, authority });
+}
+
 export async function canonicalPatientId(db: Db, id: string): Promise<string> {
   return (await canonicalPatient(db, { id, authority: null })).id;
 }
