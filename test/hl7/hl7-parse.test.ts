@@ -111,6 +111,31 @@ describe('HL7 parsing into domain events', () => {
       expect(r.studyInstanceUid).to.equal(null);
     });
 
+    it('leaves OBX-11 W (wrong patient) and D (deleted) out of the text, keeps NTE after the OBR in order, and flags W', () => {
+      const text = [
+        'MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|20260301||ORU^R01^ORU_R01|R7|P|2.5.1',
+        'PID|1||MRN7^^^HOSP^MR||DOE^JOHN',
+        'NTE|1|L|Patient-level note, not report text',
+        seg('OBR', { 1: '1', 3: 'ACC7', 4: 'CTHEAD^CT Head^L', 25: 'C' }),
+        'NTE|1|L|Technique: non-contrast.',
+        seg('OBX', { 1: '1', 2: 'TX', 3: 'FND^Findings^L', 5: 'Kept finding', 11: 'C' }),
+        seg('OBX', { 1: '2', 2: 'TX', 3: 'FND^Findings^L', 5: 'Deleted finding', 11: 'D' }),
+        'NTE|2|L|Comment on the finding.',
+        seg('OBX', { 1: '3', 2: 'TX', 3: 'FND^Findings^L', 5: 'Wrong patient finding', 11: 'W' }),
+      ].join('\r');
+      const e = parse(text);
+      if (e.kind !== 'report') throw new Error(e.kind);
+      expect(e.items[0]!.text).to.equal('Technique: non-contrast.\nKept finding\nComment on the finding.');
+      expect(e.items[0]!.wrongPatient).to.equal(true);
+      const clean = parse(text.replace(/\|W$/m, '|F'));
+      expect(clean.kind === 'report' && clean.items[0]!.wrongPatient).to.equal(false);
+    });
+
+    it('reads ADT^A34 (merge patient id only) like A40', () => {
+      const e = parse(adtA40({ patientId: 'NEW2', priorPatientId: 'OLD2' }).replace('ADT^A40', 'ADT^A34'));
+      expect(e.kind).to.equal('patient-merge');
+    });
+
     it('reads procedure, reason, diagnoses, StudyInstanceUID (ZDS-1) and status from a 2.5.1 report', () => {
       const e = parse(oruR01({ accession: 'ACC6', studyUid: '1.2.3.6' }, { status: 'P' }) + 'DG1|1|I10|C34.1^Upper lobe^I10\r');
       if (e.kind !== 'report') throw new Error(e.kind);

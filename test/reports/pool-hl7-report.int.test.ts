@@ -90,6 +90,17 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
     expect(wrongPatient.code).to.equal('AR');
     const unknown = await hl7.send(poolOru({ controlId: 'P00', patientId: seen.patient_id!, accession: 'NOPE', studyUid: '1.2.3.4.5.6.7', score: '1', lines: ['x'] }));
     expect(unknown.code).to.equal('AR');
+    // Neither is taken as a real identifier: both are stored and listed among held messages, with why.
+    const held = (await api('/api/messages?status=held'))['items'] as { controlId: string; reason: string }[];
+    expect(held.find((m) => m.controlId === 'P0')?.reason).to.match(/^unresolved pseudonym: the patient id \(PID-3\)/);
+    expect(held.find((m) => m.controlId === 'P00')?.reason).to.match(/^unresolved pseudonym: the StudyInstanceUID, accession number/);
+    // Without PID-3 the report is never matched on accession alone.
+    const noPid = await hl7.send(
+      poolOru({ controlId: 'P0000', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '1', lines: ['x'] }).replace(/^PID\|1\|\|[^|]*\|/m, 'PID|1|||'),
+    );
+    expect(noPid.code).to.equal('AR');
+    expect(noPid.err?.[8]).to.match(/patient-id-missing/);
+    expect(((await api('/api/messages?status=held'))['items'] as { controlId: string }[]).map((m) => m.controlId)).to.include('P0000');
     const badScore = await hl7.send(poolOru({ controlId: 'P000', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '5', lines: ['x'] }));
     expect(badScore.code).to.equal('AR');
 
