@@ -206,19 +206,23 @@ export async function samePatient(db: Db, a: string, b: string): Promise<boolean
  * is two patients. When one side has no authority, the id alone is compared.
  */
 export async function identityMatch(db: Db, a: readonly PatientKey[], b: readonly PatientKey[]): Promise<{ match: true } | { match: false; detail: string }> {
+  // As sent first (no query: the common case on the hot path); merges only when that does not match.
+  const direct = compareIdentity(a, b);
+  if (direct.match) return direct;
   const ca = await Promise.all(a.map((k) => canonicalPatient(db, k)));
   const cb = await Promise.all(b.map((k) => canonicalPatient(db, k)));
-  for (const x of ca) {
+  return compareIdentity(ca, cb);
+}
+
+function compareIdentity(a: readonly PatientKey[], b: readonly PatientKey[]): { match: true } | { match: false; detail: string } {
+  for (const x of a) {
     if (x.authority === null) continue;
-    const theirs = cb.filter((y) => y.authority === x.authority);
-    const ours = ca.filter((y) => y.authority === x.authority);
-    if (theirs.length > 0 && !theirs.some((y) => ours.some((o) => o.id === y.id))) {
-      return { match: false, detail: '' };
-    }
+    const theirs = b.filter((y) => y.authority === x.authority);
+    if (theirs.length > 0 && !theirs.some((y) => a.some((o) => o.authority === x.authority && o.id === y.id))) return { match: false, detail: '' };
   }
   let sameIdOtherAuthority = false;
-  for (const x of ca) {
-    for (const y of cb) {
+  for (const x of a) {
+    for (const y of b) {
       if (x.id !== y.id) continue;
       if (authoritiesAgree(x.authority, y.authority)) return { match: true };
       sameIdOtherAuthority = true;
