@@ -10,7 +10,7 @@ import type { OutboundService } from './outbound.service.js';
 import type { SecondReportRow } from './report.table.js';
 import { PseudonymKind, resolvePseudonym } from '../forwarding/pseudonym.service.js';
 import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
-import { survivingPatientId } from '../studies/reconcile.js';
+import { samePatient, survivingPatientId } from '../studies/reconcile.js';
 
 /** RADPEER 2b, 3a, 3b: a discrepancy likely to matter, reviewed by QA (DESIGN.md section 2). */
 export const DISCREPANT_SCORES: readonly RadpeerScore[] = ['2b', '3a', '3b'];
@@ -237,7 +237,8 @@ export class SecondReportService {
     }
     if (!study) throw new GatewayError(ErrorCode.notFound, 'no study matches this second report (accession / StudyInstanceUID)');
     if (!study.patient_id) return { held: 'patient-id-missing: the study has no patient id to check the second report against', hl7Code: '101' };
-    if (patientId !== study.patient_id) {
+    // The pool knows the patient under the id it was sent; an A40/A34 since then may have moved the study to the survivor.
+    if (!patientId || !(await samePatient(trx, patientId, study.patient_id))) {
       throw new GatewayError(ErrorCode.conflict, 'the patient id of this second report differs from its study');
     }
     const c = await trx
