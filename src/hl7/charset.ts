@@ -1,5 +1,6 @@
 import { convertBytes } from 'dicom-character-set';
 import iconv from 'iconv-lite';
+import { ErrorCode, GatewayError } from '../errors.js';
 
 /**
  * HL7 v2 character sets (MSH-18, table 0211). An MLLP frame is bytes; what
@@ -44,9 +45,22 @@ function icuCharset(name: string, label: string, encoding: string): Hl7Charset {
 }
 
 function iso2022(name: string, dicomTerms: string): Hl7Charset {
-  // UT: the escape state is not reset at backslashes (our HL7 escape character), only by escapes and line ends.
-  return { name, decode: (b) => convertBytes(dicomTerms, b, { vr: 'UT' }), encode: asciiOnly };
+  return {
+    name,
+    decode: (b) => {
+      try {
+        // UT: the escape state is not reset at backslashes (our HL7 escape character), only by escapes and line ends.
+        return convertBytes(dicomTerms, b, { vr: 'UT' });
+      } catch (err) {
+        throw new GatewayError(ErrorCode.unreadableData, `bytes not valid in MSH-18 character set ${name}: ${(err as Error).message}`);
+      }
+    },
+    encode: asciiOnly,
+  };
 }
+
+// Every ISO 2022 set a Japanese message may switch to by escapes (MSH-18 may list them as further repetitions).
+const japanese = 'ISO 2022 IR 6\\ISO 2022 IR 13\\ISO 2022 IR 87\\ISO 2022 IR 159';
 
 function asciiOnly(text: string): Buffer {
   return Buffer.from(text.replace(/[^\x00-\x7f]/g, '?'), 'latin1');
@@ -56,8 +70,9 @@ const byName = new Map<string, Hl7Charset>();
 byName.set('ASCII', { name: 'ASCII', decode: defaultCharset.decode, encode: asciiOnly });
 for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 9, 15]) byName.set(`8859/${n}`, iconvCharset(`8859/${n}`, `iso-8859-${n}`));
 byName.set('UNICODE UTF-8', { name: 'UNICODE UTF-8', decode: (b) => new TextDecoder('utf-8').decode(b), encode: (t) => Buffer.from(t, 'utf8') });
-byName.set('ISO IR87', iso2022('ISO IR87', 'ISO 2022 IR 6\\ISO 2022 IR 87'));
-byName.set('ISO IR159', iso2022('ISO IR159', 'ISO 2022 IR 6\\ISO 2022 IR 87\\ISO 2022 IR 159'));
+byName.set('ISO IR14', iso2022('ISO IR14', 'ISO 2022 IR 13\\ISO 2022 IR 87\\ISO 2022 IR 159'));
+byName.set('ISO IR87', iso2022('ISO IR87', japanese));
+byName.set('ISO IR159', iso2022('ISO IR159', japanese));
 byName.set('GB 18030-2000', icuCharset('GB 18030-2000', 'gb18030', 'gb18030'));
 byName.set('KS X 1001', icuCharset('KS X 1001', 'euc-kr', 'euc-kr'));
 byName.set('BIG-5', icuCharset('BIG-5', 'big5', 'big5'));

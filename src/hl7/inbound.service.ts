@@ -742,7 +742,11 @@ export function decodeFrame(received: string, bytes: Buffer | undefined): { raw:
   if (!charset) return { raw: received, charset: defaultCharset, problem: `MSH-18 character set "${name}" not supported (${supportedCharsets.join(', ')})` };
   // ASCII and UTF-8 text is what the listener already made of the bytes.
   if (!bytes || charset.name === 'ASCII' || charset.name === 'UNICODE UTF-8') return { raw: received, charset };
-  return { raw: charset.decode(bytes), charset };
+  try {
+    return { raw: charset.decode(bytes), charset };
+  } catch (err) {
+    return { raw: received, charset: defaultCharset, problem: (err as Error).message };
+  }
 }
 
 /**

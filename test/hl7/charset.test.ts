@@ -45,6 +45,11 @@ describe('HL7 character sets (MSH-18)', () => {
     // An independent decoder agrees (ICU's ISO-2022-JP).
     expect(new TextDecoder('iso-2022-jp').decode(jis)).to.equal('山田^太郎');
     expect(charsetFor('ISO IR159')!.decode(jis)).to.equal('山田^太郎');
+    // JIS X 0212 (ESC $ ( D), bytes made by CPython's iso2022_jp_2 codec: '丂' and '鼖' between kanji of JIS X 0208.
+    const ir159 = Buffer.from('1b24423b3345441b24284430216d2b1b2842', 'hex');
+    expect(charsetFor('ISO IR159')!.decode(ir159)).to.equal('山田丂鼖');
+    // JIS X 0201 katakana (half-width, single bytes), as Shift_JIS encodes them.
+    expect(charsetFor('ISO IR14')!.decode(Buffer.from('d4cfc0de5ec0dbb3', 'hex'))).to.equal('ﾔﾏﾀﾞ^ﾀﾛｳ');
     expect(charsetFor('GB 18030-2000')!.decode(iconv.encode('北京协和医院', 'gb18030'))).to.equal('北京协和医院');
     expect(charsetFor('KS X 1001')!.decode(iconv.encode('서울대학교병원', 'euc-kr'))).to.equal('서울대학교병원');
     expect(charsetFor('BIG-5')!.decode(iconv.encode('臺北榮民總醫院', 'big5'))).to.equal('臺北榮民總醫院');
@@ -73,6 +78,9 @@ describe('HL7 character sets (MSH-18)', () => {
     // Without MSH-18, hex bytes that are valid UTF-8 are UTF-8; otherwise Latin-1 (as the frame itself).
     expect(Hl7Message.parse('MSH|^~\\&|A\rOBX|1|TX|||\\XC581\\ \\XE9\\').text(Hl7Message.parse('MSH|^~\\&|A\rOBX|1|TX|||\\XC581\\ \\XE9\\').segments[1]!.fields[5]!)).to.equal('Ł é');
     expect(decodeFrame(`${msh('KLINGON')}\r`, undefined).problem).to.match(/MSH-18 character set "KLINGON" not supported/);
+    // Bytes the named set cannot carry (an escape to a set it does not know): a clear problem, not an exception.
+    const bad = Buffer.concat([Buffer.from(`${msh('ISO IR87')}\rOBX|1|TX|||`, 'latin1'), Buffer.from('1b2528', 'hex'), Buffer.from('x\r')]);
+    expect(decodeFrame(bad.toString('latin1'), bad).problem).to.match(/bytes not valid in MSH-18 character set ISO IR87/);
   });
 
   it('answers in the set the message came in, naming it in MSH-18', () => {
