@@ -425,6 +425,12 @@ describe('HL7 identity, character sets and result semantics (real listener and d
         ['ACC950', 'CA', true],
         ['ACC951', 'CA', true],
       ]);
+      // The study resource shows the orders as cancelled.
+      const shown = (await api('/studies/1.2.9.50'))['orders'] as { accessionNumber: string; orderControl: string; cancelledAt: string | null }[];
+      expect(shown.map((o) => [o.accessionNumber, o.orderControl, typeof o.cancelledAt])).to.have.deep.members([
+        ['ACC950', 'CA', 'string'],
+        ['ACC951', 'CA', 'string'],
+      ]);
     });
 
     it('OMI^O23 with ORC-1 DC cancels the case too', async () => {
