@@ -224,7 +224,8 @@ export class Hl7InboundService {
 
   /** The reply for frames the handler never saw (MllpServer): AR for too large, AE if the handler itself failed. */
   readonly failureReply = async (f: MllpFailure): Promise<string> => {
-    const header = scrapeHeader(f.kind === 'too-large' ? f.head : f.message);
+    // Answered in UTF-8 (the frame was never decoded in its own set), so the ACK names no MSH-18.
+    const header = { ...scrapeHeader(f.kind === 'too-large' ? f.head : f.message), charset: null };
     let outcome: Outcome;
     if (f.kind === 'too-large') {
       const error = { hl7Code: Hl7ErrorCode.applicationInternalError, text: `message larger than hl7.maxMessageBytes (${f.limit} bytes)` };
