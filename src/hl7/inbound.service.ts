@@ -14,6 +14,7 @@ import {
   refreshMessageStatus,
   type PatientKey,
   studiesWithPendingItems,
+  WRONG_PATIENT_RESULT,
   type LinkDecision,
 } from '../studies/reconcile.js';
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
@@ -446,7 +447,7 @@ export class Hl7InboundService {
             if (!it.wrongPatient) continue;
             // Never the study's report: a person decides what the RIS meant, and the read of a final report stops.
             const d = decisions[i]!;
-            decisions[i] = { state: LinkState.held, reason: 'wrong-patient-result: an observation has OBX-11 W (result belongs to another patient)' };
+            decisions[i] = { state: LinkState.held, reason: `${WRONG_PATIENT_RESULT}: an observation has OBX-11 W (result belongs to another patient)` };
             await this.holdForWrongPatient(db, it, d.state === LinkState.linked ? d.studyInstanceUid : null, base, now);
           }
         }

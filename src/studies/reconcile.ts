@@ -75,6 +75,9 @@ export type LinkDecision =
   | { state: typeof LinkState.held; reason: string };
 
 const linkTables = ['orders', 'report_versions', 'ai_results'] as const;
+
+/** Hold reason (prefix) of a report with an OBX-11 W observation. */
+export const WRONG_PATIENT_RESULT = 'wrong-patient-result';
 type LinkTable = (typeof linkTables)[number];
 
 // The linking look-ups run for every order, report and AI result: built once (precompiled.ts).
@@ -379,6 +382,8 @@ export async function reconsiderHeldForPatient(db: Db, patientId: string, now: s
       .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'])
       .where('link_state', '=', LinkState.held)
       .where('patient_id', '=', patientId)
+      // A result the sender itself marked wrong-patient (OBX-11 W) stays held whatever a merge says.
+      .where((eb) => eb.or([eb('hold_reason', 'is', null), eb('hold_reason', 'not like', `${WRONG_PATIENT_RESULT}%`)]))
       .orderBy('id')
       .execute();
     await redecide(db, table, rows, LinkState.held, now, result);

@@ -365,6 +365,10 @@ describe('HL7 identity, character sets and result semantics (real listener and d
       const after = await api('/studies/1.2.9.30');
       expect((after['primaryReport'] as { current: { text: string } }).current.text).to.match(/^Clinical note/);
       expect((await messageRows('W1'))[0]).to.include({ status: 'held' });
+      // A later merge of that patient reconsiders held items, but never the one the sender marked wrong-patient.
+      const a40 = ['MSH|^~\\&|PAS|HOSP|SECONDREAD|GATEWAY|20260302090000||ADT^A40^ADT_A39|MRG30|P|2.5.1', 'EVN|A40|20260302090000', 'PID|1||MRN30B^^^HOSP^MR', 'MRG|MRN30^^^HOSP^MR'].join('\r');
+      expect((await peer.send(a40)).code).to.equal('AA');
+      expect((await reportsOf('W1'))[0]).to.include({ link_state: 'held', patient_id: 'MRN30B' });
     });
 
     it('grouped procedures: two orders with their own accessions and one StudyInstanceUID link, with their reports, to the one study', async () => {
