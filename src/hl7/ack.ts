@@ -28,6 +28,7 @@ const errorNames: Record<string, string> = {
   '200': 'Unsupported message type',
   '201': 'Unsupported event code',
   '203': 'Unsupported version id',
+  '205': 'Duplicate key identifier',
   '206': 'Application record locked',
   '207': 'Application internal error',
 };
@@ -54,6 +55,8 @@ export function buildAck(received: MessageHeader, o: AckOptions): string {
     e(o.controlId),
     e(received.processingId ?? 'P'),
     e(version),
+    // MSH-13..17 empty; MSH-18 names the set the ACK is encoded in: the one the message came in.
+    ...(received.charset ? ['', '', '', '', '', e(received.charset)] : []),
   ].join('|');
   // MSA-2 echoes MSH-10 byte for byte; only a sender whose own field separator is not `|` gets it re-escaped.
   const raw = received.controlIdRaw;

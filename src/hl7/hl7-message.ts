@@ -50,17 +50,25 @@ export function parsePath(path: string): Hl7Path {
   };
 }
 
+/** Turns the bytes of a `\Xhh..\` escape into text: in the message's own character set (MSH-18). */
+export type HexDecoder = (bytes: Uint8Array) => string;
+
 export class Hl7Message {
   readonly segments: readonly Segment[];
   readonly delimiters: Readonly<Delimiters>;
+  private readonly hex: HexDecoder | undefined;
 
-  private constructor(segments: Segment[], delimiters: Delimiters) {
+  private constructor(segments: Segment[], delimiters: Delimiters, hex: HexDecoder | undefined) {
     this.segments = segments;
     this.delimiters = delimiters;
+    this.hex = hex;
   }
 
-  /** Throws GatewayError(unreadable-data) when the text is not an HL7 v2 message at all. */
-  static parse(text: string): Hl7Message {
+  /**
+   * Throws GatewayError(unreadable-data) when the text is not an HL7 v2 message at all.
+   * `hex` decodes `\X..\` escapes (default: UTF-8 when valid, else Latin-1, as a frame without MSH-18).
+   */
+  static parse(text: string, hex?: HexDecoder): Hl7Message {
     const start = text.replace(/^[\s\x0b]+/, '');
     if (!start.startsWith('MSH') || start.length < 8) {
       throw new GatewayError(ErrorCode.unreadableData, 'message does not begin with an MSH segment');
@@ -82,7 +90,7 @@ export class Hl7Message {
       }
       segments.push({ name, fields: parts });
     }
-    return new Hl7Message(segments, delimiters);
+    return new Hl7Message(segments, delimiters, hex);
   }
 
   segment(name: string): Segment | undefined {
@@ -140,7 +148,7 @@ export class Hl7Message {
   }
 
   unescape(text: string): string {
-    return unescapeHl7(text, this.delimiters);
+    return unescapeHl7(text, this.delimiters, this.hex);
   }
 }
 
@@ -170,7 +178,7 @@ function readDelimiters(text: string): Delimiters {
  * Highlighting (\H\ \N\) and other formatting commands carry no text and are
  * dropped; an escape we do not know is kept as sent so no text is lost.
  */
-export function unescapeHl7(text: string, d: Readonly<Delimiters> = standardDelimiters): string {
+export function unescapeHl7(text: string, d: Readonly<Delimiters> = standardDelimiters, hex: HexDecoder = defaultHex): string {
   const e = d.escape;
   let open = text.indexOf(e);
   if (open < 0) return text;
@@ -185,7 +193,7 @@ export function unescapeHl7(text: string, d: Readonly<Delimiters> = standardDeli
       break;
     }
     const seq = text.slice(open + 1, close);
-    const replaced = escapeSequence(seq, d);
+    const replaced = escapeSequence(seq, d, hex);
     out += replaced ?? `${e}${seq}${e}`;
     i = close + 1;
     open = text.indexOf(e, i);
@@ -193,7 +201,16 @@ export function unescapeHl7(text: string, d: Readonly<Delimiters> = standardDeli
   return out + text.slice(i);
 }
 
-function escapeSequence(seq: string, d: Readonly<Delimiters>): string | null {
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
+function defaultHex(bytes: Uint8Array): string {
+  try {
+    return utf8Fatal.decode(bytes);
+  } catch {
+    return Buffer.from(bytes).toString('latin1');
+  }
+}
+
+function escapeSequence(seq: string, d: Readonly<Delimiters>, hex: HexDecoder): string | null {
   switch (seq) {
     case 'F':
       return d.field;
@@ -216,7 +233,8 @@ function escapeSequence(seq: string, d: Readonly<Delimiters>): string | null {
     return '\n'.repeat(Math.max(1, n));
   }
   if (/^\.(fi|nf|in[+-]?\d*|ti[+-]?\d*|ce|sk[+-]?\d*)$/.test(seq)) return '';
-  if (/^X([0-9A-Fa-f]{2})+$/.test(seq)) return Buffer.from(seq.slice(1), 'hex').toString('latin1');
+  // Hex data are bytes in the message's character set (MSH-18), not Latin-1.
+  if (/^X([0-9A-Fa-f]{2})+$/.test(seq)) return hex(Buffer.from(seq.slice(1), 'hex'));
   return null;
 }
 

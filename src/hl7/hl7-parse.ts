@@ -19,11 +19,23 @@ export interface MessageHeader {
   typeLabel: string;
   processingId: string | null;
   version: string | null;
+  /** MSH-18, first repetition: the message's character set (null: none named). */
+  charset: string | null;
+}
+
+/** One PID-3 (or MRG-1) repetition: CX.1 id, CX.4 assigning authority (namespace id), CX.5 identifier type. */
+export interface PatientIdentifier {
+  id: string;
+  authority: string | null;
+  type: string | null;
 }
 
 export interface PatientRef {
+  /** The selected repetition: the one whose CX.4 is `hl7.mapping.patientIdAuthority`, else the first. */
   id: string | null;
   authority: string | null;
+  /** Every repetition, in the order sent. */
+  identifiers: PatientIdentifier[];
 }
 
 export interface CodedValue {
@@ -64,8 +76,13 @@ export type ResultStatus = 'P' | 'F' | 'C' | 'X';
 
 export interface ReportItem extends LinkKeys {
   resultStatus: ResultStatus;
-  /** Every TX/FT/ST OBX-5 in order, escapes undone, one line per OBX (and per repetition). */
+  /**
+   * Every TX/FT/ST OBX-5 and every NTE-3 after the OBR, in order, escapes undone, one line per
+   * OBX/NTE (and per repetition). OBX whose OBX-11 is W (wrong patient) or D (deleted) are not report text.
+   */
   text: string;
+  /** Some OBX-11 is W: the sender says this result belongs to another patient. */
+  wrongPatient: boolean;
   radiologist: Person | null;
   procedure: CodedValue | null;
   reasonForStudy: CodedValue[];
@@ -132,6 +149,7 @@ export const Hl7ErrorCode = {
   unsupportedVersion: '203',
   applicationInternalError: '207',
   segmentSequenceError: '100',
+  duplicateKey: '205',
 } as const;
 
 /** A rejection the sender should not retry; `hl7Code` goes to ERR-3. */
@@ -158,6 +176,7 @@ export function readHeader(m: Hl7Message): MessageHeader {
     typeLabel: [messageType ?? '?', triggerEvent].filter((x) => x !== null).join('^'),
     processingId: r(11),
     version: r(12),
+    charset: r(18),
   };
 }
 
@@ -180,6 +199,7 @@ export function scrapeHeader(text: string): MessageHeader {
     typeLabel: '?',
     processingId: null,
     version: null,
+    charset: null,
   };
   if (!start.startsWith('MSH') || start.length < 4) return empty;
   const sep = start[3]!;
@@ -202,11 +222,12 @@ export function scrapeHeader(text: string): MessageHeader {
     typeLabel: [messageType ?? '?', triggerEvent].filter((x) => x !== null).join('^'),
     processingId: comp(f[11], 0),
     version: comp(f[12], 0),
+    charset: (f[18] ?? '').split('~')[0]?.trim() || null,
   };
 }
 
 /** Message types we take in, by MSH-9.1^MSH-9.2. */
-const supported = new Set(['ORM^O01', 'OMI^O23', 'ORU^R01', 'ADT^A40']);
+const supported = new Set(['ORM^O01', 'OMI^O23', 'ORU^R01', 'ADT^A40', 'ADT^A34']);
 
 /**
  * Turns a parsed message into a domain event. Throws a GatewayError whose
@@ -224,11 +245,11 @@ export function toInboundEvent(m: Hl7Message, header: MessageHeader, o: ParseOpt
     throw hl7Reject(
       'unsupported',
       known ? Hl7ErrorCode.unsupportedEventCode : Hl7ErrorCode.unsupportedMessageType,
-      `message type ${type} not supported (ORM^O01, OMI^O23, ORU^R01, ADT^A40)`,
+      `message type ${type} not supported (ORM^O01, OMI^O23, ORU^R01, ADT^A40, ADT^A34)`,
     );
   }
   const reader = new MappedReader(m, o.mapping);
-  if (type === 'ADT^A40') return { kind: 'patient-merge', items: readMerges(m, o.mapping) };
+  if (type === 'ADT^A40' || type === 'ADT^A34') return { kind: 'patient-merge', items: readMerges(m, o.mapping) };
   const patient = readPatient(m, m.segment('PID'), 3, o.mapping.patientIdAuthority);
   const groups = orderGroups(m);
   if (groups.length === 0) throw hl7Reject('invalid', Hl7ErrorCode.requiredFieldMissing, 'no OBR segment');
@@ -424,17 +445,12 @@ function readReport(r: MappedReader, g: Group, mp: Hl7Mapping): ReportItem {
       status ? `result status ${status} not supported (P, F, C, X)` : 'OBR-25 result status missing',
     );
   }
-  const lines: string[] = [];
-  for (const obx of g.segments) {
-    if (obx.name !== 'OBX') continue;
-    const type = r.m.read(obx, { field: 2 })?.toUpperCase();
-    if (!type || !textTypes.has(type)) continue;
-    lines.push(r.m.text(r.m.rawField(obx, 5)));
-  }
+  const { lines, wrongPatient } = reportText(r, g, () => false);
   return {
     ...r.linkKeys(g),
     resultStatus: status,
     text: lines.join('\n'),
+    wrongPatient,
     radiologist: r.person(g, mp.primaryRadiologist),
     procedure: r.codedOne(g, mp.procedure),
     reasonForStudy: r.coded(g, mp.reasonForStudy),
@@ -443,21 +459,43 @@ function readReport(r: MappedReader, g: Group, mp: Hl7Mapping): ReportItem {
   };
 }
 
+/**
+ * Report text of one order group: TX/FT/ST OBX-5 and NTE-3 in the order sent.
+ * OBX-11 W (wrong patient) and D (deleted) observations are not text anyone
+ * should read; `skip` lets a caller take an OBX for itself (RADPEER score).
+ */
+function reportText(r: MappedReader, g: Group, skip: (obx: Segment) => boolean): { lines: string[]; wrongPatient: boolean } {
+  const lines: string[] = [];
+  let wrongPatient = false;
+  let afterObr = false;
+  for (const s of g.segments) {
+    if (s.name === 'OBR') afterObr = true;
+    else if (s.name === 'NTE' && afterObr) {
+      const text = r.m.text(r.m.rawField(s, 3));
+      if (text.trim() !== '') lines.push(text);
+    } else if (s.name === 'OBX') {
+      const status = r.m.read(s, { field: 11 })?.toUpperCase();
+      if (status === 'W') wrongPatient = true;
+      if (status === 'W' || status === 'D') continue;
+      if (skip(s)) continue;
+      const type = r.m.read(s, { field: 2 })?.toUpperCase();
+      if (type && textTypes.has(type)) lines.push(r.m.text(r.m.rawField(s, 5)));
+    }
+  }
+  return { lines, wrongPatient };
+}
+
 function readSecondReport(r: MappedReader, g: Group, mp: Hl7Mapping): SecondReportItem {
   const primaryLike = readReport(r, g, mp);
-  const lines: string[] = [];
   let radpeerScore: string | null = null;
-  for (const obx of g.segments) {
-    if (obx.name !== 'OBX') continue;
+  const { lines } = reportText(r, g, (obx) => {
     const code = r.m.componentValues(r.m.repetitions(r.m.rawField(obx, 3))[0] ?? '')[0]?.toUpperCase();
     if (code === 'RADPEER') {
       radpeerScore = r.m.componentValues(r.m.repetitions(r.m.rawField(obx, 5))[0] ?? '')[0]?.toLowerCase() || null;
-      continue;
+      return true;
     }
-    if (code === 'SRCONC') continue;
-    const type = r.m.read(obx, { field: 2 })?.toUpperCase();
-    if (type && textTypes.has(type)) lines.push(r.m.text(r.m.rawField(obx, 5)));
-  }
+    return code === 'SRCONC';
+  });
   return { ...r.linkKeys(g), resultStatus: primaryLike.resultStatus, text: lines.join('\n'), radpeerScore, reader: primaryLike.radiologist };
 }
 
@@ -504,17 +542,25 @@ function readMerges(m: Hl7Message, mp: Hl7Mapping): PatientMergeItem[] {
   return items;
 }
 
-/** PID-3 (or MRG-1): the first repetition, or the one whose assigning authority is configured. */
+/**
+ * PID-3 (or MRG-1): every repetition with its authority (CX.4.1, the
+ * namespace id) and type (CX.5); the selected one is the repetition of the
+ * configured authority, else the first. Matching uses all of them (reconcile.ts).
+ */
 export function readPatient(m: Hl7Message, seg: Segment | undefined, field: number, authority: string | undefined): PatientRef {
-  if (!seg) return { id: null, authority: null };
-  for (const rep of m.repetitions(m.rawField(seg, field))) {
-    const c = m.components(rep);
-    const id = m.unescape(c[0] ?? '').trim();
-    const auth = m.unescape((c[3] ?? '').split(m.delimiters.subcomponent)[0] ?? '').trim();
-    if (!id) continue;
-    if (authority === undefined || auth === authority) return { id, authority: auth || null };
+  const identifiers: PatientIdentifier[] = [];
+  if (seg) {
+    for (const rep of m.repetitions(m.rawField(seg, field))) {
+      const c = m.components(rep);
+      const id = m.unescape((c[0] ?? '').split(m.delimiters.subcomponent)[0] ?? '').trim();
+      if (!id || id === '""') continue;
+      const auth = m.unescape((c[3] ?? '').split(m.delimiters.subcomponent)[0] ?? '').trim();
+      const type = m.unescape((c[4] ?? '').split(m.delimiters.subcomponent)[0] ?? '').trim();
+      identifiers.push({ id, authority: auth || null, type: type || null });
+    }
   }
-  return { id: null, authority: null };
+  const selected = (authority !== undefined ? identifiers.find((i) => i.authority === authority) : undefined) ?? identifiers[0];
+  return { id: selected?.id ?? null, authority: selected?.authority ?? null, identifiers };
 }
 
 /**

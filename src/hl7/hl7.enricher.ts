@@ -40,6 +40,7 @@ export function presentOrder(o: OrderRow): Record<string, unknown> {
     diagnoses: json.parseCoded(o.diagnoses),
     referringPhysician: o.referring_physician_id || o.referring_physician_name ? { id: o.referring_physician_id, name: o.referring_physician_name } : null,
     secondOpinionRequested: o.second_opinion_requested === 1,
+    cancelledAt: o.cancelled_at,
     updatedAt: o.updated_at,
   };
 }

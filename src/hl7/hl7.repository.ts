@@ -3,7 +3,7 @@ import type { Db } from '../db/database.js';
 import { storableText } from '../db/dialect.js';
 import type { CodedValue, Person } from './hl7-parse.js';
 import { param, precompiled } from './precompiled.js';
-import { LinkState, MessageStatus } from '../states.js';
+import { LinkState, MessageStatus, type CaseState } from '../states.js';
 import {
   type AiResultRow,
   type Hl7MessageRow,
@@ -34,6 +34,7 @@ export async function findAcceptedMessage(
     .where('control_id', '=', controlId)
     .where('status', '<>', sql.lit(MessageStatus.rejected))
     .where('status', '<>', sql.lit(MessageStatus.duplicate))
+    .where('reuse_of', 'is', null)
     .executeTakeFirst();
 }
 
@@ -58,6 +59,7 @@ const messageColumns: AllColumns<Hl7MessageTable> = {
   accession_number: true,
   remote_address: true,
   raw: true,
+  reuse_of: true,
   received_at: true,
   updated_at: true,
 };
@@ -68,6 +70,7 @@ const linkableColumns = {
   filler_order_number: true,
   patient_id: true,
   patient_id_authority: true,
+  patient_identifiers: true,
   link_state: true,
   linked_study_uid: true,
   hold_reason: true,
@@ -89,6 +92,7 @@ const orderColumns: AllColumns<OrderTable> = {
   referring_physician_id: true,
   referring_physician_name: true,
   second_opinion_requested: true,
+  cancelled_at: true,
   created_at: true,
   updated_at: true,
 };
@@ -125,6 +129,7 @@ const insertMessageUnlessDuplicateQ = precompiled<Insertable<Hl7MessageTable>>((
         // Literals, not parameters: SQLite matches a partial index only against the same constant terms.
         .where('status', '<>', sql.lit(MessageStatus.rejected))
         .where('status', '<>', sql.lit(MessageStatus.duplicate))
+        .where('reuse_of', 'is', null)
         .doNothing(),
     ),
 );
@@ -148,6 +153,10 @@ const setMessageStatusQ = precompiled<{ id: string; status: MessageStatus; reaso
 
 export async function setMessageStatus(db: Db, id: string, status: MessageStatus, reason: string | null, studyUid: string | null, now: string): Promise<void> {
   await setMessageStatusQ(db, { id, status, reason, studyUid, now });
+}
+
+export async function setMessageAckCode(db: Db, id: string, ackCode: string): Promise<void> {
+  await db.updateTable('hl7_messages').set({ ack_code: ackCode }).where('id', '=', id).execute();
 }
 
 /** The order an incoming ORM/OMI updates: same accession, else same placer order number (held ones never). */
@@ -193,15 +202,81 @@ export async function insertPatientMerge(db: Db, row: Insertable<PatientMergeTab
   await db.insertInto('patient_merges').values(row).execute();
 }
 
-/** Applies an A40 to every patient id we hold; returns how many studies and other records changed. */
-export async function applyPatientMerge(db: Db, priorId: string, newId: string, now: string): Promise<{ studies: number; records: number }> {
-  const s = await db.updateTable('studies').set({ patient_id: newId, updated_at: now }).where('patient_id', '=', priorId).executeTakeFirst();
+/**
+ * Applies an A40/A34 to every patient id we hold; returns how many studies and
+ * other records changed. A prior id with an authority (MRG-1 CX.4) moves only
+ * rows of that authority or of none: the same id under another authority is
+ * another patient. Moved rows take the survivor's authority when it has one.
+ */
+export async function applyPatientMerge(
+  db: Db,
+  prior: { id: string; authority: string | null },
+  survivor: { id: string; authority: string | null },
+  now: string,
+): Promise<{ studies: number; records: number }> {
+  let sq = db
+    .updateTable('studies')
+    .set({ patient_id: survivor.id, ...(survivor.authority ? { issuer_of_patient_id: survivor.authority } : {}), updated_at: now })
+    .where('patient_id', '=', prior.id);
+  if (prior.authority) sq = sq.where((eb) => eb.or([eb('issuer_of_patient_id', 'is', null), eb('issuer_of_patient_id', '=', prior.authority)]));
+  const s = await sq.executeTakeFirst();
   let records = 0;
   for (const table of ['orders', 'report_versions', 'ai_results'] as const) {
-    const r = await db.updateTable(table).set({ patient_id: newId, updated_at: now }).where('patient_id', '=', priorId).executeTakeFirst();
+    let q = db
+      .updateTable(table)
+      .set({ patient_id: survivor.id, ...(survivor.authority ? { patient_id_authority: survivor.authority } : {}), updated_at: now })
+      .where('patient_id', '=', prior.id);
+    if (prior.authority) q = q.where((eb) => eb.or([eb('patient_id_authority', 'is', null), eb('patient_id_authority', '=', prior.authority)]));
+    const r = await q.executeTakeFirst();
     records += Number(r.numUpdatedRows);
   }
   return { studies: Number(s.numUpdatedRows), records };
+}
+
+/** Orders of a study the RIS has not cancelled (a grouped procedure has several). */
+export async function liveOrdersOfStudy(db: Db, studyInstanceUid: string): Promise<number> {
+  const r = await db
+    .selectFrom('orders')
+    .select((eb) => eb.fn.countAll<string | number>().as('n'))
+    .where('linked_study_uid', '=', studyInstanceUid)
+    .where('link_state', '=', LinkState.linked)
+    .where('cancelled_at', 'is', null)
+    .executeTakeFirst();
+  return Number(r?.n ?? 0);
+}
+
+/** Cases of a study, oldest first (any state: the caller decides which can move). */
+export async function casesOfStudy(db: Db, studyInstanceUid: string): Promise<{ id: string; state: CaseState }[]> {
+  return db.selectFrom('cases').select(['id', 'state']).where('study_instance_uid', '=', studyInstanceUid).orderBy('id').execute();
+}
+
+/**
+ * The study a final (F/C) primary report of this order was linked to: by the
+ * order's accession, else its StudyInstanceUID, else the study the new item
+ * linked to. Null when no final report of the order is linked.
+ */
+export async function finalReportStudyOfOrder(
+  db: Db,
+  keys: { accessionNumber: string | null; studyInstanceUid: string | null; linkedStudyUid: string | null },
+): Promise<string | null> {
+  const q = db
+    .selectFrom('report_versions')
+    .select('linked_study_uid')
+    .where('link_state', '=', LinkState.linked)
+    .where('result_status', 'in', ['F', 'C'])
+    .orderBy('id', 'desc')
+    .limit(1);
+  const tries: [ 'accession_number' | 'study_instance_uid' | 'linked_study_uid', string | null][] = [
+    ['accession_number', keys.accessionNumber],
+    ['study_instance_uid', keys.studyInstanceUid],
+    ['linked_study_uid', keys.linkedStudyUid],
+  ];
+  for (const [column, value] of tries) {
+    if (!value) continue;
+    const row = await q.where(column, '=', value).executeTakeFirst();
+    if (row?.linked_study_uid) return row.linked_study_uid;
+  }
+  return null;
 }
 
 export async function ordersOfStudy(db: Db, studyInstanceUid: string): Promise<OrderRow[]> {

@@ -20,8 +20,10 @@ export interface Hl7MessageTable {
   study_instance_uid: string | null;
   accession_number: string | null;
   remote_address: string | null;
-  /** The message as received. PHI lives here and only here (never in logs). */
+  /** The message as received, decoded in its MSH-18 character set. PHI lives here and only here (never in logs). */
   raw: string;
+  /** Set on a message that reused this earlier message's MSH-3/4/10 with other content (held, answered AR). */
+  reuse_of: string | null;
   received_at: string;
   updated_at: string;
 }
@@ -34,6 +36,8 @@ interface Linkable {
   filler_order_number: string | null;
   patient_id: string | null;
   patient_id_authority: string | null;
+  /** JSON [{id, authority, type}]: every PID-3 repetition (NULL for rows from before migration 010). */
+  patient_identifiers: string | null;
   link_state: LinkState;
   /** The study it is linked to (only when link_state is linked). */
   linked_study_uid: string | null;
@@ -58,6 +62,8 @@ export interface OrderTable extends Linkable {
   referring_physician_id: string | null;
   referring_physician_name: string | null;
   second_opinion_requested: number;
+  /** ORC-1 CA/DC/OC received: the RIS cancelled this order. */
+  cancelled_at: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -100,7 +106,10 @@ export interface PatientMergeTable {
   message_id: string;
   patient_id: string;
   prior_patient_id: string;
+  /** The surviving id's authority (PID-3 CX.4). */
   authority: string | null;
+  /** MRG-1 CX.4. */
+  prior_authority: string | null;
   studies_updated: number;
   records_updated: number;
   applied_at: string;

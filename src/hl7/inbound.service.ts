@@ -9,20 +9,28 @@ import {
   linkColumns,
   linkPendingForStudy,
   reconsiderHeldForPatient,
+  identityMatch,
+  patientKeys,
   refreshMessageStatus,
-  samePatient,
+  type PatientKey,
   studiesWithPendingItems,
+  WRONG_PATIENT_RESULT,
   type LinkDecision,
 } from '../studies/reconcile.js';
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
 import { GroupCommitQueue } from './group-commit.js';
+import { charsetFor, defaultCharset, peekMsh18, supportedCharsets, type Hl7Charset } from './charset.js';
 import { Hl7Message } from './hl7-message.js';
-import { Hl7ErrorCode, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type LinkKeys, type MessageHeader, type OrderItem, type PatientRef, type SecondReportItem } from './hl7-parse.js';
+import { Hl7ErrorCode, hl7Reject, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type LinkKeys, type MessageHeader, type OrderItem, type PatientRef, type SecondReportItem } from './hl7-parse.js';
 import {
   applyPatientMerge,
+  casesOfStudy,
+  finalReportStudyOfOrder,
   findAcceptedMessage,
+  liveOrdersOfStudy,
   findOrderToUpdate,
   insertMessageUnlessDuplicate,
+  setMessageAckCode,
   setMessageStatus,
   insertAiResults,
   insertMessage,
@@ -33,7 +41,9 @@ import {
   personName,
   updateOrder,
 } from './hl7.repository.js';
-import { LinkState, MessageStatus } from '../states.js';
+import { CaseState, LinkState, MessageStatus } from '../states.js';
+import { canTransition, transitionCase } from '../cases/case-state.js';
+import { recordAudit } from '../audit/audit.repository.js';
 import type { AiResultTable, OrderRow } from './hl7.table.js';
 import type { MllpFailure, MllpMeta } from './mllp-server.js';
 import { createIdSource } from '../db/sortable-id.js';
@@ -64,7 +74,8 @@ export interface Hl7InboundServiceOptions {
    */
   secondReports?: {
     poolSenders: readonly string[];
-    apply(db: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string }>;
+    /** Applies the report, or answers why it is held (stored, not applied, answered AR so the pool sees it was not taken). */
+    apply(db: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string } | { held: string; hl7Code: string }>;
   };
 }
 
@@ -136,9 +147,14 @@ export class Hl7InboundService {
     this.listeners.push(listener);
   }
 
-  /** The MLLP handler: resolves to the ACK text, never rejects. */
-  readonly handle = async (raw: string, meta: MllpMeta): Promise<string> => {
-    const prepared = this.prepare(raw);
+  /**
+   * The MLLP handler: resolves to the ACK, never rejects. A message that names
+   * its character set (MSH-18) is decoded from the frame's bytes in that set and
+   * answered in it; without MSH-18 the frame is read as UTF-8 (Latin-1 when it is not valid UTF-8).
+   */
+  readonly handle = async (received: string, meta: MllpMeta): Promise<string | Buffer> => {
+    const { raw, charset, problem } = decodeFrame(received, meta.bytes);
+    const prepared = this.prepare(raw, charset, problem);
     let outcome: Outcome;
     if (!this.roomToStore()) {
       this.guards?.rejected('storage.minFreeMb');
@@ -151,7 +167,7 @@ export class Hl7InboundService {
       }
     }
     const header = prepared.header;
-    const ack = buildAck(header, {
+    const ackText = buildAck(problem ? { ...header, charset: null } : header, {
       sendingApplication: this.config.sendingApplication,
       sendingFacility: this.config.sendingFacility,
       code: outcome.ack,
@@ -159,6 +175,7 @@ export class Hl7InboundService {
       controlId: this.newAckId(),
       now: this.clock(),
     });
+    const ack = charset === defaultCharset ? ackText : charset.encode(ackText);
     // Fields, not a child logger per message (winston builds a new logger object for each child).
     const fields = {
       controlId: header.controlId ?? '-',
@@ -208,7 +225,8 @@ export class Hl7InboundService {
 
   /** The reply for frames the handler never saw (MllpServer): AR for too large, AE if the handler itself failed. */
   readonly failureReply = async (f: MllpFailure): Promise<string> => {
-    const header = scrapeHeader(f.kind === 'too-large' ? f.head : f.message);
+    // Answered in UTF-8 (the frame was never decoded in its own set), so the ACK names no MSH-18.
+    const header = { ...scrapeHeader(f.kind === 'too-large' ? f.head : f.message), charset: null };
     let outcome: Outcome;
     if (f.kind === 'too-large') {
       const error = { hl7Code: Hl7ErrorCode.applicationInternalError, text: `message larger than hl7.maxMessageBytes (${f.limit} bytes)` };
@@ -255,11 +273,12 @@ export class Hl7InboundService {
     return uids.length;
   }
 
-  private prepare(raw: string): Prepared {
+  private prepare(raw: string, charset: Hl7Charset = defaultCharset, charsetProblem?: string): Prepared {
     let header: MessageHeader | undefined;
     try {
-      const m = Hl7Message.parse(raw);
+      const m = Hl7Message.parse(raw, charset === defaultCharset ? undefined : charset.decode);
       header = readHeader(m);
+      if (charsetProblem) throw hl7Reject('unsupported', Hl7ErrorCode.tableValueNotFound, charsetProblem);
       const event = toInboundEvent(m, header, { mapping: this.config.mapping, aiSenders: this.config.aiSenders, poolSenders: this.secondReports?.poolSenders });
       return { kind: 'event', header, event };
     } catch (err) {
@@ -367,11 +386,26 @@ export class Hl7InboundService {
     });
     if (!inserted) {
       const dup = await findAcceptedMessage(db, base.sender_application, base.sender_facility, base.control_id);
+      if (dup && messageContentKey(dup.raw) !== messageContentKey(storableText(w.raw))) {
+        // A RIS whose counter was reset would otherwise lose this message quietly behind an AA.
+        const text = `control id reused with other content (MSH-3/MSH-4/MSH-10 of message ${dup.id}): not applied, held for review`;
+        await insertMessage(db, {
+          ...base,
+          kind: e.kind,
+          status: MessageStatus.held,
+          reason: text,
+          ack_code: 'AR',
+          reuse_of: dup.id,
+          study_instance_uid: first?.studyInstanceUid ?? null,
+          accession_number: first?.accessionNumber ?? null,
+        });
+        return { ack: 'AR', status: MessageStatus.held, error: { hl7Code: Hl7ErrorCode.duplicateKey, text }, studyUid: null, linkedStudies: [] };
+      }
       await insertMessage(db, {
         ...base,
         kind: e.kind,
         status: MessageStatus.duplicate,
-        reason: `same MSH-3/MSH-4/MSH-10 as message ${dup?.id ?? '?'}${dup?.raw === storableText(w.raw) ? '' : ' (content differs: not applied)'}`,
+        reason: `same MSH-3/MSH-4/MSH-10 and content as message ${dup?.id ?? '?'}`,
         ack_code: 'AA',
         study_instance_uid: null,
         accession_number: null,
@@ -384,7 +418,20 @@ export class Hl7InboundService {
         return this.applyOrders(db, base, e.patient, e.items, now);
       case 'second-report': {
         const studies: string[] = [];
-        for (const it of e.items) studies.push((await this.secondReports!.apply(db, it, { senderApplication: base.sender_application, patient: e.patient })).studyUid);
+        // Its own savepoint: a held item undoes the items applied before it (a report is taken whole or not at all), the message row stays.
+        await db.executeQuery(secondReportSavepoint.begin);
+        for (const it of e.items) {
+          const r = await this.secondReports!.apply(db, it, { senderApplication: base.sender_application, patient: e.patient });
+          if ('held' in r) {
+            await db.executeQuery(secondReportSavepoint.rollback);
+            await db.executeQuery(secondReportSavepoint.release);
+            await setMessageStatus(db, id, MessageStatus.held, r.held, null, now);
+            await setMessageAckCode(db, id, 'AR');
+            return { ack: 'AR', status: MessageStatus.held, error: { hl7Code: r.hl7Code, text: `not applied, held for review: ${r.held}` }, studyUid: null, linkedStudies: [] };
+          }
+          studies.push(r.studyUid);
+        }
+        await db.executeQuery(secondReportSavepoint.release);
         if (studies[0]) await setMessageStatus(db, id, MessageStatus.applied, null, studies[0], now);
         return { ack: 'AA', status: MessageStatus.applied, studyUid: studies[0] ?? null, linkedStudies: [] };
       }
@@ -392,10 +439,25 @@ export class Hl7InboundService {
       case 'ai-result': {
         const decisions: LinkDecision[] = [];
         for (const it of e.items) {
-          decisions.push(await decideLink(db, { accessionNumber: it.accessionNumber, studyInstanceUid: it.studyInstanceUid, patientId: e.patient.id }));
+          decisions.push(await decideLink(db, { accessionNumber: it.accessionNumber, studyInstanceUid: it.studyInstanceUid, ...linkPatient(e.patient) }));
+        }
+        if (e.kind === 'report') {
+          for (let i = 0; i < e.items.length; i++) {
+            const it = e.items[i]!;
+            if (!it.wrongPatient) continue;
+            // Never the study's report: a person decides what the RIS meant, and the read of a final report stops.
+            const d = decisions[i]!;
+            decisions[i] = { state: LinkState.held, reason: `${WRONG_PATIENT_RESULT}: an observation has OBX-11 W (result belongs to another patient)` };
+            await this.holdForWrongPatient(db, it, d.state === LinkState.linked ? d.studyInstanceUid : null, base, now);
+          }
         }
         const summary = await this.messageStatus(db, base.id, decisions, e.items[0]!.studyInstanceUid, now);
-        const patient = { patient_id: e.patient.id, patient_id_authority: e.patient.authority, sender_application: base.sender_application };
+        const patient = {
+          patient_id: e.patient.id,
+          patient_id_authority: e.patient.authority,
+          patient_identifiers: identifiersJson(e.patient),
+          sender_application: base.sender_application,
+        };
         if (e.kind === 'report') {
           for (let i = 0; i < e.items.length; i++) {
             const it = e.items[i]!;
@@ -449,13 +511,14 @@ export class Hl7InboundService {
         const changed: string[] = [];
         const linked: string[] = [];
         for (const m of e.items) {
-          const counts = await applyPatientMerge(db, m.prior.id!, m.patient.id!, now);
+          const counts = await applyPatientMerge(db, { id: m.prior.id!, authority: m.prior.authority }, { id: m.patient.id!, authority: m.patient.authority }, now);
           await insertPatientMerge(db, {
             id: this.newId(),
             message_id: id,
             patient_id: m.patient.id!,
             prior_patient_id: m.prior.id!,
             authority: m.patient.authority,
+            prior_authority: m.prior.authority,
             studies_updated: counts.studies,
             records_updated: counts.records,
             applied_at: now,
@@ -490,17 +553,20 @@ export class Hl7InboundService {
   ): Promise<Outcome> {
     // Decide everything first (reads), then write: the message row carries the final status.
     const plans: { item: OrderItem; existing?: OrderRow; decision: LinkDecision; insert: boolean }[] = [];
+    const msgKeys = linkPatient(patient).patientIds;
     for (const it of items) {
       const existing = await findOrderToUpdate(db, it);
-      if (existing?.patient_id && patient.id && !(await samePatient(db, existing.patient_id, patient.id))) {
+      const existingKeys = existing ? patientKeys(existing.patient_id, existing.patient_id_authority, existing.patient_identifiers) : [];
+      if (existingKeys.length > 0 && msgKeys.length > 0 && !(await identityMatch(db, msgKeys, existingKeys)).match) {
         plans.push({ item: it, decision: { state: LinkState.held, reason: 'order update names a different patient than the stored order' }, insert: true });
         continue;
       }
       const keys = {
         accessionNumber: it.accessionNumber ?? existing?.accession_number ?? null,
         studyInstanceUid: it.studyInstanceUid ?? existing?.study_instance_uid ?? null,
-        patientId: patient.id ?? existing?.patient_id ?? null,
+        ...(msgKeys.length > 0 ? linkPatient(patient) : { patientId: existing?.patient_id ?? null, patientIds: existingKeys }),
         excludeOrderId: existing?.id,
+        isOrder: true,
       };
       const decision = await decideLink(db, keys);
       // A held update never changes the order we hold; it is kept beside it for review.
@@ -514,8 +580,11 @@ export class Hl7InboundService {
       now,
     );
     const affected: string[] = [];
+    const cancels: { orderId: string; studyUid: string | null; control: string }[] = [];
     for (const p of plans) {
       const it = p.item;
+      const control = it.orderControl?.toUpperCase() ?? '';
+      const cancelled = CANCEL_CONTROLS.has(control) && p.decision.state !== LinkState.held;
       const fields = {
         message_id: base.id,
         sender_application: base.sender_application,
@@ -533,18 +602,23 @@ export class Hl7InboundService {
         second_opinion_requested: it.secondOpinionRequested ? 1 : 0,
         updated_at: now,
       };
+      let orderId: string;
       if (p.insert || !p.existing) {
+        orderId = this.newId();
         await insertOrder(db, {
-          id: this.newId(),
+          id: orderId,
           ...fields,
           ...linkKeyColumns(it),
           patient_id: patient.id,
           patient_id_authority: patient.authority,
+          patient_identifiers: identifiersJson(patient),
           ...linkColumns(p.decision),
+          cancelled_at: cancelled ? now : null,
           created_at: now,
         });
       } else {
         const ex = p.existing;
+        orderId = ex.id;
         // An update fills in what it carries and keeps what it leaves out (a status message omits the procedure).
         await updateOrder(db, ex.id, {
           ...fields,
@@ -562,10 +636,13 @@ export class Hl7InboundService {
           placer_order_number: it.placerOrderNumber ?? ex.placer_order_number,
           filler_order_number: it.fillerOrderNumber ?? ex.filler_order_number,
           patient_id: patient.id ?? ex.patient_id,
-          patient_id_authority: patient.authority ?? ex.patient_id_authority,
+          patient_id_authority: patient.id ? patient.authority : ex.patient_id_authority,
+          patient_identifiers: patient.id ? identifiersJson(patient) : ex.patient_identifiers,
           ...linkColumns(p.decision),
+          cancelled_at: cancelled ? (ex.cancelled_at ?? now) : ex.cancelled_at,
         });
       }
+      if (cancelled) cancels.push({ orderId, studyUid: p.decision.state === LinkState.linked ? p.decision.studyInstanceUid : null, control });
       // The order may carry the key that connects waiting reports and AI results to their study.
       if (p.decision.state === LinkState.linked) {
         const r = await linkPendingForStudy(db, p.decision.studyInstanceUid, now);
@@ -573,7 +650,63 @@ export class Hl7InboundService {
       }
     }
     await refreshMessageStatus(db, affected.filter((m) => m !== base.id), now);
+    for (const c of cancels) if (c.studyUid) await this.cancelCasesForOrder(db, c.studyUid, c.control, base, now);
     return summary;
+  }
+
+  /**
+   * ORC-1 CA/DC/OC: the RIS ended the order. The open case(s) of its study end
+   * with it, through the case life cycle (audited, and whatever stops with a
+   * cancelled case stops). A grouped procedure whose study still has another
+   * live order keeps its case: the read is still wanted for that order; the
+   * cancel is recorded on the case instead.
+   */
+  private async cancelCasesForOrder(db: Db, studyUid: string, control: string, base: { id: string; sender_application: string }, now: string): Promise<void> {
+    const actor = `hl7:${base.sender_application || 'unknown'}`;
+    const live = await liveOrdersOfStudy(db, studyUid);
+    const cases = await casesOfStudy(db, studyUid);
+    for (const c of cases) {
+      if (c.state === CaseState.cancelled || c.state === CaseState.writtenBack) continue;
+      if (live > 0) {
+        await recordAudit(db, this.newId(), now, {
+          actor,
+          action: 'case.order-cancelled',
+          entityType: 'case',
+          entityId: c.id,
+          details: { orderControl: control, messageId: base.id, liveOrders: live, outcome: 'case kept: the study has other live orders' },
+        });
+        continue;
+      }
+      await transitionCase(db, {
+        caseId: c.id,
+        from: [c.state],
+        to: CaseState.cancelled,
+        actor,
+        now,
+        auditId: this.newId(),
+        details: { reason: `order cancelled by the RIS (ORC-1 ${control})`, messageId: base.id },
+      });
+    }
+  }
+
+  /**
+   * A result marked wrong-patient (OBX-11 W) after a final report of the same
+   * order: the study's open case is held for review (a second read of a report
+   * about someone else must not go on). Cases past the point where they can be
+   * held (reported, written back) get the finding in their audit trail.
+   */
+  private async holdForWrongPatient(db: Db, it: LinkKeys, linkedUid: string | null, base: { id: string; sender_application: string }, now: string): Promise<void> {
+    const studyUid = await finalReportStudyOfOrder(db, { accessionNumber: it.accessionNumber, studyInstanceUid: it.studyInstanceUid, linkedStudyUid: linkedUid });
+    if (!studyUid) return;
+    const actor = `hl7:${base.sender_application || 'unknown'}`;
+    for (const c of await casesOfStudy(db, studyUid)) {
+      const details = { reason: 'wrong-patient-result', messageId: base.id };
+      if (canTransition(c.state, CaseState.held)) {
+        await transitionCase(db, { caseId: c.id, from: [c.state], to: CaseState.held, actor, now, auditId: this.newId(), details });
+      } else if (c.state !== CaseState.cancelled && c.state !== CaseState.held) {
+        await recordAudit(db, this.newId(), now, { actor, action: 'case.wrong-patient-result', entityType: 'case', entityId: c.id, details: { ...details, state: c.state } });
+      }
+    }
   }
 
   private async studiesOfMessages(db: Db, messageIds: string[]): Promise<string[]> {
@@ -597,6 +730,61 @@ export class Hl7InboundService {
       }
     }
   }
+}
+
+/**
+ * The text of a frame in its own character set. The listener read the bytes
+ * as UTF-8 (or Latin-1); MSH-18 is in the ASCII part of MSH, so it can be read
+ * from that text, and only a message that names another set is decoded again.
+ */
+export function decodeFrame(received: string, bytes: Buffer | undefined): { raw: string; charset: Hl7Charset; problem?: string } {
+  const name = peekMsh18(received);
+  if (name === null) return { raw: received, charset: defaultCharset };
+  const charset = charsetFor(name);
+  if (!charset) return { raw: received, charset: defaultCharset, problem: `MSH-18 character set "${name}" not supported (${supportedCharsets.join(', ')})` };
+  // ASCII and UTF-8 text is what the listener already made of the bytes.
+  if (!bytes || charset.name === 'ASCII' || charset.name === 'UNICODE UTF-8') return { raw: received, charset };
+  try {
+    return { raw: charset.decode(bytes), charset };
+  } catch (err) {
+    return { raw: received, charset: defaultCharset, problem: (err as Error).message };
+  }
+}
+
+/**
+ * What "the same content" means for a resent control id: every segment as
+ * sent, except MSH-7 (the time the sender built the message, which a resend
+ * may refresh), with segment ends normalised. Any other difference (a report
+ * text, a status, a patient) is other content.
+ */
+export function messageContentKey(raw: string): string {
+  const segs = raw.replace(/^[\s\x0b]+/, '').split(/\r\n|\r|\n/).filter((l) => l.length > 0);
+  const msh = segs[0];
+  if (msh?.startsWith('MSH') && msh.length > 4) {
+    const f = msh.split(msh[3]!);
+    // Raw split: f[6] is MSH-7.
+    if (f.length > 6) f[6] = '';
+    segs[0] = f.join(msh[3]!);
+  }
+  return segs.join('\r');
+}
+
+const secondReportSavepoint = {
+  begin: CompiledQuery.raw('savepoint second_report'),
+  release: CompiledQuery.raw('release savepoint second_report'),
+  rollback: CompiledQuery.raw('rollback to savepoint second_report'),
+};
+
+/** ORC-1 order control codes that end an order: cancel, discontinue, cancelled as requested. */
+const CANCEL_CONTROLS = new Set(['CA', 'DC', 'OC']);
+
+function identifiersJson(p: PatientRef): string | null {
+  return p.identifiers.length > 0 ? JSON.stringify(p.identifiers) : null;
+}
+
+/** What linking compares: every PID-3 repetition with its authority. */
+function linkPatient(p: PatientRef): { patientId: string | null; patientAuthority: string | null; patientIds: PatientKey[] } {
+  return { patientId: p.id, patientAuthority: p.authority, patientIds: p.identifiers.map((i) => ({ id: i.id, authority: i.authority })) };
 }
 
 /** The keys an item was sent with, stored as given (linking decides separately where it belongs). */

@@ -13,10 +13,18 @@ const HEAD_BYTES = 4096;
 
 export interface MllpMeta {
   remoteAddress: string;
+  /**
+   * The frame's bytes. `message` is them read as UTF-8 (Latin-1 when not valid UTF-8); a handler that
+   * honours MSH-18 decodes these again in the named character set.
+   */
+  bytes?: Buffer;
 }
 
-/** Resolves to the reply (ACK) text. Anything it throws is turned into a `handler-failed` reply, never into a closed socket. */
-export type MllpHandler = (message: string, meta: MllpMeta) => Promise<string>;
+/**
+ * Resolves to the reply (ACK): text is sent as UTF-8, bytes as they are (an ACK in the message's own
+ * character set). Anything it throws is turned into a `handler-failed` reply, never into a closed socket.
+ */
+export type MllpHandler = (message: string, meta: MllpMeta) => Promise<string | Buffer>;
 
 export type MllpFailure =
   | { kind: 'too-large'; head: string; limit: number }
@@ -317,10 +325,11 @@ class MllpConnection {
         const reply = await this.answer(job);
         this.messages++;
         if (reply !== undefined && !this.socket.destroyed && this.socket.writable) {
-          const length = Buffer.byteLength(reply, 'utf8');
+          const length = typeof reply === 'string' ? Buffer.byteLength(reply, 'utf8') : reply.length;
           const out = Buffer.allocUnsafe(length + 3);
           out[0] = VT;
-          out.write(reply, 1, 'utf8');
+          if (typeof reply === 'string') out.write(reply, 1, 'utf8');
+          else reply.copy(out, 1);
           out[length + 1] = FS;
           out[length + 2] = CR;
           this.socket.write(out);
@@ -337,11 +346,11 @@ class MllpConnection {
     this.closeIfDone();
   }
 
-  private async answer(job: Job): Promise<string | undefined> {
+  private async answer(job: Job): Promise<string | Buffer | undefined> {
     if (job.kind === 'failure') return this.failureReply(job.failure);
     const text = this.decode(job.bytes);
     try {
-      return await this.o.handler(text, { remoteAddress: this.remoteAddress });
+      return await this.o.handler(text, { remoteAddress: this.remoteAddress, bytes: job.bytes });
     } catch (error) {
       this.log.error('handler failed', { error: (error as Error)?.message });
       return this.failureReply({ kind: 'handler-failed', message: text, error });

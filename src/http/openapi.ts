@@ -244,6 +244,8 @@ const schemas: Record<string, JsonSchema> = {
     diagnoses: arr(ref('CodedValue')),
     referringPhysician: nullable(obj({ id: nstr, name: nstr })),
     secondOpinionRequested: bool,
+    // ORC-1 CA/DC/OC received: when the RIS cancelled this order (null: live).
+    cancelledAt: ntime,
     updatedAt: time,
   }),
   PrimaryReport: obj(primaryReportProps),

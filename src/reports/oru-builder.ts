@@ -41,6 +41,11 @@ export interface SecondReportOruInput {
    */
   primaryReport: string;
   /**
+   * The patient's id now (after an A40/A34 merge, studies/reconcile.ts `survivingPatientId`): when the
+   * primary's PID-3 does not carry it, PID-3 is written with it instead of the retired id.
+   */
+  survivingPatient?: { id: string; authority: string | null };
+  /**
    * The case's accession number. When given, the primary's OBR whose OBR-3.1
    * matches is used, and a primary whose OBR-3 holds another accession is
    * refused (the wrong primary report for this case). When the primary's
@@ -136,7 +141,7 @@ export function buildSecondReportOru(input: SecondReportOruInput): string {
 
   const segments = [
     '', // MSH, filled below once we know whether the text is ASCII
-    transcodeSegment(pid, d),
+    withSurvivingPid3(transcodeSegment(pid, d), primary, pid, input.survivingPatient),
     fields('OBR', {
       1: '1',
       2: raw(obr, 2),
@@ -240,6 +245,19 @@ function fields(name: string, values: Record<number, string>): string {
 }
 
 /** A whole segment of the primary, byte for byte when it used the standard delimiters. */
+function withSurvivingPid3(pidText: string, primary: Hl7Message, pid: Segment, survivor: { id: string; authority: string | null } | undefined): string {
+  if (!survivor) return pidText;
+  const carried = primary.repetitions(primary.rawField(pid, 3)).some((rep) => {
+    const c = primary.componentValues(rep);
+    return c[0] === survivor.id && (survivor.authority === null || (c[3] ?? '') === survivor.authority);
+  });
+  if (carried) return pidText;
+  const f = pidText.split('|');
+  while (f.length < 4) f.push('');
+  f[3] = survivor.authority ? `${escapeText(survivor.id)}^^^${escapeText(survivor.authority)}^MR` : escapeText(survivor.id);
+  return f.join('|');
+}
+
 function transcodeSegment(seg: Segment, from: Readonly<Delimiters>): string {
   return [seg.name, ...seg.fields.slice(1).map((f) => transcode(f, from))].join('|');
 }

@@ -11,13 +11,17 @@ import type { SecondReportRow } from './report.table.js';
 import type { CaseRow } from '../cases/case.table.js';
 import { PseudonymKind, resolvePseudonym } from '../forwarding/pseudonym.service.js';
 import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
+import { samePatient, survivingPatientId } from '../studies/reconcile.js';
 
 /** The study's latest final or corrected primary report, as received (raw HL7). */
-async function primaryReportOf(db: Db, studyInstanceUid: string): Promise<{ radiologist_id: string | null; raw: string } | undefined> {
+async function primaryReportOf(
+  db: Db,
+  studyInstanceUid: string,
+): Promise<{ radiologist_id: string | null; patient_id: string | null; patient_id_authority: string | null; raw: string } | undefined> {
   return db
     .selectFrom('report_versions as r')
     .innerJoin('hl7_messages as m', 'm.id', 'r.message_id')
-    .select(['r.radiologist_id', 'm.raw'])
+    .select(['r.radiologist_id', 'r.patient_id', 'r.patient_id_authority', 'm.raw'])
     .where('r.linked_study_uid', '=', studyInstanceUid)
     .where('r.link_state', '=', 'linked')
     .where('r.result_status', 'in', ['F', 'C'])
@@ -96,6 +100,8 @@ export class SecondReportService {
         receivingApplication: this.o.config.writeBack.receivingApplication,
         receivingFacility: this.o.config.writeBack.receivingFacility,
         primaryReport: primary.raw,
+        // Built when sent, so a merge (A40/A34) that happened while the case was open is in the PID.
+        survivingPatient: primary.patient_id ? await survivingPatientId(trx, primary.patient_id, primary.patient_id_authority) : undefined,
         accessionNumber: c.accession_number ?? undefined,
         studyInstanceUid: c.study_instance_uid,
         secondReader: { id: report.reader_id, familyName: family, givenName: given },
@@ -228,17 +234,35 @@ export class SecondReportService {
   }
 
   /**
-   * A second report from the pool's own system over HL7. Its identifiers may
-   * be the pseudonyms the pool was sent: they are mapped back through the
-   * pseudonym table of the destination whose `hl7Sender` is MSH-3, and the
-   * patient id must agree with the study's before anything is stored.
+   * A second report from the pool's own system over HL7. When the pool's
+   * destination de-identifies, every identifier it sends back (PID-3,
+   * accession, StudyInstanceUID) is a pseudonym and must resolve through the
+   * pseudonym map of that destination: one that does not resolve is never
+   * taken as a real identifier, and a report without PID-3 is never matched on
+   * accession alone. Such a report is not applied: it comes back as `held`
+   * (with why) so the message is stored, listed among held messages and answered AR.
    */
-  async applyFromHl7(trx: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string }> {
+  async applyFromHl7(trx: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string } | { held: string; hl7Code: string }> {
     const destination = this.o.config.destinations.find((d) => d.hl7Sender === from.senderApplication);
-    const real = async (kind: string, value: string | null) =>
-      value && destination ? ((await resolvePseudonym(trx, destination.id, kind, value))?.original ?? value) : value;
-    const uid = await real(PseudonymKind.uid, item.studyInstanceUid);
-    const accession = await real(PseudonymKind.accession, item.accessionNumber);
+    const pseudonymous = destination?.deidentify === true;
+    const unresolved: string[] = [];
+    const real = async (kind: string, value: string | null, what: string): Promise<string | null> => {
+      if (!value || !destination) return value;
+      const r = await resolvePseudonym(trx, destination.id, kind, value);
+      if (r) return r.original;
+      if (pseudonymous) {
+        unresolved.push(what);
+        return null;
+      }
+      return value;
+    };
+    if (!from.patient.id) return { held: 'patient-id-missing: the second report has no PID-3 to check against the study', hl7Code: '101' };
+    const uid = await real(PseudonymKind.uid, item.studyInstanceUid, 'StudyInstanceUID');
+    const accession = await real(PseudonymKind.accession, item.accessionNumber, 'accession number');
+    const patientId = await real(PseudonymKind.patientId, from.patient.id, 'patient id (PID-3)');
+    if (unresolved.length > 0) {
+      return { held: `unresolved pseudonym: the ${unresolved.join(', ')} sent back matches nothing this gateway sent to ${destination!.id}`, hl7Code: '204' };
+    }
     let study = uid ? await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('study_instance_uid', '=', uid).executeTakeFirst() : undefined;
     if (!study && accession) {
       const rows = await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('accession_number', '=', accession).limit(2).execute();
@@ -246,8 +270,9 @@ export class SecondReportService {
       study = rows[0];
     }
     if (!study) throw new GatewayError(ErrorCode.notFound, 'no study matches this second report (accession / StudyInstanceUID)');
-    const patientId = await real(PseudonymKind.patientId, from.patient.id);
-    if (patientId && study.patient_id && patientId !== study.patient_id) {
+    if (!study.patient_id) return { held: 'patient-id-missing: the study has no patient id to check the second report against', hl7Code: '101' };
+    // The pool knows the patient under the id it was sent; an A40/A34 since then may have moved the study to the survivor.
+    if (!patientId || !(await samePatient(trx, patientId, study.patient_id))) {
       throw new GatewayError(ErrorCode.conflict, 'the patient id of this second report differs from its study');
     }
     const c = await trx

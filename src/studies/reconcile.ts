@@ -17,9 +17,56 @@ import { param, precompiled } from '../hl7/precompiled.js';
 export interface LinkRequest {
   accessionNumber: string | null;
   studyInstanceUid: string | null;
+  /** The selected patient id (PID-3 repetition of the configured authority, else the first). */
   patientId: string | null;
+  patientAuthority?: string | null;
+  /** Every identifier the item carries (all PID-3 repetitions); when absent, just patientId with patientAuthority. */
+  patientIds?: readonly PatientKey[];
   /** When deciding for an existing order, its own row does not count as "the order with the same accession". */
   excludeOrderId?: string;
+  /**
+   * The item is an order from the RIS naming both its accession and the StudyInstanceUID: that pairing is
+   * the RIS's own statement, so a study that carries another accession of the same grouped procedure links.
+   */
+  isOrder?: boolean;
+}
+
+/** A patient id with its assigning authority (HL7 CX.4, DICOM Issuer of Patient ID); null: none given. */
+export interface PatientKey {
+  id: string;
+  authority: string | null;
+}
+
+/**
+ * Identifiers from a stored JSON list (`[{id, authority|issuer, type}]`: orders' PID-3 repetitions,
+ * studies' Other Patient IDs) plus the row's own id and authority, first, without repeats.
+ */
+export function patientKeys(id: string | null, authority: string | null, listJson?: string | null): PatientKey[] {
+  const out: PatientKey[] = [];
+  const add = (k: PatientKey) => {
+    if (!out.some((o) => o.id === k.id && o.authority === k.authority)) out.push(k);
+  };
+  if (id) add({ id, authority: authority || null });
+  if (listJson) {
+    try {
+      const v: unknown = JSON.parse(listJson);
+      if (Array.isArray(v)) {
+        for (const e of v as { id?: unknown; authority?: unknown; issuer?: unknown }[]) {
+          if (typeof e?.id !== 'string' || e.id === '') continue;
+          const a = typeof e.authority === 'string' ? e.authority : typeof e.issuer === 'string' ? e.issuer : null;
+          add({ id: e.id, authority: a || null });
+        }
+      }
+    } catch {
+      // A list we cannot read adds nothing; the row's own id still counts.
+    }
+  }
+  return out;
+}
+
+function requestKeys(req: LinkRequest): PatientKey[] {
+  if (req.patientIds && req.patientIds.length > 0) return [...req.patientIds];
+  return req.patientId ? [{ id: req.patientId, authority: req.patientAuthority ?? null }] : [];
 }
 
 export type LinkDecision =
@@ -28,27 +75,51 @@ export type LinkDecision =
   | { state: typeof LinkState.held; reason: string };
 
 const linkTables = ['orders', 'report_versions', 'ai_results'] as const;
+
+/** Hold reason (prefix) of a report with an OBX-11 W observation. */
+export const WRONG_PATIENT_RESULT = 'wrong-patient-result';
 type LinkTable = (typeof linkTables)[number];
 
 // The linking look-ups run for every order, report and AI result: built once (precompiled.ts).
-const mergeSuccessorQ = precompiled<{ prior: string }, { patient_id: string }>((db) =>
-  db.selectFrom('patient_merges').select('patient_id').where('prior_patient_id', '=', param('prior')).orderBy('applied_at', 'desc').orderBy('id', 'desc').limit(1),
+const mergeSuccessorsQ = precompiled<{ prior: string }, { patient_id: string; authority: string | null; prior_authority: string | null }>((db) =>
+  db
+    .selectFrom('patient_merges')
+    .select(['patient_id', 'authority', 'prior_authority'])
+    .where('prior_patient_id', '=', param('prior'))
+    .orderBy('applied_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(20),
 );
-type OrderKeys = { id: string; accession_number: string | null; study_instance_uid: string | null; patient_id: string | null };
+type OrderKeys = {
+  id: string;
+  accession_number: string | null;
+  study_instance_uid: string | null;
+  patient_id: string | null;
+  patient_id_authority: string | null;
+  patient_identifiers: string | null;
+};
+const orderKeyColumns = ['id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'] as const;
 const ordersWith = (column: 'accession_number' | 'study_instance_uid', excluding: boolean) =>
   precompiled<{ key: string; exclude?: string }, OrderKeys>((db) => {
     const q = db
       .selectFrom('orders')
-      .select(['id', 'accession_number', 'study_instance_uid', 'patient_id'])
+      .select(orderKeyColumns)
       .where('link_state', '<>', LinkState.held)
       .where(column, '=', param('key'));
     return excluding ? q.where('id', '<>', param('exclude')) : q;
   });
 const ordersByStudyUidQ = ordersWith('study_instance_uid', false);
 const ordersByStudyUidExcludingQ = ordersWith('study_instance_uid', true);
-type StudyKeys = { study_instance_uid: string; accession_number: string | null; patient_id: string | null };
+type StudyKeys = {
+  study_instance_uid: string;
+  accession_number: string | null;
+  patient_id: string | null;
+  issuer_of_patient_id: string | null;
+  other_patient_ids: string | null;
+};
+const studyKeyColumns = ['study_instance_uid', 'accession_number', 'patient_id', 'issuer_of_patient_id', 'other_patient_ids'] as const;
 const studiesByAccessionQ = precompiled<{ accession: string }, StudyKeys>((db) =>
-  db.selectFrom('studies').select(['study_instance_uid', 'accession_number', 'patient_id']).where('accession_number', '=', param('accession')).limit(10),
+  db.selectFrom('studies').select(studyKeyColumns).where('accession_number', '=', param('accession')).limit(10),
 );
 /**
  * With an accession number (almost always), the orders and the studies that
@@ -59,40 +130,108 @@ const ordersAndStudiesWith = (excluding: boolean) =>
   precompiled<{ accession: string; exclude?: string }, OrderKeys & { source: 'order' | 'study' }>((db) => {
     let orders = db
       .selectFrom('orders')
-      .select([sql.lit('order').as('source'), 'id', 'accession_number', 'study_instance_uid', 'patient_id'])
+      .select([sql.lit('order').as('source'), ...orderKeyColumns])
       .where('link_state', '<>', LinkState.held)
       .where('accession_number', '=', param('accession'));
     if (excluding) orders = orders.where('id', '<>', param('exclude'));
     // A compound SELECT takes LIMIT only on the whole, hence the subquery (same limit as studiesByAccessionQ).
     const studies = db
       .selectFrom((eb) =>
-        eb.selectFrom('studies').select(['study_instance_uid', 'accession_number', 'patient_id']).where('accession_number', '=', param('accession')).limit(10).as('s'),
+        eb.selectFrom('studies').select(studyKeyColumns).where('accession_number', '=', param('accession')).limit(10).as('s'),
       )
-      .select([sql.lit('study').as('source'), sql<string>`null`.as('id'), 's.accession_number', 's.study_instance_uid', 's.patient_id']);
+      // The study's issuer and other ids ride in the order columns' places (same shape for the UNION).
+      .select([
+        sql.lit('study').as('source'),
+        sql<string>`null`.as('id'),
+        's.accession_number',
+        's.study_instance_uid',
+        's.patient_id',
+        's.issuer_of_patient_id as patient_id_authority',
+        's.other_patient_ids as patient_identifiers',
+      ]);
     return orders.unionAll(studies as never);
   });
 const ordersAndStudiesByAccessionQ = ordersAndStudiesWith(false);
 const ordersAndStudiesByAccessionExcludingQ = ordersAndStudiesWith(true);
 const studyByUidQ = precompiled<{ uid: string }, StudyKeys>((db) =>
-  db.selectFrom('studies').select(['study_instance_uid', 'accession_number', 'patient_id']).where('study_instance_uid', '=', param('uid')),
+  db.selectFrom('studies').select(studyKeyColumns).where('study_instance_uid', '=', param('uid')),
 );
 
-/** Follows A40 merges (prior -> surviving id), so an id a merge retired still matches its successor. */
-export async function canonicalPatientId(db: Db, id: string): Promise<string> {
-  let current = id;
-  const seen = new Set<string>([id]);
+/** Two authorities are compatible when they are equal or either is unknown (then the id alone decides). */
+function authoritiesAgree(a: string | null, b: string | null): boolean {
+  return a === null || b === null || a === b;
+}
+
+/**
+ * Follows A40/A34 merges (prior -> surviving id), so an id a merge retired
+ * still matches its successor. A merge whose MRG-1 named an authority retires
+ * that authority's id only.
+ */
+export async function canonicalPatient(db: Db, key: PatientKey): Promise<PatientKey> {
+  let current = key;
+  const seen = new Set<string>([`${key.id}\u0000${key.authority ?? ''}`]);
   for (let hop = 0; hop < 8; hop++) {
-    const next = (await mergeSuccessorQ(db, { prior: current })).rows[0];
-    if (!next || seen.has(next.patient_id)) break;
-    current = next.patient_id;
-    seen.add(current);
+    const merges = (await mergeSuccessorsQ(db, { prior: current.id })).rows;
+    const next = merges.find((m) => authoritiesAgree(m.prior_authority, current.authority));
+    if (!next) break;
+    const k: PatientKey = { id: next.patient_id, authority: next.authority ?? current.authority };
+    const tag = `${k.id}\u0000${k.authority ?? ''}`;
+    if (seen.has(tag)) break;
+    seen.add(tag);
+    current = k;
   }
   return current;
+}
+
+/**
+ * The identifier a patient is known by now, after A40/A34 merges: the
+ * write-back's PID carries it, not an id the RIS has retired.
+ */
+export async function survivingPatientId(db: Db, id: string, authority: string | null): Promise<PatientKey> {
+  return canonicalPatient(db, { id, authority });
+}
+
+export async function canonicalPatientId(db: Db, id: string): Promise<string> {
+  return (await canonicalPatient(db, { id, authority: null })).id;
 }
 
 export async function samePatient(db: Db, a: string, b: string): Promise<boolean> {
   if (a === b) return true;
   return (await canonicalPatientId(db, a)) === (await canonicalPatientId(db, b));
+}
+
+/**
+ * Identity with its authority: two sets of identifiers (after merges) name the
+ * same patient when some pair is equal in id and, where both carry an
+ * authority, in authority; and no authority both sides use gives them
+ * different ids there (MRN 1 at HOSP and MRN 2 at HOSP are two patients, even
+ * if they share another number). The same id under two different authorities
+ * is two patients. When one side has no authority, the id alone is compared.
+ */
+export async function identityMatch(db: Db, a: readonly PatientKey[], b: readonly PatientKey[]): Promise<{ match: true } | { match: false; detail: string }> {
+  // As sent first (no query: the common case on the hot path); merges only when that does not match.
+  const direct = compareIdentity(a, b);
+  if (direct.match) return direct;
+  const ca = await Promise.all(a.map((k) => canonicalPatient(db, k)));
+  const cb = await Promise.all(b.map((k) => canonicalPatient(db, k)));
+  return compareIdentity(ca, cb);
+}
+
+function compareIdentity(a: readonly PatientKey[], b: readonly PatientKey[]): { match: true } | { match: false; detail: string } {
+  for (const x of a) {
+    if (x.authority === null) continue;
+    const theirs = b.filter((y) => y.authority === x.authority);
+    if (theirs.length > 0 && !theirs.some((y) => a.some((o) => o.authority === x.authority && o.id === y.id))) return { match: false, detail: '' };
+  }
+  let sameIdOtherAuthority = false;
+  for (const x of a) {
+    for (const y of b) {
+      if (x.id !== y.id) continue;
+      if (authoritiesAgree(x.authority, y.authority)) return { match: true };
+      sameIdOtherAuthority = true;
+    }
+  }
+  return { match: false, detail: sameIdOtherAuthority ? ' (the same id under another assigning authority is another patient)' : '' };
 }
 
 /**
@@ -103,6 +242,10 @@ export async function samePatient(db: Db, a: string, b: string): Promise<boolean
 export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision> {
   let accession = req.accessionNumber;
   let uid = req.studyInstanceUid;
+  const reqKeys = requestKeys(req);
+  // Orders that pair this accession with a StudyInstanceUID: the RIS's word that they belong together (grouped procedures).
+  const pairs: { accession: string; uid: string }[] = [];
+  if (req.isOrder && req.accessionNumber && req.studyInstanceUid) pairs.push({ accession: req.accessionNumber, uid: req.studyInstanceUid });
 
   // Studies with the accession the request names (fetched with the orders); the accession below never differs from it.
   let studiesWithAccession: StudyKeys[] | undefined;
@@ -113,24 +256,35 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
       const q = req.excludeOrderId ? ordersAndStudiesByAccessionExcludingQ : ordersAndStudiesByAccessionQ;
       const rows = (await q(db, { accession, exclude: req.excludeOrderId })).rows;
       orders = rows.filter((r) => r.source === 'order');
-      studiesWithAccession = rows.filter((r) => r.source === 'study') as StudyKeys[];
+      studiesWithAccession = rows
+        .filter((r) => r.source === 'study')
+        .map((r) => ({
+          study_instance_uid: r.study_instance_uid!,
+          accession_number: r.accession_number,
+          patient_id: r.patient_id,
+          issuer_of_patient_id: r.patient_id_authority,
+          other_patient_ids: r.patient_identifiers,
+        }));
     } else {
       const q = req.excludeOrderId ? ordersByStudyUidExcludingQ : ordersByStudyUidQ;
       orders = (await q(db, { key: uid!, exclude: req.excludeOrderId })).rows;
     }
     for (const o of orders) {
-      if (req.patientId && o.patient_id && !(await samePatient(db, req.patientId, o.patient_id))) {
-        return { state: LinkState.held, reason: 'patient id differs from the order with the same accession number' };
+      const orderKeys = patientKeys(o.patient_id, o.patient_id_authority, o.patient_identifiers);
+      if (reqKeys.length > 0 && orderKeys.length > 0) {
+        const m = await identityMatch(db, reqKeys, orderKeys);
+        if (!m.match) return { state: LinkState.held, reason: `patient id differs from the order with the same accession number${m.detail}` };
       }
       if (accession && uid && o.study_instance_uid && o.study_instance_uid !== uid) {
         return { state: LinkState.held, reason: 'StudyInstanceUID differs from the order with the same accession number' };
       }
+      if (o.accession_number && o.study_instance_uid) pairs.push({ accession: o.accession_number, uid: o.study_instance_uid });
       uid ??= o.study_instance_uid;
       accession ??= o.accession_number;
     }
   }
 
-  let study: { study_instance_uid: string; accession_number: string | null; patient_id: string | null } | undefined;
+  let study: StudyKeys | undefined;
   if (accession) {
     const byAccession = studiesWithAccession ?? (await studiesByAccessionQ(db, { accession })).rows;
     if (byAccession.length > 1) {
@@ -145,18 +299,19 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
   }
   if (!study && uid) {
     study = (await studyByUidQ(db, { uid })).rows[0];
-    if (study && accession && study.accession_number && study.accession_number !== accession) {
+    const s = study;
+    if (s && accession && s.accession_number && s.accession_number !== accession && !pairs.some((p) => p.accession === accession && p.uid === s.study_instance_uid)) {
       return { state: LinkState.held, reason: 'the study with this StudyInstanceUID has a different accession number' };
     }
   }
   if (!study) return { state: LinkState.pending };
 
-  if (study.patient_id) {
-    if (!req.patientId) return { state: LinkState.held, reason: 'message has no patient id (PID-3) to check against the study' };
-    if (!(await samePatient(db, req.patientId, study.patient_id))) {
-      return { state: LinkState.held, reason: "patient id differs from the study's patient id" };
-    }
-  }
+  // Never on accession / StudyInstanceUID alone: both sides must name the patient, and agree.
+  const studyKeys = patientKeys(study.patient_id, study.issuer_of_patient_id, study.other_patient_ids);
+  if (studyKeys.length === 0) return { state: LinkState.held, reason: 'patient-id-missing: the study has no patient id to check against' };
+  if (reqKeys.length === 0) return { state: LinkState.held, reason: 'patient-id-missing: message has no patient id (PID-3) to check against the study' };
+  const m = await identityMatch(db, reqKeys, studyKeys);
+  if (!m.match) return { state: LinkState.held, reason: `patient id differs from the study's patient id${m.detail}` };
   return { state: LinkState.linked, studyInstanceUid: study.study_instance_uid };
 }
 
@@ -201,7 +356,7 @@ export async function linkPendingForStudy(db: Db, studyInstanceUid: string, now:
   for (const table of linkTables) {
     const rows = await db
       .selectFrom(table)
-      .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id'])
+      .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'])
       .where('link_state', '=', LinkState.pending)
       .where((eb) => {
         const ors = [eb('study_instance_uid', '=', studyInstanceUid)];
@@ -224,9 +379,11 @@ export async function reconsiderHeldForPatient(db: Db, patientId: string, now: s
   for (const table of linkTables) {
     const rows = await db
       .selectFrom(table)
-      .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id'])
+      .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'])
       .where('link_state', '=', LinkState.held)
       .where('patient_id', '=', patientId)
+      // A result the sender itself marked wrong-patient (OBX-11 W) stays held whatever a merge says.
+      .where((eb) => eb.or([eb('hold_reason', 'is', null), eb('hold_reason', 'not like', `${WRONG_PATIENT_RESULT}%`)]))
       .orderBy('id')
       .execute();
     await redecide(db, table, rows, LinkState.held, now, result);
@@ -241,7 +398,15 @@ export async function reconsiderHeldForPatient(db: Db, patientId: string, now: s
 async function redecide(
   db: Db,
   table: LinkTable,
-  rows: readonly { id: string; message_id: string; accession_number: string | null; study_instance_uid: string | null; patient_id: string | null }[],
+  rows: readonly {
+    id: string;
+    message_id: string;
+    accession_number: string | null;
+    study_instance_uid: string | null;
+    patient_id: string | null;
+    patient_id_authority: string | null;
+    patient_identifiers: string | null;
+  }[],
   unchanged: LinkState,
   now: string,
   result: ReconcileResult,
@@ -251,7 +416,9 @@ async function redecide(
       accessionNumber: row.accession_number,
       studyInstanceUid: row.study_instance_uid,
       patientId: row.patient_id,
+      patientIds: patientKeys(row.patient_id, row.patient_id_authority, row.patient_identifiers),
       excludeOrderId: table === 'orders' ? row.id : undefined,
+      isOrder: table === 'orders',
     });
     if (d.state === unchanged) continue;
     await setLink(db, table, row.id, d, now);

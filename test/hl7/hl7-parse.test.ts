@@ -22,7 +22,14 @@ describe('HL7 parsing into domain events', () => {
       expect(h).to.include({ messageType: 'ORM', triggerEvent: 'O01', version: '2.3', controlId: 'ORM1', sendingApplication: 'RIS', sendingFacility: 'HOSP' });
       const e = parse(text);
       if (e.kind !== 'order') throw new Error(e.kind);
-      expect(e.patient).to.deep.equal({ id: 'MRN1001', authority: 'HOSP' });
+      expect(e.patient).to.deep.equal({
+        id: 'MRN1001',
+        authority: 'HOSP',
+        identifiers: [
+          { id: 'MRN1001', authority: 'HOSP', type: 'MR' },
+          { id: '9434765919', authority: 'NHS', type: 'NH' },
+        ],
+      });
       const o = e.items[0]!;
       expect(o).to.include({
         accessionNumber: 'A100',
@@ -69,9 +76,10 @@ describe('HL7 parsing into domain events', () => {
 
     it('picks the PID-3 repetition of the configured assigning authority', () => {
       const e = parse(ormO01(), { mapping: { ...mapping, patientIdAuthority: 'NHS' } });
-      expect(e.kind === 'order' && e.patient).to.deep.equal({ id: '9434765919', authority: 'NHS' });
+      expect(e.kind === 'order' && e.patient).to.include({ id: '9434765919', authority: 'NHS' });
+      // No repetition of that authority: the first is selected (matching still compares every repetition with its authority).
       const none = parse(ormO01(), { mapping: { ...mapping, patientIdAuthority: 'ELSEWHERE' } });
-      expect(none.kind === 'order' && none.patient.id).to.equal(null);
+      expect(none.kind === 'order' && none.patient).to.include({ id: 'MRN1001', authority: 'HOSP' });
     });
 
     it('rejects an order it could never link', () => {
@@ -101,6 +109,31 @@ describe('HL7 parsing into domain events', () => {
       expect(r.reasonForStudy).to.deep.equal([]);
       expect(r.diagnoses).to.deep.equal([]);
       expect(r.studyInstanceUid).to.equal(null);
+    });
+
+    it('leaves OBX-11 W (wrong patient) and D (deleted) out of the text, keeps NTE after the OBR in order, and flags W', () => {
+      const text = [
+        'MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|20260301||ORU^R01^ORU_R01|R7|P|2.5.1',
+        'PID|1||MRN7^^^HOSP^MR||DOE^JOHN',
+        'NTE|1|L|Patient-level note, not report text',
+        seg('OBR', { 1: '1', 3: 'ACC7', 4: 'CTHEAD^CT Head^L', 25: 'C' }),
+        'NTE|1|L|Technique: non-contrast.',
+        seg('OBX', { 1: '1', 2: 'TX', 3: 'FND^Findings^L', 5: 'Kept finding', 11: 'C' }),
+        seg('OBX', { 1: '2', 2: 'TX', 3: 'FND^Findings^L', 5: 'Deleted finding', 11: 'D' }),
+        'NTE|2|L|Comment on the finding.',
+        seg('OBX', { 1: '3', 2: 'TX', 3: 'FND^Findings^L', 5: 'Wrong patient finding', 11: 'W' }),
+      ].join('\r');
+      const e = parse(text);
+      if (e.kind !== 'report') throw new Error(e.kind);
+      expect(e.items[0]!.text).to.equal('Technique: non-contrast.\nKept finding\nComment on the finding.');
+      expect(e.items[0]!.wrongPatient).to.equal(true);
+      const clean = parse(text.replace(/\|W$/m, '|F'));
+      expect(clean.kind === 'report' && clean.items[0]!.wrongPatient).to.equal(false);
+    });
+
+    it('reads ADT^A34 (merge patient id only) like A40', () => {
+      const e = parse(adtA40({ patientId: 'NEW2', priorPatientId: 'OLD2' }).replace('ADT^A40', 'ADT^A34'));
+      expect(e.kind).to.equal('patient-merge');
     });
 
     it('reads procedure, reason, diagnoses, StudyInstanceUID (ZDS-1) and status from a 2.5.1 report', () => {
@@ -182,7 +215,15 @@ describe('HL7 parsing into domain events', () => {
   describe('ADT^A40 patient merge', () => {
     it('reads the surviving id (PID-3) and the prior id (MRG-1)', () => {
       const e = parse(adtA40({ patientId: 'NEW1', priorPatientId: 'OLD1' }));
-      expect(e).to.deep.equal({ kind: 'patient-merge', items: [{ patient: { id: 'NEW1', authority: 'HOSP' }, prior: { id: 'OLD1', authority: 'HOSP' } }] });
+      expect(e).to.deep.equal({
+        kind: 'patient-merge',
+        items: [
+          {
+            patient: { id: 'NEW1', authority: 'HOSP', identifiers: [{ id: 'NEW1', authority: 'HOSP', type: 'MR' }] },
+            prior: { id: 'OLD1', authority: 'HOSP', identifiers: [{ id: 'OLD1', authority: 'HOSP', type: 'MR' }] },
+          },
+        ],
+      });
     });
 
     it('rejects an A40 without MRG', () => {

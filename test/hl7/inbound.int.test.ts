@@ -292,13 +292,21 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
     const before = { reports: await count('report_versions'), study: await study('1.2.3.130') };
     const again = await peer.send(text);
     expect(again).to.include({ code: 'AA', ackedControlId: 'DUP1' });
-    // Same control id, different content: still a duplicate (the sender's key says so), still not applied.
-    expect((await peer.send(oruR01({ controlId: 'DUP1', accession: 'ACC130' }, { status: 'C', lines: ['changed'] }))).code).to.equal('AA');
+    // Same control id, other content (a RIS whose counter was reset): AR with ERR, kept as a held message, not applied.
+    const reused = await peer.send(oruR01({ controlId: 'DUP1', accession: 'ACC130' }, { status: 'C', lines: ['changed'] }));
+    expect(reused).to.include({ code: 'AR', ackedControlId: 'DUP1' });
+    expect(reused.err?.[3]).to.match(/^205\^Duplicate key identifier/);
+    expect(reused.err?.[8]).to.match(/control id reused with other content/);
     expect(await count('report_versions')).to.equal(before.reports);
     expect(await study('1.2.3.130')).to.deep.equal(before.study);
     const rows = await messageRow('DUP1');
-    expect(rows.map((r) => r.status)).to.deep.equal(['applied', 'duplicate', 'duplicate']);
-    expect(rows[2]!.reason).to.match(/content differs/);
+    expect(rows.map((r) => r.status)).to.deep.equal(['applied', 'duplicate', 'held']);
+    expect(rows[2]!.reason).to.match(/control id reused with other content/);
+    const held = (await api('/messages?status=held')).body['items'] as Record<string, unknown>[];
+    expect(held.map((m) => m['controlId'])).to.include('DUP1');
+    // The same bytes again, only MSH-7 (message time) refreshed: still the same content, AA.
+    expect((await peer.send(text.replace(/^(MSH(?:\|[^|\r]*){5}\|)\d+/, '$1' + '20991231235959'))).code).to.equal('AA');
+    expect((await messageRow('DUP1')).map((r) => r.status)).to.deep.equal(['applied', 'duplicate', 'held', 'duplicate']);
     // Another sender may reuse the number: not a duplicate.
     expect((await peer.send(oruR01({ controlId: 'DUP1', accession: 'ACC130', sendingFacility: 'OTHERHOSP' }))).code).to.equal('AA');
     expect(await count('report_versions')).to.equal(before.reports + 1);

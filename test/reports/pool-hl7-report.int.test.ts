@@ -7,7 +7,7 @@ import { Hl7Message } from '../../src/hl7/hl7-message.js';
 import { storeFiles } from '../helpers/dicom-peers.js';
 import { eventually } from '../helpers/eventually.js';
 import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
-import { oruR01, ormO01, seg } from '../helpers/hl7-samples.js';
+import { adtA40, oruR01, ormO01, seg } from '../helpers/hl7-samples.js';
 import { PoolScp } from '../helpers/pool-scp.js';
 import { TestRis } from '../helpers/test-ris.js';
 import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
@@ -90,6 +90,17 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
     expect(wrongPatient.code).to.equal('AR');
     const unknown = await hl7.send(poolOru({ controlId: 'P00', patientId: seen.patient_id!, accession: 'NOPE', studyUid: '1.2.3.4.5.6.7', score: '1', lines: ['x'] }));
     expect(unknown.code).to.equal('AR');
+    // Neither is taken as a real identifier: both are stored and listed among held messages, with why.
+    const held = (await api('/api/messages?status=held'))['items'] as { controlId: string; reason: string }[];
+    expect(held.find((m) => m.controlId === 'P0')?.reason).to.match(/^unresolved pseudonym: the patient id \(PID-3\)/);
+    expect(held.find((m) => m.controlId === 'P00')?.reason).to.match(/^unresolved pseudonym: the StudyInstanceUID, accession number/);
+    // Without PID-3 the report is never matched on accession alone.
+    const noPid = await hl7.send(
+      poolOru({ controlId: 'P0000', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '1', lines: ['x'] }).replace(/^PID\|1\|\|[^|]*\|/m, 'PID|1|||'),
+    );
+    expect(noPid.code).to.equal('AR');
+    expect(noPid.err?.[8]).to.match(/patient-id-missing/);
+    expect(((await api('/api/messages?status=held'))['items'] as { controlId: string }[]).map((m) => m.controlId)).to.include('P0000');
     const badScore = await hl7.send(poolOru({ controlId: 'P000', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '5', lines: ['x'] }));
     expect(badScore.code).to.equal('AR');
 
@@ -115,5 +126,32 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
     );
     expect(dup.code).to.equal('AA');
     expect(((await api(`/api/cases/${caseId}`))['secondReport'] as { versions: number }).versions).to.equal(1);
+  });
+
+  it('an ADT^A40 while the case is open: the pool report (under the old pseudonym) links, and the write-back PID carries the surviving id', async () => {
+    const study = generateStudy(path.join(tmp.dir, 's2'), { instances: 2, series: 1, rows: 32, columns: 32, accessionNumber: 'ACC-REAL-2', patientId: 'MRN-REAL-2' });
+    const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
+    await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    await stable;
+    for (const m of [ormO01({ accession: 'ACC-REAL-2', patientId: 'MRN-REAL-2', controlId: 'O2' }), oruR01({ accession: 'ACC-REAL-2', patientId: 'MRN-REAL-2', controlId: 'R2' })]) {
+      expect((await hl7.send(m)).code).to.equal('AA');
+    }
+    const caseId = await eventually(async () => ((await api(`/api/studies/${study.studyInstanceUid}`))['caseId'] as string | null) ?? undefined, 'the case');
+    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read') || undefined, 'delivery');
+    const pseudo = async (kind: string) =>
+      (await gw.db.selectFrom('pseudonyms').select('pseudonym').where('study_instance_uid', '=', study.studyInstanceUid).where('kind', '=', kind).executeTakeFirstOrThrow()).pseudonym;
+
+    // The hospital's MPI merges MRN-REAL-2 into MRN-MERGED-2 (same authority) while the pool is reading.
+    expect((await hl7.send(adtA40({ controlId: 'MRG2', patientId: 'MRN-MERGED-2', priorPatientId: 'MRN-REAL-2' }))).code).to.equal('AA');
+    expect((await api(`/api/studies/${study.studyInstanceUid}`))['patientId']).to.equal('MRN-MERGED-2');
+
+    const ack = await hl7.send(
+      poolOru({ controlId: 'P2', patientId: await pseudo('patient-id'), accession: await pseudo('accession'), studyUid: await pseudo('uid'), score: '1', lines: ['Agree with the primary report.'] }),
+    );
+    expect(ack.code, ack.text).to.equal('AA');
+    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'written-back') || undefined, 'the write-back');
+    const oru = Hl7Message.parse(ris.received.filter((m) => m.includes('ORU^R01') && m.includes('ACC-REAL-2')).at(-1)!);
+    expect(oru.get('PID-3.1')).to.equal('MRN-MERGED-2');
+    expect(oru.get('PID-3.4')).to.equal('HOSP');
   });
 });

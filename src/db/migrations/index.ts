@@ -6,6 +6,7 @@ import * as m005 from './005-readers-reports.js';
 import * as m006 from './006-instances-claims.js';
 import * as m007 from './007-identity-holds.js';
 import * as m009 from './009-instance-versions.js';
+import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
 
 /**
@@ -21,5 +22,6 @@ export const migrations = {
   '006-instances-claims': m006,
   '007-identity-holds': m007,
   '009-instance-versions': m009,
+  '010-hl7-identity': m010,
   '011-case-lifecycle': m011,
 };
