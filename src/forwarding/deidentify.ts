@@ -28,10 +28,15 @@
  * `resolveCombined` below; every choice keeps the result conformant for those
  * IODs without keeping more than the standard allows.
  */
+import { open, type FileHandle } from 'node:fs/promises';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import dcmjs, { type DicomDataDict, type DicomElement } from 'dcmjs';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { basicProfile, type ProfileRow } from './deidentify-profile.js';
+import { instanceRisk, riskInputFromDataset, type InstanceRisk } from './instance-risk.js';
+import { identifiersFromDataset, KnownIdentifiers } from './known-identifiers.js';
+import { verifyDeidentified, type VerifyResult } from './phi-verifier.js';
+import { scrubText } from './text-scrubber.js';
 
 const { DicomDict, DicomMessage } = dcmjs.data;
 
@@ -56,6 +61,20 @@ export interface DeidentifyOptions {
    * Their private creator elements are kept with them. Default: none.
    */
   safePrivateTags?: string[];
+  /**
+   * Clean Structured Content Option: SR content items are cleaned (TEXT and
+   * free-text code meanings scrubbed of known identifiers and dates, dates
+   * shifted or dummied like the rest, names removed) instead of replaced by
+   * dummies, and 113104 is recorded. Default: replaced.
+   */
+  cleanStructuredContent?: boolean;
+  /**
+   * A person released this instance after review: an Encapsulated Document
+   * (0042,0011) is copied. Without it, de-identifying one is refused.
+   */
+  releasedByReviewer?: boolean;
+  /** Identifiers from outside the file (HL7 order, reports) to scrub and verify, besides those read from the file itself. */
+  knownIdentifiers?: KnownIdentifiers;
 }
 
 export interface DeidentifyResult {
@@ -63,6 +82,27 @@ export interface DeidentifyResult {
   /** original -> replacement for every UID replaced */
   uids: Map<string, string>;
   burnedInAnnotation: 'YES' | 'NO' | null;
+  sopClassUid: string;
+  /** The replacement SOP Instance UID. */
+  sopInstanceUid: string;
+  /** Why the SOURCE instance must not go out de-identified without a person's release (instance-risk.ts), or null. */
+  risk: InstanceRisk | null;
+  /** The identifiers read from the source (plus `options.knownIdentifiers`). */
+  identifiers: KnownIdentifiers;
+  /** `verifyDeidentified` of the output with those identifiers: send only when clean. */
+  verification: VerifyResult;
+}
+
+/** `deidentifyFile`: the new file is `prefix` followed by the source file's bytes [pixel.start, pixel.end). */
+export interface DeidentifyFileResult extends Omit<DeidentifyResult, 'bytes'> {
+  /** Meta + de-identified dataset up to (not including) the Pixel Data element; the whole new file when `pixel` is null. */
+  prefix: Buffer;
+  /** Byte range of the SOURCE file holding the top-level pixel data element(s), tag to end, copied unchanged; null when there is none or the file was handled in memory. */
+  pixel: { start: number; end: number } | null;
+  /** Length of the new file: prefix + (pixel.end - pixel.start). */
+  totalLength: number;
+  /** True when the file was read whole (deflated transfer syntax: it cannot be split). */
+  inMemory: boolean;
 }
 
 export const TransferSyntax = {
@@ -86,37 +126,208 @@ export const DeidentificationCodes = {
   },
   patientCharacteristics: { value: '113108', meaning: 'Retain Patient Characteristics Option', text: 'Retain Patient Characteristics Option' },
   safePrivate: { value: '113111', meaning: 'Retain Safe Private Option', text: 'Retain Safe Private Option' },
+  cleanStructuredContent: { value: '113104', meaning: 'Clean Structured Content Option', text: 'Clean Structured Content Option' },
 } as const;
 
 /** Input: a complete Part 10 file as stored by the gateway. Output: a new Part 10 file. */
 export function deidentifyPart10(file: Buffer, pseudonyms: PseudonymSource, options: DeidentifyOptions): DeidentifyResult {
-  const safeRules = parseSafePrivateTags(options.safePrivateTags ?? []);
   const meta = readMeta(file);
   const ts = meta.transferSyntaxUid;
-  if (ts === TransferSyntax.explicitBe) {
-    throw new GatewayError(ErrorCode.unsupported, 'de-identification of explicit VR big endian files is not supported (retired transfer syntax)');
-  }
+  refuseBigEndian(ts);
   const deflated = ts === TransferSyntax.deflate;
   let dataset = file.subarray(meta.end);
-  if (deflated) {
-    try {
-      dataset = inflateRawSync(dataset);
-    } catch (cause) {
-      throw new GatewayError(ErrorCode.unreadableData, 'deflated dataset cannot be inflated', { cause });
-    }
-  }
-  // Every other syntax (native LE, and every encapsulated one) encodes the dataset in explicit VR little endian.
+  if (deflated) dataset = inflate(dataset);
   const explicit = ts !== TransferSyntax.implicitLe;
-  const parseSyntax = explicit ? TransferSyntax.explicitLe : TransferSyntax.implicitLe;
-
   const top = walkTopLevel(dataset, explicit);
   const split = splitAtPixelData(top, dataset.length);
   const pixelBytes = dataset.subarray(split.pixelStart, split.pixelEnd);
 
-  const source = parseHeader(dataset.subarray(0, split.pixelStart), parseSyntax);
+  const h = deidentifyHeader(meta, dataset.subarray(0, split.pixelStart), pseudonyms, options);
+  let datasetOut = Buffer.concat([h.headerOut, pixelBytes]);
+  verifyOutput(datasetOut, explicit, h.headerOut.length, pixelBytes);
+  if (deflated) datasetOut = deflateRawSync(datasetOut);
+  const bytes = Buffer.concat([h.metaOut, datasetOut]);
+  return { ...h.result, bytes, verification: verifyDeidentified(bytes, h.result.identifiers, { producedUids: h.result.uids.values() }) };
+}
+
+export interface DeidentifyFileLimits {
+  /** Largest header part (everything before Pixel Data, or the whole dataset without pixels) read into memory. Default 64 MiB. */
+  maxHeaderBytes?: number;
+  /** Largest deflated file (read whole). Default 256 MiB. */
+  maxDeflatedBytes?: number;
+}
+
+/**
+ * The streaming entry point: reads only the header part of the file at `path`
+ * (up to the Pixel Data element, bounded by `limits.maxHeaderBytes`) and the
+ * item headers of encapsulated pixel data, never the pixel values. The sender
+ * writes `prefix` then the source bytes [pixel.start, pixel.end): the same
+ * bytes `deidentifyPart10` returns for the whole file. Elements after the pixel
+ * data (Data Set Trailing Padding, Digital Signatures, private groups) are
+ * dropped, as there. Deflated files are handled in memory (`inMemory`).
+ */
+export async function deidentifyFile(
+  path: string,
+  pseudonyms: PseudonymSource,
+  options: DeidentifyOptions,
+  limits: DeidentifyFileLimits = {},
+): Promise<DeidentifyFileResult> {
+  const maxHeader = limits.maxHeaderBytes ?? 64 * 1024 * 1024;
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    let buf = await readAt(fh, 0, Math.min(size, 64 * 1024));
+    const meta = readMeta(buf);
+    const ts = meta.transferSyntaxUid;
+    refuseBigEndian(ts);
+    if (ts === TransferSyntax.deflate) {
+      if (size > (limits.maxDeflatedBytes ?? 256 * 1024 * 1024)) throw new GatewayError(ErrorCode.unsupported, 'deflated file too large to de-identify in memory');
+      const whole = await readAt(fh, 0, size);
+      const r = deidentifyPart10(whole, pseudonyms, options);
+      const { bytes, ...rest } = r;
+      return { ...rest, prefix: bytes, pixel: null, totalLength: bytes.length, inMemory: true };
+    }
+    const explicit = ts !== TransferSyntax.implicitLe;
+
+    // Grow the in-memory header until the top-level walk reaches the pixel data or the end of the file.
+    let o = 0;
+    let pixelStart: number | undefined;
+    for (;;) {
+      const dataset = buf.subarray(meta.end);
+      const atEof = buf.length >= size;
+      if (o >= dataset.length && atEof) break;
+      if (dataset.length - o >= 8 && PIXEL_TAGS.has(((dataset.readUInt16LE(o) << 16) | dataset.readUInt16LE(o + 2)) >>> 0)) {
+        pixelStart = o;
+        break;
+      }
+      let end: number | undefined;
+      if (dataset.length - o >= 8 || atEof) {
+        try {
+          if (dataset.length - o < 8 && dataset.subarray(o).every((b) => b === 0)) break; // trailing zero padding
+          end = elementEnd(dataset, o, explicit);
+        } catch (err) {
+          if (!(atEof === false && err instanceof GatewayError && err.message === TRUNCATED)) throw err;
+        }
+      }
+      if (end !== undefined) {
+        o = end;
+        continue;
+      }
+      if (buf.length >= maxHeader + meta.end) {
+        throw new GatewayError(ErrorCode.unsupported, `the header part of this file is larger than ${maxHeader} bytes`);
+      }
+      buf = Buffer.concat([buf, await readAt(fh, buf.length, Math.min(size - buf.length, Math.max(buf.length, 64 * 1024)))]);
+    }
+
+    const dataset = buf.subarray(meta.end);
+    let pixel: { start: number; end: number } | null = null;
+    if (pixelStart !== undefined) {
+      const start = meta.end + pixelStart;
+      const end = await pixelEnd(fh, start, size, explicit);
+      pixel = { start, end };
+    }
+    const h = deidentifyHeader(meta, dataset.subarray(0, pixelStart ?? dataset.length), pseudonyms, options);
+    verifyOutput(h.headerOut, explicit, h.headerOut.length, Buffer.alloc(0));
+    const prefix = Buffer.concat([h.metaOut, h.headerOut]);
+    return {
+      ...h.result,
+      prefix,
+      pixel,
+      totalLength: prefix.length + (pixel ? pixel.end - pixel.start : 0),
+      inMemory: false,
+      verification: verifyDeidentified(prefix, h.result.identifiers, { producedUids: h.result.uids.values() }),
+    };
+  } finally {
+    await fh.close();
+  }
+}
+
+async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(b, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got === length ? b : b.subarray(0, got);
+}
+
+/**
+ * End (file offset) of the top-level pixel data element(s) starting at `start`,
+ * reading element and item headers only. What follows must be what
+ * `splitAtPixelData` allows (dropped): checked on the (small) remainder.
+ */
+async function pixelEnd(fh: FileHandle, start: number, size: number, explicit: boolean): Promise<number> {
+  let p = start;
+  for (;;) {
+    if (size - p < 8) break;
+    const hb = await readAt(fh, p, Math.min(12, size - p));
+    const tag = ((hb.readUInt16LE(0) << 16) | hb.readUInt16LE(2)) >>> 0;
+    if (!PIXEL_TAGS.has(tag)) break;
+    const h = header(hb, 0, explicit);
+    if (h.len !== UNDEFINED) {
+      p = p + h.value + h.len;
+    } else {
+      // Encapsulated: item headers only, fragment values skipped.
+      let q = p + h.value;
+      for (;;) {
+        if (q + 8 > size) throw unreadable(TRUNCATED);
+        const ib = await readAt(fh, q, 8);
+        const item = header(ib, 0, false);
+        if (item.tag === 0xfffee0dd) {
+          q += 8;
+          break;
+        }
+        if (item.tag !== 0xfffee000 || item.len === UNDEFINED) throw unreadable('malformed encapsulated pixel data');
+        q += 8 + item.len;
+      }
+      p = q;
+    }
+    if (p > size) throw unreadable(TRUNCATED);
+  }
+  const rest = size - p;
+  if (rest > 0) {
+    if (rest > 16 * 1024 * 1024) throw new GatewayError(ErrorCode.unsupported, 'more than 16 MiB after Pixel Data');
+    const tail = await readAt(fh, p, rest);
+    splitAtPixelData(
+      [{ tag: 0x7fe00010, start: 0, end: 0 }, ...walkTopLevel(tail, explicit)],
+      tail.length,
+    );
+  }
+  return p;
+}
+
+/** Every syntax other than implicit VR little endian (native and encapsulated) encodes the dataset in explicit VR little endian. */
+function refuseBigEndian(ts: string): void {
+  if (ts === TransferSyntax.explicitBe) {
+    throw new GatewayError(ErrorCode.unsupported, 'de-identification of explicit VR big endian files is not supported (retired transfer syntax)');
+  }
+}
+
+function inflate(dataset: Buffer): Buffer {
+  try {
+    return inflateRawSync(dataset);
+  } catch (cause) {
+    throw new GatewayError(ErrorCode.unreadableData, 'deflated dataset cannot be inflated', { cause });
+  }
+}
+
+/** The de-identification of the header part (dataset bytes before Pixel Data), shared by the buffer and the file entry points. */
+function deidentifyHeader(
+  meta: Meta,
+  headerBytes: Buffer,
+  pseudonyms: PseudonymSource,
+  options: DeidentifyOptions,
+): { headerOut: Buffer; metaOut: Buffer; result: Omit<DeidentifyResult, 'bytes' | 'verification'> } {
+  const safeRules = parseSafePrivateTags(options.safePrivateTags ?? []);
+  const parseSyntax = meta.transferSyntaxUid === TransferSyntax.implicitLe ? TransferSyntax.implicitLe : TransferSyntax.explicitLe;
+  const source = parseHeader(headerBytes, parseSyntax);
   const sopClassUid = firstString(source['00080016']) ?? meta.sopClassUid;
   const originalPatientId = firstString(source['00100020']) ?? '';
   const burned = (firstString(source['00280301']) ?? '').toUpperCase();
+  const identifiers = identifiersFromDataset(source);
+  if (options.knownIdentifiers) identifiers.merge(options.knownIdentifiers);
 
   const ctx: Context = {
     pseudonyms,
@@ -128,6 +339,9 @@ export function deidentifyPart10(file: Buffer, pseudonyms: PseudonymSource, opti
     sr: sopClassUid.startsWith('1.2.840.10008.5.1.4.1.1.88.'),
     enhanced: source['52009229'] !== undefined,
     keptPrivate: false,
+    ids: identifiers,
+    inContent: 0,
+    contentCleaned: false,
   };
 
   const cleaned = cleanDataset(source, ctx, 0);
@@ -135,15 +349,18 @@ export function deidentifyPart10(file: Buffer, pseudonyms: PseudonymSource, opti
 
   const sopInstanceUid = firstString(cleaned['00080018']) ?? (meta.sopInstanceUid ? replaceUid(meta.sopInstanceUid, ctx) : '');
   const headerOut = encodeDataset(cleaned, parseSyntax);
-  let datasetOut = Buffer.concat([headerOut, pixelBytes]);
-  verifyOutput(datasetOut, explicit, headerOut.length, pixelBytes);
-  if (deflated) datasetOut = deflateRawSync(datasetOut);
-
-  const metaOut = encodeMeta({ sopClassUid: meta.sopClassUid || sopClassUid, sopInstanceUid, transferSyntaxUid: ts });
+  const metaOut = encodeMeta({ sopClassUid: meta.sopClassUid || sopClassUid, sopInstanceUid, transferSyntaxUid: meta.transferSyntaxUid });
   return {
-    bytes: Buffer.concat([metaOut, datasetOut]),
-    uids: ctx.uids,
-    burnedInAnnotation: burned === 'YES' ? 'YES' : burned === 'NO' ? 'NO' : null,
+    headerOut,
+    metaOut,
+    result: {
+      uids: ctx.uids,
+      burnedInAnnotation: burned === 'YES' ? 'YES' : burned === 'NO' ? 'NO' : null,
+      sopClassUid,
+      sopInstanceUid,
+      risk: instanceRisk(riskInputFromDataset(source)),
+      identifiers,
+    },
   };
 }
 
@@ -160,6 +377,12 @@ interface Context {
   readonly sr: boolean;
   readonly enhanced: boolean;
   keptPrivate: boolean;
+  /** The source's identifiers (and the caller's): what the scrubber removes from text. */
+  readonly ids: KnownIdentifiers;
+  /** > 0 while inside an SR content tree (Content Sequence). */
+  inContent: number;
+  /** A content tree was cleaned under the Clean Structured Content Option (113104 is recorded only then). */
+  contentCleaned: boolean;
 }
 
 type El = DicomElement & { _rawValue?: unknown };
@@ -263,6 +486,35 @@ function cleanDataset(ds: DicomDataDict, ctx: Context, depth: number): DicomData
     if (group >= 0x5000 && group <= 0x501e) continue; // Curve Data (50xx,xxxx): X
     if (group >= 0x6000 && group <= 0x601e) continue; // Overlay Data (60xx,3000) and Comments (60xx,4000): X; the plane's other attributes go with them
 
+    if (key === '00420011') {
+      // The document's bytes carry whatever the document says: never copied unless a person released this instance.
+      if (!ctx.options.releasedByReviewer) {
+        throw new GatewayError(ErrorCode.unsupported, 'an encapsulated document (0042,0011) is not de-identified without a reviewer\'s release', {
+          details: { reason: 'encapsulated-document' },
+        });
+      }
+      out[key] = el;
+      continue;
+    }
+    const content = contentItemValue(key, el, ctx);
+    if (content !== undefined) {
+      out[key] = content;
+      continue;
+    }
+    if (key === '0040A730' || key === '00400555') {
+      // An SR content tree (or a content item tree in Acquisition Context): its free text is replaced or cleaned item by item.
+      ctx.inContent++;
+      try {
+        const row = basicProfile.get(key);
+        const result = row ? apply(actionFor(row, ctx, depth), key, el, ctx, depth) : cleanSequence(el, ctx, depth);
+        if (result !== undefined) out[key] = result;
+      } finally {
+        ctx.inContent--;
+      }
+      if (ctx.options.cleanStructuredContent && key === '0040A730' && ctx.sr) ctx.contentCleaned = true;
+      continue;
+    }
+
     const replaced = pseudonymised(key, el, ds, ctx, depth);
     if (replaced !== undefined) {
       out[key] = replaced;
@@ -279,7 +531,78 @@ function cleanDataset(ds: DicomDataDict, ctx: Context, depth: number): DicomData
     const el = ds[tag];
     if (el) out[tag] = el;
   }
+  if (ctx.inContent > 0) cleanLocalCode(out, ctx);
   return out;
+}
+
+const CLEAN_TEXT = 'REMOVED';
+
+/**
+ * Content item values (PS3.3 C.17.3) that are free text, names, dates or times:
+ * without the Clean Structured Content Option replaced by dummies that keep the
+ * item valid; with it, cleaned. Undefined for every other attribute.
+ */
+function contentItemValue(key: string, el: El, ctx: Context): El | undefined {
+  const clean = ctx.options.cleanStructuredContent === true;
+  switch (key) {
+    case '0040A160': // Text Value (TEXT)
+      if (!hasValue(el)) return el;
+      return { vr: el.vr, Value: clean ? (el.Value ?? []).map((v) => (typeof v === 'string' ? scrubText(v, ctx.ids) : v)) : [CLEAN_TEXT] };
+    case '0040A123': // Person Name (PNAME): names are never kept
+      return hasValue(el) ? { vr: 'PN', Value: [{ Alphabetic: 'ANONYMOUS' }] } : el;
+    case '0040A122': // Time (TIME): kept only with the dates it belongs to under Modified Dates, when cleaning
+      if (!hasValue(el)) return el;
+      return clean && ctx.options.retainLongitudinalModifiedDates ? el : { vr: 'TM', Value: ['000000'] };
+    default:
+      return undefined; // DATE, DATETIME (unlisted dates: shifted or dummy) and UIDREF (U) go through the profile
+  }
+}
+
+/** A local or private coding scheme: its code meaning is free text someone typed. */
+function isLocalScheme(scheme: string | undefined): boolean {
+  if (scheme === undefined || scheme === '') return true;
+  const s = scheme.toUpperCase();
+  return s.startsWith('99') || s === 'L' || s === 'LOCAL' || s.startsWith('LOCAL');
+}
+
+/** In a content tree: a code item of a local scheme has its meaning replaced (or cleaned) and its value scrubbed of known identifiers. */
+function cleanLocalCode(item: DicomDataDict, ctx: Context): void {
+  const meaning = item['00080104'];
+  if (!meaning || !('00080100' in item || '00080119' in item || '00080120' in item)) return;
+  if (!isLocalScheme(firstString(item['00080102']))) return;
+  const text = firstString(meaning) ?? '';
+  item['00080104'] = { vr: meaning.vr, Value: [ctx.options.cleanStructuredContent ? fit(scrubText(text, ctx.ids), 'LO') || CLEAN_TEXT : CLEAN_TEXT] };
+  for (const tag of ['00080100', '00080119', '00080120']) {
+    const v = item[tag];
+    const s = v && firstString(v);
+    if (v && s) {
+      const scrubbed = scrubText(s, ctx.ids, { generic: false });
+      if (scrubbed !== s) item[tag] = { vr: v.vr, Value: [fit(scrubbed, v.vr)] };
+    }
+  }
+}
+
+const MAX_LENGTH: Record<string, number> = { SH: 16, LO: 64, ST: 1024, LT: 10240, UC: 0xfffffffe, UT: 0xfffffffe, UR: 0xfffffffe };
+
+/** A scrubbed value cut to its VR's maximum length (the token can be longer than what it replaced). */
+function fit(v: string, vr: string): string {
+  const max = MAX_LENGTH[vr];
+  return max !== undefined && v.length > max ? v.slice(0, max) : v;
+}
+
+/** Text the profile keeps goes through the scrubber: known identifiers everywhere, dates/phones/numbers too in free text. */
+function scrubKept(el: El, ctx: Context): El {
+  const generic = el.vr === 'LT' || el.vr === 'ST' || el.vr === 'UT' || el.vr === 'UC';
+  if (!generic && el.vr !== 'LO' && el.vr !== 'SH') return el;
+  let changed = false;
+  const values = (el.Value ?? []).map((v) => {
+    if (typeof v !== 'string' || v === '') return v;
+    const s = scrubText(v, ctx.ids, { generic });
+    if (s === v) return v;
+    changed = true;
+    return fit(s, el.vr);
+  });
+  return changed ? { vr: el.vr, Value: values } : el;
 }
 
 /** Patient's Name, Patient ID and Accession Number come from the pseudonym source (a Z action may put a value). */
@@ -337,6 +660,13 @@ function applyUnlisted(key: string, el: El, ctx: Context, depth: number): El | u
     case 'PN':
       // Any other person name (e.g. a reviewer, an evaluator): a dummy, never the original.
       return hasValue(el) ? { vr: 'PN', Value: [{ Alphabetic: 'ANONYMOUS' }] } : el;
+    case 'LO':
+    case 'SH':
+    case 'LT':
+    case 'ST':
+    case 'UT':
+    case 'UC':
+      return scrubKept(el, ctx); // descriptions, comments, labels the profile keeps
     default:
       return el; // times of day without a date, codes, measurements, pixel module attributes...
   }
@@ -421,6 +751,7 @@ function recordMethod(out: DicomDataDict, source: DicomDataDict, ctx: Context): 
   if (ctx.options.retainLongitudinalModifiedDates) codes.push(DeidentificationCodes.modifiedDates);
   if (ctx.options.retainPatientCharacteristics) codes.push(DeidentificationCodes.patientCharacteristics);
   if (ctx.keptPrivate) codes.push(DeidentificationCodes.safePrivate);
+  if (ctx.contentCleaned) codes.push(DeidentificationCodes.cleanStructuredContent);
 
   // A file de-identified before keeps its earlier method record; ours is appended (PS3.15 E.1.1).
   const earlierText = ((source['00120063']?.Value ?? []) as unknown[]).filter((v): v is string => typeof v === 'string' && v.trim() !== '');
@@ -544,6 +875,8 @@ interface Meta {
 const UNDEFINED = 0xffffffff;
 const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
 
+const TRUNCATED = 'dataset is truncated';
+
 function unreadable(message: string): GatewayError {
   return new GatewayError(ErrorCode.unreadableData, message);
 }
@@ -575,13 +908,13 @@ interface TopElement {
 }
 
 function header(buf: Buffer, o: number, explicit: boolean): { tag: number; vr: string; len: number; value: number } {
-  if (o + 8 > buf.length) throw unreadable('dataset is truncated');
+  if (o + 8 > buf.length) throw unreadable(TRUNCATED);
   const group = buf.readUInt16LE(o);
   const tag = ((group << 16) | buf.readUInt16LE(o + 2)) >>> 0;
   if (group === 0xfffe || !explicit) return { tag, vr: '', len: buf.readUInt32LE(o + 4), value: o + 8 };
   const vr = buf.toString('latin1', o + 4, o + 6);
   if (LONG_VRS.has(vr)) {
-    if (o + 12 > buf.length) throw unreadable('dataset is truncated');
+    if (o + 12 > buf.length) throw unreadable(TRUNCATED);
     return { tag, vr, len: buf.readUInt32LE(o + 8), value: o + 12 };
   }
   return { tag, vr, len: buf.readUInt16LE(o + 6), value: o + 8 };
@@ -592,7 +925,7 @@ function elementEnd(buf: Buffer, o: number, explicit: boolean): number {
   const h = header(buf, o, explicit);
   if (h.len !== UNDEFINED) {
     const end = h.value + h.len;
-    if (end > buf.length) throw unreadable('dataset is truncated');
+    if (end > buf.length) throw unreadable(TRUNCATED);
     return end;
   }
   // Undefined length: SQ, encapsulated pixel data, or UN (whose content is implicit VR little endian, CP-246).
@@ -603,13 +936,13 @@ function elementEnd(buf: Buffer, o: number, explicit: boolean): number {
     if (item.tag === 0xfffee0dd) return p + 8;
     if (item.tag !== 0xfffee000) throw unreadable('malformed sequence: expected an item');
     p = item.len === UNDEFINED ? itemEnd(buf, item.value, inner) : item.value + item.len;
-    if (p > buf.length) throw unreadable('dataset is truncated');
+    if (p > buf.length) throw unreadable(TRUNCATED);
   }
 }
 
 function itemEnd(buf: Buffer, p: number, explicit: boolean): number {
   for (;;) {
-    if (p + 8 > buf.length) throw unreadable('dataset is truncated');
+    if (p + 8 > buf.length) throw unreadable(TRUNCATED);
     if (buf.readUInt16LE(p) === 0xfffe && buf.readUInt16LE(p + 2) === 0xe00d) return p + 8;
     p = elementEnd(buf, p, explicit);
   }
@@ -622,7 +955,7 @@ function walkTopLevel(buf: Buffer, explicit: boolean): TopElement[] {
     if (buf.length - o < 8) {
       // Trailing zero padding after the last element is tolerated by every reader we know; anything else is not.
       if (buf.subarray(o).every((b) => b === 0)) break;
-      throw unreadable('dataset is truncated');
+      throw unreadable(TRUNCATED);
     }
     const end = elementEnd(buf, o, explicit);
     out.push({ tag: ((buf.readUInt16LE(o) << 16) | buf.readUInt16LE(o + 2)) >>> 0, start: o, end });

@@ -1,0 +1,73 @@
+/**
+ * Removes a patient's known identifiers, and dates, phone numbers, e-mail
+ * addresses and long numbers in general, from free text (descriptions,
+ * comments, SR TEXT items when cleaning, report text for a de-identified pool).
+ * Each removal is replaced by one fixed token, so a reader sees that something
+ * was there.
+ */
+import { isBoundaryMatch, lowerAscii, type KnownIdentifiers } from './known-identifiers.js';
+
+export const SCRUB_TOKEN = '[REMOVED]';
+
+export interface ScrubOptions {
+  /**
+   * Also remove what looks like a date, phone number, e-mail address or long
+   * number even when it is not one of the known identifiers (default true).
+   * Off for short coded header values (LO, SH) where such patterns are versions
+   * or codes, not narrative.
+   */
+  generic?: boolean;
+}
+
+const MONTH = '(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)';
+
+/** Patterns removed in generic mode, applied after the known identifiers. */
+const GENERIC: readonly RegExp[] = [
+  /[\w.+-]+@[\w-]+(?:\.[\w-]+)+/g, // e-mail
+  /(?<![\w.])\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?![\w])/g, // 1957-03-13, 1957/3/13
+  /(?<![\w.])\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?![\w.])/g, // 13.03.1957, 3/13/57
+  new RegExp(`(?<![\\w])\\d{1,2}(?:st|nd|rd|th)?\\.?[ -]${MONTH}\\.?[ -,]*\\d{2,4}(?![\\w])`, 'gi'), // 13 Mar 1957, 13-MAR-1957
+  new RegExp(`(?<![\\w])${MONTH}\\.? \\d{1,2}(?:st|nd|rd|th)?,? \\d{4}(?![\\w])`, 'gi'), // March 13, 1957
+  /(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}[ .-]\d{2,5}[ .-]?\d{2,5}(?:[ .-]\d{2,5})?(?![\w])/g, // phone numbers
+  /(?<![\w.])(?=[A-Za-z-]*\d)[A-Za-z-]*\d(?:[\dA-Za-z-]*\d){5,}[A-Za-z]*(?![\w])/g, // ids and other numbers of 6+ digits
+];
+
+/** Phone pattern needs at least 7 digits in total: '12 mm 3' is not a phone number. */
+function digitCount(s: string): number {
+  return s.replace(/\D/g, '').length;
+}
+
+/**
+ * `text` with every known identifier (case-insensitive, not glued to more
+ * letters/digits) and, in generic mode, every date, phone number, e-mail
+ * address and number of 6+ digits replaced by `SCRUB_TOKEN`.
+ */
+export function scrubText(text: string, ids: KnownIdentifiers, options: ScrubOptions = {}): string {
+  if (!text) return text;
+  let out = text;
+  let lower = lowerAscii(out);
+  for (const needle of ids.needles()) {
+    if (!lower.includes(needle.text)) continue;
+    let result = '';
+    let from = 0;
+    let i = lower.indexOf(needle.text);
+    while (i >= 0) {
+      if (isBoundaryMatch(lower, i, needle.text)) {
+        result += out.slice(from, i) + SCRUB_TOKEN;
+        from = i + needle.text.length;
+        i = lower.indexOf(needle.text, from);
+      } else {
+        i = lower.indexOf(needle.text, i + 1);
+      }
+    }
+    if (from === 0) continue;
+    out = result + out.slice(from);
+    lower = lowerAscii(out);
+  }
+  if (options.generic !== false) {
+    for (const re of GENERIC) {
+      out = out.replace(re, (m) => (re === GENERIC[5] && digitCount(m) < 7 ? m : SCRUB_TOKEN));
+    }
+  }
+  return out;
+}
