@@ -342,6 +342,7 @@ function deidentifyHeader(
     ids: identifiers,
     inContent: 0,
     contentCleaned: false,
+    sequences: [],
   };
 
   const cleaned = cleanDataset(source, ctx, 0);
@@ -383,6 +384,8 @@ interface Context {
   inContent: number;
   /** A content tree was cleaned under the Clean Structured Content Option (113104 is recorded only then). */
   contentCleaned: boolean;
+  /** Keys of the sequences enclosing the item being cleaned, outermost first. */
+  readonly sequences: string[];
 }
 
 type El = DicomElement & { _rawValue?: unknown };
@@ -435,7 +438,13 @@ function resolveCombined(row: ProfileRow, ctx: Context, depth: number): Simple {
   }
 }
 
+/** Type 2 in the SR Referenced Request Sequence (PS3.3 C.17.2): emptied there rather than removed. */
+const REFERENCED_REQUEST_TYPE2 = new Set(['00081110', '00401001', '00402016', '00402017', '00321060']);
+
 function actionFor(row: ProfileRow, ctx: Context, depth: number): Simple {
+  if (ctx.sequences[ctx.sequences.length - 1] === '0040A370' && REFERENCED_REQUEST_TYPE2.has(row.tag)) {
+    return row.action === 'U' || row.action === 'K' ? row.action : 'Z';
+  }
   if (ctx.options.retainPatientCharacteristics && row.patientCharacteristics === 'K') return 'K';
   if (ctx.options.retainLongitudinalModifiedDates && row.modifiedDates) return 'shift';
   switch (row.action) {
@@ -477,7 +486,7 @@ function cleanDataset(ds: DicomDataDict, ctx: Context, depth: number): DicomData
       const creatorKey = key.slice(0, 4) + block;
       const creator = creators.get(creatorKey);
       if (creator !== undefined && ctx.safeRules.some((r) => matchesSafe(r, group, element, creator))) {
-        out[key] = el.vr === 'SQ' ? cleanSequence(el, ctx, depth) : el;
+        out[key] = el.vr === 'SQ' ? cleanSequence(el, ctx, depth, key) : el;
         keptCreators.add(creatorKey);
         ctx.keptPrivate = true;
       }
@@ -506,7 +515,7 @@ function cleanDataset(ds: DicomDataDict, ctx: Context, depth: number): DicomData
       ctx.inContent++;
       try {
         const row = basicProfile.get(key);
-        const result = row ? apply(actionFor(row, ctx, depth), key, el, ctx, depth) : cleanSequence(el, ctx, depth);
+        const result = row ? apply(actionFor(row, ctx, depth), key, el, ctx, depth) : cleanSequence(el, ctx, depth, key);
         if (result !== undefined) out[key] = result;
       } finally {
         ctx.inContent--;
@@ -630,7 +639,7 @@ function apply(action: Simple, key: string, el: El, ctx: Context, depth: number)
     case 'X':
       return undefined;
     case 'K':
-      return el.vr === 'SQ' ? cleanSequence(el, ctx, depth) : el;
+      return el.vr === 'SQ' ? cleanSequence(el, ctx, depth, key) : el;
     case 'Z':
       return { vr: el.vr, Value: [] };
     case 'D':
@@ -638,7 +647,7 @@ function apply(action: Simple, key: string, el: El, ctx: Context, depth: number)
     case 'U':
       return el.vr === 'UI' ? replaceUids(el, ctx) : dummy(key, el, ctx, depth);
     case 'U*':
-      return el.vr === 'SQ' ? cleanSequence(el, ctx, depth) : undefined;
+      return el.vr === 'SQ' ? cleanSequence(el, ctx, depth, key) : undefined;
     case 'shift':
       return el.vr === 'DA' || el.vr === 'DT' ? shiftDates(el, ctx.shiftDays) : el;
   }
@@ -648,7 +657,7 @@ function apply(action: Simple, key: string, el: El, ctx: Context, depth: number)
 function applyUnlisted(key: string, el: El, ctx: Context, depth: number): El | undefined {
   switch (el.vr) {
     case 'SQ':
-      return cleanSequence(el, ctx, depth);
+      return cleanSequence(el, ctx, depth, key);
     case 'UI':
       return NON_INSTANCE_UIDS.has(key) ? el : replaceUids(el, ctx);
     case 'DA':
@@ -672,9 +681,14 @@ function applyUnlisted(key: string, el: El, ctx: Context, depth: number): El | u
   }
 }
 
-function cleanSequence(el: El, ctx: Context, depth: number): El {
+function cleanSequence(el: El, ctx: Context, depth: number, key: string): El {
   const items = (el.Value ?? []) as DicomDataDict[];
-  return { vr: 'SQ', Value: items.map((item) => cleanDataset(item ?? {}, ctx, depth + 1)) };
+  ctx.sequences.push(key);
+  try {
+    return { vr: 'SQ', Value: items.map((item) => cleanDataset(item ?? {}, ctx, depth + 1)) };
+  } finally {
+    ctx.sequences.pop();
+  }
 }
 
 function dummy(key: string, el: El, ctx: Context, depth: number): El {
@@ -685,7 +699,7 @@ function dummy(key: string, el: El, ctx: Context, depth: number): El {
         return { vr: 'SQ', Value: [codeItem('ANONYMIZED', '99SRGW', 'Anonymized person')] };
       }
       // Content Sequence, Verifying Observer Sequence, ...: the same items, each de-identified.
-      return cleanSequence(el, ctx, depth);
+      return cleanSequence(el, ctx, depth, key);
     case 'PN':
       return { vr: 'PN', Value: [{ Alphabetic: 'ANONYMOUS' }] };
     case 'DA':

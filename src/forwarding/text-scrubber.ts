@@ -32,6 +32,8 @@ const GENERIC: readonly RegExp[] = [
   /(?<![\w.])(?=[A-Za-z-]*\d)[A-Za-z-]*\d(?:[\dA-Za-z-]*\d){5,}[A-Za-z]*(?![\w])/g, // ids and other numbers of 6+ digits
 ];
 
+const TOKEN_RUN = /\[REMOVED\](?:[\^ ,]+\[REMOVED\])+/g;
+
 /** Phone pattern needs at least 7 digits in total: '12 mm 3' is not a phone number. */
 function digitCount(s: string): number {
   return s.replace(/\D/g, '').length;
@@ -69,5 +71,6 @@ export function scrubText(text: string, ids: KnownIdentifiers, options: ScrubOpt
       out = out.replace(re, (m) => (re === GENERIC[5] && digitCount(m) < 7 ? m : SCRUB_TOKEN));
     }
   }
-  return out;
+  // 'SMITH^JOHN' or 'John Smith' is one removal, not two
+  return out.includes(SCRUB_TOKEN) ? out.replace(TOKEN_RUN, SCRUB_TOKEN) : out;
 }
