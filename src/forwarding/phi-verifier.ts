@@ -141,14 +141,12 @@ function isUidLike(b: Buffer, start: number, end: number): boolean {
   return dots >= 2;
 }
 
-/** ASCII letters folded to lower case; every other byte as is. */
-function foldAscii(src: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(src.length);
-  for (let i = 0; i < src.length; i++) {
+/** Bytes [start, end) of `src` into `out` (from 0), ASCII letters folded to lower case, every other byte as is. */
+function foldAscii(src: Buffer, out: Buffer, start: number, end: number): void {
+  for (let i = start; i < end; i++) {
     const c = src[i] as number;
-    out[i] = c >= 0x41 && c <= 0x5a ? c + 32 : c;
+    out[i - start] = c >= 0x41 && c <= 0x5a ? c + 32 : c;
   }
-  return out;
 }
 
 function byteClass(c: number | undefined): 'L' | 'N' | null {
@@ -219,7 +217,19 @@ export function verifyDeidentified(part10: Buffer, ids: KnownIdentifiers, option
     }
   }
 
-  const lowered = foldAscii(buf);
+  // Only the bytes outside pixel data are folded and searched: a 512x512 CT costs its header, not its pixels.
+  const regions: [number, number][] = [];
+  let from = 0;
+  for (const [s, e] of [...excluded].sort((a, b) => a[0] - b[0])) {
+    if (s > from) regions.push([from, s]);
+    from = Math.max(from, e);
+  }
+  if (from < buf.length) regions.push([from, buf.length]);
+  const folded = regions.map(([s, e]) => {
+    const out = Buffer.allocUnsafe(e - s);
+    foldAscii(buf, out, s, e);
+    return out;
+  });
   const hits = new Map<string, VerifyHit>();
   const starts = segments.map((s) => s.start);
   for (const needle of needles) {
@@ -229,15 +239,21 @@ export function verifyDeidentified(part10: Buffer, ids: KnownIdentifiers, option
       const latin1 = Buffer.from(t, 'latin1');
       return /^[\x00-\x7f]*$/.test(t) ? [utf8] : [utf8, latin1];
     });
+    const isName = needle.kind === 'patient-name' || needle.kind === 'person-name';
+    const isDate = needle.kind === 'birth-date' || needle.kind === 'date';
     for (const p of patterns) {
-      let i = lowered.indexOf(p);
-      while (i >= 0) {
-        const hit = judge(lowered, buf, i, p.length, segments, starts, produced, excluded, needle.kind === 'patient-name' || needle.kind === 'person-name');
-        if (hit !== null) {
-          const key = `${hit}|${needle.kind}`;
-          if (!hits.has(key)) hits.set(key, { path: hit, kind: needle.kind });
+      for (let r = 0; r < regions.length; r++) {
+        const rs = (regions[r] as [number, number])[0];
+        const view = folded[r] as Buffer;
+        let j = view.indexOf(p);
+        while (j >= 0) {
+          const hit = judge(view, rs, buf, rs + j, p.length, segments, starts, produced, isName, isDate);
+          if (hit !== null) {
+            const key = `${hit}|${needle.kind}`;
+            if (!hits.has(key)) hits.set(key, { path: hit, kind: needle.kind });
+          }
+          j = view.indexOf(p, j + 1);
         }
-        i = lowered.indexOf(p, i + 1);
       }
     }
   }
@@ -245,12 +261,14 @@ export function verifyDeidentified(part10: Buffer, ids: KnownIdentifiers, option
   return { clean: false, hits: [...hits.values()] };
 }
 
-function judge(lowered: Buffer, buf: Buffer, i: number, n: number, segs: Segment[], starts: number[], produced: Set<string>, excluded: [number, number][], isName: boolean): string | null {
-  for (const [s, e] of excluded) if (i >= s && i < e) return null;
-  const before = byteClass(lowered[i - 1]);
-  const after = byteClass(lowered[i + n]);
-  const first = byteClass(lowered[i]);
-  const last = byteClass(lowered[i + n - 1]);
+/** The path of a match at `i` (length `n`) or null when it does not count. `view` holds the folded bytes of the region starting at `rs`. */
+function judge(view: Buffer, rs: number, buf: Buffer, i: number, n: number, segs: Segment[], starts: number[], produced: Set<string>, isName: boolean, isDate: boolean): string | null {
+  const at = (k: number): number | undefined => (k >= rs && k - rs < view.length ? view[k - rs] : undefined);
+  const before = byteClass(at(i - 1));
+  // a DT value continues a date with its time: '19570313' counts in '19570313101010'
+  const after = isDate ? null : byteClass(at(i + n));
+  const first = byteClass(at(i));
+  const last = byteClass(at(i + n - 1));
   // binary search: last segment starting at or before i
   let lo = 0;
   let hi = starts.length - 1;
@@ -266,15 +284,15 @@ function judge(lowered: Buffer, buf: Buffer, i: number, n: number, segs: Segment
   if (seg && i + n <= seg.end) {
     // boundaries inside the value: the value's own ends are boundaries
     const b = i === seg.start ? null : before;
-    const a = i + n === seg.end ? null : after;
+    const a = i + n === seg.end || isDate ? null : after;
     if (first !== null && b === first) return null;
     if (last !== null && a === last) return null;
     if (isName && seg.cs) return null;
     if (seg.uid) {
       const value = buf.toString('latin1', seg.start, seg.end).replace(/[\0 ]+$/, '');
       for (const uid of value.split('\\')) if (produced.has(uid.trim())) return null;
-      const dotBefore = i === seg.start || lowered[i - 1] === 0x2e || lowered[i - 1] === 0x5c;
-      const dotAfter = i + n >= seg.end || lowered[i + n] === 0x2e || lowered[i + n] === 0x5c || lowered[i + n] === 0 || lowered[i + n] === 0x20;
+      const dotBefore = i === seg.start || at(i - 1) === 0x2e || at(i - 1) === 0x5c;
+      const dotAfter = i + n >= seg.end || at(i + n) === 0x2e || at(i + n) === 0x5c || at(i + n) === 0 || at(i + n) === 0x20;
       if (!dotBefore || !dotAfter) return null;
     }
     return seg.path;
