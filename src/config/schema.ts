@@ -203,7 +203,7 @@ const dicomwebDestination = z.strictObject({
   headers: z.record(z.string(), z.string()).default({}),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(20),
-  /** A STOW-RS request is built in memory: a batch is split into requests of at most this many megabytes. */
+  /** A batch is split into STOW-RS requests of at most this many megabytes (an instance larger than that goes alone); bodies are streamed, not built in memory. */
   maxRequestMegabytes: z.number().positive().default(64),
 });
 
