@@ -38,7 +38,7 @@ import { identifiersFromDataset, KnownIdentifiers } from './known-identifiers.js
 import { verifyDeidentified, type VerifyResult } from './phi-verifier.js';
 import { scrubText } from './text-scrubber.js';
 
-const { DicomDict, DicomMessage } = dcmjs.data;
+const { DicomDict, DicomMessage, DicomMetaDictionary } = dcmjs.data;
 
 export interface PseudonymSource {
   /** A replacement UID for an original UID; the same original always gets the same replacement (within one study and destination). */
@@ -322,6 +322,7 @@ function deidentifyHeader(
 ): { headerOut: Buffer; metaOut: Buffer; result: Omit<DeidentifyResult, 'bytes' | 'verification'> } {
   const safeRules = parseSafePrivateTags(options.safePrivateTags ?? []);
   const parseSyntax = meta.transferSyntaxUid === TransferSyntax.implicitLe ? TransferSyntax.implicitLe : TransferSyntax.explicitLe;
+  if (parseSyntax === TransferSyntax.explicitLe) refuseUnSequences(headerBytes, 0, headerBytes.length);
   const source = parseHeader(headerBytes, parseSyntax);
   const sopClassUid = firstString(source['00080016']) ?? meta.sopClassUid;
   const originalPatientId = firstString(source['00100020']) ?? '';
@@ -338,6 +339,7 @@ function deidentifyHeader(
     shiftDays: options.retainLongitudinalModifiedDates ? wholeDays(pseudonyms.dateShiftDays(originalPatientId)) : 0,
     sr: sopClassUid.startsWith('1.2.840.10008.5.1.4.1.1.88.'),
     enhanced: source['52009229'] !== undefined,
+    rt: sopClassUid.startsWith('1.2.840.10008.5.1.4.1.1.481.'),
     keptPrivate: false,
     ids: identifiers,
     inContent: 0,
@@ -377,6 +379,8 @@ interface Context {
   readonly shiftDays: number;
   readonly sr: boolean;
   readonly enhanced: boolean;
+  /** An RT object (1.2.840.10008.5.1.4.1.1.481.*): RT Series has Type 2 attributes General Series does not. */
+  readonly rt: boolean;
   keptPrivate: boolean;
   /** The source's identifiers (and the caller's): what the scrubber removes from text. */
   readonly ids: KnownIdentifiers;
@@ -430,6 +434,10 @@ function resolveCombined(row: ProfileRow, ctx: Context, depth: number): Simple {
     case '00189516': // Start Acquisition DateTime: Type 1 in enhanced XA/XRF acquisition modules
     case '00189517': // End Acquisition DateTime: same
       return 'D';
+    case '00081111': // Referenced Performed Procedure Step Sequence: Type 2 in SR Document Series, Type 3 in General Series
+      return ctx.sr && depth === 0 ? 'Z' : 'X';
+    case '00081070': // Operators' Name: Type 2 in RT Series, Type 3 in General Series
+      return ctx.rt && depth === 0 ? 'Z' : 'X';
     case '00081140': // Referenced Image Sequence: Type 3 in General Image; 1C/2 inside macros and functional groups
     case '00082112': // Source Image Sequence: Type 3 in General Image; 2/1C in the Derivation Image macro
       return depth > 0 || ctx.enhanced ? 'U*' : 'X';
@@ -445,6 +453,8 @@ function actionFor(row: ProfileRow, ctx: Context, depth: number): Simple {
   if (ctx.sequences[ctx.sequences.length - 1] === '0040A370' && REFERENCED_REQUEST_TYPE2.has(row.tag)) {
     return row.action === 'U' || row.action === 'K' ? row.action : 'Z';
   }
+  // Treatment Machine Name: X in the table, but Type 2 in the RT Beam and Ion Beam Sequences where it occurs.
+  if (row.tag === '300A00B2') return 'Z';
   if (ctx.options.retainPatientCharacteristics && row.patientCharacteristics === 'K') return 'K';
   if (ctx.options.retainLongitudinalModifiedDates && row.modifiedDates) return 'shift';
   switch (row.action) {
@@ -994,6 +1004,42 @@ function splitAtPixelData(top: TopElement[], length: number): { pixelStart: numb
   return { pixelStart: (top[first] as TopElement).start, pixelEnd: (top[last] as TopElement).end };
 }
 
+/**
+ * A sequence sent as UN (explicit VR, CP-246: its items in implicit VR) is
+ * misread by dcmjs as explicit VR: what it would write is garbage, and what it
+ * reads is not what a receiver reads. Refused (unsupported) rather than guessed.
+ */
+function refuseUnSequences(buf: Buffer, from: number, to: number): void {
+  const dictionary = (DicomMetaDictionary as unknown as { dictionary: Record<string, { vr?: string } | undefined> }).dictionary;
+  let o = from;
+  while (o < to) {
+    if (to - o < 8) return;
+    const h = header(buf, o, true);
+    const end = elementEnd(buf, o, true);
+    if (h.vr === 'UN' && h.tag >>> 16 !== 0xfffe) {
+      const t = hex(h.tag);
+      if (dictionary[`(${t})`]?.vr === 'SQ') throw new GatewayError(ErrorCode.unsupported, `sequence ${t} is encoded as UN: it cannot be de-identified reliably`);
+    }
+    if (h.vr === 'SQ') {
+      // each item's elements
+      let p = h.value;
+      const seqEnd = h.len === UNDEFINED ? end - 8 : end;
+      while (p < seqEnd) {
+        const item = header(buf, p, false);
+        if (item.tag !== 0xfffee000) break;
+        const itemEnd = item.len === UNDEFINED ? itemEndOf(buf, item.value) : item.value + item.len;
+        refuseUnSequences(buf, item.value, item.len === UNDEFINED ? itemEnd - 8 : itemEnd);
+        p = itemEnd;
+      }
+    }
+    o = end;
+  }
+}
+
+function itemEndOf(buf: Buffer, p: number): number {
+  return itemEnd(buf, p, true);
+}
+
 function hex(tag: number): string {
   const s = tag.toString(16).toUpperCase().padStart(8, '0');
   return `${s.slice(0, 4)},${s.slice(4)}`;
@@ -1078,8 +1124,9 @@ function encodeDataset(dict: DicomDataDict, syntax: string): Buffer {
 function encodeMeta(m: { sopClassUid: string; sopInstanceUid: string; transferSyntaxUid: string }): Buffer {
   const d = new DicomDict({
     '00020001': { vr: 'OB', Value: [new Uint8Array([0, 1]).buffer] },
-    '00020002': { vr: 'UI', Value: [m.sopClassUid] },
-    '00020003': { vr: 'UI', Value: [m.sopInstanceUid] },
+    // A source without SOP class/instance (not a valid instance to begin with) does not get empty ones.
+    ...(m.sopClassUid ? { '00020002': { vr: 'UI', Value: [m.sopClassUid] } } : {}),
+    ...(m.sopInstanceUid ? { '00020003': { vr: 'UI', Value: [m.sopInstanceUid] } } : {}),
     '00020010': { vr: 'UI', Value: [m.transferSyntaxUid] },
     '00020012': { vr: 'UI', Value: [DEIDENTIFIER_IMPLEMENTATION_CLASS_UID] },
     '00020013': { vr: 'SH', Value: [IMPLEMENTATION_VERSION_NAME] },
