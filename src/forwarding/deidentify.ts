@@ -220,6 +220,9 @@ export async function deidentifyFile(
     }
 
     const dataset = buf.subarray(meta.end);
+    if ((pixelStart ?? dataset.length) > maxHeader) {
+      throw new GatewayError(ErrorCode.unsupported, `the header part of this file is larger than ${maxHeader} bytes`);
+    }
     let pixel: { start: number; end: number } | null = null;
     if (pixelStart !== undefined) {
       const start = meta.end + pixelStart;
