@@ -53,10 +53,12 @@ function searchable(v: string): boolean {
 
 export class KnownIdentifiers {
   private readonly map = new Map<string, IdentifierKind>();
+  private sorted: Needle[] | undefined;
 
-  /** Every needle, longest first (so a scrubber replaces 'SMITH^JOHN' before 'JOHN'). */
-  needles(): Needle[] {
-    return [...this.map.entries()].map(([text, kind]) => ({ text, kind })).sort((a, b) => b.text.length - a.text.length || (a.text < b.text ? -1 : 1));
+  /** Every needle, longest first (so a scrubber replaces 'SMITH^JOHN' before 'JOHN'). Do not modify the array. */
+  needles(): readonly Needle[] {
+    this.sorted ??= [...this.map.entries()].map(([text, kind]) => ({ text, kind })).sort((a, b) => b.text.length - a.text.length || (a.text < b.text ? -1 : 1));
+    return this.sorted;
   }
 
   get size(): number {
@@ -67,7 +69,10 @@ export class KnownIdentifiers {
   addRaw(value: string, kind: IdentifierKind): this {
     const v = lowerAscii(value.replace(/\0/g, '').trim());
     if (!searchable(v) || PLACEHOLDERS.has(v)) return this;
-    if (!this.map.has(v)) this.map.set(v, kind);
+    if (!this.map.has(v)) {
+      this.map.set(v, kind);
+      this.sorted = undefined;
+    }
     return this;
   }
 
@@ -143,6 +148,7 @@ export class KnownIdentifiers {
   /** Everything `other` knows, added to this. */
   merge(other: KnownIdentifiers): this {
     for (const n of other.needles()) if (!this.map.has(n.text)) this.map.set(n.text, n.kind);
+    this.sorted = undefined;
     return this;
   }
 }
