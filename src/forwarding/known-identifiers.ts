@@ -40,12 +40,23 @@ const NAME_NOISE = new Set(['mrs', 'miss', 'prof', 'phd', 'md', 'jr', 'jr.', 'sr
 /** Placeholders that already-de-identified sources use for a missing value: not identifiers (they match our own dummies). */
 const PLACEHOLDERS = new Set(['anon', 'anonymous', 'anonymized', 'anonymised', 'removed', 'unknown', 'none', 'null', 'n/a', 'test', 'xxx', 'xxxx', 'nobody', 'patient', 'dummy', 'redacted', 'deidentified', 'de-identified']);
 
+const CJK = /[\p{Script=Han}\p{Script=Hangul}\p{Script=Hiragana}\p{Script=Katakana}]/u;
+
 const MONTHS = ['january', 'february', 'march', 'april', 'may', 'june', 'july', 'august', 'september', 'october', 'november', 'december'];
 
 export const lowerAscii = (s: string): string => s.replace(/[A-Z]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 32));
 
+/** Lower case for every letter whose lower case has the same length (so indexes into the original stay valid). */
+export const lowerText = (s: string): string =>
+  s.replace(/\p{Lu}/gu, (c) => {
+    const l = c.toLowerCase();
+    return l.length === c.length ? l : c;
+  });
+
 /** True when a value is long enough to search for without matching everything. */
 function searchable(v: string): boolean {
+  // two ideographs or syllables are a name (many CJK names are 2-3 characters); two Latin letters are not
+  if (v.length === 2 && /^[\p{Script=Han}\p{Script=Hangul}\p{Script=Hiragana}\p{Script=Katakana}]{2}$/u.test(v)) return true;
   if (v.length < 3) return false;
   if (/^\d+$/.test(v) && v.length < 4) return false;
   return /[\p{L}\p{N}]/u.test(v);
@@ -67,7 +78,7 @@ export class KnownIdentifiers {
 
   /** Adds one needle as given (trimmed); ignored when too short to search for. */
   addRaw(value: string, kind: IdentifierKind): this {
-    const v = lowerAscii(value.replace(/\0/g, '').trim());
+    const v = lowerText(value.replace(/\0/g, '').trim());
     if (!searchable(v) || PLACEHOLDERS.has(v)) return this;
     if (!this.map.has(v)) {
       this.map.set(v, kind);
@@ -88,7 +99,7 @@ export class KnownIdentifiers {
       const parts = group.split(/[\^&]/).map((p) => p.trim());
       for (const part of parts) {
         for (const word of part.split(/[\s,]+/)) {
-          const w = lowerAscii(word);
+          const w = lowerText(word);
           if (NAME_NOISE.has(w)) continue;
           // an XCN id component (a number) is an id, not a name
           if (/^\d+$/.test(w)) this.addRaw(w, 'id');
@@ -96,6 +107,9 @@ export class KnownIdentifiers {
         }
         if (/\s/.test(part)) this.addRaw(part, kind); // a multi-word family name ('VAN DER BERG')
       }
+      // CJK names are written without a separator in free text: 山田^太郎 -> 山田太郎
+      const joined = parts.join('');
+      if (parts.length > 1 && /[\p{Script=Han}\p{Script=Hangul}\p{Script=Hiragana}\p{Script=Katakana}]/u.test(joined)) this.addRaw(joined, kind);
     }
     return this;
   }
@@ -198,8 +212,9 @@ function charClass(c: string | undefined): 'L' | 'N' | null {
  * 'ANNOTATION' does not count; '7781234' in 'PID7781234' does).
  */
 export function isBoundaryMatch(haystack: string, index: number, needle: string): boolean {
-  const first = charClass(needle[0]);
-  const last = charClass(needle[needle.length - 1]);
+  // CJK text has no spaces between words: no boundary on a CJK end
+  const first = CJK.test(needle[0] ?? '') ? null : charClass(needle[0]);
+  const last = CJK.test(needle[needle.length - 1] ?? '') ? null : charClass(needle[needle.length - 1]);
   const before = charClass(haystack[index - 1]);
   const after = charClass(haystack[index + needle.length]);
   if (first !== null && before === first) return false;

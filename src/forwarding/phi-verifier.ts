@@ -17,7 +17,7 @@
  * `0040A730[2].0040A160`) and what kind of identifier, never the value.
  */
 import { inflateRawSync } from 'node:zlib';
-import { type IdentifierKind, type KnownIdentifiers } from './known-identifiers.js';
+import { lowerAscii, type IdentifierKind, type KnownIdentifiers } from './known-identifiers.js';
 
 export interface VerifyHit {
   path: string;
@@ -48,6 +48,8 @@ const IMPLICIT = '1.2.840.10008.1.2';
 const BIG_ENDIAN = '1.2.840.10008.1.2.2';
 
 class Truncated extends Error {}
+
+const CJK = /[\p{Script=Han}\p{Script=Hangul}\p{Script=Hiragana}\p{Script=Katakana}]/u;
 
 function tagHex(tag: number): string {
   return tag.toString(16).toUpperCase().padStart(8, '0');
@@ -233,21 +235,30 @@ export function verifyDeidentified(part10: Buffer, ids: KnownIdentifiers, option
   const hits = new Map<string, VerifyHit>();
   const starts = segments.map((s) => s.start);
   for (const needle of needles) {
-    const forms = new Set<string>([needle.text]);
-    const patterns = [...forms].flatMap((t) => {
-      const utf8 = Buffer.from(t, 'utf8');
-      const latin1 = Buffer.from(t, 'latin1');
-      return /^[\x00-\x7f]*$/.test(t) ? [utf8] : [utf8, latin1];
-    });
+    // UTF-8 (what we write), and ISO 8859-1 when the needle can be written in it (what many sources use)
+    const t = needle.text;
+    const forms = new Set([t]);
+    if (!/^[\x00-\x7f]*$/.test(t)) {
+      // bytes are folded for ASCII only: the other letters also in upper case and capitalised ('MÜLLER', 'Über')
+      forms.add(lowerAscii(t.toUpperCase()));
+      forms.add(lowerAscii((t[0] ?? '').toUpperCase()) + t.slice(1));
+    }
+    const patterns: Buffer[] = [];
+    for (const f of forms) {
+      patterns.push(Buffer.from(f, 'utf8'));
+      if (/[\x80-\xff]/.test(f) && /^[\x00-\xff]*$/.test(f)) patterns.push(Buffer.from(f, 'latin1'));
+    }
     const isName = needle.kind === 'patient-name' || needle.kind === 'person-name';
     const isDate = needle.kind === 'birth-date' || needle.kind === 'date';
+    // CJK text has no spaces between words: no boundary on a CJK end
+    const loose = { start: CJK.test(t[0] ?? ''), end: isDate || CJK.test(t[t.length - 1] ?? '') };
     for (const p of patterns) {
       for (let r = 0; r < regions.length; r++) {
         const rs = (regions[r] as [number, number])[0];
         const view = folded[r] as Buffer;
         let j = view.indexOf(p);
         while (j >= 0) {
-          const hit = judge(view, rs, buf, rs + j, p.length, segments, starts, produced, isName, isDate);
+          const hit = judge(view, rs, buf, rs + j, p.length, segments, starts, produced, isName, loose);
           if (hit !== null) {
             const key = `${hit}|${needle.kind}`;
             if (!hits.has(key)) hits.set(key, { path: hit, kind: needle.kind });
@@ -262,11 +273,11 @@ export function verifyDeidentified(part10: Buffer, ids: KnownIdentifiers, option
 }
 
 /** The path of a match at `i` (length `n`) or null when it does not count. `view` holds the folded bytes of the region starting at `rs`. */
-function judge(view: Buffer, rs: number, buf: Buffer, i: number, n: number, segs: Segment[], starts: number[], produced: Set<string>, isName: boolean, isDate: boolean): string | null {
+function judge(view: Buffer, rs: number, buf: Buffer, i: number, n: number, segs: Segment[], starts: number[], produced: Set<string>, isName: boolean, loose: { start: boolean; end: boolean }): string | null {
   const at = (k: number): number | undefined => (k >= rs && k - rs < view.length ? view[k - rs] : undefined);
-  const before = byteClass(at(i - 1));
+  const before = loose.start ? null : byteClass(at(i - 1));
   // a DT value continues a date with its time: '19570313' counts in '19570313101010'
-  const after = isDate ? null : byteClass(at(i + n));
+  const after = loose.end ? null : byteClass(at(i + n));
   const first = byteClass(at(i));
   const last = byteClass(at(i + n - 1));
   // binary search: last segment starting at or before i
@@ -284,7 +295,7 @@ function judge(view: Buffer, rs: number, buf: Buffer, i: number, n: number, segs
   if (seg && i + n <= seg.end) {
     // boundaries inside the value: the value's own ends are boundaries
     const b = i === seg.start ? null : before;
-    const a = i + n === seg.end || isDate ? null : after;
+    const a = i + n === seg.end ? null : after;
     if (first !== null && b === first) return null;
     if (last !== null && a === last) return null;
     if (isName && seg.cs) return null;

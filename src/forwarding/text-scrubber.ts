@@ -5,7 +5,7 @@
  * Each removal is replaced by one fixed token, so a reader sees that something
  * was there.
  */
-import { isBoundaryMatch, lowerAscii, type KnownIdentifiers } from './known-identifiers.js';
+import { isBoundaryMatch, lowerText, type KnownIdentifiers } from './known-identifiers.js';
 
 export const SCRUB_TOKEN = '[REMOVED]';
 
@@ -47,7 +47,7 @@ function digitCount(s: string): number {
 export function scrubText(text: string, ids: KnownIdentifiers, options: ScrubOptions = {}): string {
   if (!text) return text;
   let out = text;
-  let lower = lowerAscii(out);
+  let lower = lowerText(out);
   for (const needle of ids.needles()) {
     if (!lower.includes(needle.text)) continue;
     let result = '';
@@ -64,7 +64,7 @@ export function scrubText(text: string, ids: KnownIdentifiers, options: ScrubOpt
     }
     if (from === 0) continue;
     out = result + out.slice(from);
-    lower = lowerAscii(out);
+    lower = lowerText(out);
   }
   if (options.generic !== false) {
     for (const re of GENERIC) {

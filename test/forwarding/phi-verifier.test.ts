@@ -172,6 +172,23 @@ describe('PHI verifier', () => {
     expect(hits).to.deep.equal({ clean: false, hits: [{ path: '@43', kind: 'patient-name' }] });
   });
 
+  it('CJK names: two ideographs are a needle, found inside text without spaces (UTF-8)', () => {
+    const k = new KnownIdentifiers().addPersonName('Yamada^Tarou=山田^太郎=やまだ^たろう', 'patient-name');
+    expect(k.needles().map((n) => n.text)).to.include.members(['山田', '太郎', '山田太郎', 'やまだ']);
+    const f = file((d) => (d['00204000'] = { vr: 'LT', Value: ['患者 山田太郎様 に説明'] }));
+    expect(verifyDeidentified(f, k)).to.deep.equal({ clean: false, hits: [{ path: '00204000', kind: 'patient-name' }] });
+    expect(verifyDeidentified(file(() => {}), k)).to.deep.equal({ clean: true });
+  });
+
+  it('accented names in any case, in UTF-8 and in ISO 8859-1', () => {
+    const k = new KnownIdentifiers().addPersonName('Müller^Jürgen', 'patient-name');
+    const utf8 = file((d) => (d['00204000'] = { vr: 'LT', Value: ['HERR MÜLLER'] }));
+    expect(verifyDeidentified(utf8, k)).to.deep.equal({ clean: false, hits: [{ path: '00204000', kind: 'patient-name' }] });
+    const latin1 = Buffer.from(file((d) => (d['00204000'] = { vr: 'LT', Value: ['Herr XXller'] })));
+    latin1.write('M\xfc', latin1.indexOf('XX'), 'latin1'); // 'Mü' in ISO 8859-1, same length
+    expect(verifyDeidentified(latin1, k)).to.deep.equal({ clean: false, hits: [{ path: '00204000', kind: 'patient-name' }] });
+  });
+
   it('HL7 and DICOM name forms, addresses and phone numbers become searchable needles', () => {
     const k = new KnownIdentifiers()
       .addPersonName('VAN DER BERG^JOHANNA^M^^DR', 'patient-name')

@@ -52,6 +52,12 @@ describe('text scrubber', () => {
     expect(scrubText(text, ids())).to.equal(text);
   });
 
+  it('removes CJK names inside text without spaces, and accented Latin names', () => {
+    const k = new KnownIdentifiers().addPersonName('Yamada^Tarou=山田^太郎', 'patient-name').addPersonName('Müller^Jürgen');
+    expect(scrubText('患者山田太郎様は安定', k)).to.equal(`患者${T}様は安定`);
+    expect(scrubText('Herr MÜLLER und Jürgen', k)).to.equal(`Herr ${T} und ${T}`);
+  });
+
   it('in known-only mode (header LO/SH values), generic patterns stay', () => {
     expect(scrubText('V 10.2.15 build 2024-01-01 for MRN-7781234', ids(), { generic: false })).to.equal(`V 10.2.15 build 2024-01-01 for ${T}`);
   });
