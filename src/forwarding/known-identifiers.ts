@@ -293,7 +293,8 @@ function collect(dict: DicomDataDict, ids: KnownIdentifiers): void {
     }
     const idKind = IDS.get(tag);
     if (idKind) {
-      for (const s of strings(el)) ids.addId(s, idKind);
+      // an issuer is often a short system code (HIS, RIS, MRN, PACS): only a distinctive one is searched for
+      for (const s of strings(el)) if (tag !== '00100021' || s.trim().length >= 6) ids.addId(s, idKind);
       continue;
     }
     const textKind = TEXTS.get(tag);
