@@ -155,6 +155,8 @@ export interface DeidentifyFileLimits {
   maxHeaderBytes?: number;
   /** Largest deflated file (read whole). Default 256 MiB. */
   maxDeflatedBytes?: number;
+  /** First read (then doubled as the header needs). Default 64 KiB. */
+  initialReadBytes?: number;
 }
 
 /**
@@ -176,8 +178,24 @@ export async function deidentifyFile(
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
-    let buf = await readAt(fh, 0, Math.min(size, 64 * 1024));
-    const meta = readMeta(buf);
+    const chunk = Math.max(256, limits.initialReadBytes ?? 64 * 1024);
+    let buf = await readAt(fh, 0, Math.min(size, chunk));
+    const more = async (): Promise<void> => {
+      if (buf.length >= maxHeader) throw new GatewayError(ErrorCode.unsupported, `the header part of this file is larger than ${maxHeader} bytes`);
+      buf = Buffer.concat([buf, await readAt(fh, buf.length, Math.min(size - buf.length, Math.max(buf.length, chunk)))]);
+    };
+    // The meta group is read whole: up to the first element after it, or the end of the file.
+    let meta: Meta;
+    for (;;) {
+      const whole = buf.length >= size;
+      try {
+        meta = readMeta(buf);
+        if (whole || meta.end + 8 <= buf.length) break;
+      } catch (err) {
+        if (whole) throw err;
+      }
+      await more();
+    }
     const ts = meta.transferSyntaxUid;
     refuseBigEndian(ts);
     if (ts === TransferSyntax.deflate) {
@@ -213,10 +231,7 @@ export async function deidentifyFile(
         o = end;
         continue;
       }
-      if (buf.length >= maxHeader + meta.end) {
-        throw new GatewayError(ErrorCode.unsupported, `the header part of this file is larger than ${maxHeader} bytes`);
-      }
-      buf = Buffer.concat([buf, await readAt(fh, buf.length, Math.min(size - buf.length, Math.max(buf.length, 64 * 1024)))]);
+      await more();
     }
 
     const dataset = buf.subarray(meta.end);
