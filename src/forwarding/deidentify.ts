@@ -17,11 +17,31 @@
  *    first and deflated again at the end.
  * 4. The result is walked again before it is returned; a structure we did not
  *    write correctly is an internal error, never a file on the wire.
+ * 5. The output is scanned by the verifier (phi-verifier.ts) for the source's
+ *    identifiers and the caller's (`knownIdentifiers`): `verification` says
+ *    whether it may leave. `risk` says whether the instance may go at all
+ *    (instance-risk.ts: burned-in text, documents, photographs).
+ *
+ * `deidentifyFile` does the same from a file handle, reading only the header
+ * part: the sender streams the returned prefix and then the source's own
+ * pixel data bytes, so an instance of any size costs its header in memory.
+ *
+ * Beyond Table E.1-1, because PS3.15 asks for it:
+ * - SR content trees: without the Clean Structured Content Option, TEXT, PNAME,
+ *   DATE, TIME, DATETIME values and local code meanings are replaced by dummies
+ *   (UIDREF is replaced like every UID), the tree itself kept so the document
+ *   stays valid; with `cleanStructuredContent`, text is scrubbed of the known
+ *   identifiers and dates, dates shift like the rest, and 113104 is recorded.
+ * - Encapsulated Document (0042,0011) is never copied without a person's
+ *   release (`releasedByReviewer`); the verifier still reads it.
+ * - Text the profile keeps (descriptions, labels, comments not in the table)
+ *   goes through the scrubber (text-scrubber.ts).
  *
  * Not supported (GatewayError 'unsupported'): explicit VR big endian (retired),
  * several character sets in (0008,0005) (ISO 2022 code extensions: dcmjs cannot
- * decode them), public attributes after Pixel Data other than Digital Signatures
- * and Data Set Trailing Padding (both removed by the profile).
+ * decode them), sequences encoded as UN (dcmjs misreads them), public
+ * attributes after Pixel Data other than Digital Signatures and Data Set
+ * Trailing Padding (both removed by the profile).
  *
  * Resolution of the combined actions of Table E.1-1 for the IODs we forward
  * (images, classic and enhanced multi-frame, and SR documents) is in
