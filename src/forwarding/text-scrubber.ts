@@ -23,18 +23,18 @@ const MONTH = '(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?
 
 /** Patterns removed in generic mode, applied after the known identifiers. */
 const GENERIC: readonly RegExp[] = [
-  /[\w.+-]+@[\w-]+(?:\.[\w-]+)+/g, // e-mail
+  /(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}/g, // e-mail (bounded, from a token start: linear on long text)
   /(?<![\w.])\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?![\w])/g, // 1957-03-13, 1957/3/13
   /(?<![\w.])\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?![\w.])/g, // 13.03.1957, 3/13/57
   new RegExp(`(?<![\\w])\\d{1,2}(?:st|nd|rd|th)?\\.?[ -]${MONTH}\\.?[ -,]*\\d{2,4}(?![\\w])`, 'gi'), // 13 Mar 1957, 13-MAR-1957
   new RegExp(`(?<![\\w])${MONTH}\\.? \\d{1,2}(?:st|nd|rd|th)?,? \\d{4}(?![\\w])`, 'gi'), // March 13, 1957
   /(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}[ .-]\d{2,5}[ .-]?\d{2,5}(?:[ .-]\d{2,5})?(?![\w])/g, // phone numbers
-  /(?<![\w.])(?=[A-Za-z-]*\d)[A-Za-z-]*\d(?:[\dA-Za-z-]*\d){5,}[A-Za-z]*(?![\w])/g, // ids and other numbers of 6+ digits
+  /[A-Za-z0-9-]*\d[A-Za-z0-9-]*/g, // ids and other numbers: a token with 6+ digits (checked below)
 ];
+const DATE_PHONE_PATTERNS = 6;
 
 const TOKEN_RUN = /\[REMOVED\](?:[\^ ,]+\[REMOVED\])+/g;
 
-/** Phone pattern needs at least 7 digits in total: '12 mm 3' is not a phone number. */
 function digitCount(s: string): number {
   return s.replace(/\D/g, '').length;
 }
@@ -68,7 +68,11 @@ export function scrubText(text: string, ids: KnownIdentifiers, options: ScrubOpt
   }
   if (options.generic !== false) {
     for (const re of GENERIC) {
-      out = out.replace(re, (m) => (re === GENERIC[5] && digitCount(m) < 7 ? m : SCRUB_TOKEN));
+      out = out.replace(re, (m) => {
+        if (re === GENERIC[5] && digitCount(m) < 7) return m; // '12 mm 3' is not a phone number
+        if (re === GENERIC[DATE_PHONE_PATTERNS] && digitCount(m) < 6) return m;
+        return SCRUB_TOKEN;
+      });
     }
   }
   // 'SMITH^JOHN' or 'John Smith' is one removal, not two
