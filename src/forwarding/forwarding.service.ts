@@ -267,8 +267,11 @@ export class ForwardingService {
       if (d.deidentify === 1) {
         const policy = this.o.config.forwarding.deidentification.exclusionPolicy;
         if (policy === 'hold-case') {
+          // Newly found ones, and ones listed by an earlier attempt and not released yet (a retry does not send around them).
           const risky = await this.riskyInstances(d, pending);
-          if (risky > 0) return await this.hold(d, `${risky} instance(s) may carry identifiers that de-identification cannot remove (see excludedInstances)`, log);
+          if (risky > 0 || (await hasOpenExclusions(this.db, d.id))) {
+            return await this.hold(d, 'instances may carry identifiers that de-identification cannot remove: the case waits until each is released (see excludedInstances)', log);
+          }
         }
         deid = {
           pseudonyms: await StudyPseudonyms.load(this.db, this.o.pseudonymSecret(), d.destination_id, d.study_instance_uid),

@@ -378,6 +378,10 @@ describe('de-identified forwarding with exclusionPolicy hold-case', function () 
 
     const sc = s.files.find((f) => f.kind === 'sc-dose')!;
     const pdf = s.files.find((f) => f.kind === 'pdf')!;
+    // A retry does not send around the listed instances: held again.
+    expect((await call('POST', `/api/cases/${id}/retry`)).status).to.equal(200);
+    await caseWhen(id, 'held again', (x) => x.state === 'held' && x.deliveries[0]!.state === 'held');
+    expect(scp.received().size).to.equal(0);
     expect((await call('POST', `/api/cases/${id}/excluded/${sc.sopInstanceUid}/release`, {})).status).to.equal(200);
     // One still kept back: the case stays held.
     expect(((await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody).state).to.equal('held');
