@@ -1059,23 +1059,18 @@ function refuseUnSequences(buf: Buffer, from: number, to: number): void {
       if (dictionary[`(${t})`]?.vr === 'SQ') throw new GatewayError(ErrorCode.unsupported, `sequence ${t} is encoded as UN: it cannot be de-identified reliably`);
     }
     if (h.vr === 'SQ') {
-      // each item's elements
       let p = h.value;
       const seqEnd = h.len === UNDEFINED ? end - 8 : end;
       while (p < seqEnd) {
         const item = header(buf, p, false);
         if (item.tag !== 0xfffee000) break;
-        const itemEnd = item.len === UNDEFINED ? itemEndOf(buf, item.value) : item.value + item.len;
-        refuseUnSequences(buf, item.value, item.len === UNDEFINED ? itemEnd - 8 : itemEnd);
-        p = itemEnd;
+        const next = item.len === UNDEFINED ? itemEnd(buf, item.value, true) : item.value + item.len;
+        refuseUnSequences(buf, item.value, item.len === UNDEFINED ? next - 8 : next);
+        p = next;
       }
     }
     o = end;
   }
-}
-
-function itemEndOf(buf: Buffer, p: number): number {
-  return itemEnd(buf, p, true);
 }
 
 function hex(tag: number): string {
