@@ -49,6 +49,7 @@
  * IODs without keeping more than the standard allows.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import dcmjs, { type DicomDataDict, type DicomElement } from 'dcmjs';
 import { ErrorCode, GatewayError } from '../errors.js';
@@ -336,6 +337,23 @@ async function pixelEnd(fh: FileHandle, start: number, size: number, explicit: b
   return p;
 }
 
+/**
+ * The header of a source Part 10 file (before Pixel Data) as a dcmjs
+ * dictionary, read the way the de-identifier reads it (deflate, ISO 2022 text):
+ * for `identifiersFromDataset`.
+ */
+export function readSourceHeader(file: Buffer): DicomDataDict {
+  const meta = readMeta(file);
+  refuseBigEndian(meta.transferSyntaxUid);
+  let dataset = file.subarray(meta.end);
+  if (meta.transferSyntaxUid === TransferSyntax.deflate) dataset = inflate(dataset);
+  const explicit = meta.transferSyntaxUid !== TransferSyntax.implicitLe;
+  const split = splitAtPixelData(walkTopLevel(dataset, explicit), dataset.length);
+  const headerBytes = dataset.subarray(0, split.pixelStart);
+  if (explicit) refuseUnSequences(headerBytes, 0, headerBytes.length);
+  return parseHeader(transcodeIso2022(headerBytes, explicit), explicit ? TransferSyntax.explicitLe : TransferSyntax.implicitLe);
+}
+
 /** Every syntax other than implicit VR little endian (native and encapsulated) encodes the dataset in explicit VR little endian. */
 function refuseBigEndian(ts: string): void {
   if (ts === TransferSyntax.explicitBe) {
@@ -361,7 +379,7 @@ function deidentifyHeader(
   const safeRules = parseSafePrivateTags(options.safePrivateTags ?? []);
   const parseSyntax = meta.transferSyntaxUid === TransferSyntax.implicitLe ? TransferSyntax.implicitLe : TransferSyntax.explicitLe;
   if (parseSyntax === TransferSyntax.explicitLe) refuseUnSequences(headerBytes, 0, headerBytes.length);
-  const source = parseHeader(headerBytes, parseSyntax);
+  const source = parseHeader(transcodeIso2022(headerBytes, parseSyntax === TransferSyntax.explicitLe), parseSyntax);
   const sopClassUid = firstString(source['00080016']) ?? meta.sopClassUid;
   const originalPatientId = firstString(source['00100020']) ?? '';
   const burned = (firstString(source['00280301']) ?? '').toUpperCase();
@@ -1126,6 +1144,117 @@ function syntheticMeta(transferSyntaxUid: string): Buffer {
 
 function toArrayBuffer(b: Buffer): ArrayBuffer {
   return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+}
+
+// ---------------------------------------------------------------------------
+// ISO 2022 code extensions (several character sets): dcmjs cannot decode them,
+// so the header's text is decoded here (dicom-character-set) and re-encoded as
+// UTF-8 before dcmjs reads it; the output says ISO_IR 192 like every output.
+
+const { convertBytes } = createRequire(import.meta.url)('dicom-character-set') as {
+  convertBytes(specificCharacterSet: string, bytes: Uint8Array, options?: { vr?: string }): string;
+};
+
+const TEXT_VRS = new Set(['SH', 'LO', 'ST', 'LT', 'UT', 'UC', 'PN']);
+
+function charsetOf(buf: Buffer, from: number, to: number, explicit: boolean): string | undefined {
+  let o = from;
+  while (o + 8 <= to) {
+    const h = header(buf, o, explicit);
+    if (h.tag === 0x00080005 && h.len !== UNDEFINED) return buf.toString('latin1', h.value, h.value + h.len).replace(/[\0 ]+$/, '');
+    if (h.tag > 0x00080005) return undefined;
+    o = elementEnd(buf, o, explicit);
+  }
+  return undefined;
+}
+
+function needsTranscoding(charset: string | undefined): boolean {
+  return charset !== undefined && (charset.includes('\\') || /ISO 2022/.test(charset));
+}
+
+/** The header bytes with every text value of an ISO 2022 dataset (or item) re-encoded as UTF-8; unchanged when there is none. */
+function transcodeIso2022(buf: Buffer, explicit: boolean): Buffer {
+  const top = charsetOf(buf, 0, buf.length, explicit);
+  if (!needsTranscoding(top) && !buf.includes(Buffer.from('ISO 2022', 'latin1'))) return buf;
+  try {
+    return Buffer.concat(transcodeItem(buf, 0, buf.length, explicit, top ?? ''));
+  } catch (cause) {
+    if (cause instanceof GatewayError) throw cause;
+    throw new GatewayError(ErrorCode.unsupported, 'de-identification cannot decode this file\'s text (ISO 2022)', { cause });
+  }
+}
+
+const vrOf = (tag: number): string | undefined => {
+  const t = hex(tag);
+  return (DicomMetaDictionary as unknown as { dictionary: Record<string, { vr?: string } | undefined> }).dictionary[`(${t})`]?.vr;
+};
+
+function elementBytes(tag: number, vr: string, value: Buffer, explicit: boolean): Buffer {
+  const long = LONG_VRS.has(vr);
+  const h = Buffer.alloc(explicit ? (long ? 12 : 8) : 8);
+  h.writeUInt16LE(tag >>> 16, 0);
+  h.writeUInt16LE(tag & 0xffff, 2);
+  if (!explicit) h.writeUInt32LE(value.length, 4);
+  else if (long) {
+    h.write(vr, 4, 'latin1');
+    h.writeUInt32LE(value.length, 8);
+  } else {
+    if (value.length > 0xffff) throw new GatewayError(ErrorCode.unsupported, `re-encoded ${hex(tag)} is too long for its VR`);
+    h.write(vr, 4, 'latin1');
+    h.writeUInt16LE(value.length, 6);
+  }
+  return Buffer.concat([h, value]);
+}
+
+/** Elements [from, to) re-encoded: text as UTF-8 (decoded with `charset`, or the item's own), sequences and items with undefined length. */
+function transcodeItem(buf: Buffer, from: number, to: number, explicit: boolean, inherited: string): Buffer[] {
+  const own = charsetOf(buf, from, to, explicit);
+  const charset = own ?? inherited;
+  const out: Buffer[] = [];
+  let o = from;
+  while (o < to) {
+    if (to - o < 8) {
+      out.push(buf.subarray(o, to));
+      break;
+    }
+    const h = header(buf, o, explicit);
+    const end = elementEnd(buf, o, explicit);
+    const vr = explicit ? h.vr : (vrOf(h.tag) ?? '');
+    const group = h.tag >>> 16;
+    if (h.tag === 0x00080005) {
+      out.push(elementBytes(h.tag, 'CS', Buffer.from('ISO_IR 192', 'latin1'), explicit));
+    } else if (vr === 'SQ' || (h.len === UNDEFINED && vr !== 'UN' && group !== 0x7fe0)) {
+      const seqHeader = Buffer.alloc(explicit ? 12 : 8);
+      seqHeader.writeUInt16LE(group, 0);
+      seqHeader.writeUInt16LE(h.tag & 0xffff, 2);
+      if (explicit) {
+        seqHeader.write('SQ', 4, 'latin1');
+        seqHeader.writeUInt32LE(UNDEFINED, 8);
+      } else seqHeader.writeUInt32LE(UNDEFINED, 4);
+      out.push(seqHeader);
+      let p = h.value;
+      const seqEnd = h.len === UNDEFINED ? end - 8 : end;
+      while (p < seqEnd) {
+        const item = header(buf, p, false);
+        if (item.tag !== 0xfffee000) break;
+        const next = item.len === UNDEFINED ? itemEnd(buf, item.value, explicit) : item.value + item.len;
+        out.push(Buffer.from([0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]));
+        out.push(...transcodeItem(buf, item.value, item.len === UNDEFINED ? next - 8 : next, explicit, charset));
+        out.push(Buffer.from([0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]));
+        p = next;
+      }
+      out.push(Buffer.from([0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]));
+    } else if (TEXT_VRS.has(vr) && h.len !== UNDEFINED && group % 2 === 0) {
+      const text = convertBytes(charset, buf.subarray(h.value, h.value + h.len), { vr });
+      let value = Buffer.from(text, 'utf8');
+      if (value.length % 2) value = Buffer.concat([value, Buffer.from(' ')]);
+      out.push(elementBytes(h.tag, vr, value, explicit));
+    } else {
+      out.push(buf.subarray(o, end));
+    }
+    o = end;
+  }
+  return out;
 }
 
 function parseHeader(bytes: Buffer, syntax: string): DicomDataDict {

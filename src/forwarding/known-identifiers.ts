@@ -304,7 +304,8 @@ function collect(dict: DicomDataDict, ids: KnownIdentifiers): void {
 
 /**
  * The identifiers of a source dataset: a dcmjs dataset dictionary, or a Part 10
- * buffer (only the header before Pixel Data is read).
+ * buffer (only the header before Pixel Data is read, by dcmjs: a file with ISO
+ * 2022 code extensions is read with deidentify.ts `readSourceHeader` first).
  */
 export function identifiersFromDataset(source: DicomDataDict | Buffer, into: KnownIdentifiers = new KnownIdentifiers()): KnownIdentifiers {
   let dict: DicomDataDict;

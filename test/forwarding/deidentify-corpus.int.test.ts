@@ -12,7 +12,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import dcmjs from 'dcmjs';
 import { GatewayError } from '../../src/errors.js';
-import { deidentifyFile, deidentifyPart10, type DeidentifyOptions, type DeidentifyResult, type PseudonymSource } from '../../src/forwarding/deidentify.js';
+import { deidentifyFile, deidentifyPart10, readSourceHeader, type DeidentifyOptions, type DeidentifyResult, type PseudonymSource } from '../../src/forwarding/deidentify.js';
 import { identifiersFromDataset, type KnownIdentifiers } from '../../src/forwarding/known-identifiers.js';
 import { verifyDeidentified } from '../../src/forwarding/phi-verifier.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -99,7 +99,7 @@ describe('de-identification of the pydicom corpus (real-world files)', function 
       }
       try {
         const result = deidentifyPart10(source, pseudonyms(), OPTIONS);
-        done.push({ file, source, result, ids: identifiersFromDataset(source) });
+        done.push({ file, source, result, ids: identifiersFromDataset(readSourceHeader(source)) });
       } catch (err) {
         if (!(err instanceof GatewayError) || !['unreadable-data', 'unsupported'].includes(err.code)) throw err;
         skipped.push(`${name}: ${err.code}: ${err.message}`);

@@ -566,11 +566,20 @@ describe('PS3.15 basic profile de-identification', function () {
       expect(refuses(readFileSync(out), 'unsupported').message).to.match(/big endian/);
     });
 
-    it('ISO 2022 code extensions (several character sets): unsupported', () => {
+    it('ISO 2022 code extensions (several character sets): text decoded and written as UTF-8; an unknown escape is unsupported', () => {
       const src = DicomMessage.readFile(ab(inputs[0]!.bytes));
       src.dict['00080005'] = { vr: 'CS', Value: ['ISO 2022 IR 6', 'ISO 2022 IR 87'] };
+      src.dict['00081090'] = { vr: 'LO', Value: ['QQQQQQQQQQQQ'] };
       const bytes = writePart10(src.dict, SopClass.ct, study.instances[0]!.sopInstanceUid);
-      refuses(bytes, 'unsupported');
+      // 山田 in JIS X 0208 between ESC $ B and ESC ( B, padded: the same 12 bytes
+      const jis = Buffer.from([0x1b, 0x24, 0x42, 0x3b, 0x33, 0x45, 0x44, 0x1b, 0x28, 0x42, 0x20, 0x20]);
+      jis.copy(bytes, bytes.indexOf('QQQQQQQQQQQQ'));
+      const out = read(deidentifyPart10(bytes, pseudonyms(), BASIC).bytes).dict;
+      expect(str(out, '00080005')).to.equal('ISO_IR 192');
+      expect(str(out, '00081090')).to.equal('山田');
+      const bad = Buffer.from(bytes);
+      bad[bad.indexOf(Buffer.from([0x1b, 0x24, 0x42])) + 2] = 0x7a; // ESC $ z: no such character set
+      refuses(bad, 'unsupported');
     });
 
     it('a public attribute after Pixel Data: unsupported', () => {
