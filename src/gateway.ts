@@ -25,7 +25,7 @@ import { decisionStudyEnricher } from './rules/decision.enricher.js';
 import { DecisionService } from './rules/decision.service.js';
 import { EvaluationTrigger } from './states.js';
 import { RulesService } from './rules/rules.service.js';
-import { deidentifyPart10 } from './forwarding/deidentify.js';
+import { deidPort } from './forwarding/deid-port.js';
 import { createDestinationSender, type DestinationSender } from './forwarding/destination.js';
 import { ForwardingService } from './forwarding/forwarding.service.js';
 import { ensureSetting } from './rules/rules.repository.js';
@@ -141,7 +141,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     config,
     spool,
     senders,
-    deidentify: deidentifyPart10,
+    deid: deidPort,
     pseudonymSecret: () => pseudonymSecret,
     newId,
     metrics,

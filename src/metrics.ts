@@ -32,6 +32,8 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
   private readonly live = new Map<string, () => number>();
   private readonly deliverySeconds: Histogram<'destination'>;
   private readonly deliveredInstances: Counter<'destination'>;
+  private readonly deidExcluded: Counter<'destination_id' | 'reason'>;
+  private readonly deidPhiDetected: Counter<'destination_id'>;
   private readonly deliveryFailures: Counter<'destination' | 'kind'>;
 
   constructor(db: Db, instanceId: string) {
@@ -180,6 +182,18 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
       labelNames: ['destination', 'kind'],
       registers,
     });
+    this.deidExcluded = new Counter({
+      name: 'gateway_deid_excluded_instances_total',
+      help: 'Instances kept back from a de-identified delivery, by reason (burned-in-risk, encapsulated-document, phi-detected, ...)',
+      labelNames: ['destination_id', 'reason'],
+      registers,
+    });
+    this.deidPhiDetected = new Counter({
+      name: 'gateway_deid_phi_detected_total',
+      help: 'De-identified instances in which the verifier found a known identifier of the study (not sent)',
+      labelNames: ['destination_id'],
+      registers,
+    });
   }
 
   /** Configured limits (config key -> value) and live counters (name -> reader) for /metrics. */
@@ -199,5 +213,13 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
 
   failed(destinationId: string, kind: 'transient' | 'permanent'): void {
     this.deliveryFailures.inc({ destination: destinationId, kind });
+  }
+
+  excluded(destinationId: string, reason: string): void {
+    this.deidExcluded.inc({ destination_id: destinationId, reason });
+  }
+
+  phiDetected(destinationId: string): void {
+    this.deidPhiDetected.inc({ destination_id: destinationId });
   }
 }

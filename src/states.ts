@@ -51,6 +51,8 @@ export const DeliveryInstanceState = {
   pending: 'pending',
   sent: 'sent',
   failed: 'failed',
+  /** Kept back from a de-identified delivery (delivery_exclusions says why); sent only once a person releases it. */
+  excluded: 'excluded',
 } as const;
 export type DeliveryInstanceState = (typeof DeliveryInstanceState)[keyof typeof DeliveryInstanceState];
 

@@ -207,7 +207,7 @@ const dicomwebDestination = z.strictObject({
   headers: z.record(z.string(), z.string()).default({}),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(20),
-  /** A STOW-RS request is built in memory: a batch is split into requests of at most this many megabytes. */
+  /** A batch is split into STOW-RS requests of at most this many megabytes (an instance larger than that goes alone); bodies are streamed, not built in memory. */
   maxRequestMegabytes: z.number().positive().default(64),
 });
 
@@ -300,13 +300,21 @@ export const configSchema = z
         /** A claimed delivery whose worker went silent this long is taken over (another instance, or after a crash). */
         leaseSeconds: z.number().positive().default(300),
         pollIntervalSeconds: z.number().positive().default(2),
-        /** With de-identification on, studies of these modalities (or BurnedInAnnotation YES) are held for review. */
+        /**
+         * Deprecated, folded into `deidentification.exclusionPolicy`: with de-identification on, instances of these
+         * modalities count as burned-in risk besides the built-in rules (SOP class, BurnedInAnnotation, Image Type...).
+         */
         holdBurnedInModalities: z.array(z.string().min(1)).default(['US', 'SC', 'XC', 'ES']),
         deidentification: z
           .strictObject({
             retainLongitudinalModifiedDates: z.boolean().default(true),
             retainPatientCharacteristics: z.boolean().default(true),
             safePrivateTags: z.array(z.string()).default([]),
+            /**
+             * What an instance that cannot go out de-identified does to its delivery: `exclude-instance` keeps that
+             * instance back (listed on the case, releasable) and sends the rest; `hold-case` holds the whole case.
+             */
+            exclusionPolicy: z.enum(['exclude-instance', 'hold-case']).default('exclude-instance'),
           })
           .prefault({}),
       })

@@ -1,5 +1,5 @@
 import type { AiResultTable, Hl7MessageTable, OrderTable, PatientMergeTable, ReportVersionTable } from '../hl7/hl7.table.js';
-import type { DeliveryInstanceTable, DeliveryTable, PseudonymTable } from '../forwarding/delivery.table.js';
+import type { DeliveryExclusionTable, DeliveryInstanceTable, DeliveryTable, PseudonymTable } from '../forwarding/delivery.table.js';
 import type { CaseAssignmentTable, OutboundMessageTable, SecondReportTable } from '../reports/report.table.js';
 import type { AuditEventTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
@@ -27,6 +27,7 @@ export interface Database {
   manual_requests: ManualRequestTable;
   deliveries: DeliveryTable;
   delivery_instances: DeliveryInstanceTable;
+  delivery_exclusions: DeliveryExclusionTable;
   pseudonyms: PseudonymTable;
   case_assignments: CaseAssignmentTable;
   second_reports: SecondReportTable;

@@ -30,6 +30,26 @@ export interface DeliveryInstanceTable {
   sent_at: string | null;
 }
 
+/**
+ * An instance kept back from a de-identified delivery. `detail` names what was
+ * found (attribute paths, the risk rule), never a value. Released rows stay, with
+ * who released them and why; a released instance that the verifier then stops is
+ * excluded again (reason phi-detected, released_at cleared).
+ */
+export interface DeliveryExclusionTable {
+  delivery_id: string;
+  case_id: string;
+  sop_instance_uid: string;
+  sop_class_uid: string;
+  series_description: string | null;
+  reason: string;
+  detail: string | null;
+  excluded_at: string;
+  released_at: string | null;
+  released_by: string | null;
+  release_reason: string | null;
+}
+
 /** Original identifier -> what a destination saw, so a returned report links back to the real study. */
 export interface PseudonymTable {
   destination_id: string;
@@ -43,3 +63,4 @@ export interface PseudonymTable {
 
 export type DeliveryRow = Selectable<DeliveryTable>;
 export type DeliveryInstanceRow = Selectable<DeliveryInstanceTable>;
+export type DeliveryExclusionRow = Selectable<DeliveryExclusionTable>;

@@ -1,3 +1,5 @@
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import type { Destination } from '../config/schema.js';
 import type { Logger } from '../logger.js';
 import { DicomwebDestinationSender } from './dicomweb.destination.js';
@@ -10,6 +12,12 @@ export interface OutgoingInstance {
   transferSyntaxUid: string;
   /** complete Part 10 file */
   bytes: Buffer;
+  /**
+   * Called by a streaming sender just before this instance goes on the wire
+   * (after the previous one was answered); a rejection stops the batch there,
+   * the association released, the rest reported not sent (a cancelled case).
+   */
+  beforeSend?: () => Promise<void>;
 }
 
 /**
@@ -20,18 +28,96 @@ export interface OutgoingInstance {
  */
 export type LazyOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & {
   bytes: () => Promise<Buffer>;
-  /**
-   * Called by a streaming sender just before this instance goes on the wire
-   * (after the previous one was answered); a rejection stops the batch there,
-   * the association released, the rest reported not sent (a cancelled case).
-   */
-  beforeSend?: () => Promise<void>;
 };
 
-export type SendableInstance = OutgoingInstance | LazyOutgoingInstance;
+/** Bytes in memory, or a byte range [start, end) of a file read when it is sent. */
+export type Piece = Buffer | { path: string; start: number; end: number };
 
-/** The instance's bytes, loading them if needed. */
+/**
+ * A Part 10 file as pieces sent one after another: a stored file as is
+ * (one range), or a de-identified header in memory followed by the original
+ * Pixel Data element read from the stored file. `datasetOffset` is where the
+ * dataset starts (after the meta header: DIMSE sends only the dataset).
+ */
+export interface Part10Stream {
+  pieces: Piece[];
+  length: number;
+  datasetOffset: number;
+}
+
+/** An instance whose bytes are streamed from pieces, never held whole in memory. */
+export type StreamedOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & { stream: Part10Stream };
+
+export type SendableInstance = OutgoingInstance | LazyOutgoingInstance | StreamedOutgoingInstance;
+
+const pieceLength = (p: Piece): number => (Buffer.isBuffer(p) ? p.length : p.end - p.start);
+
+export function part10Stream(pieces: Piece[], datasetOffset: number): Part10Stream {
+  return { pieces, datasetOffset, length: pieces.reduce((n, p) => n + pieceLength(p), 0) };
+}
+
+/**
+ * The bytes of a stream from `from` on, as chunks of at most `chunkBytes`,
+ * read from disk only as fast as the caller asks for them (back-pressure is
+ * the caller's pace of iteration).
+ */
+export async function* readPieces(stream: Part10Stream, from = 0, chunkBytes = 1024 * 1024): AsyncGenerator<Buffer> {
+  let skip = from;
+  for (const p of stream.pieces) {
+    const len = pieceLength(p);
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    if (Buffer.isBuffer(p)) {
+      for (let o = skip; o < p.length; o += chunkBytes) yield p.subarray(o, Math.min(p.length, o + chunkBytes));
+    } else if (p.end > p.start + skip) {
+      const rs = createReadStream(p.path, { start: p.start + skip, end: p.end - 1, highWaterMark: chunkBytes });
+      for await (const chunk of rs) yield chunk as Buffer;
+    }
+    skip = 0;
+  }
+}
+
+/** Reads a whole stream into memory (transcoding, tests): only where a whole instance is unavoidable. */
+export async function streamToBuffer(stream: Part10Stream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of readPieces(stream)) parts.push(c);
+  return Buffer.concat(parts, stream.length);
+}
+
+/** Where the dataset starts in a Part 10 file: past the preamble, DICM and the group 0002 elements (PS3.10 7.1). */
+export function part10DatasetOffset(head: Buffer): number {
+  if (head.length < 144 || head.toString('latin1', 128, 132) !== 'DICM') throw new Error('not a DICOM Part 10 file (no DICM prefix)');
+  let o = 132;
+  while (o + 8 <= head.length && head.readUInt16LE(o) === 0x0002) {
+    const vr = head.toString('latin1', o + 4, o + 6);
+    const long = ['OB', 'OW', 'OF', 'SQ', 'UT', 'UN', 'UC', 'UR', 'OD', 'OL', 'OV'].includes(vr);
+    if (long && o + 12 > head.length) throw new Error('Part 10 meta header longer than expected');
+    const len = long ? head.readUInt32LE(o + 8) : head.readUInt16LE(o + 6);
+    if (len === 0xffffffff) throw new Error('malformed Part 10 meta header');
+    o += (long ? 12 : 8) + len;
+  }
+  if (o > head.length) throw new Error('Part 10 meta header longer than expected');
+  return o;
+}
+
+/** A stored file as a stream: its size and where its dataset starts, read from its first bytes. */
+export async function fileStream(path: string): Promise<Part10Stream> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const head = Buffer.allocUnsafe(Math.min(size, 64 * 1024));
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    return { pieces: [{ path, start: 0, end: size }], length: size, datasetOffset: part10DatasetOffset(head.subarray(0, bytesRead)) };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The instance's bytes, loading them if needed (a streamed instance is read whole: avoid on large files). */
 export function loadBytes(instance: SendableInstance): Promise<Buffer> {
+  if ('stream' in instance) return streamToBuffer(instance.stream);
   return typeof instance.bytes === 'function' ? instance.bytes() : Promise.resolve(instance.bytes);
 }
 

@@ -1,15 +1,17 @@
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import { api } from 'dicomweb-client';
 import XMLHttpRequest from 'xhr2';
 import type { Destination } from '../config/schema.js';
 import type { Logger } from '../logger.js';
-import { failAll, loadBytes, type DestinationSender, type InstanceResult, type SendableInstance, type SendFailure } from './destination.js';
+import { failAll, loadBytes, part10Stream, readPieces, type DestinationSender, type InstanceResult, type Part10Stream, type SendableInstance, type SendFailure } from './destination.js';
 import { classifyStoreStatus } from './dimse.destination.js';
 
 type DicomwebConfig = Extract<Destination, { type: 'dicomweb' }>;
 
 /** What we call on dicomweb-client: its shipped typings omit `request` on QIDO and require options we do not use. */
 interface StowClient {
-  storeInstances(options: { datasets: ArrayBuffer[]; request: { instance: XMLHttpRequest } }): Promise<unknown>;
   searchForStudies(options: { queryParams: Record<string, string>; request: { instance: XMLHttpRequest } }): Promise<unknown>;
 }
 
@@ -101,13 +103,12 @@ export function stowResults(batch: readonly { sopInstanceUid: string }[], outcom
 }
 
 /**
- * STOW-RS sender on dicomweb-client + xhr2 (the library needs an
- * XMLHttpRequest in Node). We hand the library our own xhr2 instance so we can
- * read the HTTP status it hides (it resolves 200 and 202 alike), bound the
- * request with our own timer (the library has no timeout; xhr2's `timeout`
- * is only a socket idle timeout and its `abort()` never settles the library's
- * promise), keep `verbose` off (it dumps whole requests, PHI, to the console)
- * and ask for a DICOM JSON answer.
+ * STOW-RS sender: the store itself is a streamed multipart POST on node's http
+ * client (postMultipart); the reachability check is a QIDO-RS call through
+ * dicomweb-client + xhr2 (the library needs an XMLHttpRequest in Node), on our
+ * own xhr2 instance so we can read the HTTP status it hides, bounded by our
+ * own timer (the library has no timeout), with `verbose` off (it dumps whole
+ * requests, PHI, to the console).
  */
 export class DicomwebDestinationSender implements DestinationSender {
   readonly id: string;
@@ -116,6 +117,7 @@ export class DicomwebDestinationSender implements DestinationSender {
   private readonly timeoutMs: number;
   private readonly maxRequestBytes: number;
   private readonly url: string;
+  private readonly headers: Record<string, string>;
 
   constructor(config: DicomwebConfig, options: { callingAeTitle: string; logger: Logger }) {
     this.id = config.id;
@@ -123,6 +125,7 @@ export class DicomwebDestinationSender implements DestinationSender {
     this.timeoutMs = config.timeoutSeconds * 1000;
     this.maxRequestBytes = config.maxRequestMegabytes * 1024 * 1024;
     this.url = config.url.replace(/\/+$/, '');
+    this.headers = { ...config.headers };
     const acceptJson = (xhr: XMLHttpRequest, meta: { method: string }): XMLHttpRequest => {
       if (meta.method.toLowerCase() === 'post') xhr.setRequestHeader('Accept', 'application/dicom+json');
       return xhr;
@@ -145,40 +148,120 @@ export class DicomwebDestinationSender implements DestinationSender {
 
   async send(batch: readonly SendableInstance[]): Promise<InstanceResult[]> {
     if (batch.length === 0) return [];
-    // STOW-RS sends one multipart body, which dicomweb-client builds in memory: the instances are loaded one at a
-    // time and a request goes out whenever the next one would pass `maxRequestMegabytes`, so memory stays bounded
-    // whatever the batch size and instance size. A file that cannot be loaded fails what is left of the batch
-    // (the forwarding service reports its own error for it).
+    // A request goes out whenever the next instance would pass `maxRequestMegabytes` (receivers limit request
+    // sizes); an instance larger than that goes alone. Streamed instances are never in memory whole; an instance
+    // handed as bytes or a loader is loaded just before its request is built. A file that cannot be loaded fails
+    // what is left of the batch (the forwarding service reports its own error for it).
     const results: InstanceResult[] = [];
     let part: SendableInstance[] = [];
-    let datasets: ArrayBuffer[] = [];
+    let streams: Part10Stream[] = [];
     let bytes = 0;
     try {
       for (const i of batch) {
-        const b = await loadBytes(i);
-        if (part.length > 0 && bytes + b.length > this.maxRequestBytes) {
-          results.push(...(await this.stow(part, datasets)));
+        const stream = 'stream' in i ? i.stream : part10Stream([await loadBytes(i)], 0);
+        if (part.length > 0 && bytes + stream.length > this.maxRequestBytes) {
+          results.push(...(await this.stow(part, streams)));
           part = [];
-          datasets = [];
+          streams = [];
           bytes = 0;
         }
         part.push(i);
-        datasets.push(b as unknown as ArrayBuffer);
-        bytes += b.length;
+        streams.push(stream);
+        bytes += stream.length;
       }
-      if (part.length > 0) results.push(...(await this.stow(part, datasets)));
+      if (part.length > 0) results.push(...(await this.stow(part, streams)));
       return results;
     } catch (err) {
       return [...results, ...failAll(batch.slice(results.length), { transient: true, message: `internal error: ${err instanceof Error ? err.message : String(err)}` })];
     }
   }
 
-  private async stow(part: readonly SendableInstance[], datasets: ArrayBuffer[]): Promise<InstanceResult[]> {
-    const outcome = await this.call((instance) => this.client.storeInstances({ datasets, request: { instance } }));
+  private async stow(part: readonly SendableInstance[], streams: readonly Part10Stream[]): Promise<InstanceResult[]> {
+    const outcome = await this.postMultipart(streams);
     const results = stowResults(part, outcome);
     const failed = results.filter((r) => !r.ok).length;
     if (failed > 0) this.log.warn('STOW-RS failures', { status: outcome.status, timedOut: outcome.timedOut, failed, of: part.length });
     return results;
+  }
+
+  /**
+   * STOW-RS (PS3.18 10.5) with node's http client rather than dicomweb-client, which builds the whole multipart body
+   * in memory: here each part is read from its pieces as the socket takes it (write / 'drain'), with a
+   * Content-Length computed up front (every length is known), so a 2.5 GiB instance costs a few MiB. The timeout
+   * is an idle timeout (no byte moved for `timeoutSeconds`), since a large body legitimately takes longer.
+   */
+  private postMultipart(streams: readonly Part10Stream[]): Promise<HttpOutcome> {
+    const boundary = `srgw-${randomUUID()}`;
+    const heads = streams.map(() => Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, 'latin1'));
+    const crlf = Buffer.from('\r\n', 'latin1');
+    const tail = Buffer.from(`--${boundary}--\r\n`, 'latin1');
+    const length = heads.reduce((n, h) => n + h.length, 0) + streams.reduce((n, x) => n + x.length + crlf.length, 0) + tail.length;
+    const url = new URL(`${this.url}/studies`);
+    const client = url.protocol === 'https:' ? https : http;
+    return new Promise<HttpOutcome>((resolve) => {
+      let settled = false;
+      const settle = (o: HttpOutcome): void => {
+        if (settled) return;
+        settled = true;
+        resolve(o);
+      };
+      const req = client.request(url, {
+        method: 'POST',
+        headers: {
+          ...this.headers,
+          'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`,
+          'Content-Length': String(length),
+          Accept: 'application/dicom+json',
+        },
+      });
+      req.setTimeout(this.timeoutMs, () => {
+        req.destroy(new Error('idle timeout'));
+        settle({ status: 0, body: undefined, timedOut: true });
+      });
+      req.on('error', () => settle({ status: 0, body: undefined, timedOut: false }));
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          // an answer names the instances; a receiver that sends more than this is not answering STOW-RS
+          if (size < 16 * 1024 * 1024) chunks.push(c);
+          size += c.length;
+        });
+        res.on('end', () => settle({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), timedOut: false }));
+        res.on('error', () => settle({ status: res.statusCode ?? 0, body: undefined, timedOut: false }));
+      });
+      const write = async (): Promise<void> => {
+        const put = (b: Buffer): Promise<void> | undefined => {
+          if (req.write(b)) return undefined;
+          return new Promise<void>((ok, fail) => {
+            const onDrain = (): void => {
+              req.off('close', onClose);
+              ok();
+            };
+            const onClose = (): void => {
+              req.off('drain', onDrain);
+              fail(new Error('request closed'));
+            };
+            req.once('drain', onDrain);
+            req.once('close', onClose);
+          });
+        };
+        for (let i = 0; i < streams.length; i++) {
+          await put(heads[i]!);
+          for await (const chunk of readPieces(streams[i]!)) {
+            if (req.destroyed) return;
+            await put(chunk);
+          }
+          await put(crlf);
+        }
+        req.end(tail);
+      };
+      write().catch((err: unknown) => {
+        // a file that could not be read: the receiver must not take a truncated body for an instance
+        req.destroy(err instanceof Error ? err : new Error(String(err)));
+        settle({ status: 0, body: undefined, timedOut: false });
+      });
+    });
   }
 
   /** Runs one library call on a fresh xhr2 instance; resolves with the HTTP status and body, never rejects. */

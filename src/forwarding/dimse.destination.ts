@@ -5,7 +5,17 @@ import type { Destination } from '../config/schema.js';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from '../dicom/scp.js';
 import { hashId, type Logger } from '../logger.js';
 import { clientTlsOptions } from '../tls.js';
-import { failAll, loadBytes, type DestinationSender, type InstanceResult, type SendableInstance, type SendFailure } from './destination.js';
+import {
+  failAll,
+  loadBytes,
+  readPieces,
+  streamToBuffer,
+  type DestinationSender,
+  type InstanceResult,
+  type Part10Stream,
+  type SendableInstance,
+  type SendFailure,
+} from './destination.js';
 
 // dcmjs-dimse is used only for transcoding (a receiver that refuses the stored syntax) and its constants;
 // the association and the C-STORE / C-ECHO data path are the small upper layer below (PS3.7, PS3.8).
@@ -334,6 +344,77 @@ class UpperLayer {
     }
   }
 
+  /**
+   * The same for a dataset read from disk as it goes: P-DATA-TF fragments of
+   * the receiver's maximum size are cut from the chunks as they come, and the
+   * next chunk is read only once the socket has taken the previous ones (its
+   * 'drain'), so a 2.5 GiB instance moves through a few MiB of memory.
+   */
+  async requestStream(contextId: number, command: Buffer, messageId: number, chunks: AsyncIterable<Buffer>, length: number): Promise<ReturnType<typeof decodeResponse>> {
+    if (this.failure) throw this.failure;
+    this.writeFragments(contextId, command, true);
+    let pending: Buffer[] = [];
+    let pendingLength = 0;
+    let sent = 0;
+    const take = (n: number): Buffer => {
+      if (pending[0]!.length >= n) {
+        const out = pending[0]!.subarray(0, n);
+        pending[0] = pending[0]!.subarray(n);
+        if (pending[0].length === 0) pending.shift();
+        pendingLength -= n;
+        return out;
+      }
+      const all = Buffer.concat(pending, pendingLength);
+      pending = all.length > n ? [all.subarray(n)] : [];
+      pendingLength -= n;
+      return all.subarray(0, n);
+    };
+    for await (const chunk of chunks) {
+      if (this.failure) throw this.failure;
+      if (chunk.length === 0) continue;
+      pending.push(chunk);
+      pendingLength += chunk.length;
+      while (pendingLength >= this.maxPdv || (pendingLength > 0 && sent + pendingLength >= length)) {
+        const n = Math.min(this.maxPdv, pendingLength);
+        const data = take(n);
+        sent += n;
+        const h = Buffer.allocUnsafe(12);
+        h[0] = PduType.pData;
+        h[1] = 0;
+        h.writeUInt32BE(n + 6, 2);
+        h.writeUInt32BE(n + 2, 6);
+        h[10] = contextId;
+        h[11] = sent >= length ? 0x02 : 0x00;
+        this.socket.write(h);
+        if (!this.socket.write(data)) await this.drained();
+      }
+    }
+    if (sent !== length) throw new AssociationError(`the instance's file gave ${sent} of ${length} bytes (changed or truncated on disk)`);
+    for (;;) {
+      const rsp = decodeResponse(await this.nextCommand());
+      if (rsp.respondedTo === messageId) return rsp;
+    }
+  }
+
+  /** Resolves once the socket takes more; fails when the association ends or the receiver stops reading for the timeout. */
+  private drained(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error): void => {
+        clearTimeout(timer);
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = (): void => done();
+      const onClose = (): void => done(this.failure ?? new AssociationError(`connection to ${this.peer} closed`));
+      const timer = setTimeout(() => done(new AssociationError(`${this.peer} stopped reading for ${this.timeoutMs / 1000}s`)), this.timeoutMs);
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
   private writeFragments(contextId: number, data: Buffer, isCommand: boolean): void {
     let o = 0;
     do {
@@ -482,6 +563,9 @@ interface Prepared {
   parts?: Part10Parts;
 }
 
+/** What an instance is once it is its turn: its bytes in memory, or a stream read from disk as it is sent. */
+type Loaded = { parts: Part10Parts } | { stream: Part10Stream; transferSyntaxUid: string };
+
 let codecs: Promise<boolean> | undefined;
 /** dcmjs-codecs (WebAssembly, ~4 MB) is loaded once, and only when a compressed file is in a batch. */
 function ensureCodecs(logger: Logger): Promise<boolean> {
@@ -560,12 +644,12 @@ export class DimseDestinationSender implements DestinationSender {
     try {
       const prepared: Prepared[] = [];
       batch.forEach((instance, index) => {
-        if (typeof instance.bytes === 'function') {
+        if ('stream' in instance || typeof instance.bytes === 'function') {
           prepared.push({ index, instance, sopClassUid: instance.sopClassUid, transferSyntaxUid: instance.transferSyntaxUid });
           return;
         }
         try {
-          const parts = splitPart10(instance.bytes);
+          const parts = splitPart10(instance.bytes as Buffer);
           // The caller's UIDs win (a de-identified copy carries its own meta); the meta header is the fallback.
           prepared.push({ index, instance, parts, sopClassUid: instance.sopClassUid || parts.sopClassUid, transferSyntaxUid: instance.transferSyntaxUid || parts.transferSyntaxUid });
         } catch (err) {
@@ -629,10 +713,15 @@ export class DimseDestinationSender implements DestinationSender {
       const contextFor = (sopClassUid: string, ts: string): number | undefined => accepted.find((c) => c.abstractSyntax === sopClassUid && c.transferSyntax === ts)?.id;
 
       // Prefetch: the next instance is loaded while the receiver stores the current one.
-      const load = (i: number): Promise<Part10Parts> | undefined => {
+      const load = (i: number): Promise<Loaded> | undefined => {
         const p = chunk[i];
         if (!p || !accepted.some((c) => c.abstractSyntax === p.sopClassUid)) return undefined;
-        const parts = p.parts ? Promise.resolve(p.parts) : loadBytes(p.instance).then(splitPart10);
+        const inst = p.instance;
+        const parts: Promise<Loaded> = p.parts
+          ? Promise.resolve({ parts: p.parts })
+          : 'stream' in inst
+            ? Promise.resolve({ stream: inst.stream, transferSyntaxUid: p.transferSyntaxUid })
+            : loadBytes(inst).then((b) => ({ parts: splitPart10(b) }));
         parts.catch(() => undefined); // observed below; never an unhandled rejection if the association ends first
         return parts;
       };
@@ -656,18 +745,30 @@ export class DimseDestinationSender implements DestinationSender {
           nextLoad = load(i + 1);
           continue;
         }
-        let parts: Part10Parts;
+        let loaded: Loaded;
         try {
-          parts = await loading;
+          loaded = await loading;
         } catch (err) {
           done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${(err as Error).message}` } });
           nextLoad = load(i + 1);
           continue;
         }
         p.parts = undefined;
-        const stored = parts.transferSyntaxUid; // the bytes are what their meta header says
+        // the bytes are what their meta header says (a stream: what the caller declared, the stored file's syntax)
+        const stored = 'parts' in loaded ? loaded.parts.transferSyntaxUid : loaded.transferSyntaxUid;
         let contextId = contextFor(p.sopClassUid, stored);
-        let dataset = parts.dataset;
+        const stream = 'stream' in loaded && contextId !== undefined ? loaded.stream : undefined;
+        let dataset: Buffer = Buffer.alloc(0);
+        if (contextId === undefined || 'parts' in loaded) {
+          // Transcoding works on a whole dataset: a streamed instance is read into memory only on this path.
+          try {
+            dataset = 'parts' in loaded ? loaded.parts.dataset : splitPart10(await streamToBuffer(loaded.stream)).dataset;
+          } catch (err) {
+            done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${(err as Error).message}` } });
+            nextLoad = load(i + 1);
+            continue;
+          }
+        }
         if (contextId === undefined) {
           const target = UNCOMPRESSED.map((ts) => ({ ts, id: contextFor(p.sopClassUid, ts) })).find((x) => x.id !== undefined);
           const refuse = (message: string): void => done(i, { ok: false, failure: { transient: false, message } });
@@ -677,7 +778,7 @@ export class DimseDestinationSender implements DestinationSender {
             refuse(`receiver does not accept transfer syntax ${stored} (no codecs to transcode)`);
           } else {
             try {
-              dataset = Transcoding.transcodeDataset(new Dataset(parts.dataset, stored), target.ts).getDenaturalizedDataset();
+              dataset = Transcoding.transcodeDataset(new Dataset(dataset, stored), target.ts).getDenaturalizedDataset();
               contextId = target.id;
               this.log.debug('transcoding for receiver', { sop: hashId(p.instance.sopInstanceUid), from: stored, to: target.ts });
             } catch (err) {
@@ -691,7 +792,9 @@ export class DimseDestinationSender implements DestinationSender {
         }
         const messageId = this.nextMessageId();
         const command = encodeCommand({ commandField: 0x0001, messageId, sopClassUid: p.sopClassUid, sopInstanceUid: p.instance.sopInstanceUid, hasDataset: true });
-        const answered = ul.request(contextId, command, messageId, dataset);
+        const answered = stream
+          ? ul.requestStream(contextId, command, messageId, readPieces(stream, stream.datasetOffset), stream.length - stream.datasetOffset)
+          : ul.request(contextId, command, messageId, dataset);
         nextLoad = load(i + 1);
         const rsp = await answered;
         const c =

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { backoffMs } from '../backoff.js';
 import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
@@ -10,7 +9,12 @@ import { ErrorCode, GatewayError, toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
 import { CaseState, DeliveryInstanceState, DeliveryState } from '../states.js';
 import type { DeliveryRow } from './delivery.table.js';
-import type { DestinationSender, LazyOutgoingInstance } from './destination.js';
+import { recordAudit } from '../audit/audit.repository.js';
+import { fileStream, part10DatasetOffset, part10Stream, type DestinationSender, type Piece, type SendableInstance } from './destination.js';
+import { excludeInstance, exclusionsOfInstance, hasOpenExclusions, releaseExclusion } from './exclusion.repository.js';
+import { addHl7Identifiers, dedupeHl7Identifiers, emptyHl7Identifiers, type Hl7Identifiers } from './hl7-identifiers.js';
+import { readSourceHeader, type SourceHeader } from './source-header.js';
+import { rawHl7OfStudy } from './study-identifiers.repository.js';
 import {
   addMissingInstances,
   casesReadyToForward,
@@ -36,18 +40,34 @@ export function destinationLease(destinationId: string): string {
   return `destination:${destinationId}`;
 }
 
-/** What the de-identifier needs and returns (src/forwarding/deidentify.ts). */
-export interface DeidentifyPort {
-  (
-    file: Buffer,
+/** What forwarding needs from the de-identification engine (wired in gateway.ts from src/forwarding/deid-port.ts). */
+export interface DeidPort {
+  /** Null when the instance may go out de-identified; otherwise why not (`burned-in-risk`, `encapsulated-document`, ...). */
+  risk(header: SourceHeader): { reason: string; detail: string } | null;
+  /**
+   * The de-identified header as a Part 10 prefix, the byte range [start, end) of the stored file to send after it
+   * (the Pixel Data element, unchanged) or null, and the verdict of the verifier on what will leave: searched for
+   * the identifiers of the source and of the study's HL7 messages (`hl7`).
+   */
+  deidentify(
+    absPath: string,
     pseudonyms: StudyPseudonyms,
-    options: { retainLongitudinalModifiedDates: boolean; retainPatientCharacteristics: boolean; safePrivateTags?: string[] },
-  ): { bytes: Buffer; burnedInAnnotation: 'YES' | 'NO' | null };
+    options: { retainLongitudinalModifiedDates: boolean; retainPatientCharacteristics: boolean; safePrivateTags: string[]; releasedByReviewer: boolean; hl7: Hl7Identifiers },
+  ): Promise<{ prefix: Buffer; pixel: { start: number; end: number } | null; verification: { clean: true } | { clean: false; hits: { path: string; kind: string }[] } }>;
+}
+
+interface DeidContext {
+  pseudonyms: StudyPseudonyms;
+  hl7: Hl7Identifiers;
 }
 
 export interface ForwardingMetrics {
   delivered(destinationId: string, instances: number, seconds: number): void;
   failed(destinationId: string, kind: 'transient' | 'permanent'): void;
+  /** An instance kept back from a de-identified delivery, by reason. */
+  excluded(destinationId: string, reason: string): void;
+  /** The verifier found a known identifier in a de-identified instance (also counted in `excluded`). */
+  phiDetected(destinationId: string): void;
 }
 
 export interface ForwardingServiceOptions {
@@ -56,7 +76,7 @@ export interface ForwardingServiceOptions {
   config: Pick<GatewayConfig, 'forwarding' | 'destinations' | 'instanceId'>;
   spool: Spool;
   senders: ReadonlyMap<string, DestinationSender>;
-  deidentify: DeidentifyPort;
+  deid: DeidPort;
   /** HMAC key of the pseudonyms (kept in the database). */
   pseudonymSecret: () => string;
   newId: () => string;
@@ -246,46 +266,50 @@ export class ForwardingService {
       if (!sender) return await this.fail(d, `destination "${d.destination_id}" is not configured`, false, log);
       const pending = await pendingInstances(this.db, d.id);
       const destination = this.o.config.destinations.find((x) => x.id === d.destination_id)!;
-      let pseudonyms: StudyPseudonyms | undefined;
+      let deid: DeidContext | undefined;
       if (d.deidentify === 1) {
-        const hold = await this.burnedInModality(d.study_instance_uid);
-        if (hold) return await this.hold(d, `modality ${hold} may carry burned-in identifiers`, log);
-        pseudonyms = await StudyPseudonyms.load(this.db, this.o.pseudonymSecret(), d.destination_id, d.study_instance_uid);
+        const policy = this.o.config.forwarding.deidentification.exclusionPolicy;
+        if (policy === 'hold-case') {
+          // Newly found ones, and ones listed by an earlier attempt and not released yet (a retry does not send around them).
+          const risky = await this.riskyInstances(d, pending);
+          if (risky > 0 || (await hasOpenExclusions(this.db, d.id))) {
+            return await this.hold(d, 'instances may carry identifiers that de-identification cannot remove: the case waits until each is released (see excludedInstances)', log);
+          }
+        }
+        deid = {
+          pseudonyms: await StudyPseudonyms.load(this.db, this.o.pseudonymSecret(), d.destination_id, d.study_instance_uid),
+          hl7: await this.hl7IdentifiersOf(d.study_instance_uid),
+        };
       }
       let sent = 0;
       for (let i = 0; i < pending.length; i += destination.batchSize) {
         if (await this.stopped(d, [], log)) return;
         const batch = pending.slice(i, i + destination.batchSize);
-        const outgoing = await this.prepare(batch, pseudonyms, d.study_instance_uid);
-        this.fenceInstances(d, outgoing.instances);
-        const results = await sender.send(outgoing.instances);
-        if (await this.stopped(d, batch.filter((b, j) => results[j]?.ok).map((b) => b.sop_instance_uid), log)) return;
-        // A loader that failed stopped the batch there (nothing after it was sent): record what went through,
-        // then hold or fail the delivery as the eager read used to.
-        if (outgoing.stopped) {
-          const ok = batch.filter((b, j) => results[j]?.ok).map((b) => b.sop_instance_uid);
-          await this.db.transaction().execute((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, this.clock().toISOString(), null));
-          if ('hold' in outgoing.stopped) return await this.hold(d, outgoing.stopped.hold, log);
-          throw outgoing.stopped.error;
-        }
+        const outgoing = await this.prepare(d, batch, deid, log);
+        this.fenceInstances(d, outgoing.instances.map((x) => x.instance));
+        const results = await sender.send(outgoing.instances.map((x) => x.instance));
+        if (await this.stopped(d, outgoing.instances.filter((_, j) => results[j]?.ok).map((x) => x.original), log)) return;
         const now = this.clock();
         const ok: string[] = [];
         let permanent: string | undefined;
         let transient: string | undefined;
         results.forEach((r, j) => {
-          const original = batch[j]!.sop_instance_uid;
+          const original = outgoing.instances[j]!.original;
           if (r.ok) ok.push(original);
           else if (r.failure?.transient) transient ??= r.failure.message;
           else permanent ??= r.failure?.message ?? 'refused';
         });
-        if (results.length !== batch.length) transient ??= `destination answered ${results.length} of ${batch.length} instances`;
+        if (results.length !== outgoing.instances.length) transient ??= `destination answered ${results.length} of ${outgoing.instances.length} instances`;
         // One transaction: the rows and the delivery's counter commit together (a crash between them left instances_sent stale).
         await this.db.transaction().execute((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null));
         sent += ok.length;
         await renewLease(this.db, d.id, this.owner, this.leaseUntil(now));
         await renewLeaseOf(this.db, destinationLease(d.destination_id), this.owner, this.leaseUntil(now));
+        // An instance that could not be prepared stopped the batch there (nothing after it was sent): what went
+        // through is recorded above; the delivery fails as an unreadable file always did.
+        if (outgoing.stopped) throw outgoing.stopped;
         if (permanent) {
-          const failedUids = batch.map((b) => b.sop_instance_uid).filter((u) => !ok.includes(u));
+          const failedUids = outgoing.instances.map((x) => x.original).filter((u) => !ok.includes(u));
           await this.db.transaction().execute((trx) => markInstances(trx, d.id, failedUids, DeliveryInstanceState.failed, now.toISOString(), permanent ?? null));
           return await this.fail(d, permanent, false, log);
         }
@@ -305,55 +329,75 @@ export class ForwardingService {
   }
 
   /**
-   * One loader per instance: the file is read (and de-identified) only when
-   * the sender gets to it, so memory does not grow with the batch or study.
-   * Pseudonyms are stored before anything is sent under them (the answer must
-   * always link back): the batch's SOP and study UIDs are derived and stored
-   * up front, and a loader that derived any other new pseudonym (series UID,
-   * patient id, accession, a referenced UID) stores it before handing its
-   * bytes over. A loader that fails (file gone, de-identification refused,
-   * BurnedInAnnotation YES) makes every later loader of the batch refuse too,
-   * so nothing past it is sent; `stopped` tells the caller why.
+   * Makes a batch ready to send, one instance after another. Plain: the
+   * stored file, streamed. De-identified: the instance's risk is judged from
+   * its header (a risky one not released by a person is excluded from the
+   * delivery with the reason); the header is de-identified (the pixel data is
+   * later streamed from the stored file unchanged); the pseudonyms are stored
+   * before anything is sent under them (an answer must always link back); and
+   * what will leave is verified for the study's known identifiers: a hit
+   * excludes the instance as `phi-detected`, never sends it. An instance that
+   * cannot be prepared at all (file gone, unsupported encoding) stops the
+   * batch there: what came before it is sent, then the delivery fails.
    */
   private async prepare(
+    d: DeliveryRow,
     batch: PendingInstance[],
-    pseudonyms: StudyPseudonyms | undefined,
-    studyUid: string,
-  ): Promise<{ instances: LazyOutgoingInstance[]; stopped?: { hold: string } | { error: unknown } }> {
+    deid: DeidContext | undefined,
+    log: Logger,
+  ): Promise<{ instances: { original: string; instance: SendableInstance }[]; stopped?: unknown }> {
+    const out: { instances: { original: string; instance: SendableInstance }[]; stopped?: unknown } = { instances: [] };
     const options = this.o.config.forwarding.deidentification;
-    const result: { instances: LazyOutgoingInstance[]; stopped?: { hold: string } | { error: unknown } } = { instances: [] };
-    if (pseudonyms) {
-      pseudonyms.uid(studyUid);
-      for (const b of batch) pseudonyms.uid(b.sop_instance_uid);
-      await pseudonyms.persist(this.db, this.clock().toISOString());
+    if (deid) {
+      deid.pseudonyms.uid(d.study_instance_uid);
+      for (const b of batch) deid.pseudonyms.uid(b.sop_instance_uid);
+      await deid.pseudonyms.persist(this.db, this.clock().toISOString());
     }
-    const read = (b: PendingInstance): Promise<Buffer> =>
-      readFile(this.o.spool.absolute(b.file_path)).catch((err: NodeJS.ErrnoException) => {
-        // A stored file that is gone will not come back by retrying: dead-letter the job for a person to look at.
-        if (err.code === 'ENOENT') throw new GatewayError(ErrorCode.unreadableData, `stored file of an instance is missing (${err.code})`);
-        throw err;
-      });
     for (const b of batch) {
-      const load = async (): Promise<Buffer> => {
-        if (result.stopped) throw new Error('not sent: an earlier instance of the batch stopped the delivery');
-        try {
-          const bytes = await read(b);
-          if (!pseudonyms) return bytes;
-          const r = this.o.deidentify(bytes, pseudonyms, options);
-          if (r.burnedInAnnotation === 'YES') {
-            result.stopped = { hold: 'an instance has BurnedInAnnotation YES' };
-            throw new Error(result.stopped.hold);
-          }
-          await pseudonyms.persist(this.db, this.clock().toISOString());
-          return r.bytes;
-        } catch (err) {
-          result.stopped ??= { error: err };
-          throw err;
+      try {
+        const abs = this.o.spool.absolute(b.file_path);
+        if (!deid) {
+          out.instances.push({ original: b.sop_instance_uid, instance: { sopClassUid: b.sop_class_uid, sopInstanceUid: b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, stream: await fileStream(abs) } });
+          continue;
         }
-      };
-      result.instances.push({ sopClassUid: b.sop_class_uid, sopInstanceUid: pseudonyms ? pseudonyms.uid(b.sop_instance_uid) : b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, bytes: load });
+        const header = await readSourceHeader(abs);
+        const released = b.released === 1;
+        if (!released) {
+          const risk = this.risk(header);
+          if (risk) {
+            await this.exclude(d, b, header, risk.reason, risk.detail, log);
+            continue;
+          }
+        }
+        const r = await this.o.deid.deidentify(abs, deid.pseudonyms, {
+          retainLongitudinalModifiedDates: options.retainLongitudinalModifiedDates,
+          retainPatientCharacteristics: options.retainPatientCharacteristics,
+          safePrivateTags: options.safePrivateTags,
+          releasedByReviewer: released,
+          hl7: deid.hl7,
+        });
+        await deid.pseudonyms.persist(this.db, this.clock().toISOString());
+        const verdict = r.verification;
+        if (!verdict.clean) {
+          const paths = [...new Set(verdict.hits.map((h) => `${h.path} (${h.kind})`))];
+          await this.exclude(d, b, header, 'phi-detected', `identifier found after de-identification at ${paths.join(', ')}`, log, paths);
+          this.o.metrics?.phiDetected(d.destination_id);
+          continue;
+        }
+        const pieces: Piece[] = [r.prefix];
+        if (r.pixel) pieces.push({ path: abs, start: r.pixel.start, end: r.pixel.end });
+        out.instances.push({
+          original: b.sop_instance_uid,
+          instance: { sopClassUid: b.sop_class_uid, sopInstanceUid: deid.pseudonyms.uid(b.sop_instance_uid), transferSyntaxUid: b.transfer_syntax_uid, stream: part10Stream(pieces, part10DatasetOffset(r.prefix)) },
+        });
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        // A stored file that is gone will not come back by retrying: dead-letter the job for a person to look at.
+        out.stopped = e.code === 'ENOENT' ? new GatewayError(ErrorCode.unreadableData, `stored file of an instance is missing (${e.code})`) : err;
+        break;
+      }
     }
-    return result;
+    return out;
   }
 
   /**
@@ -361,7 +405,7 @@ export class ForwardingService {
    * it puts an instance on the wire, so once the case is cancelled (or the
    * study held) only the instance already in flight still arrives.
    */
-  private fenceInstances(d: DeliveryRow, instances: LazyOutgoingInstance[]): void {
+  private fenceInstances(d: DeliveryRow, instances: SendableInstance[]): void {
     for (const x of instances) {
       x.beforeSend = async () => {
         const why = await deliveryStop(this.db, d.id);
@@ -388,10 +432,58 @@ export class ForwardingService {
     return true;
   }
 
-  private async burnedInModality(studyUid: string): Promise<string | undefined> {
-    const held = new Set(this.o.config.forwarding.holdBurnedInModalities.map((m) => m.toUpperCase()));
-    const series = await this.db.selectFrom('series').select('modality').where('study_instance_uid', '=', studyUid).execute();
-    return series.map((s) => (s.modality ?? '').toUpperCase()).find((m) => held.has(m));
+  /** The exclusion decision: the de-identifier's risk rules, plus the modalities configured as risky. */
+  private risk(header: SourceHeader): { reason: string; detail: string } | null {
+    const r = this.o.deid.risk(header);
+    if (r) return r;
+    const modality = String(header.dict['00080060']?.Value?.[0] ?? '').trim().toUpperCase();
+    const extra = new Set(this.o.config.forwarding.holdBurnedInModalities.map((m) => m.toUpperCase()));
+    if (modality && extra.has(modality)) return { reason: 'burned-in-risk', detail: `modality ${modality} is listed in forwarding.holdBurnedInModalities` };
+    return null;
+  }
+
+  /** hold-case policy: every risky instance not released is recorded (listed on the case); the count decides the hold. */
+  private async riskyInstances(d: DeliveryRow, pending: PendingInstance[]): Promise<number> {
+    let n = 0;
+    for (const b of pending) {
+      if (b.released === 1) continue;
+      const header = await readSourceHeader(this.o.spool.absolute(b.file_path));
+      const risk = this.risk(header);
+      if (!risk) continue;
+      n++;
+      const now = this.clock().toISOString();
+      await this.db.transaction().execute((trx) =>
+        excludeInstance(trx, { deliveryId: d.id, caseId: d.case_id, sopInstanceUid: b.sop_instance_uid, sopClassUid: header.sopClassUid || b.sop_class_uid, seriesDescription: header.seriesDescription, reason: risk.reason, detail: risk.detail, now }),
+      );
+      this.o.metrics?.excluded(d.destination_id, risk.reason);
+    }
+    return n;
+  }
+
+  private async exclude(d: DeliveryRow, b: PendingInstance, header: SourceHeader, reason: string, detail: string, log: Logger, paths?: string[]): Promise<void> {
+    const now = this.clock().toISOString();
+    await this.db.transaction().execute(async (trx) => {
+      await excludeInstance(trx, { deliveryId: d.id, caseId: d.case_id, sopInstanceUid: b.sop_instance_uid, sopClassUid: header.sopClassUid || b.sop_class_uid, seriesDescription: header.seriesDescription, reason, detail, now });
+      await recordAudit(trx, this.o.newId(), now, {
+        actor: ACTOR,
+        action: 'case.instance-excluded',
+        entityType: 'case',
+        entityId: d.case_id,
+        // Paths and the rule, never a value: the audit is read by people who must not see the identifier either.
+        details: { deliveryId: d.id, destinationId: d.destination_id, sopInstanceUid: b.sop_instance_uid, reason, detail, ...(paths ? { paths } : {}) },
+      });
+    });
+    this.o.metrics?.excluded(d.destination_id, reason);
+    const fields = { caseId: d.case_id, sop: hashId(b.sop_instance_uid), reason, ...(paths ? { paths } : {}) };
+    if (reason === 'phi-detected') log.warn('identifier found in a de-identified instance: not sent', fields);
+    else log.info('instance excluded from the de-identified delivery', fields);
+  }
+
+  /** The study's orders and reports, read once per delivery attempt. */
+  private async hl7IdentifiersOf(studyUid: string): Promise<Hl7Identifiers> {
+    const ids = emptyHl7Identifiers();
+    for (const raw of await rawHl7OfStudy(this.db, studyUid)) addHl7Identifiers(raw, ids);
+    return dedupeHl7Identifiers(ids);
   }
 
   private async delivered(d: DeliveryRow, log: Logger): Promise<void> {
@@ -410,6 +502,11 @@ export class ForwardingService {
         await updateDelivery(trx, d.id, { state: DeliveryState.pending, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now });
         return true;
       }
+      if (d.deidentify === 1) {
+        // Everything kept back: a reader would get an empty study. Held for a person instead (release or cancel).
+        const counts = await trx.selectFrom('deliveries').select(['instances_sent']).where('id', '=', d.id).executeTakeFirstOrThrow();
+        if (Number(counts.instances_sent) === 0 && (await hasOpenExclusions(trx, d.id))) return 'hold' as const;
+      }
       await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, lease_owner: null, lease_expires_at: null, last_error: null, updated_at: now });
       const all = await deliveriesOfCases(trx, [d.case_id]);
       if (all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
@@ -417,6 +514,7 @@ export class ForwardingService {
       }
       return false;
     });
+    if (requeued === 'hold') return await this.hold(d, 'every instance was excluded from the de-identified delivery (see excludedInstances)', log);
     if (requeued) {
       log.info('late instances arrived while sending; sending them next', { caseId: d.case_id });
       this.kick();
@@ -467,6 +565,68 @@ export class ForwardingService {
       });
     });
     log.warn('delivery held for review', { caseId: d.case_id, reason });
+  }
+
+  /**
+   * A person (admin, QA) looked at an instance kept back from a de-identified
+   * delivery and lets it go: it is queued in its delivery again (a delta of a
+   * delivered one; a held hold-case delivery goes back to pending once no
+   * instance of it is still kept back) and de-identified with the reviewer's
+   * release (the risk rules are skipped; an encapsulated document is copied).
+   * The verifier still runs: a `phi-detected` exclusion cannot be released,
+   * since the same bytes would be stopped again (409 says so).
+   */
+  async releaseExcluded(caseId: string, sopInstanceUid: string, actor: string, reason: string | null): Promise<{ deliveries: string[] }> {
+    const now = this.clock().toISOString();
+    const released = await this.db.transaction().execute(async (trx) => {
+      const c = await trx.selectFrom('cases').select(['state', 'study_instance_uid']).where('id', '=', caseId).executeTakeFirst();
+      if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
+      const rows = await exclusionsOfInstance(trx, caseId, sopInstanceUid);
+      if (rows.length === 0) {
+        const inStudy = await trx.selectFrom('instances').select('sop_instance_uid').where('sop_instance_uid', '=', sopInstanceUid).where('study_instance_uid', '=', c.study_instance_uid).executeTakeFirst();
+        if (!inStudy) throw new GatewayError(ErrorCode.notFound, 'no such instance in this case\'s study');
+        throw new GatewayError(ErrorCode.conflict, 'this instance is not excluded from any delivery of the case');
+      }
+      const open = rows.filter((r) => r.released_at === null);
+      if (open.length === 0) throw new GatewayError(ErrorCode.conflict, 'this instance was already released');
+      if (open.some((r) => r.reason === 'phi-detected')) {
+        throw new GatewayError(
+          ErrorCode.conflict,
+          'an identifier of the study was found in the de-identified copy of this instance (see the audit for where): it cannot be released, the verifier would stop it again',
+        );
+      }
+      if (c.state === CaseState.cancelled) throw new GatewayError(ErrorCode.conflict, 'the case is cancelled');
+      const deliveries = await deliveriesOfCases(trx, [caseId]);
+      const done: string[] = [];
+      for (const r of open) {
+        if (!(await releaseExclusion(trx, { deliveryId: r.delivery_id, sopInstanceUid, actor, reason, now }))) continue;
+        done.push(r.delivery_id);
+        const d = deliveries.find((x) => x.id === r.delivery_id);
+        if (!d) continue;
+        if (d.state === DeliveryState.delivered) {
+          await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
+        } else if (
+          d.state === DeliveryState.held &&
+          // hold-case waits until every kept-back instance is released; a delivery held because all its instances were
+          // excluded (exclude-instance) sends what a person released.
+          (this.o.config.forwarding.deidentification.exclusionPolicy === 'exclude-instance' || !(await hasOpenExclusions(trx, d.id)))
+        ) {
+          await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, lease_owner: null, lease_expires_at: null, updated_at: now });
+          await transitionCase(trx, { caseId, from: [CaseState.held], to: CaseState.forwarding, actor, now, auditId: this.o.newId(), details: { deliveryId: d.id, released: sopInstanceUid } });
+        }
+      }
+      await recordAudit(trx, this.o.newId(), now, {
+        actor,
+        action: 'case.excluded-instance-released',
+        entityType: 'case',
+        entityId: caseId,
+        details: { sopInstanceUid, deliveries: done, excludedFor: [...new Set(open.map((r) => r.reason))], reason },
+      });
+      return done;
+    });
+    this.log.info('excluded instance released', { caseId, actor, sop: hashId(sopInstanceUid), deliveries: released.length });
+    this.kick();
+    return { deliveries: released };
   }
 
   /**

@@ -188,15 +188,20 @@ export interface PendingInstance {
   sop_class_uid: string;
   transfer_syntax_uid: string;
   file_path: string;
+  /** 1 when a person released it from an exclusion (sent without the risk rules; still verified). */
+  released: number;
 }
 
+/** What a delivery still has to send: neither sent nor kept back (excluded and not released). */
 export async function pendingInstances(db: Db, deliveryId: string): Promise<PendingInstance[]> {
   return db
     .selectFrom('delivery_instances as x')
     .innerJoin('instances as i', 'i.sop_instance_uid', 'x.sop_instance_uid')
+    .leftJoin('delivery_exclusions as e', (j) => j.onRef('e.delivery_id', '=', 'x.delivery_id').onRef('e.sop_instance_uid', '=', 'x.sop_instance_uid'))
     .select(['i.sop_instance_uid', 'i.sop_class_uid', 'i.transfer_syntax_uid', 'i.file_path'])
+    .select((eb) => eb.case().when('e.released_at', 'is not', null).then(1).else(0).end().as('released'))
     .where('x.delivery_id', '=', deliveryId)
-    .where('x.state', '!=', DeliveryInstanceState.sent)
+    .where('x.state', 'not in', [DeliveryInstanceState.sent, DeliveryInstanceState.excluded])
     .orderBy('i.series_instance_uid')
     .orderBy('i.instance_number')
     .orderBy('i.sop_instance_uid')

@@ -7,6 +7,8 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import type { DeliveryRow } from '../forwarding/delivery.table.js';
 import type { ForwardingService } from '../forwarding/forwarding.service.js';
 import { deliveriesOfCases, listDeliveries } from '../forwarding/outbox.repository.js';
+import { openExclusionsOfCases } from '../forwarding/exclusion.repository.js';
+import type { DeliveryExclusionRow } from '../forwarding/delivery.table.js';
 import { canTransition, transitionCase } from '../cases/case-state.js';
 import type { ReaderService } from '../readers/reader.service.js';
 import type { OutboundMessageRow, SecondReportRow } from '../reports/report.table.js';
@@ -92,6 +94,20 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     res.json((await presentCases(db, [row!]))[0]);
   });
 
+  r.post('/cases/:id/excluded/:sopInstanceUid/release', requireRole('admin', 'qa'), async (req, res) => {
+    const id = String(req.params['id']);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (typeof body !== 'object' || Array.isArray(body)) throw new GatewayError(ErrorCode.invalidInput, 'the body must be a JSON object');
+    for (const k of Object.keys(body)) if (k !== 'reason') throw new GatewayError(ErrorCode.invalidInput, `unknown field "${k}"`);
+    const reason = body['reason'];
+    if (reason !== undefined && reason !== null && (typeof reason !== 'string' || reason.length > 2000)) {
+      throw new GatewayError(ErrorCode.invalidInput, 'reason must be a string of at most 2000 characters');
+    }
+    await forwarding.releaseExcluded(id, String(req.params['sopInstanceUid']), req.principal!.name, typeof reason === 'string' && reason.trim() ? reason.trim() : null);
+    const row = await findCase(db, id);
+    res.json((await presentCases(db, [row!]))[0]);
+  });
+
   r.get('/deliveries', requireRole('admin', 'qa', 'system'), async (req, res) => {
     const rows = await listDeliveries(db, {
       state: oneOf(req.query['state'], Object.values(DeliveryState), 'state'),
@@ -140,6 +156,19 @@ export function presentDelivery(d: DeliveryRow): Record<string, unknown> {
   };
 }
 
+/** An instance kept back from a de-identified delivery: what a person needs to decide on a release (no values). */
+export function presentExclusion(e: DeliveryExclusionRow & { destination_id: string }): Record<string, unknown> {
+  return {
+    sopInstanceUid: e.sop_instance_uid,
+    sopClassUid: e.sop_class_uid,
+    seriesDescription: e.series_description,
+    reason: e.reason,
+    detail: e.detail,
+    destinationId: e.destination_id,
+    excludedAt: e.excluded_at,
+  };
+}
+
 export function presentReport(r: SecondReportRow): Record<string, unknown> {
   return {
     id: r.id,
@@ -161,6 +190,7 @@ export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Re
   const ids = rows.map((c) => c.id);
   if (ids.length === 0) return [];
   const deliveries = await deliveriesOfCases(db, ids);
+  const exclusions = await openExclusionsOfCases(db, ids);
   const reports = await db.selectFrom('second_reports').selectAll().where('case_id', 'in', ids).orderBy('version').execute();
   const writeBacks = await db.selectFrom('outbound_messages').selectAll().where('case_id', 'in', ids).where('kind', '=', OutboundKind.writeBack).orderBy('created_at').execute();
   return rows.map((c) => {
@@ -172,6 +202,7 @@ export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Re
       mine.at(-1),
       mine.length,
       wb,
+      exclusions.filter((e) => e.case_id === c.id),
     );
   });
 }
@@ -182,6 +213,7 @@ export function presentCase(
   report?: SecondReportRow,
   reportVersions = 0,
   writeBack?: OutboundMessageRow,
+  exclusions: readonly (DeliveryExclusionRow & { destination_id: string })[] = [],
 ): Record<string, unknown> {
   const reasons = caseReasons(c);
   return {
@@ -204,6 +236,7 @@ export function presentCase(
     slaBreachedAt: c.sla_breached_at,
     escalationLevel: c.escalation_level,
     deliveries: deliveries.map(presentDelivery),
+    excludedInstances: exclusions.map(presentExclusion),
     secondReport: report ? { ...presentReport(report), versions: reportVersions } : null,
     writeBack: writeBack
       ? { state: writeBack.state, attempts: writeBack.attempts, lastError: writeBack.last_error, controlId: writeBack.control_id, response: writeBack.response, updatedAt: writeBack.updated_at }

@@ -335,6 +335,7 @@ const schemas: Record<string, JsonSchema> = {
       slaBreachedAt: ntime,
       escalationLevel: { type: 'integer', minimum: 0, maximum: 2, description: '0 none, 1 reassigned after an SLA breach, 2 notified' },
       deliveries: arr(ref('Delivery')),
+      excludedInstances: arr(ref('ExcludedInstance')),
       secondReport: nullable(obj({ ...secondReportProps, versions: int })),
       writeBack: nullable(
         obj(
@@ -354,6 +355,18 @@ const schemas: Record<string, JsonSchema> = {
       updatedAt: time,
     },
     { optional: ['patientId', 'deidentified'], description: 'A second-read case. A reader sees the cases assigned to them, under pseudonyms when their copy was de-identified.' },
+  ),
+  ExcludedInstance: obj(
+    {
+      sopInstanceUid: { type: ['string', 'null'], description: 'for a reader of a de-identified case: the pseudonymous UID (null if none was stored)' },
+      sopClassUid: str,
+      seriesDescription: { type: ['string', 'null'], description: 'as in the source; null for a reader of a de-identified case' },
+      reason: { type: 'string', description: 'burned-in-risk, encapsulated-document, recognizable-features, free-text-object, opaque-data, phi-detected' },
+      detail: { type: ['string', 'null'], description: 'the rule or the attribute paths where an identifier was found, never a value; null for a reader' },
+      destinationId: str,
+      excludedAt: time,
+    },
+    { description: 'An instance kept back from a de-identified delivery until a person releases it (admin, QA).' },
   ),
   ManualCaseRequest: obj(
     {
@@ -765,6 +778,20 @@ const paths: Record<string, PathItem> = {
       parameters: [caseId],
       responses: { '200': ok('queued again', ref('Case')) },
       errors: { '404': 'no such case', '409': 'nothing to retry' },
+    }),
+  },
+  '/api/cases/{id}/excluded/{sopInstanceUid}/release': {
+    post: op({
+      operationId: 'releaseExcludedInstance',
+      summary: 'Send an instance kept back from a de-identified delivery, after a person looked at it (audited)',
+      description:
+        'The instance is queued in its delivery again (a delta) and de-identified with the reviewer\'s release; the verifier still runs. An instance excluded as phi-detected cannot be released (409).',
+      tag: 'cases',
+      roles: [Role.admin, Role.qa],
+      parameters: [caseId, p('sopInstanceUid', str, 'the original SOP Instance UID, as listed in excludedInstances')],
+      body: { schema: obj({ reason: { type: 'string', maxLength: 2000 } }, { optional: ['reason'] }) },
+      responses: { '200': ok('released and queued', ref('Case')) },
+      errors: { '404': 'no such case, or no such instance in its study', '409': 'not excluded, already released, phi-detected, or the case is cancelled' },
     }),
   },
   '/api/cases/{id}/timeline': {

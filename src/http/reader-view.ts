@@ -1,5 +1,6 @@
 import type { Db } from '../db/database.js';
 import { deliveriesOfCases } from '../forwarding/outbox.repository.js';
+import { uidPseudonyms } from '../forwarding/exclusion.repository.js';
 import { PseudonymKind } from '../forwarding/pseudonym.service.js';
 import type { CaseRow } from '../cases/case.table.js';
 import type { Principal } from './auth.js';
@@ -81,6 +82,10 @@ export async function readerView(db: Db, row: CaseRow, presented: Json): Promise
     deidentified: true,
     reasons: withoutEvidence(presented['reasons']),
   };
+  // Which instances were kept back, under the UIDs the reader got; the source's description and the finding are not theirs to read.
+  const excluded = (presented['excludedInstances'] ?? []) as Json[];
+  const pseudoUids = await uidPseudonyms(db, destinationId ?? '', excluded.map((e) => String(e['sopInstanceUid'])));
+  view['excludedInstances'] = excluded.map((e) => ({ ...e, sopInstanceUid: pseudoUids.get(String(e['sopInstanceUid'])) ?? null, seriesDescription: null, detail: null }));
   const writeBack = presented['writeBack'] as Json | null | undefined;
   // The RIS's answer is about the real study.
   if (writeBack) view['writeBack'] = { state: writeBack['state'], attempts: writeBack['attempts'], updatedAt: writeBack['updatedAt'] };

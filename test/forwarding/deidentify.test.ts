@@ -9,6 +9,7 @@ import { GatewayError } from '../../src/errors.js';
 import { deidentifyPart10, shiftDa, shiftDt, type DeidentifyOptions, type DeidentifyResult, type PseudonymSource } from '../../src/forwarding/deidentify.js';
 import { basicProfile } from '../../src/forwarding/deidentify-profile.js';
 import { generateStudy, newUid, SopClass, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
+import { hasDcmtk } from '../helpers/dicom-peers.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 const { DicomDict, DicomMessage, DicomMetaDictionary } = dcmjs.data;
@@ -20,6 +21,9 @@ const ACCESSION = 'ACC-77120001';
 const SHIFT = 10;
 /** Strings that must not appear anywhere in any output file (raw bytes). */
 const SECRETS = [PATIENT_NAME, 'DOE^JANE', 'QUINCY', PATIENT_ID, ACCESSION, 'OTHER-ID-4711', 'TECH^TOM', 'SERIAL-XYZ-42', 'SECOND READ TEST HOSPITAL', '1 HOSPITAL ROAD', 'READER^RITA', 'VERIFIER^VERA', 'EMP-123', 'PLACER-9', 'FILLER-9', 'SECRET-PRIVATE', 'STATION-7', 'CHEST FOR DOE'];
+
+/** Type 2 in the SR Referenced Request Sequence: the profile's X becomes Z there (the IOD stays valid). */
+const REFERENCED_REQUEST_TYPE2 = new Set(['00081110', '00401001', '00402016', '00402017']);
 
 const SR_CLASS = '1.2.840.10008.5.1.4.1.1.88.22';
 const STUDY_SOP_CLASS = '1.2.840.10008.3.1.2.3.1';
@@ -81,6 +85,14 @@ function* walk(dict: DicomDataDict, depth = 0): Generator<{ tag: string; vr: str
 function dcmtk(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(args[0] as string, args.slice(1), { encoding: 'utf8', env: { ...process.env, DCMDICTPATH: process.env.DCMDICTPATH ?? '/usr/share/libdcmtk17/dicom.dic' } });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** Skips the calling test, saying so, when DCMTK is not installed. */
+function requireDcmtk(ctx: Mocha.Context, what: string): void {
+  if (!hasDcmtk()) {
+    console.log(`skipped: DCMTK is not installed (${what})`);
+    ctx.skip();
+  }
 }
 
 function dcmdumpOk(file: string): string {
@@ -284,6 +296,10 @@ describe('PS3.15 basic profile de-identification', function () {
     inputs.push({ name: 'sr', path: path.join(tmp.dir, 'sr.dcm'), bytes: sr, ts: Ts.explicitLe });
     // The same enriched image in other encodings, made by DCMTK.
     const src = inputs[2]!.path;
+    if (!hasDcmtk()) {
+      console.log('skipped: DCMTK is not installed (dcmcrle, dcmcjpeg, dcmconv): the RLE, JPEG lossless, implicit VR and deflated inputs are not made');
+      return;
+    }
     for (const [name, ts, cmd] of [
       ['rle', Ts.rle, ['dcmcrle', '--quiet', src]],
       ['jpegll', Ts.jpegLossless70, ['dcmcjpeg', '--quiet', '+e1', src]],
@@ -311,13 +327,15 @@ describe('PS3.15 basic profile de-identification', function () {
       }
     });
 
-    it('the test inputs really carry what must be removed (so the checks below can fail)', () => {
+    it('the test inputs really carry what must be removed (so the checks below can fail)', function () {
+      requireDcmtk(this, 'dcmdump of an input');
       const dumped = dcmtk(['dcmdump', '-dc', '+L', inputs[1]!.path]).stdout;
       for (const s of ['DOE^JANE^QUINCY', 'OTHER-ID-4711', 'SECRET-PRIVATE', '(6000,3000)', 'SERIAL-XYZ-42', '(0033,1001)']) expect(dumped).to.include(s);
       for (const input of inputs.filter((i) => i.ts !== Ts.deflate)) expect(input.bytes.includes(PATIENT_ID), input.name).to.equal(true);
     });
 
-    it('every output parses with DCMTK and keeps the SOP class and transfer syntax', () => {
+    it('every output parses with DCMTK and keeps the SOP class and transfer syntax', function () {
+      requireDcmtk(this, 'dcmdump of the outputs');
       for (const input of inputs) {
         const r = results.get(input.name)!;
         const dump = dcmdumpOk(r.path);
@@ -348,7 +366,8 @@ describe('PS3.15 basic profile de-identification', function () {
           const group = parseInt(tag.slice(0, 4), 16);
           expect(group % 2, `${input.name}: private ${tag} at depth ${depth}`).to.equal(0);
           expect(group >= 0x6000 && group <= 0x601e, `${input.name}: overlay ${tag}`).to.equal(false);
-          if (row?.action === 'X') expect.fail(`${input.name}: ${row.name} (${tag}) survived at depth ${depth}`);
+          const emptiedType2 = REFERENCED_REQUEST_TYPE2.has(tag) && values.every((v) => v === '');
+          if (row?.action === 'X' && !emptiedType2) expect.fail(`${input.name}: ${row.name} (${tag}) survived at depth ${depth}`);
           if (row?.action === 'Z' && !['00100010', '00100020', '00080050'].includes(tag)) {
             expect(values.filter((v) => v !== ''), `${input.name}: ${row.name} not emptied`).to.deep.equal([]);
           }
@@ -387,7 +406,7 @@ describe('PS3.15 basic profile de-identification', function () {
         expect(img(i).uids.get(study.instances[i]!.sopInstanceUid)).to.equal(str(img(i).dict, '00080018'));
       }
       // The same image in four encodings gets the same UIDs.
-      for (const name of ['rle', 'jpegll', 'implicit', 'deflated']) expect(str(results.get(name)!.dict, '00080018'), name).to.equal(str(img(2).dict, '00080018'));
+      for (const name of ['rle', 'jpegll', 'implicit', 'deflated'].filter((n) => results.has(n))) expect(str(results.get(name)!.dict, '00080018'), name).to.equal(str(img(2).dict, '00080018'));
       // Derivation Image Sequence > Source Image Sequence (nested: X/Z/U* -> U*) points at the replaced UID of image 0.
       const source = items(items(img(1).dict, '00089124')[0]!, '00082112')[0]!;
       expect(str(source, '00081155')).to.equal(str(img(0).dict, '00080018'));
@@ -407,7 +426,8 @@ describe('PS3.15 basic profile de-identification', function () {
       expect(str(items(sr.dict, '0040A375')[0]!, '0020000D')).to.equal(newStudy);
     });
 
-    it('carries pixel data through byte for byte, native and encapsulated', () => {
+    it('carries pixel data through byte for byte, native and encapsulated', function () {
+      requireDcmtk(this, 'the encapsulated and deflated inputs are made by DCMTK');
       for (const input of inputs.filter((i) => i.name !== 'sr' && i.ts !== Ts.deflate)) {
         const explicit = input.ts !== Ts.implicitLe;
         const before = pixelElement(input.bytes, explicit);
@@ -477,8 +497,8 @@ describe('PS3.15 basic profile de-identification', function () {
       const date = items(sr, '0040A730').find((i) => str(i, '0040A040') === 'DATE')!;
       expect(str(date, '0040A121')).to.equal('20240209');
       expect(str(items(sr, '0040A073')[0]!, '0040A030')).to.equal('20240210120500.123+0100');
-      const deflated = read(deidentifyPart10(inputs.find((i) => i.ts === Ts.deflate)!.bytes, pseudonyms(), BOTH).bytes).dict;
-      expect(str(deflated, '00080020')).to.equal('20240210');
+      const deflatedInput = inputs.find((i) => i.ts === Ts.deflate);
+      if (deflatedInput) expect(str(read(deidentifyPart10(deflatedInput.bytes, pseudonyms(), BOTH).bytes).dict, '00080020')).to.equal('20240210');
     });
 
     it('Retain Patient Characteristics keeps sex, age, size, weight, ethnic group, smoking status only with the option', () => {
@@ -511,7 +531,7 @@ describe('PS3.15 basic profile de-identification', function () {
       expect(d['00090010']).to.equal(undefined);
       expect(items(d, '00120064').map((i) => str(i, '00080100'))).to.deep.equal(['113100', '113111']);
       writeFileSync(path.join(tmp.dir, 'safe.dcm'), r.bytes);
-      dcmdumpOk(path.join(tmp.dir, 'safe.dcm'));
+      if (hasDcmtk()) dcmdumpOk(path.join(tmp.dir, 'safe.dcm'));
       // The same rule under another creator keeps nothing.
       const other = read(deidentifyPart10(inputs[1]!.bytes, pseudonyms(), { ...BASIC, safePrivateTags: ['0019xx0C@SOMEONE ELSE'] }).bytes).dict;
       expect(other['0019100C']).to.equal(undefined);
@@ -539,17 +559,27 @@ describe('PS3.15 basic profile de-identification', function () {
       return expect.fail(`expected ${code}`);
     }
 
-    it('explicit VR big endian: unsupported, not a broken file', () => {
+    it('explicit VR big endian: unsupported, not a broken file', function () {
+      requireDcmtk(this, 'dcmconv makes the big endian input');
       const out = path.join(tmp.dir, 'be.dcm');
       expect(dcmtk(['dcmconv', '--quiet', '+tb', inputs[0]!.path, out]).status).to.equal(0);
       expect(refuses(readFileSync(out), 'unsupported').message).to.match(/big endian/);
     });
 
-    it('ISO 2022 code extensions (several character sets): unsupported', () => {
+    it('ISO 2022 code extensions (several character sets): text decoded and written as UTF-8; an unknown escape is unsupported', () => {
       const src = DicomMessage.readFile(ab(inputs[0]!.bytes));
       src.dict['00080005'] = { vr: 'CS', Value: ['ISO 2022 IR 6', 'ISO 2022 IR 87'] };
+      src.dict['00081090'] = { vr: 'LO', Value: ['QQQQQQQQQQQQ'] };
       const bytes = writePart10(src.dict, SopClass.ct, study.instances[0]!.sopInstanceUid);
-      refuses(bytes, 'unsupported');
+      // 山田 in JIS X 0208 between ESC $ B and ESC ( B, padded: the same 12 bytes
+      const jis = Buffer.from([0x1b, 0x24, 0x42, 0x3b, 0x33, 0x45, 0x44, 0x1b, 0x28, 0x42, 0x20, 0x20]);
+      jis.copy(bytes, bytes.indexOf('QQQQQQQQQQQQ'));
+      const out = read(deidentifyPart10(bytes, pseudonyms(), BASIC).bytes).dict;
+      expect(str(out, '00080005')).to.equal('ISO_IR 192');
+      expect(str(out, '00081090')).to.equal('山田');
+      const bad = Buffer.from(bytes);
+      bad[bad.indexOf(Buffer.from([0x1b, 0x24, 0x42])) + 2] = 0x7a; // ESC $ z: no such character set
+      refuses(bad, 'unsupported');
     });
 
     it('a public attribute after Pixel Data: unsupported', () => {

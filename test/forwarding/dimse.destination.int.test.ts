@@ -9,7 +9,7 @@ import { defaultConfig } from '../../src/config/schema.js';
 import { migrateToLatest, openDatabase } from '../../src/db/database.js';
 import { DicomScp } from '../../src/dicom/scp.js';
 import { Spool } from '../../src/dicom/spool.js';
-import { createDestinationSender, type DestinationSender, type OutgoingInstance } from '../../src/forwarding/destination.js';
+import { createDestinationSender, fileStream, part10Stream, type DestinationSender, type OutgoingInstance } from '../../src/forwarding/destination.js';
 import { findInstance } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
 import { generateStudy, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
@@ -122,6 +122,38 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
     afterEach(async () => {
       await scp?.stop();
       scp = undefined;
+    });
+
+    it('streams instances from pieces (a header in memory, then a byte range of a file) with small PDUs: what arrives is byte-identical; a file shorter than announced fails, nothing partial is stored', async () => {
+      scp = await startStorescp(['-pdu', '4096']);
+      const file = ct.instances[2]!.path;
+      const bytes = readFileSync(file);
+      const raw = rawFromPart10(bytes);
+      const split = bytes.length - 1000;
+      const streamed = await fileStream(file);
+      const pieces = {
+        sopClassUid: raw.sopClassUid,
+        sopInstanceUid: raw.sopInstanceUid,
+        transferSyntaxUid: raw.transferSyntaxUid,
+        stream: part10Stream([bytes.subarray(0, split), { path: file, start: split, end: bytes.length }], streamed.datasetOffset),
+      };
+      const short = path.join(gen.dir, 'short.dcm');
+      writeFileSync(short, bytes.subarray(0, bytes.length - 10));
+      const other = rawFromPart10(readFileSync(ct.instances[3]!.path));
+      const truncated = {
+        sopClassUid: other.sopClassUid,
+        sopInstanceUid: other.sopInstanceUid,
+        transferSyntaxUid: other.transferSyntaxUid,
+        // announced as the whole file, but 10 bytes are missing on disk
+        stream: { ...(await fileStream(short)), length: bytes.length },
+      };
+      const results = await dimseSender(scp.port).send([pieces, truncated]);
+      assert.deepEqual(results[0], { sopInstanceUid: raw.sopInstanceUid, ok: true });
+      assert.equal(results[1]!.ok, false);
+      assert.match(results[1]!.failure!.message, /gave \d+ of \d+ bytes/);
+      const got = scp.received();
+      assert.ok(got.get(raw.sopInstanceUid)!.subarray(-raw.dataset.length).equals(raw.dataset), 'dataset bytes identical');
+      assert.equal(got.has(other.sopInstanceUid), false);
     });
 
     it('stores a study on one association; the received datasets are byte-identical to ours after the meta header', async () => {

@@ -158,24 +158,41 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
     expect(retry.status).to.equal(409);
   });
 
-  it('holds a study that may carry burned-in identifiers instead of sending it de-identified', async () => {
+  it('excludes every instance of a modality listed as risky; with nothing left to send the case is held, each instance listed with its reason', async () => {
     const s = study('burned', { modality: 'MR' });
     await push(s);
     const c = await request(s, 'anon');
     const held = await caseWhen(c.id, 'hold', (x) => x.state === 'held');
     expect(held.deliveries[0]!.state).to.equal('held');
-    expect(held.deliveries[0]!.lastError).to.match(/burned-in/);
+    expect(held.deliveries[0]!.lastError).to.match(/every instance was excluded/);
+    const excluded = (held as unknown as { excludedInstances: { sopInstanceUid: string; reason: string; detail: string }[] }).excludedInstances;
+    expect(excluded.map((e) => e.sopInstanceUid).sort()).to.deep.equal(s.instances.map((i) => i.sopInstanceUid).sort());
+    expect(excluded.every((e) => e.reason === 'burned-in-risk' && /holdBurnedInModalities/.test(e.detail))).to.equal(true);
     expect(anonPool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(0);
   });
 
-  it('holds an instance marked BurnedInAnnotation YES instead of sending it de-identified', async () => {
-    const s = study('burned-flag', { instances: 3, series: 1, burnedInAnnotation: 'YES' });
-    await push(s);
-    const c = await request(s, 'anon');
-    const held = await caseWhen(c.id, 'hold', (x) => x.state === 'held');
-    expect(held.deliveries[0]!.lastError).to.match(/BurnedInAnnotation/);
-    expect(anonPool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(0);
-    expect(held.deliveries[0]!.instancesSent).to.equal(0);
+  it('sends the rest of a study when some instances are marked BurnedInAnnotation YES: those are excluded, the case goes on', async () => {
+    const clean = study('burned-mixed', { instances: 3, series: 1 });
+    const flagged = generateStudy(path.join(tmp.dir, 'burned-mixed-yes'), {
+      instances: 2,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      burnedInAnnotation: 'YES',
+      studyInstanceUid: clean.studyInstanceUid,
+      patientId: clean.patientId,
+      patientName: clean.patientName,
+      accessionNumber: clean.accessionNumber,
+    });
+    await push({ ...clean, instances: [...clean.instances, ...flagged.instances] });
+    const c = await request(clean, 'anon');
+    const done = await caseWhen(c.id, 'delivery', (x) => x.state === 'awaiting-read');
+    expect(done.deliveries[0]).to.deep.include({ state: 'delivered', instancesTotal: 5, instancesSent: 3 });
+    const excluded = (done as unknown as { excludedInstances: { sopInstanceUid: string; reason: string; detail: string }[] }).excludedInstances;
+    expect(excluded.map((e) => e.sopInstanceUid).sort()).to.deep.equal(flagged.instances.map((i) => i.sopInstanceUid).sort());
+    expect(excluded.every((e) => e.reason === 'burned-in-risk' && /Burned In Annotation/i.test(e.detail))).to.equal(true);
+    const metrics = (await call('GET', '/metrics')).body as unknown as string;
+    expect(metrics).to.match(/gateway_deid_excluded_instances_total\{[^}]*destination_id="anon"[^}]*reason="burned-in-risk"[^}]*\} \d+/);
   });
 
   it('retries a destination that is down with backoff, then delivers everything once it is up', async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { excludeInstance } from '../../src/forwarding/exclusion.repository.js';
 import YAML from 'yaml';
 import { holdStudy } from '../../src/studies/study.repository.js';
 import { CONSOLE_TOKENS as T, ConsoleFixture } from '../helpers/console-fixture.js';
@@ -224,6 +225,35 @@ describe('web console in headless Chromium', function () {
     await page.waitForSelector('[data-k=writeBack]');
     expect(await page.textContent('[data-k=writeBack]')).to.include('waiting for primary report');
     expect(await page.textContent('[data-testid=timeline]')).to.include('write-back waiting for the primary report');
+    await page.close();
+  });
+
+  it('case page: QA sees the instances kept back from a de-identified delivery, with reasons, and releases one (audited)', async () => {
+    const other = await fx.flaggedCase();
+    const d = await fx.gw.db.selectFrom('deliveries').select('id').where('case_id', '=', other.caseId).executeTakeFirstOrThrow();
+    const sop = (await fx.gw.db.selectFrom('delivery_instances').select('sop_instance_uid').where('delivery_id', '=', d.id).executeTakeFirstOrThrow()).sop_instance_uid;
+    await excludeInstance(fx.gw.db, {
+      deliveryId: d.id,
+      caseId: other.caseId,
+      sopInstanceUid: sop,
+      sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
+      seriesDescription: 'Dose Report',
+      reason: 'burned-in-risk',
+      detail: 'SOP class Secondary Capture Image (1.2.840.10008.5.1.4.1.1.7)',
+      now: new Date().toISOString(),
+    });
+    const page = await signIn(T.qa);
+    await page.goto(`${fx.base}/#/cases/${other.caseId}`);
+    await page.waitForSelector('[data-testid=excluded]');
+    const listed = await page.textContent('[data-testid=excluded]');
+    expect(listed).to.include('Dose Report').and.include('burned-in-risk').and.include(sop);
+    await page.fill('#release-reason', 'looked at it: no text');
+    await page.click(`[data-action=release][data-sop="${sop}"]`);
+    await page.waitForFunction(() => document.querySelector('[data-testid=excluded]') === null);
+    expect((await fx.caseOf(other.caseId))['excludedInstances']).to.deep.equal([]);
+    const audit = await fx.gw.db.selectFrom('audit_events').select(['actor', 'details']).where('entity_id', '=', other.caseId).where('action', '=', 'case.excluded-instance-released').execute();
+    expect(audit).to.have.length(1);
+    expect(audit[0]!.details).to.include('looked at it: no text');
     await page.close();
   });
 

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
+import { excludeInstance } from '../../src/forwarding/exclusion.repository.js';
 import { HTTP_METHODS, openApiDocument, type HttpMethod, type JsonSchema, type Operation } from '../../src/http/openapi.js';
 import { holdStudy } from '../../src/studies/study.repository.js';
 import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
@@ -78,6 +79,8 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     caseDead: '',
     caseWriteBackFailed: '',
     caseReassign: '',
+    caseExcluded: '',
+    excludedSop: '',
     freshStudy: '',
     heldMessage: '',
     heldToRelease: '',
@@ -94,6 +97,27 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     await api.assign(a.caseId, 'dr-a');
     // Cases for the operations that change a case, one each, so the order the operations run in does not matter.
     for (const k of ['caseReport', 'caseDecline', 'caseCancel', 'caseDead', 'caseWriteBackFailed', 'caseReassign'] as const) ids[k] = (await api.flaggedStudy()).caseId;
+    // Instances kept back from the de-identified delivery: one on the reader's case (their view lists it under the
+    // pseudonym), one to release.
+    const excluded = await api.flaggedStudy();
+    ids.caseExcluded = excluded.caseId;
+    ids.excludedSop = excluded.study.instances[0]!.sopInstanceUid;
+    for (const [caseId, sop] of [
+      [ids.caseRead, a.study.instances[0]!.sopInstanceUid],
+      [ids.caseExcluded, ids.excludedSop],
+    ] as const) {
+      const d = await api.gw.db.selectFrom('deliveries').select('id').where('case_id', '=', caseId).executeTakeFirstOrThrow();
+      await excludeInstance(api.gw.db, {
+        deliveryId: d.id,
+        caseId,
+        sopInstanceUid: sop,
+        sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
+        seriesDescription: 'dose screen',
+        reason: 'burned-in-risk',
+        detail: 'SOP class Secondary Capture Image (1.2.840.10008.5.1.4.1.1.7)',
+        now: new Date().toISOString(),
+      });
+    }
     await api.assign(ids.caseReport, 'dr-a');
     await api.assign(ids.caseDecline, 'dr-a');
     await api.assign(ids.caseReassign, 'dr-a');
@@ -138,6 +162,7 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     declineCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseDecline}/decline`, body: { reason: 'conflict of interest' }, status: 200 }),
     cancelCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseCancel}/cancel`, status: 200 }),
     retryCase: () => ({ token: 'system', url: `/api/cases/${ids.caseDead}/retry`, status: 200 }),
+    releaseExcludedInstance: () => ({ token: 'qa', url: `/api/cases/${ids.caseExcluded}/excluded/${ids.excludedSop}/release`, body: { reason: 'looked at it: no text' }, status: 200 }),
     getCaseTimeline: () => ({ token: 'qa', url: `/api/cases/${ids.caseWriteBackFailed}/timeline`, status: 200 }),
     getCasePrimaryReport: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/primary-report`, status: 200 }),
     reassignCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseReassign}/reassign`, body: { readerId: 'dr-b', reason: 'workload' }, status: 200 }),

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { excludeInstance } from '../../src/forwarding/exclusion.repository.js';
 import { PHI_TOKENS as T, PhiFlow, phiFoundIn, type PhiPatient } from '../helpers/phi-flow.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
@@ -31,7 +32,26 @@ describe('what a reader sees of cases sent to them de-identified', function () {
     expect(poolStudy.patient_id).to.not.equal(deidPatient.id);
 
     const real = [study.studyInstanceUid, ...study.seriesInstanceUids, ...study.instances.map((x) => x.sopInstanceUid)];
+    // An instance kept back from the delivery: the reader sees that it was, under the UID their copy uses, nothing more.
+    const delivery = await flow.gw.db.selectFrom('deliveries').select('id').where('case_id', '=', caseId).executeTakeFirstOrThrow();
+    const kept = study.instances[0]!.sopInstanceUid;
+    await excludeInstance(flow.gw.db, {
+      deliveryId: delivery.id,
+      caseId,
+      sopInstanceUid: kept,
+      sopClassUid: study.instances[0]!.sopClassUid,
+      seriesDescription: `screen of ${deidPatient.name}`,
+      reason: 'burned-in-risk',
+      detail: 'Image Type ORIGINAL\\PRIMARY\\SCREEN SAVE is a screen capture (SCREEN SAVE)',
+      now: new Date().toISOString(),
+    });
     const one = await flow.call('GET', `/api/cases/${caseId}`, T.drA);
+    const pseudoKept = await flow.gw.db.selectFrom('pseudonyms').select('pseudonym').where('kind', '=', 'uid').where('original', '=', kept).executeTakeFirstOrThrow();
+    expect(one.json['excludedInstances']).to.deep.equal([
+      { sopInstanceUid: pseudoKept.pseudonym, sopClassUid: study.instances[0]!.sopClassUid, seriesDescription: null, reason: 'burned-in-risk', detail: null, destinationId: (one.json['excludedInstances'] as { destinationId: string }[])[0]!.destinationId, excludedAt: (one.json['excludedInstances'] as { excludedAt: string }[])[0]!.excludedAt },
+    ]);
+    const adminView = await flow.call('GET', `/api/cases/${caseId}`, T.admin);
+    expect((adminView.json['excludedInstances'] as { sopInstanceUid: string; seriesDescription: string }[])[0]).to.include({ sopInstanceUid: kept, seriesDescription: `screen of ${deidPatient.name}` });
     const list = await flow.call('GET', '/api/cases', T.drA);
     expect(one.status).to.equal(200);
     for (const body of [one.text, list.text]) {

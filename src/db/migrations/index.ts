@@ -5,6 +5,7 @@ import * as m004 from './004-forwarding.js';
 import * as m005 from './005-readers-reports.js';
 import * as m006 from './006-instances-claims.js';
 import * as m007 from './007-identity-holds.js';
+import * as m008 from './008-deid-exclusions.js';
 import * as m009 from './009-instance-versions.js';
 import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
@@ -21,6 +22,7 @@ export const migrations = {
   '005-readers-reports': m005,
   '006-instances-claims': m006,
   '007-identity-holds': m007,
+  '008-deid-exclusions': m008,
   '009-instance-versions': m009,
   '010-hl7-identity': m010,
   '011-case-lifecycle': m011,

@@ -172,6 +172,31 @@ export async function caseView(ctx, id) {
     actions.append(why, action('Cancel case', 'cancel', () => (why.value.trim() ? { reason: why.value.trim() } : {}), 'danger'));
   }
   root.append(h('h2', {}, 'Actions'), actions.childNodes.length ? actions : h('p', { class: 'muted' }, 'No action applies in this state.'));
+  const excluded = c.excludedInstances || [];
+  if (excluded.length) {
+    // Kept back from a de-identified delivery: a person looks at the instance (in the PACS) and releases it, audited.
+    const release = (e) => (e.reason === 'phi-detected'
+      ? h('span', { class: 'muted' }, 'cannot be released')
+      : h('button', { type: 'button', class: 'secondary', 'data-action': 'release', 'data-sop': e.sopInstanceUid, onclick: async () => {
+        try {
+          await api('POST', `/cases/${encodeURIComponent(id)}/excluded/${encodeURIComponent(e.sopInstanceUid)}/release`, releaseWhy.value ? { reason: releaseWhy.value } : {});
+          flash('Released: it is sent de-identified (and verified) now');
+          await refresh();
+        } catch (ex) {
+          flash(`Release: ${ex.message}`, 'error');
+        }
+      } }, 'Release'));
+    const releaseWhy = h('input', { name: 'release-reason', id: 'release-reason', placeholder: 'why it may go (audited)', size: 40 });
+    root.append(h('h2', {}, `Excluded instances (${excluded.length})`), h('p', { class: 'muted' }, 'Kept back from a de-identified delivery. Look at the instance before releasing it.'), h('label', {}, 'Release reason', releaseWhy), table([
+      { label: 'Series', value: (e) => e.seriesDescription ?? '' },
+      { label: 'SOP class', value: (e) => h('code', {}, e.sopClassUid) },
+      { label: 'Instance', value: (e) => h('code', {}, e.sopInstanceUid) },
+      { label: 'Reason', value: (e) => h('span', { class: 'pill bad' }, e.reason) },
+      { label: 'Detail', value: (e) => e.detail ?? '' },
+      { label: 'Destination', value: (e) => e.destinationId },
+      { label: '', value: release },
+    ], excluded, { testid: 'excluded' }));
+  }
   root.append(h('h2', {}, 'Primary report'), showPrimary, primary);
   root.append(h('h2', {}, 'Timeline'), table([
     { label: 'When', value: (e) => fmt.time(e.at) },
