@@ -408,6 +408,24 @@ const schemas: Record<string, JsonSchema> = {
     ruleCount: int,
     elapsedMs: int,
   }),
+  SamplingCell: obj({
+    ruleId: str,
+    radiologist: str,
+    modality: str,
+    period: str,
+    seen: int,
+    selected: { type: 'integer', description: 'studies drawn in the period' },
+    reviewed: { type: 'integer', description: 'second reads of the drawn studies so far' },
+    discrepant: { type: 'integer', description: 'of those, RADPEER 2a and worse' },
+    rate: { ...nnum, description: 'discrepant / reviewed' },
+    ciLow: { ...nnum, description: 'Wilson interval at the rule confidence' },
+    ciHigh: nnum,
+    drawProbability: { type: 'number', description: 'probability that the next study of the cell is drawn' },
+    mode: oneOfStrings(['quota', 'precision']),
+    targetHalfWidth: nnum,
+    confidence: { type: 'number' },
+    needed: { ...nint, description: 'precision mode: reviews the target half-width needs at the planning rate' },
+  }),
   SamplingBucket: obj({
     ruleId: str,
     radiologistId: str,
@@ -874,7 +892,12 @@ const paths: Record<string, PathItem> = {
       tag: 'rules',
       roles: [Role.admin, Role.qa],
       parameters: [q('period', str, 'period key, e.g. 2026-03'), q('ruleId', str)],
-      responses: { '200': ok('buckets', items('SamplingBucket')) },
+      responses: {
+        '200': ok(
+          'buckets and their cells (estimate with Wilson interval, draw probability of the next study)',
+          obj({ cells: arr(ref('SamplingCell')), items: arr(ref('SamplingBucket')) }),
+        ),
+      },
     }),
   },
   '/api/audit': {

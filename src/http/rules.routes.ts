@@ -4,7 +4,8 @@ import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { dryRun } from '../rules/dry-run.js';
 import { defaultLists } from '../rules/rule.schema.js';
-import { listRuleSets, listSamplingBuckets } from '../rules/rules.repository.js';
+import { listRuleSets, listSamplingBuckets, samplingOutcomes } from '../rules/rules.repository.js';
+import { samplingCells } from '../rules/sampling-cells.js';
 import type { RulesService } from '../rules/rules.service.js';
 import { requireRole } from './auth.js';
 import { queryInt, queryString, queryTime } from './query.js';
@@ -72,7 +73,12 @@ export function rulesRouter(db: Db, rules: RulesService): Router {
     const ruleId = queryString(req.query['ruleId']);
     const rows = await listSamplingBuckets(db, { periodKey, ruleId });
     const byId = new Map(active.rules.map((x) => [x.id, x]));
+    // The previous period's buckets plan the current one, so cells are computed over every bucket and then filtered.
+    const all = periodKey ? await listSamplingBuckets(db, { ruleId }) : rows;
+    const buckets = all.map((b) => ({ ruleId: b.rule_id, radiologistId: b.radiologist_id, modality: b.modality, periodKey: b.period_key, seen: b.seen, selected: b.selected }));
+    const cells = samplingCells(buckets, await samplingOutcomes(db), active.rules).filter((c) => !periodKey || c.period === periodKey);
     res.json({
+      cells,
       items: rows.map((b) => {
         const rule = byId.get(b.rule_id);
         const quota = rule?.kind === 'sampling' ? { rate: rule.rate, minimum: rule.minimum, maximum: rule.maximum ?? null, period: rule.period } : null;

@@ -176,8 +176,17 @@ const sampling = z
     minimum: z.number().int().nonnegative().default(0),
     maximum: z.number().int().positive().optional(),
     excludeRadiologists: z.array(nonEmpty).default([]),
+    mode: z.enum(['quota', 'precision']).optional(),
+    targetHalfWidth: z.number().gt(0, 'must be greater than 0').max(0.5, 'must be at most 0.5').optional(),
+    confidence: z.number().min(0.5, 'must be at least 0.5').max(0.999, 'must be at most 0.999').optional(),
   })
   .superRefine((r, ctx) => {
+    if (r.mode === 'precision' && r.targetHalfWidth === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['targetHalfWidth'], message: 'required with mode: precision (e.g. 0.02 for +/- 2 percentage points)' });
+    }
+    if (r.mode !== 'precision' && (r.targetHalfWidth !== undefined || r.confidence !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['mode'], message: 'targetHalfWidth and confidence need mode: precision' });
+    }
     if (r.maximum !== undefined && r.maximum < r.minimum) {
       ctx.addIssue({ code: 'custom', path: ['maximum'], message: `maximum ${r.maximum} is below minimum ${r.minimum}` });
     }
@@ -335,7 +344,7 @@ const KNOWN_KEYS = [
   ...Object.keys(common), 'kind', 'prospective', 'codes', 'include', 'exclude', 'personalHistory', 'sources', 'keywords',
   'extraKeywords', 'keywordSources', 'uncertainCountsAsPositive', 'checks', 'aiFinding', 'indicationNegative',
   'correctedReport', 'aiFindings', 'extraAiFindings', 'indicationConditions', 'extraIndicationConditions',
-  'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'procedureCodes',
+  'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'mode', 'targetHalfWidth', 'confidence', 'procedureCodes',
   'api', 'orderFlag', 'modality', 'bodyPart', 'procedureCode', 'ageYears', 'min', 'max', 'referringService',
   'orderPriority', 'primaryRadiologist', 'callingAe', 'all', 'any', 'not',
 ];

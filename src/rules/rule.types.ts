@@ -107,6 +107,14 @@ export interface SamplingRule extends RuleCommon {
   maximum?: number;
   /** radiologist ids (or `*` patterns) whose studies are never sampled */
   excludeRadiologists: string[];
+  /**
+   * `quota` (absent): draw at `rate`. `precision`: draw as often as needed to
+   * estimate each cell's RADPEER 2+ rate within +/- `targetHalfWidth` at
+   * `confidence` (Wilson interval); `rate` is the draw probability of a cell's first period.
+   */
+  mode?: 'quota' | 'precision';
+  targetHalfWidth?: number;
+  confidence?: number;
 }
 
 export interface HighStakesRule extends RuleCommon {
@@ -187,6 +195,9 @@ export interface ManualRequestInput {
 export interface BucketCounters {
   seen: number;
   selected: number;
+  /** precision sampling: second reads of this bucket's selected studies, and how many were RADPEER 2+ */
+  reviewed?: number;
+  discrepant?: number;
 }
 
 /** Read access to persisted sampling counters; a `Map<string, BucketCounters>` fits. */
@@ -231,6 +242,8 @@ export interface SamplingSlot {
   radiologistId: string;
   modality: string;
   periodKey: string;
+  /** the probability this study had of being selected (before the draw), for inverse-probability weights */
+  probability?: number;
 }
 
 export interface Decision {
