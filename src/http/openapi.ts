@@ -403,6 +403,27 @@ const schemas: Record<string, JsonSchema> = {
     truncated: bool,
     byRule: { type: 'object', additionalProperties: int },
     byRadiologistModality: arr(obj({ radiologistId: str, modality: str, evaluated: int, flagged: int })),
+    forecast: obj({
+      days: { type: 'number', description: 'days the period covers (from/to, else first to last study received; at least 1)' },
+      casesPerDay: { type: 'number' },
+      byRule: arr(obj({ ruleId: str, flagged: int, casesPerDay: { type: 'number' } })),
+      readerLoad: arr(
+        obj(
+          {
+            readerGroup: { ...nstr, description: "a rule's readerGroup; null: cases without one" },
+            openCasesPeak: { type: 'integer', description: 'most cases open at once, each open from its decision until its SLA is due' },
+            capacity: { ...nint, description: 'summed maxOpenCases of the available readers who can take the group; null: no reader configured' },
+          },
+        ),
+      ),
+      quota: arr(obj({ ruleId: str, radiologist: str, modality: str, period: str, seen: int, drawn: int, min: int, max: nint })),
+    }),
+    diff: obj({
+      activeVersion: int,
+      newlyFlagged: { ...arr(str), description: 'StudyInstanceUIDs the candidate flags and the active version does not' },
+      noLongerFlagged: { ...arr(str), description: 'StudyInstanceUIDs the active version flags and the candidate does not' },
+      truncated: bool,
+    }),
     from: ntime,
     to: ntime,
     ruleCount: int,

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import YAML from 'yaml';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
-import { dryRun } from '../rules/dry-run.js';
+import { dryRun, flaggedDiff } from '../rules/dry-run.js';
 import { defaultLists } from '../rules/rule.schema.js';
 import { listRuleSets, listSamplingBuckets, samplingOutcomes } from '../rules/rules.repository.js';
 import { samplingCells } from '../rules/sampling-cells.js';
@@ -56,15 +56,19 @@ export function rulesRouter(db: Db, rules: RulesService): Router {
     for (const k of Object.keys(body)) {
       if (!['rules', 'from', 'to', 'maxItems'].includes(k)) throw new GatewayError(ErrorCode.invalidInput, `unknown field "${k}"`);
     }
-    const candidate = body['rules'] === undefined ? (await rules.current()).rules : rules.validate(body['rules']);
+    const active = await rules.current();
+    const candidate = body['rules'] === undefined ? active.rules : rules.validate(body['rules']);
     const compiled = rules.compile(candidate);
     const from = queryTime(body['from'], 'from');
     const to = queryTime(body['to'], 'to');
     if (from && to && from >= to) throw new GatewayError(ErrorCode.invalidInput, 'from must be before to');
     const maxItems = body['maxItems'] === undefined ? 500 : queryInt(String(body['maxItems']), 500, 0, 10_000, 'maxItems');
     const started = Date.now();
-    const result = await dryRun(db, compiled, { from, to, maxItems });
-    res.json({ ...result, from: from ?? null, to: to ?? null, ruleCount: candidate.length, elapsedMs: Date.now() - started });
+    const { flaggedUids, ...result } = await dryRun(db, compiled, { from, to, maxItems }, rules.forecastContext(candidate));
+    // The difference from the version in force, over the same studies (none when the candidate is that version).
+    const activeFlagged = body['rules'] === undefined ? flaggedUids : (await dryRun(db, active.compiled, { from, to, maxItems: 0 })).flaggedUids;
+    const diff = { activeVersion: active.version, ...flaggedDiff(flaggedUids, activeFlagged, Math.max(maxItems, 100)) };
+    res.json({ ...result, diff, from: from ?? null, to: to ?? null, ruleCount: candidate.length, elapsedMs: Date.now() - started });
   });
 
   r.get('/sampling', qa, async (req, res) => {

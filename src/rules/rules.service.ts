@@ -6,6 +6,7 @@ import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ForecastContext } from './dry-run.js';
 import { compileRuleSet, type CompiledRuleSet } from './evaluate.js';
 import type { Rule } from './rule.types.js';
 import { validateRuleSet, type RuleSetError } from './rule.schema.js';
@@ -30,7 +31,7 @@ export interface RuleChange {
 export interface RulesServiceOptions {
   db: Db;
   logger: Logger;
-  config: Pick<GatewayConfig, 'rules' | 'destinations' | 'sampling'>;
+  config: Pick<GatewayConfig, 'rules' | 'destinations' | 'sampling'> & Partial<Pick<GatewayConfig, 'readers' | 'sla'>>;
   newId: () => string;
   clock?: () => Date;
 }
@@ -114,6 +115,12 @@ export class RulesService {
     const result = validateRuleSet(input, { knownDestinations: this.knownDestinations });
     if (!result.ok) throw new GatewayError(ErrorCode.invalidInput, 'rule set is invalid', { details: { errors: result.errors } });
     return result.rules;
+  }
+
+  /** Readers and SLA hours for the dry run's forecast of reader load. */
+  forecastContext(rules: readonly Rule[]): ForecastContext {
+    const sla = this.o.config.sla ?? { statHours: 1, urgentHours: 4, routineHours: 72 };
+    return { readers: this.o.config.readers ?? [], sla, rules };
   }
 
   compile(rules: readonly Rule[]): CompiledRuleSet {
