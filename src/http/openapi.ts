@@ -194,6 +194,11 @@ const groupStatsProps: Record<string, JsonSchema> = {
   significant: { type: 'integer', description: 'RADPEER 2b, 3a, 3b' },
   discordanceRate: nnum,
   significantRate: nnum,
+  weightedDiscordanceRate: { ...nnum, description: 'RADPEER 2+ rate with inverse-probability weights (random draws 1/p, enrichment 1)' },
+  weightedSignificantRate: nnum,
+  discordanceCiLow: { ...nnum, description: '95 % Wilson interval of the weighted 2+ rate at the effective sample size' },
+  discordanceCiHigh: nnum,
+  effectiveN: { ...nnum, description: 'Kish effective sample size (sum w)^2 / sum w^2' },
   turnaroundHours: ref('Percentiles'),
 };
 const groupStatsOptional = ['radiologistId', 'readerId', 'modality'];
@@ -489,6 +494,7 @@ const schemas: Record<string, JsonSchema> = {
     byReader: arr(ref('GroupStats')),
     writeBackTurnaroundHours: ref('Percentiles'),
     overTime: arr(obj({ start: time, ...groupStatsProps }, { optional: groupStatsOptional })),
+    enrichment: arr(obj({ selection: { type: 'string', description: 'sampling, or the kinds of the rules that flagged the study (enrichment)' }, secondReads: int, meanWeight: { type: 'number' }, minWeight: { type: 'number' }, maxWeight: { type: 'number' } })),
   }),
   TimelineEvent: obj(
     {
@@ -834,7 +840,8 @@ const paths: Record<string, PathItem> = {
         q('to', str, 'ISO-8601; default: now. At most three years after `from`'),
         q('bucket', oneOfStrings(['day', 'week']), 'default: week for periods over 92 days, else day'),
         q('format', oneOfStrings(['json', 'csv'])),
-        q('table', oneOfStrings(STATS_TABLES), 'with format=csv: which table (default radiologist-modality)'),
+        q('table', oneOfStrings(STATS_TABLES), 'with format=csv: which table (default radiologist-modality); peer-review: one row per second read'),
+        q('radiologist', str, "one first reader's statistics (their page)"),
       ],
       responses: { '200': { description: 'the statistics (JSON), or one table as CSV', content: { 'application/json': { schema: ref('Stats') }, 'text/csv': { schema: str } } } },
     }),
