@@ -379,6 +379,7 @@ const schemas: Record<string, JsonSchema> = {
     createdBy: str,
     source: oneOfStrings(['config', 'api']),
     rules: arr(ref('Rule')),
+    yaml: { ...nstr, description: 'the YAML text of this version as written (comments kept); null when it was saved as JSON' },
     defaults: openObj(
       { oncologyCodes: { type: 'object' }, oncologyKeywords: arr(str), highStakesKeywords: arr(str), aiFindings: arr({ type: 'object' }), indicationConditions: arr({ type: 'object' }) },
       ['oncologyCodes', 'oncologyKeywords', 'highStakesKeywords', 'aiFindings', 'indicationConditions'],
@@ -387,11 +388,11 @@ const schemas: Record<string, JsonSchema> = {
   }),
   RuleSetInput: {
     description: '{rules, comment?} or a bare list of rules',
-    anyOf: [obj({ rules: arr(ref('Rule')), comment: str }, { optional: ['comment'] }), arr(ref('Rule'))],
+    anyOf: [obj({ rules: arr(ref('Rule')), comment: str }, { optional: ['comment'] }), obj({ yaml: { type: 'string', description: 'a rules file as YAML text, stored with the version (comments kept)' }, comment: str }, { optional: ['comment'] }), arr(ref('Rule'))],
   },
   RuleSetUpdate: obj({ version: int, created: { type: 'boolean', description: 'false when the set equals the one in force (not versioned again)' }, change: ruleChange, rules: arr(ref('Rule')) }),
   RuleSetVersionSummary: obj({ version: int, source: oneOfStrings(['config', 'api']), createdBy: str, createdAt: time, comment: nstr }),
-  RuleSetVersion: obj({ version: int, rules: arr(ref('Rule')), createdAt: time, createdBy: str, source: oneOfStrings(['config', 'api']), comment: nstr }),
+  RuleSetVersion: obj({ version: int, rules: arr(ref('Rule')), createdAt: time, createdBy: str, source: oneOfStrings(['config', 'api']), comment: nstr, yaml: nstr }),
   DryRunRequest: obj(
     {
       rules: { description: 'a candidate rule set (as for PUT /api/rules); absent: the set in force' },

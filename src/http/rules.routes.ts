@@ -27,13 +27,14 @@ export function rulesRouter(db: Db, rules: RulesService): Router {
       createdBy: active.createdBy,
       source: active.source,
       rules: active.rules,
+      yaml: active.yaml,
       defaults: defaultLists(),
     });
   });
 
   r.put('/rules', qa, async (req, res) => {
-    const { value, comment } = ruleSetFromBody(req.body);
-    const { active, change, created } = await rules.update(value, req.principal!.name, comment);
+    const { value, comment, yaml } = ruleSetFromBody(req.body);
+    const { active, change, created } = await rules.update(value, req.principal!.name, comment, yaml);
     res.status(created ? 201 : 200).json({ version: active.version, created, change, rules: active.rules });
   });
 
@@ -93,20 +94,28 @@ export function rulesRouter(db: Db, rules: RulesService): Router {
   return r;
 }
 
-function ruleSetFromBody(body: unknown): { value: unknown; comment: string | null } {
-  if (typeof body === 'string') {
-    const doc = YAML.parseDocument(body);
-    if (doc.errors.length > 0) {
-      const errors = doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: e.message.split('\n')[0] ?? e.message }));
-      throw new GatewayError(ErrorCode.invalidInput, 'rule set is not valid YAML', { details: { errors } });
-    }
-    return { value: doc.toJS() as unknown, comment: null };
+function parseYaml(text: string): unknown {
+  const doc = YAML.parseDocument(text);
+  if (doc.errors.length > 0) {
+    const errors = doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: e.message.split('\n')[0] ?? e.message }));
+    throw new GatewayError(ErrorCode.invalidInput, 'rule set is not valid YAML', { details: { errors } });
   }
-  if (Array.isArray(body)) return { value: body, comment: null };
-  if (typeof body === 'object' && body !== null && 'rules' in body) {
-    const { comment, ...rest } = body as { comment?: unknown };
+  return doc.toJS() as unknown;
+}
+
+/** The rule set of a PUT body; YAML text (a text body, or `{yaml, comment}`) is stored as written, comments kept. */
+function ruleSetFromBody(body: unknown): { value: unknown; comment: string | null; yaml: string | null } {
+  if (typeof body === 'string') return { value: parseYaml(body), comment: null, yaml: body };
+  if (Array.isArray(body)) return { value: body, comment: null, yaml: null };
+  if (typeof body === 'object' && body !== null && ('rules' in body || 'yaml' in body)) {
+    const { comment, yaml, ...rest } = body as { comment?: unknown; yaml?: unknown };
     if (comment !== undefined && typeof comment !== 'string') throw new GatewayError(ErrorCode.invalidInput, 'comment must be a string');
-    return { value: rest, comment: comment ?? null };
+    if (yaml !== undefined) {
+      if (typeof yaml !== 'string') throw new GatewayError(ErrorCode.invalidInput, 'yaml must be a string');
+      if ('rules' in rest) throw new GatewayError(ErrorCode.invalidInput, 'give either rules or yaml, not both');
+      return { value: parseYaml(yaml), comment: comment ?? null, yaml };
+    }
+    return { value: rest, comment: comment ?? null, yaml: null };
   }
-  throw new GatewayError(ErrorCode.invalidInput, 'expected {rules: [...], comment?}, a list of rules, or a YAML rules file');
+  throw new GatewayError(ErrorCode.invalidInput, 'expected {rules: [...], comment?}, {yaml, comment?}, a list of rules, or a YAML rules file');
 }

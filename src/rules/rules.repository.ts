@@ -21,7 +21,7 @@ export async function getRuleSet(db: Db, version: number): Promise<RuleSetRow | 
   return db.selectFrom('rule_sets').selectAll().where('version', '=', version).executeTakeFirst();
 }
 
-export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json'>[]> {
+export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json' | 'source_text'>[]> {
   return db
     .selectFrom('rule_sets')
     .select(['version', 'content_hash', 'source', 'created_by', 'comment', 'created_at'])
@@ -32,7 +32,7 @@ export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json
 /** Inserts the next version; run it in a transaction so two writers cannot take the same number. */
 export async function insertRuleSet(
   db: Db,
-  r: { rulesJson: string; contentHash: string; source: string; createdBy: string; comment: string | null; createdAt: string },
+  r: { rulesJson: string; contentHash: string; source: string; createdBy: string; comment: string | null; createdAt: string; sourceText?: string | null },
 ): Promise<number> {
   // Two instances importing or saving at once would both take max + 1.
   await lockKey(db, 'rule-sets');
@@ -47,6 +47,7 @@ export async function insertRuleSet(
       created_by: r.createdBy,
       comment: r.comment,
       created_at: r.createdAt,
+      source_text: r.sourceText ?? null,
     })
     .execute();
   return version;

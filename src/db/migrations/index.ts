@@ -5,6 +5,7 @@ import * as m004 from './004-forwarding.js';
 import * as m005 from './005-readers-reports.js';
 import * as m006 from './006-instances-claims.js';
 import * as m007 from './007-identity-holds.js';
+import * as m012 from './012-rule-text-sampling.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -18,4 +19,5 @@ export const migrations = {
   '005-readers-reports': m005,
   '006-instances-claims': m006,
   '007-identity-holds': m007,
+  '012-rule-text-sampling': m012,
 };
