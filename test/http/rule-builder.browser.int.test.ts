@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -138,5 +138,32 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     // The edited value changed in place: the comment written next to it stays.
     expect(after).to.include('rate: 0.25 # raised after the forecast');
     expect((await yamlRules())[idx]!['rate']).to.equal(0.25);
+  });
+
+  it('statistics read in sensible units; a radiologist\'s page shows the interval; the peer-review CSV downloads', async () => {
+    await fx.caseWhen(flagged.caseId, 'awaiting-read', (c) => c['state'] === 'awaiting-read');
+    const c = await fx.caseOf(flagged.caseId);
+    const sent = await fx.call('POST', `/api/cases/${flagged.caseId}/report`, T.system, { text: 'Concur.', radpeerScore: '2a', readerId: String(c['readerId']) });
+    expect(sent.status, sent.text).to.equal(201);
+
+    await page.click('[data-nav=stats]');
+    await page.waitForSelector('[data-testid=stats] [data-k=turnaround]');
+    // The read took seconds: shown as such, not as "0 / 0" hours.
+    expect(await page.textContent('[data-k=turnaround]')).to.match(/^\d+ (s|min) \/ \d+ (s|min)$/);
+    expect(await page.textContent('[data-testid=enrichment]')).to.include('enrichment: oncology');
+
+    await page.click('[data-radiologist=RAD7]');
+    await page.waitForSelector('[data-testid=stats-radiologist] [data-k=weighted]');
+    expect(await page.textContent('h1')).to.equal('Statistics: RAD7');
+    expect(await page.textContent('[data-k=weighted]')).to.equal('100.0 %');
+    // Wilson, 1 discrepant of 1: low = 1 / (1 + 1.96^2) = 0.2065 (kept to four decimals), high = 1.
+    expect(await page.textContent('[data-k=interval]')).to.match(/^\(95 % CI 20\.6 %–100\.0 %\)$/);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-csv=peer-review]')]);
+    const lines = readFileSync((await download.path())!, 'utf8').split('\r\n');
+    expect(lines[0]).to.equal('case_id,first_reader,second_reader,modality,radpeer_score,discrepant_2plus,significant_2b_plus,first_read_at,case_opened_at,second_read_at,arbitrated,selection,weight');
+    expect(lines[1]).to.match(new RegExp(`^${flagged.caseId},RAD7,${String(c['readerId'])},CT,2a,true,false,.*,false,oncology,1$`));
+
+    await page.click('[data-nav=sampling]');
+    await page.waitForSelector('[data-testid=sampling-cells]');
   });
 });
