@@ -227,6 +227,12 @@ class ListMatcher {
   }
 }
 
+/** "HH:MM" -> minutes after midnight. */
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':');
+  return Number(h) * 60 + Number(m);
+}
+
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
@@ -251,6 +257,16 @@ function compileCondition(c: Condition): Pred {
   list(c.orderPriority, (ctx) => ctx.orderPriority);
   list(c.primaryRadiologist, (ctx) => ctx.primaryRadiologistUpper);
   list(c.callingAe, (ctx) => ctx.callingAe);
+  if (c.timeOfDay) {
+    const from = minutesOf(c.timeOfDay.from);
+    const to = minutesOf(c.timeOfDay.to);
+    // One formatter per condition, built at compile time.
+    const fmt = new Intl.DateTimeFormat('en-GB', { timeZone: c.timeOfDay.timeZone ?? 'UTC', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    preds.push((ctx) => {
+      const t = minutesOf(fmt.format(ctx.firstFinal?.observedAt ?? ctx.input.now));
+      return from < to ? t >= from && t < to : t >= from || t < to;
+    });
+  }
   if (c.ageYears) {
     const min = c.ageYears.min ?? -Infinity;
     const max = c.ageYears.max ?? Infinity;

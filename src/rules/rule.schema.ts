@@ -85,6 +85,17 @@ const icdPattern = nonEmpty.superRefine((v, ctx) => {
   if (typeof p === 'string') ctx.addIssue({ code: 'custom', message: p });
 });
 
+const HHMM = /^([01]\d|2[0-3]):[0-5]\d$/;
+
+function validTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-GB', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const conditionSchema: z.ZodType<Condition, unknown> = z.lazy(() =>
   z
     .strictObject({
@@ -100,6 +111,14 @@ const conditionSchema: z.ZodType<Condition, unknown> = z.lazy(() =>
       orderPriority: stringList.optional(),
       primaryRadiologist: stringList.optional(),
       callingAe: stringList.optional(),
+      timeOfDay: z
+        .strictObject({
+          from: z.string().regex(HHMM, 'a time of day "HH:MM" (00:00 to 23:59)'),
+          to: z.string().regex(HHMM, 'a time of day "HH:MM" (00:00 to 23:59)'),
+          timeZone: z.string().refine(validTimeZone, 'an IANA time zone such as Europe/London').optional(),
+        })
+        .refine((t) => t.from !== t.to, 'from and to are the same time (an empty or whole-day window)')
+        .optional(),
       all: z.array(conditionSchema).min(1, 'must not be empty').optional(),
       any: z.array(conditionSchema).min(1, 'must not be empty').optional(),
       not: conditionSchema.optional(),
@@ -346,7 +365,7 @@ const KNOWN_KEYS = [
   'correctedReport', 'aiFindings', 'extraAiFindings', 'indicationConditions', 'extraIndicationConditions',
   'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'mode', 'targetHalfWidth', 'confidence', 'procedureCodes',
   'api', 'orderFlag', 'modality', 'bodyPart', 'procedureCode', 'ageYears', 'min', 'max', 'referringService',
-  'orderPriority', 'primaryRadiologist', 'callingAe', 'all', 'any', 'not',
+  'orderPriority', 'primaryRadiologist', 'callingAe', 'timeOfDay', 'from', 'to', 'timeZone', 'all', 'any', 'not',
 ];
 
 function closestKnownKey(key: string): string | undefined {

@@ -39,6 +39,12 @@ export interface Condition {
   orderPriority?: string[];
   primaryRadiologist?: string[];
   callingAe?: string[];
+  /**
+   * When the first final report was signed (else when the study is evaluated), as a local
+   * time of day in `timeZone` (IANA, default UTC): `from` inclusive, `to` exclusive, "HH:MM";
+   * `from` after `to` spans midnight (overnight reads: 22:00 to 07:00).
+   */
+  timeOfDay?: { from: string; to: string; timeZone?: string };
   all?: Condition[];
   any?: Condition[];
   not?: Condition;

@@ -70,6 +70,9 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     await page.fill('#rb-codes-include', 'C00-C96, D00-D09');
     await page.check('#rb-when-modality-CT');
     await page.fill('#rb-extraKeywords', 'tumour board');
+    await page.fill('#rb-when-time-from', '22:00');
+    await page.fill('#rb-when-time-to', '07:00');
+    await page.fill('#rb-when-time-zone', 'Europe/London');
 
     await page.selectOption('#rb-new-kind', 'sampling');
     await page.click('#rb-add');
@@ -96,7 +99,7 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     const old = (YAML.parse(before) as { rules: RuleJs[] }).rules;
     expect(rules.slice(0, old.length)).to.deep.equal(old);
     expect(rules.find((r) => r.id === 'onc-form')).to.deep.equal({
-      id: 'onc-form', kind: 'oncology', priority: 'urgent', codes: { include: ['C00-C96', 'D00-D09'] }, when: { modality: ['CT'] }, extraKeywords: ['tumour board'],
+      id: 'onc-form', kind: 'oncology', priority: 'urgent', codes: { include: ['C00-C96', 'D00-D09'] }, when: { modality: ['CT'], timeOfDay: { from: '22:00', to: '07:00', timeZone: 'Europe/London' } }, extraKeywords: ['tumour board'],
     });
     expect(rules.find((r) => r.id === 'qa-precision')).to.deep.equal({
       id: 'qa-precision', kind: 'sampling', priority: 'routine', rate: 0.1, period: 'month', minimum: 2, mode: 'precision', targetHalfWidth: 0.05, maximum: 20,
@@ -107,7 +110,8 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     await page.click('#dry-run-button');
     await page.waitForSelector('[data-testid=forecast]');
     expect(Number(await page.textContent('[data-k=cases-per-day]'))).to.be.greaterThan(0);
-    expect(await page.textContent('[data-testid=forecast-rules]')).to.include('onc-form');
+    // The shipped oncology rule flags the study; onc-form does not: its report was signed at 10:00, not overnight.
+    expect(await page.textContent('[data-testid=forecast-rules]')).to.include('oncology').and.not.include('onc-form');
     expect(await page.textContent('[data-testid=forecast-load]')).to.match(/Peak open cases/);
     // The flagged study is flagged by the active version too: no difference for it.
     expect(await page.textContent('[data-testid=diff-new]')).to.not.include(flagged.study.studyInstanceUid);

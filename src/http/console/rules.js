@@ -199,7 +199,28 @@ function ruleBuilder(getText, setText) {
       if (v.length === 0) delete w[key]; else w[key] = v;
       prune(r, 'when');
     }, hint);
+    const tod = when.timeOfDay || {};
+    const timeInput = (key) => {
+      const input = h('input', { type: 'time', id: `rb-when-time-${key}`, value: tod[key] ?? '' });
+      input.addEventListener('change', () => update(rule, i, (r) => {
+        const w = sub(r, 'when');
+        const t = { ...(isObj(w.timeOfDay) ? w.timeOfDay : {}) };
+        if (input.value === '') delete t[key]; else t[key] = input.value;
+        if (t.from === undefined && t.to === undefined) delete w.timeOfDay; else w.timeOfDay = t;
+        prune(r, 'when');
+      }));
+      return input;
+    };
+    const zone = h('input', { id: 'rb-when-time-zone', value: tod.timeZone ?? '', size: 16, placeholder: 'UTC' });
+    zone.addEventListener('input', () => update(rule, i, (r) => {
+      const w = sub(r, 'when');
+      if (!isObj(w.timeOfDay)) { prune(r, 'when'); return; }
+      if (zone.value.trim() === '') delete w.timeOfDay.timeZone; else w.timeOfDay.timeZone = zone.value.trim();
+    }));
     return h('fieldset', { 'data-testid': 'rb-conditions' }, h('legend', {}, 'Conditions (all must hold; none = every study)'),
+      h('div', { class: 'row' }, h('span', { class: 'muted' }, 'Time of day the first report was signed'),
+        h('label', {}, 'from', timeInput('from')), h('label', {}, 'to (after from: overnight)', timeInput('to')), h('label', {}, 'time zone', zone),
+        h('span', { class: 'field-error', 'data-field-error': 'when' })),
       h('div', { class: 'row' }, h('span', { class: 'muted' }, 'Modality'), modalityBoxes),
       h('div', { class: 'row' }, h('span', { class: 'muted' }, 'Order priority (ORC-7)'), priorityBoxes),
       h('div', { class: 'row' }, whenList('bodyPart', 'Body part', 'e.g. CHEST, HEAD'), whenList('referringService', 'Referring service'), whenList('procedureCode', 'Procedure code', '* is a wildcard')));
