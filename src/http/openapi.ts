@@ -914,6 +914,21 @@ const paths: Record<string, PathItem> = {
       responses: { '200': ok('the outcome', ref('DryRunResult')) },
     }),
   },
+  '/api/rules/keyword-preview': {
+    post: op({
+      operationId: 'previewKeywords',
+      summary: "How the rules' text matching reads each keyword in a sentence (negation preview)",
+      tag: 'rules',
+      roles: [Role.admin, Role.qa],
+      body: { schema: obj({ text: { type: 'string', maxLength: 10_000 }, keywords: { ...arr(str), minItems: 1 } }) },
+      responses: {
+        '200': ok(
+          'each keyword with its class',
+          obj({ items: arr(obj({ keyword: str, class: oneOfStrings(['affirmed', 'uncertain', 'questioned', 'negated', 'absent']) })) }),
+        ),
+      },
+    }),
+  },
   '/api/sampling': {
     get: op({
       operationId: 'listSamplingBuckets',

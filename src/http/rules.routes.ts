@@ -6,6 +6,7 @@ import { dryRun, flaggedDiff } from '../rules/dry-run.js';
 import { defaultLists } from '../rules/rule.schema.js';
 import { listRuleSets, listSamplingBuckets, samplingOutcomes } from '../rules/rules.repository.js';
 import { samplingCells } from '../rules/sampling-cells.js';
+import { keywordPreview } from '../rules/keyword-preview.js';
 import type { RulesService } from '../rules/rules.service.js';
 import { requireRole } from './auth.js';
 import { queryInt, queryString, queryTime } from './query.js';
@@ -70,6 +71,11 @@ export function rulesRouter(db: Db, rules: RulesService): Router {
     const activeFlagged = body['rules'] === undefined ? flaggedUids : (await dryRun(db, active.compiled, { from, to, maxItems: 0 })).flaggedUids;
     const diff = { activeVersion: active.version, ...flaggedDiff(flaggedUids, activeFlagged, Math.max(maxItems, 100)) };
     res.json({ ...result, diff, from: from ?? null, to: to ?? null, ruleCount: candidate.length, elapsedMs: Date.now() - started });
+  });
+
+  // What a keyword list makes of a sentence: affirmed, uncertain, questioned, negated or absent (the negation preview of the rule builder).
+  r.post('/rules/keyword-preview', qa, (req, res) => {
+    res.json({ items: keywordPreview(req.body) });
   });
 
   r.get('/sampling', qa, async (req, res) => {

@@ -70,6 +70,12 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     await page.fill('#rb-codes-include', 'C00-C96, D00-D09');
     await page.check('#rb-when-modality-CT');
     await page.fill('#rb-extraKeywords', 'tumour board');
+    // Negation preview: the built-in list plus the extra keyword, read as the engine reads them.
+    await page.fill('#rb-try-text', 'No evidence of metastatic disease. Discussed at the tumour board.');
+    await page.click('#rb-try');
+    await page.waitForSelector('[data-testid=negation-preview] [data-keyword]');
+    expect(await page.getAttribute('[data-keyword="metasta*"]', 'data-class')).to.equal('negated');
+    expect(await page.getAttribute('[data-keyword="tumour board"]', 'data-class')).to.equal('affirmed');
     await page.fill('#rb-when-time-from', '22:00');
     await page.fill('#rb-when-time-to', '07:00');
     await page.fill('#rb-when-time-zone', 'Europe/London');

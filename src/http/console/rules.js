@@ -103,7 +103,27 @@ function fieldProblems(rule, all) {
   return p;
 }
 
-function ruleBuilder(getText, setText) {
+/** A sentence tried against the rule's keywords as the engine reads it: which are affirmed, and which negated. */
+function negationPreview(keywordsOf) {
+  const sentence = h('input', { id: 'rb-try-text', size: 60, placeholder: 'e.g. No evidence of metastatic disease.' });
+  const out = h('div', { 'data-testid': 'negation-preview' });
+  const run = h('button', { type: 'button', class: 'secondary', id: 'rb-try', onclick: async () => {
+    const keywords = keywordsOf();
+    if (!sentence.value.trim() || keywords.length === 0) return out.replaceChildren(h('span', { class: 'muted' }, 'type a sentence; the rule needs keywords'));
+    try {
+      const { items } = await api('POST', '/rules/keyword-preview', { text: sentence.value, keywords });
+      const found = items.filter((x) => x.class !== 'absent');
+      out.replaceChildren(...(found.length === 0
+        ? [h('span', { class: 'muted' }, 'no keyword in this text')]
+        : found.map((x) => h('span', { class: x.class === 'affirmed' || x.class === 'uncertain' ? 'pill good' : 'pill bad', 'data-keyword': x.keyword, 'data-class': x.class }, `${x.keyword}: ${x.class}`))));
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+    }
+  } }, 'Try');
+  return h('div', { class: 'row' }, h('label', {}, 'Negation preview: a sentence', sentence), run, out);
+}
+
+function ruleBuilder(getText, setText, defaults = {}) {
   const root = h('div', { class: 'panel', 'data-testid': 'rule-builder' });
   let doc;
   let rules = [];
@@ -236,6 +256,7 @@ function ruleBuilder(getText, setText) {
         h('div', { class: 'row' },
           list(rule, i, 'extraKeywords', 'Extra keywords', (r) => r.extraKeywords, (r, v) => { if (v.length) r.extraKeywords = v; else delete r.extraKeywords; }, 'added to the built-in list; a negated mention ("no evidence of metastasis") does not count'),
           check(rule, 'prospective', 'decide on the order alone', 'rb-prospective', (on) => update(rule, i, (r) => { r.prospective = on; }))),
+        negationPreview(() => [...(rule.keywords ?? defaults.oncologyKeywords ?? []), ...(rule.extraKeywords ?? [])]),
       ];
       case 'discordance': return [
         h('div', { class: 'row' },
@@ -265,6 +286,7 @@ function ruleBuilder(getText, setText) {
         h('div', { class: 'row' },
           list(rule, i, 'procedureCodes', 'Procedure codes', (r) => r.procedureCodes, (r, v) => { r.procedureCodes = v; }, '* is a wildcard'),
           list(rule, i, 'extraKeywords', 'Extra keywords', (r) => r.extraKeywords, (r, v) => { if (v.length) r.extraKeywords = v; else delete r.extraKeywords; }, 'e.g. transplant evaluation')),
+        negationPreview(() => [...(rule.keywords ?? defaults.highStakesKeywords ?? []), ...(rule.extraKeywords ?? [])]),
       ];
       case 'manual': return [
         h('div', { class: 'row' },
@@ -374,7 +396,7 @@ export async function rulesView() {
   const builder = ruleBuilder(() => editor.value, (text) => {
     editor.value = text;
     if (editor.value !== previewedText) save.disabled = true;
-  });
+  }, active.defaults);
   const showServerErrors = (e) => {
     const list = e.details?.errors || [];
     builder.showServerErrors(list);
