@@ -145,12 +145,13 @@ export async function listSamplingBuckets(db: Db, f: { periodKey?: string; ruleI
 }
 
 /** Every counter of one radiologist: the few buckets (rules x modalities x periods) an evaluation may read. */
-export async function samplingCountersOfRadiologist(db: Db, radiologistId: string): Promise<Map<string, BucketCounters>> {
+export async function samplingCountersOfRadiologist(db: Db, radiologistId: string, o: { outcomesSince?: string } = {}): Promise<Map<string, BucketCounters>> {
   const rows = await db.selectFrom('sampling_buckets').select(['bucket_key', 'seen', 'selected']).where('radiologist_id', '=', radiologistId).execute();
   const counters = new Map<string, BucketCounters>(rows.map((r) => [r.bucket_key, { seen: r.seen, selected: r.selected }]));
-  for (const [key, o] of await samplingOutcomes(db, radiologistId)) {
+  if (o.outcomesSince === undefined) return counters;
+  for (const [key, out] of await samplingOutcomes(db, radiologistId, o.outcomesSince)) {
     const c = counters.get(key);
-    if (c) counters.set(key, { ...c, reviewed: o.reviewed, discrepant: o.discrepant });
+    if (c) counters.set(key, { ...c, reviewed: out.reviewed, discrepant: out.discrepant });
   }
   return counters;
 }
@@ -161,12 +162,13 @@ export async function samplingCountersOfRadiologist(db: Db, radiologistId: strin
  * slots are JSON, so the radiologist is matched with LIKE (a superset on both
  * engines) and exactly in code.
  */
-export async function samplingOutcomes(db: Db, radiologistId?: string): Promise<Map<string, { reviewed: number; discrepant: number }>> {
+export async function samplingOutcomes(db: Db, radiologistId?: string, since?: string): Promise<Map<string, { reviewed: number; discrepant: number }>> {
   let q = db
     .selectFrom('decisions as d')
     .innerJoin('second_reports as r', 'r.case_id', 'd.case_id')
     .select(['d.sampling_slots', 'r.case_id', 'r.version', 'r.radpeer_score'])
     .where('d.sampling_slots', '<>', '[]');
+  if (since !== undefined) q = q.where('d.evaluated_at', '>=', since);
   if (radiologistId !== undefined) q = q.where('d.sampling_slots', 'like', `%"radiologistId":${JSON.stringify(radiologistId)}%`);
   const latest = new Map<string, { keys: string[]; version: number; score: string }>();
   for (const row of await q.execute()) {
