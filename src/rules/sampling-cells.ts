@@ -84,5 +84,3 @@ export function samplingCells(buckets: readonly BucketState[], outcomes: Readonl
     };
   });
 }
-
-
