@@ -199,6 +199,11 @@ const groupStatsProps: Record<string, JsonSchema> = {
   significant: { type: 'integer', description: 'RADPEER 2b, 3a, 3b' },
   discordanceRate: nnum,
   significantRate: nnum,
+  weightedDiscordanceRate: { ...nnum, description: 'RADPEER 2+ rate with inverse-probability weights (random draws 1/p, enrichment 1)' },
+  weightedSignificantRate: nnum,
+  discordanceCiLow: { ...nnum, description: '95 % Wilson interval of the weighted 2+ rate at the effective sample size' },
+  discordanceCiHigh: nnum,
+  effectiveN: { ...nnum, description: 'Kish effective sample size (sum w)^2 / sum w^2' },
   turnaroundHours: ref('Percentiles'),
 };
 const groupStatsOptional = ['radiologistId', 'readerId', 'modality'];
@@ -422,6 +427,7 @@ const schemas: Record<string, JsonSchema> = {
     createdBy: str,
     source: oneOfStrings(['config', 'api']),
     rules: arr(ref('Rule')),
+    yaml: { ...nstr, description: 'the YAML text of this version as written (comments kept); null when it was saved as JSON' },
     defaults: openObj(
       { oncologyCodes: { type: 'object' }, oncologyKeywords: arr(str), highStakesKeywords: arr(str), aiFindings: arr({ type: 'object' }), indicationConditions: arr({ type: 'object' }) },
       ['oncologyCodes', 'oncologyKeywords', 'highStakesKeywords', 'aiFindings', 'indicationConditions'],
@@ -430,11 +436,11 @@ const schemas: Record<string, JsonSchema> = {
   }),
   RuleSetInput: {
     description: '{rules, comment?} or a bare list of rules',
-    anyOf: [obj({ rules: arr(ref('Rule')), comment: str }, { optional: ['comment'] }), arr(ref('Rule'))],
+    anyOf: [obj({ rules: arr(ref('Rule')), comment: str }, { optional: ['comment'] }), obj({ yaml: { type: 'string', description: 'a rules file as YAML text, stored with the version (comments kept)' }, comment: str }, { optional: ['comment'] }), arr(ref('Rule'))],
   },
   RuleSetUpdate: obj({ version: int, created: { type: 'boolean', description: 'false when the set equals the one in force (not versioned again)' }, change: ruleChange, rules: arr(ref('Rule')) }),
   RuleSetVersionSummary: obj({ version: int, source: oneOfStrings(['config', 'api']), createdBy: str, createdAt: time, comment: nstr }),
-  RuleSetVersion: obj({ version: int, rules: arr(ref('Rule')), createdAt: time, createdBy: str, source: oneOfStrings(['config', 'api']), comment: nstr }),
+  RuleSetVersion: obj({ version: int, rules: arr(ref('Rule')), createdAt: time, createdBy: str, source: oneOfStrings(['config', 'api']), comment: nstr, yaml: nstr }),
   DryRunRequest: obj(
     {
       rules: { description: 'a candidate rule set (as for PUT /api/rules); absent: the set in force' },
@@ -451,10 +457,49 @@ const schemas: Record<string, JsonSchema> = {
     truncated: bool,
     byRule: { type: 'object', additionalProperties: int },
     byRadiologistModality: arr(obj({ radiologistId: str, modality: str, evaluated: int, flagged: int })),
+    forecast: obj({
+      days: { type: 'number', description: 'days the period covers (from/to, else first to last study received; at least 1)' },
+      casesPerDay: { type: 'number' },
+      byRule: arr(obj({ ruleId: str, flagged: int, casesPerDay: { type: 'number' } })),
+      readerLoad: arr(
+        obj(
+          {
+            readerGroup: { ...nstr, description: "a rule's readerGroup; null: cases without one" },
+            openCasesPeak: { type: 'integer', description: 'most cases open at once, each open from its decision until its SLA is due' },
+            capacity: { ...nint, description: 'summed maxOpenCases of the available readers who can take the group; null: no reader configured' },
+          },
+        ),
+      ),
+      quota: arr(obj({ ruleId: str, radiologist: str, modality: str, period: str, seen: int, drawn: int, min: int, max: nint })),
+    }),
+    diff: obj({
+      activeVersion: int,
+      newlyFlagged: { ...arr(str), description: 'StudyInstanceUIDs the candidate flags and the active version does not' },
+      noLongerFlagged: { ...arr(str), description: 'StudyInstanceUIDs the active version flags and the candidate does not' },
+      truncated: bool,
+    }),
     from: ntime,
     to: ntime,
     ruleCount: int,
     elapsedMs: int,
+  }),
+  SamplingCell: obj({
+    ruleId: str,
+    radiologist: str,
+    modality: str,
+    period: str,
+    seen: int,
+    selected: { type: 'integer', description: 'studies drawn in the period' },
+    reviewed: { type: 'integer', description: 'second reads of the drawn studies so far' },
+    discrepant: { type: 'integer', description: 'of those, RADPEER 2a and worse' },
+    rate: { ...nnum, description: 'discrepant / reviewed' },
+    ciLow: { ...nnum, description: 'Wilson interval at the rule confidence' },
+    ciHigh: nnum,
+    drawProbability: { type: 'number', description: 'probability that the next study of the cell is drawn' },
+    mode: oneOfStrings(['quota', 'precision']),
+    targetHalfWidth: nnum,
+    confidence: { type: 'number' },
+    needed: { ...nint, description: 'precision mode: reviews the target half-width needs at the planning rate' },
   }),
   SamplingBucket: obj({
     ruleId: str,
@@ -498,6 +543,7 @@ const schemas: Record<string, JsonSchema> = {
     byReader: arr(ref('GroupStats')),
     writeBackTurnaroundHours: ref('Percentiles'),
     overTime: arr(obj({ start: time, ...groupStatsProps }, { optional: groupStatsOptional })),
+    enrichment: arr(obj({ selection: { type: 'string', description: 'sampling, or the kinds of the rules that flagged the study (enrichment)' }, secondReads: int, meanWeight: { type: 'number' }, minWeight: { type: 'number' }, maxWeight: { type: 'number' } })),
   }),
   TimelineEvent: obj(
     {
@@ -882,7 +928,8 @@ const paths: Record<string, PathItem> = {
         q('to', str, 'ISO-8601; default: now. At most three years after `from`'),
         q('bucket', oneOfStrings(['day', 'week']), 'default: week for periods over 92 days, else day'),
         q('format', oneOfStrings(['json', 'csv'])),
-        q('table', oneOfStrings(STATS_TABLES), 'with format=csv: which table (default radiologist-modality)'),
+        q('table', oneOfStrings(STATS_TABLES), 'with format=csv: which table (default radiologist-modality); peer-review: one row per second read'),
+        q('radiologist', str, "one first reader's statistics (their page)"),
       ],
       responses: { '200': { description: 'the statistics (JSON), or one table as CSV', content: { 'application/json': { schema: ref('Stats') }, 'text/csv': { schema: str } } } },
     }),
@@ -954,6 +1001,21 @@ const paths: Record<string, PathItem> = {
       responses: { '200': ok('the outcome', ref('DryRunResult')) },
     }),
   },
+  '/api/rules/keyword-preview': {
+    post: op({
+      operationId: 'previewKeywords',
+      summary: "How the rules' text matching reads each keyword in a sentence (negation preview)",
+      tag: 'rules',
+      roles: [Role.admin, Role.qa],
+      body: { schema: obj({ text: { type: 'string', maxLength: 10_000 }, keywords: { ...arr(str), minItems: 1 } }) },
+      responses: {
+        '200': ok(
+          'each keyword with its class',
+          obj({ items: arr(obj({ keyword: str, class: oneOfStrings(['affirmed', 'uncertain', 'questioned', 'negated', 'absent']) })) }),
+        ),
+      },
+    }),
+  },
   '/api/sampling': {
     get: op({
       operationId: 'listSamplingBuckets',
@@ -961,7 +1023,12 @@ const paths: Record<string, PathItem> = {
       tag: 'rules',
       roles: [Role.admin, Role.qa],
       parameters: [q('period', str, 'period key, e.g. 2026-03'), q('ruleId', str)],
-      responses: { '200': ok('buckets', items('SamplingBucket')) },
+      responses: {
+        '200': ok(
+          'buckets and their cells (estimate with Wilson interval, draw probability of the next study)',
+          obj({ cells: arr(ref('SamplingCell')), items: arr(ref('SamplingBucket')) }),
+        ),
+      },
     }),
   },
   '/api/audit': {

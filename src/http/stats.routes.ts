@@ -2,9 +2,9 @@ import { Router } from 'express';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { secondReadFacts } from '../stats/stats.repository.js';
-import { computeStats, STATS_TABLES, statsCsv } from '../stats/stats.js';
+import { computeStats, peerReviewCsv, STATS_TABLES, statsCsv } from '../stats/stats.js';
 import { requireRole } from './auth.js';
-import { oneOf, queryTime } from './query.js';
+import { oneOf, queryString, queryTime } from './query.js';
 
 const DAY = 86_400_000;
 
@@ -25,12 +25,16 @@ export function statsRouter(db: Db, clock: () => Date = () => new Date()): Route
     const bucket = oneOf(q['bucket'], ['day', 'week'] as const, 'bucket') ?? (Date.parse(to) - Date.parse(from) > 92 * DAY ? 'week' : 'day');
     const format = oneOf(q['format'], ['json', 'csv'] as const, 'format') ?? 'json';
     const table = oneOf(q['table'], STATS_TABLES, 'table') ?? 'radiologist-modality';
-    const stats = computeStats(await secondReadFacts(db, from, to), { from, to, bucket });
+    const radiologist = queryString(q['radiologist']);
+    const all = await secondReadFacts(db, from, to);
+    // One first reader's page: their second reads only.
+    const facts = radiologist === undefined ? all : all.filter((f) => (f.radiologistId ?? '(unknown)') === radiologist);
+    const stats = computeStats(facts, { from, to, bucket });
     if (format === 'csv') {
       const day = (t: string) => t.slice(0, 10);
       res.type('text/csv; charset=utf-8');
       res.set('Content-Disposition', `attachment; filename="second-reads-${table}-${day(from)}-${day(to)}.csv"`);
-      res.send(statsCsv(stats, table));
+      res.send(table === 'peer-review' ? peerReviewCsv(facts) : statsCsv(stats, table));
       return;
     }
     res.json(stats);

@@ -12,6 +12,8 @@ import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule
 import { applySamplingSlots, decisionsOfStudies, insertDecision, parseDecisionRow, samplingCountersOfRadiologist } from './rules.repository.js';
 import type { RulesService } from './rules.service.js';
 
+/** A precision cell plans from this and the previous period: at most two quarters of decisions are read back. */
+const OUTCOME_WINDOW_MS = 200 * 86_400_000;
 
 export interface EvaluationOutcome {
   decision: Decision;
@@ -122,7 +124,9 @@ export class DecisionService {
     const result = await this.db.transaction().execute(async (trx) => {
       await lockKey(trx, `study:${uid}`);
       await lockKey(trx, `sampling:${radiologist ?? 'unknown'}`);
-      const samplingState = await samplingCountersOfRadiologist(trx, radiologist ?? 'unknown');
+      // Reviews of drawn studies matter only to precision rules, so only they pay for reading them.
+      const precision = active.rules.some((r) => r.kind === 'sampling' && r.mode === 'precision' && r.enabled);
+      const samplingState = await samplingCountersOfRadiologist(trx, radiologist ?? 'unknown', precision ? { outcomesSince: new Date(now.getTime() - OUTCOME_WINDOW_MS).toISOString() } : {});
       const decision = evaluate(active.compiled, { ...input, samplingState, now });
       honourManualRequests(decision, input.manualRequests);
       const last = (await decisionsOfStudies(trx, [uid])).at(-1);

@@ -30,7 +30,7 @@ import {
   type SamplingSlot,
   type TextSource,
 } from './rule.types.js';
-import { bucketKey, decideSampling, periodKey, previousPeriodKey, samplingDraw } from './sampling.js';
+import { bucketKey, decideSampling, periodKey, precisionDrawProbability, previousPeriodKey, samplingDraw, selectionProbability } from './sampling.js';
 import {
   analyzeText,
   classOfHit,
@@ -227,6 +227,12 @@ class ListMatcher {
   }
 }
 
+/** "HH:MM" -> minutes after midnight. */
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':');
+  return Number(h) * 60 + Number(m);
+}
+
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
@@ -251,6 +257,16 @@ function compileCondition(c: Condition): Pred {
   list(c.orderPriority, (ctx) => ctx.orderPriority);
   list(c.primaryRadiologist, (ctx) => ctx.primaryRadiologistUpper);
   list(c.callingAe, (ctx) => ctx.callingAe);
+  if (c.timeOfDay) {
+    const from = minutesOf(c.timeOfDay.from);
+    const to = minutesOf(c.timeOfDay.to);
+    // One formatter per condition, built at compile time.
+    const fmt = new Intl.DateTimeFormat('en-GB', { timeZone: c.timeOfDay.timeZone ?? 'UTC', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    preds.push((ctx) => {
+      const t = minutesOf(fmt.format(ctx.firstFinal?.observedAt ?? ctx.input.now));
+      return from < to ? t >= from && t < to : t >= from || t < to;
+    });
+  }
   if (c.ageYears) {
     const min = c.ageYears.min ?? -Infinity;
     const max = c.ageYears.max ?? Infinity;
@@ -696,7 +712,7 @@ export function samplingBucketKeys(compiled: CompiledRuleSet, input: EvaluationI
   const keys: string[] = [];
   for (const { rule } of compiled.sampling) {
     keys.push(bucketKey(rule.id, radiologist, modality, periodKey(when, rule.period)));
-    if (rule.minimum > 0) keys.push(bucketKey(rule.id, radiologist, modality, previousPeriodKey(when, rule.period)));
+    if (rule.minimum > 0 || rule.mode === 'precision') keys.push(bucketKey(rule.id, radiologist, modality, previousPeriodKey(when, rule.period)));
   }
   return keys;
 }
@@ -726,17 +742,32 @@ function runSampling(ctx: EvalContext, compiled: CompiledRuleSet, reasons: Reaso
     const pk = (periodKeys[rule.period] ??= periodKey(when, rule.period));
     const key = bucketKey(rule.id, radiologist, modality, pk);
     const counters = state?.get(key);
-    // The previous period's volume only matters while the minimum is not met.
-    const needsHistory = rule.minimum > 0 && (counters?.selected ?? 0) < rule.minimum;
+    const precision = rule.mode === 'precision';
+    // The previous period's volume only matters while the minimum is not met, or to spread a precision cell's sample.
+    const needsHistory = precision || (rule.minimum > 0 && (counters?.selected ?? 0) < rule.minimum);
     const previous = needsHistory ? state?.get(bucketKey(rule.id, radiologist, modality, previousPeriodKey(when, rule.period))) : undefined;
+    let rate = rule.rate;
+    let planned = '';
+    if (precision) {
+      // The planning rate pools this period's and the previous period's reviews of the cell.
+      const outcomes = {
+        reviewed: (counters?.reviewed ?? 0) + (previous?.reviewed ?? 0),
+        discrepant: (counters?.discrepant ?? 0) + (previous?.discrepant ?? 0),
+      };
+      const p = precisionDrawProbability({ targetHalfWidth: rule.targetHalfWidth!, confidence: rule.confidence ?? 0.95, rate: rule.rate }, counters, previous?.seen, outcomes);
+      rate = p.probability;
+      planned = ` (precision: ${p.needed} reviews needed, draw probability ${rate.toFixed(4)})`;
+    }
+    const quota = { rate, minimum: rule.minimum, maximum: rule.maximum };
     const draw = ctx.samplingDraw();
-    const outcome = decideSampling(rule, counters, previous?.seen, draw);
-    slots.push({ ruleId: rule.id, bucketKey: key, selected: outcome.selected, radiologistId: radiologist, modality, periodKey: pk });
+    const outcome = decideSampling(quota, counters, previous?.seen, draw);
+    const probability = selectionProbability(quota, counters, previous?.seen);
+    slots.push({ ruleId: rule.id, bucketKey: key, selected: outcome.selected, radiologistId: radiologist, modality, periodKey: pk, probability });
     if (!outcome.selected) continue;
     const where = `${radiologist} ${modality} ${pk}`;
     const detail =
       outcome.why === 'rate'
-        ? `QA random sample for ${where}: draw ${draw.toFixed(4)} < rate ${rule.rate}`
+        ? `QA random sample for ${where}: draw ${draw.toFixed(4)} < rate ${precision ? rate.toFixed(4) : rule.rate}${planned}`
         : `QA minimum for ${where}: ${counters?.selected ?? 0} of minimum ${rule.minimum} selected after ${counters?.seen ?? 0} studies`;
     reasons.push({ ruleId: rule.id, kind: 'sampling', detail });
     fired.push({ rule, priority: rule.priority, destination: rule.destination, explicitDestination: false });

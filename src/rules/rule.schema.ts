@@ -85,6 +85,17 @@ const icdPattern = nonEmpty.superRefine((v, ctx) => {
   if (typeof p === 'string') ctx.addIssue({ code: 'custom', message: p });
 });
 
+const HHMM = /^([01]\d|2[0-3]):[0-5]\d$/;
+
+function validTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-GB', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const conditionSchema: z.ZodType<Condition, unknown> = z.lazy(() =>
   z
     .strictObject({
@@ -100,6 +111,14 @@ const conditionSchema: z.ZodType<Condition, unknown> = z.lazy(() =>
       orderPriority: stringList.optional(),
       primaryRadiologist: stringList.optional(),
       callingAe: stringList.optional(),
+      timeOfDay: z
+        .strictObject({
+          from: z.string().regex(HHMM, 'a time of day "HH:MM" (00:00 to 23:59)'),
+          to: z.string().regex(HHMM, 'a time of day "HH:MM" (00:00 to 23:59)'),
+          timeZone: z.string().refine(validTimeZone, 'an IANA time zone such as Europe/London').optional(),
+        })
+        .refine((t) => t.from !== t.to, 'from and to are the same time (an empty or whole-day window)')
+        .optional(),
       all: z.array(conditionSchema).min(1, 'must not be empty').optional(),
       any: z.array(conditionSchema).min(1, 'must not be empty').optional(),
       not: conditionSchema.optional(),
@@ -176,8 +195,17 @@ const sampling = z
     minimum: z.number().int().nonnegative().default(0),
     maximum: z.number().int().positive().optional(),
     excludeRadiologists: z.array(nonEmpty).default([]),
+    mode: z.enum(['quota', 'precision']).optional(),
+    targetHalfWidth: z.number().gt(0, 'must be greater than 0').max(0.5, 'must be at most 0.5').optional(),
+    confidence: z.number().min(0.5, 'must be at least 0.5').max(0.999, 'must be at most 0.999').optional(),
   })
   .superRefine((r, ctx) => {
+    if (r.mode === 'precision' && r.targetHalfWidth === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['targetHalfWidth'], message: 'required with mode: precision (e.g. 0.02 for +/- 2 percentage points)' });
+    }
+    if (r.mode !== 'precision' && (r.targetHalfWidth !== undefined || r.confidence !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['mode'], message: 'targetHalfWidth and confidence need mode: precision' });
+    }
     if (r.maximum !== undefined && r.maximum < r.minimum) {
       ctx.addIssue({ code: 'custom', path: ['maximum'], message: `maximum ${r.maximum} is below minimum ${r.minimum}` });
     }
@@ -335,9 +363,9 @@ const KNOWN_KEYS = [
   ...Object.keys(common), 'kind', 'prospective', 'codes', 'include', 'exclude', 'personalHistory', 'sources', 'keywords',
   'extraKeywords', 'keywordSources', 'uncertainCountsAsPositive', 'checks', 'aiFinding', 'indicationNegative',
   'correctedReport', 'aiFindings', 'extraAiFindings', 'indicationConditions', 'extraIndicationConditions',
-  'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'procedureCodes',
+  'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'mode', 'targetHalfWidth', 'confidence', 'procedureCodes',
   'api', 'orderFlag', 'modality', 'bodyPart', 'procedureCode', 'ageYears', 'min', 'max', 'referringService',
-  'orderPriority', 'primaryRadiologist', 'callingAe', 'all', 'any', 'not',
+  'orderPriority', 'primaryRadiologist', 'callingAe', 'timeOfDay', 'from', 'to', 'timeZone', 'all', 'any', 'not',
 ];
 
 function closestKnownKey(key: string): string | undefined {

@@ -39,6 +39,12 @@ export interface Condition {
   orderPriority?: string[];
   primaryRadiologist?: string[];
   callingAe?: string[];
+  /**
+   * When the first final report was signed (else when the study is evaluated), as a local
+   * time of day in `timeZone` (IANA, default UTC): `from` inclusive, `to` exclusive, "HH:MM";
+   * `from` after `to` spans midnight (overnight reads: 22:00 to 07:00).
+   */
+  timeOfDay?: { from: string; to: string; timeZone?: string };
   all?: Condition[];
   any?: Condition[];
   not?: Condition;
@@ -107,6 +113,14 @@ export interface SamplingRule extends RuleCommon {
   maximum?: number;
   /** radiologist ids (or `*` patterns) whose studies are never sampled */
   excludeRadiologists: string[];
+  /**
+   * `quota` (absent): draw at `rate`. `precision`: draw as often as needed to
+   * estimate each cell's RADPEER 2+ rate within +/- `targetHalfWidth` at
+   * `confidence` (Wilson interval); `rate` is the draw probability of a cell's first period.
+   */
+  mode?: 'quota' | 'precision';
+  targetHalfWidth?: number;
+  confidence?: number;
 }
 
 export interface HighStakesRule extends RuleCommon {
@@ -187,6 +201,9 @@ export interface ManualRequestInput {
 export interface BucketCounters {
   seen: number;
   selected: number;
+  /** precision sampling: second reads of this bucket's selected studies, and how many were RADPEER 2+ */
+  reviewed?: number;
+  discrepant?: number;
 }
 
 /** Read access to persisted sampling counters; a `Map<string, BucketCounters>` fits. */
@@ -231,6 +248,8 @@ export interface SamplingSlot {
   radiologistId: string;
   modality: string;
   periodKey: string;
+  /** the probability this study had of being selected (before the draw), for inverse-probability weights */
+  probability?: number;
 }
 
 export interface Decision {

@@ -21,7 +21,7 @@ export async function getRuleSet(db: Db, version: number): Promise<RuleSetRow | 
   return db.selectFrom('rule_sets').selectAll().where('version', '=', version).executeTakeFirst();
 }
 
-export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json'>[]> {
+export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json' | 'source_text'>[]> {
   return db
     .selectFrom('rule_sets')
     .select(['version', 'content_hash', 'source', 'created_by', 'comment', 'created_at'])
@@ -32,7 +32,7 @@ export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json
 /** Inserts the next version; run it in a transaction so two writers cannot take the same number. */
 export async function insertRuleSet(
   db: Db,
-  r: { rulesJson: string; contentHash: string; source: string; createdBy: string; comment: string | null; createdAt: string },
+  r: { rulesJson: string; contentHash: string; source: string; createdBy: string; comment: string | null; createdAt: string; sourceText?: string | null },
 ): Promise<number> {
   // Two instances importing or saving at once would both take max + 1.
   await lockKey(db, 'rule-sets');
@@ -47,6 +47,7 @@ export async function insertRuleSet(
       created_by: r.createdBy,
       comment: r.comment,
       created_at: r.createdAt,
+      source_text: r.sourceText ?? null,
     })
     .execute();
   return version;
@@ -144,7 +145,49 @@ export async function listSamplingBuckets(db: Db, f: { periodKey?: string; ruleI
 }
 
 /** Every counter of one radiologist: the few buckets (rules x modalities x periods) an evaluation may read. */
-export async function samplingCountersOfRadiologist(db: Db, radiologistId: string): Promise<Map<string, BucketCounters>> {
+export async function samplingCountersOfRadiologist(db: Db, radiologistId: string, o: { outcomesSince?: string } = {}): Promise<Map<string, BucketCounters>> {
   const rows = await db.selectFrom('sampling_buckets').select(['bucket_key', 'seen', 'selected']).where('radiologist_id', '=', radiologistId).execute();
-  return new Map(rows.map((r) => [r.bucket_key, { seen: r.seen, selected: r.selected }]));
+  const counters = new Map<string, BucketCounters>(rows.map((r) => [r.bucket_key, { seen: r.seen, selected: r.selected }]));
+  if (o.outcomesSince === undefined) return counters;
+  for (const [key, out] of await samplingOutcomes(db, radiologistId, o.outcomesSince)) {
+    const c = counters.get(key);
+    if (c) counters.set(key, { ...c, reviewed: out.reviewed, discrepant: out.discrepant });
+  }
+  return counters;
+}
+
+/**
+ * Reviewed second reads of sampled studies per bucket key (the latest
+ * version's score counts; RADPEER 2a and worse is discrepant). A decision's
+ * slots are JSON, so the radiologist is matched with LIKE (a superset on both
+ * engines) and exactly in code.
+ */
+export async function samplingOutcomes(db: Db, radiologistId?: string, since?: string): Promise<Map<string, { reviewed: number; discrepant: number }>> {
+  let q = db
+    .selectFrom('decisions as d')
+    .innerJoin('second_reports as r', 'r.case_id', 'd.case_id')
+    .select(['d.sampling_slots', 'r.case_id', 'r.version', 'r.radpeer_score'])
+    .where('d.sampling_slots', '<>', '[]');
+  if (since !== undefined) q = q.where('d.evaluated_at', '>=', since);
+  if (radiologistId !== undefined) q = q.where('d.sampling_slots', 'like', `%"radiologistId":${JSON.stringify(radiologistId)}%`);
+  const latest = new Map<string, { keys: string[]; version: number; score: string }>();
+  for (const row of await q.execute()) {
+    const keys = (JSON.parse(row.sampling_slots) as SamplingSlot[])
+      .filter((s) => s.selected && (radiologistId === undefined || s.radiologistId === radiologistId))
+      .map((s) => s.bucketKey);
+    if (keys.length === 0) continue;
+    const seen = latest.get(row.case_id);
+    if (!seen || row.version > seen.version) latest.set(row.case_id, { keys: [...new Set([...(seen?.keys ?? []), ...keys])], version: row.version, score: row.radpeer_score });
+    else seen.keys = [...new Set([...seen.keys, ...keys])];
+  }
+  const out = new Map<string, { reviewed: number; discrepant: number }>();
+  for (const c of latest.values()) {
+    for (const k of c.keys) {
+      const o = out.get(k) ?? { reviewed: 0, discrepant: 0 };
+      o.reviewed++;
+      if (c.score !== '1') o.discrepant++;
+      out.set(k, o);
+    }
+  }
+  return out;
 }

@@ -6,6 +6,7 @@ import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ForecastContext } from './dry-run.js';
 import { compileRuleSet, type CompiledRuleSet } from './evaluate.js';
 import type { Rule } from './rule.types.js';
 import { validateRuleSet, type RuleSetError } from './rule.schema.js';
@@ -19,6 +20,8 @@ export interface ActiveRuleSet {
   createdAt: string;
   createdBy: string;
   source: string;
+  /** the YAML text as written, comments kept; null for a version saved as JSON */
+  yaml: string | null;
 }
 
 export interface RuleChange {
@@ -30,7 +33,7 @@ export interface RuleChange {
 export interface RulesServiceOptions {
   db: Db;
   logger: Logger;
-  config: Pick<GatewayConfig, 'rules' | 'destinations' | 'sampling'>;
+  config: Pick<GatewayConfig, 'rules' | 'destinations' | 'sampling'> & Partial<Pick<GatewayConfig, 'readers' | 'sla'>>;
   newId: () => string;
   clock?: () => Date;
 }
@@ -75,7 +78,7 @@ export class RulesService {
     const now = this.clock().toISOString();
     this.secret = this.o.config.sampling.secret ?? (await ensureSetting(this.db, 'sampling-secret', randomBytes(32).toString('hex'), now));
 
-    const { value, source } = this.readConfiguredRules();
+    const { value, source, text } = this.readConfiguredRules();
     const result = validateRuleSet(value, { knownDestinations: this.knownDestinations });
     if (!result.ok) throw new RuleSetInvalidError(result.errors, source);
     const json = JSON.stringify(result.rules);
@@ -87,7 +90,7 @@ export class RulesService {
         await lockKey(trx, 'rule-sets');
         if ((await latestRuleSet(trx, 'config'))?.content_hash === hash) return null;
         const previous = await latestRuleSet(trx);
-        const v = await insertRuleSet(trx, { rulesJson: json, contentHash: hash, source: 'config', createdBy: 'config-file', comment: source, createdAt: now });
+        const v = await insertRuleSet(trx, { rulesJson: json, contentHash: hash, source: 'config', createdBy: 'config-file', comment: source, createdAt: now, sourceText: text });
         await recordAudit(trx, this.o.newId(), now, {
           actor: 'config-file',
           action: 'rules.import',
@@ -116,21 +119,30 @@ export class RulesService {
     return result.rules;
   }
 
+  /** Readers and SLA hours for the dry run's forecast of reader load. */
+  forecastContext(rules: readonly Rule[]): ForecastContext {
+    const sla = this.o.config.sla ?? { statHours: 1, urgentHours: 4, routineHours: 72 };
+    return { readers: this.o.config.readers ?? [], sla, rules };
+  }
+
   compile(rules: readonly Rule[]): CompiledRuleSet {
     return compileRuleSet(rules, { samplingSecret: this.secret });
   }
 
   /** Saves a new version (audited with its diff); an unchanged set is not versioned again. */
-  async update(input: unknown, actor: string, comment: string | null): Promise<{ active: ActiveRuleSet; change: RuleChange; created: boolean }> {
+  async update(input: unknown, actor: string, comment: string | null, sourceText: string | null = null): Promise<{ active: ActiveRuleSet; change: RuleChange; created: boolean }> {
     const rules = this.validate(input);
     const json = JSON.stringify(rules);
-    const hash = sha256(json);
+    // A change of comments alone is a new version too: the text is what the next editor starts from.
+    const hash = sha256(sourceText === null ? json : `${json}\n${sourceText}`);
     const now = this.clock().toISOString();
     const previous = await this.current();
-    if (JSON.stringify(previous.rules) === json) return { active: previous, change: { added: [], removed: [], changed: [] }, created: false };
+    if (JSON.stringify(previous.rules) === json && (sourceText === null || sourceText === previous.yaml)) {
+      return { active: previous, change: { added: [], removed: [], changed: [] }, created: false };
+    }
     const change = diffRules(previous.rules, rules);
     const version = await this.db.transaction().execute(async (trx) => {
-      const v = await insertRuleSet(trx, { rulesJson: json, contentHash: hash, source: 'api', createdBy: actor, comment, createdAt: now });
+      const v = await insertRuleSet(trx, { rulesJson: json, contentHash: hash, source: 'api', createdBy: actor, comment, createdAt: now, sourceText });
       await recordAudit(trx, this.o.newId(), now, { actor, action: 'rules.update', entityType: 'rule-set', entityId: String(v), details: { comment, change } });
       return v;
     });
@@ -150,18 +162,19 @@ export class RulesService {
       createdAt: row.created_at,
       createdBy: row.created_by,
       source: row.source,
+      yaml: row.source_text,
     };
   }
 
-  async version(v: number): Promise<{ version: number; rules: Rule[]; createdAt: string; createdBy: string; source: string; comment: string | null } | undefined> {
+  async version(v: number): Promise<{ version: number; rules: Rule[]; createdAt: string; createdBy: string; source: string; comment: string | null; yaml: string | null } | undefined> {
     const row = await getRuleSet(this.db, v);
     if (!row) return undefined;
-    return { version: row.version, rules: JSON.parse(row.rules_json) as Rule[], createdAt: row.created_at, createdBy: row.created_by, source: row.source, comment: row.comment };
+    return { version: row.version, rules: JSON.parse(row.rules_json) as Rule[], createdAt: row.created_at, createdBy: row.created_by, source: row.source, comment: row.comment, yaml: row.source_text };
   }
 
-  private readConfiguredRules(): { value: unknown; source: string } {
+  private readConfiguredRules(): { value: unknown; source: string; text: string | null } {
     const configured = this.o.config.rules;
-    if (typeof configured !== 'string') return { value: configured, source: 'inline rules in the gateway config' };
+    if (typeof configured !== 'string') return { value: configured, source: 'inline rules in the gateway config', text: null };
     let text: string;
     try {
       text = readFileSync(configured, 'utf8');
@@ -175,7 +188,7 @@ export class RulesService {
         configured,
       );
     }
-    return { value: doc.toJS() as unknown, source: configured };
+    return { value: doc.toJS() as unknown, source: configured, text };
   }
 }
 

@@ -11,6 +11,8 @@ export interface RuleSetTable {
   created_by: string;
   comment: string | null;
   created_at: string;
+  /** The YAML text as written (comments kept); null when the version came as JSON. */
+  source_text: string | null;
 }
 
 export interface DecisionTable {

@@ -173,7 +173,7 @@ describe('console APIs: me, dashboard, worklist filters, timeline, primary repor
     expect(csv.status).to.equal(200);
     expect(csv.type).to.match(/^text\/csv/);
     const lines = csv.text.trim().split('\r\n');
-    expect(lines[0]).to.equal('radiologist,modality,second_reads,discordant_2plus,discordance_rate_2plus,discordant_2b_plus,discordance_rate_2b_plus,turnaround_hours_p50,turnaround_hours_p90,turnaround_hours_p95');
+    expect(lines[0]).to.equal('radiologist,modality,second_reads,discordant_2plus,discordance_rate_2plus,discordant_2b_plus,discordance_rate_2b_plus,turnaround_hours_p50,turnaround_hours_p90,turnaround_hours_p95,weighted_discordance_rate_2plus,discordance_ci_low,discordance_ci_high');
     expect(lines[1]).to.match(/^RAD7,CT,2,2,1,1,0\.5,/);
     const empty = await fx.call('GET', '/api/stats?from=2001-01-01&to=2001-02-01', T.qa);
     expect((empty.body['totals'] as { secondReads: number }).secondReads).to.equal(0);

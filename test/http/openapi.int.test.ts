@@ -186,6 +186,7 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     getRuleVersion: () => ({ token: 'admin', url: '/api/rules/versions/1', status: 200 }),
     dryRunRules: () => ({ token: 'qa', url: '/api/rules/dry-run', body: { from: '2020-01-01', maxItems: 10 }, status: 200 }),
     listSamplingBuckets: () => ({ token: 'admin', url: '/api/sampling', status: 200 }),
+    previewKeywords: () => ({ token: 'qa', url: '/api/rules/keyword-preview', body: { text: 'No evidence of metastatic disease.', keywords: ['metasta*'] }, status: 200 }),
     listAudit: () => ({ token: 'qa', url: '/api/audit?limit=500', status: 200 }),
   };
 

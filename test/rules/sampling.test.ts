@@ -201,7 +201,7 @@ rules:
       expect(d.reasons).to.have.length(1);
       expect(d.reasons[0]!.detail).to.match(/^QA random sample for dr-smith CT 2024-03: draw 0\.\d{4} < rate 1$/);
       expect(d.samplingSlots).to.deep.equal([
-        { ruleId: 'qa', bucketKey: 'qa|dr-smith|CT|2024-03', selected: true, radiologistId: 'dr-smith', modality: 'CT', periodKey: '2024-03' },
+        { ruleId: 'qa', bucketKey: 'qa|dr-smith|CT|2024-03', selected: true, radiologistId: 'dr-smith', modality: 'CT', periodKey: '2024-03', probability: 1 },
       ]);
       expect(d.priority).to.equal('routine');
     });

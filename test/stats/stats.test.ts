@@ -55,7 +55,7 @@ describe('second-read statistics', () => {
     const s = computeStats([fact({ h: 2, radiologistId: '=HYPERLINK("x")', modality: 'CT' })], { from: '2026-03-01T00:00:00.000Z', to: '2026-03-03T00:00:00.000Z', bucket: 'day' });
     const lines = statsCsv(s, 'radiologist-modality').split('\r\n');
     expect(lines[0]).to.match(/^radiologist,modality,second_reads,/);
-    expect(lines[1]).to.equal(`"'=HYPERLINK(""x"")",CT,1,0,0,0,0,2,2,2`);
+    expect(lines[1]).to.equal(`"'=HYPERLINK(""x"")",CT,1,0,0,0,0,2,2,2,0,0,0.7935`);
     expect(lines[2]).to.equal('');
     expect(statsCsv(s, 'over-time').split('\r\n')[2]).to.match(/^2026-03-02T00:00:00.000Z,1,/);
   });

@@ -9,6 +9,7 @@ import * as m008 from './008-deid-exclusions.js';
 import * as m009 from './009-instance-versions.js';
 import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
+import * as m012 from './012-rule-text-sampling.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -26,4 +27,5 @@ export const migrations = {
   '009-instance-versions': m009,
   '010-hl7-identity': m010,
   '011-case-lifecycle': m011,
+  '012-rule-text-sampling': m012,
 };

@@ -2,6 +2,34 @@
 // turnaround percentiles, over time; each table exportable as CSV from the server.
 import { api, dateInput, download, errorBox, fmt, h, isoFromInput, table } from './lib.js';
 
+/** A duration given in hours, in the unit that reads right: seconds, minutes, hours or days. */
+export function duration(hours) {
+  if (hours === null || hours === undefined) return '–';
+  const sec = hours * 3600;
+  if (sec < 90) return `${Math.round(sec)} s`;
+  if (sec < 90 * 60) return `${Math.round(sec / 60)} min`;
+  if (hours < 48) return `${hours.toFixed(1)} h`;
+  return `${(hours / 24).toFixed(1)} d`;
+}
+
+const durations = (p) => `${duration(p.p50)} / ${duration(p.p90)} / ${duration(p.p95)}`;
+const interval = (lo, hi) => (lo === null || lo === undefined ? '' : ` (95 % CI ${fmt.pct(lo)}–${fmt.pct(hi)})`);
+
+/** Sampling cells with their estimate, interval and draw probability (GET /api/sampling `cells`). */
+export function samplingCellsTable(cells, o = {}) {
+  return table([
+    { label: 'Rule', value: (c) => `${c.ruleId}${c.mode === 'precision' ? ` (±${(c.targetHalfWidth * 100).toFixed(1)} pts)` : ''}` },
+    { label: 'Radiologist', value: (c) => h('a', { href: `#/stats/${encodeURIComponent(c.radiologist)}` }, c.radiologist) },
+    { label: 'Modality', value: (c) => c.modality },
+    { label: 'Period', value: (c) => c.period },
+    { label: 'Seen', num: true, value: (c) => c.seen },
+    { label: 'Drawn', num: true, value: (c) => c.selected },
+    { label: 'Reviewed', num: true, value: (c) => `${c.reviewed}${c.needed !== null ? ` of ${c.needed} needed` : ''}` },
+    { label: 'RADPEER 2+', num: true, value: (c) => (c.rate === null ? '–' : `${fmt.pct(c.rate)}${interval(c.ciLow, c.ciHigh)}`) },
+    { label: 'Draw probability', num: true, value: (c) => fmt.pct(c.drawProbability) },
+  ], cells, { testid: o.testid ?? 'sampling-cells', empty: 'no sampling cells yet' });
+}
+
 const COLORS = { reads: '#1f5fa8', d2: '#d08700', d2b: '#b3261e', p50: '#1f5fa8', p90: '#d08700', p95: '#b3261e' };
 
 function chart(id, config) {
@@ -39,11 +67,17 @@ const groupColumns = (first) => [
   { label: 'Second reads', num: true, value: (g) => g.secondReads },
   { label: 'RADPEER 2+', num: true, value: (g) => `${g.discordant} (${fmt.pct(g.discordanceRate)})` },
   { label: 'RADPEER 2b+', num: true, value: (g) => `${g.significant} (${fmt.pct(g.significantRate)})` },
-  { label: 'Turnaround p50 / p90 / p95 (h)', num: true, value: (g) => `${fmt.num(g.turnaroundHours.p50)} / ${fmt.num(g.turnaroundHours.p90)} / ${fmt.num(g.turnaroundHours.p95)}` },
+  { label: 'Weighted 2+ (enrichment corrected)', num: true, value: (g) => `${fmt.pct(g.weightedDiscordanceRate)}${interval(g.discordanceCiLow, g.discordanceCiHigh)}` },
+  { label: 'Turnaround p50 / p90 / p95', num: true, value: (g) => durations(g.turnaroundHours) },
 ];
 
+const radiologistLink = (g) => (g.radiologistId && g.radiologistId !== '(unknown)' ? h('a', { href: `#/stats/${encodeURIComponent(g.radiologistId)}`, 'data-radiologist': g.radiologistId }, g.radiologistId) : g.radiologistId);
+
 export async function statsView() {
-  const root = h('section', { 'data-testid': 'stats' }, h('h1', {}, 'Statistics'));
+  // #/stats/<radiologist>: one first reader's page.
+  const radiologist = decodeURIComponent(location.hash.replace(/^#\/?/, '').split('/')[1] || '') || undefined;
+  const root = h('section', { 'data-testid': radiologist ? 'stats-radiologist' : 'stats' }, h('h1', {}, radiologist ? `Statistics: ${radiologist}` : 'Statistics'),
+    radiologist ? h('p', {}, h('a', { href: '#/stats' }, '← all radiologists')) : null);
   const now = new Date();
   const from = h('input', { type: 'date', name: 'from', value: dateInput(new Date(now.getTime() - 30 * 86400000)) });
   const to = h('input', { type: 'date', name: 'to', value: dateInput(new Date(now.getTime() + 86400000)) });
@@ -51,6 +85,7 @@ export async function statsView() {
   const out = h('div');
   const query = (extra = {}) => {
     const q = new URLSearchParams({ bucket: bucket.value, ...extra });
+    if (radiologist) q.set('radiologist', radiologist);
     const f = isoFromInput(from.value);
     const t = isoFromInput(to.value);
     if (f) q.set('from', f);
@@ -60,10 +95,27 @@ export async function statsView() {
   const csv = (tableName, label) => h('button', { type: 'button', class: 'secondary', 'data-csv': tableName, onclick: () => download(`/stats?${query({ format: 'csv', table: tableName })}`, `${tableName}.csv`).catch((e) => out.prepend(errorBox(e))) }, `CSV: ${label}`);
   const load = async () => {
     let s;
+    let cells = [];
     try {
       s = await api('GET', `/stats?${query()}`);
+      if (radiologist) cells = (await api('GET', '/sampling')).cells.filter((c) => c.radiologist === radiologist);
     } catch (e) {
       return out.replaceChildren(errorBox(e));
+    }
+    if (radiologist) {
+      const t = s.totals;
+      out.replaceChildren(
+        h('div', { class: 'cards' },
+          h('div', { class: 'card' }, h('div', { class: 'label' }, 'Second reads'), h('div', { class: 'value', 'data-k': 'secondReads' }, String(t.secondReads))),
+          h('div', { class: 'card' }, h('div', { class: 'label' }, 'RADPEER 2+ (weighted)'), h('div', { class: 'value', 'data-k': 'weighted' }, fmt.pct(t.weightedDiscordanceRate)), h('div', { class: 'label', 'data-k': 'interval' }, interval(t.discordanceCiLow, t.discordanceCiHigh).trim())),
+          h('div', { class: 'card' }, h('div', { class: 'label' }, 'RADPEER 2+ (as read)'), h('div', { class: 'value' }, fmt.pct(t.discordanceRate))),
+          h('div', { class: 'card' }, h('div', { class: 'label' }, 'Read turnaround p50 / p90'), h('div', { class: 'value', 'data-k': 'turnaround' }, `${duration(t.turnaroundHours.p50)} / ${duration(t.turnaroundHours.p90)}`))),
+        h('h2', {}, 'Per modality'),
+        table(groupColumns([{ label: 'Modality', value: (g) => g.modality }]), s.byModality, { testid: 'stats-table' }),
+        h('h2', {}, 'Sampling cells'), samplingCellsTable(cells),
+        h('h2', {}, 'Why the second reads were done'), enrichmentTable(s.enrichment),
+        h('p', {}, csv('peer-review', 'peer-review data (one row per second read)')));
+      return;
     }
     const t = s.totals;
     out.replaceChildren(
@@ -71,8 +123,9 @@ export async function statsView() {
         h('div', { class: 'card' }, h('div', { class: 'label' }, 'Second reads'), h('div', { class: 'value', 'data-k': 'secondReads' }, String(t.secondReads))),
         h('div', { class: 'card' }, h('div', { class: 'label' }, 'Discordance RADPEER 2+'), h('div', { class: 'value' }, fmt.pct(t.discordanceRate))),
         h('div', { class: 'card' }, h('div', { class: 'label' }, 'Discordance RADPEER 2b+'), h('div', { class: 'value' }, fmt.pct(t.significantRate))),
-        h('div', { class: 'card' }, h('div', { class: 'label' }, 'Read turnaround p50 / p90 (h)'), h('div', { class: 'value' }, `${fmt.num(t.turnaroundHours.p50)} / ${fmt.num(t.turnaroundHours.p90)}`)),
-        h('div', { class: 'card' }, h('div', { class: 'label' }, 'To write-back p50 / p90 (h)'), h('div', { class: 'value' }, `${fmt.num(s.writeBackTurnaroundHours.p50)} / ${fmt.num(s.writeBackTurnaroundHours.p90)}`))),
+        h('div', { class: 'card' }, h('div', { class: 'label' }, 'RADPEER 2+ weighted (enrichment corrected)'), h('div', { class: 'value' }, fmt.pct(t.weightedDiscordanceRate))),
+        h('div', { class: 'card' }, h('div', { class: 'label' }, 'Read turnaround p50 / p90'), h('div', { class: 'value', 'data-k': 'turnaround' }, `${duration(t.turnaroundHours.p50)} / ${duration(t.turnaroundHours.p90)}`)),
+        h('div', { class: 'card' }, h('div', { class: 'label' }, 'To write-back p50 / p90'), h('div', { class: 'value' }, `${duration(s.writeBackTurnaroundHours.p50)} / ${duration(s.writeBackTurnaroundHours.p90)}`))),
       h('div', { class: 'grid2' },
         h('div', { class: 'panel' }, h('h2', {}, 'Per first reader (radiologist reviewed)'), readsAndRates('chart-radiologist', s.byRadiologist, (g) => g.radiologistId)),
         h('div', { class: 'panel' }, h('h2', {}, 'Per modality'), readsAndRates('chart-modality', s.byModality, (g) => g.modality)),
@@ -86,14 +139,23 @@ export async function statsView() {
           options: { scales: { y: { beginAtZero: true } } },
         }))),
       h('h2', {}, 'Per radiologist and modality'), csv('radiologist-modality', 'radiologist × modality'),
-      table(groupColumns([{ label: 'Radiologist', value: (g) => g.radiologistId }, { label: 'Modality', value: (g) => g.modality }]), s.byRadiologistModality, { testid: 'stats-table' }),
+      table(groupColumns([{ label: 'Radiologist', value: radiologistLink }, { label: 'Modality', value: (g) => g.modality }]), s.byRadiologistModality, { testid: 'stats-table' }),
+      h('h2', {}, 'Why the second reads were done (inverse-probability weights)'), enrichmentTable(s.enrichment),
       h('h2', {}, 'Per second reader'), csv('reader', 'second readers'),
       table(groupColumns([{ label: 'Second reader', value: (g) => g.readerId }]), s.byReader),
-      h('p', {}, csv('radiologist', 'per radiologist'), ' ', csv('modality', 'per modality'), ' ', csv('over-time', 'over time')),
+      h('p', {}, csv('radiologist', 'per radiologist'), ' ', csv('modality', 'per modality'), ' ', csv('over-time', 'over time'), ' ', csv('peer-review', 'peer-review data (one row per second read)')),
     );
   };
   const form = h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); load(); } }, h('label', {}, 'From', from), h('label', {}, 'To', to), h('label', {}, 'Buckets', bucket), h('button', { type: 'submit' }, 'Show'));
   root.append(form, out);
   await load();
   return root;
+}
+
+function enrichmentTable(rows) {
+  return table([
+    { label: 'Selected by', value: (e) => (e.selection === 'sampling' ? 'random sample' : e.selection === 'unknown' ? 'unknown' : `enrichment: ${e.selection}`) },
+    { label: 'Second reads', num: true, value: (e) => e.secondReads },
+    { label: 'Weight (mean, range)', num: true, value: (e) => `${e.meanWeight} (${e.minWeight}–${e.maxWeight})` },
+  ], rows, { testid: 'enrichment', empty: 'no second reads' });
 }

@@ -1,4 +1,5 @@
 // Dashboard, worklist, case page (staff and reader), sampling, held messages and dead letters, audit.
+import { samplingCellsTable } from './stats.js';
 import { api, errorBox, flash, fmt, h, isoFromInput, stateClass, table } from './lib.js';
 
 const CASE_STATES = ['flagged', 'forwarding', 'awaiting-read', 'reported', 'written-back', 'held', 'failed', 'cancelled'];
@@ -255,7 +256,7 @@ function periodKey(d, period) {
 
 export async function samplingView() {
   const root = h('section', { 'data-testid': 'sampling' }, h('h1', {}, 'Sampling quotas'));
-  const [{ items }, rules] = await Promise.all([api('GET', '/sampling'), api('GET', '/rules')]);
+  const [{ items, cells }, rules] = await Promise.all([api('GET', '/sampling'), api('GET', '/rules')]);
   const now = new Date();
   const current = new Map(rules.rules.filter((r) => r.kind === 'sampling').map((r) => [r.id, periodKey(now, r.period)]));
   const onlyCurrent = h('input', { type: 'checkbox', checked: true, id: 'current-only' });
@@ -277,7 +278,9 @@ export async function samplingView() {
         bar.style.width = `${target === 0 ? 100 : Math.min(100, (b.selected / target) * 100)}%`;
         return h('div', {}, h('div', { class: 'bar' }, bar), h('span', { class: 'muted' }, `${b.selected} of ${target}`));
       } },
-    ], rows, { empty: 'no sampling counts for this period yet' }));
+    ], rows, { empty: 'no sampling counts for this period yet' }),
+    h('h2', {}, 'Estimates per cell (Wilson interval) and draw probability'),
+    samplingCellsTable(cells.filter((c) => !onlyCurrent.checked || current.get(c.ruleId) === c.period)));
   };
   onlyCurrent.addEventListener('change', draw);
   root.append(
