@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import dcmjs from 'dcmjs';
@@ -15,6 +14,7 @@ import { StudyService } from '../../src/studies/study.service.js';
 import { generateStudy, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
 import { hasDcmtk, rawFromPart10, runDcmtk } from '../helpers/dicom-peers.js';
 import { freePort } from '../helpers/orthanc.js';
+import { startStorescp, type Storescp } from '../helpers/storescp.js';
 import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const silent = winston.createLogger({ silent: true });
@@ -30,59 +30,6 @@ function dimseSender(port: number, aeTitle = 'POOL', timeoutSeconds = 10): Desti
     { id: 'pool-dimse', type: 'dimse', host: '127.0.0.1', port, aeTitle, deidentify: false, timeoutSeconds, batchSize: 100 },
     { callingAeTitle: 'SECONDREAD', logger: silent },
   );
-}
-
-interface Storescp {
-  port: number;
-  dir: string;
-  /** received files by SOP Instance UID */
-  received(): Map<string, Buffer>;
-  stop(): Promise<void>;
-}
-
-/** DCMTK storescp on a free loopback port, writing into a temp dir; `args` adds options (e.g. +xa, -xf cfg profile). */
-async function startStorescp(args: string[] = []): Promise<Storescp> {
-  const tmp = makeTempDir('gw-storescp-');
-  const port = await freePort();
-  const child: ChildProcess = spawn('storescp', ['-aet', 'POOL', '-od', tmp.dir, ...args, String(port)], {
-    env: { ...process.env, TCP_NODELAY: '1' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const until = Date.now() + 10_000;
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) break;
-    if (child.exitCode !== null || Date.now() > until) throw new Error(`storescp did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    port,
-    dir: tmp.dir,
-    received() {
-      const out = new Map<string, Buffer>();
-      for (const f of readdirSync(tmp.dir)) {
-        const bytes = readFileSync(path.join(tmp.dir, f));
-        out.set(rawFromPart10(bytes).sopInstanceUid, bytes);
-      }
-      return out;
-    },
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      tmp.cleanup();
-    },
-  };
 }
 
 /** PixelData bytes of a Part 10 file, decoded by dcmjs (uncompressed files only). */
@@ -125,7 +72,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
     });
 
     it('streams instances from pieces (a header in memory, then a byte range of a file) with small PDUs: what arrives is byte-identical; a file shorter than announced fails, nothing partial is stored', async () => {
-      scp = await startStorescp(['-pdu', '4096']);
+      scp = await startStorescp('POOL', ['-pdu', '4096']);
       const file = ct.instances[2]!.path;
       const bytes = readFileSync(file);
       const raw = rawFromPart10(bytes);
@@ -221,7 +168,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
           '',
         ].join('\n'),
       );
-      scp = await startStorescp(['-xf', cfg, 'MRONLY']);
+      scp = await startStorescp('POOL', ['-xf', cfg, 'MRONLY']);
       const batch = [toOutgoing(ct.instances[0]!.path), toOutgoing(mr.instances[0]!.path), toOutgoing(ct.instances[2]!.path), toOutgoing(mr.instances[1]!.path)];
       const t0 = Date.now();
       const results = await dimseSender(scp.port).send(batch);
@@ -235,7 +182,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
     });
 
     it('compressed files (RLE, JPEG lossless) to a receiver that accepts them: sent byte for byte', async () => {
-      scp = await startStorescp(['+xa']);
+      scp = await startStorescp('POOL', ['+xa']);
       const batch = [toOutgoing(rleFile), toOutgoing(jpegLosslessFile), toOutgoing(ct.instances[2]!.path)];
       assert.equal(batch[0]!.transferSyntaxUid, Ts.rle);
       assert.equal(batch[1]!.transferSyntaxUid, Ts.jpegLossless70);
@@ -284,7 +231,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
           '',
         ].join('\n'),
       );
-      scp = await startStorescp(['-xf', cfg, 'IMPLICIT']);
+      scp = await startStorescp('POOL', ['-xf', cfg, 'IMPLICIT']);
       const b = toOutgoing(ct.instances[3]!.path);
       const [r] = await dimseSender(scp.port).send([b]);
       assert.equal(r?.ok, true, r?.failure?.message);
@@ -294,7 +241,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
     });
 
     it('storescp refusing every association: permanent failure of the batch, verify() not ok', async () => {
-      scp = await startStorescp(['--refuse']);
+      scp = await startStorescp('POOL', ['--refuse']);
       const batch = ct.instances.slice(0, 2).map((i) => toOutgoing(i.path));
       const results = await dimseSender(scp.port).send(batch);
       assert.ok(results.every((r) => !r.ok && r.failure?.transient === false && /association rejected/.test(r.failure.message)), JSON.stringify(results));
