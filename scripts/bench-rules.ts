@@ -10,22 +10,12 @@ import { parse } from 'yaml';
 import { compileRuleSet, evaluate } from '../src/rules/evaluate.js';
 import { validateRuleSet } from '../src/rules/rule.schema.js';
 import type { BucketCounters, EvaluationInput, ReportVersion } from '../src/rules/rule.types.js';
+import { seededRandom } from './lib/seeded-random.js';
 
 const STUDIES = Number(process.argv[2] ?? 100_000);
 const RUNS = 3;
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const rnd = prng(20240312);
+const rnd = seededRandom(20240312);
 const pick = <T>(items: readonly T[]): T => items[Math.floor(rnd() * items.length)]!;
 
 const MODALITIES = ['CT', 'MR', 'CR', 'US', 'MG', 'PT', 'NM', 'XA'];

@@ -30,7 +30,8 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import SQLite from 'better-sqlite3';
 import { SimulatedRis } from './lib/sim-ris.js';
-import { freePorts, GatewayChild, MixedLoad, RecordingPool, risWriteBacks, seededRandom, sleep, writeConfig, type ScenarioRecord } from './lib/mixed-load.js';
+import { freePorts, GatewayChild, MixedLoad, RecordingPool, risWriteBacks, sleep, writeConfig, type ScenarioRecord } from './lib/mixed-load.js';
+import { seededRandom } from './lib/seeded-random.js';
 import { numberOption } from './lib/cli-args.js';
 
 export interface ChaosOptions {

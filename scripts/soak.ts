@@ -18,7 +18,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimulatedRis } from './lib/sim-ris.js';
-import { freePorts, GatewayChild, HOST, MixedLoad, RecordingPool, seededRandom, sleep, TOKENS, writeConfig } from './lib/mixed-load.js';
+import { freePorts, GatewayChild, HOST, MixedLoad, RecordingPool, sleep, TOKENS, writeConfig } from './lib/mixed-load.js';
+import { seededRandom } from './lib/seeded-random.js';
 
 interface Sample {
   t: number;

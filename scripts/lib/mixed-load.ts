@@ -29,18 +29,6 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 const silent = winston.createLogger({ silent: true });
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** mulberry32: a small seeded generator, so a run's kill times and mix can be replayed with --seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Free loopback ports, chosen once so every restart listens on the same ones. */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(

@@ -13,19 +13,8 @@ import {
   wilsonSampleSize,
   zForConfidence,
 } from '../../src/rules/sampling.js';
+import { seededRandom } from '../../scripts/lib/seeded-random.js';
 import { finalReport, makeInput, makeStudy, rulesFromYaml, SECRET } from './fixtures.js';
-
-/** mulberry32: the same stream on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('rules/sampling: precision mode', () => {
   describe('the arithmetic, against hand-worked values', () => {
@@ -116,7 +105,7 @@ describe('rules/sampling: precision mode', () => {
     const drawnProbabilities: number[] = [];
     const outcomes = new Map<string, { reviewed: number; discrepant: number }>();
     before(() => {
-      const rnd = prng(19);
+      const rnd = seededRandom(19);
       // Six months, 900 CTs a month per radiologist, signed in order; each drawn study is read at once.
       for (let month = 0; month < 6; month++) {
         for (let i = 0; i < 900; i++) {

@@ -2,19 +2,8 @@ import { expect } from 'chai';
 import { compileRuleSet, evaluate, samplingBucketKeys } from '../../src/rules/evaluate.js';
 import type { BucketCounters, Decision, EvaluationInput } from '../../src/rules/rule.types.js';
 import { bucketKey, decideSampling, periodKey, previousPeriodKey, samplingDraw } from '../../src/rules/sampling.js';
+import { seededRandom } from '../../scripts/lib/seeded-random.js';
 import { finalReport, makeInput, makeOrder, makeStudy, rulesFromYaml, SECRET } from './fixtures.js';
-
-/** Deterministic PRNG (mulberry32) so the synthetic workload is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface SyntheticStudy {
   uid: string;
@@ -27,7 +16,7 @@ const RADIOLOGISTS = ['dr-a', 'dr-b', 'dr-c', 'dr-d', 'dr-e'];
 
 /** 10,000 studies over Jan-Jun 2024 (UTC), in signing order, spread over 5 radiologists x CT/MR. */
 function workload(count = 10_000, seed = 7): SyntheticStudy[] {
-  const rnd = prng(seed);
+  const rnd = seededRandom(seed);
   const start = Date.UTC(2024, 0, 1);
   const span = Date.UTC(2024, 6, 1) - start;
   const out: SyntheticStudy[] = [];

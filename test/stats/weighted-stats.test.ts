@@ -1,19 +1,9 @@
 import { expect } from 'chai';
+import { seededRandom } from '../../scripts/lib/seeded-random.js';
 import { compileRuleSet, evaluate } from '../../src/rules/evaluate.js';
 import type { SecondReadFact } from '../../src/stats/stats.repository.js';
 import { computeStats, PEER_REVIEW_COLUMNS, peerReviewCsv, selectionWeight } from '../../src/stats/stats.js';
 import { finalReport, makeInput, makeOrder, makeStudy, rulesFromYaml, SECRET } from '../rules/fixtures.js';
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('statistics with enrichment: inverse-probability weights', () => {
   it('a random draw weighs 1/p, enrichment 1', () => {
@@ -31,7 +21,7 @@ describe('statistics with enrichment: inverse-probability weights', () => {
 `);
     const compiled = compileRuleSet(rules, { samplingSecret: SECRET });
     const base: Record<string, number> = { 'dr-a': 0.05, 'dr-b': 0.1 };
-    const rnd = prng(42);
+    const rnd = seededRandom(42);
     const facts: SecondReadFact[] = [];
     const truth: Record<string, { n: number; d: number }> = { 'dr-a': { n: 0, d: 0 }, 'dr-b': { n: 0, d: 0 } };
     for (let i = 0; i < 40_000; i++) {

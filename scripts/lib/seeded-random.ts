@@ -1,0 +1,15 @@
+/**
+ * mulberry32: a small seeded generator, so a synthetic workload (tests,
+ * benchmarks, a chaos run's kill times) is the same on every run with the
+ * same seed. Returns values in [0, 1).
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
