@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,18 +6,14 @@ import { expect } from 'chai';
 import iconv from 'iconv-lite';
 import { insertCase } from '../../src/cases/case.repository.js';
 import { defaultConfig } from '../../src/config/schema.js';
-import type { ReceivedInstance } from '../../src/dicom/instance-record.js';
-import { Spool } from '../../src/dicom/spool.js';
-import { hl7StudyEnricher } from '../../src/hl7/hl7.enricher.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
-import { messagesRouter } from '../../src/http/messages.routes.js';
 import { HttpServer } from '../../src/http/server.js';
-import { studiesRouter } from '../../src/http/studies.routes.js';
 import { buildSecondReportOru } from '../../src/reports/oru-builder.js';
 import { CaseState } from '../../src/states.js';
 import { survivingPatientId } from '../../src/studies/reconcile.js';
 import { StudyService } from '../../src/studies/study.service.js';
-import { FS, MLLP_SEND, RawMllpPeer, VT, havePythonHl7, parseAck, silentLogger, startHl7Stack, type Hl7Stack } from '../helpers/hl7-peers.js';
+import { FS, MLLP_SEND, RawMllpPeer, VT, havePythonHl7, parseAck, type Hl7Stack } from '../helpers/hl7-peers.js';
+import { startHl7StudyFixture, type Hl7StudyFixture } from '../helpers/hl7-study-fixture.js';
 import { adtA40, ormO01 } from '../helpers/hl7-samples.js';
 
 const ADMIN = 'admin-token-0123456789';
@@ -31,76 +26,23 @@ const ADMIN = 'admin-token-0123456789';
  */
 describe('HL7 identity, character sets and result semantics (real listener and database)', function () {
   this.timeout(30_000);
+  let fx: Hl7StudyFixture;
   let stack: Hl7Stack;
   let peer: RawMllpPeer;
   let studies: StudyService;
-  let spool: Spool;
   let http: HttpServer;
-  let n = 0;
-  const reconciling = new Set<Promise<void>>();
+  let instance: Hl7StudyFixture['instance'];
+  let settle: Hl7StudyFixture['settle'];
 
   beforeEach(async () => {
-    stack = await startHl7Stack({ mapping: { ...defaultConfig().hl7.mapping, patientIdAuthority: 'HOSP' } });
-    peer = await RawMllpPeer.connect(stack.port);
-    spool = new Spool(stack.dir, 0);
-    spool.open();
-    studies = new StudyService({ db: stack.opened.db, spool, logger: silentLogger, stableAfterSeconds: 60 });
-    studies.subscribe({
-      onStudyCreated: (uid) => {
-        const r = stack.service.reconcileStudy(uid);
-        reconciling.add(r);
-        return r.finally(() => reconciling.delete(r));
-      },
-    });
-    http = new HttpServer({
-      config: { enabled: true, host: '127.0.0.1', port: 0, maxBodyBytes: 1024 * 1024 },
+    fx = await startHl7StudyFixture({
       tokens: [{ token: ADMIN, role: 'admin' }],
-      logger: silentLogger,
-      health: () => ({ ok: true, details: {} }),
-      apiRouters: [studiesRouter(stack.opened.db, [hl7StudyEnricher]), messagesRouter(stack.opened.db)],
+      hl7: { mapping: { ...defaultConfig().hl7.mapping, patientIdAuthority: 'HOSP' } },
     });
-    await http.start();
+    ({ stack, peer, studies, http, instance, settle } = fx);
   });
 
-  afterEach(async () => {
-    peer.destroy();
-    await http.stop();
-    await studies.stop();
-    await stack.stop();
-  });
-
-  function instance(studyUid: string, accession: string | null, patientId: string | null): ReceivedInstance {
-    const tmpPath = spool.newTmpPath();
-    const bytes = Buffer.from(`instance ${n++}`);
-    writeFileSync(tmpPath, bytes);
-    return {
-      sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
-      sopInstanceUid: `${studyUid}.1.${n}`,
-      transferSyntaxUid: '1.2.840.10008.1.2.1',
-      studyInstanceUid: studyUid,
-      seriesInstanceUid: `${studyUid}.1`,
-      accessionNumber: accession,
-      patientId,
-      modality: 'CT',
-      studyDescription: 'CT CHEST',
-      seriesDescription: null,
-      bodyPartExamined: 'CHEST',
-      studyDate: '20260301',
-      referringPhysicianName: null,
-      seriesNumber: 1,
-      instanceNumber: 1,
-      tmpPath,
-      sizeBytes: bytes.length,
-      sha256: createHash('sha256').update(bytes).digest('hex'),
-      callingAe: 'PACS1',
-    };
-  }
-
-  async function settle(): Promise<void> {
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    await stack.opened.db.transaction().execute(async () => undefined);
-    await Promise.allSettled([...reconciling]);
-  }
+  afterEach(() => fx.stop());
 
   /**
    * A study as ingest stores it. Issuer of Patient ID and Other Patient IDs are filled by DICOM ingest on

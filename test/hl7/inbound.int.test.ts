@@ -1,19 +1,13 @@
-import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import SQLite from 'better-sqlite3';
 import pg from 'pg';
 import { expect } from 'chai';
 import { sql } from 'kysely';
 import path from 'node:path';
-import type { ReceivedInstance } from '../../src/dicom/instance-record.js';
-import { Spool } from '../../src/dicom/spool.js';
-import { hl7StudyEnricher } from '../../src/hl7/hl7.enricher.js';
-import { messagesRouter } from '../../src/http/messages.routes.js';
 import { HttpServer } from '../../src/http/server.js';
-import { studiesRouter } from '../../src/http/studies.routes.js';
 import { insertInstance } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
-import { RawMllpPeer, silentLogger, startHl7Stack, type Hl7Stack } from '../helpers/hl7-peers.js';
+import { RawMllpPeer, type Hl7Stack } from '../helpers/hl7-peers.js';
+import { startHl7StudyFixture, type Hl7StudyFixture } from '../helpers/hl7-study-fixture.js';
 import { adtA40, aiOru, omiO23, ormO01, oruR01 } from '../helpers/hl7-samples.js';
 
 const ADMIN = 'admin-token-0123456789';
@@ -21,88 +15,31 @@ const QA = 'qa-token-0123456789abc';
 const READER = 'reader-token-0123456789';
 
 describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', () => {
+  let fx: Hl7StudyFixture;
   let stack: Hl7Stack;
   let peer: RawMllpPeer;
   let studies: StudyService;
-  let spool: Spool;
   let http: HttpServer;
-  let n = 0;
+  let instance: Hl7StudyFixture['instance'];
+  let settle: Hl7StudyFixture['settle'];
 
   beforeEach(async () => {
-    stack = await startHl7Stack();
-    peer = await RawMllpPeer.connect(stack.port);
-    spool = new Spool(stack.dir, 0);
-    spool.open();
-    studies = new StudyService({ db: stack.opened.db, spool, logger: silentLogger, stableAfterSeconds: 60 });
-    // As the gateway wires it: a new study picks up what was waiting for it.
-    studies.subscribe({
-      onStudyCreated: (uid) => {
-        const r = stack.service.reconcileStudy(uid);
-        reconciling.add(r);
-        return r.finally(() => reconciling.delete(r));
-      },
-    });
-    http = new HttpServer({
-      config: { enabled: true, host: '127.0.0.1', port: 0, maxBodyBytes: 1024 * 1024 },
+    fx = await startHl7StudyFixture({
       tokens: [
         { token: ADMIN, role: 'admin' },
         { token: QA, role: 'qa' },
         { token: READER, role: 'reader', readerId: 'dr-a' },
       ],
-      logger: silentLogger,
-      health: () => ({ ok: true, details: {} }),
-      apiRouters: [studiesRouter(stack.opened.db, [hl7StudyEnricher]), messagesRouter(stack.opened.db)],
     });
-    await http.start();
+    ({ stack, peer, studies, http, instance, settle } = fx);
   });
 
-  afterEach(async () => {
-    peer.destroy();
-    await http.stop();
-    await studies.stop();
-    await stack.stop();
-  });
-
-  function instance(studyUid: string, accession: string | null, patientId: string | null): ReceivedInstance {
-    const tmpPath = spool.newTmpPath();
-    const bytes = Buffer.from(`instance ${n++}`);
-    writeFileSync(tmpPath, bytes);
-    return {
-      sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
-      sopInstanceUid: `${studyUid}.1.${n}`,
-      transferSyntaxUid: '1.2.840.10008.1.2.1',
-      studyInstanceUid: studyUid,
-      seriesInstanceUid: `${studyUid}.1`,
-      accessionNumber: accession,
-      patientId,
-      modality: 'CT',
-      studyDescription: 'CT CHEST',
-      seriesDescription: null,
-      bodyPartExamined: 'CHEST',
-      studyDate: '20260301',
-      referringPhysicianName: null,
-      seriesNumber: 1,
-      instanceNumber: 1,
-      tmpPath,
-      sizeBytes: bytes.length,
-      sha256: createHash('sha256').update(bytes).digest('hex'),
-      callingAe: 'PACS1',
-    };
-  }
+  afterEach(() => fx.stop());
 
   /** A study arrives through the real StudyService; waits for its onStudyCreated reconciliation. */
   async function storeStudy(uid: string, accession: string | null, patientId: string | null = 'MRN1001'): Promise<void> {
     expect(await studies.storeInstance(instance(uid, accession, patientId))).to.equal('stored');
     await settle();
-  }
-
-  /** Reconciliations started by onStudyCreated (they run after the ingest commit, on their own). */
-  const reconciling = new Set<Promise<void>>();
-  async function settle(): Promise<void> {
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    // SQLite: their transaction is queued behind this one; PostgreSQL runs them side by side, so wait for them.
-    await stack.opened.db.transaction().execute(async () => undefined);
-    await Promise.allSettled([...reconciling]);
   }
 
   async function api(pathAndQuery: string, token = ADMIN): Promise<{ status: number; body: Record<string, unknown> }> {
