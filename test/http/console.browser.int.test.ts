@@ -1,11 +1,10 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { excludeInstance } from '../../src/forwarding/exclusion.repository.js';
 import YAML from 'yaml';
 import { holdStudy } from '../../src/studies/study.repository.js';
+import { collectPageErrors, launchChromium, type ChromiumProfile } from '../helpers/chromium.js';
 import { CONSOLE_TOKENS as T, ConsoleFixture } from '../helpers/console-fixture.js';
 
 // Callbacks passed to page.evaluate/waitForFunction run in the page; the project compiles without the DOM
@@ -17,31 +16,23 @@ declare const document: { querySelector(selector: string): { textContent: string
 declare const sessionStorage: { getItem(key: string): string | null };
 declare const window: { Chart?: { getChart(canvas: unknown): ChartLike | undefined } };
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'];
-
 describe('web console in headless Chromium', function () {
   this.timeout(60_000);
   const fx = new ConsoleFixture();
   let context: BrowserContext;
-  let profile = '';
+  let chrome: ChromiumProfile | undefined;
   let first: Awaited<ReturnType<ConsoleFixture['flaggedCase']>>;
   /** Script errors and CSP violations of every page: a console that works only by luck fails here. */
   const pageErrors: string[] = [];
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      console.log('skipped: chromium not installed');
-      this.skip();
-    }
-    profile = mkdtempSync(path.join(tmpdir(), 'gw-chromium-'));
-    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    chrome = await launchChromium(this);
+    context = chrome.context;
     await fx.start();
     first = await fx.flaggedCase();
   });
   after(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await chrome?.close();
     if (fx.gw) await fx.stop();
     else fx.tmp.cleanup();
   });
@@ -53,11 +44,7 @@ describe('web console in headless Chromium', function () {
   /** A new tab (its own sessionStorage, so its own login). */
   async function signIn(token: string): Promise<Page> {
     const page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      // Refused API calls (400/401/403) are part of the scenarios; anything else (a script error, a CSP violation) is not.
-      if (m.type() === 'error' && !/the server responded with a status of 40[013]/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
-    });
+    collectPageErrors(page, pageErrors);
     await page.goto(`${fx.base}/`);
     await page.fill('#token', token);
     await page.click('#login');

@@ -1,15 +1,11 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import YAML from 'yaml';
+import { collectPageErrors, launchChromium, type ChromiumProfile } from '../helpers/chromium.js';
 import { CONSOLE_TOKENS as T, ConsoleFixture } from '../helpers/console-fixture.js';
 
 declare const document: { querySelector(selector: string): { textContent: string | null } | null };
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'];
 
 interface RuleJs {
   id: string;
@@ -21,25 +17,18 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
   this.timeout(90_000);
   const fx = new ConsoleFixture();
   let context: BrowserContext;
-  let profile = '';
+  let chrome: ChromiumProfile | undefined;
   let page: Page;
   let flagged: Awaited<ReturnType<ConsoleFixture['flaggedCase']>>;
   const pageErrors: string[] = [];
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      console.log('skipped: chromium not installed');
-      this.skip();
-    }
-    profile = mkdtempSync(path.join(tmpdir(), 'gw-chromium-'));
-    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    chrome = await launchChromium(this);
+    context = chrome.context;
     await fx.start();
     flagged = await fx.flaggedCase();
     page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/the server responded with a status of 40[013]/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
-    });
+    collectPageErrors(page, pageErrors);
     await page.goto(`${fx.base}/`);
     await page.fill('#token', T.qa);
     await page.click('#login');
@@ -48,8 +37,7 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     await page.waitForSelector('[data-testid=rule-builder] #rb-form');
   });
   after(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await chrome?.close();
     if (fx.gw) await fx.stop();
     else fx.tmp.cleanup();
   });
