@@ -73,6 +73,21 @@ export function testDatabaseUrl(sqliteFile: string): string {
 }
 const byFile = new Map<string, { name: string; url: string }>();
 
+/**
+ * The part of a whole-gateway test config that places it: every listener on an
+ * ephemeral loopback port, spool and database in `dir`, and studies stable
+ * after 0.2 s so tests do not wait long for them.
+ */
+export function gatewayInTempDir(dir: string) {
+  return {
+    dicom: { port: 0, stableAfterSeconds: 0.2 },
+    hl7: { port: 0 },
+    http: { port: 0 },
+    storage: { dir: path.join(dir, 'data'), minFreeMb: 0 },
+    database: { url: testDatabaseUrl(path.join(dir, 'gw.db')) },
+  };
+}
+
 /** A fresh folder per test, removed after; every test DB and spool lives in one. */
 export function makeTempDir(prefix = 'gw-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));

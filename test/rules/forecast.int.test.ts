@@ -7,7 +7,7 @@ import { storeFiles } from '../helpers/dicom-peers.js';
 import { eventually } from '../helpers/eventually.js';
 import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
-import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
+import { gatewayInTempDir, makeTempDir } from '../helpers/tmp.js';
 
 const QA = 'qa-token-forecast-0123456789';
 
@@ -54,11 +54,7 @@ describe('dry-run forecast and diff equal what the live engine did', function ()
     tmp = makeTempDir();
     gw = createGateway(
       buildConfig({
-        dicom: { port: 0, stableAfterSeconds: 0.2 },
-        hl7: { port: 0 },
-        http: { port: 0 },
-        storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-        database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
+        ...gatewayInTempDir(tmp.dir),
         rules: RULES,
         readers: [
           { id: 'dr-n', name: 'Nia Neuro', subspecialties: ['neuro'], modalities: ['MR'], maxOpenCases: 4 },

@@ -10,7 +10,7 @@ import { eventually } from '../helpers/eventually.js';
 import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
 import { PoolScp } from '../helpers/pool-scp.js';
-import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
+import { gatewayInTempDir, makeTempDir } from '../helpers/tmp.js';
 
 const QA = 'qa-token-precision-0123456789';
 const SYSTEM = 'system-token-precision-012345';
@@ -55,11 +55,7 @@ describe('precision sampling in the running gateway: reviews feed the cells, the
     await pool.start();
     gw = createGateway(
       buildConfig({
-        dicom: { port: 0, stableAfterSeconds: 0.2 },
-        hl7: { port: 0 },
-        http: { port: 0 },
-        storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-        database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
+        ...gatewayInTempDir(tmp.dir),
         destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL' }],
         forwarding: { pollIntervalSeconds: 0.1 },
         // Rate 1 in the cell's first period (no volume estimate yet): every CT of RAD7 is drawn.

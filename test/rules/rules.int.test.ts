@@ -7,7 +7,7 @@ import { storeFiles } from '../helpers/dicom-peers.js';
 import { eventually } from '../helpers/eventually.js';
 import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
 import { oruR01, ormO01 } from '../helpers/hl7-samples.js';
-import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
+import { gatewayInTempDir, makeTempDir } from '../helpers/tmp.js';
 
 const tokens = { admin: 'admin-token-0123456789abcdef', qa: 'qa-token-0123456789abcdef', reader: 'reader-token-0123456789abcdef' };
 
@@ -61,11 +61,7 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
     tmp = makeTempDir();
     gw = createGateway(
       buildConfig({
-        dicom: { port: 0, stableAfterSeconds: 0.2 },
-        hl7: { port: 0 },
-        http: { port: 0 },
-        storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
-        database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
+        ...gatewayInTempDir(tmp.dir),
         // No destination: cases stay `flagged`, so these tests see the rules' outcome, not forwarding's.
         sampling: { secret: 'a-test-sampling-secret-000' },
         auth: {
