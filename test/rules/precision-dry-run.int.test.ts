@@ -68,7 +68,7 @@ describe('dry run of a precision-sampling rule reads the reviews the live engine
     gw = createGateway(
       buildConfig({
         dicom: { port: 0, stableAfterSeconds: 0.2 },
-        hl7: { port: 0 },
+        hl7: { port: 0, aiSenders: ['AI-VENDOR'] },
         http: { port: 0 },
         storage: { dir: path.join(tmp.dir, 'data'), minFreeMb: 0 },
         database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
@@ -102,6 +102,12 @@ describe('dry run of a precision-sampling rule reads the reviews the live engine
     await gw?.stop();
     await pool?.stop();
     tmp?.cleanup();
+  });
+
+  it('GET /api/rules shows the configured AI senders with the built-in lists (the rule builder shows them read-only)', async () => {
+    const r = await call('GET', '/api/rules', QA);
+    expect(r.status, r.text).to.equal(200);
+    expect((r.body['defaults'] as { aiSenders: string[] }).aiSenders).to.deep.equal(['AI-VENDOR']);
   });
 
   it('the forecast draws what the live engine drew, with the reviews-based sample size in its reasons', async () => {
