@@ -61,7 +61,8 @@ describe('rule builder in headless Chromium: discordance, high-stakes and manual
   const editYaml = async (id: string, path: (string | number)[], value: unknown) => {
     const doc = YAML.parseDocument(await page.inputValue('#rules-text'));
     const idx = (doc.toJS() as { rules: RuleJs[] }).rules.findIndex((r) => r.id === id);
-    doc.setIn(['rules', idx, ...path], value);
+    if (value === undefined) doc.deleteIn(['rules', idx, ...path]);
+    else doc.setIn(['rules', idx, ...path], value);
     await page.fill('#rules-text', String(doc));
     // The form redraws when the pointer comes to it from elsewhere.
     await page.hover('#rules-text');
@@ -117,6 +118,13 @@ describe('rule builder in headless Chromium: discordance, high-stakes and manual
     expect(await page.textContent('[data-field-error=extraAiFindings]')).to.match(/duplicate finding id "aortic-aneurysm"/);
     await page.click('#rb-extraAiFindings-1-remove');
     expect((await rule('disc-form'))!['extraAiFindings']).to.deep.equal([{ id: 'aortic-aneurysm', synonyms: ['aortic aneurysm', 'AAA'], codes: ['AI-AAA'] }]);
+
+    // A mistake only the server knows (a misspelt key written in YAML) shows next to the findings after a preview.
+    await editYaml('disc-form', ['extraAiFindings', 0, 'synonymz'], ['aneurysm']);
+    await page.click('#dry-run-button');
+    await page.waitForSelector('#rules-errors li');
+    expect(await page.textContent('[data-field-error=extraAiFindings]')).to.match(/synonymz/);
+    await editYaml('disc-form', ['extraAiFindings', 0, 'synonymz'], undefined);
   });
 
   it('high-stakes: procedure codes and keywords in YAML and back; a bad value shows inline', async () => {
