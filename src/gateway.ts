@@ -185,7 +185,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher]),
           messagesRouter(db),
           casesRouter(db, { cases, forwarding, reports, readers }),
-          rulesRouter(db, rules),
+          rulesRouter(db, rules, { aiSenders: config.hl7.aiSenders }),
           auditRouter(db),
           instancesRouter(instances),
           meRouter(config.readers),

@@ -429,9 +429,9 @@ const schemas: Record<string, JsonSchema> = {
     rules: arr(ref('Rule')),
     yaml: { ...nstr, description: 'the YAML text of this version as written (comments kept); null when it was saved as JSON' },
     defaults: openObj(
-      { oncologyCodes: { type: 'object' }, oncologyKeywords: arr(str), highStakesKeywords: arr(str), aiFindings: arr({ type: 'object' }), indicationConditions: arr({ type: 'object' }) },
-      ['oncologyCodes', 'oncologyKeywords', 'highStakesKeywords', 'aiFindings', 'indicationConditions'],
-      'the built-in lists a rule uses when it leaves its own out',
+      { oncologyCodes: { type: 'object' }, oncologyKeywords: arr(str), highStakesKeywords: arr(str), aiFindings: arr({ type: 'object' }), indicationConditions: arr({ type: 'object' }), aiSenders: { ...arr(str), description: 'hl7.aiSenders: the MSH-3 applications whose ORU^R01 are AI results, which discordance rules read (configuration, not part of a rule)' } },
+      ['oncologyCodes', 'oncologyKeywords', 'highStakesKeywords', 'aiFindings', 'indicationConditions', 'aiSenders'],
+      'the built-in lists a rule uses when it leaves its own out, and the configured AI senders',
     ),
   }),
   RuleSetInput: {

@@ -16,7 +16,8 @@ import { queryInt, queryString, queryTime } from './query.js';
  * candidate against stored studies first, and see the sampling quotas.
  * PUT accepts JSON (`{rules, comment}` or a list) or the YAML of a rules file.
  */
-export function rulesRouter(db: Db, rules: RulesService): Router {
+/** `aiSenders`: hl7.aiSenders, the MSH-3 applications whose results discordance rules read (shown in the rule builder). */
+export function rulesRouter(db: Db, rules: RulesService, o: { aiSenders?: readonly string[] } = {}): Router {
   const r = Router();
   const qa = requireRole('admin', 'qa');
 
@@ -29,7 +30,7 @@ export function rulesRouter(db: Db, rules: RulesService): Router {
       source: active.source,
       rules: active.rules,
       yaml: active.yaml,
-      defaults: defaultLists(),
+      defaults: { ...defaultLists(), aiSenders: [...(o.aiSenders ?? [])] },
     });
   });
 

@@ -9,11 +9,9 @@ import { findStudy } from '../studies/study.repository.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
 import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule.types.js';
-import { applySamplingSlots, decisionsOfStudies, insertDecision, parseDecisionRow, samplingCountersOfRadiologist } from './rules.repository.js';
+import { applySamplingSlots, decisionsOfStudies, insertDecision, OUTCOME_WINDOW_MS, parseDecisionRow, samplingCountersOfRadiologist } from './rules.repository.js';
 import type { RulesService } from './rules.service.js';
 
-/** A precision cell plans from this and the previous period: at most two quarters of decisions are read back. */
-const OUTCOME_WINDOW_MS = 200 * 86_400_000;
 
 export interface EvaluationOutcome {
   decision: Decision;

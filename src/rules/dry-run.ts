@@ -3,7 +3,8 @@ import type { StudyRow } from '../studies/study.table.js';
 import { honourManualRequests } from './decision.service.js';
 import { evaluate, type CompiledRuleSet } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
-import type { BucketCounters, Priority, Reason, Rule } from './rule.types.js';
+import type { BucketCounters, Priority, Reason, Rule, SamplingStateReader } from './rule.types.js';
+import { OUTCOME_WINDOW_MS, samplingOutcomes } from './rules.repository.js';
 
 export interface DryRunOptions {
   /** ISO times bounding when studies were first received; absent: unbounded. */
@@ -55,7 +56,8 @@ const PAGE = 1000;
 /**
  * Evaluates a rule set over stored studies, oldest first, with sampling
  * counters kept in memory from zero: the same function and inputs as the live
- * path, and nothing written.
+ * path, and nothing written. A precision rule's cells read the stored reviews of
+ * drawn studies (second reads) as the live path does, not the planning rate of no reviews.
  */
 export async function dryRun(db: Db, compiled: CompiledRuleSet, o: DryRunOptions, context?: ForecastContext): Promise<DryRunOutcome> {
   const result: DryRunResult = { evaluated: 0, flagged: 0, items: [], truncated: false, byRule: {}, byRadiologistModality: [] };
@@ -64,6 +66,17 @@ export async function dryRun(db: Db, compiled: CompiledRuleSet, o: DryRunOptions
   let firstAt: number | undefined;
   let lastAt: number | undefined;
   const sampling = new Map<string, BucketCounters>();
+  // Precision cells plan from the reviews of drawn studies: the same second reads the live engine reads
+  // (samplingOutcomes, from the same window before the period), so the forecast draws as it will.
+  const precision = compiled.sampling.some((s) => s.rule.mode === 'precision');
+  const outcomes = precision ? await samplingOutcomes(db, undefined, o.from ? new Date(Date.parse(o.from) - OUTCOME_WINDOW_MS).toISOString() : undefined) : new Map<string, { reviewed: number; discrepant: number }>();
+  const state: SamplingStateReader = {
+    get(key) {
+      const c = sampling.get(key);
+      const r = outcomes.get(key);
+      return r === undefined ? c : { seen: c?.seen ?? 0, selected: c?.selected ?? 0, reviewed: r.reviewed, discrepant: r.discrepant };
+    },
+  };
   const byRm = new Map<string, { radiologistId: string; modality: string; evaluated: number; flagged: number }>();
   let after: { at: string; uid: string } | undefined;
   for (;;) {
@@ -81,7 +94,7 @@ export async function dryRun(db: Db, compiled: CompiledRuleSet, o: DryRunOptions
       const input = inputs.get(s.study_instance_uid);
       if (!input) continue;
       const now = new Date(s.stable_at ?? s.last_received_at);
-      const decision = evaluate(compiled, { ...input, samplingState: sampling, now });
+      const decision = evaluate(compiled, { ...input, samplingState: state, now });
       const receivedAt = Date.parse(s.first_received_at);
       firstAt = Math.min(firstAt ?? receivedAt, receivedAt);
       lastAt = Math.max(lastAt ?? receivedAt, receivedAt);

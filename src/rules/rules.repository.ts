@@ -144,6 +144,9 @@ export async function listSamplingBuckets(db: Db, f: { periodKey?: string; ruleI
   return q.orderBy('rule_id').orderBy('radiologist_id').orderBy('modality').orderBy('period_key').execute();
 }
 
+/** A precision cell plans from this and the previous period: at most two quarters of decisions are read back. */
+export const OUTCOME_WINDOW_MS = 200 * 86_400_000;
+
 /** Every counter of one radiologist: the few buckets (rules x modalities x periods) an evaluation may read. */
 export async function samplingCountersOfRadiologist(db: Db, radiologistId: string, o: { outcomesSince?: string } = {}): Promise<Map<string, BucketCounters>> {
   const rows = await db.selectFrom('sampling_buckets').select(['bucket_key', 'seen', 'selected']).where('radiologist_id', '=', radiologistId).execute();

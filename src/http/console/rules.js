@@ -99,6 +99,17 @@ function fieldProblems(rule, all) {
       if (rule.confidence !== undefined && !(rule.confidence >= 0.5 && rule.confidence <= 0.999)) p.confidence = 'between 0.5 and 0.999';
     }
   }
+  if (rule.kind === 'discordance') {
+    const ids = new Set();
+    for (const key of ['aiFindings', 'extraAiFindings']) {
+      for (const [j, f] of (Array.isArray(rule[key]) ? rule[key] : []).entries()) {
+        if (!f || !f.id || !/^\S+$/.test(String(f.id))) p[key] ??= `finding ${j + 1}: an id without spaces is required`;
+        else if (!Array.isArray(f.synonyms) || f.synonyms.length === 0) p[key] ??= `finding "${f.id}": at least one synonym`;
+        else if (ids.has(f.id)) p[key] ??= `duplicate finding id "${f.id}"`;
+        if (f?.id) ids.add(f.id);
+      }
+    }
+  }
   if (rule.slaHours !== undefined && !(typeof rule.slaHours === 'number' && rule.slaHours > 0)) p.slaHours = 'hours above 0';
   return p;
 }
@@ -198,6 +209,45 @@ function ruleBuilder(getText, setText, defaults = {}) {
   const sub = (r, key) => (isObj(r[key]) ? r[key] : (r[key] = {}));
   const prune = (r, key) => { if (isObj(r[key]) && Object.keys(r[key]).length === 0) delete r[key]; };
 
+  /**
+   * A list of findings (`aiFindings` or `extraAiFindings`) as rows of id, OBX-3 codes and synonyms.
+   * `builtIn`: the list a rule uses while it leaves this key out, shown until the user customizes it.
+   */
+  const findings = (rule, i, key, label, builtIn) => {
+    const box = h('fieldset', { 'data-testid': `rb-${key}` }, h('legend', {}, label));
+    const rows = Array.isArray(rule[key]) ? rule[key] : undefined;
+    const redraw = () => drawForm();
+    if (!rows && builtIn) {
+      box.append(
+        h('p', { class: 'muted' }, `built-in: ${builtIn.map((f) => f.id).join(', ')}`),
+        h('button', { type: 'button', class: 'secondary', id: `rb-${key}-customize`, onclick: () => { update(rule, i, (r) => { r[key] = builtIn.map((f) => ({ ...f, synonyms: [...f.synonyms] })); }); redraw(); } }, 'Edit the list'));
+    } else {
+      (rows ?? []).forEach((f, j) => {
+        const input = (name, value, size, set) => {
+          const el = h('input', { id: `rb-${key}-${j}-${name}`, value, size });
+          el.addEventListener('input', () => update(rule, i, (r) => set(r[key][j], el.value)));
+          return h('label', {}, name, el);
+        };
+        box.append(h('div', { class: 'row', 'data-finding': String(j) },
+          input('id', f?.id ?? '', 20, (x, v) => { x.id = v.trim(); }),
+          input('codes', listText(f?.codes), 20, (x, v) => { const l = listOf(v); if (l.length) x.codes = l; else delete x.codes; }),
+          input('synonyms', listText(f?.synonyms), 40, (x, v) => { x.synonyms = listOf(v); }),
+          h('button', { type: 'button', class: 'secondary', id: `rb-${key}-${j}-remove`, onclick: () => {
+            update(rule, i, (r) => { r[key].splice(j, 1); if (r[key].length === 0 && !builtIn) delete r[key]; });
+            redraw();
+          } }, 'Remove')));
+      });
+      box.append(h('div', { class: 'row' },
+        h('button', { type: 'button', class: 'secondary', id: `rb-${key}-add`, onclick: () => {
+          update(rule, i, (r) => { r[key] = [...(Array.isArray(r[key]) ? r[key] : []), { id: '', synonyms: [] }]; });
+          redraw();
+        } }, 'Add a finding'),
+        builtIn ? h('button', { type: 'button', class: 'secondary', id: `rb-${key}-builtin`, onclick: () => { update(rule, i, (r) => { delete r[key]; }); redraw(); } }, 'Use the built-in list') : null));
+    }
+    box.append(h('span', { class: 'field-error', 'data-field-error': key }));
+    return box;
+  };
+
   const conditions = (rule, i) => {
     const when = isObj(rule.when) ? rule.when : {};
     const modalityBoxes = MODALITIES.map((m) => check({ x: (when.modality || []).includes(m) }, 'x', m, `rb-when-modality-${m}`, (on) => update(rule, i, (r) => {
@@ -263,12 +313,11 @@ function ruleBuilder(getText, setText, defaults = {}) {
           check(rule.checks, 'aiFinding', 'AI finding not in the report', 'rb-check-ai', (on) => update(rule, i, (r) => { sub(r, 'checks').aiFinding = on; }), true),
           check(rule.checks, 'indicationNegative', 'indication asked, report negative', 'rb-check-indication', (on) => update(rule, i, (r) => { sub(r, 'checks').indicationNegative = on; }), true),
           check(rule.checks, 'correctedReport', 'corrected report', 'rb-check-corrected', (on) => update(rule, i, (r) => { sub(r, 'checks').correctedReport = on; }), true)),
-        h('div', { class: 'row' },
-          h('label', {}, 'Extra AI finding id', h('input', { id: 'rb-finding-id', value: rule.extraAiFindings?.[0]?.id ?? '', placeholder: 'e.g. aortic-aneurysm' })),
-          list(rule, i, 'finding-synonyms', 'its synonyms', (r) => r.extraAiFindings?.[0]?.synonyms, (r, v) => {
-            const id = form.querySelector('#rb-finding-id')?.value || r.extraAiFindings?.[0]?.id;
-            if (!id || v.length === 0) delete r.extraAiFindings; else r.extraAiFindings = [{ id, synonyms: v }, ...(r.extraAiFindings || []).slice(1)];
-          })),
+        h('p', { class: 'muted', 'data-testid': 'rb-ai-senders' }, (defaults.aiSenders ?? []).length > 0
+          ? `AI senders (hl7.aiSenders in the configuration): ${defaults.aiSenders.join(', ')}`
+          : 'AI senders (hl7.aiSenders in the configuration): none configured, so no AI results are read'),
+        findings(rule, i, 'aiFindings', 'AI findings (replace the built-in list)', defaults.aiFindings),
+        findings(rule, i, 'extraAiFindings', 'Extra AI findings (added to the list above)'),
       ];
       case 'sampling': return [
         h('div', { class: 'row' },
