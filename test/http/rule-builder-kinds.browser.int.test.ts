@@ -1,13 +1,8 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { expect } from 'chai';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import YAML from 'yaml';
+import { launchChromium, collectPageErrors, type ChromiumProfile } from '../helpers/chromium.js';
 import { CONSOLE_TOKENS as T, ConsoleFixture } from '../helpers/console-fixture.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'];
 
 interface RuleJs {
   id: string;
@@ -19,24 +14,15 @@ interface RuleJs {
 describe('rule builder in headless Chromium: discordance, high-stakes and manual forms', function () {
   this.timeout(90_000);
   const fx = new ConsoleFixture();
-  let context: BrowserContext;
-  let profile = '';
+  let browser: ChromiumProfile | undefined;
   let page: Page;
   const pageErrors: string[] = [];
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      console.log('skipped: chromium not installed');
-      this.skip();
-    }
-    profile = mkdtempSync(path.join(tmpdir(), 'gw-chromium-'));
-    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    browser = await launchChromium(this);
     await fx.start();
-    page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/the server responded with a status of 40[013]/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
-    });
+    page = await browser.context.newPage();
+    collectPageErrors(page, pageErrors);
     await page.goto(`${fx.base}/`);
     await page.fill('#token', T.qa);
     await page.click('#login');
@@ -45,8 +31,7 @@ describe('rule builder in headless Chromium: discordance, high-stakes and manual
     await page.waitForSelector('[data-testid=rule-builder] #rb-form');
   });
   after(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
     if (fx.gw) await fx.stop();
     else fx.tmp.cleanup();
   });
