@@ -11,6 +11,7 @@ import { CONSOLE_TOKENS as T, ConsoleFixture } from '../helpers/console-fixture.
 // library, so the little of it they use is declared here (module scope only).
 interface ChartLike {
   data: { labels: string[]; datasets: { label: string; data: number[] }[] };
+  options: { scales?: Record<string, { title?: { text?: string } }> };
 }
 declare const document: { querySelector(selector: string): { textContent: string | null } | null; getElementById(id: string): unknown };
 declare const sessionStorage: { getItem(key: string): string | null };
@@ -160,6 +161,9 @@ describe('web console in headless Chromium', function () {
       return charts.map((c) => ({ labels: c!.data.labels, datasets: c!.data.datasets.map((d) => ({ label: d.label, data: d.data })) }));
     });
     const [byRadiologist, byModality, overTime] = (await data.jsonValue())!;
+    // A read that took seconds is charted in seconds, not as 0.000x hours.
+    const turnaroundTitle = await page.evaluate(() => window.Chart?.getChart(document.getElementById('chart-turnaround'))?.options.scales?.['y']?.title?.text);
+    expect(turnaroundTitle).to.equal('seconds');
     expect(byRadiologist!.labels).to.deep.equal(['RAD7']);
     expect(byRadiologist!.datasets[0]!.data).to.deep.equal([1]);
     expect(byModality!.labels).to.deep.equal(['CT']);

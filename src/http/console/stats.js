@@ -12,6 +12,15 @@ export function duration(hours) {
   return `${(hours / 24).toFixed(1)} d`;
 }
 
+/** The unit a chart of durations (given in hours) reads right in, chosen from its largest value. */
+export function durationUnit(maxHours) {
+  const sec = (maxHours ?? 0) * 3600;
+  if (sec < 90) return { label: 'seconds', perHour: 3600 };
+  if (sec < 90 * 60) return { label: 'minutes', perHour: 60 };
+  if (maxHours < 48) return { label: 'hours', perHour: 1 };
+  return { label: 'days', perHour: 1 / 24 };
+}
+
 const durations = (p) => `${duration(p.p50)} / ${duration(p.p90)} / ${duration(p.p95)}`;
 const interval = (lo, hi) => (lo === null || lo === undefined ? '' : ` (95 % CI ${fmt.pct(lo)}–${fmt.pct(hi)})`);
 
@@ -130,14 +139,7 @@ export async function statsView() {
         h('div', { class: 'panel' }, h('h2', {}, 'Per first reader (radiologist reviewed)'), readsAndRates('chart-radiologist', s.byRadiologist, (g) => g.radiologistId)),
         h('div', { class: 'panel' }, h('h2', {}, 'Per modality'), readsAndRates('chart-modality', s.byModality, (g) => g.modality)),
         h('div', { class: 'panel' }, h('h2', {}, `Over time (${s.bucket})`), readsAndRates('chart-time', s.overTime, (g) => g.start.slice(0, 10))),
-        h('div', { class: 'panel' }, h('h2', {}, 'Turnaround percentiles (hours)'), chart('chart-turnaround', {
-          type: 'bar',
-          data: {
-            labels: ['case to second report', 'case to write-back'],
-            datasets: ['p50', 'p90', 'p95'].map((p) => ({ label: p, backgroundColor: COLORS[p], data: [t.turnaroundHours[p] ?? 0, s.writeBackTurnaroundHours[p] ?? 0] })),
-          },
-          options: { scales: { y: { beginAtZero: true } } },
-        }))),
+        turnaroundPanel(t.turnaroundHours, s.writeBackTurnaroundHours)),
       h('h2', {}, 'Per radiologist and modality'), csv('radiologist-modality', 'radiologist × modality'),
       table(groupColumns([{ label: 'Radiologist', value: radiologistLink }, { label: 'Modality', value: (g) => g.modality }]), s.byRadiologistModality, { testid: 'stats-table' }),
       h('h2', {}, 'Why the second reads were done (inverse-probability weights)'), enrichmentTable(s.enrichment),
@@ -150,6 +152,21 @@ export async function statsView() {
   root.append(form, out);
   await load();
   return root;
+}
+
+/** Turnaround percentiles in one unit for both bars, the one that fits the largest (seconds for a demo, days for a backlog). */
+function turnaroundPanel(read, writeBack) {
+  const values = ['p50', 'p90', 'p95'].flatMap((p) => [read[p], writeBack[p]]).filter((v) => typeof v === 'number');
+  const unit = durationUnit(Math.max(0, ...values));
+  const inUnit = (v) => (typeof v === 'number' ? Number((v * unit.perHour).toPrecision(3)) : 0);
+  return h('div', { class: 'panel' }, h('h2', {}, `Turnaround percentiles (${unit.label})`), chart('chart-turnaround', {
+    type: 'bar',
+    data: {
+      labels: ['case to second report', 'case to write-back'],
+      datasets: ['p50', 'p90', 'p95'].map((p) => ({ label: p, backgroundColor: COLORS[p], data: [inUnit(read[p]), inUnit(writeBack[p])] })),
+    },
+    options: { scales: { y: { beginAtZero: true, title: { display: true, text: unit.label } } } },
+  }));
 }
 
 function enrichmentTable(rows) {
