@@ -245,6 +245,20 @@ export async function liveOrdersOfStudy(db: Db, studyInstanceUid: string): Promi
   return Number(r?.n ?? 0);
 }
 
+/** The orders linked to a study and how many of them the RIS cancelled (ORC-1 CA/DC/OC). */
+export async function orderCountsOfStudy(db: Db, studyInstanceUid: string): Promise<{ linked: number; cancelled: number }> {
+  const r = await db
+    .selectFrom('orders')
+    .select((eb) => [
+      eb.fn.countAll<string | number>().as('linked'),
+      eb.fn.count<string | number>('cancelled_at').as('cancelled'),
+    ])
+    .where('linked_study_uid', '=', studyInstanceUid)
+    .where('link_state', '=', LinkState.linked)
+    .executeTakeFirst();
+  return { linked: Number(r?.linked ?? 0), cancelled: Number(r?.cancelled ?? 0) };
+}
+
 /** Cases of a study, oldest first (any state: the caller decides which can move). */
 export async function casesOfStudy(db: Db, studyInstanceUid: string): Promise<{ id: string; state: CaseState }[]> {
   return db.selectFrom('cases').select(['id', 'state']).where('study_instance_uid', '=', studyInstanceUid).orderBy('id').execute();

@@ -1,8 +1,10 @@
 import { recordAudit } from '../audit/audit.repository.js';
 import { caseReasons, findOpenCase, insertCase, updateCase } from '../cases/case.repository.js';
+import { transitionCase } from '../cases/case-state.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { lockKey } from '../db/dialect.js';
+import { orderCountsOfStudy } from '../hl7/hl7.repository.js';
 import { hashId, type Logger } from '../logger.js';
 import { CaseState, EvaluationTrigger, StudyState } from '../states.js';
 import { findStudy } from '../studies/study.repository.js';
@@ -196,6 +198,21 @@ export class DecisionService {
             entityId: caseId,
             details: { trigger, studyUid: uid, ruleSetVersion: active.version, priority, reasons: decision.reasons },
           });
+          // The RIS cancelled every order of this study before the rules flagged it (the modality sent it
+          // anyway): a second read of a cancelled exam is a doubt for a person, not something to send. A
+          // person's own request (manual) stands. QA releases the case (held -> flagged) or cancels it.
+          const orders = await orderCountsOfStudy(trx, uid);
+          if (input.manualRequests.length === 0 && orders.linked > 0 && orders.cancelled === orders.linked) {
+            await transitionCase(trx, {
+              caseId,
+              from: [CaseState.flagged],
+              to: CaseState.held,
+              actor,
+              now: nowIso,
+              auditId: this.o.newId(),
+              details: { reason: 'order-cancelled', detail: 'every order of the study was cancelled by the RIS (ORC-1 CA/DC/OC) before the case opened' },
+            });
+          }
         }
       }
       await insertDecision(trx, { id: this.o.newId(), studyInstanceUid: uid, ruleSetVersion: active.version, trigger, decision, caseId, evaluatedAt: nowIso });

@@ -262,4 +262,20 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
     expect(decisionsAfter.n).to.equal(decisionsBefore.n);
     expect((await call('GET', '/api/rules/versions', undefined, tokens.qa)).body['items']).to.deep.equal(versionsBefore);
   });
+
+  // Last: it adds a flagged study, which the counts of the tests above do not expect.
+  it('a study whose every order the RIS cancelled before it was flagged: the case opens held (order-cancelled, audited); QA can retry it', async () => {
+    await sendHl7(ormO01({ accession: 'ONC9', patientId: 'MRN-ONC9', controlId: nextId() }));
+    await sendHl7(ormO01({ accession: 'ONC9', patientId: 'MRN-ONC9', controlId: nextId() }, { orderControl: 'CA' }));
+    const uid = await pushStudy('ONC9', 'MRN-ONC9');
+    await sendHl7(oruR01({ accession: 'ONC9', patientId: 'MRN-ONC9', controlId: nextId() }, { status: 'F', radiologist: 'RAD7' }));
+    const caseId = await eventually(async () => ((await call('GET', `/api/studies/${uid}`)).body['caseId'] as string | null) ?? undefined, 'the case');
+    const c = (await call('GET', `/api/cases/${caseId}`)).body as unknown as CaseBody;
+    expect(c.state).to.equal('held');
+    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`)).body['items'] as { action: string; details: Record<string, unknown> }[];
+    expect(audit.find((a) => a.action === 'case.held')?.details).to.include({ reason: 'order-cancelled', from: 'flagged' });
+    // A person decides: retry takes it back to the forwarding path.
+    expect((await call('POST', `/api/cases/${caseId}/retry`, {}, tokens.qa)).status).to.equal(200);
+    expect(((await call('GET', `/api/cases/${caseId}`)).body as unknown as CaseBody).state).to.not.equal('held');
+  });
 });
