@@ -79,7 +79,8 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       const r = await f.call('POST', `/api/cases/${caseId}/cancel`, LT.admin, { reason: 'duplicate request' });
       expect(r.status).to.equal(200);
       const atCancel = f.pool.stores.length;
-      await new Promise((res) => setTimeout(res, 1500)); // five more instance-times of the slow pool
+      // The worker learns of the cancel before its next instance: once it is idle, whatever was in flight has landed.
+      await f.gw.forwarding.idle();
       await f.passes(3);
       const arrivedAfter = f.pool.stores.length - atCancel;
       expect(arrivedAfter, `${arrivedAfter} instances arrived after the cancel`).to.be.at.most(1);
@@ -122,7 +123,8 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       await eventually(() => f.storesOf(study.studyInstanceUid) >= 2, 'two instances at the slow pool', 30_000);
       await f.gw.db.updateTable('studies').set({ state: 'held', hold_reason: 'identity-conflict' }).where('study_instance_uid', '=', study.studyInstanceUid).execute();
       const atHold = f.storesOf(study.studyInstanceUid);
-      await new Promise((res) => setTimeout(res, 1500));
+      // The worker sees the hold before its next instance and parks the delivery: idle means it has stopped.
+      await f.gw.forwarding.idle();
       await f.passes(3);
       expect(f.storesOf(study.studyInstanceUid) - atHold).to.be.at.most(1);
       const paused = await f.getCase(caseId);

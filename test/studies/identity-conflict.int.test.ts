@@ -22,6 +22,14 @@ async function tag(file: string, t: string): Promise<string | undefined> {
   return (await runDcmtk('dcmdump', ['-q', '+P', t, '-s', file])).stdout.match(/\[([^\]]*)\]/)?.[1];
 }
 
+/** Forwarding passes run to completion: what they would send has arrived when this returns. */
+async function forwardingPasses(gw: DicomGateway, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await gw.gw.forwarding.tick();
+    await gw.gw.forwarding.idle();
+  }
+}
+
 /** Patient IDs of what the pool (storescp) received so far. */
 async function poolPatientIds(dir: string): Promise<string[]> {
   const ids: string[] = [];
@@ -92,8 +100,11 @@ describe('identity conflict: an instance re-sent under another patient id (dcmod
     expect(audit.map((a: any) => a.action)).to.include('study.held');
     expect(JSON.stringify(audit)).to.not.include('MRN-2');
 
-    // well past the quiet period and several forwarding polls: the pool gets nothing while it is held
-    await new Promise((r) => setTimeout(r, 2000));
+    // The quiet period is time itself (0.3 s here); past it, a stability sweep and forwarding passes run by hand
+    // (not left to the timers) must send the pool nothing while the study is held.
+    await new Promise((r) => setTimeout(r, 400));
+    await gw.gw.studies.sweep();
+    await forwardingPasses(gw, 3);
     expect((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state).to.equal('held');
     expect(await poolPatientIds(pool.dir)).to.deep.equal(['MRN-1', 'MRN-1']);
 
@@ -135,7 +146,7 @@ describe('identity conflict: an instance re-sent under another patient id (dcmod
       [3, false, 'rejected'],
     ]);
     await eventually(async () => ((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state === 'stable' ? true : undefined), 'stable again');
-    await new Promise((r) => setTimeout(r, 1500));
+    await forwardingPasses(gw, 3);
     // the rejected copy never left; at most the restored copy went again
     expect(await poolPatientIds(pool.dir)).to.not.include('MRN-3');
     expect(pool.files().length).to.be.at.least(files);
