@@ -241,6 +241,36 @@ const readerSchema = z.strictObject({
   available: z.boolean().default(true),
 });
 
+/** The hospital PACS: where priors are found and retrieved, and where outputs (DICOM SR) can be stored. */
+const pacsSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('dimse'),
+    host,
+    port: port.min(1),
+    aeTitle,
+    /** Our AE title as the PACS knows it (C-MOVE destination: the PACS sends the priors to our SCP under this name). */
+    moveDestination: aeTitle.optional(),
+    callingAeTitle: aeTitle.optional(),
+    timeoutSeconds: z.number().positive().default(60),
+    tls: tlsClientSchema.optional(),
+  }),
+  z.strictObject({
+    type: z.literal('dicomweb'),
+    url: z.url(),
+    headers: z.record(z.string(), z.string()).default({}),
+    timeoutSeconds: z.number().positive().default(60),
+  }),
+]);
+
+/** Which of the patient's earlier studies go with a case (a rule may override). `maxStudies: 0` turns priors off. */
+const priorsSchema = z
+  .strictObject({
+    maxStudies: z.number().int().min(0).default(3),
+    lookbackDays: z.number().int().positive().default(1825),
+    sameModality: z.boolean().default(true),
+  })
+  .prefault({});
+
 export const Role = { admin: 'admin', qa: 'qa', reader: 'reader', system: 'system' } as const;
 export type Role = (typeof Role)[keyof typeof Role];
 
@@ -319,6 +349,8 @@ export const configSchema = z
           .prefault({}),
       })
       .prefault({}),
+    pacs: pacsSchema.optional(),
+    priors: priorsSchema,
     readers: z.array(readerSchema).default([]),
     auth: z
       .strictObject({
