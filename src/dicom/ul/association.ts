@@ -73,6 +73,8 @@ export interface AssociationEvents {
   'release-rq': [];
   /** The peer aborted. */
   aborted: [info: { source: number; reason: number }];
+  /** The peer announced a PDU over maxPduBytes (answered A-ABORT; 'protocol-error' follows). */
+  'pdu-too-large': [declared: number];
   /** We aborted for the peer's protocol error. */
   'protocol-error': [why: string, reason: number];
   timeout: [kind: 'artim' | 'idle'];
@@ -108,7 +110,10 @@ export class Association extends EventEmitter<AssociationEvents> {
     this.framer = new PduFramer(
       (type, body) => this.onPdu(type, body),
       o.maxPduBytes,
-      (n) => this.providerAbort(`PDU of ${n} bytes is over the limit (${o.maxPduBytes})`, AbortReason.invalidPduParameterValue),
+      (n) => {
+        this.emit('pdu-too-large', n);
+        this.providerAbort(`PDU of ${n} bytes is over the limit (${o.maxPduBytes})`, AbortReason.invalidPduParameterValue);
+      },
     );
     socket.on('data', (d: Buffer) => this.framer.push(d));
     socket.on('error', (err) => {
