@@ -3,8 +3,8 @@ import dcmjs, { type DicomDataDict } from 'dcmjs';
 import { convertBytes } from 'dicom-character-set';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { InstanceHeader, IocmRejection, OtherPatientId } from './instance-record.js';
-import { LONG_VRS, readFileMeta, writeFileMeta, type FileMeta } from './part10.js';
-import { TransferSyntax } from './uids.js';
+import { LONG_VRS, hasPart10Prefix, readFileMeta, writeFileMeta, type FileMeta } from './part10.js';
+import { SopClass, TransferSyntax } from './uids.js';
 
 /**
  * Reads the attributes the gateway triages on from the first bytes of an
@@ -489,7 +489,7 @@ function otherPatientIds(dict: DicomDataDict, charset: string | null): { id: str
   return out;
 }
 
-export const KEY_OBJECT_SELECTION = '1.2.840.10008.5.1.4.1.1.88.59';
+export const KEY_OBJECT_SELECTION = SopClass.keyObjectSelection;
 /** DICOM CID 7011 "Rejected for ..." document titles (scheme DCM): what an IOCM rejection note is titled. */
 export const IOCM_REJECTION_CODES: Readonly<Record<string, string>> = {
   '113001': 'Rejected for Quality Reasons',
@@ -547,7 +547,7 @@ export class Part10HeaderReader {
     const all = this.metaBuf.length === 1 ? chunk : Buffer.concat(this.metaBuf, this.metaLen);
     this.metaBuf = [all];
     if (all.length < 144) return;
-    if (all.toString('latin1', 128, 132) !== 'DICM') {
+    if (!hasPart10Prefix(all)) {
       this.metaError = unreadable('not a DICOM Part 10 file (no DICM prefix)');
       return;
     }

@@ -414,7 +414,7 @@ class GatewayScp {
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.log = ctx.logger.child({ component: 'dicom-scp' });
     const idleMs = Math.max(1, Math.round(ctx.config.idleTimeoutSeconds * 1000));
-    this.assoc = new Association(socket, { role: 'acceptor', maxPduBytes: ctx.config.maxPduBytes, artimMs: idleMs, idleMs, busy: () => this.busy });
+    this.assoc = new Association(socket, { role: 'acceptor', maxPduBytes: ctx.config.maxPduBytes, artimMs: idleMs, idleMs, busy: () => this.inFlight > 0 });
     this.assoc.on('associate-rq', (rq) => this.associationRequested(rq));
     this.assoc.on('pdv', (contextId, command, last, data) => {
       try {

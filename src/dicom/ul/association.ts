@@ -96,6 +96,7 @@ export class Association extends EventEmitter<AssociationEvents> {
   private artim: NodeJS.Timeout | undefined;
   private idle: NodeJS.Timeout | undefined;
   private lastReceived = Date.now();
+  private lastSent = 0;
   private lastWritable = 0;
   private pendingRq: { resolve: (ac: AssociateAc) => void; reject: (e: Error) => void } | undefined;
   private pendingRelease: (() => void) | undefined;
@@ -184,6 +185,7 @@ export class Association extends EventEmitter<AssociationEvents> {
    */
   send(contextId: number, command: boolean, data: Buffer): boolean {
     if (!this.established || this.socket.destroyed) throw new AssociationClosed('association is not established');
+    this.lastSent = Date.now();
     this.socket.cork();
     let o = 0;
     let ok = true;
@@ -231,6 +233,7 @@ export class Association extends EventEmitter<AssociationEvents> {
         const data = take(n);
         sent += n;
         this.socket.write(pDataHeader(contextId, false, sent >= length, n));
+        this.lastSent = Date.now();
         if (!this.socket.write(data)) await this.drained();
       }
     }
@@ -453,7 +456,7 @@ export class Association extends EventEmitter<AssociationEvents> {
   }
 
   /**
-   * The idle clock counts from the last PDU received, and holds while our own
+   * The idle clock counts from the last PDU received or sent, and holds while our own
    * bytes are still leaving (a large data set on a slow link: the peer cannot
    * answer yet; one that stops reading stops that progress too) or while busy().
    */
@@ -467,7 +470,7 @@ export class Association extends EventEmitter<AssociationEvents> {
       const writable = this.socket.writableLength;
       const progressing = writable > 0 && writable !== this.lastWritable;
       this.lastWritable = writable;
-      const since = now - this.lastReceived;
+      const since = now - Math.max(this.lastReceived, this.lastSent);
       if (progressing || this.o.busy?.() || since < this.o.idleMs) {
         this.idle = setTimeout(check, progressing || this.o.busy?.() ? this.o.idleMs : this.o.idleMs - since);
         this.idle.unref?.();

@@ -4,6 +4,7 @@
  * and the state machine's own answers to a raw peer (ARTIM, out-of-state PDUs).
  */
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import winston from 'winston';
@@ -12,7 +13,7 @@ import { MPPS_SOP_CLASS_UID, type MppsPort, type MppsRequest, type MppsResult } 
 import { DicomScp } from '../../../src/dicom/scp.js';
 import { Spool } from '../../../src/dicom/spool.js';
 import { AssociationRejected, DimseClient, proposeContexts } from '../../../src/dicom/ul/client.js';
-import { Status } from '../../../src/dicom/ul/dimse.js';
+import { CommandField, Status, encodeCommand } from '../../../src/dicom/ul/dimse.js';
 import { AbortReason, PduType, RejectReason, encodePdu } from '../../../src/dicom/ul/pdu.js';
 import { SopClass } from '../../../src/dicom/uids.js';
 import { makeTempDir } from '../../helpers/tmp.js';
@@ -161,6 +162,37 @@ describe('upper layer: our SCU against our SCP', function () {
       assert.ok(r.closed, 'closed by the SCP');
       assert.equal(r.pdus.length, 0);
       assert.ok(Date.now() - t0 >= 400, 'not before the timer');
+    });
+
+    it('Sta6: a peer that stalls between two fragments of a C-STORE data set is closed by the idle timer, nothing left behind', async () => {
+      await start(false, 0.6);
+      const rq = encodePdu({
+        type: PduType.associateRq,
+        protocolVersion: 1,
+        calledAe: 'SECONDREAD',
+        callingAe: 'RAW',
+        applicationContext: '1.2.840.10008.3.1.1.1',
+        contexts: [{ id: 1, abstractSyntax: SopClass.ctImage, transferSyntaxes: ['1.2.840.10008.1.2.1'] }],
+        user: { maxPduLength: 16384, implementationClassUid: '1.2.3' },
+      });
+      const cmd = encodeCommand({ commandField: CommandField.cStoreRq, messageId: 1, affectedSopClassUid: SopClass.ctImage, affectedSopInstanceUid: '1.2.3.4', priority: 0, hasDataset: true });
+      const t0 = Date.now();
+      const r = await raw(
+        [
+          rq,
+          encodePdu({ type: PduType.pData, pdvs: [{ contextId: 1, command: true, last: true, data: cmd }] }),
+          encodePdu({ type: PduType.pData, pdvs: [{ contextId: 1, command: false, last: false, data: Buffer.alloc(512) }] }),
+        ],
+        6000,
+      );
+      assert.ok(r.closed, 'closed by the SCP');
+      assert.ok(Date.now() - t0 >= 500, 'not before the idle timeout');
+      assert.deepEqual(
+        r.pdus.map((p) => p[0]),
+        [PduType.associateAc],
+      );
+      await new Promise((res) => setTimeout(res, 50));
+      assert.deepEqual(readdirSync(path.join(tmp.dir, 'spool', 'tmp')), [], 'the half-received file is gone');
     });
 
     it('Sta6: a peer A-ABORT ends the association quietly (nothing sent back)', async () => {
