@@ -109,7 +109,8 @@ export class DimseClient {
     const socket = await dial({ host: o.host, port: o.port, timeoutMs: o.timeoutMs, tls: o.tls, peer });
     const association = new Association(socket, {
       role: 'requestor',
-      maxPduBytes: Math.max(o.maxPduLength ?? OUR_MAX_PDU, OUR_MAX_PDU) + 6,
+      // what we announce, with room for a peer that overshoots it a little (as the SCP's dicom.maxPduBytes)
+      maxPduBytes: Math.max(o.maxPduLength ?? OUR_MAX_PDU, 1 << 20),
       artimMs: o.timeoutMs,
       idleMs: o.timeoutMs,
     });
