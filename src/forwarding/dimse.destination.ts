@@ -127,7 +127,7 @@ export class DimseDestinationSender implements DestinationSender {
     this.peer = `${config.aeTitle}@${config.host}:${config.port}${config.tls ? ' (TLS)' : ''}`;
     const t = config.tls;
     this.secure = t ? () => clientTlsOptions(t, config.host, config.port) : undefined;
-    // dcmjs-dimse logs at TRACE/INFO by default (transcoding included), as the SCP notes too.
+    // dcmjs-dimse logs at TRACE/INFO by default (transcoding included).
     dimseLog.setLevel('silent');
   }
 
