@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import dimse from 'dcmjs-dimse';
+import { splitPart10 } from '../../src/dicom/part10.js';
 
 const { Client, Dataset } = dimse;
 const { CStoreRequest, CEchoRequest } = dimse.requests;
@@ -33,25 +34,7 @@ export interface ScuResult {
 
 /** Splits a Part 10 file into its meta UIDs and the dataset bytes that follow the meta group. */
 export function rawFromPart10(bytes: Buffer): RawInstance {
-  if (bytes.toString('latin1', 128, 132) !== 'DICM') throw new Error('not a Part 10 file');
-  const metaEnd = 144 + bytes.readUInt32LE(140);
-  const out: Record<number, string> = {};
-  let o = 144;
-  while (o < metaEnd) {
-    const element = bytes.readUInt16LE(o + 2);
-    const vr = bytes.toString('latin1', o + 4, o + 6);
-    const long = ['OB', 'OW', 'UN', 'SQ', 'UT'].includes(vr);
-    const len = long ? bytes.readUInt32LE(o + 8) : bytes.readUInt16LE(o + 6);
-    const hdr = long ? 12 : 8;
-    out[element] = bytes.toString('latin1', o + hdr, o + hdr + len).replace(/[\0 ]+$/, '');
-    o += hdr + len;
-  }
-  return {
-    sopClassUid: out[0x0002] ?? '',
-    sopInstanceUid: out[0x0003] ?? '',
-    transferSyntaxUid: out[0x0010] ?? '',
-    dataset: bytes.subarray(metaEnd),
-  };
+  return splitPart10(bytes);
 }
 
 export function rawFromFile(path: string): RawInstance {

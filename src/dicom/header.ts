@@ -3,6 +3,8 @@ import dcmjs, { type DicomDataDict } from 'dcmjs';
 import { convertBytes } from 'dicom-character-set';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { InstanceHeader, IocmRejection, OtherPatientId } from './instance-record.js';
+import { LONG_VRS, hasPart10Prefix, readFileMeta, writeFileMeta, type FileMeta } from './part10.js';
+import { SopClass, TransferSyntax } from './uids.js';
 
 /**
  * Reads the attributes the gateway triages on from the first bytes of an
@@ -10,12 +12,7 @@ import type { InstanceHeader, IocmRejection, OtherPatientId } from './instance-r
  * of buffering and about a millisecond of parsing, whatever its size.
  */
 
-export const TransferSyntax = {
-  implicitLe: '1.2.840.10008.1.2',
-  explicitLe: '1.2.840.10008.1.2.1',
-  deflate: '1.2.840.10008.1.2.1.99',
-  explicitBe: '1.2.840.10008.1.2.2',
-} as const;
+export { TransferSyntax };
 
 const PIXEL_DATA = '7FE00010';
 const PIXEL_TAG_LE = Buffer.from([0xe0, 0x7f, 0x10, 0x00]);
@@ -23,8 +20,6 @@ const PIXEL_TAG_BE = Buffer.from([0x7f, 0xe0, 0x00, 0x10]);
 const UNDEFINED_LENGTH = 0xffffffff;
 // Sequence Delimitation Item with zero length: how encapsulated PixelData must end.
 const SEQ_DELIMITER = Buffer.from([0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
-// Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
 
 export function unreadable(message: string, cause?: unknown): GatewayError {
   return new GatewayError(ErrorCode.unreadableData, message, cause === undefined ? undefined : { cause });
@@ -301,20 +296,7 @@ const metaCache = new Map<string, Buffer>();
 function metaForParsing(syntax: string): Buffer {
   let m = metaCache.get(syntax);
   if (!m) {
-    const ts = Buffer.from(syntax.length % 2 ? `${syntax}\0` : syntax, 'latin1');
-    const tsElement = Buffer.alloc(8 + ts.length);
-    tsElement.writeUInt16LE(0x0002, 0);
-    tsElement.writeUInt16LE(0x0010, 2);
-    tsElement.write('UI', 4, 'latin1');
-    tsElement.writeUInt16LE(ts.length, 6);
-    ts.copy(tsElement, 8);
-    const groupLength = Buffer.alloc(12);
-    groupLength.writeUInt16LE(0x0002, 0);
-    groupLength.writeUInt16LE(0x0000, 2);
-    groupLength.write('UL', 4, 'latin1');
-    groupLength.writeUInt16LE(4, 6);
-    groupLength.writeUInt32LE(tsElement.length, 8);
-    m = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, tsElement]);
+    m = writeFileMeta({ transferSyntaxUid: syntax });
     metaCache.set(syntax, m);
   }
   return m;
@@ -507,7 +489,7 @@ function otherPatientIds(dict: DicomDataDict, charset: string | null): { id: str
   return out;
 }
 
-export const KEY_OBJECT_SELECTION = '1.2.840.10008.5.1.4.1.1.88.59';
+export const KEY_OBJECT_SELECTION = SopClass.keyObjectSelection;
 /** DICOM CID 7011 "Rejected for ..." document titles (scheme DCM): what an IOCM rejection note is titled. */
 export const IOCM_REJECTION_CODES: Readonly<Record<string, string>> = {
   '113001': 'Rejected for Quality Reasons',
@@ -565,7 +547,7 @@ export class Part10HeaderReader {
     const all = this.metaBuf.length === 1 ? chunk : Buffer.concat(this.metaBuf, this.metaLen);
     this.metaBuf = [all];
     if (all.length < 144) return;
-    if (all.toString('latin1', 128, 132) !== 'DICM') {
+    if (!hasPart10Prefix(all)) {
       this.metaError = unreadable('not a DICOM Part 10 file (no DICM prefix)');
       return;
     }
@@ -579,12 +561,14 @@ export class Part10HeaderReader {
       return;
     }
     if (all.length < metaEnd) return;
-    const parsed = readMetaElements(all.subarray(144, metaEnd));
-    if (!parsed.transferSyntaxUid) {
-      this.metaError = unreadable('Part 10 file meta header has no TransferSyntaxUID');
+    let parsed: FileMeta;
+    try {
+      parsed = readFileMeta(all.subarray(0, metaEnd));
+    } catch (err) {
+      this.metaError = unreadable((err as Error).message);
       return;
     }
-    this.meta = { transferSyntaxUid: parsed.transferSyntaxUid, sopClassUid: parsed.sopClassUid, sopInstanceUid: parsed.sopInstanceUid };
+    this.meta = { transferSyntaxUid: parsed.transferSyntaxUid, sopClassUid: parsed.sopClassUid || null, sopInstanceUid: parsed.sopInstanceUid || null };
     this.dataset = new DatasetHeaderReader(parsed.transferSyntaxUid, this.maxHeaderBytes);
     this.metaBuf = [];
     if (all.length > metaEnd) this.dataset.push(all.subarray(metaEnd));
@@ -602,33 +586,6 @@ export class Part10HeaderReader {
   }
 }
 
-/** Walks the explicit-LE meta group for the three UIDs we need. */
-function readMetaElements(b: Buffer): { transferSyntaxUid: string | null; sopClassUid: string | null; sopInstanceUid: string | null } {
-  const out = { transferSyntaxUid: null as string | null, sopClassUid: null as string | null, sopInstanceUid: null as string | null };
-  let o = 0;
-  while (o + 8 <= b.length) {
-    const group = b.readUInt16LE(o);
-    const element = b.readUInt16LE(o + 2);
-    const vr = b.toString('latin1', o + 4, o + 6);
-    let len: number;
-    let hdr: number;
-    if (LONG_VRS.has(vr)) {
-      if (o + 12 > b.length) break;
-      len = b.readUInt32LE(o + 8);
-      hdr = 12;
-    } else {
-      len = b.readUInt16LE(o + 6);
-      hdr = 8;
-    }
-    if (group !== 0x0002 || o + hdr + len > b.length) break;
-    const value = b.toString('latin1', o + hdr, o + hdr + len).replace(/[\0 ]+$/, '');
-    if (element === 0x0010) out.transferSyntaxUid = value;
-    else if (element === 0x0002) out.sopClassUid = value;
-    else if (element === 0x0003) out.sopInstanceUid = value;
-    o += hdr + len;
-  }
-  return out;
-}
 
 /** Reads the header from a complete in-memory Part 10 file (tests, tools). */
 export async function readPart10Header(bytes: Buffer, maxHeaderBytes = 4 * 1024 * 1024): Promise<InstanceHeader> {

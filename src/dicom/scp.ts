@@ -4,73 +4,47 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import tls from 'node:tls';
 import dcmjs from 'dcmjs';
-import dimse from 'dcmjs-dimse';
 import type { GatewayConfig } from '../config/schema.js';
 import { ErrorCode, GatewayError, dimseStatusFor, toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
 import { serverTlsOptions, subjectAeMismatch, watchHandshakes } from '../tls.js';
-import { DatasetHeaderReader, TransferSyntax, toInstanceHeader, unreadable } from './header.js';
+import { DatasetHeaderReader, toInstanceHeader, unreadable } from './header.js';
 import type { InstanceSink } from './instance-record.js';
-import { CommandField, decodeRequestCommand, encodeAbortPdu, encodeResponsePdu, forEachPdv, type PdvSink, type RequestCommand } from './dimse-pdata.js';
+import { MPPS_SOP_CLASS_UID, type MppsPort } from './mpps.port.js';
+import { writeFileMeta } from './part10.js';
+import { Association } from './ul/association.js';
+import { CommandField, Status, decodeCommand, decodeDataset, encodeCommand, encodeDataset, type Command } from './ul/dimse.js';
+import { AbortReason, AbortSource, ContextResult, RejectReason, RejectResult, RejectSource, type AcceptedContextItem, type AssociateRq } from './ul/pdu.js';
+import {
+  APPLICATION_CONTEXT,
+  IMPLEMENTATION_CLASS_UID,
+  IMPLEMENTATION_VERSION_NAME,
+  STORABLE_SYNTAXES,
+  SopClass,
+  TransferSyntax,
+  isStorageSopClass,
+  isUncompressed,
+} from './uids.js';
 import type { Spool } from './spool.js';
 import type { GuardMetrics } from '../metrics.js';
 
-const { Scp, Implementation, log: dimseLog } = dimse;
-const { RejectResult, RejectSource, RejectReason, PresentationContextResult, SopClass, Status } = dimse.constants;
-
-type Association = InstanceType<typeof dimse.association.Association>;
-
-/** Our identity in the Part 10 meta header of every file we write (a UUID-derived UID, PS3.5 B.2). */
-export const IMPLEMENTATION_CLASS_UID = '2.25.158065545820595583496560699125202519890';
-export const IMPLEMENTATION_VERSION_NAME = 'SECONDREAD_01';
-
-const UNCOMPRESSED = new Set<string>([TransferSyntax.implicitLe, TransferSyntax.explicitLe, TransferSyntax.explicitBe]);
-/** Accepted as offered and stored byte-for-byte: we never decode pixel data. */
-const ACCEPTED_SYNTAXES = new Set<string>([
-  ...UNCOMPRESSED,
-  TransferSyntax.deflate,
-  '1.2.840.10008.1.2.4.50',
-  '1.2.840.10008.1.2.4.51',
-  '1.2.840.10008.1.2.4.57',
-  '1.2.840.10008.1.2.4.70',
-  '1.2.840.10008.1.2.4.80',
-  '1.2.840.10008.1.2.4.81',
-  '1.2.840.10008.1.2.4.90',
-  '1.2.840.10008.1.2.4.91',
-  '1.2.840.10008.1.2.5',
-]);
+export { isStorageSopClass };
 
 /** PS3.7 C.5.8 "Refused: SOP Class not supported". */
 const SOP_CLASS_NOT_SUPPORTED = 0x0122;
 
-const STORAGE_PREFIX = '1.2.840.10008.5.1.4.1.1.';
-// Storage SOP classes outside the 5.1.4.1.1 arc (PS3.4 B.5).
-const OTHER_STORAGE = new Set([
-  '1.2.840.10008.5.1.4.34.7',
-  '1.2.840.10008.5.1.4.34.10',
-  '1.2.840.10008.5.1.4.38.1',
-  '1.2.840.10008.5.1.4.39.1',
-  '1.2.840.10008.5.1.4.43.1',
-  '1.2.840.10008.5.1.4.44.1',
-  '1.2.840.10008.5.1.4.45.1',
-]);
-
-/**
- * Any storage SOP class, including vendors' private ones (outside the DICOM
- * root): a PACS sends those with a study and refusing them would fail the push.
- * Other standard services (query, MPPS, commitment, print) are not ours.
- */
-export function isStorageSopClass(uid: string): boolean {
-  if (!/^[0-9.]{1,64}$/.test(uid)) return false;
-  if (!uid.startsWith('1.2.840.10008.')) return true;
-  return uid.startsWith(STORAGE_PREFIX) || OTHER_STORAGE.has(uid);
-}
-
 /** Store as sent: the sender's first acceptable syntax, except that among uncompressed ones explicit VR LE wins. */
 export function chooseTransferSyntax(offered: string[]): string | undefined {
-  const first = offered.find((ts) => ACCEPTED_SYNTAXES.has(ts));
-  if (first && UNCOMPRESSED.has(first) && offered.includes(TransferSyntax.explicitLe)) return TransferSyntax.explicitLe;
+  const first = offered.find((ts) => STORABLE_SYNTAXES.has(ts));
+  if (first && isUncompressed(first) && offered.includes(TransferSyntax.explicitLe)) return TransferSyntax.explicitLe;
   return first;
+}
+
+/** For services whose data sets we decode (MPPS): explicit VR LE when offered, else implicit. */
+function chooseNativeSyntax(offered: string[]): string | undefined {
+  if (offered.includes(TransferSyntax.explicitLe)) return TransferSyntax.explicitLe;
+  if (offered.includes(TransferSyntax.implicitLe)) return TransferSyntax.implicitLe;
+  return undefined;
 }
 
 export interface DicomScpOptions {
@@ -80,6 +54,8 @@ export interface DicomScpOptions {
   logger: Logger;
   /** Counts refusals by the resource guards (per-peer connections, association limit, PDU size). */
   guards?: GuardMetrics;
+  /** With it, the Modality Performed Procedure Step SOP class is accepted and its N-CREATE / N-SET handed here. */
+  mpps?: MppsPort;
 }
 
 /** What the SCP shares with each association. */
@@ -92,11 +68,12 @@ interface ScpContext {
   active: number;
   draining: boolean;
   guards: GuardMetrics | undefined;
+  mpps: MppsPort | undefined;
 }
 
 /**
- * The C-ECHO / C-STORE SCP. Its own `net` server (dcmjs-dimse's Server binds
- * every interface), one dcmjs-dimse `Scp` per socket.
+ * The C-ECHO / C-STORE (and, given an MppsPort, MPPS N-CREATE / N-SET) SCP:
+ * its own `net` / `tls` servers, one upper layer Association (ul/) per socket.
  */
 export class DicomScp {
   private readonly ctx: ScpContext;
@@ -113,7 +90,7 @@ export class DicomScp {
 
   constructor(o: DicomScpOptions) {
     this.log = o.logger.child({ component: 'dicom-scp' });
-    this.ctx = { config: o.config, sink: o.sink, spool: o.spool, logger: o.logger, active: 0, draining: false, guards: o.guards };
+    this.ctx = { config: o.config, sink: o.sink, spool: o.spool, logger: o.logger, active: 0, draining: false, guards: o.guards, mpps: o.mpps };
   }
 
   /** Associations accepted and not yet closed (for /metrics). */
@@ -136,14 +113,10 @@ export class DicomScp {
 
   async start(): Promise<void> {
     if (this.server || this.tlsServer) return;
-    // dcmjs-dimse logs every PDU at TRACE by default, PHI included; our own log lines say what matters.
-    dimseLog.setLevel('silent');
     // dcmjs warns on console about every odd element of a damaged dataset; the refusal is logged by us.
     dcmjs.log.setLevel('error');
     // Its validation logger prints one console line per bad VR at error level: a hostile peer could flood stderr.
     dcmjs.log.getLogger('validation.dcmjs').setLevel('silent');
-    // The library announces min(peer's limit, this) as our receive limit; raise it to what we configured.
-    if (Implementation.getMaxPduLength() < this.ctx.config.maxPduLength) Implementation.setMaxPduLength(this.ctx.config.maxPduLength);
     this.ctx.draining = false;
     if (this.ctx.config.plain !== false) {
       const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
@@ -233,8 +206,7 @@ export class DicomScp {
         socket.destroy();
         return;
       }
-      const idleMs = Math.max(1, Math.round(this.ctx.config.idleTimeoutSeconds * 1000));
-      const scp = new GatewayScp(socket, { connectTimeout: idleMs, associationTimeout: idleMs, pduTimeout: idleMs }, this.ctx, fromPeer > limit);
+      const scp = new GatewayScp(socket, this.ctx, fromPeer > limit);
       this.connections.add(scp);
       socket.once('close', () => this.connections.delete(scp));
     } catch (err) {
@@ -378,133 +350,10 @@ class Discard extends Writable {
   }
 }
 
-/** PS3.10 7.1 file meta information, explicit VR little endian. */
+/** The Part 10 meta header of a file we receive (PS3.10 7.1): our implementation identity and the sender's AE. */
 export function buildFileMeta(o: { sopClassUid: string; sopInstanceUid: string; transferSyntaxUid: string; sourceAe: string }): Buffer {
-  const el = (element: number, vr: string, value: Buffer): Buffer => {
-    const long = vr === 'OB';
-    const h = Buffer.alloc(long ? 12 : 8);
-    h.writeUInt16LE(0x0002, 0);
-    h.writeUInt16LE(element, 2);
-    h.write(vr, 4, 'latin1');
-    if (long) h.writeUInt32LE(value.length, 8);
-    else h.writeUInt16LE(value.length, 6);
-    return Buffer.concat([h, value]);
-  };
-  const ui = (s: string): Buffer => Buffer.from(s.length % 2 ? `${s}\0` : s, 'latin1');
-  const text = (s: string): Buffer => Buffer.from(s.length % 2 ? `${s} ` : s, 'latin1');
-  const body = Buffer.concat([
-    el(0x0001, 'OB', Buffer.from([0x00, 0x01])),
-    el(0x0002, 'UI', ui(o.sopClassUid)),
-    el(0x0003, 'UI', ui(o.sopInstanceUid)),
-    el(0x0010, 'UI', ui(o.transferSyntaxUid)),
-    el(0x0012, 'UI', ui(IMPLEMENTATION_CLASS_UID)),
-    el(0x0013, 'SH', text(IMPLEMENTATION_VERSION_NAME)),
-    ...(o.sourceAe ? [el(0x0016, 'AE', text(o.sourceAe))] : []),
-  ]);
-  const groupLength = Buffer.alloc(12);
-  groupLength.writeUInt16LE(0x0002, 0);
-  groupLength.writeUInt16LE(0x0000, 2);
-  groupLength.write('UL', 4, 'latin1');
-  groupLength.writeUInt16LE(4, 6);
-  groupLength.writeUInt32LE(body.length, 8);
-  return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, body]);
+  return writeFileMeta({ ...o, implementationClassUid: IMPLEMENTATION_CLASS_UID, implementationVersionName: IMPLEMENTATION_VERSION_NAME });
 }
-
-/**
- * The one override of dcmjs-dimse's receive path (0.3.3). Its PDU accumulator
- * Buffer.concat()s the partial PDU with every socket chunk: a 256 KB PDU read
- * in 64 KB chunks is copied four times (2.5x its size), which was a visible
- * share of CPU and GC per instance and about 130 MB of garbage for a 52 MB
- * instance. Given a chunk that is exactly one PDU, the accumulator takes its
- * no-copy path, so this re-frames the socket's 'data' events before dcmjs-dimse
- * (which listens from its constructor) sees them: a PDU inside one chunk is
- * passed as a view, a PDU spanning chunks is assembled with one copy. Byte
- * order and counts are unchanged; every other event passes through. Like
- * dcmjs-dimse, it trusts the PDU length field (we announce our maximum).
- * `intercept`, when given, sees each whole PDU first and keeps those it
- * returns true for from dcmjs-dimse (the SCP takes P-DATA-TF this way).
- */
-export function deliverWholePdus<S extends net.Socket>(
-  socket: S,
-  intercept?: (pdu: Buffer) => boolean,
-  limit?: { maxPduBytes: number; onTooLarge(declaredLength: number): void },
-): S {
-  const emit = socket.emit as (this: S, event: string | symbol, ...args: unknown[]) => boolean;
-  const parts: Buffer[] = [];
-  let have = 0;
-  let need = -1;
-  /** A PDU over the limit was announced: nothing more from this socket is kept. */
-  let refused = false;
-  const take = (n: number): Buffer => {
-    const first = parts[0] as Buffer;
-    have -= n;
-    if (first.length >= n) {
-      if (first.length === n) parts.shift();
-      else parts[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    let used = 0;
-    while (off < n) {
-      const p = parts[used] as Buffer;
-      const k = Math.min(p.length, n - off);
-      p.copy(out, off, 0, k);
-      off += k;
-      if (k === p.length) used++;
-      else parts[used] = p.subarray(k);
-    }
-    parts.splice(0, used);
-    return out;
-  };
-  const peekLength = (): number => {
-    // PDU header: type (1), reserved (1), length (4, big endian); the 6 bytes may span chunks.
-    const first = parts[0] as Buffer;
-    const head = first.length >= 6 ? first : Buffer.concat(parts, Math.min(have, 6));
-    return 6 + head.readUInt32BE(2);
-  };
-  socket.emit = function (this: S, event: string | symbol, ...args: unknown[]): boolean {
-    if (event !== 'data') return emit.call(this, event, ...args);
-    if (refused) return false;
-    const chunk = args[0] as Buffer;
-    parts.push(chunk);
-    have += chunk.length;
-    let delivered = false;
-    while (have > 0 && !this.destroyed) {
-      if (need < 0) {
-        if (have < 6) break;
-        need = peekLength();
-        // The length field is only a claim: a PDU over the limit is refused before its bytes are buffered.
-        if (limit && need - 6 > limit.maxPduBytes) {
-          refused = true;
-          parts.length = 0;
-          have = 0;
-          limit.onTooLarge(need - 6);
-          return delivered;
-        }
-      }
-      if (have < need) break;
-      const pdu = take(need);
-      need = -1;
-      // A PDU the interceptor takes (the SCP's data phase) never reaches dcmjs-dimse.
-      if (intercept?.(pdu)) delivered = true;
-      else delivered = emit.call(this, 'data', pdu) || delivered;
-    }
-    return delivered;
-  } as S['emit'];
-  return socket;
-}
-
-interface ScpTimeouts {
-  connectTimeout: number;
-  associationTimeout: number;
-  pduTimeout: number;
-}
-
-/** The SCP's data-phase hook per socket: set once the association object exists (after super()). */
-const interceptors = new WeakMap<net.Socket, (pdu: Buffer) => boolean>();
-/** The SCP's answer to a PDU over dicom.maxPduBytes, per socket (set after super(), like interceptors). */
-const oversize = new WeakMap<net.Socket, (declaredLength: number) => void>();
 
 /** An accepted presentation context, as the data phase needs it. */
 interface AcceptedContext {
@@ -512,24 +361,27 @@ interface AcceptedContext {
   transferSyntax: string;
 }
 
-/** The message being received: its command (once complete) and where its dataset goes. */
+/** The message being received: its command (once complete) and where its data set goes. */
 interface Incoming {
   contextId: number;
-  command: RequestCommand;
+  command: Command;
+  /** C-STORE: the file its bytes stream into. */
   writer: InstanceFile | Discard | undefined;
+  /** N-CREATE / N-SET: the (small) data set, collected. */
+  collected?: { parts: Buffer[]; length: number };
 }
 
 /**
- * One association. dcmjs-dimse negotiates it (A-ASSOCIATE-RQ/AC/RJ), releases,
- * aborts and times it out; the data phase (P-DATA-TF) is ours: PDVs are read
- * straight off the re-framed socket, command sets decoded and responses
- * encoded by hand (dimse-pdata.ts), dataset fragments written to the
- * InstanceFile as they come. Every handler catches: nothing thrown here may
- * reach the socket or the process.
+ * One association on one accepted connection. The upper layer state machine
+ * (ul/association.ts) negotiates, releases, aborts and times out; this class
+ * decides what to accept and runs the data phase: PDVs arrive as views into
+ * the received PDU, command sets are decoded (ul/dimse.ts), C-STORE data set
+ * fragments are written to the InstanceFile as they come. Every handler
+ * catches: nothing thrown here may reach the socket or the process.
  */
-class GatewayScp extends Scp implements PdvSink {
-  private readonly ctx: ScpContext;
+class GatewayScp {
   private readonly sock: net.Socket;
+  private readonly assoc: Association;
   private log: Logger;
   private readonly peer: string;
   private readonly openedAt = Date.now();
@@ -547,63 +399,56 @@ class GatewayScp extends Scp implements PdvSink {
    * streams in: creating a file on ext4 took ~0.5 ms of the event loop per instance.
    */
   private spare: { path: string; fd?: number; failed?: boolean; opened: Promise<void> } | undefined;
-  /** Received datasets whose C-STORE is being stored or answered. */
+  /** Received messages being stored or answered. */
   private inFlight = 0;
-  private stats = { stored: 0, duplicates: 0, failed: 0, bytes: 0, echoes: 0 };
+  private stats = { stored: 0, duplicates: 0, failed: 0, bytes: 0, echoes: 0, mpps: 0 };
   private endReason = 'released';
-  /** An A-ASSOCIATE-RQ was seen: a second one is a protocol error (dcmjs-dimse would negotiate it again). */
-  private requested = false;
-  /** Refused (A-ASSOCIATE-RJ sent): whatever else the peer sends is ignored until the socket closes. */
-  private rejected = false;
 
   constructor(
     socket: net.Socket,
-    timeouts: ScpTimeouts,
-    ctx: ScpContext,
+    private readonly ctx: ScpContext,
     /** Opened while its address already had dicom.maxConnectionsPerPeer connections: its request is rejected. */
     private readonly overPeerLimit = false,
   ) {
-    super(
-      deliverWholePdus(socket, (pdu) => interceptors.get(socket)?.(pdu) ?? false, {
-        maxPduBytes: ctx.config.maxPduBytes,
-        onTooLarge: (n) => oversize.get(socket)?.(n),
-      }),
-      timeouts,
-    );
-    interceptors.set(socket, (pdu) => this.onPdu(pdu));
-    oversize.set(socket, (n) => {
-      this.ctx.guards?.rejected('dicom.maxPduBytes');
-      this.protocolAbort(`PDU of ${n} bytes is over dicom.maxPduBytes (${this.ctx.config.maxPduBytes})`, 6);
-    });
-    this.ctx = ctx;
     this.sock = socket;
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.log = ctx.logger.child({ component: 'dicom-scp' });
-    // dcmjs-dimse starts its association timer only for connections it dialled: an accepted
-    // socket is already connected, so set the clock it checks or an idle peer is never dropped.
-    const self = this as unknown as { connected: boolean; connectedTime: number };
-    self.connected = true;
-    self.connectedTime = Date.now();
-    this.on('networkError', (err: Error) => {
-      if (this.closed) return;
-      // dcmjs-dimse reports a PDU it could not read (bad lengths, truncated items) like a socket error:
-      // the peer is told with an A-ABORT rather than just cut off.
-      if (!/Connection (error|timeout)/.test(err.message)) {
-        this.protocolAbort(`unreadable PDU: ${err.message.slice(0, 200)}`, 6);
-        return;
+    const idleMs = Math.max(1, Math.round(ctx.config.idleTimeoutSeconds * 1000));
+    this.assoc = new Association(socket, { role: 'acceptor', maxPduBytes: ctx.config.maxPduBytes, artimMs: idleMs, idleMs, busy: () => this.inFlight > 0 });
+    this.assoc.on('associate-rq', (rq) => this.associationRequested(rq));
+    this.assoc.on('pdv', (contextId, command, last, data) => {
+      try {
+        this.pdv(contextId, command, last, data);
+      } catch (err) {
+        this.protocolAbort((err as Error).message);
       }
-      this.endReason = /timeout/i.test(err.message) ? 'idle timeout' : 'network error';
-      if (this.endReason === 'idle timeout') this.ctx.guards?.rejected('dicom.idleTimeoutSeconds');
+    });
+    this.assoc.on('release-rq', () => this.releaseRequested());
+    this.assoc.on('aborted', () => {
+      this.endReason = 'aborted by peer';
+    });
+    this.assoc.on('pdu-too-large', () => this.ctx.guards?.rejected('dicom.maxPduBytes'));
+    this.assoc.on('protocol-error', (why) => {
+      this.aborting = true;
+      this.endReason = 'protocol error';
+      this.log.warn('association aborted: protocol error', { peer: this.peer, reason: why });
+      this.dropIncoming();
+      void this.dropSpare();
+      this.commandParts = [];
+    });
+    this.assoc.on('timeout', () => {
+      this.endReason = 'idle timeout';
+      this.ctx.guards?.rejected('dicom.idleTimeoutSeconds');
+      this.log.debug('association timed out', { peer: this.peer });
+    });
+    this.assoc.on('network-error', (err) => {
+      if (this.endReason === 'released') this.endReason = 'network error';
       this.log.debug('association network error', { peer: this.peer, error: err.message });
-      this.sock.destroy();
     });
-    this.on('close', () => this.onClose());
-    socket.on('error', () => {
-      // reported through dcmjs-dimse's networkError; this listener only keeps the error from being unhandled
-    });
+    this.assoc.on('close', () => this.onClose());
   }
 
-  /** True while a C-STORE is being received or answered. */
+  /** True while a message is being received, stored or answered. */
   get busy(): boolean {
     return this.inFlight > 0 || this.incoming !== undefined;
   }
@@ -616,17 +461,16 @@ class GatewayScp extends Scp implements PdvSink {
     if (!this.closed) {
       if (this.busy) this.endReason = 'shutdown';
       else if (this.endReason === 'released' && this.accepted) this.endReason = 'shutdown';
-      this.sock.destroy();
+      this.assoc.destroy();
     }
   }
 
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
-    interceptors.delete(this.sock);
     // A transfer cut off by the peer or a timeout was never acknowledged: leave nothing half-written.
     this.dropIncoming();
-    this.dropSpare();
+    void this.dropSpare();
     this.commandParts = [];
     if (this.accepted) {
       this.ctx.active--;
@@ -636,6 +480,7 @@ class GatewayScp extends Scp implements PdvSink {
         duplicates: this.stats.duplicates,
         failed: this.stats.failed,
         echoes: this.stats.echoes,
+        mpps: this.stats.mpps,
         megabytes: Number((this.stats.bytes / 1e6).toFixed(1)),
         durationMs: Date.now() - this.openedAt,
         end: this.endReason,
@@ -653,127 +498,149 @@ class GatewayScp extends Scp implements PdvSink {
     }
   }
 
-  /** Every whole PDU passes here first: P-DATA-TF is ours, anything else goes on to dcmjs-dimse. */
-  private onPdu(pdu: Buffer): boolean {
-    if (this.closed || this.aborting || this.rejected) return true;
-    const type = pdu[0]!;
-    if (type !== 0x04) return !this.acceptableControlPdu(type);
-    // dcmjs-dimse's idle clock counts from the last PDU it saw; it no longer sees these.
-    (this as unknown as { lastPduTime: number }).lastPduTime = Date.now();
-    if (!this.accepted) {
-      this.protocolAbort('P-DATA-TF before an association was accepted');
-      return true;
-    }
-    try {
-      forEachPdv(pdu, this);
-    } catch (err) {
-      this.protocolAbort((err as Error).message);
-    }
-    return true;
-  }
-
-  /**
-   * PS3.8 9.3 / state machine: what dcmjs-dimse would mishandle is refused here first. It reads a second
-   * A-ASSOCIATE-RQ as a new negotiation (counting the association twice), and answers an unknown PDU
-   * type by dropping the connection without a word. False: the PDU was refused (A-ABORT sent).
-   */
-  private acceptableControlPdu(type: number): boolean {
-    if (type < 0x01 || type > 0x07) {
-      this.protocolAbort(`unrecognized PDU type 0x${type.toString(16)}`, 1);
-      return false;
-    }
-    // A-ASSOCIATE-AC/RJ and A-RELEASE-RP answer requests we never make as an SCP.
-    const unexpected = (type === 0x01 && this.requested) || type === 0x02 || type === 0x03 || type === 0x06 || (type === 0x05 && !this.accepted);
-    if (unexpected) {
-      this.protocolAbort(`unexpected PDU type 0x${type.toString(16)}`, 2);
-      return false;
-    }
-    if (type === 0x01) this.requested = true;
-    return true;
-  }
-
-  /** A peer that breaks the protocol gets an A-ABORT (provider; reason per PS3.8 Table 9-26, default invalid PDU parameter value) and the connection ends. */
-  private protocolAbort(why: string, reason = 6): void {
+  /** A peer that breaks the DIMSE protocol gets an A-ABORT (provider, invalid PDU parameter value by default) and the connection ends. */
+  private protocolAbort(why: string, reason: number = AbortReason.invalidPduParameterValue): void {
     if (this.closed || this.aborting) return;
     this.aborting = true;
     this.log.warn('association aborted: protocol error', { peer: this.peer, reason: why });
     this.endReason = 'protocol error';
     this.dropIncoming();
-    this.dropSpare();
+    void this.dropSpare();
     this.commandParts = [];
-    this.sock.end(encodeAbortPdu(reason));
-    setTimeout(() => this.sock.destroy(), 2000).unref();
+    this.assoc.abort(AbortSource.serviceProvider, reason);
   }
 
-  pdv(contextId: number, command: boolean, last: boolean, data: Buffer): void {
+  private pdv(contextId: number, command: boolean, last: boolean, data: Buffer): void {
     if (this.closed || this.aborting) return;
     if (!this.contexts.has(contextId)) throw new Error(`PDV on presentation context ${contextId}, which was not accepted`);
     if (command) {
-      if (this.incoming) throw new Error('command fragment while a dataset was expected');
-      // a view into the PDU: copied only when the command spans fragments (never with DCMTK or dcmjs-dimse)
-      this.commandParts.push(data);
+      if (this.incoming) throw new Error('command fragment while a data set was expected');
+      // a view into the PDU: copied only when the command spans fragments (never with DCMTK)
+      this.commandParts.push(last && this.commandParts.length === 0 ? data : Buffer.from(data));
       if (!last) return;
       const parts = this.commandParts;
       this.commandParts = [];
-      this.onCommand(contextId, decodeRequestCommand(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)));
+      this.onCommand(contextId, decodeCommand(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)));
       return;
     }
     const inc = this.incoming;
-    if (!inc || inc.contextId !== contextId || this.commandParts.length > 0) throw new Error('dataset fragment without its command');
-    inc.writer?.write(data);
+    if (!inc || inc.contextId !== contextId || this.commandParts.length > 0) throw new Error('data set fragment without its command');
+    if (inc.collected) {
+      inc.collected.length += data.length;
+      if (inc.collected.length > this.ctx.config.maxHeaderBytes) throw new Error('N-CREATE / N-SET data set over dicom.maxHeaderBytes');
+      inc.collected.parts.push(Buffer.from(data));
+    } else inc.writer?.write(data);
     if (!last) return;
     this.incoming = undefined;
-    this.answerStore(inc);
+    if (inc.collected) this.answerMpps(inc, Buffer.concat(inc.collected.parts));
+    else this.answerStore(inc);
   }
 
-  private onCommand(contextId: number, command: RequestCommand): void {
+  private onCommand(contextId: number, command: Command): void {
     const context = this.contexts.get(contextId) as AcceptedContext;
+    const sopClass = command.affectedSopClassUid ?? '';
     if (command.commandField === CommandField.cEchoRq) {
-      if (command.hasDataset) throw new Error('C-ECHO-RQ announces a dataset');
+      if (command.hasDataset) throw new Error('C-ECHO-RQ announces a data set');
       this.stats.echoes++;
-      this.respond(contextId, { commandField: CommandField.cEchoRsp, respondedTo: command.messageId, status: Status.Success, affectedSopClassUid: command.affectedSopClassUid });
+      this.respond(contextId, { commandField: CommandField.cEchoRsp, messageIdBeingRespondedTo: command.messageId ?? 0, status: Status.success, affectedSopClassUid: sopClass, hasDataset: false });
       return;
     }
     if (command.commandField === CommandField.cStoreRq) {
       if (!command.hasDataset) {
-        // nothing to store: refuse it as a dataset that does not match (no bytes follow)
+        // nothing to store: refuse it as a data set that does not match (no bytes follow)
         this.stats.failed++;
         this.respond(contextId, {
           commandField: CommandField.cStoreRsp,
-          respondedTo: command.messageId,
+          messageIdBeingRespondedTo: command.messageId ?? 0,
           status: 0xc000,
-          affectedSopClassUid: command.affectedSopClassUid,
-          affectedSopInstanceUid: command.affectedSopInstanceUid,
+          affectedSopClassUid: sopClass,
+          affectedSopInstanceUid: command.affectedSopInstanceUid ?? '',
           errorComment: 'C-STORE without a dataset',
+          hasDataset: false,
         });
         return;
       }
       // PS3.7 9.1.1 / PS3.8 9.3.5: a DIMSE message travels on a presentation context negotiated for its SOP class.
       // A C-STORE of another class (even on the Verification context) was never negotiated: 0x0122, nothing kept.
       const writer =
-        command.affectedSopClassUid !== context.abstractSyntax
+        sopClass !== context.abstractSyntax || context.abstractSyntax === MPPS_SOP_CLASS_UID
           ? new Discard(new GatewayError(ErrorCode.unsupported, 'SOP class differs from the presentation context'), SOP_CLASS_NOT_SUPPORTED)
           : this.openWriter(context, command);
       this.incoming = { contextId, command, writer };
       return;
     }
-    if (command.hasDataset) throw new Error(`unsupported command 0x${command.commandField.toString(16)} with a dataset`);
-    // Any other request on a context we accepted (Verification or storage): unrecognized operation.
-    this.respond(contextId, { commandField: command.commandField | 0x8000, respondedTo: command.messageId, status: 0x0211, affectedSopClassUid: command.affectedSopClassUid });
+    if ((command.commandField === CommandField.nCreateRq || command.commandField === CommandField.nSetRq) && context.abstractSyntax === MPPS_SOP_CLASS_UID) {
+      const incoming: Incoming = { contextId, command, writer: undefined, collected: { parts: [], length: 0 } };
+      if (command.hasDataset) this.incoming = incoming;
+      else this.answerMpps(incoming, undefined);
+      return;
+    }
+    if (command.hasDataset) throw new Error(`unsupported command 0x${command.commandField.toString(16)} with a data set`);
+    // Any other request on a context we accepted: unrecognized operation.
+    this.respond(contextId, { commandField: command.commandField | 0x8000, messageIdBeingRespondedTo: command.messageId ?? 0, status: Status.unrecognizedOperation, affectedSopClassUid: sopClass, hasDataset: false });
   }
 
-  private respond(contextId: number, r: Omit<Parameters<typeof encodeResponsePdu>[0], 'contextId'>): void {
-    if (this.closed || this.aborting || this.sock.destroyed) return;
-    this.sock.write(encodeResponsePdu({ contextId, ...r }));
+  private respond(contextId: number, r: Command, dataset?: Buffer): void {
+    if (this.closed || this.aborting || this.sock.destroyed || !this.assoc.established) return;
+    this.assoc.send(contextId, true, encodeCommand({ ...r, hasDataset: dataset !== undefined }));
+    if (dataset) this.assoc.send(contextId, false, dataset);
   }
 
-  private openWriter(context: AcceptedContext, command: RequestCommand): InstanceFile | Discard {
+  /** N-CREATE / N-SET of an MPPS instance: handed to the port, answered with its status (0x0110 when it throws). */
+  private answerMpps(inc: Incoming, bytes: Buffer | undefined): void {
+    const { command, contextId } = inc;
+    const isCreate = command.commandField === CommandField.nCreateRq;
+    const sopInstanceUid = (isCreate ? command.affectedSopInstanceUid : command.requestedSopInstanceUid) ?? '';
+    const transferSyntax = (this.contexts.get(contextId) as AcceptedContext).transferSyntax;
+    const port = this.ctx.mpps;
+    this.inFlight++;
+    const run = async (): Promise<{ status: number; dataset?: Buffer }> => {
+      if (!port) return { status: Status.noSuchSopClass };
+      if (isCreate ? false : !sopInstanceUid) return { status: 0x0112 };
+      let dataset: Record<string, unknown>;
+      try {
+        dataset = bytes && bytes.length > 0 ? decodeDataset(bytes, transferSyntax) : {};
+      } catch (err) {
+        this.log.warn('MPPS data set unreadable', { peer: this.peer, sopUid: hashId(sopInstanceUid), error: (err as Error).message });
+        return { status: 0x0110 };
+      }
+      const request = { sopInstanceUid, dataset, callingAeTitle: this.callingAe };
+      const result = isCreate ? await port.nCreate(request) : await port.nSet(request);
+      this.stats.mpps++;
+      return { status: result.status, ...(result.dataset ? { dataset: encodeDataset(result.dataset, transferSyntax) } : {}) };
+    };
+    run()
+      .catch((err: unknown) => {
+        this.log.warn('MPPS request failed', { peer: this.peer, sopUid: hashId(sopInstanceUid), error: (err as Error).message });
+        return { status: Status.processingFailure } as { status: number; dataset?: Buffer };
+      })
+      .then((r) => {
+        this.respond(
+          contextId,
+          {
+            commandField: command.commandField | 0x8000,
+            messageIdBeingRespondedTo: command.messageId ?? 0,
+            status: r.status,
+            affectedSopClassUid: MPPS_SOP_CLASS_UID,
+            affectedSopInstanceUid: sopInstanceUid,
+            hasDataset: false,
+          },
+          r.dataset,
+        );
+      })
+      .catch((err: unknown) => this.log.error('MPPS response failed', { error: (err as Error).message }))
+      .finally(() => {
+        this.inFlight--;
+      });
+  }
+
+  private openWriter(context: AcceptedContext, command: Command): InstanceFile | Discard {
     try {
       if (!this.ctx.spool.hasRoom()) return new Discard(new GatewayError(ErrorCode.outOfResources, 'storage below its free-space watermark'));
       const ts = context.transferSyntax;
       const meta = buildFileMeta({
-        sopClassUid: command.affectedSopClassUid,
-        sopInstanceUid: command.affectedSopInstanceUid,
+        sopClassUid: command.affectedSopClassUid ?? '',
+        sopInstanceUid: command.affectedSopInstanceUid ?? '',
         transferSyntaxUid: ts,
         sourceAe: this.callingAe,
       });
@@ -836,11 +703,12 @@ class GatewayScp extends Scp implements PdvSink {
       .then(({ status, comment }) => {
         this.respond(inc.contextId, {
           commandField: CommandField.cStoreRsp,
-          respondedTo: command.messageId,
+          messageIdBeingRespondedTo: command.messageId ?? 0,
           status,
-          affectedSopClassUid: command.affectedSopClassUid,
-          affectedSopInstanceUid: command.affectedSopInstanceUid,
+          affectedSopClassUid: command.affectedSopClassUid ?? '',
+          affectedSopInstanceUid: command.affectedSopInstanceUid ?? '',
           ...(comment ? { errorComment: comment.slice(0, 64) } : {}),
+          hasDataset: false,
         });
       })
       .catch((err: unknown) => this.log.error('C-STORE response failed', { error: (err as Error).message }))
@@ -849,91 +717,82 @@ class GatewayScp extends Scp implements PdvSink {
       });
   }
 
-  override associationRequested(association: Association): void {
+  private associationRequested(rq: AssociateRq): void {
     try {
-      this.callingAe = association.getCallingAeTitle().trim();
+      this.callingAe = rq.callingAe.trim();
       this.log = this.ctx.logger.child({ component: 'dicom-scp', callingAe: this.callingAe });
       const { config } = this.ctx;
-      const called = association.getCalledAeTitle().trim();
+      const called = rq.calledAe.trim();
+      if ((rq.protocolVersion & 1) === 0) {
+        return this.reject(RejectResult.permanent, RejectSource.serviceProviderAcse, RejectReason.protocolVersionNotSupported, 'protocol version not supported');
+      }
+      if (rq.applicationContext !== APPLICATION_CONTEXT) {
+        return this.reject(RejectResult.permanent, RejectSource.serviceUser, RejectReason.applicationContextNotSupported, 'application context not supported');
+      }
       if (called !== config.aeTitle) {
-        return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CalledAeNotRecognized, `called AE "${called}" is not ours`);
+        return this.reject(RejectResult.permanent, RejectSource.serviceUser, RejectReason.calledAeNotRecognized, `called AE "${called}" is not ours`);
       }
       if (config.allowedCallers.length > 0 && !config.allowedCallers.includes(this.callingAe)) {
-        return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized, 'calling AE not recognized');
+        return this.reject(RejectResult.permanent, RejectSource.serviceUser, RejectReason.callingAeNotRecognized, 'calling AE not recognized');
       }
       // On the TLS listener the certificate, not just the AE title the peer chose to send, names the caller.
       if (this.sock instanceof tls.TLSSocket && config.tls?.checkSubjectAe) {
         const mismatch = subjectAeMismatch(this.sock, this.callingAe);
-        if (mismatch) return this.reject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized, mismatch);
+        if (mismatch) return this.reject(RejectResult.permanent, RejectSource.serviceUser, RejectReason.callingAeNotRecognized, mismatch);
       }
       if (this.ctx.draining) {
-        return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.TemporaryCongestion, 'shutting down');
+        return this.reject(RejectResult.transient, RejectSource.serviceProviderPresentation, RejectReason.temporaryCongestion, 'shutting down');
       }
       if (this.overPeerLimit) {
         this.ctx.guards?.rejected('dicom.maxConnectionsPerPeer');
-        return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.LocalLimitExceeded, 'too many connections from this address');
+        return this.reject(RejectResult.transient, RejectSource.serviceProviderPresentation, RejectReason.localLimitExceeded, 'too many connections from this address');
       }
       if (this.ctx.active >= config.maxAssociations) {
         this.ctx.guards?.rejected('dicom.maxAssociations');
-        return this.reject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.LocalLimitExceeded, 'too many associations');
+        return this.reject(RejectResult.transient, RejectSource.serviceProviderPresentation, RejectReason.localLimitExceeded, 'too many associations');
       }
-      let acceptedContexts = 0;
-      for (const { context } of association.getPresentationContexts()) {
-        const abstract = context.getAbstractSyntaxUid();
-        if (abstract !== SopClass.Verification && !isStorageSopClass(abstract)) {
-          context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
+      const results: AcceptedContextItem[] = [];
+      for (const pc of rq.contexts) {
+        const abstract = pc.abstractSyntax;
+        const mpps = abstract === MPPS_SOP_CLASS_UID && this.ctx.mpps !== undefined;
+        if (abstract !== SopClass.verification && !mpps && !isStorageSopClass(abstract)) {
+          results.push({ id: pc.id, result: ContextResult.abstractSyntaxNotSupported, transferSyntax: '' });
           continue;
         }
-        const ts = chooseTransferSyntax(context.getTransferSyntaxUids());
-        if (!ts) {
-          context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
+        const ts = mpps ? chooseNativeSyntax(pc.transferSyntaxes) : chooseTransferSyntax(pc.transferSyntaxes);
+        if (!ts || this.contexts.has(pc.id) || pc.id % 2 === 0) {
+          results.push({ id: pc.id, result: ContextResult.transferSyntaxesNotSupported, transferSyntax: '' });
           continue;
         }
-        context.setResult(PresentationContextResult.Accept, ts);
-        this.contexts.set(context.getPresentationContextId(), { abstractSyntax: abstract, transferSyntax: ts });
-        acceptedContexts++;
+        results.push({ id: pc.id, result: ContextResult.acceptance, transferSyntax: ts });
+        this.contexts.set(pc.id, { abstractSyntax: abstract, transferSyntax: ts });
       }
-      // The limit we announce is what we receive; the library would otherwise announce the peer's own limit.
-      association.setMaxPduLength(config.maxPduLength);
       this.accepted = true;
       this.ctx.active++;
-      this.sendAssociationAccept();
-      if ([...this.contexts.values()].some((c) => c.abstractSyntax !== SopClass.Verification)) this.prepareSpare();
-      this.log.debug('association accepted', { peer: this.peer, contexts: acceptedContexts });
+      // The limit we announce is what we receive.
+      this.assoc.accept(results, { maxPduLength: config.maxPduLength, implementationClassUid: IMPLEMENTATION_CLASS_UID, implementationVersionName: IMPLEMENTATION_VERSION_NAME });
+      if ([...this.contexts.values()].some((c) => isStorageSopClass(c.abstractSyntax))) this.prepareSpare();
+      this.log.debug('association accepted', { peer: this.peer, contexts: this.contexts.size });
     } catch (err) {
-      // A request dcmjs-dimse parsed but could not answer (odd items) is the peer's protocol error, not ours to hang on.
-      this.protocolAbort(`association request could not be answered: ${(err as Error).message}`, 6);
+      this.protocolAbort(`association request could not be answered: ${(err as Error).message}`, AbortReason.invalidPduParameterValue);
     }
   }
 
   private reject(result: number, source: number, reason: number, why: string): void {
-    this.rejected = true;
     this.log.warn('association rejected', { peer: this.peer, reason: why });
-    this.sendAssociationReject(result, source, reason);
-    // The peer should close after A-ASSOCIATE-RJ; do not keep a socket for one that does not.
-    this.sock.end();
-    setTimeout(() => this.sock.destroy(), 2000).unref();
+    this.assoc.reject({ result, source, reason });
   }
 
-  override associationReleaseRequested(): void {
+  private releaseRequested(): void {
     // The unused spare goes first: once the peer has the A-RELEASE-RP no temp file of ours is left.
     void this.dropSpare().then(() => {
-      try {
-        if (!this.closed) this.sendAssociationReleaseResponse();
-      } catch (err) {
-        this.log.debug('release response failed', { error: (err as Error).message });
-      }
+      if (!this.closed) this.assoc.releaseResponse();
     });
   }
 
-  override abort(): void {
-    this.endReason = 'aborted by peer';
-    this.sock.destroy();
-  }
-
-  private async handleStore(command: RequestCommand, w: InstanceFile | Discard | undefined): Promise<{ status: number; comment?: string }> {
-    const sopUid = command.affectedSopInstanceUid;
-    const sopClassUid = command.affectedSopClassUid;
+  private async handleStore(command: Command, w: InstanceFile | Discard | undefined): Promise<{ status: number; comment?: string }> {
+    const sopUid = command.affectedSopInstanceUid ?? '';
+    const sopClassUid = command.affectedSopClassUid ?? '';
     let tmpPath: string | undefined;
     try {
       if (!w) throw new GatewayError(ErrorCode.internal, 'no transfer for this C-STORE');
@@ -966,7 +825,7 @@ class GatewayScp extends Scp implements PdvSink {
       if (outcome === 'duplicate') this.stats.duplicates++;
       else this.stats.stored++;
       this.stats.bytes += w.size;
-      return { status: Status.Success };
+      return { status: Status.success };
     } catch (err) {
       if (w instanceof InstanceFile) {
         w.header.dispose();

@@ -48,6 +48,8 @@
  * `resolveCombined` below; every choice keeps the result conformant for those
  * IODs without keeping more than the standard allows.
  */
+import { LONG_VRS, readFileMeta, writeFileMeta, type FileMeta } from '../dicom/part10.js';
+import { DEIDENTIFIER_IMPLEMENTATION_CLASS_UID, DEIDENTIFIER_IMPLEMENTATION_VERSION_NAME, TransferSyntax } from '../dicom/uids.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
@@ -126,16 +128,7 @@ export interface DeidentifyFileResult extends Omit<DeidentifyResult, 'bytes'> {
   inMemory: boolean;
 }
 
-export const TransferSyntax = {
-  implicitLe: '1.2.840.10008.1.2',
-  explicitLe: '1.2.840.10008.1.2.1',
-  deflate: '1.2.840.10008.1.2.1.99',
-  explicitBe: '1.2.840.10008.1.2.2',
-} as const;
-
-/** Implementation Class UID of files this module writes (UUID-derived root 2.25). */
-export const DEIDENTIFIER_IMPLEMENTATION_CLASS_UID = '2.25.160359455516296871546733146302779531213';
-const IMPLEMENTATION_VERSION_NAME = 'SRGW_DEID_1';
+export { TransferSyntax, DEIDENTIFIER_IMPLEMENTATION_CLASS_UID };
 
 /** CID 7050 De-identification Method codes (coding scheme DCM). */
 export const DeidentificationCodes = {
@@ -945,15 +938,9 @@ function matchesSafe(rule: SafeRule, group: number, element: number, creator: st
 // ---------------------------------------------------------------------------
 // Part 10 structure (little endian only)
 
-interface Meta {
-  end: number;
-  transferSyntaxUid: string;
-  sopClassUid: string;
-  sopInstanceUid: string;
-}
+type Meta = FileMeta;
 
 const UNDEFINED = 0xffffffff;
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
 
 const TRUNCATED = 'dataset is truncated';
 
@@ -961,25 +948,7 @@ function unreadable(message: string): GatewayError {
   return new GatewayError(ErrorCode.unreadableData, message);
 }
 
-function readMeta(file: Buffer): Meta {
-  if (file.length < 144 || file.toString('latin1', 128, 132) !== 'DICM') throw unreadable('not a DICOM Part 10 file');
-  const values = new Map<number, string>();
-  let o = 132;
-  while (o + 8 <= file.length && file.readUInt16LE(o) === 0x0002) {
-    const element = file.readUInt16LE(o + 2);
-    const vr = file.toString('latin1', o + 4, o + 6);
-    const long = LONG_VRS.has(vr);
-    if (long && o + 12 > file.length) break;
-    const len = long ? file.readUInt32LE(o + 8) : file.readUInt16LE(o + 6);
-    const start = o + (long ? 12 : 8);
-    if (len === UNDEFINED || start + len > file.length) throw unreadable('file meta information is truncated');
-    if (vr === 'UI') values.set(element, file.toString('latin1', start, start + len).replace(/[\0 ]+$/, ''));
-    o = start + len;
-  }
-  const transferSyntaxUid = values.get(0x0010);
-  if (!transferSyntaxUid) throw unreadable('file meta information has no Transfer Syntax UID');
-  return { end: o, transferSyntaxUid, sopClassUid: values.get(0x0002) ?? '', sopInstanceUid: values.get(0x0003) ?? '' };
-}
+const readMeta = readFileMeta;
 
 interface TopElement {
   tag: number;
@@ -1125,21 +1094,9 @@ function quiet(): void {
   }
 }
 
+/** A meta header naming only the syntax: what dcmjs needs to parse a bare data set. */
 function syntheticMeta(transferSyntaxUid: string): Buffer {
-  const ts = Buffer.from(transferSyntaxUid.length % 2 ? `${transferSyntaxUid}\0` : transferSyntaxUid, 'latin1');
-  const version = Buffer.from([0x02, 0x00, 0x01, 0x00, 0x4f, 0x42, 0, 0, 2, 0, 0, 0, 0x00, 0x01]);
-  const tsEl = Buffer.alloc(8);
-  tsEl.writeUInt16LE(0x0002, 0);
-  tsEl.writeUInt16LE(0x0010, 2);
-  tsEl.write('UI', 4, 'latin1');
-  tsEl.writeUInt16LE(ts.length, 6);
-  const groupLength = Buffer.alloc(12);
-  groupLength.writeUInt16LE(0x0002, 0);
-  groupLength.writeUInt16LE(0x0000, 2);
-  groupLength.write('UL', 4, 'latin1');
-  groupLength.writeUInt16LE(4, 6);
-  groupLength.writeUInt32LE(version.length + tsEl.length + ts.length, 8);
-  return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), groupLength, version, tsEl, ts]);
+  return writeFileMeta({ transferSyntaxUid, implementationClassUid: DEIDENTIFIER_IMPLEMENTATION_CLASS_UID, implementationVersionName: DEIDENTIFIER_IMPLEMENTATION_VERSION_NAME });
 }
 
 function toArrayBuffer(b: Buffer): ArrayBuffer {
@@ -1284,18 +1241,14 @@ function encodeDataset(dict: DicomDataDict, syntax: string): Buffer {
 }
 
 function encodeMeta(m: { sopClassUid: string; sopInstanceUid: string; transferSyntaxUid: string }): Buffer {
-  const d = new DicomDict({
-    '00020001': { vr: 'OB', Value: [new Uint8Array([0, 1]).buffer] },
+  return writeFileMeta({
+    transferSyntaxUid: m.transferSyntaxUid,
     // A source without SOP class/instance (not a valid instance to begin with) does not get empty ones.
-    ...(m.sopClassUid ? { '00020002': { vr: 'UI', Value: [m.sopClassUid] } } : {}),
-    ...(m.sopInstanceUid ? { '00020003': { vr: 'UI', Value: [m.sopInstanceUid] } } : {}),
-    '00020010': { vr: 'UI', Value: [m.transferSyntaxUid] },
-    '00020012': { vr: 'UI', Value: [DEIDENTIFIER_IMPLEMENTATION_CLASS_UID] },
-    '00020013': { vr: 'SH', Value: [IMPLEMENTATION_VERSION_NAME] },
+    ...(m.sopClassUid ? { sopClassUid: m.sopClassUid } : {}),
+    ...(m.sopInstanceUid ? { sopInstanceUid: m.sopInstanceUid } : {}),
+    implementationClassUid: DEIDENTIFIER_IMPLEMENTATION_CLASS_UID,
+    implementationVersionName: DEIDENTIFIER_IMPLEMENTATION_VERSION_NAME,
   });
-  d.dict = {};
-  const bytes = Buffer.from(d.write());
-  return bytes.subarray(0, 144 + bytes.readUInt32LE(140));
 }
 
 // ---------------------------------------------------------------------------

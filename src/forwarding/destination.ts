@@ -1,3 +1,4 @@
+import { readFileMeta } from '../dicom/part10.js';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Destination } from '../config/schema.js';
@@ -88,18 +89,7 @@ export async function streamToBuffer(stream: Part10Stream): Promise<Buffer> {
 
 /** Where the dataset starts in a Part 10 file: past the preamble, DICM and the group 0002 elements (PS3.10 7.1). */
 export function part10DatasetOffset(head: Buffer): number {
-  if (head.length < 144 || head.toString('latin1', 128, 132) !== 'DICM') throw new Error('not a DICOM Part 10 file (no DICM prefix)');
-  let o = 132;
-  while (o + 8 <= head.length && head.readUInt16LE(o) === 0x0002) {
-    const vr = head.toString('latin1', o + 4, o + 6);
-    const long = ['OB', 'OW', 'OF', 'SQ', 'UT', 'UN', 'UC', 'UR', 'OD', 'OL', 'OV'].includes(vr);
-    if (long && o + 12 > head.length) throw new Error('Part 10 meta header longer than expected');
-    const len = long ? head.readUInt32LE(o + 8) : head.readUInt16LE(o + 6);
-    if (len === 0xffffffff) throw new Error('malformed Part 10 meta header');
-    o += (long ? 12 : 8) + len;
-  }
-  if (o > head.length) throw new Error('Part 10 meta header longer than expected');
-  return o;
+  return readFileMeta(head).end;
 }
 
 /** A stored file as a stream: its size and where its dataset starts, read from its first bytes. */

@@ -16,6 +16,8 @@
  * A hit says where (attribute path, item indexes from 0, e.g.
  * `0040A730[2].0040A160`) and what kind of identifier, never the value.
  */
+import { LONG_VRS, readFileMeta } from '../dicom/part10.js';
+import { TransferSyntax } from '../dicom/uids.js';
 import { inflateRawSync } from 'node:zlib';
 import { lowerAscii, type IdentifierKind, type KnownIdentifiers } from './known-identifiers.js';
 
@@ -41,11 +43,10 @@ interface Segment {
 }
 
 const UNDEFINED = 0xffffffff;
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
 const PIXEL_TAGS = new Set([0x7fe00008, 0x7fe00009, 0x7fe00010]);
-const DEFLATE = '1.2.840.10008.1.2.1.99';
-const IMPLICIT = '1.2.840.10008.1.2';
-const BIG_ENDIAN = '1.2.840.10008.1.2.2';
+const DEFLATE = TransferSyntax.deflate;
+const IMPLICIT = TransferSyntax.implicitLe;
+const BIG_ENDIAN = TransferSyntax.explicitBe;
 
 class Truncated extends Error {}
 
@@ -159,20 +160,12 @@ function byteClass(c: number | undefined): 'L' | 'N' | null {
 }
 
 function readMetaTransferSyntax(buf: Buffer): { end: number; ts: string } | undefined {
-  if (buf.length < 132 || buf.toString('latin1', 128, 132) !== 'DICM') return undefined;
-  let o = 132;
-  let ts = '';
-  while (o + 8 <= buf.length && buf.readUInt16LE(o) === 0x0002) {
-    const element = buf.readUInt16LE(o + 2);
-    const vr = buf.toString('latin1', o + 4, o + 6);
-    const long = LONG_VRS.has(vr);
-    const len = long ? buf.readUInt32LE(o + 8) : buf.readUInt16LE(o + 6);
-    const start = o + (long ? 12 : 8);
-    if (len === UNDEFINED || start + len > buf.length) return undefined;
-    if (element === 0x0010) ts = buf.toString('latin1', start, start + len).replace(/[\0 ]+$/, '');
-    o = start + len;
+  try {
+    const m = readFileMeta(buf);
+    return { end: m.end, ts: m.transferSyntaxUid };
+  } catch {
+    return undefined;
   }
-  return { end: o, ts };
 }
 
 /**

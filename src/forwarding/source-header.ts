@@ -1,9 +1,11 @@
 import { open } from 'node:fs/promises';
 import dcmjs, { type DicomDataDict } from 'dcmjs';
+import { hasPart10Prefix } from '../dicom/part10.js';
+import { TransferSyntax } from '../dicom/uids.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 
 const PIXEL_DATA = '7FE00010';
-const DEFLATE = '1.2.840.10008.1.2.1.99';
+const DEFLATE = TransferSyntax.deflate;
 
 /** The source attributes the exclusion decision and the verifier read: the header before Pixel Data, never the pixels. */
 export interface SourceHeader {
@@ -34,7 +36,7 @@ export async function readSourceHeader(absPath: string): Promise<SourceHeader> {
       const buf = Buffer.allocUnsafe(want);
       const { bytesRead } = await fh.read(buf, 0, want, 0);
       const bytes = buf.subarray(0, bytesRead);
-      if (bytes.length < 132 || bytes.toString('latin1', 128, 132) !== 'DICM') throw new GatewayError(ErrorCode.unreadableData, 'stored file is not a DICOM Part 10 file');
+      if (!hasPart10Prefix(bytes)) throw new GatewayError(ErrorCode.unreadableData, 'stored file is not a DICOM Part 10 file');
       const whole = bytesRead >= size;
       let parsed: InstanceType<typeof dcmjs.data.DicomDict> | undefined;
       try {

@@ -106,7 +106,8 @@ async function waitForHttp(url: string, child: ChildProcess, log: () => string, 
   throw new Error(`Orthanc did not come up at ${url} (${last}): ${log().slice(-2000)}`);
 }
 
-export async function startOrthanc(): Promise<OrthancPeer> {
+/** `extraConfig` is merged over the test configuration (e.g. query/retrieve permissions for a test SCU). */
+export async function startOrthanc(extraConfig: Record<string, unknown> = {}): Promise<OrthancPeer> {
   const tmp = makeTempDir('gw-orthanc-');
   const isolated = unshareWorks();
   // In the namespace any port is free; outside we pick free ones.
@@ -127,6 +128,7 @@ export async function startOrthanc(): Promise<OrthancPeer> {
     DicomWeb: { Enable: true, Root: '/dicom-web/', Host: '127.0.0.1', Port: httpPort, Ssl: false, StowMaxInstances: 0, StowMaxSize: 0 },
     ConcurrentJobs: 1,
     HttpThreadsCount: 8,
+    ...extraConfig,
   };
   const configPath = path.join(tmp.dir, 'orthanc.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));

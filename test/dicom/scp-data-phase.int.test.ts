@@ -4,9 +4,9 @@ import net from 'node:net';
 import path from 'node:path';
 import winston from 'winston';
 import { defaultConfig } from '../../src/config/schema.js';
-import { decodeRequestCommand, encodeResponsePdu, forEachPdv } from '../../src/dicom/dimse-pdata.js';
 import { DicomScp } from '../../src/dicom/scp.js';
 import { Spool } from '../../src/dicom/spool.js';
+import { forEachPdv } from '../../src/dicom/ul/pdu.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 const VERIFICATION = '1.2.840.10008.1.1';
@@ -68,64 +68,9 @@ function elements(cmd: Buffer): Map<number, Buffer> {
 
 function collect(pdu: Buffer): { ctx: number; command: boolean; last: boolean; data: Buffer }[] {
   const out: { ctx: number; command: boolean; last: boolean; data: Buffer }[] = [];
-  forEachPdv(pdu, { pdv: (ctx, cmd, last, data) => out.push({ ctx, command: cmd, last, data: Buffer.from(data) }) });
+  forEachPdv(pdu.subarray(6), (ctx, cmd, last, data) => out.push({ ctx, command: cmd, last, data: Buffer.from(data) }));
   return out;
 }
-
-describe('DIMSE data phase codec (dimse-pdata)', () => {
-  it('decodes a C-STORE-RQ command set', () => {
-    const c = decodeRequestCommand(command({ field: 0x0001, id: 7, sopClass: CT, sopInstance: '1.2.3.45', dataset: true }));
-    assert.deepEqual(c, { commandField: 0x0001, messageId: 7, affectedSopClassUid: CT, affectedSopInstanceUid: '1.2.3.45', hasDataset: true });
-    const e = decodeRequestCommand(command({ field: 0x0030, id: 65535, sopClass: VERIFICATION, dataset: false }));
-    assert.equal(e.commandField, 0x0030);
-    assert.equal(e.messageId, 65535);
-    assert.equal(e.hasDataset, false);
-  });
-
-  it('refuses a command set that is cut short, lacks CommandField, or leaves group 0000', () => {
-    const good = command({ field: 0x0001, id: 1, sopClass: CT, sopInstance: '1.2.3', dataset: true });
-    assert.throws(() => decodeRequestCommand(good.subarray(0, good.length - 3)));
-    assert.throws(() => decodeRequestCommand(el(0x0110, us(1))));
-    const foreign = Buffer.concat([good, Buffer.from([0x08, 0x00, 0x18, 0x00, 0, 0, 0, 0])]);
-    assert.throws(() => decodeRequestCommand(foreign));
-  });
-
-  it('encodes a C-STORE-RSP as one P-DATA-TF with a single last command PDV', () => {
-    const pdu = encodeResponsePdu({ contextId: 5, commandField: 0x8001, respondedTo: 9, status: 0xc000, affectedSopClassUid: CT, affectedSopInstanceUid: '1.2.3', errorComment: 'odd' });
-    assert.equal(pdu[0], 0x04);
-    assert.equal(pdu.readUInt32BE(2), pdu.length - 6);
-    const pdvs = collect(pdu);
-    assert.equal(pdvs.length, 1);
-    assert.deepEqual([pdvs[0]!.ctx, pdvs[0]!.command, pdvs[0]!.last], [5, true, true]);
-    const m = elements(pdvs[0]!.data);
-    assert.equal(m.get(0x0000)!.readUInt32LE(0), pdvs[0]!.data.length - 12, 'group length');
-    assert.equal(m.get(0x0002)!.toString('latin1'), `${CT}\0`);
-    assert.equal(m.get(0x0100)!.readUInt16LE(0), 0x8001);
-    assert.equal(m.get(0x0120)!.readUInt16LE(0), 9);
-    assert.equal(m.get(0x0800)!.readUInt16LE(0), 0x0101);
-    assert.equal(m.get(0x0900)!.readUInt16LE(0), 0xc000);
-    assert.equal(m.get(0x0902)!.toString('latin1'), 'odd ');
-    assert.equal(m.get(0x1000)!.toString('latin1'), '1.2.3\0');
-    // tags ascending, as PS3.5 7.1 requires
-    const tags = [...m.keys()];
-    assert.deepEqual(tags, [...tags].sort((a, b) => a - b));
-  });
-
-  it('walks several PDVs of one PDU and refuses an item running past it', () => {
-    const pdu = pdata({ ctx: 1, command: true, last: false, data: Buffer.from('ab') }, { ctx: 1, command: true, last: true, data: Buffer.from('cdef') }, { ctx: 3, command: false, last: true, data: Buffer.alloc(0) });
-    assert.deepEqual(
-      collect(pdu).map((p) => [p.ctx, p.command, p.last, p.data.toString()]),
-      [
-        [1, true, false, 'ab'],
-        [1, true, true, 'cdef'],
-        [3, false, true, ''],
-      ],
-    );
-    const broken = Buffer.from(pdu);
-    broken.writeUInt32BE(1000, 6);
-    assert.throws(() => collect(broken));
-  });
-});
 
 describe('DicomScp data phase on a raw socket', function () {
   this.timeout(20_000);
