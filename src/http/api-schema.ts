@@ -117,8 +117,8 @@ function parseInput(spec: RouteSpec, req: Request): RouteInput<RouteSpec> {
   const query = spec.query ? check(spec.query, withoutEmpty(req.query as Record<string, unknown>), 'query') : undefined;
   let body: unknown;
   if (spec.body) {
-    const absent = req.body === undefined || (typeof req.body === 'object' && req.body !== null && !Array.isArray(req.body) && Object.keys(req.body).length === 0 && !req.headers['content-type']);
-    if (spec.bodyOptional && absent) body = undefined;
+    // express.json leaves req.body undefined when the request has no body.
+    if (spec.bodyOptional && req.body === undefined) body = undefined;
     else if (typeof req.body === 'string') {
       // A text body came in as YAML (express.text in server.ts); the handler parses it.
       if (!spec.yamlBody) throw new GatewayError(ErrorCode.invalidInput, 'this route takes a JSON body');

@@ -52,7 +52,7 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
   });
 
   mount(r, spec.declineCase, async ({ params, body, principal: p }) => {
-    const why = body?.reason?.trim() || 'declined';
+    const why = typeof body?.reason === 'string' ? body.reason : 'declined';
     return { status: 200, body: await readers.decline(params.id, p.readerId!, p.name, why) };
   });
 
