@@ -4,7 +4,8 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import { listMessages } from '../hl7/hl7.repository.js';
 import type { Hl7MessageRow } from '../hl7/hl7.table.js';
 import { MessageStatus } from '../states.js';
-import { requireRole } from './auth.js';
+import { mount } from './api-schema.js';
+import { messagesRoutes as spec, type Hl7MessageView } from './messages.schemas.js';
 
 /**
  * GET /api/messages: received HL7 messages needing attention (held, rejected)
@@ -13,21 +14,18 @@ import { requireRole } from './auth.js';
  */
 export function messagesRouter(db: Db): Router {
   const r = Router();
-  r.get('/messages', requireRole('admin', 'qa'), async (req, res) => {
-    const q = req.query;
-    const statuses = parseStatuses(q['status']);
-    const includeRaw = q['includeRaw'] === 'true' || q['includeRaw'] === '1';
-    if (includeRaw && req.principal?.role !== 'admin') throw new GatewayError(ErrorCode.forbidden, 'includeRaw is for the admin role');
-    const limit = int(q['limit'], 100, 1, 1000, 'limit');
-    const offset = int(q['offset'], 0, 0, Number.MAX_SAFE_INTEGER, 'offset');
-    const rows = await listMessages(db, { statuses, limit, offset });
-    res.json({ items: rows.map((m) => presentMessage(m, includeRaw)) });
+  mount(r, spec.listMessages, async ({ query, principal }) => {
+    const includeRaw = query.includeRaw === 'true' || query.includeRaw === '1';
+    if (includeRaw && principal.role !== 'admin') throw new GatewayError(ErrorCode.forbidden, 'includeRaw is for the admin role');
+    const statuses = query.status?.length ? query.status : [MessageStatus.held, MessageStatus.rejected];
+    const rows = await listMessages(db, { statuses, limit: query.limit, offset: query.offset });
+    return { status: 200, body: { items: rows.map((m) => presentMessage(m, includeRaw)) } };
   });
   return r;
 }
 
-function presentMessage(m: Hl7MessageRow, includeRaw: boolean): Record<string, unknown> {
-  const out: Record<string, unknown> = {
+function presentMessage(m: Hl7MessageRow, includeRaw: boolean): Hl7MessageView {
+  return {
     id: m.id,
     status: m.status,
     reason: m.reason,
@@ -42,24 +40,6 @@ function presentMessage(m: Hl7MessageRow, includeRaw: boolean): Record<string, u
     accessionNumber: m.accession_number,
     receivedAt: m.received_at,
     updatedAt: m.updated_at,
+    ...(includeRaw ? { raw: m.raw } : {}),
   };
-  if (includeRaw) out['raw'] = m.raw;
-  return out;
-}
-
-function parseStatuses(v: unknown): MessageStatus[] {
-  if (v === undefined || v === '') return [MessageStatus.held, MessageStatus.rejected];
-  const list = (Array.isArray(v) ? v : String(v).split(',')).map((s) => String(s).trim()).filter(Boolean);
-  const known = Object.values(MessageStatus) as string[];
-  for (const s of list) {
-    if (!known.includes(s)) throw new GatewayError(ErrorCode.invalidInput, `status must be one of ${known.join(', ')}`);
-  }
-  return list as MessageStatus[];
-}
-
-function int(v: unknown, dflt: number, min: number, max: number, name: string): number {
-  if (v === undefined) return dflt;
-  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new GatewayError(ErrorCode.invalidInput, `${name} must be an integer from ${min} to ${max}`);
-  return n;
 }

@@ -1,12 +1,12 @@
-import type { Db } from '../db/database.js';
-import { deliveriesOfCases } from '../forwarding/outbox.repository.js';
-import { uidPseudonyms } from '../forwarding/exclusion.repository.js';
-import { PseudonymKind } from '../forwarding/pseudonym.service.js';
+import { storedPseudonym, studyIdentifiers } from '../cases/case-view.repository.js';
 import type { CaseRow } from '../cases/case.table.js';
+import type { Db } from '../db/database.js';
+import { uidPseudonyms } from '../forwarding/exclusion.repository.js';
+import { deliveriesOfCases } from '../forwarding/outbox.repository.js';
+import { PseudonymKind } from '../forwarding/pseudonym.service.js';
 import type { Principal } from './auth.js';
-import { presentCases } from './cases.routes.js';
-
-type Json = Record<string, unknown>;
+import { presentCases } from './case.presenter.js';
+import type { CaseView } from './cases.schemas.js';
 
 /**
  * Cases as the caller may see them. Admin, QA and system get the real
@@ -16,7 +16,7 @@ type Json = Record<string, unknown>;
  * first report. Until the delivery is planned and its pseudonyms stored, a
  * case that may go out de-identified shows null identifiers.
  */
-export async function presentCasesFor(db: Db, principal: Principal, rows: readonly CaseRow[]): Promise<Json[]> {
+export async function presentCasesFor(db: Db, principal: Principal, rows: readonly CaseRow[]): Promise<CaseView[]> {
   const presented = await presentCases(db, rows);
   if (principal.role !== 'reader') return presented;
   return Promise.all(rows.map((row, i) => readerView(db, row, presented[i]!)));
@@ -37,18 +37,13 @@ export async function readerSeesPseudonyms(db: Db, row: CaseRow): Promise<boolea
   return pseudonymousFor(row, deliveries.map((d) => ({ deidentified: d.deidentify === 1 })));
 }
 
-interface DeliveryView {
-  destinationId: string;
-  deidentified: boolean;
-}
-
-export async function readerView(db: Db, row: CaseRow, presented: Json): Promise<Json> {
-  const deliveries = (presented['deliveries'] ?? []) as DeliveryView[];
+export async function readerView(db: Db, row: CaseRow, presented: CaseView): Promise<CaseView> {
+  const deliveries = presented.deliveries;
   const deidentified = deliveries.filter((d) => d.deidentified);
-  if (!pseudonymousFor(row, deliveries)) return row.blinded === 1 ? { ...presented, reasons: withoutEvidence(presented['reasons']) } : presented;
+  if (!pseudonymousFor(row, deliveries)) return row.blinded === 1 ? { ...presented, reasons: withoutEvidence(presented.reasons) } : presented;
 
   const destinationId = (deidentified.find((d) => d.destinationId === row.destination_id) ?? deidentified[0])?.destinationId ?? row.destination_id;
-  const study = await db.selectFrom('studies').select(['patient_id', 'accession_number']).where('study_instance_uid', '=', row.study_instance_uid).executeTakeFirst();
+  const study = await studyIdentifiers(db, row.study_instance_uid);
   const real = {
     uid: row.study_instance_uid,
     accession: row.accession_number ?? study?.accession_number ?? null,
@@ -63,43 +58,36 @@ export async function readerView(db: Db, row: CaseRow, presented: Json): Promise
     ];
     for (const [key, kind, original] of wanted) {
       if (!original) continue;
-      const p = await db
-        .selectFrom('pseudonyms')
-        .select('pseudonym')
-        .where('destination_id', '=', destinationId)
-        .where('kind', '=', kind)
-        .where('original', '=', original)
-        .executeTakeFirst();
-      pseudo[key] = p?.pseudonym ?? null;
+      pseudo[key] = await storedPseudonym(db, destinationId, kind, original);
     }
   }
 
-  const view: Json = {
+  // Which instances were kept back, under the UIDs the reader got; the source's description and the finding are not theirs to read.
+  const excluded = presented.excludedInstances;
+  const pseudoUids = await uidPseudonyms(db, destinationId ?? '', excluded.map((e) => String(e.sopInstanceUid)));
+  const writeBack = presented.writeBack;
+  const view: CaseView = {
     ...presented,
     studyInstanceUid: pseudo.uid,
     accessionNumber: pseudo.accession,
     patientId: pseudo.patientId,
     deidentified: true,
-    reasons: withoutEvidence(presented['reasons']),
+    reasons: withoutEvidence(presented.reasons),
+    excludedInstances: excluded.map((e) => ({ ...e, sopInstanceUid: pseudoUids.get(String(e.sopInstanceUid)) ?? null, seriesDescription: null, detail: null })),
+    // The RIS's answer is about the real study.
+    writeBack: writeBack ? { state: writeBack.state, attempts: writeBack.attempts, updatedAt: writeBack.updatedAt } : null,
   };
-  // Which instances were kept back, under the UIDs the reader got; the source's description and the finding are not theirs to read.
-  const excluded = (presented['excludedInstances'] ?? []) as Json[];
-  const pseudoUids = await uidPseudonyms(db, destinationId ?? '', excluded.map((e) => String(e['sopInstanceUid'])));
-  view['excludedInstances'] = excluded.map((e) => ({ ...e, sopInstanceUid: pseudoUids.get(String(e['sopInstanceUid'])) ?? null, seriesDescription: null, detail: null }));
-  const writeBack = presented['writeBack'] as Json | null | undefined;
-  // The RIS's answer is about the real study.
-  if (writeBack) view['writeBack'] = { state: writeBack['state'], attempts: writeBack['attempts'], updatedAt: writeBack['updatedAt'] };
   // Whatever else quotes a real identifier (an error text, a field added later) shows the pseudonym instead.
   const replacements: [string, string][] = [];
   for (const key of ['uid', 'accession', 'patientId'] as const) {
     const original = real[key];
     if (original && original.length >= 3) replacements.push([original, pseudo[key] ?? '[redacted]']);
   }
-  return replaceDeep(view, replacements) as Json;
+  return replaceDeep(view, replacements) as CaseView;
 }
 
-function withoutEvidence(reasons: unknown): unknown {
-  return Array.isArray(reasons) ? reasons.map((r: Json) => ({ ruleId: r['ruleId'], kind: r['kind'] })) : reasons;
+function withoutEvidence(reasons: CaseView['reasons']): CaseView['reasons'] {
+  return reasons.map((r) => ({ ruleId: r.ruleId, kind: r.kind }));
 }
 
 function replaceDeep(v: unknown, replacements: readonly [string, string][]): unknown {

@@ -7,9 +7,11 @@ import type { GatewayConfig } from '../config/schema.js';
 import { ErrorCode, GatewayError, httpStatusFor, toGatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { serverTlsOptions, watchHandshakes } from '../tls.js';
-import { createAuthenticator, requireRole, type AuthOptions } from './auth.js';
+import { createAuthenticator, type AuthOptions } from './auth.js';
 import { consoleRouter } from './console-static.js';
-import { openApiDocument } from './openapi.js';
+import { mount } from './api-schema.js';
+import { buildOpenApiDocument } from './openapi.js';
+import { operationsRoutes } from './operations.schemas.js';
 import type { GuardMetrics } from '../metrics.js';
 
 type TimeoutKeys = 'idleTimeoutSeconds' | 'headersTimeoutSeconds' | 'requestTimeoutSeconds';
@@ -51,21 +53,33 @@ export class HttpServer {
     // PUT /api/rules also takes the text of a rules file (README); nothing else reads a text body.
     app.use(express.text({ type: ['application/yaml', 'application/x-yaml', 'text/yaml'], limit: o.config.maxBodyBytes }));
 
-    app.get('/healthz', (_req, res) => {
-      const h = o.health();
-      res.status(h.ok ? 200 : 503).json({ status: h.ok ? 'ok' : 'starting', ...h.details });
-    });
+    mount(
+      app,
+      operationsRoutes.getHealth,
+      () => {
+        const h = o.health();
+        const body = { status: h.ok ? ('ok' as const) : ('starting' as const), ...h.details };
+        return h.ok ? { status: 200, body } : { status: 503, body };
+      },
+      { base: '' },
+    );
 
     const authenticate = createAuthenticator(o.tokens, o.auth);
-    app.get('/metrics', authenticate, requireRole('admin', 'qa', 'system'), async (_req, res) => {
-      if (!o.metrics) throw new GatewayError(ErrorCode.notFound, 'metrics are not enabled');
-      const m = await o.metrics();
-      res.type(m.contentType).send(m.body);
-    });
+    mount(
+      app,
+      operationsRoutes.getMetrics,
+      async (_input, _req, res) => {
+        if (!o.metrics) throw new GatewayError(ErrorCode.notFound, 'metrics are not enabled');
+        const m = await o.metrics();
+        res.type(m.contentType).send(m.body);
+      },
+      { base: '', before: [authenticate] },
+    );
 
-    // The API description holds no PHI; tools fetch it before they have a token.
-    app.get('/api/openapi.json', (_req, res) => {
-      res.json(openApiDocument);
+    // The API description holds no PHI; tools fetch it before they have a token. Built on first use.
+    let openApi: ReturnType<typeof buildOpenApiDocument> | undefined;
+    mount(app, operationsRoutes.getOpenApi, () => ({ status: 200, body: (openApi ??= buildOpenApiDocument()) as { openapi: string; paths: Record<string, unknown> } }), {
+      base: '',
     });
 
     const api = express.Router();

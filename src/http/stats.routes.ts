@@ -2,9 +2,9 @@ import { Router } from 'express';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { secondReadFacts } from '../stats/stats.repository.js';
-import { computeStats, peerReviewCsv, STATS_TABLES, statsCsv } from '../stats/stats.js';
-import { requireRole } from './auth.js';
-import { oneOf, queryString, queryTime } from './query.js';
+import { computeStats, peerReviewCsv, statsCsv } from '../stats/stats.js';
+import { mount } from './api-schema.js';
+import { consoleRoutes as spec } from './console.schemas.js';
 
 const DAY = 86_400_000;
 
@@ -15,29 +15,25 @@ const DAY = 86_400_000;
  */
 export function statsRouter(db: Db, clock: () => Date = () => new Date()): Router {
   const r = Router();
-  r.get('/stats', requireRole('admin', 'qa'), async (req, res) => {
-    const q = req.query;
+  mount(r, spec.getStats, async ({ query: q }, _req, res) => {
     const now = clock().getTime();
-    const to = queryTime(q['to'], 'to') ?? new Date(now + 1).toISOString();
-    const from = queryTime(q['from'], 'from') ?? new Date(Date.parse(to) - 30 * DAY).toISOString();
+    const to = q.to ?? new Date(now + 1).toISOString();
+    const from = q.from ?? new Date(Date.parse(to) - 30 * DAY).toISOString();
     if (from >= to) throw new GatewayError(ErrorCode.invalidInput, 'from must be before to');
     if (Date.parse(to) - Date.parse(from) > 3 * 366 * DAY) throw new GatewayError(ErrorCode.invalidInput, 'the period may be at most three years');
-    const bucket = oneOf(q['bucket'], ['day', 'week'] as const, 'bucket') ?? (Date.parse(to) - Date.parse(from) > 92 * DAY ? 'week' : 'day');
-    const format = oneOf(q['format'], ['json', 'csv'] as const, 'format') ?? 'json';
-    const table = oneOf(q['table'], STATS_TABLES, 'table') ?? 'radiologist-modality';
-    const radiologist = queryString(q['radiologist']);
+    const bucket = q.bucket ?? (Date.parse(to) - Date.parse(from) > 92 * DAY ? 'week' : 'day');
     const all = await secondReadFacts(db, from, to);
     // One first reader's page: their second reads only.
-    const facts = radiologist === undefined ? all : all.filter((f) => (f.radiologistId ?? '(unknown)') === radiologist);
+    const facts = q.radiologist === undefined ? all : all.filter((f) => (f.radiologistId ?? '(unknown)') === q.radiologist);
     const stats = computeStats(facts, { from, to, bucket });
-    if (format === 'csv') {
+    if (q.format === 'csv') {
       const day = (t: string) => t.slice(0, 10);
       res.type('text/csv; charset=utf-8');
-      res.set('Content-Disposition', `attachment; filename="second-reads-${table}-${day(from)}-${day(to)}.csv"`);
-      res.send(table === 'peer-review' ? peerReviewCsv(facts) : statsCsv(stats, table));
+      res.set('Content-Disposition', `attachment; filename="second-reads-${q.table}-${day(from)}-${day(to)}.csv"`);
+      res.send(q.table === 'peer-review' ? peerReviewCsv(facts) : statsCsv(stats, q.table));
       return;
     }
-    res.json(stats);
+    return { status: 200, body: stats };
   });
   return r;
 }

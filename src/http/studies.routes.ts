@@ -4,42 +4,38 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import { findStudy, listStudies, seriesOfStudies } from '../studies/study.repository.js';
 import { versionsOfStudy } from '../studies/instance-version.repository.js';
 import type { InstanceVersionRow, SeriesRow, StudyRow } from '../studies/study.table.js';
-import { StudyState } from '../states.js';
-import { requireRole } from './auth.js';
-import { oneOf, queryInt, queryString } from './query.js';
+import { mount } from './api-schema.js';
+import { studiesRoutes as spec, type InstanceVersionView, type StudySummaryView, type StudyView } from './studies.schemas.js';
 
 /** Extra parts of the study resource contributed by other domains (order, reports, decision...). */
 export type StudyEnricher = (db: Db, studyInstanceUid: string) => Promise<Record<string, unknown>>;
 
 export function studiesRouter(db: Db, enrichers: readonly StudyEnricher[] = []): Router {
   const r = Router();
-  const canSeeStudies = requireRole('admin', 'qa', 'system');
 
-  r.get('/studies', canSeeStudies, async (req, res) => {
-    const q = req.query;
-    const state = oneOf(q['state'], Object.values(StudyState), 'state');
-    const limit = queryInt(q['limit'], 100, 1, 1000, 'limit');
-    const offset = queryInt(q['offset'], 0, 0, Number.MAX_SAFE_INTEGER, 'offset');
-    const rows = await listStudies(db, { accessionNumber: queryString(q['accessionNumber']), patientId: queryString(q['patientId']), state, limit, offset });
+  mount(r, spec.listStudies, async ({ query }) => {
+    const rows = await listStudies(db, query);
     const series = await seriesOfStudies(db, rows.map((s) => s.study_instance_uid));
-    res.json({ items: rows.map((s) => presentStudy(s, series.filter((x) => x.study_instance_uid === s.study_instance_uid))) });
+    return { status: 200, body: { items: rows.map((s) => presentStudy(s, series.filter((x) => x.study_instance_uid === s.study_instance_uid))) } };
   });
 
-  r.get('/studies/:uid', canSeeStudies, async (req, res) => {
-    const uid = String(req.params['uid']);
+  mount(r, spec.getStudy, async ({ params }) => {
+    const uid = params.studyInstanceUid;
     const s = await findStudy(db, uid);
     if (!s) throw new GatewayError(ErrorCode.notFound, 'no such study');
     const series = await seriesOfStudies(db, [uid]);
     const extra = await Promise.all(enrichers.map((e) => e(db, uid)));
     const versions = await versionsOfStudy(db, uid);
-    res.json(Object.assign(presentStudy(s, series, true), { versions: versions.map(presentVersion) }, ...extra));
+    // The enrichers (order, reports, AI results, decision, case id) are other domains' and untyped; the Study schema describes them.
+    const study = Object.assign(presentStudyWithSeries(s, series), { versions: versions.map(presentVersion) }, ...extra) as StudyView;
+    return { status: 200, body: study };
   });
   return r;
 }
 
-export function presentStudy(s: StudyRow, series: SeriesRow[], withSeries = false): Record<string, unknown> {
+export function presentStudy(s: StudyRow, series: readonly SeriesRow[]): StudySummaryView {
   const modalities = [...new Set(series.map((x) => x.modality).filter((m): m is string => !!m))];
-  const out: Record<string, unknown> = {
+  return {
     studyInstanceUid: s.study_instance_uid,
     accessionNumber: s.accession_number,
     patientId: s.patient_id,
@@ -61,20 +57,23 @@ export function presentStudy(s: StudyRow, series: SeriesRow[], withSeries = fals
     holdDetail: s.hold_detail,
     heldAt: s.held_at,
   };
-  if (withSeries) {
-    // decoded per the instance's Specific Character Set; only on the single-study resource
-    out['patientName'] = s.patient_name;
-    out['patientBirthDate'] = s.patient_birth_date;
-    out['series'] = series.map((x) => ({
+}
+
+/** The single-study resource adds the patient's name and birth date (decoded per the instance's Specific Character Set) and the series. */
+function presentStudyWithSeries(s: StudyRow, series: readonly SeriesRow[]): StudySummaryView & Pick<StudyView, 'patientName' | 'patientBirthDate' | 'series'> {
+  return {
+    ...presentStudy(s, series),
+    patientName: s.patient_name,
+    patientBirthDate: s.patient_birth_date,
+    series: series.map((x) => ({
       seriesInstanceUid: x.series_instance_uid,
       modality: x.modality,
       bodyPartExamined: x.body_part_examined,
       seriesNumber: x.series_number,
       seriesDescription: x.series_description,
       instanceCount: x.instance_count,
-    }));
-  }
-  return out;
+    })),
+  };
 }
 
 function otherIds(json: string | null): { id: string; issuer: string | null; type: string | null }[] {
@@ -88,7 +87,7 @@ function otherIds(json: string | null): { id: string; issuer: string | null; typ
 }
 
 /** One copy of a re-sent (or withdrawn) instance, with the identity it carried: what QA compares before deciding. */
-export function presentVersion(v: InstanceVersionRow): Record<string, unknown> {
+export function presentVersion(v: InstanceVersionRow): InstanceVersionView {
   return {
     sopInstanceUid: v.sop_instance_uid,
     version: v.version,

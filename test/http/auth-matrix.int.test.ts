@@ -1,7 +1,6 @@
 import { expect } from 'chai';
-import { HTTP_METHODS, openApiDocument, type HttpMethod, type Operation } from '../../src/http/openapi.js';
 import { API_TOKENS, ApiGateway, type ApiResponse } from '../helpers/api-gateway.js';
-import { validateJson } from '../helpers/json-schema.js';
+import { HTTP_METHODS, openApiDocument, validateJson, type HttpMethod, type Operation } from '../helpers/json-schema.js';
 
 type Caller = 'no token' | 'bad token' | 'admin' | 'qa' | 'reader' | 'system';
 const CALLERS: Caller[] = ['no token', 'bad token', 'admin', 'qa', 'reader', 'system'];

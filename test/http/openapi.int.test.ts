@@ -1,12 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import { excludeInstance } from '../../src/forwarding/exclusion.repository.js';
-import { HTTP_METHODS, openApiDocument, type HttpMethod, type JsonSchema, type Operation } from '../../src/http/openapi.js';
+import { z } from 'zod';
+import type { RouteSpec } from '../../src/http/api-schema.js';
+import { API_ROUTES } from '../../src/http/openapi.js';
 import { holdStudy } from '../../src/studies/study.repository.js';
 import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
 import { eventually } from '../helpers/eventually.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
-import { validateJson } from '../helpers/json-schema.js';
+import { HTTP_METHODS, openApiDocument, validateJson, type HttpMethod, type JsonSchema, type Operation } from '../helpers/json-schema.js';
 
 type Token = keyof typeof API_TOKENS;
 
@@ -65,7 +67,13 @@ interface Example {
   status: number;
 }
 
-describe('OpenAPI description (GET /api/openapi.json) stays true to the running gateway', function () {
+const specOf = (operationId: string): RouteSpec => {
+  const spec = API_ROUTES.find((r) => r.operationId === operationId);
+  if (!spec) throw new Error(`no route spec for ${operationId}`);
+  return spec;
+};
+
+describe('OpenAPI description (GET /api/openapi.json), generated from the route schemas, stays true to the running gateway', function () {
   this.timeout(120_000);
   // De-identified deliveries: the reader's answers are the pseudonymous view, which must match the spec too.
   const api = new ApiGateway({ deidentify: true });
@@ -190,7 +198,7 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     listAudit: () => ({ token: 'qa', url: '/api/audit?limit=500', status: 200 }),
   };
 
-  it('describes exactly the routes the express app registers', () => {
+  it('describes exactly the routes the express app registers (every route has a spec, every spec a route)', () => {
     const registered = registeredRoutes(httpApp(api))
       .filter((r) => !notApi(r))
       .map((r) => `${r.method} ${shape(r.path)}`);
@@ -199,6 +207,24 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
     const missingFromSpec = [...new Set(registered)].filter((r) => !described.includes(r)).sort();
     const notRegistered = described.filter((d) => !registered.includes(d)).sort();
     expect({ missingFromSpec, notRegistered }).to.deep.equal({ missingFromSpec: [], notRegistered: [] });
+    // The document is the specs': one operation per spec, nothing added by hand.
+    expect(operations().map((o) => o.op.operationId).sort()).to.deep.equal(API_ROUTES.map((r) => r.operationId).sort());
+  });
+
+  it('refuses bad input with a 400 listing each zod issue by path (body, query, path parameters)', async () => {
+    const body = await api.call('POST', '/api/rules/keyword-preview', API_TOKENS.qa, { text: 1, keywords: ['ok', ''], extra: true });
+    expect(body.status).to.equal(400);
+    const errors = (body.body as { error: { code: string; details: { errors: { path: string; message: string }[] } } }).error;
+    expect(errors.code).to.equal('invalid-input');
+    expect(errors.details.errors.map((e) => e.path).sort()).to.deep.equal(['extra', 'keywords[1]', 'text']);
+    expect(errors.details.errors.find((e) => e.path === 'extra')?.message).to.equal('unknown field');
+    const query = await api.call('GET', '/api/cases?state=bogus&limit=5000', API_TOKENS.admin);
+    expect(query.status).to.equal(400);
+    expect((query.body as { error: { details: { errors: { path: string }[] } } }).error.details.errors.map((e) => e.path).sort()).to.deep.equal(['limit', 'state']);
+    expect(query.text).to.match(/state must be one of flagged, /);
+    const path = await api.call('GET', '/api/rules/versions/abc', API_TOKENS.admin);
+    expect(path.status).to.equal(400);
+    expect((path.body as { error: { details: { errors: { path: string }[] } } }).error.details.errors.map((e) => e.path)).to.deep.equal(['version']);
   });
 
   it('gives every operation an id, roles, security and parameters for its path template', () => {
@@ -307,8 +333,8 @@ describe('OpenAPI description (GET /api/openapi.json) stays true to the running 
   });
 });
 
-/** Parameters whose route treats an unknown value as the default instead of refusing it. */
-const lenientParams = ['listMessages.includeRaw'];
+/** Parameters whose route treats an unknown value as the default instead of refusing it (none: zod refuses them). */
+const lenientParams: string[] = [];
 
 function roleOf(t: Token): string {
   return t === 'readerB' ? 'reader' : t;
@@ -324,7 +350,10 @@ function httpApp(api: ApiGateway): { router: { stack: Layer[] } } {
   return app as unknown as { router: { stack: Layer[] } };
 }
 
-/** The status is one the operation lists, and a JSON body matches that response's schema. */
+/**
+ * The status is one the operation lists, and a JSON body matches that response's schema twice: as the
+ * generated document says (an independent JSON Schema checker) and as the zod schema itself parses it.
+ */
 function checkAgainstSpec(op: Operation, r: { status: number; contentType: string; body: unknown; text: string }, where: string): string[] {
   const spec = op.responses[String(r.status)];
   if (!spec) return [`${where}: status ${r.status} is not in the spec (${Object.keys(op.responses).join(', ')}): ${r.text.slice(0, 200)}`];
@@ -333,7 +362,14 @@ function checkAgainstSpec(op: Operation, r: { status: number; contentType: strin
   const media = mediaTypes.find((m) => r.contentType.startsWith(m));
   if (!media) return [`${where}: content-type ${r.contentType} is not one of ${mediaTypes.join(', ')}`];
   if (media !== 'application/json') return [];
-  return validateJson(spec.content![media]!.schema, r.body, defs).map((e) => `${where} ${r.status}: ${e}`);
+  const problems = validateJson(spec.content![media]!.schema, r.body, defs).map((e) => `${where} ${r.status}: ${e}`);
+  const entry = specOf(op.operationId).responses[r.status];
+  const schema = entry instanceof z.ZodType ? entry : entry?.schema;
+  if (schema) {
+    const parsed = schema.safeParse(r.body);
+    if (!parsed.success) problems.push(...parsed.error.issues.map((i) => `${where} ${r.status} (zod): ${i.path.join('.')}: ${i.message}`));
+  }
+  return problems;
 }
 
 function assertResolvable(s: JsonSchema, where: string): void {
