@@ -231,6 +231,19 @@ export async function jobsOf(db: Db, kind: string, state?: JobState): Promise<Jo
   return q.orderBy('id').execute();
 }
 
+/** Whether a job of `kind` is running, or pending and due now (database clock): work is under way or about to be. */
+export async function hasUnfinishedDueJobs(db: Db, kind: string): Promise<boolean> {
+  const now = dbNow(db);
+  const row = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('kind', '=', kind)
+    .where((eb) => eb.or([eb('state', '=', 'running'), eb.and([eb('state', '=', 'pending'), eb('run_at', '<=', now)])]))
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 /** For /metrics: jobs by kind and state ('due' is pending with run_at passed, by the database's clock). */
 export async function jobCounts(db: Db): Promise<{ kind: string; state: string; n: number }[]> {
   const now = dbNow(db);
