@@ -37,7 +37,7 @@ import { clientTlsOptions, type TlsClientConfig } from './tls.js';
 import { createControlIdSource } from './hl7/ack.js';
 import { MllpSender } from './hl7/mllp-sender.js';
 import { ReaderService } from './readers/reader.service.js';
-import { OutboundService } from './reports/outbound.service.js';
+import { OUTBOUND_SEND_JOB, OutboundService, type OutboundJobPayload } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
@@ -135,7 +135,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     pools: new Map(config.destinations.flatMap((d) => (d.hl7 ? [[d.id, mllpSender(d.hl7)] as const] : []))),
     newId,
     newControlId,
+    jobs,
   });
+  jobs.register<OutboundJobPayload>(OUTBOUND_SEND_JOB, (job) => outbound.runJob(job), { concurrency: 4, leaseSeconds: config.forwarding.leaseSeconds });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
   const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
   const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));

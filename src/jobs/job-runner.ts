@@ -79,6 +79,8 @@ export class JobRunner implements JobQueue {
   private readonly defaults: Required<JobKindOptions>;
   private readonly random: () => number;
   private started = false;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeDue = Infinity;
 
   constructor(private readonly o: JobRunnerOptions) {
     this.log = o.logger.child({ component: 'jobs' });
@@ -108,9 +110,30 @@ export class JobRunner implements JobQueue {
     // The caller's transaction commits after this returns: on SQLite a claim waits for it (one connection); on
     // PostgreSQL it may not see the row yet, so look once more a little later. The poll is the backstop.
     if (this.started && this.kinds.has(kind)) {
-      setImmediate(() => this.loop.kick());
-      setTimeout(() => this.loop.kick(), 50).unref?.();
+      if (options.runAt && options.runAt.getTime() > Date.now()) {
+        this.wakeAt(options.runAt.getTime());
+      } else {
+        setImmediate(() => this.loop.kick());
+        setTimeout(() => this.loop.kick(), 50).unref?.();
+      }
     }
+  }
+
+  /**
+   * A look at the table at `ms` (this host's clock; the claim itself uses the
+   * database's): jobs this process knows come due then (a later run, a retry)
+   * run on time instead of at the next poll. One timer, for the earliest.
+   */
+  private wakeAt(ms: number): void {
+    if (!this.started || ms >= this.wakeDue) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeDue = ms;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeDue = Infinity;
+      this.loop.kick();
+    }, Math.max(0, ms - Date.now() + 5));
+    this.wakeTimer.unref?.();
   }
 
   start(): void {
@@ -121,6 +144,9 @@ export class JobRunner implements JobQueue {
   /** Stops claiming and waits for the jobs under way to finish (their handlers see no abort: they end as usual). */
   async stop(): Promise<void> {
     this.started = false;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    this.wakeDue = Infinity;
     await this.loop.stop();
     await this.idle();
   }
@@ -134,18 +160,19 @@ export class JobRunner implements JobQueue {
    * Claims and runs due jobs until none is left (tests, and stop-free
    * draining): each round waits for its jobs, so jobs they enqueue run too.
    */
-  async drain(): Promise<void> {
+  async drain(kinds?: readonly string[]): Promise<void> {
     for (;;) {
-      const claimed = await this.pass();
+      const claimed = await this.pass(kinds);
       await this.idle();
       if (claimed === 0) return;
     }
   }
 
-  /** One look at the table: for each kind with a free slot, one claim. Returns how many jobs were claimed. */
-  private async pass(): Promise<number> {
+  /** One look at the table: for each kind (of `only`) with a free slot, one claim. Returns how many jobs were claimed. */
+  private async pass(only?: readonly string[]): Promise<number> {
     let claimed = 0;
     for (const [kind, k] of this.kinds) {
+      if (only && !only.includes(kind)) continue;
       const free = k.options.concurrency - k.running;
       if (free <= 0) continue;
       const token = randomBytes(12).toString('hex');
@@ -235,6 +262,7 @@ export class JobRunner implements JobQueue {
         if (outcome && outcome.runAgainAt) {
           written = await rescheduleJob(db, claim, outcome.runAgainAt.toISOString());
           result = 'rescheduled';
+          if (written) this.wakeAt(outcome.runAgainAt.getTime());
         } else {
           written = await completeJob(db, claim);
           result = 'done';
@@ -249,6 +277,7 @@ export class JobRunner implements JobQueue {
           const delay = backoffSeconds(row.attempts, k.options.backoffBaseSeconds, k.options.backoffMaxSeconds, this.random);
           written = await retryJob(db, claim, message, delay);
           result = 'retried';
+          if (written) this.wakeAt(Date.now() + delay * 1000);
           log.info('job failed, will retry', { error: message, retryInSeconds: Math.round(delay) });
         }
       }
