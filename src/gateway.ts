@@ -36,7 +36,7 @@ import tls from 'node:tls';
 import { clientTlsOptions, type TlsClientConfig } from './tls.js';
 import { createControlIdSource } from './hl7/ack.js';
 import { MllpSender } from './hl7/mllp-sender.js';
-import { ReaderService } from './readers/reader.service.js';
+import { ReaderService, SLA_CHECK_JOB } from './readers/reader.service.js';
 import { OUTBOUND_SEND_JOB, OutboundService, type OutboundJobPayload } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
@@ -139,6 +139,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   });
   jobs.register<OutboundJobPayload>(OUTBOUND_SEND_JOB, (job) => outbound.runJob(job), { concurrency: 4, leaseSeconds: config.forwarding.leaseSeconds });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
+  jobs.recurring(SLA_CHECK_JOB, config.sla.checkIntervalSeconds, () => readers.checkSla());
   const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
   const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));
   const hl7 = new Hl7InboundService({
@@ -289,13 +290,11 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(() => forwarding.stop());
         outbound.start();
         stoppers.push(() => outbound.stop());
-        readers.start();
-        stoppers.push(() => readers.stop());
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });
         // After the senders' closer, so jobs under way finish before the connections they use close.
-        jobs.start();
+        await jobs.start();
         stoppers.push(() => jobs.stop());
         // Reachability is reported, never a reason not to start: the queue holds the work until the pool is back.
         for (const [id, sender] of senders) {

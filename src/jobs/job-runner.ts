@@ -73,6 +73,7 @@ export function backoffSeconds(attempt: number, base: number, max: number, rando
 export class JobRunner implements JobQueue {
   private readonly kinds = new Map<string, Kind>();
   private readonly inflight = new Set<Promise<void>>();
+  private readonly recurringKinds: string[] = [];
   private readonly loop: PollLoop;
   private readonly log: Logger;
   private readonly newId = createIdSource();
@@ -94,6 +95,24 @@ export class JobRunner implements JobQueue {
   register<P>(kind: string, handler: JobHandler<P>, options: JobKindOptions = {}): void {
     if (this.kinds.has(kind)) throw new Error(`job kind ${kind} registered twice`);
     this.kinds.set(kind, { handler: handler as JobHandler<unknown>, options: { ...this.defaults, ...options }, running: 0 });
+  }
+
+  /**
+   * A periodic task as a job: one job of `kind` (its kind is its key) that runs
+   * `task` and then again `everySeconds` later, on whichever instance claims it,
+   * never on two at once. Enqueued at start if missing (a dead one is replaced
+   * at the next start); a failure is retried with backoff like any job.
+   */
+  recurring(kind: string, everySeconds: number, task: () => Promise<unknown>, options: JobKindOptions = {}): void {
+    this.register(
+      kind,
+      async () => {
+        await task();
+        return { runAgainAt: new Date(Date.now() + everySeconds * 1000) };
+      },
+      options,
+    );
+    this.recurringKinds.push(kind);
   }
 
   async enqueue(trx: Db, kind: string, payload: unknown, options: EnqueueOptions = {}): Promise<void> {
@@ -136,7 +155,8 @@ export class JobRunner implements JobQueue {
     this.wakeTimer.unref?.();
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    for (const kind of this.recurringKinds) await this.enqueue(this.o.db, kind, null, { key: kind });
     this.started = true;
     this.loop.start();
   }

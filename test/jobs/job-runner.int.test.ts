@@ -360,7 +360,7 @@ describe('job engine: two instances on PostgreSQL', function () {
     });
     const queues = ['p1', 'p2', 'p3'];
     for (let n = 0; n < 20; n++) for (const q of queues) await runners[0]!.enqueue(dbs[0]!.db, 'deliver', { q, n }, { queue: `destination:${q}` });
-    for (const r of runners) r.start();
+    for (const r of runners) await r.start();
     try {
       await eventually(() => events.length >= 60 || undefined, 'all 60 jobs', 30_000);
     } finally {
