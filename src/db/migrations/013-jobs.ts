@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 
 // One durable job table under every background task (src/jobs/). `active_key` is `key` while the job is
 // unfinished and null once it is dead, so the unique index de-duplicates only unfinished jobs on both engines
@@ -27,4 +27,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.createIndex('jobs_kind_active_key').on('jobs').columns(['kind', 'active_key']).unique().execute();
   await db.schema.createIndex('jobs_kind_state_run_at').on('jobs').columns(['kind', 'state', 'run_at']).execute();
   await db.schema.createIndex('jobs_queue').on('jobs').columns(['queue', 'id']).execute();
+
+  // Outbound messages still to go out were claimed from their own table until now: each gets its sending job,
+  // in its case-and-channel queue, with its own id (ids sort by creation, so the queue keeps the case's order).
+  await sql`
+    insert into jobs (id, kind, key, active_key, queue, payload, state, run_at, attempts, max_attempts, created_at, updated_at)
+    select id, 'outbound.send', null, null, 'outbound:' || kind || ':' || case_id, '{"messageId":"' || id || '"}', 'pending',
+           next_attempt_at, 0, 10, created_at, updated_at
+    from outbound_messages where state in ('pending', 'waiting')
+  `.execute(db);
 }
