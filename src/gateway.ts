@@ -2,7 +2,7 @@ import type { GatewayConfig } from './config/schema.js';
 import { migrateToLatest, openDatabase, type Db, type OpenedDatabase } from './db/database.js';
 import { DicomScp } from './dicom/scp.js';
 import { Spool } from './dicom/spool.js';
-import { Hl7InboundService } from './hl7/inbound.service.js';
+import { Hl7InboundService, RECONCILE_STUDY_JOB } from './hl7/inbound.service.js';
 import { hl7StudyEnricher } from './hl7/hl7.enricher.js';
 import { MllpServer } from './hl7/mllp-server.js';
 import { messagesRouter } from './http/messages.routes.js';
@@ -23,6 +23,7 @@ import { CaseService } from './cases/case.service.js';
 import { createIdSource } from './db/sortable-id.js';
 import { decisionStudyEnricher } from './rules/decision.enricher.js';
 import { DecisionService } from './rules/decision.service.js';
+import { enqueueEvaluation, EVALUATE_JOB, type EvaluationJobPayload } from './rules/evaluation.job.js';
 import { EvaluationTrigger } from './states.js';
 import { RulesService } from './rules/rules.service.js';
 import { deidPort } from './forwarding/deid-port.js';
@@ -35,12 +36,13 @@ import tls from 'node:tls';
 import { clientTlsOptions, type TlsClientConfig } from './tls.js';
 import { createControlIdSource } from './hl7/ack.js';
 import { MllpSender } from './hl7/mllp-sender.js';
-import { ReaderService } from './readers/reader.service.js';
-import { OutboundService } from './reports/outbound.service.js';
+import { ReaderService, SLA_CHECK_JOB } from './readers/reader.service.js';
+import { OUTBOUND_SEND_JOB, OutboundService, type OutboundJobPayload } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
+import { JobRunner } from './jobs/job-runner.js';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -62,6 +64,8 @@ export interface Gateway {
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
   readonly metrics: GatewayMetrics;
+  /** The one durable job engine: services enqueue in their transactions; kinds are registered here. */
+  readonly jobs: JobRunner;
   /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
   readonly httpApp: HttpServer['app'] | undefined;
   /** Bound ports (useful when the config asked for port 0). */
@@ -83,28 +87,28 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
 
   // Built first: the listeners count their guard refusals in it.
   const metrics = new GatewayMetrics(db, config.instanceId);
+  // Every background task is a job of a kind registered below, run under a lease on the database's clock.
+  const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
   const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
-  const studies = new StudyService({ db, spool, logger, stableAfterSeconds: config.dicom.stableAfterSeconds });
-  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger, guards: metrics }) : undefined;
-  // The pool's second reports arrive over HL7 too; the service that stores them is built below (late-bound).
-  let reportsRef: SecondReportService | undefined;
-  const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));
-  const hl7 = new Hl7InboundService({
+  const studies = new StudyService({
     db,
-    config: config.hl7,
+    spool,
     logger,
-    // The same watermark as C-STORE: below it a message is answered AE and not stored.
-    hasRoom: () => spool.hasRoom(),
-    guards: metrics,
-    secondReports: { poolSenders, apply: (trx, item, from) => reportsRef!.applyFromHl7(trx, item, from) },
+    stableAfterSeconds: config.dicom.stableAfterSeconds,
+    // Follow-up work is a job enqueued in the transaction of the change that calls for it, never an in-memory event.
+    hooks: {
+      // Orders and reports that arrived before their study link as soon as it exists.
+      studyCreated: (trx, uid) => jobs.enqueue(trx, RECONCILE_STUDY_JOB, { studyUid: uid }, { key: uid }),
+      // The rules run when the study is complete ...
+      stable: (trx, uid) => enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.stable),
+    },
   });
-  // Orders and reports that arrived before their study link as soon as it exists.
-  studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
+  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger, guards: metrics }) : undefined;
   const newId = createIdSource();
   const rules = new RulesService({ db, logger, config, newId });
-  const decisions = new DecisionService({ db, logger, rules, config, newId });
+  const decisions = new DecisionService({ db, logger, rules, config, newId, jobs });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
   const senders = new Map<string, DestinationSender>(
     config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
@@ -131,10 +135,25 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     pools: new Map(config.destinations.flatMap((d) => (d.hl7 ? [[d.id, mllpSender(d.hl7)] as const] : []))),
     newId,
     newControlId,
+    jobs,
   });
+  jobs.register<OutboundJobPayload>(OUTBOUND_SEND_JOB, (job) => outbound.runJob(job), { concurrency: 4, leaseSeconds: config.forwarding.leaseSeconds });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
+  jobs.recurring(SLA_CHECK_JOB, config.sla.checkIntervalSeconds, () => readers.checkSla());
   const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
-  reportsRef = reports;
+  const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));
+  const hl7 = new Hl7InboundService({
+    db,
+    config: config.hl7,
+    logger,
+    // The same watermark as C-STORE: below it a message is answered AE and not stored.
+    hasRoom: () => spool.hasRoom(),
+    guards: metrics,
+    // The pool's second reports arrive over HL7 too.
+    secondReports: { poolSenders, apply: (trx, item, from) => reports.applyFromHl7(trx, item, from) },
+    // ... and again whenever what they read changes.
+    linked: (trx, uid) => enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.hl7),
+  });
   const forwarding = new ForwardingService({
     db,
     logger,
@@ -153,9 +172,16 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
       : undefined,
   });
-  // The rules run when the study is complete and again whenever what they read changes; a new case is forwarded at once.
-  studies.subscribe({ onStable: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.stable).then(() => forwarding.kick()) });
-  hl7.subscribe({ onLinked: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.hl7).then(() => forwarding.kick()) });
+  // Retried until they succeed (a database error must not lose a decision); a new case is forwarded at once.
+  jobs.register<EvaluationJobPayload>(
+    EVALUATE_JOB,
+    async (job) => {
+      await decisions.runJob(job);
+      forwarding.kick();
+    },
+    { concurrency: 2, maxAttempts: 100, backoffBaseSeconds: 1, backoffMaxSeconds: 300 },
+  );
+  jobs.register<{ studyUid: string }>(RECONCILE_STUDY_JOB, async (job) => hl7.reconcileStudy(job.payload.studyUid), { maxAttempts: 100, backoffBaseSeconds: 1, backoffMaxSeconds: 300 });
   const mllp = config.hl7.enabled
     ? new MllpServer({
         host: config.hl7.host,
@@ -239,6 +265,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     outbound,
     reports,
     metrics,
+    jobs,
     httpApp: http?.app,
     ports: () => ({
       dicom: scp?.port ?? 0,
@@ -255,8 +282,6 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         const applied = await migrateToLatest(db);
         if (applied.length > 0) log.info('database migrated', { applied });
         await rules.init();
-        // Evaluations under way finish before the database closes.
-        stoppers.push(() => decisions.idle());
         pseudonymSecret = await ensureSetting(db, 'pseudonym-secret', randomBytes(32).toString('hex'), new Date().toISOString());
         // Registered before any claim is taken, so the console can always name a claim's owner.
         await instances.start();
@@ -265,11 +290,12 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(() => forwarding.stop());
         outbound.start();
         stoppers.push(() => outbound.stop());
-        readers.start();
-        stoppers.push(() => readers.stop());
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });
+        // After the senders' closer, so jobs under way finish before the connections they use close.
+        await jobs.start();
+        stoppers.push(() => jobs.stop());
         // Reachability is reported, never a reason not to start: the queue holds the work until the pool is back.
         for (const [id, sender] of senders) {
           void sender.verify().then((h) => {
@@ -287,9 +313,6 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
         const reconciled = await hl7.reconcileAll();
         if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
-        // Rule evaluations are fired in memory after their trigger commits; a crash in between lost them (see the method).
-        const reevaluated = await decisions.recoverMissedEvaluations();
-        if (reevaluated > 0) log.info('re-ran the rules for studies changed just before the last stop', { studies: reevaluated });
         if (mllp) {
           await mllp.start();
           stoppers.push(() => mllp.stop());

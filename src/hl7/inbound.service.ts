@@ -49,6 +49,9 @@ import type { MllpFailure, MllpMeta } from './mllp-server.js';
 import { createIdSource } from '../db/sortable-id.js';
 import { storableText } from '../db/dialect.js';
 
+/** The job kind that links pending HL7 items to a study that just arrived (enqueued with its first instance). */
+export const RECONCILE_STUDY_JOB = 'hl7.reconcile-study';
+
 export interface InboundEvents {
   /** Committed: these studies gained an order, report version or AI result (rules may re-evaluate). */
   onLinked?(studyInstanceUid: string): void | Promise<void>;
@@ -67,6 +70,12 @@ export interface Hl7InboundServiceOptions {
    */
   hasRoom?: () => boolean;
   guards?: GuardMetrics;
+  /**
+   * Run inside the transaction that links an order, report version or AI
+   * result to a study (the composition root enqueues the rules' evaluation
+   * here): the follow-up exists if and only if the link commits.
+   */
+  linked?(trx: Db, studyInstanceUid: string): Promise<void>;
   /**
    * Second reports from the reader pool's system (ORU^R01 whose MSH-3 is a
    * destination's `hl7Sender`): applied inside the message's own transaction,
@@ -126,8 +135,10 @@ export class Hl7InboundService {
   private readonly secondReports: Hl7InboundServiceOptions['secondReports'];
   private readonly hasRoom: (() => boolean) | undefined;
   private readonly guards: GuardMetrics | undefined;
+  private readonly linkedHook: Hl7InboundServiceOptions['linked'];
 
   constructor(o: Hl7InboundServiceOptions) {
+    this.linkedHook = o.linked;
     this.db = o.db;
     this.config = o.config;
     this.log = o.logger.child({ component: 'hl7-in' });
@@ -258,6 +269,7 @@ export class Hl7InboundService {
     const r = await this.db.transaction().execute(async (trx) => {
       const res = await linkPendingForStudy(trx, studyInstanceUid, now);
       await refreshMessageStatus(trx, res.messageIds, now);
+      if (res.linked > 0) await this.linkedHook?.(trx, studyInstanceUid);
       return res;
     });
     if (r.linked + r.held > 0) {
@@ -321,7 +333,10 @@ export class Hl7InboundService {
         const sp = batch.length > 1 ? savepoint(i) : undefined;
         if (sp) await trx.executeQuery(sp.begin);
         try {
-          outcomes.push(await this.applyOne(trx, w, now));
+          const outcome = await this.applyOne(trx, w, now);
+          // In the message's savepoint: its follow-up work rolls back with it.
+          for (const uid of new Set(outcome.linkedStudies)) await this.linkedHook?.(trx, uid);
+          outcomes.push(outcome);
           if (sp) await trx.executeQuery(sp.release);
         } catch (err) {
           if (!sp) throw err;

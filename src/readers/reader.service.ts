@@ -5,7 +5,6 @@ import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { PollLoop } from '../poll-loop.js';
 import { forClaim, lockKey } from '../db/dialect.js';
 import { CaseState } from '../states.js';
 import { chooseReader, type AssignmentResult, type ReaderLoad } from './assignment.js';
@@ -20,6 +19,9 @@ export interface ReaderServiceOptions {
   clock?: () => Date;
 }
 
+/** The recurring job kind of the SLA watch. */
+export const SLA_CHECK_JOB = 'readers.sla-check';
+
 /** States in which a case is on a reader's desk (counts against capacity, can breach its SLA). */
 const READING: readonly CaseState[] = [CaseState.forwarding, CaseState.awaitingRead];
 
@@ -32,17 +34,11 @@ export class ReaderService {
   private readonly db: Db;
   private readonly log: Logger;
   private readonly clock: () => Date;
-  private readonly loop: PollLoop;
 
   constructor(private readonly o: ReaderServiceOptions) {
     this.db = o.db;
     this.log = o.logger.child({ component: 'readers' });
     this.clock = o.clock ?? (() => new Date());
-    this.loop = new PollLoop(
-      async () => void (await this.checkSla()),
-      o.config.sla.checkIntervalSeconds * 1000,
-      (err) => this.log.error('SLA check failed', { error: (err as Error).message }),
-    );
   }
 
   get assigns(): boolean {
@@ -145,19 +141,12 @@ export class ReaderService {
     });
   }
 
-  start(): void {
-    this.loop.start();
-  }
-
-  async stop(): Promise<void> {
-    await this.loop.stop();
-  }
-
   /**
    * Open cases past their due time. First breach: with gateway assignment and
    * another reader available, reassign and give the new reader a full SLA;
    * otherwise (or on a second breach) announce it on the escalation channels.
-   * Driven by the rows, so a restart misses nothing.
+   * Driven by the rows, so a restart misses nothing; run as a recurring job
+   * (SLA_CHECK_JOB, every `sla.checkIntervalSeconds`) by one instance at a time.
    */
   async checkSla(): Promise<{ reassigned: number; notified: number }> {
     const now = this.clock();

@@ -1,73 +1,7 @@
-import type { ExpressionBuilder } from 'kysely';
 import type { Db } from '../db/database.js';
 import { forClaim } from '../db/dialect.js';
-import type { Database } from '../db/schema.js';
 import { CaseState, DeliveryState, OutboundKind, OutboundState, StudyState } from '../states.js';
 import type { OutboundMessageRow } from './report.table.js';
-
-/** Still to go out, in order: a waiting write-back keeps the later messages of its case back too. */
-const UNSENT: readonly OutboundState[] = [OutboundState.pending, OutboundState.waiting];
-
-/**
- * The hold gate: messages of a case whose study is `held` are not claimed
- * (they wait, unchanged, for the release). A pool-cancel is exempt: telling a
- * pool to stop is never a risk.
- */
-const notOfHeldStudy = (eb: ExpressionBuilder<Database & { m: Database['outbound_messages'] }, 'm'>) =>
-  eb.or([
-    eb('m.kind', '=', OutboundKind.poolCancel),
-    eb.not(
-      eb.exists(
-        eb
-          .selectFrom('cases as hc')
-          .innerJoin('studies as hs', 'hs.study_instance_uid', 'hc.study_instance_uid')
-          .select('hc.id')
-          .whereRef('hc.id', '=', 'm.case_id')
-          .where('hs.state', '=', StudyState.held),
-      ),
-    ),
-  ]);
-
-/**
- * Claims, for `owner` until `leaseUntil`, up to `limit` due outbound messages
- * that are each the oldest pending one of their case and channel (kind): an
- * earlier message still pending (waiting for its retry, or being sent by any
- * instance) keeps the later ones back, so the RIS gets a case's messages in
- * order. A claim whose lease ran out (its instance died) is taken over. One
- * UPDATE over a candidate SELECT that skips rows another instance is locking
- * (PostgreSQL, dialect.ts); oldest first.
- */
-export async function claimOutbound(db: Db, owner: string, now: string, leaseUntil: string, limit: number): Promise<OutboundMessageRow[]> {
-  const candidates = db
-    .selectFrom('outbound_messages as m')
-    .select('m.id')
-    .where('m.state', '=', OutboundState.pending)
-    .where('m.next_attempt_at', '<=', now)
-    .where((eb) => eb.or([eb('m.lease_owner', 'is', null), eb('m.lease_expires_at', '<', now)]))
-    .where(({ not, exists, selectFrom }) =>
-      not(
-        exists(
-          selectFrom('outbound_messages as x')
-            .select('x.id')
-            .whereRef('x.kind', '=', 'm.kind')
-            .whereRef('x.case_id', '=', 'm.case_id')
-            .where('x.state', 'in', UNSENT)
-            .where((eb) => eb.or([eb('x.created_at', '<', eb.ref('m.created_at')), eb.and([eb('x.created_at', '=', eb.ref('m.created_at')), eb('x.id', '<', eb.ref('m.id'))])])),
-        ),
-      ),
-    )
-    .where(notOfHeldStudy)
-    .orderBy('m.created_at')
-    .orderBy('m.id')
-    .limit(limit);
-  const rows = await db
-    .updateTable('outbound_messages')
-    .set({ lease_owner: owner, lease_expires_at: leaseUntil })
-    .where('id', 'in', forClaim(db, candidates))
-    .returningAll()
-    .execute();
-  return rows.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-}
 
 /**
  * Why a claimed message must not be sent now (read just before it goes on the
@@ -88,9 +22,46 @@ export async function outboundStop(db: Db, id: string): Promise<string | undefin
   return undefined;
 }
 
-/** Gives a claimed message back untouched (not sent: its study is held). */
-export async function releaseOutbound(db: Db, id: string, owner: string): Promise<void> {
-  await db.updateTable('outbound_messages').set({ lease_owner: null, lease_expires_at: null }).where('id', '=', id).where('lease_owner', '=', owner).execute();
+export async function findOutbound(db: Db, id: string): Promise<OutboundMessageRow | undefined> {
+  return db.selectFrom('outbound_messages').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** The outcome of one send, written (fenced, in the job's transaction) only while the message is still pending. */
+export async function settleOutbound(
+  trx: Db,
+  id: string,
+  set: { state?: OutboundState; attempts: number; lastError: string | null; response?: string | null; nextAttemptAt?: string; now: string },
+): Promise<boolean> {
+  const r = await trx
+    .updateTable('outbound_messages')
+    .set({
+      ...(set.state ? { state: set.state } : {}),
+      attempts: set.attempts,
+      last_error: set.lastError,
+      ...(set.response !== undefined ? { response: set.response } : {}),
+      ...(set.nextAttemptAt ? { next_attempt_at: set.nextAttemptAt } : {}),
+      updated_at: set.now,
+    })
+    .where('id', '=', id)
+    .where('state', '=', OutboundState.pending)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
+/** A person's retry: the case's failed write-backs become pending again, attempts from zero. Returns their ids. */
+export async function reopenFailedWriteBacks(trx: Db, caseId: string, now: string): Promise<string[]> {
+  const failed = await trx.selectFrom('outbound_messages').select('id').where('case_id', '=', caseId).where('kind', '=', OutboundKind.writeBack).where('state', '=', OutboundState.failed).execute();
+  if (failed.length === 0) return [];
+  await trx
+    .updateTable('outbound_messages')
+    .set({ state: OutboundState.pending, attempts: 0, next_attempt_at: now, updated_at: now })
+    .where('id', 'in', failed.map((f) => f.id))
+    .execute();
+  return failed.map((f) => f.id);
+}
+
+export async function insertOutbound(trx: Db, row: Omit<OutboundMessageRow, 'lease_owner' | 'lease_expires_at'>): Promise<void> {
+  await trx.insertInto('outbound_messages').values(row).execute();
 }
 
 /** Waiting write-backs whose case's study now has a final (or corrected) primary report linked: their ORU can be built. */

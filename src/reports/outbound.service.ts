@@ -13,17 +13,31 @@ import { CaseState, OutboundKind, OutboundState } from '../states.js';
 import { writeBackDefect } from './oru-builder.js';
 import type { OutboundMessageRow } from './report.table.js';
 import {
-  claimOutbound,
+  findOutbound,
   hasPoolCancel,
+  insertOutbound,
   lockCancelledCase,
   lockWaiting,
   outboundStop,
   poolCancelsDue,
-  releaseOutbound,
+  reopenFailedWriteBacks,
   sentPseudonyms,
   setWriteBackPayload,
+  settleOutbound,
   waitingWriteBacksReady,
 } from './outbound.repository.js';
+import { hasUnfinishedDueJobs } from '../jobs/job.repository.js';
+import { JobClaimLostError, type JobContext, type JobOutcome, type JobQueue } from '../jobs/job.types.js';
+
+/** The job kind that sends one outbound message (its row id in the payload). */
+export const OUTBOUND_SEND_JOB = 'outbound.send';
+
+export interface OutboundJobPayload {
+  messageId: string;
+}
+
+/** The job engine as this service uses it: enqueue, and (tests, a manual pass) run this kind's due jobs now. */
+export type OutboundJobs = JobQueue & { drain(kinds?: readonly string[]): Promise<void> };
 
 /**
  * Builds a waiting write-back's ORU once its primary report is linked
@@ -42,6 +56,7 @@ export interface OutboundServiceOptions {
   pools?: ReadonlyMap<string, MllpSender>;
   newId: () => string;
   newControlId: () => string;
+  jobs: OutboundJobs;
   clock?: () => Date;
   random?: () => number;
   fetchTimeoutMs?: number;
@@ -50,10 +65,12 @@ export interface OutboundServiceOptions {
 type Attempt = { kind: 'accepted'; response: string } | { kind: 'rejected'; response: string; text: string } | { kind: 'retry'; text: string };
 
 /**
- * The durable queue of what the gateway sends besides images: the second
- * report to the RIS, and QA notifications. Each row holds the exact bytes,
- * built once, so a retry resends the same MSH-10; rows are sent oldest first,
- * one at a time per channel (one message in flight per connection).
+ * What the gateway sends besides images: the second report to the RIS, QA
+ * notifications, webhooks, pool-cancels. Each row holds the exact bytes, built
+ * once, so a retry resends the same MSH-10; each row is sent by a job enqueued
+ * with it, in the queue of its case and channel, so a case's messages leave in
+ * order, one at a time, on any instance. The row keeps the domain state the
+ * console shows (pending, accepted, failed); the job only carries the sending.
  */
 export class OutboundService {
   private readonly db: Db;
@@ -69,7 +86,7 @@ export class OutboundService {
     this.clock = o.clock ?? (() => new Date());
     this.random = o.random ?? Math.random;
     this.loop = new PollLoop(
-      () => this.tick(),
+      () => this.plan(),
       o.config.writeBack.pollIntervalSeconds * 1000,
       (err) => this.log.error('outbound pass failed', { error: (err as Error).message }),
     );
@@ -90,26 +107,30 @@ export class OutboundService {
   ): Promise<string> {
     const now = this.clock().toISOString();
     const id = this.o.newId();
-    await trx
-      .insertInto('outbound_messages')
-      .values({
-        id,
-        kind: m.kind,
-        case_id: m.caseId,
-        report_id: m.reportId ?? null,
-        control_id: m.controlId ?? null,
-        payload: m.payload,
-        state: m.waiting ? OutboundState.waiting : OutboundState.pending,
-        destination_id: m.destinationId ?? null,
-        attempts: 0,
-        next_attempt_at: now,
-        last_error: null,
-        response: null,
-        created_at: now,
-        updated_at: now,
-      })
-      .execute();
+    await insertOutbound(trx, {
+      id,
+      kind: m.kind,
+      case_id: m.caseId,
+      report_id: m.reportId ?? null,
+      control_id: m.controlId ?? null,
+      payload: m.payload,
+      state: m.waiting ? OutboundState.waiting : OutboundState.pending,
+      destination_id: m.destinationId ?? null,
+      attempts: 0,
+      next_attempt_at: now,
+      last_error: null,
+      response: null,
+      created_at: now,
+      updated_at: now,
+    });
+    // A waiting write-back takes its place in the queue now, so the case's later messages stay behind it.
+    await this.enqueueSend(trx, id, m.kind, m.caseId);
     return id;
+  }
+
+  private async enqueueSend(trx: Db, messageId: string, kind: string, caseId: string): Promise<void> {
+    const payload: OutboundJobPayload = { messageId };
+    await this.o.jobs.enqueue(trx, OUTBOUND_SEND_JOB, payload, { queue: `outbound:${kind}:${caseId}` });
   }
 
   /** Announces an event on every configured escalation channel (durably, retried). */
@@ -160,47 +181,36 @@ export class OutboundService {
       // The case first: a cancelled case's failed write-back must not become pending again.
       const moved = await transitionCase(trx, { caseId, from: [CaseState.failed], to: CaseState.reported, actor, now, auditId: this.o.newId(), details: { retriedWriteBacks: failed.length } });
       if (!moved) throw new GatewayError(ErrorCode.conflict, 'the case is not failed: nothing to retry');
-      await trx
-        .updateTable('outbound_messages')
-        .set({ state: OutboundState.pending, attempts: 0, next_attempt_at: now, updated_at: now })
-        .where('id', 'in', failed.map((f) => f.id))
-        .execute();
-      return failed.length;
+      const ids = await reopenFailedWriteBacks(trx, caseId, now);
+      for (const id of ids) await this.enqueueSend(trx, id, OutboundKind.writeBack, caseId);
+      return ids.length;
     });
-    this.kick();
     return { messages: n };
   }
 
-  /** Waits for the pass under way (tests). */
-  async idle(): Promise<void> {
+  /** Waits for the planning pass under way and for the sends due now, on any instance (tests). */
+  async idle(timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     while (this.loop.current) await this.loop.current;
+    while (Date.now() < deadline && (await hasUnfinishedDueJobs(this.db, OUTBOUND_SEND_JOB))) await new Promise((r) => setTimeout(r, 20));
   }
 
   /**
-   * One pass: claims every due message that is the oldest still pending of its
-   * case and channel (so a later one never overtakes it, on any instance), and
-   * sends them, channels side by side, each one message at a time. A settled
-   * message lets the next of its case go in the pass that follows at once.
+   * One planning pass (write-backs whose primary report has linked get their
+   * ORU; cancelled cases get their pool-cancel), then the sends due now. The
+   * sends run as jobs on their own; running them here too is for a manual
+   * pass and tests.
    */
   async tick(): Promise<void> {
     await this.buildWaiting();
     await this.queuePoolCancels();
-    const now = this.clock();
-    const until = new Date(now.getTime() + this.o.config.forwarding.leaseSeconds * 1000).toISOString();
-    const due = await claimOutbound(this.db, this.owner, now.toISOString(), until, 100);
-    const byKind = new Map<string, OutboundMessageRow[]>();
-    for (const m of due) byKind.set(m.kind, [...(byKind.get(m.kind) ?? []), m]);
-    let settled = 0;
-    await Promise.all(
-      [...byKind.values()].map(async (rows) => {
-        for (const m of rows) if (await this.attempt(m)) settled++;
-      }),
-    );
-    if (settled > 0) this.loop.kick();
+    await this.o.jobs.drain([OUTBOUND_SEND_JOB]);
   }
 
-  private get owner(): string {
-    return this.o.config.instanceId;
+  /** A pass of the planner only (its loop). */
+  private async plan(): Promise<void> {
+    await this.buildWaiting();
+    await this.queuePoolCancels();
   }
 
   /**
@@ -266,15 +276,28 @@ export class OutboundService {
     }
   }
 
-  private async attempt(m: OutboundMessageRow): Promise<boolean> {
+  /**
+   * The handler of OUTBOUND_SEND_JOB: sends the message once and records the
+   * outcome on its row, fenced by the job's claim (a worker that lost the job
+   * writes nothing, and sends nothing once it knows). A transient failure runs
+   * the job again after the backoff (not counted as a crash); a refusal, or too
+   * many attempts, fails the message (and a write-back's case) for a person.
+   */
+  async runJob(job: JobContext<OutboundJobPayload>): Promise<JobOutcome> {
+    const m = await findOutbound(this.db, job.payload.messageId);
+    if (!m) return;
     const log = this.log.child({ jobId: m.id, kind: m.kind, caseId: m.case_id, controlId: m.control_id ?? undefined });
-    // Read again just before sending: a cancel (or a hold) that committed since the claim wins.
+    const later = () => ({ runAgainAt: new Date(this.clock().getTime() + this.o.config.writeBack.pollIntervalSeconds * 1000) });
+    // A write-back waiting for its primary report keeps its place (and the case's later messages behind it).
+    if (m.state === OutboundState.waiting) return later();
+    // Read again just before sending: a cancel (or a hold) that committed since it was queued wins.
     const stop = await outboundStop(this.db, m.id);
+    if (stop === 'held') return later();
     if (stop) {
-      await releaseOutbound(this.db, m.id, this.owner);
       log.info('not sent', { because: stop });
-      return false;
+      return;
     }
+    if (job.signal.aborted) throw new JobClaimLostError(job.id);
     let result: Attempt;
     try {
       result = await this.send(m);
@@ -283,42 +306,32 @@ export class OutboundService {
     }
     const now = this.clock();
     const nowIso = now.toISOString();
+    const attempts = m.attempts + 1;
     if (result.kind === 'accepted') {
-      await this.db.transaction().execute(async (trx) => {
-        await trx.updateTable('outbound_messages').set({ state: OutboundState.accepted, attempts: m.attempts + 1, response: result.response, last_error: null, lease_owner: null, lease_expires_at: null, updated_at: nowIso }).where('id', '=', m.id).execute();
+      await job.fenced(async (trx) => {
+        if (!(await settleOutbound(trx, m.id, { state: OutboundState.accepted, attempts, response: result.response, lastError: null, now: nowIso }))) return;
         if (m.kind === OutboundKind.writeBack) {
           await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.writtenBack, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id } });
         }
       });
-      log.info('sent and acknowledged', { attempts: m.attempts + 1 });
-      return true;
+      log.info('sent and acknowledged', { attempts });
+      return;
     }
-    const attempts = m.attempts + 1;
     const give = result.kind === 'rejected' || attempts >= this.o.config.writeBack.maxAttempts;
-    await this.db.transaction().execute(async (trx) => {
-      if (give) {
-        await trx
-          .updateTable('outbound_messages')
-          .set({ state: OutboundState.failed, attempts, last_error: result.text, response: result.kind === 'rejected' ? result.response : null, lease_owner: null, lease_expires_at: null, updated_at: nowIso })
-          .where('id', '=', m.id)
-          .where('state', '=', OutboundState.pending)
-          .execute();
+    if (give) {
+      await job.fenced(async (trx) => {
+        if (!(await settleOutbound(trx, m.id, { state: OutboundState.failed, attempts, lastError: result.text, response: result.kind === 'rejected' ? result.response : null, now: nowIso }))) return;
         if (m.kind === OutboundKind.writeBack) {
           await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id, error: result.text, attempts } });
         }
-      } else {
-        const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.writeBack.backoffBaseSeconds, this.o.config.writeBack.backoffMaxSeconds, this.random)).toISOString();
-        await trx
-          .updateTable('outbound_messages')
-          .set({ attempts, last_error: result.text, next_attempt_at: next, lease_owner: null, lease_expires_at: null, updated_at: nowIso })
-          .where('id', '=', m.id)
-          .where('state', '=', OutboundState.pending)
-          .execute();
-      }
-    });
-    if (give) log.warn(result.kind === 'rejected' ? 'refused by the receiver; not retried' : 'gave up after too many attempts', { attempts, error: result.text });
-    else log.info('will be retried', { attempts, error: result.text });
-    return false;
+      });
+      log.warn(result.kind === 'rejected' ? 'refused by the receiver; not retried' : 'gave up after too many attempts', { attempts, error: result.text });
+      return;
+    }
+    const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.writeBack.backoffBaseSeconds, this.o.config.writeBack.backoffMaxSeconds, this.random));
+    await job.fenced((trx) => settleOutbound(trx, m.id, { attempts, lastError: result.text, nextAttemptAt: next.toISOString(), now: nowIso }));
+    log.info('will be retried', { attempts, error: result.text });
+    return { runAgainAt: next };
   }
 
   private async send(m: OutboundMessageRow): Promise<Attempt> {

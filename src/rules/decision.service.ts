@@ -8,12 +8,14 @@ import { orderCountsOfStudy } from '../hl7/hl7.repository.js';
 import { hashId, type Logger } from '../logger.js';
 import { CaseState, EvaluationTrigger, StudyState } from '../states.js';
 import { findStudy } from '../studies/study.repository.js';
+import { hasUnfinishedDueJobs } from '../jobs/job.repository.js';
+import type { JobContext, JobQueue } from '../jobs/job.types.js';
+import { EVALUATE_JOB, type EvaluationJobPayload } from './evaluation.job.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
 import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule.types.js';
 import { applySamplingSlots, decisionsOfStudies, insertDecision, OUTCOME_WINDOW_MS, parseDecisionRow, samplingCountersOfRadiologist } from './rules.repository.js';
 import type { RulesService } from './rules.service.js';
-
 
 export interface EvaluationOutcome {
   decision: Decision;
@@ -29,6 +31,8 @@ export interface DecisionServiceOptions {
   config: Pick<GatewayConfig, 'sla' | 'forwarding' | 'destinations'>;
   newId: () => string;
   clock?: () => Date;
+  /** The job engine the evaluations run on (the gateway's); without it only direct calls evaluate (tools, tests). */
+  jobs?: JobQueue;
 }
 
 /** The rule id under which a manual request is recorded when the rule set has no `manual` rule: requests are always honoured. */
@@ -63,66 +67,47 @@ export class DecisionService {
     return next;
   }
 
-  /** Waits for every evaluation under way (shutdown, tests). */
-  async idle(): Promise<void> {
-    while (this.queues.size > 0) await Promise.allSettled([...this.queues.values()]);
-  }
-
   /**
-   * At start-up: evaluates stable studies whose inputs changed (became stable, an order, report or AI
-   * result linked) after their last recorded decision, among those touched in the last `windowMs` of
-   * activity. Why: the triggers are in-memory events fired after their change commits, so a crash between
-   * that commit and the evaluation's commit lost the evaluation for good (the study is already stable, the
-   * message already acknowledged: nothing fires again and a flagged study never got its case). Found by
-   * scripts/chaos.ts. Only the last moments before a crash can be affected, hence the window; an
-   * evaluation that finds the same verdict records nothing, so looking again is harmless.
+   * The handler of the evaluation job kind: the decision is written in a
+   * transaction fenced by the job's claim, so a worker that lost the job to
+   * another writes nothing. A thrown error (the database unavailable) is
+   * retried by the engine until the evaluation succeeds.
    */
-  async recoverMissedEvaluations(windowMs = 60 * 60 * 1000): Promise<number> {
-    const tables = ['report_versions', 'orders', 'ai_results'] as const;
-    const maxes = await Promise.all([
-      this.db.selectFrom('studies').select((eb) => eb.fn.max('updated_at').as('t')).executeTakeFirst(),
-      ...tables.map((t) => this.db.selectFrom(t).select((eb) => eb.fn.max('updated_at').as('t')).executeTakeFirst()),
-    ]);
-    const latest = maxes.flatMap((r) => (r?.t ? [String(r.t)] : [])).sort().at(-1);
-    if (!latest) return 0;
-    const since = new Date(Date.parse(latest) - windowMs).toISOString();
-    const changedAt = new Map<string, string>();
-    const touch = (uid: string | null, at: string | null) => {
-      if (uid && at && at > (changedAt.get(uid) ?? '')) changedAt.set(uid, at);
-    };
-    const stable = await this.db.selectFrom('studies').select(['study_instance_uid', 'stable_at']).where('state', '=', StudyState.stable).where('updated_at', '>=', since).execute();
-    for (const r of stable) touch(r.study_instance_uid, r.stable_at);
-    for (const t of tables) {
-      const rows = await this.db.selectFrom(t).select(['linked_study_uid', 'updated_at']).where('link_state', '=', 'linked').where('updated_at', '>=', since).execute();
-      for (const r of rows) touch(r.linked_study_uid, r.updated_at);
-    }
-    let evaluated = 0;
-    for (const [uid, at] of changedAt) {
-      const last = (await decisionsOfStudies(this.db, [uid])).at(-1);
-      if (last && last.evaluated_at >= at) continue;
-      await this.evaluateStudy(uid, EvaluationTrigger.stable, 'recovery');
-      evaluated++;
-    }
-    return evaluated;
+  runJob(job: JobContext<EvaluationJobPayload>): Promise<EvaluationOutcome | undefined> {
+    return this.run(job.payload.studyUid, job.payload.trigger, 'rules', (fn) => job.fenced(fn));
   }
 
-  private async run(uid: string, trigger: EvaluationTrigger, actor: string): Promise<EvaluationOutcome | undefined> {
-    const study = await findStudy(this.db, uid);
-    if (!study) return undefined;
-    // Rules decide on a complete study; a manual request is recorded at once and forwarded once stable.
-    if (study.state !== StudyState.stable && trigger !== EvaluationTrigger.manual) return undefined;
+  /** Waits for every evaluation under way or due now, in this process or (jobs) in the database (tests). */
+  async idle(): Promise<void> {
+    for (;;) {
+      while (this.queues.size > 0) await Promise.allSettled([...this.queues.values()]);
+      if (!this.o.jobs || !(await hasUnfinishedDueJobs(this.db, EVALUATE_JOB))) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 
+  private async run(
+    uid: string,
+    trigger: EvaluationTrigger,
+    actor: string,
+    transaction: <T>(fn: (trx: Db) => Promise<T>) => Promise<T> = (fn) => this.db.transaction().execute(fn),
+  ): Promise<EvaluationOutcome | undefined> {
     const active = await this.o.rules.current();
-    const input = (await loadEvaluationInputs(this.db, [study], { withPriorDecisions: true })).get(uid);
-    if (!input) return undefined;
-    const radiologist = [...input.reports].reverse().find((r) => r.status === 'F' || r.status === 'C')?.radiologistId;
     const now = this.clock();
     const nowIso = now.toISOString();
-    // The counters are read, decided on and incremented in one transaction that holds the radiologist's
-    // sampling lock (PostgreSQL: an advisory lock, across instances; SQLite: the one writer), so two
-    // evaluations never both take the last slot of a quota. The study's lock first, always in that order.
-    const result = await this.db.transaction().execute(async (trx) => {
+    // Everything the rules read is read under the study's lock (PostgreSQL: an advisory lock across instances;
+    // SQLite: the one writer), so two instances deciding the same study never decide on a stale read. The
+    // counters are read, decided on and incremented under the radiologist's sampling lock, so two evaluations
+    // never both take the last slot of a quota. The study's lock first, always in that order.
+    const result = await transaction(async (trx) => {
       await lockKey(trx, `study:${uid}`);
+      const study = await findStudy(trx, uid);
+      if (!study) return undefined;
+      // Rules decide on a complete study; a manual request is recorded at once and forwarded once stable.
+      if (study.state !== StudyState.stable && trigger !== EvaluationTrigger.manual) return undefined;
+      const input = (await loadEvaluationInputs(trx, [study], { withPriorDecisions: true })).get(uid);
+      if (!input) return undefined;
+      const radiologist = [...input.reports].reverse().find((r) => r.status === 'F' || r.status === 'C')?.radiologistId;
       await lockKey(trx, `sampling:${radiologist ?? 'unknown'}`);
       // Reviews of drawn studies matter only to precision rules, so only they pay for reading them.
       const precision = active.rules.some((r) => r.kind === 'sampling' && r.mode === 'precision' && r.enabled);
@@ -218,6 +203,7 @@ export class DecisionService {
       await insertDecision(trx, { id: this.o.newId(), studyInstanceUid: uid, ruleSetVersion: active.version, trigger, decision, caseId, evaluatedAt: nowIso });
       return { decision, caseId, caseCreated, recorded: true };
     });
+    if (!result) return undefined;
     const { decision, recorded } = result;
     if (!recorded) return { decision, ruleSetVersion: active.version, caseId: result.caseId, caseCreated: false };
     this.log.info('study evaluated', {

@@ -18,12 +18,25 @@ export interface StudyEvents {
   onStudyCreated?(studyInstanceUid: string): void | Promise<void>;
 }
 
+/**
+ * Work that must follow a change durably, run inside the transaction that makes
+ * the change (the composition root enqueues jobs here): it exists if and only if
+ * the change commits. The events above are only notices for observers.
+ */
+export interface StudyTransactionHooks {
+  /** The first instance of a study is being committed. */
+  studyCreated?(trx: Db, studyInstanceUid: string): Promise<void>;
+  /** The study is being marked stable (quiet period over, or a hold ended on a stable study). */
+  stable?(trx: Db, studyInstanceUid: string): Promise<void>;
+}
+
 export interface StudyServiceOptions {
   db: Db;
   spool: Spool;
   logger: Logger;
   stableAfterSeconds: number;
   clock?: () => Date;
+  hooks?: StudyTransactionHooks;
 }
 
 /**
@@ -43,8 +56,10 @@ export class StudyService implements InstanceSink {
   private sweeping: Promise<void> | undefined;
   private running = false;
   private readonly newId = createIdSource();
+  private readonly hooks: StudyTransactionHooks;
 
   constructor(o: StudyServiceOptions) {
+    this.hooks = o.hooks ?? {};
     this.db = o.db;
     this.spool = o.spool;
     this.log = o.logger.child({ component: 'studies' });
@@ -92,6 +107,7 @@ export class StudyService implements InstanceSink {
             details: { code: x.code, sopInstanceUids: x.sopInstanceUids, rejectionNote: inst.sopInstanceUid },
           });
         }
+        if (r.studyCreated) await this.hooks.studyCreated?.(trx, inst.studyInstanceUid);
         if (placing) await placing;
         return r;
       });
@@ -171,6 +187,7 @@ export class StudyService implements InstanceSink {
         if (v.study_instance_uid !== studyInstanceUid) others.add(v.study_instance_uid);
       }
       const to = await endHold(trx, studyInstanceUid, now);
+      if (to === StudyState.stable) await this.hooks.stable?.(trx, studyInstanceUid);
       await recordAudit(trx, this.newId(), now, {
         actor,
         action: decision === 'released' ? 'study.released' : 'study.rejected',
@@ -181,7 +198,9 @@ export class StudyService implements InstanceSink {
       // The other side of a move (an instance that went to or came from another study) is decided with it.
       const alsoEnded: string[] = [];
       for (const other of others) {
-        if ((await openConflicts(trx, other)).length === 0 && (await endHold(trx, other, now))) {
+        const otherTo = (await openConflicts(trx, other)).length === 0 ? await endHold(trx, other, now) : undefined;
+        if (otherTo) {
+          if (otherTo === StudyState.stable) await this.hooks.stable?.(trx, other);
           alsoEnded.push(other);
           await recordAudit(trx, this.newId(), now, { actor, action: decision === 'released' ? 'study.released' : 'study.rejected', entityType: 'study', entityId: other, details: { reason, with: studyInstanceUid } });
         }
@@ -191,7 +210,7 @@ export class StudyService implements InstanceSink {
     this.log.info(`study ${decision}`, { studyUid: hashId(studyInstanceUid), to: out.to });
     for (const uid of [studyInstanceUid, ...out.alsoEnded]) {
       const row = uid === studyInstanceUid ? out.row : await findStudy(this.db, uid);
-      // Stable again: the rules run now, through the same event as a study going quiet.
+      // Stable again: the rules run now (enqueued with the change above); observers hear it as a study going quiet.
       if (row?.state === StudyState.stable) this.emit('onStable', uid);
     }
     this.armTimer(this.clock().getTime());
@@ -216,7 +235,12 @@ export class StudyService implements InstanceSink {
   async sweep(): Promise<string[]> {
     const now = this.clock();
     const cutoff = new Date(now.getTime() - this.stableAfterMs).toISOString();
-    const changed = await markStable(this.db, cutoff, now.toISOString());
+    // Marked stable and its follow-up work (the rules) committed together: a crash cannot separate them.
+    const changed = await this.db.transaction().execute(async (trx) => {
+      const rows = await markStable(trx, cutoff, now.toISOString());
+      for (const s of rows) await this.hooks.stable?.(trx, s.study_instance_uid);
+      return rows;
+    });
     for (const s of changed) {
       this.log.info('study stable', { studyUid: hashId(s.study_instance_uid), instances: s.instance_count });
       this.emit('onStable', s.study_instance_uid);

@@ -3,7 +3,6 @@ import { openDatabase, type Db } from '../../src/db/database.js';
 import { dialectOf, storableText } from '../../src/db/dialect.js';
 import { claimDue, insertDelivery } from '../../src/forwarding/outbox.repository.js';
 import { acquireLease, releaseLease } from '../../src/instances/instance.repository.js';
-import { claimOutbound } from '../../src/reports/outbound.repository.js';
 import { openTempDatabase, openTempPostgresDatabase, postgresServerUrl, requirePostgres, testPostgresUrl } from '../helpers/tmp.js';
 
 // Work claiming on whichever engine the suite runs on (SQLite, or PostgreSQL with GATEWAY_TEST_DATABASE_URL):
@@ -59,32 +58,6 @@ describe(`work claims (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, () => {
     expect(await acquireLease(db, 'destination:x', 'gw-a', later(17), later(27)), 'a release by a former holder does nothing').to.equal(false);
     await releaseLease(db, 'destination:x', 'gw-b');
     expect(await acquireLease(db, 'destination:x', 'gw-a', later(17), later(27))).to.equal(true);
-  });
-
-  it('claims only the oldest pending outbound message of a case and channel', async () => {
-    const row = (id: string, caseId: string, at: string, kind: 'write-back' | 'webhook' = 'write-back') => ({
-      id,
-      kind,
-      case_id: caseId,
-      report_id: null,
-      control_id: null,
-      payload: 'x',
-      state: 'pending' as const,
-      attempts: 0,
-      next_attempt_at: at,
-      last_error: null,
-      response: null,
-      created_at: at,
-      updated_at: at,
-    });
-    // m1 waits for its retry (not due): m2 of the same case must not overtake it; m3 (other case) and m4 (other channel) go.
-    await db.insertInto('outbound_messages').values([row('m1', 'c1', t0), row('m2', 'c1', later(1)), row('m3', 'c2', later(2)), row('m4', 'c1', later(3), 'webhook')]).execute();
-    await db.updateTable('outbound_messages').set({ next_attempt_at: later(100) }).where('id', '=', 'm1').execute();
-    const claimed = await claimOutbound(db, 'gw-a', later(10), later(40), 10);
-    expect(claimed.map((m) => m.id)).to.deep.equal(['m3', 'm4']);
-    expect(await claimOutbound(db, 'gw-b', later(11), later(41), 10), 'claimed ones are not claimed again').to.deep.equal([]);
-    await db.updateTable('outbound_messages').set({ state: 'accepted', lease_owner: null }).where('id', 'in', ['m3', 'm4']).execute();
-    expect((await claimOutbound(db, 'gw-b', later(101), later(131), 10)).map((m) => m.id)).to.deep.equal(['m1']);
   });
 
   it('stores a NUL in received text the same way on both engines', async () => {
