@@ -219,3 +219,24 @@ export async function studyRow(db: Db, studyInstanceUid: string): Promise<StudyQ
   const rows = await queryStudies(db, { studyInstanceUid: [studyInstanceUid], limit: 1, offset: 0 });
   return rows[0];
 }
+
+/** Whether the study exists (with that series, when given). */
+export async function studyHasSeries(db: Db, studyInstanceUid: string, seriesInstanceUid?: string): Promise<boolean> {
+  let q = db.selectFrom('series').select('series_instance_uid').where('study_instance_uid', '=', studyInstanceUid);
+  if (seriesInstanceUid !== undefined) q = q.where('series_instance_uid', '=', seriesInstanceUid);
+  return (await q.executeTakeFirst()) !== undefined;
+}
+
+/** ModalitiesInStudy of each study: the distinct modalities of its series. */
+export async function modalitiesOfStudies(db: Db, studyUids: string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  if (studyUids.length === 0) return out;
+  const rows = await db.selectFrom('series').select(['study_instance_uid', 'modality']).where('study_instance_uid', 'in', studyUids).execute();
+  for (const r of rows) {
+    if (!r.modality) continue;
+    const list = out.get(r.study_instance_uid) ?? [];
+    if (!list.includes(r.modality)) list.push(r.modality);
+    out.set(r.study_instance_uid, list);
+  }
+  return out;
+}

@@ -218,7 +218,8 @@ function parseQuery(req: Request, level: QidoLevel): { request: QidoRequest; ign
         }
       } else if (lower === 'limit' || lower === 'offset') {
         const n = Number(list(value)[0]);
-        if (!Number.isInteger(n) || n < 0) throw new GatewayError(ErrorCode.invalidInput, `${lower} must be a non-negative integer`);
+        const min = lower === 'limit' ? 1 : 0;
+        if (!Number.isInteger(n) || n < min) throw new GatewayError(ErrorCode.invalidInput, `${lower} must be an integer of at least ${min}`);
         if (lower === 'limit') request.limit = Math.min(n, MAX_LIMIT);
         else request.offset = n;
       }
@@ -264,5 +265,6 @@ function parseQuery(req: Request, level: QidoLevel): { request: QidoRequest; ign
   const series = param(req, 'series');
   if (study) request.studyInstanceUid = [study];
   if (series) request.seriesInstanceUid = [series];
+  if (study) request.parent = { study, ...(series ? { series } : {}) };
   return { request, ignored };
 }

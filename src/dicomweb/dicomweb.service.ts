@@ -29,6 +29,8 @@ import {
   queryStudies,
   readerStudies,
   sentInstances,
+  studyHasSeries,
+  modalitiesOfStudies,
   type InstanceQueryRow,
   type QidoMatch,
   type ReaderStudy,
@@ -42,6 +44,8 @@ export interface QidoRequest extends QidoMatch {
   level: QidoLevel;
   /** Tags asked for besides the defaults, or every one held. */
   include: Set<string> | 'all';
+  /** The study (and series) named in the path: one that does not exist for the caller is answered 404. */
+  parent?: { study: string; series?: string };
 }
 
 /** One instance as its caller may have it: the bytes to stream and the UIDs they carry. */
@@ -132,9 +136,13 @@ export class DicomwebService {
 
   async search(principal: Principal, q: QidoRequest, baseUrl: string): Promise<DicomJson[]> {
     const scope = await this.scope(principal);
-    // A parent in the path that the caller may not see is not found, as if it did not exist.
-    if (!scope.all && q.studyInstanceUid?.length === 1 && !scope.studies.some((s) => s.viewUid === q.studyInstanceUid![0])) {
-      if (q.level !== 'study') throw new GatewayError(ErrorCode.notFound, 'no such study');
+    // A parent in the path that does not exist, or that the caller may not see, is not found (the same answer for both).
+    if (q.parent) {
+      const { study, series } = q.parent;
+      const found = scope.all
+        ? await studyHasSeries(this.o.db, study, series)
+        : scope.studies.find((s) => s.viewUid === study && (series === undefined || s.instances.some((i) => i.viewSeriesUid === series)));
+      if (!found) throw new GatewayError(ErrorCode.notFound, series ? 'no such series' : 'no such study');
     }
     if (scope.all) return this.searchAll(q, baseUrl);
     return this.searchReader(scope.studies, q, baseUrl);
@@ -158,7 +166,7 @@ export class DicomwebService {
     };
     if (q.level === 'study') {
       const rows = await queryStudies(this.o.db, q);
-      const mods = await this.modalitiesOf(rows.map((r) => r.study_instance_uid));
+      const mods = await modalitiesOfStudies(this.o.db, rows.map((r) => r.study_instance_uid));
       return Promise.all(rows.map((r) => withExtras(this.studyJson(r, mods.get(r.study_instance_uid) ?? [], baseUrl), r.sample_path, STUDY_ATTRIBUTES)));
     }
     if (q.level === 'series') {
@@ -167,19 +175,6 @@ export class DicomwebService {
     }
     const rows = await queryInstances(this.o.db, q);
     return Promise.all(rows.map((r) => withExtras(this.instanceJson(r, baseUrl), r.file_path, [...INSTANCE_ATTRIBUTES, 'StudyInstanceUID', 'SeriesInstanceUID'])));
-  }
-
-  private async modalitiesOf(studyUids: string[]): Promise<Map<string, string[]>> {
-    const out = new Map<string, string[]>();
-    if (studyUids.length === 0) return out;
-    const rows = await this.o.db.selectFrom('series').select(['study_instance_uid', 'modality']).where('study_instance_uid', 'in', studyUids).execute();
-    for (const r of rows) {
-      if (!r.modality) continue;
-      const list = out.get(r.study_instance_uid) ?? [];
-      if (!list.includes(r.modality)) list.push(r.modality);
-      out.set(r.study_instance_uid, list);
-    }
-    return out;
   }
 
   private studyJson(r: StudyQueryRow, modalities: string[], baseUrl: string): DicomJson {

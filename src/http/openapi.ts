@@ -1051,6 +1051,96 @@ const paths: Record<string, PathItem> = {
   },
 };
 
+// ==== DICOMweb block (begin) ====================================================
+// The DICOMweb service (src/dicomweb/, PS3.18) under /dicom-web. Kept in one block so a regenerated
+// API description can carry it over whole. Bodies are DICOM (multipart/related) and DICOM JSON, not the API's JSON.
+const dicomJsonDataset: JsonSchema = { type: 'object', description: 'a dataset in the DICOM JSON model (PS3.18 F.2): tag -> {vr, Value}' };
+const dicomJson = (description: string): ResponseObject => ({ description, content: { 'application/dicom+json': { schema: { type: 'array', items: dicomJsonDataset } } } });
+const dicomMultipart = (description: string): ResponseObject => ({
+  description: `${description}: multipart/related; type="application/dicom", one part per instance, the bytes as stored (a reader's de-identified copy when their case's is)`,
+  content: { 'multipart/related': { schema: { type: 'string', description: 'parts of type application/dicom' } } },
+});
+const stowResponse = (description: string): ResponseObject => ({ description, content: { 'application/dicom+json': { schema: dicomJsonDataset } } });
+const qidoParams: Parameter[] = [
+  q('PatientID', str),
+  q('PatientName', str, 'wildcards * and ?, case-insensitive'),
+  q('AccessionNumber', str),
+  q('StudyDate', str, 'YYYYMMDD, or a range YYYYMMDD-YYYYMMDD with either end open'),
+  q('ModalitiesInStudy', str, 'comma-separated'),
+  q('Modality', str),
+  q('StudyInstanceUID', str, 'comma-separated list'),
+  q('SeriesInstanceUID', str, 'comma-separated list'),
+  q('SOPInstanceUID', str, 'comma-separated list'),
+  q('includefield', str, 'keywords or tags, comma-separated or repeated; `all` for every attribute held'),
+  limit(1000, 1000),
+  offset,
+];
+const studyUid = p('study', str, 'StudyInstanceUID (a reader gives the one they see: the pseudonym when their copy is de-identified)');
+const seriesUid = p('series', str, 'SeriesInstanceUID');
+const sopUid = p('sop', str, 'SOPInstanceUID');
+const dicomwebRead = { tag: 'dicomweb', roles: ALL_ROLES };
+const stowDescription =
+  'STOW-RS. Body: multipart/related; type="application/dicom"; boundary=..., one Part 10 instance per part, streamed to the spool and stored like a C-STORE (success per instance only after fsync and commit). ' +
+  'Answer: ReferencedSOPSequence (stored), FailedSOPSequence with FailureReason (C-STORE status codes) for parts that failed (truncated, unreadable, study mismatch, out of resources); 200 all stored, 202 some failed, 409 none stored, 503 none stored for lack of resources.';
+const dicomwebPaths: Record<string, PathItem> = {
+  '/dicom-web/studies': {
+    get: op({ operationId: 'dicomwebSearchStudies', summary: 'QIDO-RS: search studies', ...dicomwebRead, parameters: qidoParams, responses: { '200': dicomJson('matching studies') }, errors: { '406': 'Accept names no DICOM JSON media type' } }),
+    post: op({
+      operationId: 'dicomwebStoreInstances',
+      summary: 'STOW-RS: store instances',
+      description: stowDescription,
+      tag: 'dicomweb',
+      roles: [Role.admin, Role.system],
+      responses: { '200': stowResponse('every instance stored'), '202': stowResponse('some instances stored, some failed'), '409': stowResponse('no instance stored'), '503': stowResponse('no instance stored: out of resources') },
+      errors: { '400': 'a body without any part, or a malformed multipart body', '415': 'not multipart/related; type="application/dicom"' },
+    }),
+  },
+  '/dicom-web/studies/{study}': {
+    get: op({ operationId: 'dicomwebRetrieveStudy', summary: 'WADO-RS: the instances of a study', ...dicomwebRead, parameters: [studyUid], responses: { '200': dicomMultipart('the instances') }, errors: { '404': 'no such study (or not the caller\'s)', '406': 'Accept names no multipart/related application/dicom' } }),
+    post: op({
+      operationId: 'dicomwebStoreStudyInstances',
+      summary: 'STOW-RS: store instances of one study',
+      description: `${stowDescription} An instance of another study fails with FailureReason 0xA900.`,
+      tag: 'dicomweb',
+      roles: [Role.admin, Role.system],
+      parameters: [studyUid],
+      responses: { '200': stowResponse('every instance stored'), '202': stowResponse('some instances stored, some failed'), '409': stowResponse('no instance stored'), '503': stowResponse('no instance stored: out of resources') },
+      errors: { '400': 'a body without any part, or a malformed multipart body', '415': 'not multipart/related; type="application/dicom"' },
+    }),
+  },
+  '/dicom-web/studies/{study}/metadata': {
+    get: op({ operationId: 'dicomwebRetrieveStudyMetadata', summary: 'WADO-RS: the headers of a study\'s instances', ...dicomwebRead, parameters: [studyUid], responses: { '200': dicomJson('one dataset per instance, without bulk data') }, errors: { '404': 'no such study (or not the caller\'s)', '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/studies/{study}/series': {
+    get: op({ operationId: 'dicomwebSearchStudySeries', summary: 'QIDO-RS: search the series of a study', ...dicomwebRead, parameters: [studyUid, ...qidoParams], responses: { '200': dicomJson('matching series') }, errors: { '404': 'no such study (or not the caller\'s)', '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/studies/{study}/instances': {
+    get: op({ operationId: 'dicomwebSearchStudyInstances', summary: 'QIDO-RS: search the instances of a study', ...dicomwebRead, parameters: [studyUid, ...qidoParams], responses: { '200': dicomJson('matching instances') }, errors: { '404': 'no such study (or not the caller\'s)', '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/studies/{study}/series/{series}': {
+    get: op({ operationId: 'dicomwebRetrieveSeries', summary: 'WADO-RS: the instances of a series', ...dicomwebRead, parameters: [studyUid, seriesUid], responses: { '200': dicomMultipart('the instances') }, errors: { '404': 'no such series (or not the caller\'s)', '406': 'Accept names no multipart/related application/dicom' } }),
+  },
+  '/dicom-web/studies/{study}/series/{series}/metadata': {
+    get: op({ operationId: 'dicomwebRetrieveSeriesMetadata', summary: 'WADO-RS: the headers of a series\' instances', ...dicomwebRead, parameters: [studyUid, seriesUid], responses: { '200': dicomJson('one dataset per instance') }, errors: { '404': 'no such series (or not the caller\'s)', '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/studies/{study}/series/{series}/instances': {
+    get: op({ operationId: 'dicomwebSearchSeriesInstances', summary: 'QIDO-RS: search the instances of a series', ...dicomwebRead, parameters: [studyUid, seriesUid, ...qidoParams], responses: { '200': dicomJson('matching instances') }, errors: { '404': 'no such series (or not the caller\'s)', '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/studies/{study}/series/{series}/instances/{sop}': {
+    get: op({ operationId: 'dicomwebRetrieveInstance', summary: 'WADO-RS: one instance', ...dicomwebRead, parameters: [studyUid, seriesUid, sopUid], responses: { '200': dicomMultipart('the instance') }, errors: { '404': 'no such instance (or not the caller\'s)', '406': 'Accept names no multipart/related application/dicom' } }),
+  },
+  '/dicom-web/studies/{study}/series/{series}/instances/{sop}/metadata': {
+    get: op({ operationId: 'dicomwebRetrieveInstanceMetadata', summary: 'WADO-RS: the header of one instance', ...dicomwebRead, parameters: [studyUid, seriesUid, sopUid], responses: { '200': dicomJson('the dataset') }, errors: { '404': 'no such instance (or not the caller\'s)', '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/series': {
+    get: op({ operationId: 'dicomwebSearchSeries', summary: 'QIDO-RS: search series', ...dicomwebRead, parameters: qidoParams, responses: { '200': dicomJson('matching series') }, errors: { '406': 'Accept names no DICOM JSON media type' } }),
+  },
+  '/dicom-web/instances': {
+    get: op({ operationId: 'dicomwebSearchInstances', summary: 'QIDO-RS: search instances', ...dicomwebRead, parameters: qidoParams, responses: { '200': dicomJson('matching instances') }, errors: { '406': 'Accept names no DICOM JSON media type' } }),
+  },
+};
+// ==== DICOMweb block (end) ======================================================
+
 export const openApiDocument: OpenApiDocument = {
   openapi: '3.1.0',
   info: {
@@ -1068,8 +1158,9 @@ export const openApiDocument: OpenApiDocument = {
     { name: 'rules', description: 'the rule set and QA sampling' },
     { name: 'audit', description: 'the audit log' },
     { name: 'console', description: 'what the web console reads' },
+    { name: 'dicomweb', description: 'DICOMweb (PS3.18) under /dicom-web: STOW-RS, QIDO-RS, WADO-RS' },
   ],
-  paths,
+  paths: { ...paths, ...dicomwebPaths },
   components: {
     schemas,
     securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from auth.tokens in the gateway config' } },
