@@ -73,7 +73,8 @@ export class StowService {
     const type = (params['type'] ?? 'application/dicom').toLowerCase();
     if (type !== 'application/dicom') throw new GatewayError(ErrorCode.unsupported, `multipart/related type "${type}" is not supported: only application/dicom (no bulk-data/metadata parts)`);
     const boundary = params['boundary'];
-    if (!boundary || boundary.length > 70) throw new GatewayError(ErrorCode.invalidInput, 'multipart/related without a valid boundary');
+    // RFC 2046 caps a boundary at 70 characters; Orthanc's DICOMweb plugin sends 73: be lenient, within reason.
+    if (!boundary || boundary.length > 200) throw new GatewayError(ErrorCode.invalidInput, 'multipart/related without a valid boundary');
     const reader = new MultipartReader(boundary);
     const results: StowInstanceResult[] = [];
     let current: PartFile | undefined;
