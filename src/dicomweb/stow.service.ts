@@ -100,14 +100,16 @@ export class StowService {
       // The client went away mid-body (or a malformed body): a part still open was never acknowledged.
       if (current) this.drop(current);
       current = undefined;
-      if (err instanceof GatewayError) return { results, bodyError: err };
-      throw err;
+      const bodyError = err instanceof GatewayError ? err : new GatewayError(ErrorCode.invalidInput, 'the request body was cut off', { cause: err });
+      this.log.warn('STOW request body ended early', { stored: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length, reason: bodyError.message });
+      return { results, bodyError };
     }
     if (current) {
       // The body ended inside a part (no closing delimiter): that part is truncated, whatever its bytes say.
       results.push(await this.storePart(current, o, false));
     }
     if (reader.partCount === 0) return { results, bodyError: new GatewayError(ErrorCode.invalidInput, 'multipart body without any part') };
+    this.log.info('STOW request stored', { sender: o.sender, stored: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length });
     return { results };
   }
 
