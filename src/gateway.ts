@@ -43,6 +43,9 @@ import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
 import { JobRunner } from './jobs/job-runner.js';
+import { DicomwebService } from './dicomweb/dicomweb.service.js';
+import { dicomwebRouter } from './dicomweb/dicomweb.routes.js';
+import { StowService } from './dicomweb/stow.service.js';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -221,6 +224,11 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           messageActionsRouter(db, newId),
           studyActionsRouter(db, studies),
         ],
+        // STOW-RS stores through the same sink as C-STORE; QIDO/WADO de-identify for readers with forwarding's engine.
+        dicomwebRouter: dicomwebRouter(
+          new DicomwebService({ db, spool, logger, deid: deidPort, deidentification: config.forwarding.deidentification, pseudonymSecret: () => pseudonymSecret }),
+          new StowService({ sink: studies, spool, logger, maxHeaderBytes: config.dicom.maxHeaderBytes }),
+        ),
       })
     : undefined;
 

@@ -228,7 +228,19 @@ const dimseDestination = z.strictObject({
   tls: tlsClientSchema.optional(),
 });
 
-const destinationSchema = z.discriminatedUnion('type', [dicomwebDestination, dimseDestination]);
+/** The pool pulls the case's study over our DICOMweb service (/dicom-web) with a reader token: nothing is pushed. */
+const pullDestination = z.strictObject({
+  id: z.string().min(1),
+  type: z.literal('pull'),
+  deidentify: z.boolean().default(false),
+  /** MSH-3 of the pool's system when it sends second reports back over HL7. */
+  hl7Sender: z.string().min(1).optional(),
+  hl7: poolHl7Channel.optional(),
+  /** Instances made available (de-identified and verified when `deidentify`) per step of the delivery. */
+  batchSize: z.number().int().positive().default(100),
+});
+
+const destinationSchema = z.discriminatedUnion('type', [dicomwebDestination, dimseDestination, pullDestination]);
 
 const readerSchema = z.strictObject({
   id: z.string().min(1),

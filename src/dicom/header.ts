@@ -536,6 +536,11 @@ export class Part10HeaderReader {
 
   constructor(private readonly maxHeaderBytes: number) {}
 
+  /** The UIDs of the meta group once read: they name an instance whose dataset then fails (STOW-RS FailedSOPSequence). */
+  get metaUids(): { sopClassUid: string | null; sopInstanceUid: string | null } | undefined {
+    return this.meta ? { sopClassUid: this.meta.sopClassUid, sopInstanceUid: this.meta.sopInstanceUid } : undefined;
+  }
+
   push(chunk: Buffer): void {
     if (this.metaError) return;
     if (this.dataset) {

@@ -5,6 +5,7 @@ import type { Destination } from '../config/schema.js';
 import type { Logger } from '../logger.js';
 import { DicomwebDestinationSender } from './dicomweb.destination.js';
 import { DimseDestinationSender } from './dimse.destination.js';
+import { PullDestinationSender } from './pull.destination.js';
 
 /** One instance to forward, exactly as stored (or as de-identified). */
 export interface OutgoingInstance {
@@ -135,6 +136,8 @@ export function createDestinationSender(config: Destination, options: { callingA
       return new DimseDestinationSender(config, options);
     case 'dicomweb':
       return new DicomwebDestinationSender(config, options);
+    case 'pull':
+      return new PullDestinationSender(config);
   }
 }
 

@@ -29,6 +29,8 @@ export interface HttpServerOptions {
   health: () => { ok: boolean; details: Record<string, unknown> };
   /** Routers mounted under /api, behind authentication. */
   apiRouters: Router[];
+  /** DICOMweb (QIDO-RS, WADO-RS, STOW-RS), mounted under /dicom-web behind the same authentication. */
+  dicomwebRouter?: Router;
   /** Prometheus text for GET /metrics (bearer token like the API: Prometheus sends one with `authorization`). */
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Serve the web console (default true). */
@@ -87,6 +89,8 @@ export class HttpServer {
     for (const r of o.apiRouters) api.use(r);
     api.use((req, _res, next) => next(new GatewayError(ErrorCode.notFound, `no route ${req.method} ${req.baseUrl}${req.path}`)));
     app.use('/api', api);
+    // DICOMweb: bearer tokens as the API; the router scopes what each role sees.
+    if (o.dicomwebRouter) app.use('/dicom-web', authenticate, o.dicomwebRouter);
     // The web console (static files at / and /console/); its data comes from /api with the user's token.
     if (o.console !== false) app.use(consoleRouter());
 

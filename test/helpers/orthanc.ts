@@ -106,8 +106,32 @@ async function waitForHttp(url: string, child: ChildProcess, log: () => string, 
   throw new Error(`Orthanc did not come up at ${url} (${last}): ${log().slice(-2000)}`);
 }
 
-/** `extraConfig` is merged over the test configuration (e.g. query/retrieve permissions for a test SCU). */
-export async function startOrthanc(extraConfig: Record<string, unknown> = {}): Promise<OrthancPeer> {
+// Runs inside the namespace: 127.0.0.1:<port> -> Unix socket (a relay here connects it to a port of ours).
+const NS_BACK_RELAY = `
+const net = require('node:net');
+const [port, sock] = process.argv.slice(1);
+net.createServer((c) => {
+  const u = net.connect(sock);
+  c.pipe(u).pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(Number(port), '127.0.0.1');
+`;
+
+/** A DICOMweb server Orthanc's plugin knows by name (DicomWeb.Servers): a port of ours on 127.0.0.1, reachable from Orthanc. */
+export interface OrthancDicomwebServer {
+  port: number;
+  /** Path on that port, e.g. /dicom-web/ */
+  path: string;
+  headers?: Record<string, string>;
+}
+
+/**
+ * `config` is merged over the test configuration (e.g. query/retrieve permissions for a test SCU);
+ * `dicomwebServers` are servers of ours that Orthanc's DICOMweb plugin calls.
+ */
+export async function startOrthanc(
+  options: { dicomwebServers?: Record<string, OrthancDicomwebServer>; config?: Record<string, unknown> } = {},
+): Promise<OrthancPeer> {
   const tmp = makeTempDir('gw-orthanc-');
   const isolated = unshareWorks();
   // In the namespace any port is free; outside we pick free ones.
@@ -125,11 +149,19 @@ export async function startOrthanc(extraConfig: Record<string, unknown> = {}): P
     DicomPort: isolated ? 4242 : await freePort(),
     DicomAet: 'ORTHANC',
     Plugins: [DICOMWEB_PLUGIN],
-    DicomWeb: { Enable: true, Root: '/dicom-web/', Host: '127.0.0.1', Port: httpPort, Ssl: false, StowMaxInstances: 0, StowMaxSize: 0 },
+    DicomWeb: { Enable: true, Root: '/dicom-web/', Host: '127.0.0.1', Port: httpPort, Ssl: false, StowMaxInstances: 0, StowMaxSize: 0, Servers: {} as Record<string, unknown> },
     ConcurrentJobs: 1,
     HttpThreadsCount: 8,
-    ...extraConfig,
+    ...options.config,
   };
+  // Servers of ours that Orthanc calls (STOW to us, retrieve from us): inside the namespace each is a port that a
+  // relay connects, through a Unix socket, to the real port here.
+  const backRelays: { innerPort: number; sock: string; port: number }[] = [];
+  for (const [name, server] of Object.entries(options.dicomwebServers ?? {})) {
+    const innerPort = isolated ? 9100 + backRelays.length : server.port;
+    if (isolated) backRelays.push({ innerPort, sock: path.join(tmp.dir, `back-${backRelays.length}.sock`), port: server.port });
+    config.DicomWeb.Servers[name] = { Url: `http://127.0.0.1:${innerPort}${server.path}`, ...(server.headers ? { HttpHeaders: server.headers } : {}) };
+  }
   const configPath = path.join(tmp.dir, 'orthanc.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
   let output = '';
@@ -140,12 +172,27 @@ export async function startOrthanc(extraConfig: Record<string, unknown> = {}): P
   if (isolated) {
     const sock = path.join(tmp.dir, 'http.sock');
     const dicomSock = path.join(tmp.dir, 'dicom.sock');
-    const script = `ip link set lo up || exit 97; "${ORTHANC_BIN}" "$1" & node -e "$2" "$3" "$4" & node -e "$2" "$5" "$6" & wait`;
+    for (const b of backRelays) {
+      const relay = net.createServer((c) => {
+        const u = net.connect(b.port, '127.0.0.1');
+        u.setNoDelay(true);
+        c.pipe(u).pipe(c);
+        c.on('error', () => u.destroy());
+        u.on('error', () => c.destroy());
+      });
+      relays.push(relay);
+      await new Promise<void>((resolve, reject) => {
+        relay.once('error', reject);
+        relay.listen(b.sock, () => resolve());
+      });
+    }
+    const back = backRelays.map((b) => `node -e "$NS_BACK_RELAY" ${b.innerPort} '${b.sock}' & `).join('');
+    const script = `ip link set lo up || exit 97; ${back}"${ORTHANC_BIN}" "$1" & node -e "$2" "$3" "$4" & node -e "$2" "$5" "$6" & wait`;
     // TCP_NODELAY=1: Orthanc's DICOM layer is DCMTK, which otherwise leaves Nagle on (about 20 instances/s).
     child = spawn('unshare', ['-n', 'sh', '-c', script, 'sh', configPath, NS_RELAY, sock, String(httpPort), dicomSock, String(config.DicomPort)], {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TCP_NODELAY: '1' },
+      env: { ...process.env, TCP_NODELAY: '1', NS_BACK_RELAY },
     });
     const hostPort = await publish(sock, relays);
     baseUrl = `http://127.0.0.1:${hostPort}`;

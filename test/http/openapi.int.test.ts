@@ -93,6 +93,8 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     heldMessage: '',
     heldToRelease: '',
     heldToReject: '',
+    series: '',
+    sop: '',
   };
 
   before(async () => {
@@ -102,6 +104,8 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     ids.study = a.study.studyInstanceUid;
     ids.accession = a.study.accessionNumber;
     ids.caseRead = a.caseId;
+    ids.series = a.study.seriesInstanceUids[0]!;
+    ids.sop = a.study.instances[0]!.sopInstanceUid;
     await api.assign(a.caseId, 'dr-a');
     // Cases for the operations that change a case, one each, so the order the operations run in does not matter.
     for (const k of ['caseReport', 'caseDecline', 'caseCancel', 'caseDead', 'caseWriteBackFailed', 'caseReassign'] as const) ids[k] = (await api.flaggedStudy()).caseId;
@@ -196,6 +200,23 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     listSamplingBuckets: () => ({ token: 'admin', url: '/api/sampling', status: 200 }),
     previewKeywords: () => ({ token: 'qa', url: '/api/rules/keyword-preview', body: { text: 'No evidence of metastatic disease.', keywords: ['metasta*'] }, status: 200 }),
     listAudit: () => ({ token: 'qa', url: '/api/audit?limit=500', status: 200 }),
+    // ---- DICOMweb (begin) ----
+    dicomwebSearchStudies: () => ({ token: 'admin', url: `/dicom-web/studies?AccessionNumber=${ids.accession}&includefield=Manufacturer&limit=5`, status: 200 }),
+    dicomwebSearchStudySeries: () => ({ token: 'qa', url: `/dicom-web/studies/${ids.study}/series`, status: 200 }),
+    dicomwebSearchStudyInstances: () => ({ token: 'system', url: `/dicom-web/studies/${ids.study}/instances`, status: 200 }),
+    dicomwebSearchSeriesInstances: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances`, status: 200 }),
+    dicomwebSearchSeries: () => ({ token: 'reader', url: '/dicom-web/series?Modality=CT', status: 200 }),
+    dicomwebSearchInstances: () => ({ token: 'admin', url: `/dicom-web/instances?SOPInstanceUID=${ids.sop}`, status: 200 }),
+    dicomwebRetrieveStudy: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}`, status: 200 }),
+    dicomwebRetrieveSeries: () => ({ token: 'qa', url: `/dicom-web/studies/${ids.study}/series/${ids.series}`, status: 200 }),
+    dicomwebRetrieveInstance: () => ({ token: 'system', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances/${ids.sop}`, status: 200 }),
+    dicomwebRetrieveStudyMetadata: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}/metadata`, status: 200 }),
+    dicomwebRetrieveSeriesMetadata: () => ({ token: 'qa', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/metadata`, status: 200 }),
+    dicomwebRetrieveInstanceMetadata: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances/${ids.sop}/metadata`, status: 200 }),
+    // A JSON body is not a STOW-RS body (the multipart uploads are tested in test/dicomweb/stow.int.test.ts).
+    dicomwebStoreInstances: () => ({ token: 'system', url: '/dicom-web/studies', body: {}, status: 415 }),
+    dicomwebStoreStudyInstances: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}`, body: {}, status: 415 }),
+    // ---- DICOMweb (end) ----
   };
 
   it('describes exactly the routes the express app registers (every route has a spec, every spec a route)', () => {

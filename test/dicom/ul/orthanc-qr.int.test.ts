@@ -25,10 +25,12 @@ describe('DimseClient find() / move() against a real Orthanc', function () {
       this.skip();
     }
     o = await startOrthanc({
-      DicomAlwaysAllowFind: true,
-      DicomAlwaysAllowMove: true,
-      // inside its namespace 127.0.0.1:4242 is Orthanc itself
-      DicomModalities: { self: ['ORTHANC', '127.0.0.1', 4242] },
+      config: {
+        DicomAlwaysAllowFind: true,
+        DicomAlwaysAllowMove: true,
+        // inside its namespace 127.0.0.1:4242 is Orthanc itself
+        DicomModalities: { self: ['ORTHANC', '127.0.0.1', 4242] },
+      },
     });
     if (!o.dicom) {
       console.log("      skipped: Orthanc's DICOM port is only enabled when it runs in its own network namespace (unshare -n, needs root)");
