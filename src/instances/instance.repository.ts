@@ -1,6 +1,10 @@
 import type { Db } from '../db/database.js';
+import { expireJobClaimsOf } from '../jobs/job.repository.js';
 import { DeliveryState, OutboundState } from '../states.js';
 import type { GatewayInstanceRow, WorkLeaseRow } from './instance.table.js';
+
+/** The job kind that sends an outbound message (reports/outbound.service.ts OUTBOUND_SEND_JOB). */
+const OUTBOUND_SEND_JOB_KIND = 'outbound.send';
 
 export async function upsertInstance(db: Db, row: GatewayInstanceRow): Promise<void> {
   await db
@@ -25,7 +29,8 @@ export async function expireClaimsOfEarlierRun(db: Db, instanceId: string, now: 
     await trx.updateTable('outbound_messages').set({ lease_expires_at: now }).where('lease_owner', '=', instanceId).where('lease_expires_at', '>', now).executeTakeFirst(),
     await trx.updateTable('work_leases').set({ expires_at: now }).where('owner', '=', instanceId).where('expires_at', '>', now).executeTakeFirst(),
   ]);
-  return [a, b, c].reduce((n, r) => n + Number(r.numUpdatedRows), 0);
+  const jobs = await expireJobClaimsOf(db, instanceId);
+  return [a, b, c].reduce((n, r) => n + Number(r.numUpdatedRows), jobs);
 }
 
 export async function heartbeat(db: Db, instanceId: string, now: string): Promise<void> {
@@ -91,12 +96,13 @@ export async function currentClaims(db: Db): Promise<InstanceClaims> {
     .orderBy('id')
     .limit(1000)
     .execute();
+  // Outbound messages are sent by jobs (key: the message id): the claim is the running job's.
   const outbound = await db
-    .selectFrom('outbound_messages')
-    .select(['id', 'case_id', 'kind', 'lease_owner', 'lease_expires_at', 'attempts'])
-    .where('state', '=', OutboundState.pending)
-    .where('lease_owner', 'is not', null)
-    .orderBy('id')
+    .selectFrom('outbound_messages as m')
+    .innerJoin('jobs as j', (join) => join.onRef('j.key', '=', 'm.id').on('j.kind', '=', OUTBOUND_SEND_JOB_KIND).on('j.state', '=', 'running'))
+    .select(['m.id', 'm.case_id', 'm.kind', 'j.locked_by as lease_owner', 'j.locked_until as lease_expires_at', 'm.attempts'])
+    .where('m.state', '=', OutboundState.pending)
+    .orderBy('m.id')
     .limit(1000)
     .execute();
   return { leases, deliveries, outbound };

@@ -196,6 +196,16 @@ function fenced<T extends Whereable<T>>(q: T, c: Claim): T {
   return q.where('id', '=', c.id).where('locked_by', '=', c.workerId).where('lock_token', '=', c.token).where('state', '=', 'running');
 }
 
+/**
+ * At start: jobs still running under this worker id were claimed by an earlier
+ * process under the same id, which is gone; their leases end now (database
+ * clock) so they run again at once rather than after their lease.
+ */
+export async function expireJobClaimsOf(db: Db, workerId: string): Promise<number> {
+  const r = await db.updateTable('jobs').set({ locked_until: dbNow(db) }).where('state', '=', 'running').where('locked_by', '=', workerId).executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
 /** A dead job back to pending, attempts reset (a person's retry). False if it is not dead, or an unfinished job already holds its key. */
 export async function reviveJob(db: Db, id: string): Promise<boolean> {
   return db.transaction().execute(async (trx) => {

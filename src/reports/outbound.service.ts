@@ -130,7 +130,7 @@ export class OutboundService {
 
   private async enqueueSend(trx: Db, messageId: string, kind: string, caseId: string): Promise<void> {
     const payload: OutboundJobPayload = { messageId };
-    await this.o.jobs.enqueue(trx, OUTBOUND_SEND_JOB, payload, { queue: `outbound:${kind}:${caseId}` });
+    await this.o.jobs.enqueue(trx, OUTBOUND_SEND_JOB, payload, { key: messageId, queue: `outbound:${kind}:${caseId}` });
   }
 
   /** Announces an event on every configured escalation channel (durably, retried). */

@@ -7,7 +7,7 @@ import winston from 'winston';
 import { migrateToLatest, openDatabase, type Db, type OpenedDatabase } from '../../src/db/database.js';
 import { dbNow } from '../../src/db/dialect.js';
 import { JobRunner, backoffSeconds } from '../../src/jobs/job-runner.js';
-import { CRASHED, databaseNow, findJob, jobsOf, reviveJob } from '../../src/jobs/job.repository.js';
+import { CRASHED, databaseNow, expireJobClaimsOf, findJob, jobsOf, reviveJob } from '../../src/jobs/job.repository.js';
 import { JobClaimLostError, JobPermanentError, type JobContext } from '../../src/jobs/job.types.js';
 import { eventually } from '../helpers/eventually.js';
 import { createTestPostgresDatabase, makeTempDir, requirePostgres, testDatabaseUrl, testPostgresUrl } from '../helpers/tmp.js';
@@ -306,6 +306,29 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     expect(runs, 'the handler ran max_attempts times, no more').to.equal(3);
     const [job] = await jobsOf(db, 'crash');
     expect(job).to.include({ state: 'dead', attempts: 3, last_error: CRASHED, active_key: null });
+  });
+
+  it('a restarted worker with the same id takes its earlier run\'s jobs back at once, not after their lease', async () => {
+    const dead = runner('gw-a');
+    const started = gate();
+    dead.register('k', async () => {
+      started.open();
+      await new Promise(() => undefined);
+    }, { leaseSeconds: 3600 });
+    await dead.enqueue(db, 'k', {});
+    void dead.drain();
+    await started.wait;
+    runners.splice(runners.indexOf(dead), 1); // never stopped: it stands for a killed process
+    const restarted = new JobRunner({ db, logger: quiet, workerId: 'gw-a' });
+    let ran = 0;
+    restarted.register('k', async () => {
+      ran++;
+    });
+    await restarted.drain();
+    expect(ran, 'the lease still holds').to.equal(0);
+    expect(await expireJobClaimsOf(db, 'gw-a')).to.equal(1);
+    await restarted.drain();
+    expect(ran).to.equal(1);
   });
 
   it('full jitter: a retry delay is anywhere between 0 and the capped exponential', () => {

@@ -32,7 +32,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   // in its case-and-channel queue, with its own id (ids sort by creation, so the queue keeps the case's order).
   await sql`
     insert into jobs (id, kind, key, active_key, queue, payload, state, run_at, attempts, max_attempts, created_at, updated_at)
-    select id, 'outbound.send', null, null, 'outbound:' || kind || ':' || case_id, '{"messageId":"' || id || '"}', 'pending',
+    select id, 'outbound.send', id, id, 'outbound:' || kind || ':' || case_id, '{"messageId":"' || id || '"}', 'pending',
            next_attempt_at, 0, 10, created_at, updated_at
     from outbound_messages where state in ('pending', 'waiting')
   `.execute(db);
