@@ -262,6 +262,27 @@ const pacsSchema = z.discriminatedUnion('type', [
   }),
 ]);
 
+/**
+ * Outputs of the second read besides the ORU write-back: a DICOM SR (and a KOS of the reader's key images) stored in
+ * the study, and a FHIR R4 DiagnosticReport + Observation. Each is off unless configured.
+ */
+const outputsSchema = z
+  .strictObject({
+    /** `pacs`: the `pacs` section (C-STORE or STOW-RS); otherwise the id of one of `destinations`. */
+    dicomSr: z.strictObject({ destination: z.string().min(1) }).optional(),
+    /** A FHIR R4 server's base URL; the resources go as one transaction Bundle POSTed to it. */
+    fhir: z
+      .strictObject({
+        url: z.url(),
+        headers: z.record(z.string(), z.string()).default({}),
+        timeoutSeconds: z.number().positive().default(30),
+      })
+      .optional(),
+    /** Attempts of an output (network errors, 5xx, DIMSE failures) before it is dead-lettered; a refusal (4xx) stops at once. */
+    maxAttempts: z.number().int().positive().default(20),
+  })
+  .prefault({});
+
 /** Which of the patient's earlier studies go with a case (a rule may override). `maxStudies: 0` turns priors off. */
 const priorsSchema = z
   .strictObject({
@@ -351,6 +372,7 @@ export const configSchema = z
       .prefault({}),
     pacs: pacsSchema.optional(),
     priors: priorsSchema,
+    outputs: outputsSchema,
     readers: z.array(readerSchema).default([]),
     auth: z
       .strictObject({
@@ -433,6 +455,17 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['readers', i, 'destination'], message: `unknown destination "${r.destination}"` });
       }
     });
+    const srDestination = c.outputs.dicomSr?.destination;
+    if (srDestination !== undefined) {
+      if (srDestination === 'pacs' && !c.pacs) ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: '"pacs" needs the pacs section' });
+      if (srDestination !== 'pacs' && !ids.has(srDestination)) {
+        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: `unknown destination "${srDestination}" (a destination id or "pacs")` });
+      }
+      // The SR carries the real patient and report: never to a destination that only ever gets de-identified data.
+      if (c.destinations.some((d) => d.id === srDestination && d.deidentify)) {
+        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: `destination "${srDestination}" de-identifies: the SR names the patient` });
+      }
+    }
     const tokens = new Set<string>();
     c.auth.tokens.forEach((t, i) => {
       if (t.token === undefined && t.tokenSha256 === undefined) return;
