@@ -276,6 +276,14 @@ const outputsSchema = z
         url: z.url(),
         headers: z.record(z.string(), z.string()).default({}),
         timeoutSeconds: z.number().positive().default(30),
+        /**
+         * The FHIR identifier system (a URI) of each patient id assigning authority (Issuer of Patient ID), e.g.
+         * `HOSP: urn:oid:1.2.3.4`; the key "" names the system of ids that come without one. An OID or URI authority
+         * needs no entry. A patient whose authority has no system is not sent (the output fails, visibly).
+         */
+        identifierSystems: z.record(z.string(), z.string().regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)')).default({}),
+        /** The system of accession numbers in `basedOn` (the ServiceRequest's ACSN identifier); absent: type ACSN only. */
+        accessionSystem: z.string().regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)').optional(),
       })
       .optional(),
     /** Attempts of an output (network errors, 5xx, DIMSE failures) before it is dead-lettered; a refusal (4xx) stops at once. */
