@@ -41,6 +41,7 @@ import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
+import { JobRunner } from './jobs/job-runner.js';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -62,6 +63,8 @@ export interface Gateway {
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
   readonly metrics: GatewayMetrics;
+  /** The one durable job engine: services enqueue in their transactions; kinds are registered here. */
+  readonly jobs: JobRunner;
   /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
   readonly httpApp: HttpServer['app'] | undefined;
   /** Bound ports (useful when the config asked for port 0). */
@@ -83,6 +86,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
 
   // Built first: the listeners count their guard refusals in it.
   const metrics = new GatewayMetrics(db, config.instanceId);
+  // Every background task is a job of a kind registered below, run under a lease on the database's clock.
+  const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
   const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
@@ -239,6 +244,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     outbound,
     reports,
     metrics,
+    jobs,
     httpApp: http?.app,
     ports: () => ({
       dicom: scp?.port ?? 0,
@@ -270,6 +276,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });
+        // After the senders' closer, so jobs under way finish before the connections they use close.
+        jobs.start();
+        stoppers.push(() => jobs.stop());
         // Reachability is reported, never a reason not to start: the queue holds the work until the pool is back.
         for (const [id, sender] of senders) {
           void sender.verify().then((h) => {
