@@ -38,6 +38,7 @@ import { MllpSender } from './hl7/mllp-sender.js';
 import { ReaderService } from './readers/reader.service.js';
 import { OutboundService } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
+import { OutputsService } from './outputs/outputs.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
@@ -138,7 +139,10 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     newControlId,
   });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
-  const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
+  // The second read as DICOM SR/KOS and FHIR: jobs enqueued with the report, run by the job engine.
+  const outputs = new OutputsService({ db, logger, config, newId, jobs, senders });
+  outputs.register(jobs);
+  const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId, outputs });
   reportsRef = reports;
   const forwarding = new ForwardingService({
     db,
@@ -276,6 +280,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });
+        stoppers.push(() => outputs.close());
         // After the senders' closer, so jobs under way finish before the connections they use close.
         jobs.start();
         stoppers.push(() => jobs.stop());

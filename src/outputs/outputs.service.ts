@@ -31,6 +31,20 @@ export interface OutputJobPayload {
 }
 
 const MAX_KEY_IMAGES = 1000;
+
+/**
+ * `keyImages` of a second report request: SOP Instance UIDs (checked against
+ * the study when the report is stored). A problem with it, or undefined.
+ */
+export function keyImagesProblem(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value)) return 'must be an array of SOP Instance UIDs';
+  if (value.length > MAX_KEY_IMAGES) return `at most ${MAX_KEY_IMAGES} key images`;
+  if (!value.every((v) => typeof v === 'string' && v.length <= 64 && /^[0-9]+(\.[0-9]+)*$/.test(v))) {
+    return 'each must be a SOP Instance UID (digits and dots, at most 64 characters)';
+  }
+  return undefined;
+}
 const MANUFACTURER = 'Second-read gateway';
 
 export interface OutputsServiceOptions {
@@ -39,6 +53,8 @@ export interface OutputsServiceOptions {
   config: Pick<GatewayConfig, 'outputs' | 'pacs' | 'destinations' | 'readers' | 'storage' | 'dicom' | 'hl7'>;
   newId: () => string;
   clock?: () => Date;
+  /** Where output jobs are enqueued (absent: key images are kept, nothing is sent). */
+  jobs?: JobQueue;
   /** The gateway's senders by destination id (forwarding's): reused so one destination has one sender. */
   senders?: ReadonlyMap<string, DestinationSender>;
 }
@@ -61,24 +77,12 @@ export class OutputsService {
     this.clock = o.clock ?? (() => new Date());
   }
 
-  /** `keyImages` of a second report request: SOP Instance UIDs, checked against the study when the report is stored. */
-  parseKeyImages(value: unknown): string[] {
-    const bad = (message: string): never => {
-      throw new GatewayError(ErrorCode.invalidInput, 'invalid second report', { details: { errors: [{ path: 'keyImages', message }] } });
-    };
-    if (value === undefined || value === null) return [];
-    if (!Array.isArray(value)) return bad('must be an array of SOP Instance UIDs');
-    if (value.length > MAX_KEY_IMAGES) return bad(`at most ${MAX_KEY_IMAGES} key images`);
-    for (const v of value) if (typeof v !== 'string' || !/^[0-9]+(\.[0-9]+)*$/.test(v) || v.length > 64) bad('each must be a SOP Instance UID (digits and dots, at most 64 characters)');
-    return [...new Set(value as string[])];
-  }
-
   /**
    * In the transaction that stores a second report version: checks its key
    * images are instances of the case's study (refused otherwise, naming
    * those that are not), keeps them, and enqueues the configured outputs.
    */
-  async onReportStored(trx: Db, jobs: JobQueue | undefined, c: CaseRow, report: SecondReportRow, keyImageUids: readonly string[]): Promise<void> {
+  async onReportStored(trx: Db, c: CaseRow, report: SecondReportRow, keyImageUids: readonly string[]): Promise<void> {
     if (keyImageUids.length > 0) {
       const found = await instancesOfStudy(trx, c.study_instance_uid, keyImageUids);
       const known = new Set(found.map((f) => f.sopInstanceUid));
@@ -91,11 +95,13 @@ export class OutputsService {
       const byUid = new Map(found.map((f) => [f.sopInstanceUid, f]));
       await insertKeyImages(trx, report.id, keyImageUids.map((u) => byUid.get(u)!));
     }
-    if (jobs) await this.enqueue(trx, jobs, c.id, { reportId: report.id }, keyImageUids.length > 0);
+    await this.enqueue(trx, c.id, { reportId: report.id }, keyImageUids.length > 0);
   }
 
   /** Enqueues the configured outputs of one report version (also for an arbitration that closes it). */
-  async enqueue(trx: Db, jobs: JobQueue, caseId: string, payload: OutputJobPayload, withKeyImages: boolean): Promise<void> {
+  async enqueue(trx: Db, caseId: string, payload: OutputJobPayload, withKeyImages: boolean): Promise<void> {
+    const jobs = this.o.jobs;
+    if (!jobs) return;
     const out = this.o.config.outputs;
     const maxAttempts = out.maxAttempts;
     const key = `${payload.reportId}${payload.arbitration ? ':arbitrated' : ''}`;
