@@ -288,6 +288,9 @@ const outputsSchema = z
       .optional(),
     /** Attempts of an output (network errors, 5xx, DIMSE failures) before it is dead-lettered; a refusal (4xx) stops at once. */
     maxAttempts: z.number().int().positive().default(20),
+    /** Exponential backoff with full jitter between attempts: base x 2^(attempt-1), capped. */
+    backoffBaseSeconds: z.number().positive().default(10),
+    backoffMaxSeconds: z.number().positive().default(900),
   })
   .prefault({});
 

@@ -114,8 +114,8 @@ export class OutputsService {
   }
 
   register(jobs: JobQueue): void {
-    const maxAttempts = this.o.config.outputs.maxAttempts;
-    const options = { maxAttempts, backoffBaseSeconds: 10, backoffMaxSeconds: 900, leaseSeconds: 300 };
+    const { maxAttempts, backoffBaseSeconds, backoffMaxSeconds } = this.o.config.outputs;
+    const options = { maxAttempts, backoffBaseSeconds, backoffMaxSeconds, leaseSeconds: 300 };
     jobs.register<OutputJobPayload>(OutputJobKind.dicomSr, (job) => this.runDicom(job, 'sr'), options);
     jobs.register<OutputJobPayload>(OutputJobKind.dicomKos, (job) => this.runDicom(job, 'kos'), options);
     jobs.register<OutputJobPayload>(OutputJobKind.fhir, (job) => this.runFhir(job), options);
