@@ -80,7 +80,8 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
-  const api = async (p: string) => (await call('GET', p, admin)).body;
+  // A GET is retried once on a connection reset: a kept-alive socket the server closed just as it was reused (loaded machine).
+  const api = async (p: string) => (await call('GET', p, admin).catch(() => call('GET', p, admin))).body;
   const audit = async (caseId: string, action: string) =>
     (((await api(`/api/audit?entityType=case&entityId=${caseId}&action=${action}`))['items'] ?? []) as { details: Record<string, unknown> }[]);
 
