@@ -234,6 +234,9 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     const job = await gw.db.selectFrom('jobs').selectAll().where('kind', '=', 'output.fhir').where('payload', 'like', `%${(ok.body['report'] as { id: string }).id}%`).executeTakeFirstOrThrow();
     expect(job.state).to.equal('dead');
     expect(fhir.posted.filter((p) => JSON.stringify(p.body).includes(patientId))).to.have.length(1);
+    // Shown where a person looks: the case's timeline in the console.
+    const timeline = (await api(`/api/cases/${caseId}/timeline`))['items'] as { kind: string; title: string; details?: Record<string, unknown> }[];
+    expect(timeline.find((e) => e.title === 'output.failed')?.details).to.include({ output: 'fhir', permanent: true });
     // The SR went all the same: one output's refusal does not hold the others.
     await eventually(async () => (await audit(caseId, 'output.sent')).find((a) => a.details['output'] === 'dicom-sr'), 'the SR');
   });
