@@ -7,11 +7,12 @@ import type { Destination, GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { createDestinationSender, type DestinationSender } from '../forwarding/destination.js';
-import type { JobContext, JobQueue } from '../jobs/job.types.js';
+import type { JobContext, JobOutcome, JobQueue } from '../jobs/job.types.js';
 import { JobPermanentError } from '../jobs/job.types.js';
 import { hashId, type Logger } from '../logger.js';
 import type { RadpeerScore } from '../reports/oru-builder.js';
 import type { SecondReportRow } from '../reports/report.table.js';
+import { CaseState, StudyState } from '../states.js';
 import { buildFhirBundle, patientIdentifierSystem } from './fhir-builder.js';
 import { insertKeyImages, instancesOfStudy, keyImagesOf, loadOutputSource, studyInstances, type OutputSource } from './outputs.repository.js';
 import { buildKeyObjectSelection, buildSecondReadSr, outputUids, type Arbitration, type SrStudy } from './sr-builder.js';
@@ -46,6 +47,8 @@ export function keyImagesProblem(value: unknown): string | undefined {
   return undefined;
 }
 const MANUFACTURER = 'Second-read gateway';
+/** How often an output for a held study looks again (a person releases or rejects the study). */
+const HELD_RECHECK_MS = 60_000;
 
 export interface OutputsServiceOptions {
   db: Db;
@@ -126,11 +129,13 @@ export class OutputsService {
   }
 
   /** Builds and stores the SR or KOS of one report version. */
-  async runDicom(job: JobContext<OutputJobPayload>, what: 'sr' | 'kos'): Promise<void> {
+  async runDicom(job: JobContext<OutputJobPayload>, what: 'sr' | 'kos'): Promise<JobOutcome> {
     const output = what === 'sr' ? 'dicom-sr' : 'dicom-kos';
     const target = this.o.config.outputs.dicomSr?.destination;
     const src = await loadOutputSource(this.o.db, job.payload.reportId);
     if (!src) return this.fail(job, output, undefined, 'the second report of this output is gone', true);
+    const gate = await this.gate(job, output, src);
+    if (gate !== 'go') return gate;
     if (!target) return this.fail(job, output, src, 'outputs.dicomSr is no longer configured', true);
     const sender = this.senderFor(target);
     if (!sender) return this.fail(job, output, src, `unknown destination "${target}"`, true);
@@ -172,10 +177,12 @@ export class OutputsService {
   }
 
   /** Posts the FHIR transaction Bundle of one report version: 2xx done, 4xx refused for good, 5xx and network errors retried. */
-  async runFhir(job: JobContext<OutputJobPayload>): Promise<void> {
+  async runFhir(job: JobContext<OutputJobPayload>): Promise<JobOutcome> {
     const fhir = this.o.config.outputs.fhir;
     const src = await loadOutputSource(this.o.db, job.payload.reportId);
     if (!src) return this.fail(job, 'fhir', undefined, 'the second report of this output is gone', true);
+    const gate = await this.gate(job, 'fhir', src);
+    if (gate !== 'go') return gate;
     if (!fhir) return this.fail(job, 'fhir', src, 'outputs.fhir is no longer configured', true);
     const s = src.study;
     if (!s.patient_id) return this.fail(job, 'fhir', src, 'the study has no patient id to name the FHIR subject by', true);
@@ -214,6 +221,31 @@ export class OutputsService {
     const why = `FHIR server answered ${res.status}${codes ? ` (${codes})` : ''}`;
     const permanent = res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429;
     return this.fail(job, 'fhir', src, why, permanent);
+  }
+
+  /**
+   * Nothing goes out for a cancelled case (audited, done) or while its study
+   * is held (an identity conflict: the patient named may be wrong); the job
+   * looks again later without counting an attempt.
+   */
+  private async gate(job: JobContext<OutputJobPayload>, output: string, src: OutputSource): Promise<'go' | JobOutcome> {
+    if (src.case.state === CaseState.cancelled) {
+      await job.fenced((trx) =>
+        recordAudit(trx, this.o.newId(), this.clock().toISOString(), {
+          actor: 'outputs',
+          action: 'output.cancelled',
+          entityType: 'case',
+          entityId: src.case.id,
+          details: { output, reportId: src.report.id, version: src.report.version },
+        }),
+      );
+      return undefined;
+    }
+    if (src.study.state === StudyState.held) {
+      this.log.info('second read output waits: the study is held', { output, caseId: src.case.id, holdReason: src.study.hold_reason });
+      return { runAgainAt: new Date(this.clock().getTime() + HELD_RECHECK_MS) };
+    }
+    return 'go';
   }
 
   private senderFor(target: string): DestinationSender | undefined {

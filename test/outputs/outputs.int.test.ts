@@ -26,10 +26,17 @@ const KOS = '1.2.840.10008.5.1.4.1.1.88.59';
 class FhirReceiver {
   readonly posted: { status: number; body: Bundle; schemaErrors: string[] }[] = [];
   readonly statuses: number[] = [];
+  /** While set, requests are read but answered only once it resolves. */
+  holding: Promise<void> | undefined;
+  /** Requests read and not answered yet. */
+  waiting = 0;
   private server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', async () => {
+      this.waiting++;
+      await this.holding;
+      this.waiting--;
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Bundle;
       const status = this.statuses.shift() ?? 200;
       // The resources as the server would check them: against the HL7 R4 JSON schema, shipped by a package.
@@ -123,7 +130,7 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
         database: { url: testDatabaseUrl(path.join(tmp.dir, 'gw.db')) },
         destinations: [{ id: 'telerad', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL', deidentify: true, hl7Sender: 'READPOOL' }],
         forwarding: { pollIntervalSeconds: 0.1 },
-        writeBack: { pollIntervalSeconds: 0.1 },
+        writeBack: { pollIntervalSeconds: 0.1, ackTimeoutSeconds: 2 },
         pacs: { type: 'dimse', host: '127.0.0.1', port: pacs.port, aeTitle: 'PACS' },
         readers: [{ id: 'dr-jones', name: 'Peter Jones' }],
         outputs: {
@@ -171,6 +178,8 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     const dump = dsrdump(file);
     expect(dump.code, dump.text).to.equal(0);
     expect(dump.text).to.include(`#${patientId}`).and.include('Real^Patient1');
+    // Patient's Sex is not in the studies table: read from a stored instance of the study.
+    expect(dump.text).to.match(/Real\^Patient1 \(O\b/);
     expect(dump.text).to.include('Missed 9 mm nodule in the left lower lobe.');
     expect(dump.text).to.match(/Person Observer Name"\)="pool-reader-9"/);
     expect(dump.text).to.match(/RADPEER score"\)=\(3b,99SRGW/);
@@ -231,13 +240,37 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     const failed = await eventually(async () => (await audit(caseId, 'output.failed'))[0], 'the failed output', 30_000);
     expect(failed.details).to.include({ output: 'fhir', permanent: true, attempt: 1 });
     expect(String(failed.details['error'])).to.equal('FHIR server answered 422 (error:invalid)');
-    const job = await gw.db.selectFrom('jobs').selectAll().where('kind', '=', 'output.fhir').where('payload', 'like', `%${(ok.body['report'] as { id: string }).id}%`).executeTakeFirstOrThrow();
-    expect(job.state).to.equal('dead');
+    // The audit is written before the handler throws; the engine dead-letters the job just after.
+    const reportId = (ok.body['report'] as { id: string }).id;
+    const job = await eventually(
+      async () => (await gw.db.selectFrom('jobs').selectAll().where('kind', '=', 'output.fhir').where('payload', 'like', `%${reportId}%`).where('state', '=', 'dead').executeTakeFirst()) ?? undefined,
+      'the dead-lettered FHIR job',
+    );
+    expect(job.attempts).to.equal(1);
     expect(fhir.posted.filter((p) => JSON.stringify(p.body).includes(patientId))).to.have.length(1);
     // Shown where a person looks: the case's timeline in the console.
     const timeline = (await api(`/api/cases/${caseId}/timeline`))['items'] as { kind: string; title: string; details?: Record<string, unknown> }[];
     expect(timeline.find((e) => e.title === 'output.failed')?.details).to.include({ output: 'fhir', permanent: true });
     // The SR went all the same: one output's refusal does not hold the others.
     await eventually(async () => (await audit(caseId, 'output.sent')).find((a) => a.details['output'] === 'dicom-sr'), 'the SR');
+  });
+
+  it('a case cancelled while its FHIR output is being retried: nothing more is sent, and that is audited', async () => {
+    const { caseId, patientId } = await openCase(4);
+    // The RIS does not answer the write-back, so the case stays reported (cancellable) while the FHIR server is slow.
+    ris.script.push('silence');
+    let release!: () => void;
+    fhir.holding = new Promise((resolve) => (release = resolve));
+    fhir.statuses.push(503);
+    expect((await call('POST', `/api/cases/${caseId}/report`, system, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-jones' })).status).to.equal(201);
+    await eventually(() => fhir.waiting > 0, 'the FHIR POST, held by the server', 30_000);
+    const cancelled = await call('POST', `/api/cases/${caseId}/cancel`, admin, { reason: 'ordered on the wrong patient' });
+    expect(cancelled.status, JSON.stringify(cancelled.body)).to.equal(200);
+    fhir.holding = undefined;
+    release();
+    const audited = await eventually(async () => (await audit(caseId, 'output.cancelled')).find((a) => a.details['output'] === 'fhir'), 'the cancelled output', 30_000);
+    expect(audited.details['version']).to.equal(1);
+    expect(fhir.posted.filter((p) => JSON.stringify(p.body).includes(patientId)).map((p) => p.status)).to.deep.equal([503]);
+    expect(await audit(caseId, 'output.failed')).to.deep.equal([]);
   });
 });
