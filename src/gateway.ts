@@ -39,6 +39,7 @@ import { MllpSender } from './hl7/mllp-sender.js';
 import { ReaderService, SLA_CHECK_JOB } from './readers/reader.service.js';
 import { OUTBOUND_SEND_JOB, OutboundService, type OutboundJobPayload } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
+import { OutputsService } from './outputs/outputs.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
@@ -143,7 +144,10 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   jobs.register<OutboundJobPayload>(OUTBOUND_SEND_JOB, (job) => outbound.runJob(job), { concurrency: 4, leaseSeconds: config.forwarding.leaseSeconds });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
   jobs.recurring(SLA_CHECK_JOB, config.sla.checkIntervalSeconds, () => readers.checkSla());
-  const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
+  // The second read as DICOM SR/KOS and FHIR: jobs enqueued with the report, run by the job engine.
+  const outputs = new OutputsService({ db, logger, config, newId, jobs, senders });
+  outputs.register(jobs);
+  const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId, outputs });
   const poolSenders = config.destinations.flatMap((d) => (d.hl7Sender ? [d.hl7Sender] : []));
   const hl7 = new Hl7InboundService({
     db,
@@ -301,6 +305,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });
+        stoppers.push(() => outputs.close());
         // After the senders' closer, so jobs under way finish before the connections they use close.
         await jobs.start();
         stoppers.push(() => jobs.stop());

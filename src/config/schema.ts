@@ -274,6 +274,38 @@ const pacsSchema = z.discriminatedUnion('type', [
   }),
 ]);
 
+/**
+ * Outputs of the second read besides the ORU write-back: a DICOM SR (and a KOS of the reader's key images) stored in
+ * the study, and a FHIR R4 DiagnosticReport + Observation. Each is off unless configured.
+ */
+const outputsSchema = z
+  .strictObject({
+    /** `pacs`: the `pacs` section (C-STORE or STOW-RS); otherwise the id of one of `destinations`. */
+    dicomSr: z.strictObject({ destination: z.string().min(1) }).optional(),
+    /** A FHIR R4 server's base URL; the resources go as one transaction Bundle POSTed to it. */
+    fhir: z
+      .strictObject({
+        url: z.url(),
+        headers: z.record(z.string(), z.string()).default({}),
+        timeoutSeconds: z.number().positive().default(30),
+        /**
+         * The FHIR identifier system (a URI) of each patient id assigning authority (Issuer of Patient ID), e.g.
+         * `HOSP: urn:oid:1.2.3.4`; the key "" names the system of ids that come without one. An OID or URI authority
+         * needs no entry. A patient whose authority has no system is not sent (the output fails, visibly).
+         */
+        identifierSystems: z.record(z.string(), z.string().regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)')).default({}),
+        /** The system of accession numbers in `basedOn` (the ServiceRequest's ACSN identifier); absent: type ACSN only. */
+        accessionSystem: z.string().regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)').optional(),
+      })
+      .optional(),
+    /** Attempts of an output (network errors, 5xx, DIMSE failures) before it is dead-lettered; a refusal (4xx) stops at once. */
+    maxAttempts: z.number().int().positive().default(20),
+    /** Exponential backoff with full jitter between attempts: base x 2^(attempt-1), capped. */
+    backoffBaseSeconds: z.number().positive().default(10),
+    backoffMaxSeconds: z.number().positive().default(900),
+  })
+  .prefault({});
+
 /** Which of the patient's earlier studies go with a case (a rule may override). `maxStudies: 0` turns priors off. */
 const priorsSchema = z
   .strictObject({
@@ -363,6 +395,7 @@ export const configSchema = z
       .prefault({}),
     pacs: pacsSchema.optional(),
     priors: priorsSchema,
+    outputs: outputsSchema,
     readers: z.array(readerSchema).default([]),
     auth: z
       .strictObject({
@@ -445,6 +478,17 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['readers', i, 'destination'], message: `unknown destination "${r.destination}"` });
       }
     });
+    const srDestination = c.outputs.dicomSr?.destination;
+    if (srDestination !== undefined) {
+      if (srDestination === 'pacs' && !c.pacs) ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: '"pacs" needs the pacs section' });
+      if (srDestination !== 'pacs' && !ids.has(srDestination)) {
+        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: `unknown destination "${srDestination}" (a destination id or "pacs")` });
+      }
+      // The SR carries the real patient and report: never to a destination that only ever gets de-identified data.
+      if (c.destinations.some((d) => d.id === srDestination && d.deidentify)) {
+        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: `destination "${srDestination}" de-identifies: the SR names the patient` });
+      }
+    }
     const tokens = new Set<string>();
     c.auth.tokens.forEach((t, i) => {
       if (t.token === undefined && t.tokenSha256 === undefined) return;

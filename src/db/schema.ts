@@ -7,6 +7,7 @@ import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } f
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
 import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
 import type { JobTable } from '../jobs/job.table.js';
+import type { SecondReportKeyImageTable } from '../outputs/output.table.js';
 
 /** Every table, by name, as kysely sees it. Each domain owns its `*.table.ts`. */
 export interface Database {
@@ -36,4 +37,5 @@ export interface Database {
   gateway_instances: GatewayInstanceTable;
   work_leases: WorkLeaseTable;
   jobs: JobTable;
+  second_report_key_images: SecondReportKeyImageTable;
 }

@@ -12,6 +12,7 @@ import type { CaseRow } from '../cases/case.table.js';
 import { PseudonymKind, resolvePseudonym } from '../forwarding/pseudonym.service.js';
 import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
 import { samePatient, survivingPatientId } from '../studies/reconcile.js';
+import { keyImagesProblem } from '../outputs/outputs.service.js';
 
 /** The study's latest final or corrected primary report, as received (raw HL7). */
 async function primaryReportOf(
@@ -39,6 +40,8 @@ export interface SecondReportInput {
   impression?: string;
   findings?: string;
   addendum?: boolean;
+  /** SOP Instance UIDs of the study the reader marked: sent as a Key Object Selection (src/outputs). */
+  keyImages?: string[];
 }
 
 export interface Submitter {
@@ -55,6 +58,8 @@ export interface SecondReportServiceOptions {
   newId: () => string;
   newControlId: () => string;
   clock?: () => Date;
+  /** Checks and keeps the key images and enqueues the outputs (SR, KOS, FHIR) in the report's transaction. */
+  outputs?: { onReportStored(trx: Db, c: CaseRow, report: SecondReportRow, keyImages: readonly string[]): Promise<void> };
 }
 
 const FIRST_REPORT_STATES: readonly CaseState[] = [CaseState.awaitingRead];
@@ -126,7 +131,7 @@ export class SecondReportService {
   parse(body: unknown): SecondReportInput {
     const b = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
     const errors: { path: string; message: string }[] = [];
-    const known = ['text', 'radpeerScore', 'readerId', 'impression', 'findings', 'addendum'];
+    const known = ['text', 'radpeerScore', 'readerId', 'impression', 'findings', 'addendum', 'keyImages'];
     for (const k of Object.keys(b)) if (!known.includes(k)) errors.push({ path: k, message: 'unknown field' });
     const text = (k: string, required: boolean, max: number): string | undefined => {
       const v = b[k];
@@ -153,6 +158,9 @@ export class SecondReportService {
       if (typeof b['addendum'] === 'boolean') input.addendum = b['addendum'];
       else errors.push({ path: 'addendum', message: 'must be true or false' });
     }
+    const keyImages = keyImagesProblem(b['keyImages']);
+    if (keyImages) errors.push({ path: 'keyImages', message: keyImages });
+    else if (Array.isArray(b['keyImages']) && b['keyImages'].length > 0) input.keyImages = [...new Set(b['keyImages'] as string[])];
     if (errors.length > 0) throw new GatewayError(ErrorCode.invalidInput, 'invalid second report', { details: { errors } });
     return input;
   }
@@ -198,6 +206,7 @@ export class SecondReportService {
         created_at: now,
       };
       await trx.insertInto('second_reports').values(report).execute();
+      await this.o.outputs?.onReportStored(trx, c, report, input.keyImages ?? []);
       await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reported' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
       if (discrepant && c.discrepant !== 1) await trx.updateTable('cases').set({ discrepant: 1 }).where('id', '=', caseId).execute();
       const details = { version, radpeerScore: input.radpeerScore, concordance: concordanceOf(input.radpeerScore), source };

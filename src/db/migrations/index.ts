@@ -11,6 +11,7 @@ import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
 import * as m012 from './012-rule-text-sampling.js';
 import * as m013 from './013-jobs.js';
+import * as m016 from './016-output-key-images.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -30,4 +31,5 @@ export const migrations = {
   '011-case-lifecycle': m011,
   '012-rule-text-sampling': m012,
   '013-jobs': m013,
+  '016-output-key-images': m016,
 };
