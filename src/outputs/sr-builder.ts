@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import dcmjs from 'dcmjs';
 import { concordanceOf, type RadpeerScore } from '../reports/oru-builder.js';
-import { IMPLEMENTATION_CLASS_UID } from '../dicom/scp.js';
+import { IMPLEMENTATION_CLASS_UID } from '../dicom/uids.js';
 
 /**
  * The second read as DICOM objects stored in the study it reads: a Basic Text
