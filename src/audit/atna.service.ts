@@ -1,0 +1,156 @@
+import { hostname } from 'node:os';
+import { backoffMs } from '../backoff.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import type { Logger } from '../logger.js';
+import { PollLoop } from '../poll-loop.js';
+import { clientTlsOptions } from '../tls.js';
+import { atnaContext } from './atna-context.repository.js';
+import { auditMessageFor, buildAuditXml, type AtnaNode } from './atna-message.js';
+import { auditBacklog, dequeueAuditEvents, disableAuditSink, enableAuditSink, noteAuditSinkFailure, queuedAuditEvents } from './audit.repository.js';
+import { ATNA_MSGID, ATNA_PRI, formatRfc5424, SyslogClient } from './syslog-client.js';
+
+export const SYSLOG_SINK = 'syslog';
+
+export type SyslogConfig = NonNullable<GatewayConfig['audit']['syslog']>;
+
+export interface AtnaServiceOptions {
+  db: Db;
+  logger: Logger;
+  config: Pick<GatewayConfig, 'audit' | 'instanceId'> & { dicom: Pick<GatewayConfig['dicom'], 'aeTitle'> };
+  clock?: () => Date;
+  random?: () => number;
+}
+
+/**
+ * IHE ATNA: sends every audit event (queued for the `syslog` sink in the
+ * event's own transaction by recordAudit) to the audit record repository, in
+ * the order they were recorded. An event leaves the queue only once the
+ * repository's connection took it; a failure keeps it (and the ones after it)
+ * queued and retries with backoff, so a repository that is down loses nothing.
+ * The audit table stays the source; this is a copy for the security officer.
+ */
+export class AtnaService {
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private readonly random: () => number;
+  private readonly client: SyslogClient | undefined;
+  private readonly loop: PollLoop | undefined;
+  private readonly node: AtnaNode;
+  private failures = 0;
+  private notBefore = 0;
+
+  constructor(private readonly o: AtnaServiceOptions) {
+    this.log = o.logger.child({ component: 'atna' });
+    this.clock = o.clock ?? (() => new Date());
+    this.random = o.random ?? Math.random;
+    const s = o.config.audit.syslog;
+    this.node = {
+      sourceId: o.config.audit.sourceId ?? o.config.instanceId,
+      ...(o.config.audit.enterpriseSiteId ? { enterpriseSiteId: o.config.audit.enterpriseSiteId } : {}),
+      aeTitle: o.config.dicom.aeTitle,
+      hostname: hostname(),
+      processId: String(process.pid),
+    };
+    if (s) {
+      this.client = new SyslogClient({
+        host: s.host,
+        port: s.port,
+        protocol: s.protocol,
+        timeoutMs: s.timeoutSeconds * 1000,
+        ...(s.protocol === 'tls' ? { tls: clientTlsOptions(s, s.host, s.port) } : {}),
+      });
+      this.loop = new PollLoop(
+        () => this.pass(),
+        s.pollIntervalSeconds * 1000,
+        (err) => this.log.error('ATNA pass failed', { error: (err as Error).message }),
+      );
+    }
+  }
+
+  get enabled(): boolean {
+    return this.client !== undefined;
+  }
+
+  /** Queues from now on when configured; otherwise stops queuing (what is still queued stays, and is reported). */
+  async init(): Promise<void> {
+    if (this.enabled) {
+      await enableAuditSink(this.o.db, SYSLOG_SINK, '', this.clock().toISOString());
+      return;
+    }
+    const left = await disableAuditSink(this.o.db, SYSLOG_SINK);
+    if (left > 0) log(this.log, left);
+  }
+
+  start(): void {
+    this.loop?.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.loop?.stop();
+    await this.client?.close();
+  }
+
+  kick(): void {
+    this.loop?.kick();
+  }
+
+  /** Events still waiting for the repository. */
+  backlog(): Promise<number> {
+    return auditBacklog(this.o.db, SYSLOG_SINK);
+  }
+
+  /** Waits for the pass under way (tests). */
+  async idle(): Promise<void> {
+    while (this.loop?.current) await this.loop.current;
+  }
+
+  private async pass(): Promise<void> {
+    if (Date.now() < this.notBefore) return;
+    const sent = await this.drain();
+    if (sent > 0) this.loop?.kick();
+  }
+
+  /**
+   * Sends queued events oldest first until the queue is empty or one fails
+   * (later ones wait: the repository sees them in order). Returns how many went.
+   * `dequeue` removes sent events (the job engine passes its fenced transaction).
+   */
+  async drain(dequeue: (ids: readonly string[]) => Promise<void> = (ids) => dequeueAuditEvents(this.o.db, SYSLOG_SINK, ids), limit = 100): Promise<number> {
+    const client = this.client;
+    const s = this.o.config.audit.syslog;
+    if (!client || !s) return 0;
+    const rows = await queuedAuditEvents(this.o.db, SYSLOG_SINK, limit);
+    let sent = 0;
+    for (const row of rows) {
+      let details: Record<string, unknown> = {};
+      try {
+        const v = row.details === null ? null : (JSON.parse(row.details) as unknown);
+        if (v && typeof v === 'object' && !Array.isArray(v)) details = v as Record<string, unknown>;
+      } catch {
+        // A detail that is not JSON: the message goes without what it would have named.
+      }
+      const ctx = await atnaContext(this.o.db, row, details);
+      const xml = buildAuditXml(auditMessageFor(row, ctx, this.node));
+      const msg = formatRfc5424({ pri: ATNA_PRI, timestamp: this.clock(), hostname: this.node.hostname, appName: s.appName, procId: this.node.processId, msgId: ATNA_MSGID }, xml);
+      try {
+        await client.send(msg);
+      } catch (err) {
+        this.failures++;
+        this.notBefore = Date.now() + backoffMs(this.failures, 1, 60, this.random);
+        await noteAuditSinkFailure(this.o.db, SYSLOG_SINK, row.id, (err as Error).message);
+        // No identifiers: the audit id and action say which event waits.
+        this.log.warn('audit repository did not take an event; kept queued, retried', { auditId: row.id, action: row.action, attempts: row.attempts + 1, error: (err as Error).message });
+        break;
+      }
+      await dequeue([row.id]);
+      sent++;
+    }
+    if (sent > 0) this.failures = 0;
+    return sent;
+  }
+}
+
+function log(l: Logger, left: number): void {
+  l.warn('audit.syslog is not configured: audit events queued for it earlier are kept, not sent', { queued: left });
+}
