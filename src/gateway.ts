@@ -41,6 +41,8 @@ import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
+import { AtnaService } from './audit/atna.service.js';
+import { recordAudit } from './audit/audit.repository.js';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -62,6 +64,8 @@ export interface Gateway {
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
   readonly metrics: GatewayMetrics;
+  /** IHE ATNA: the audit trail copied to `audit.syslog`. */
+  readonly atna: AtnaService;
   /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
   readonly httpApp: HttpServer['app'] | undefined;
   /** Bound ports (useful when the config asked for port 0). */
@@ -103,6 +107,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   // Orders and reports that arrived before their study link as soon as it exists.
   studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
   const newId = createIdSource();
+  const atna = new AtnaService({ db, logger, config });
   const rules = new RulesService({ db, logger, config, newId });
   const decisions = new DecisionService({ db, logger, rules, config, newId });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
@@ -239,6 +244,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     outbound,
     reports,
     metrics,
+    atna,
     httpApp: http?.app,
     ports: () => ({
       dicom: scp?.port ?? 0,
@@ -254,6 +260,15 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(() => opened.close());
         const applied = await migrateToLatest(db);
         if (applied.length > 0) log.info('database migrated', { applied });
+        // First in, last out: the audit trail is copied to the repository until everything else has stopped.
+        await atna.init();
+        if (atna.enabled) {
+          atna.start();
+          stoppers.push(async () => {
+            await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.stopped', entityType: 'gateway', entityId: config.instanceId });
+            await atna.stop();
+          });
+        }
         await rules.init();
         // Evaluations under way finish before the database closes.
         stoppers.push(() => decisions.idle());
@@ -299,6 +314,10 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           stoppers.push(() => http.stop());
         }
         started = true;
+        if (atna.enabled) {
+          await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.started', entityType: 'gateway', entityId: config.instanceId });
+          atna.kick();
+        }
         log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port, dicomTlsPort: scp?.tlsPort, hl7TlsPort: mllp?.tlsPort, httpsPort: http?.tlsPort });
       } catch (err) {
         await this.stop();

@@ -86,8 +86,10 @@ export class AtnaService {
     this.loop?.start();
   }
 
+  /** Stops polling after one last pass (so the gateway's stop reaches the repository now); what does not go stays queued for the next start. */
   async stop(): Promise<void> {
     await this.loop?.stop();
+    if (this.client) await this.drain().catch((err: unknown) => this.log.warn('last ATNA pass failed', { error: (err as Error).message }));
     await this.client?.close();
   }
 

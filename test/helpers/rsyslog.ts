@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { eventually } from './eventually.js';
@@ -33,6 +34,16 @@ export interface Rsyslog {
   stop(): Promise<void>;
   /** Starts again on the same ports and file (after stop). */
   restart(): Promise<void>;
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
 }
 
 async function freeUdpPort(): Promise<number> {
@@ -77,17 +88,20 @@ export async function startRsyslog(dir: string, pki: { ca: string; cert: string;
     const c = spawn('rsyslogd', ['-n', '-f', conf, '-i', pid, '-M', MODULES], { stdio: ['ignore', 'ignore', 'pipe'] });
     c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child = c;
-    const portOf = (f: string): number => Number(readFileSync(f, 'utf8').trim() || 0);
+    const portOf = (f: string, known: number): number => known || Number(readFileSync(f, 'utf8').trim() || 0);
     await eventually(
-      () => {
+      async () => {
         if (c.exitCode !== null) throw new Error(`rsyslogd exited: ${stderr}`);
-        return portOf(tcpPortFile) > 0 && portOf(tlsPortFile) > 0;
+        const tcp = portOf(tcpPortFile, ports.tcp);
+        const tls = portOf(tlsPortFile, ports.tls);
+        if (!(tcp > 0 && tls > 0 && (await accepts(tcp)) && (await accepts(tls)))) return false;
+        ports.tcp = tcp;
+        ports.tls = tls;
+        return true;
       },
       'rsyslogd listening',
       15_000,
     );
-    ports.tcp = portOf(tcpPortFile);
-    ports.tls = portOf(tlsPortFile);
   };
 
   const stop = async (): Promise<void> => {
