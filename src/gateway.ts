@@ -43,6 +43,7 @@ import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
 import { AtnaService } from './audit/atna.service.js';
 import { recordAudit } from './audit/audit.repository.js';
+import { JobRunner } from './jobs/job-runner.js';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -66,6 +67,8 @@ export interface Gateway {
   readonly metrics: GatewayMetrics;
   /** IHE ATNA: the audit trail copied to `audit.syslog`. */
   readonly atna: AtnaService;
+  /** The one durable job engine: services enqueue in their transactions; kinds are registered here. */
+  readonly jobs: JobRunner;
   /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
   readonly httpApp: HttpServer['app'] | undefined;
   /** Bound ports (useful when the config asked for port 0). */
@@ -87,6 +90,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
 
   // Built first: the listeners count their guard refusals in it.
   const metrics = new GatewayMetrics(db, config.instanceId);
+  // Every background task is a job of a kind registered below, run under a lease on the database's clock.
+  const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
   const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
@@ -245,6 +250,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     reports,
     metrics,
     atna,
+    jobs,
     httpApp: http?.app,
     ports: () => ({
       dicom: scp?.port ?? 0,
@@ -285,6 +291,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();
         });
+        // After the senders' closer, so jobs under way finish before the connections they use close.
+        jobs.start();
+        stoppers.push(() => jobs.stop());
         // Reachability is reported, never a reason not to start: the queue holds the work until the pool is back.
         for (const [id, sender] of senders) {
           void sender.verify().then((h) => {

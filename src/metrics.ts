@@ -1,6 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from './db/database.js';
 import type { ForwardingMetrics } from './forwarding/forwarding.service.js';
+import type { JobMetrics } from './jobs/job-runner.js';
+import { jobCounts, oldestDue } from './jobs/job.repository.js';
 import { CaseState } from './states.js';
 
 /** What the listeners report about their resource guards. */
@@ -25,7 +27,7 @@ function processMetrics(): Registry {
  * happens in this process (delivery latency, failures) is counted here.
  * No PHI: labels are states, destination ids and message types.
  */
-export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
+export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetrics {
   readonly registry = new Registry();
   private readonly guardRejections: Counter<'guard'>;
   private readonly limits = new Map<string, number>();
@@ -35,6 +37,8 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
   private readonly deidExcluded: Counter<'destination_id' | 'reason'>;
   private readonly deidPhiDetected: Counter<'destination_id'>;
   private readonly deliveryFailures: Counter<'destination' | 'kind'>;
+  private readonly jobClaimLatency: Histogram<'kind'>;
+  private readonly jobRuns: Counter<'kind' | 'outcome'>;
 
   constructor(db: Db, instanceId: string) {
     this.registry.setDefaultLabels({ instance_id: instanceId });
@@ -141,6 +145,27 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
         for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
       },
     });
+    // The job engine (src/jobs/): counts and the oldest due job come from the table, so they agree across instances.
+    new Gauge({
+      name: 'gateway_jobs',
+      help: 'Background jobs by kind and state (due = pending and due now; pending = waiting for its time; running; dead = dead letters)',
+      labelNames: ['kind', 'state'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const r of await jobCounts(db)) this.set({ kind: r.kind, state: r.state }, r.n);
+      },
+    });
+    new Gauge({
+      name: 'gateway_job_oldest_due_age_seconds',
+      help: 'How long the oldest due job of each kind has waited to be claimed (database clock); 0 when none is due',
+      labelNames: ['kind'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const r of await oldestDue(db)) this.set({ kind: r.kind }, Math.max(0, (Date.parse(r.now) - Date.parse(r.runAt)) / 1000));
+      },
+    });
     // Resource guards: the configured limits beside what is in use, so a refusal can be read against its limit.
     const limits = this.limits;
     const live = this.live;
@@ -182,6 +207,19 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
       labelNames: ['destination', 'kind'],
       registers,
     });
+    this.jobClaimLatency = new Histogram({
+      name: 'gateway_job_claim_latency_seconds',
+      help: 'Time from a job becoming due to its claim (database clock), by kind',
+      labelNames: ['kind'],
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 15, 60, 300],
+      registers,
+    });
+    this.jobRuns = new Counter({
+      name: 'gateway_job_runs_total',
+      help: 'Job runs by kind and outcome (done, rescheduled, retried, dead, lost = the claim was taken over)',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
     this.deidExcluded = new Counter({
       name: 'gateway_deid_excluded_instances_total',
       help: 'Instances kept back from a de-identified delivery, by reason (burned-in-risk, encapsulated-document, phi-detected, ...)',
@@ -221,5 +259,13 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics {
 
   phiDetected(destinationId: string): void {
     this.deidPhiDetected.inc({ destination_id: destinationId });
+  }
+
+  jobClaimed(kind: string, latencySeconds: number): void {
+    this.jobClaimLatency.observe({ kind }, latencySeconds);
+  }
+
+  jobFinished(kind: string, outcome: 'done' | 'rescheduled' | 'retried' | 'dead' | 'lost'): void {
+    this.jobRuns.inc({ kind, outcome });
   }
 }

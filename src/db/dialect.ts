@@ -1,4 +1,4 @@
-import { PostgresAdapter, sql, type SelectQueryBuilder } from 'kysely';
+import { PostgresAdapter, sql, type RawBuilder, type SelectQueryBuilder } from 'kysely';
 import type { Db } from './database.js';
 
 /**
@@ -63,4 +63,28 @@ export function storableText(text: string): string {
 export function isUniqueViolation(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
   return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+/**
+ * The database's own "now" (plus `plusSeconds`), as the ISO-8601 UTC text every
+ * time column holds (`2026-03-01T10:00:00.000Z`, as `Date.toISOString()`), for
+ * every lease and "due" comparison: instances on different hosts then share one
+ * clock, the database's, and never compare each other's. PostgreSQL: the
+ * statement's start (one value within a statement); SQLite: 'now' is likewise
+ * fixed for the duration of one statement.
+ */
+export function dbNow(db: Db, plusSeconds = 0): RawBuilder<string> {
+  if (dialectOf(db) === 'postgres') {
+    return sql<string>`to_char((statement_timestamp() at time zone 'UTC') + make_interval(secs => ${plusSeconds}::double precision), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+  }
+  return sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ${`${plusSeconds >= 0 ? '+' : ''}${plusSeconds.toFixed(3)} seconds`})`;
+}
+
+/**
+ * Locks the selected rows for the rest of the transaction on PostgreSQL (a
+ * concurrent claim waits, then sees the row as it was committed); SQLite's
+ * transaction is already the only writer.
+ */
+export function forUpdate<DB, TB extends keyof DB, O>(db: Db, q: SelectQueryBuilder<DB, TB, O>): SelectQueryBuilder<DB, TB, O> {
+  return supportsSkipLocked(db) ? q.forUpdate() : q;
 }

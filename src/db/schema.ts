@@ -6,6 +6,7 @@ import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
 import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
+import type { JobTable } from '../jobs/job.table.js';
 
 /** Every table, by name, as kysely sees it. Each domain owns its `*.table.ts`. */
 export interface Database {
@@ -36,4 +37,5 @@ export interface Database {
   outbound_messages: OutboundMessageTable;
   gateway_instances: GatewayInstanceTable;
   work_leases: WorkLeaseTable;
+  jobs: JobTable;
 }

@@ -10,6 +10,7 @@ import * as m009 from './009-instance-versions.js';
 import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
 import * as m012 from './012-rule-text-sampling.js';
+import * as m013 from './013-jobs.js';
 import * as m017 from './017-audit-outbox.js';
 
 /**
@@ -29,5 +30,6 @@ export const migrations = {
   '010-hl7-identity': m010,
   '011-case-lifecycle': m011,
   '012-rule-text-sampling': m012,
+  '013-jobs': m013,
   '017-audit-outbox': m017,
 };

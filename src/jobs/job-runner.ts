@@ -1,0 +1,271 @@
+import { randomBytes } from 'node:crypto';
+import type { Db } from '../db/database.js';
+import { createIdSource } from '../db/sortable-id.js';
+import type { Logger } from '../logger.js';
+import { PollLoop } from '../poll-loop.js';
+import {
+  claimJobs,
+  completeJob,
+  holdsClaim,
+  insertJob,
+  killJob,
+  renewJob,
+  rescheduleJob,
+  retryJob,
+  type Claim,
+} from './job.repository.js';
+import type { JobRow } from './job.table.js';
+import {
+  JobClaimLostError,
+  JobPermanentError,
+  type EnqueueOptions,
+  type JobContext,
+  type JobHandler,
+  type JobKindOptions,
+  type JobOutcome,
+  type JobQueue,
+} from './job.types.js';
+
+/** What the runner reports to /metrics (GatewayMetrics implements it). */
+export interface JobMetrics {
+  /** A job was claimed `latencySeconds` after it became due (database clock). */
+  jobClaimed(kind: string, latencySeconds: number): void;
+  /** A run ended: done, rescheduled, retried, dead, or lost (the claim was taken over). */
+  jobFinished(kind: string, outcome: 'done' | 'rescheduled' | 'retried' | 'dead' | 'lost'): void;
+}
+
+export interface JobRunnerOptions {
+  db: Db;
+  logger: Logger;
+  /** This process, as written in `locked_by` (the gateway's instance id). */
+  workerId: string;
+  /** How often the table is looked at when nothing woke the runner (other instances' enqueues, retries coming due). */
+  pollMs?: number;
+  metrics?: JobMetrics | undefined;
+  /** Defaults for kinds that do not set their own. */
+  defaults?: Partial<Required<JobKindOptions>>;
+  random?: () => number;
+}
+
+const DEFAULTS: Required<JobKindOptions> = { concurrency: 1, leaseSeconds: 60, maxAttempts: 10, backoffBaseSeconds: 5, backoffMaxSeconds: 600 };
+
+interface Kind {
+  handler: JobHandler<unknown>;
+  options: Required<JobKindOptions>;
+  running: number;
+}
+
+/**
+ * Full jitter: uniformly between 0 and the capped exponential delay, so jobs
+ * that failed together (a destination down) come back spread out.
+ */
+export function backoffSeconds(attempt: number, base: number, max: number, random: () => number = Math.random): number {
+  return random() * Math.min(max, base * 2 ** Math.max(0, attempt - 1));
+}
+
+/**
+ * Runs the jobs of the kinds registered with it: a poll every `pollMs`, and at
+ * once after this process enqueues. Per kind, at most `concurrency` jobs run at
+ * a time; each runs under a lease renewed every third of its length, and a
+ * renewal that finds the claim gone aborts the handler's signal. The rows are
+ * the truth: a crash loses nothing but the lease time.
+ */
+export class JobRunner implements JobQueue {
+  private readonly kinds = new Map<string, Kind>();
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly loop: PollLoop;
+  private readonly log: Logger;
+  private readonly newId = createIdSource();
+  private readonly defaults: Required<JobKindOptions>;
+  private readonly random: () => number;
+  private started = false;
+
+  constructor(private readonly o: JobRunnerOptions) {
+    this.log = o.logger.child({ component: 'jobs' });
+    this.defaults = { ...DEFAULTS, ...o.defaults };
+    this.random = o.random ?? Math.random;
+    this.loop = new PollLoop(() => this.pass().then(() => undefined), o.pollMs ?? 1000, (err) =>
+      this.log.error('job claim failed', { error: (err as Error).message }),
+    );
+  }
+
+  register<P>(kind: string, handler: JobHandler<P>, options: JobKindOptions = {}): void {
+    if (this.kinds.has(kind)) throw new Error(`job kind ${kind} registered twice`);
+    this.kinds.set(kind, { handler: handler as JobHandler<unknown>, options: { ...this.defaults, ...options }, running: 0 });
+  }
+
+  async enqueue(trx: Db, kind: string, payload: unknown, options: EnqueueOptions = {}): Promise<void> {
+    const maxAttempts = options.maxAttempts ?? this.kinds.get(kind)?.options.maxAttempts ?? this.defaults.maxAttempts;
+    await insertJob(trx, {
+      id: this.newId(),
+      kind,
+      payload: JSON.stringify(payload ?? null),
+      key: options.key,
+      queue: options.queue,
+      runAt: options.runAt?.toISOString(),
+      maxAttempts,
+    });
+    // The caller's transaction commits after this returns: on SQLite a claim waits for it (one connection); on
+    // PostgreSQL it may not see the row yet, so look once more a little later. The poll is the backstop.
+    if (this.started && this.kinds.has(kind)) {
+      setImmediate(() => this.loop.kick());
+      setTimeout(() => this.loop.kick(), 50).unref?.();
+    }
+  }
+
+  start(): void {
+    this.started = true;
+    this.loop.start();
+  }
+
+  /** Stops claiming and waits for the jobs under way to finish (their handlers see no abort: they end as usual). */
+  async stop(): Promise<void> {
+    this.started = false;
+    await this.loop.stop();
+    await this.idle();
+  }
+
+  /** Resolves when no job of this process is running. */
+  async idle(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  /**
+   * Claims and runs due jobs until none is left (tests, and stop-free
+   * draining): each round waits for its jobs, so jobs they enqueue run too.
+   */
+  async drain(): Promise<void> {
+    for (;;) {
+      const claimed = await this.pass();
+      await this.idle();
+      if (claimed === 0) return;
+    }
+  }
+
+  /** One look at the table: for each kind with a free slot, one claim. Returns how many jobs were claimed. */
+  private async pass(): Promise<number> {
+    let claimed = 0;
+    for (const [kind, k] of this.kinds) {
+      const free = k.options.concurrency - k.running;
+      if (free <= 0) continue;
+      const token = randomBytes(12).toString('hex');
+      const rows = await claimJobs(this.o.db, kind, this.o.workerId, token, k.options.leaseSeconds, free);
+      for (const row of rows) {
+        if (row.state === 'dead') {
+          this.log.warn('job dead-lettered: its runs never finished', { jobId: row.id, kind, attempts: row.attempts });
+          this.o.metrics?.jobFinished(kind, 'dead');
+          continue;
+        }
+        claimed++;
+        this.o.metrics?.jobClaimed(kind, Math.max(0, (Date.parse(row.locked_until!) - k.options.leaseSeconds * 1000 - Date.parse(row.run_at)) / 1000));
+        k.running++;
+        const run = this.run(k, row, { id: row.id, workerId: this.o.workerId, token }).finally(() => {
+          k.running--;
+          this.inflight.delete(run);
+          // A slot is free: more of this kind (or the next in its queue) may be due.
+          if (this.started) this.loop.kick();
+        });
+        this.inflight.add(run);
+      }
+    }
+    return claimed;
+  }
+
+  private async run(k: Kind, row: JobRow, claim: Claim): Promise<void> {
+    const db = this.o.db;
+    const log = this.log.child({ jobId: row.id, kind: row.kind, attempt: row.attempts });
+    const abort = new AbortController();
+    const lost = (): JobClaimLostError => {
+      const err = new JobClaimLostError(row.id);
+      if (!abort.signal.aborted) abort.abort(err);
+      return err;
+    };
+    const leaseMs = k.options.leaseSeconds * 1000;
+    let renewedAt = Date.now();
+    const renew = async (): Promise<void> => {
+      if (abort.signal.aborted) throw lost();
+      if (!(await renewJob(db, claim, k.options.leaseSeconds))) throw lost();
+      renewedAt = Date.now();
+    };
+    const timer = setInterval(() => {
+      renew().catch((err: unknown) => {
+        if (err instanceof JobClaimLostError) return;
+        // The database is unreachable: once the lease has run out by our own count, another worker may take the job.
+        if (Date.now() - renewedAt >= leaseMs) lost();
+        log.warn('job lease renewal failed', { error: (err as Error).message });
+      });
+    }, Math.max(50, Math.floor(leaseMs / 3)));
+    timer.unref?.();
+    const context: JobContext<unknown> = {
+      id: row.id,
+      kind: row.kind,
+      payload: JSON.parse(row.payload) as unknown,
+      attempt: row.attempts,
+      maxAttempts: row.max_attempts,
+      signal: abort.signal,
+      renew,
+      fenced: async <T>(fn: (trx: Db) => Promise<T>): Promise<T> => {
+        if (abort.signal.aborted) throw lost();
+        return db.transaction().execute(async (trx) => {
+          if (!(await holdsClaim(trx, claim))) throw lost();
+          return fn(trx);
+        });
+      },
+    };
+    let outcome: JobOutcome = undefined;
+    let failure: unknown;
+    let failed = false;
+    try {
+      outcome = await k.handler(context);
+    } catch (err) {
+      failed = true;
+      failure = err;
+    } finally {
+      clearInterval(timer);
+    }
+    try {
+      if (abort.signal.aborted || failure instanceof JobClaimLostError) {
+        log.warn('job claim lost: another worker owns it now; this run wrote nothing more');
+        this.o.metrics?.jobFinished(row.kind, 'lost');
+        return;
+      }
+      let written: boolean;
+      let result: 'done' | 'rescheduled' | 'retried' | 'dead';
+      if (!failed) {
+        if (outcome && outcome.runAgainAt) {
+          written = await rescheduleJob(db, claim, outcome.runAgainAt.toISOString());
+          result = 'rescheduled';
+        } else {
+          written = await completeJob(db, claim);
+          result = 'done';
+        }
+      } else {
+        const message = errorText(failure);
+        if (failure instanceof JobPermanentError || row.attempts >= row.max_attempts) {
+          written = await killJob(db, claim, message);
+          result = 'dead';
+          log.warn('job dead-lettered', { error: message, maxAttempts: row.max_attempts });
+        } else {
+          const delay = backoffSeconds(row.attempts, k.options.backoffBaseSeconds, k.options.backoffMaxSeconds, this.random);
+          written = await retryJob(db, claim, message, delay);
+          result = 'retried';
+          log.info('job failed, will retry', { error: message, retryInSeconds: Math.round(delay) });
+        }
+      }
+      if (!written) {
+        log.warn('job claim lost before its outcome was written: another worker owns it now');
+        this.o.metrics?.jobFinished(row.kind, 'lost');
+        return;
+      }
+      this.o.metrics?.jobFinished(row.kind, result);
+    } catch (err) {
+      // The outcome could not be written (database down): the lease runs out and the job runs again.
+      log.error('job outcome not recorded; it will run again when its lease expires', { error: (err as Error).message });
+    }
+  }
+}
+
+function errorText(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
+}
