@@ -92,6 +92,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const metrics = new GatewayMetrics(db, config.instanceId);
   // Every background task is a job of a kind registered below, run under a lease on the database's clock.
   const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics });
+  const atna = new AtnaService({ db, logger, config, jobs });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
   const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
@@ -112,7 +113,6 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   // Orders and reports that arrived before their study link as soon as it exists.
   studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
   const newId = createIdSource();
-  const atna = new AtnaService({ db, logger, config });
   const rules = new RulesService({ db, logger, config, newId });
   const decisions = new DecisionService({ db, logger, rules, config, newId });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
@@ -269,7 +269,6 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         // First in, last out: the audit trail is copied to the repository until everything else has stopped.
         await atna.init();
         if (atna.enabled) {
-          atna.start();
           stoppers.push(async () => {
             await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.stopped', entityType: 'gateway', entityId: config.instanceId });
             await atna.stop();
@@ -325,7 +324,6 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         started = true;
         if (atna.enabled) {
           await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.started', entityType: 'gateway', entityId: config.instanceId });
-          atna.kick();
         }
         log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port, dicomTlsPort: scp?.tlsPort, hl7TlsPort: mllp?.tlsPort, httpsPort: http?.tlsPort });
       } catch (err) {

@@ -3,7 +3,7 @@ import { backoffMs } from '../backoff.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import type { Logger } from '../logger.js';
-import { PollLoop } from '../poll-loop.js';
+import type { JobContext, JobQueue } from '../jobs/job.types.js';
 import { clientTlsOptions } from '../tls.js';
 import { atnaContext } from './atna-context.repository.js';
 import { auditMessageFor, buildAuditXml, type AtnaNode } from './atna-message.js';
@@ -11,6 +11,10 @@ import { auditBacklog, dequeueAuditEvents, disableAuditSink, enableAuditSink, no
 import { ATNA_MSGID, ATNA_PRI, formatRfc5424, SyslogClient } from './syslog-client.js';
 
 export const SYSLOG_SINK = 'syslog';
+/** The one long-lived job (a poll) that drains the queue: the job engine keeps it to one worker across instances. */
+export const ATNA_JOB_KIND = 'atna.syslog';
+
+const DRAIN_BATCH = 100;
 
 export type SyslogConfig = NonNullable<GatewayConfig['audit']['syslog']>;
 
@@ -18,6 +22,7 @@ export interface AtnaServiceOptions {
   db: Db;
   logger: Logger;
   config: Pick<GatewayConfig, 'audit' | 'instanceId'> & { dicom: Pick<GatewayConfig['dicom'], 'aeTitle'> };
+  jobs: JobQueue;
   clock?: () => Date;
   random?: () => number;
 }
@@ -35,7 +40,6 @@ export class AtnaService {
   private readonly clock: () => Date;
   private readonly random: () => number;
   private readonly client: SyslogClient | undefined;
-  private readonly loop: PollLoop | undefined;
   private readonly node: AtnaNode;
   private failures = 0;
   private notBefore = 0;
@@ -60,11 +64,7 @@ export class AtnaService {
         timeoutMs: s.timeoutSeconds * 1000,
         ...(s.protocol === 'tls' ? { tls: clientTlsOptions(s, s.host, s.port) } : {}),
       });
-      this.loop = new PollLoop(
-        () => this.pass(),
-        s.pollIntervalSeconds * 1000,
-        (err) => this.log.error('ATNA pass failed', { error: (err as Error).message }),
-      );
+      o.jobs.register<null>(ATNA_JOB_KIND, (job) => this.runJob(job), { concurrency: 1, leaseSeconds: Math.max(60, s.timeoutSeconds * 10) });
     }
   }
 
@@ -72,29 +72,23 @@ export class AtnaService {
     return this.client !== undefined;
   }
 
-  /** Queues from now on when configured; otherwise stops queuing (what is still queued stays, and is reported). */
+  /** Queues from now on when configured (and makes sure the drain job exists); otherwise stops queuing (what is still queued stays, and is reported). */
   async init(): Promise<void> {
     if (this.enabled) {
-      await enableAuditSink(this.o.db, SYSLOG_SINK, '', this.clock().toISOString());
+      await this.o.db.transaction().execute(async (trx) => {
+        await enableAuditSink(trx, SYSLOG_SINK, '', this.clock().toISOString());
+        await this.o.jobs.enqueue(trx, ATNA_JOB_KIND, null, { key: ATNA_JOB_KIND });
+      });
       return;
     }
     const left = await disableAuditSink(this.o.db, SYSLOG_SINK);
     if (left > 0) log(this.log, left);
   }
 
-  start(): void {
-    this.loop?.start();
-  }
-
-  /** Stops polling after one last pass (so the gateway's stop reaches the repository now); what does not go stays queued for the next start. */
+  /** One last pass (after the job engine stopped), so the gateway's stop reaches the repository now; what does not go stays queued for the next start. */
   async stop(): Promise<void> {
-    await this.loop?.stop();
     if (this.client) await this.drain().catch((err: unknown) => this.log.warn('last ATNA pass failed', { error: (err as Error).message }));
     await this.client?.close();
-  }
-
-  kick(): void {
-    this.loop?.kick();
   }
 
   /** Events still waiting for the repository. */
@@ -102,15 +96,13 @@ export class AtnaService {
     return auditBacklog(this.o.db, SYSLOG_SINK);
   }
 
-  /** Waits for the pass under way (tests). */
-  async idle(): Promise<void> {
-    while (this.loop?.current) await this.loop.current;
-  }
-
-  private async pass(): Promise<void> {
-    if (Date.now() < this.notBefore) return;
-    const sent = await this.drain();
-    if (sent > 0) this.loop?.kick();
+  /** A drain, then the next poll; a repository that refused waits out the backoff (the job is not failed: it must never be dead-lettered). */
+  private async runJob(job: JobContext<null>): Promise<{ runAgainAt: Date }> {
+    const s = this.o.config.audit.syslog!;
+    const sent = await this.drain((ids) => job.fenced((trx) => dequeueAuditEvents(trx, SYSLOG_SINK, ids)));
+    const now = Date.now();
+    const next = this.notBefore > now ? this.notBefore : sent === DRAIN_BATCH ? now : now + s.pollIntervalSeconds * 1000;
+    return { runAgainAt: new Date(next) };
   }
 
   /**
@@ -118,7 +110,7 @@ export class AtnaService {
    * (later ones wait: the repository sees them in order). Returns how many went.
    * `dequeue` removes sent events (the job engine passes its fenced transaction).
    */
-  async drain(dequeue: (ids: readonly string[]) => Promise<void> = (ids) => dequeueAuditEvents(this.o.db, SYSLOG_SINK, ids), limit = 100): Promise<number> {
+  async drain(dequeue: (ids: readonly string[]) => Promise<void> = (ids) => dequeueAuditEvents(this.o.db, SYSLOG_SINK, ids), limit = DRAIN_BATCH): Promise<number> {
     const client = this.client;
     const s = this.o.config.audit.syslog;
     if (!client || !s) return 0;
