@@ -42,6 +42,7 @@ import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
 import { AtnaService } from './audit/atna.service.js';
+import { StatusUpdateService } from './reports/status-update.service.js';
 import { recordAudit } from './audit/audit.repository.js';
 import { JobRunner } from './jobs/job-runner.js';
 
@@ -142,6 +143,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     newId,
     newControlId,
   });
+  const statusUpdates = new StatusUpdateService({ db, logger, config, jobs, outbound, newControlId });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
   const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
   reportsRef = reports;
@@ -268,6 +270,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         if (applied.length > 0) log.info('database migrated', { applied });
         // First in, last out: the audit trail is copied to the repository until everything else has stopped.
         await atna.init();
+        await statusUpdates.init();
         if (atna.enabled) {
           stoppers.push(async () => {
             await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.stopped', entityType: 'gateway', entityId: config.instanceId });
