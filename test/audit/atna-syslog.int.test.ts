@@ -6,7 +6,7 @@ import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
 import { eventually } from '../helpers/eventually.js';
 import { hasRsyslog, parseRfc5424, startRsyslog, type Rsyslog, type Rfc5424 } from '../helpers/rsyslog.js';
 import { haveOpenssl, makeTestPki, type TestPki } from '../helpers/tls-certs.js';
-import { makeTempDir } from '../helpers/tmp.js';
+import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 import { openDatabase } from '../../src/db/database.js';
 import { ATNA_MSGID, ATNA_PRI } from '../../src/audit/syslog-client.js';
 
@@ -67,10 +67,11 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
     pki?.cleanup();
   });
 
-  const fixture = (protocol: 'tls' | 'udp') =>
-    new ApiGateway({
+  const fixture = (protocol: 'tls' | 'udp') => {
+    const fx: ApiGateway = new ApiGateway({
       configure: (c) => ({
         ...c,
+        database: { url: testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db')) },
         audit: {
           syslog: { host: '127.0.0.1', port: protocol === 'tls' ? repo.ports.tls : repo.ports.udp, protocol, ca: pki.ca, pollIntervalSeconds: 0.1, timeoutSeconds: 2 },
           sourceId: 'secondread-test',
@@ -78,13 +79,15 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
         },
       }),
     });
+    return fx;
+  };
 
   it('over TLS: every stored audit event arrives, in order, as RFC 5424 with a valid audit message; each event type maps to its EventID', async function () {
     const before = repo.messages().length;
     const fx = fixture('tls');
     try {
       await fx.start();
-      const dbFile = path.join(fx.tmp.dir, 'gw.db');
+      const dbUrl = testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db'));
       // User authentication, failed.
       expect((await fx.call('GET', '/api/cases', 'not-a-valid-token-0123456789')).status).to.equal(401);
       // Order record, begin transferring, instances transferred.
@@ -98,7 +101,7 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
       await eventually(async () => (await fx.gw.atna.backlog()) === 0, 'the queue to drain while the gateway runs', 20_000);
       await fx.gw.stop();
       // The stop itself went out on the way down.
-      const opened = openDatabase(`sqlite:${dbFile}`);
+      const opened = openDatabase(dbUrl);
       const rows = await opened.db.selectFrom('audit_events').select(['id', 'at', 'action']).orderBy('id').execute();
       const queued = await opened.db.selectFrom('audit_outbox').selectAll().execute();
       await opened.close();

@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { expect } from 'chai';
+import { testDatabaseUrl } from '../helpers/tmp.js';
 import { API_TOKENS, ApiGateway } from '../helpers/api-gateway.js';
 import { eventually } from '../helpers/eventually.js';
 import { havePythonHl7Server, PythonMllpServer } from '../helpers/python-mllp-server.js';
@@ -33,8 +35,8 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
   this.timeout(120_000);
 
   describe('with the simulated RIS', () => {
-    const fx = new ApiGateway({
-      configure: (c) => ({ ...c, writeBack: { ...c.writeBack, statusUpdates: true, statusText: 'second read in progress: {rule}' } }),
+    const fx: ApiGateway = new ApiGateway({
+      configure: (c) => ({ ...c, database: { url: testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db')) }, writeBack: { ...c.writeBack, statusUpdates: true, statusText: 'second read in progress: {rule}' } }),
     });
     before(() => fx.start());
     after(() => fx.stop());
@@ -113,6 +115,7 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
       fx = new ApiGateway({
         configure: (c) => ({
           ...c,
+          database: { url: testDatabaseUrl(path.join(fx!.tmp.dir, 'gw.db')) },
           hl7: { ...c.hl7, ris: { host: '127.0.0.1', port } },
           writeBack: { ...c.writeBack, statusUpdates: true, statusText: 'second read in progress: {rule}' },
         }),
