@@ -14,7 +14,7 @@ const SCHEMA = path.join(import.meta.dirname, 'dicom-audit-message.rng');
 const hasXmllint = (): boolean => spawnSync('xmllint', ['--version'], { stdio: 'ignore' }).status === 0;
 
 /** xmllint against the A.5.1 structure (test/audit/dicom-audit-message.rng): the problems, or '' when valid. */
-export function schemaProblems(xml: string, dir: string): string {
+function schemaProblems(xml: string, dir: string): string {
   const f = path.join(dir, `msg-${Math.random().toString(36).slice(2)}.xml`);
   writeFileSync(f, xml);
   const r = spawnSync('xmllint', ['--noout', '--relaxng', SCHEMA, f], { encoding: 'utf8' });
@@ -55,8 +55,10 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
   let repo: Rsyslog;
 
   before(async function () {
-    if (!hasRsyslog()) this.skip(); // skipped: rsyslog (rsyslog-gnutls) not installed
-    if (!haveOpenssl()) this.skip(); // skipped: openssl not installed
+    if (!hasRsyslog() || !haveOpenssl()) {
+      console.log('      skipped: rsyslog (with rsyslog-gnutls) or openssl not installed');
+      this.skip();
+    }
     pki = makeTestPki();
     tmp = makeTempDir('gw-atna-');
     repo = await startRsyslog(tmp.dir, { ca: pki.ca, cert: pki.server.cert, key: pki.server.key });

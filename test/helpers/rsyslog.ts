@@ -13,11 +13,13 @@ import { eventually } from './eventually.js';
  */
 
 const MODULES = '/usr/lib/x86_64-linux-gnu/rsyslog';
+// In /usr/sbin, which a non-root PATH may lack.
+const RSYSLOGD = existsSync('/usr/sbin/rsyslogd') ? '/usr/sbin/rsyslogd' : 'rsyslogd';
 
 let present: boolean | undefined;
 /** rsyslogd with its TLS driver (rsyslog-gnutls). */
 export function hasRsyslog(): boolean {
-  present ??= spawnSync('rsyslogd', ['-v'], { stdio: 'ignore' }).status === 0 && (!existsSync(MODULES) || existsSync(path.join(MODULES, 'lmnsd_gtls.so')));
+  present ??= spawnSync(RSYSLOGD, ['-v'], { stdio: 'ignore' }).status === 0 && (!existsSync(MODULES) || existsSync(path.join(MODULES, 'lmnsd_gtls.so')));
   return present;
 }
 
@@ -85,7 +87,7 @@ export async function startRsyslog(dir: string, pki: { ca: string; cert: string;
     writeConf();
     for (const f of [tcpPortFile, tlsPortFile]) writeFileSync(f, '');
     let stderr = '';
-    const c = spawn('rsyslogd', ['-n', '-f', conf, '-i', pid, '-M', MODULES], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const c = spawn(RSYSLOGD, ['-n', '-f', conf, '-i', pid, '-M', MODULES], { stdio: ['ignore', 'ignore', 'pipe'] });
     c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child = c;
     const portOf = (f: string, known: number): number => known || Number(readFileSync(f, 'utf8').trim() || 0);

@@ -109,7 +109,10 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
     let py: PythonMllpServer | undefined;
     let fx: ApiGateway | undefined;
     before(async function () {
-      if (!havePythonHl7Server()) this.skip(); // skipped: python3-hl7 not installed
+      if (!havePythonHl7Server()) {
+        console.log('      skipped: python3-hl7 not installed');
+        this.skip();
+      }
       py = await PythonMllpServer.start();
       const port = py.port;
       fx = new ApiGateway({
