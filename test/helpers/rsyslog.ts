@@ -87,7 +87,7 @@ export async function startRsyslog(dir: string, pki: { ca: string; cert: string;
     writeConf();
     for (const f of [tcpPortFile, tlsPortFile]) writeFileSync(f, '');
     let stderr = '';
-    const c = spawn(RSYSLOGD, ['-n', '-f', conf, '-i', pid, '-M', MODULES], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const c = spawn(RSYSLOGD, ['-n', '-f', conf, '-i', pid, ...(existsSync(MODULES) ? ['-M', MODULES] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
     c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child = c;
     const portOf = (f: string, known: number): number => known || Number(readFileSync(f, 'utf8').trim() || 0);
