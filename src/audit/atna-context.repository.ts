@@ -10,7 +10,7 @@ export async function atnaContext(db: Db, row: AtnaEventRow, details: Record<str
   let studyUid: string | undefined;
   let accession: string | null = null;
   if (row.entity_type === 'case' && row.entity_id) {
-    const c = await db.selectFrom('cases').select(['study_instance_uid', 'accession_number', 'destination_id', 'deidentify']).where('id', '=', row.entity_id).executeTakeFirst();
+    const c = await db.selectFrom('cases').select(['study_instance_uid', 'accession_number']).where('id', '=', row.entity_id).executeTakeFirst();
     if (c) {
       studyUid = c.study_instance_uid;
       accession = c.accession_number;

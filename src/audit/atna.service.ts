@@ -99,7 +99,12 @@ export class AtnaService {
   /** A drain, then the next poll; a repository that refused waits out the backoff (the job is not failed: it must never be dead-lettered). */
   private async runJob(job: JobContext<null>): Promise<{ runAgainAt: Date }> {
     const s = this.o.config.audit.syslog!;
-    const sent = await this.drain((ids) => job.fenced((trx) => dequeueAuditEvents(trx, SYSLOG_SINK, ids)));
+    let n = 0;
+    const sent = await this.drain(async (ids) => {
+      await job.fenced((trx) => dequeueAuditEvents(trx, SYSLOG_SINK, ids));
+      // A slow repository must not outlast the lease mid-batch (another worker would send the same events).
+      if (++n % 10 === 0) await job.renew();
+    });
     const now = Date.now();
     const next = this.notBefore > now ? this.notBefore : sent === DRAIN_BATCH ? now : now + s.pollIntervalSeconds * 1000;
     return { runAgainAt: new Date(next) };
