@@ -43,6 +43,9 @@ import { OutputsService } from './outputs/outputs.service.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
+import { AtnaService } from './audit/atna.service.js';
+import { StatusUpdateService } from './reports/status-update.service.js';
+import { recordAudit } from './audit/audit.repository.js';
 import { JobRunner } from './jobs/job-runner.js';
 import { DicomwebService } from './dicomweb/dicomweb.service.js';
 import { dicomwebRouter } from './dicomweb/dicomweb.routes.js';
@@ -68,6 +71,8 @@ export interface Gateway {
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
   readonly metrics: GatewayMetrics;
+  /** IHE ATNA: the audit trail copied to `audit.syslog`. */
+  readonly atna: AtnaService;
   /** The one durable job engine: services enqueue in their transactions; kinds are registered here. */
   readonly jobs: JobRunner;
   /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
@@ -93,6 +98,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const metrics = new GatewayMetrics(db, config.instanceId);
   // Every background task is a job of a kind registered below, run under a lease on the database's clock.
   const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics });
+  const atna = new AtnaService({ db, logger, config, jobs });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
   const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
@@ -142,6 +148,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     jobs,
   });
   jobs.register<OutboundJobPayload>(OUTBOUND_SEND_JOB, (job) => outbound.runJob(job), { concurrency: 4, leaseSeconds: config.forwarding.leaseSeconds });
+  const statusUpdates = new StatusUpdateService({ db, logger, config, jobs, outbound, newControlId });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
   jobs.recurring(SLA_CHECK_JOB, config.sla.checkIntervalSeconds, () => readers.checkSla());
   // The second read as DICOM SR/KOS and FHIR: jobs enqueued with the report, run by the job engine.
@@ -277,6 +284,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     outbound,
     reports,
     metrics,
+    atna,
     jobs,
     httpApp: http?.app,
     ports: () => ({
@@ -293,6 +301,15 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(() => opened.close());
         const applied = await migrateToLatest(db);
         if (applied.length > 0) log.info('database migrated', { applied });
+        // First in, last out: the audit trail is copied to the repository until everything else has stopped.
+        await atna.init();
+        await statusUpdates.init();
+        if (atna.enabled) {
+          stoppers.push(async () => {
+            await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.stopped', entityType: 'gateway', entityId: config.instanceId });
+            await atna.stop();
+          });
+        }
         await rules.init();
         pseudonymSecret = await ensureSetting(db, 'pseudonym-secret', randomBytes(32).toString('hex'), new Date().toISOString());
         // Registered before any claim is taken, so the console can always name a claim's owner.
@@ -335,6 +352,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           stoppers.push(() => http.stop());
         }
         started = true;
+        if (atna.enabled) {
+          await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.started', entityType: 'gateway', entityId: config.instanceId });
+        }
         log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port, dicomTlsPort: scp?.tlsPort, hl7TlsPort: mllp?.tlsPort, httpsPort: http?.tlsPort });
       } catch (err) {
         await this.stop();

@@ -66,6 +66,8 @@ export const OutboundKind = {
   qaHl7: 'qa-hl7',
   /** ORM^O01 with ORC-1 CA to a destination's `hl7` channel: the pool is told that a case it received was cancelled. */
   poolCancel: 'pool-cancel',
+  /** ORM^O01 with ORC-1 SC to `hl7.ris`: the order's second read is in progress, done, cancelled or on hold (writeBack.statusUpdates). */
+  statusUpdate: 'status-update',
 } as const;
 export type OutboundKind = (typeof OutboundKind)[keyof typeof OutboundKind];
 

@@ -105,6 +105,7 @@ function tlsSections(c: GatewayConfig): { at: string; kind: 'listener' | 'client
   if (c.http.enabled) add('http.tls', 'listener', c.http.tls);
   add('hl7.ris.tls', 'client', c.hl7.ris.tls);
   add('escalation.hl7.tls', 'client', c.escalation.hl7?.tls);
+  if (c.audit.syslog?.protocol === 'tls') add('audit.syslog', 'client', c.audit.syslog);
   c.destinations.forEach((d, i) => {
     if (d.type === 'dimse') add(`destinations[${i}].tls`, 'client', d.tls);
   });

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { AuditEventRow } from './audit.table.js';
 
@@ -23,6 +24,72 @@ export async function recordAudit(db: Db, id: string, at: string, e: AuditEntry)
       details: e.details === undefined ? null : JSON.stringify(e.details),
     })
     .execute();
+  // Queued for every configured sink (ATNA syslog, RIS status) in this same transaction: it goes out exactly when the event commits.
+  await db
+    .insertInto('audit_outbox')
+    .columns(['sink', 'audit_id'])
+    .expression(
+      db
+        .selectFrom('audit_sinks')
+        .select(['sink', sql<string>`cast(${id} as text)`.as('audit_id')])
+        .where(sql<boolean>`cast(${e.action} as text) like action_prefix || '%'`),
+    )
+    .execute();
+}
+
+/** Starts queuing the events whose action starts with `actionPrefix` for `sink` (from now on; earlier events are not queued). */
+export async function enableAuditSink(db: Db, sink: string, actionPrefix: string, now: string): Promise<void> {
+  await db
+    .insertInto('audit_sinks')
+    .values({ sink, action_prefix: actionPrefix, enabled_at: now })
+    .onConflict((oc) => oc.column('sink').doUpdateSet({ action_prefix: actionPrefix }))
+    .execute();
+}
+
+/** Stops queuing for `sink`; returns how many queued events were still unsent (they stay queued, and go if it is enabled again). */
+export async function disableAuditSink(db: Db, sink: string): Promise<number> {
+  await db.deleteFrom('audit_sinks').where('sink', '=', sink).execute();
+  const r = await db.selectFrom('audit_outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sink', '=', sink).executeTakeFirstOrThrow();
+  return Number(r.n);
+}
+
+export interface QueuedAuditEvent extends AuditEventRow {
+  attempts: number;
+}
+
+/** The oldest events still queued for `sink`, in the order they were recorded. */
+export async function queuedAuditEvents(db: Db, sink: string, limit: number): Promise<QueuedAuditEvent[]> {
+  return db
+    .selectFrom('audit_outbox as o')
+    .innerJoin('audit_events as a', 'a.id', 'o.audit_id')
+    .selectAll('a')
+    .select('o.attempts')
+    .where('o.sink', '=', sink)
+    .orderBy('o.audit_id')
+    .limit(limit)
+    .execute();
+}
+
+/** Handed over: no longer queued for `sink`. */
+export async function dequeueAuditEvents(db: Db, sink: string, auditIds: readonly string[]): Promise<void> {
+  if (auditIds.length === 0) return;
+  await db.deleteFrom('audit_outbox').where('sink', '=', sink).where('audit_id', 'in', auditIds).execute();
+}
+
+/** A failed hand-over, kept queued: counted and shown (the event is retried, never dropped). */
+export async function noteAuditSinkFailure(db: Db, sink: string, auditId: string, error: string): Promise<void> {
+  await db
+    .updateTable('audit_outbox')
+    .set((eb) => ({ attempts: eb('attempts', '+', 1), last_error: error.slice(0, 500) }))
+    .where('sink', '=', sink)
+    .where('audit_id', '=', auditId)
+    .execute();
+}
+
+/** How many events wait for `sink` (health, tests). */
+export async function auditBacklog(db: Db, sink: string): Promise<number> {
+  const r = await db.selectFrom('audit_outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sink', '=', sink).executeTakeFirstOrThrow();
+  return Number(r.n);
 }
 
 export interface AuditFilter {

@@ -1,4 +1,4 @@
-import type { Selectable } from 'kysely';
+import type { Generated, Selectable } from 'kysely';
 
 /** Who did what, when: rule changes, manual actions, case transitions, PHI views. */
 export interface AuditEventTable {
@@ -13,3 +13,19 @@ export interface AuditEventTable {
   details: string | null;
 }
 export type AuditEventRow = Selectable<AuditEventTable>;
+
+/** A configured consumer of the audit trail besides the table (`syslog`, `ris-status`); absent: nothing is queued for it. */
+export interface AuditSinkTable {
+  sink: string;
+  /** Only events whose action starts with this ('' for every event). */
+  action_prefix: string;
+  enabled_at: string;
+}
+
+/** An audit event not yet handed to a sink, queued in the event's own transaction. */
+export interface AuditOutboxTable {
+  sink: string;
+  audit_id: string;
+  attempts: Generated<number>;
+  last_error: string | null;
+}

@@ -73,7 +73,14 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
     });
   }
   for (const m of await db.selectFrom('outbound_messages').select(['kind', 'state', 'attempts', 'last_error', 'created_at', 'updated_at', 'destination_id']).where('case_id', '=', c.id).orderBy('id').execute()) {
-    const what = m.kind === OutboundKind.writeBack ? 'write-back' : m.kind === OutboundKind.poolCancel ? `cancel notice to ${m.destination_id ?? 'the pool'}` : `QA notification (${m.kind})`;
+    const what =
+      m.kind === OutboundKind.writeBack
+        ? 'write-back'
+        : m.kind === OutboundKind.poolCancel
+          ? `cancel notice to ${m.destination_id ?? 'the pool'}`
+          : m.kind === OutboundKind.statusUpdate
+            ? 'RIS status update'
+            : `QA notification (${m.kind})`;
     if (m.state === 'waiting') ev.push({ at: m.created_at, kind: 'write-back-waiting', title: `${what} waiting for the primary report`, details: { attempts: m.attempts } });
     else if (m.state === 'cancelled') ev.push({ at: m.updated_at, kind: 'write-back-cancelled', title: `${what} not sent: case cancelled` });
     else if (m.state === 'accepted') ev.push({ at: m.updated_at, kind: m.kind === OutboundKind.writeBack ? 'written-back' : m.kind === OutboundKind.poolCancel ? 'pool-told' : 'notified', title: `${what} accepted`, details: { attempts: m.attempts } });

@@ -437,6 +437,42 @@ export const configSchema = z
         receivingApplication: z.string().min(1).default('RIS'),
         receivingFacility: z.string().min(1).default('HOSP'),
         pollIntervalSeconds: z.number().positive().default(1),
+        /**
+         * Tell the RIS (`hl7.ris`) when a case opens, is forwarded, assigned, reported, cancelled or held: ORM^O01
+         * with ORC-1 SC and ORC-5 IP/CM/CA for the original order, so its worklist shows which studies are under second read.
+         */
+        statusUpdates: z.boolean().default(false),
+        /** The OBR-46 / NTE text of a status update; `{rule}` is replaced by the rule(s) that opened the case. */
+        statusText: z.string().min(1).max(200).default('second read in progress: {rule}'),
+      })
+      .prefault({}),
+    /** IHE ATNA: every audit event also goes to an audit record repository as RFC 5424 syslog carrying a DICOM PS3.15 A.5 message. */
+    audit: z
+      .strictObject({
+        syslog: z
+          .strictObject({
+            host,
+            port: port.min(1),
+            /** `tls` (RFC 5425, the ATNA default; port 6514), `tcp` (RFC 6587 octet counting) or `udp` (RFC 5426). */
+            protocol: z.enum(['udp', 'tcp', 'tls']).default('tls'),
+            /** CA bundle the repository's certificate must chain to; absent: the system's CAs. */
+            ca: pemFile.optional(),
+            /** Our node certificate and key (ATNA's mutual authentication). */
+            cert: pemFile.optional(),
+            key: pemFile.optional(),
+            servername: z.string().min(1).optional(),
+            rejectUnauthorized: z.boolean().default(true),
+            timeoutSeconds: z.number().positive().default(10),
+            pollIntervalSeconds: z.number().positive().default(1),
+            /** The RFC 5424 APP-NAME. */
+            appName: z.string().regex(/^[\x21-\x7e]{1,48}$/).default('secondread'),
+          })
+          .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'give both cert and key (a client certificate) or neither', path: ['key'] })
+          .optional(),
+        /** AuditSourceIdentification@AuditSourceID; absent: instanceId. */
+        sourceId: z.string().min(1).optional(),
+        /** AuditSourceIdentification@AuditEnterpriseSiteID (the hospital). */
+        enterpriseSiteId: z.string().min(1).optional(),
       })
       .prefault({}),
     /** Where discrepant second reads (RADPEER 2b, 3a, 3b) and unresolved SLA breaches are announced. */

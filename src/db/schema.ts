@@ -1,7 +1,7 @@
 import type { AiResultTable, Hl7MessageTable, OrderTable, PatientMergeTable, ReportVersionTable } from '../hl7/hl7.table.js';
 import type { DeliveryExclusionTable, DeliveryInstanceTable, DeliveryTable, PseudonymTable } from '../forwarding/delivery.table.js';
 import type { CaseAssignmentTable, OutboundMessageTable, SecondReportTable } from '../reports/report.table.js';
-import type { AuditEventTable } from '../audit/audit.table.js';
+import type { AuditEventTable, AuditOutboxTable, AuditSinkTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
@@ -23,6 +23,8 @@ export interface Database {
   settings: SettingTable;
   rule_sets: RuleSetTable;
   audit_events: AuditEventTable;
+  audit_sinks: AuditSinkTable;
+  audit_outbox: AuditOutboxTable;
   decisions: DecisionTable;
   sampling_buckets: SamplingBucketTable;
   cases: CaseTable;

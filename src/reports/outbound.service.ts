@@ -346,7 +346,7 @@ export class OutboundService {
       if (!pool) return { kind: 'rejected', response: '', text: `no destinations[].hl7 configured for "${m.destination_id ?? ''}"` };
       return fromMllp(await pool.send(m.payload));
     }
-    const sender = m.kind === OutboundKind.writeBack ? this.o.ris : this.o.qa;
+    const sender = m.kind === OutboundKind.writeBack || m.kind === OutboundKind.statusUpdate ? this.o.ris : this.o.qa;
     if (!sender) return { kind: 'rejected', response: '', text: 'no escalation.hl7 configured' };
     return fromMllp(await sender.send(m.payload));
   }

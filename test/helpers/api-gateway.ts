@@ -2,6 +2,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { generateStudy, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
 import { buildConfig } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
 import { storeFiles } from './dicom-peers.js';
 import { eventually } from './eventually.js';
@@ -43,14 +44,15 @@ export class ApiGateway {
   private n = 0;
 
   /** `deidentify`: the pool gets de-identified copies, so a reader sees cases under pseudonyms. */
-  constructor(private readonly o: { deidentify?: boolean } = {}) {}
+  /** `configure`: adds to the config input (a feature's own keys) before the gateway is built. */
+  constructor(private readonly o: { deidentify?: boolean; configure?: (input: ConfigInput) => ConfigInput } = {}) {}
 
   async start(): Promise<void> {
     this.pool = new PoolScp(path.join(this.tmp.dir, 'pool'));
     await this.pool.start();
     this.ris = new TestRis();
     await this.ris.start();
-    const config = buildConfig({
+    const input: ConfigInput = {
       dicom: { port: 0, stableAfterSeconds: 0.2 },
       hl7: { port: 0, ris: { host: '127.0.0.1', port: this.ris.port }, aiSenders: ['AI_VENDOR'] },
       http: { port: 0 },
@@ -75,7 +77,8 @@ export class ApiGateway {
           { token: API_TOKENS.system, role: 'system', name: 'pool-system' },
         ],
       },
-    });
+    };
+    const config = buildConfig(this.o.configure ? this.o.configure(input) : input);
     this.gw = createGateway(config, { logger: silentLogger });
     await this.gw.start();
     this.base = `http://127.0.0.1:${this.gw.ports().http}`;

@@ -22,6 +22,11 @@ export interface PythonSeen {
   messageType: string;
   /** ORC-1 (order control) of an order; empty for a result. */
   orc1: string;
+  /** ORC-2, ORC-3 (placer, filler order number), ORC-5 (order status), NTE-3 (the first note). */
+  orc2: string;
+  orc3: string;
+  orc5: string;
+  nte3: string;
 }
 
 /*
@@ -45,7 +50,8 @@ def seen(msg, code):
             return ''
     return {'controlId': str(msg['MSH.F10']), 'pid3': str(msg.segment('PID')[3]), 'obr3': get('OBR.F3.R1.C1'),
             'obr32Family': get('OBR.F32.R1.C1.S2'), 'obx': obx, 'zds1': get('ZDS.F1.R1.C1'), 'ackCode': code,
-            'messageType': get('MSH.F9.R1.C1') + '^' + get('MSH.F9.R1.C2'), 'orc1': get('ORC.F1')}
+            'messageType': get('MSH.F9.R1.C1') + '^' + get('MSH.F9.R1.C2'), 'orc1': get('ORC.F1'),
+            'orc2': get('ORC.F2'), 'orc3': get('ORC.F3'), 'orc5': get('ORC.F5'), 'nte3': get('NTE.F3')}
 
 async def handle(reader, writer):
     try:

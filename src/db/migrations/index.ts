@@ -12,6 +12,7 @@ import * as m011 from './011-case-lifecycle.js';
 import * as m012 from './012-rule-text-sampling.js';
 import * as m013 from './013-jobs.js';
 import * as m016 from './016-output-key-images.js';
+import * as m017 from './017-audit-outbox.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -32,4 +33,5 @@ export const migrations = {
   '012-rule-text-sampling': m012,
   '013-jobs': m013,
   '016-output-key-images': m016,
+  '017-audit-outbox': m017,
 };
