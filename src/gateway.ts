@@ -38,6 +38,8 @@ import { MllpSender } from './hl7/mllp-sender.js';
 import { ReaderService } from './readers/reader.service.js';
 import { OutboundService } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
+import { ArbitrationService } from './reports/arbitration.service.js';
+import { arbitrationRouter } from './http/arbitration.routes.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
@@ -61,6 +63,7 @@ export interface Gateway {
   readonly readers: ReaderService;
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
+  readonly arbitration: ArbitrationService;
   readonly metrics: GatewayMetrics;
   /** The express app when HTTP is enabled (the OpenAPI test walks its routes). */
   readonly httpApp: HttpServer['app'] | undefined;
@@ -135,6 +138,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
   const reports = new SecondReportService({ db, logger, config, outbound, newId, newControlId });
   reportsRef = reports;
+  const arbitration = new ArbitrationService({ db, logger, config, readers, reports, outbound, newId });
   const forwarding = new ForwardingService({
     db,
     logger,
@@ -192,6 +196,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           dashboardRouter(db),
           statsRouter(db),
           caseActionsRouter(db, { readers, outbound, newId }),
+          arbitrationRouter(db, arbitration, newId),
           messageActionsRouter(db, newId),
           studyActionsRouter(db, studies),
         ],
@@ -238,6 +243,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     readers,
     outbound,
     reports,
+    arbitration,
     metrics,
     httpApp: http?.app,
     ports: () => ({

@@ -16,6 +16,7 @@ import type { SecondReportService } from '../reports/second-report.service.js';
 import { CaseState, DeliveryState, OutboundKind } from '../states.js';
 import { requireRole } from './auth.js';
 import { presentCasesFor } from './reader-view.js';
+import { latestArbitration } from '../reports/arbitration.repository.js';
 import { oneOf, queryInt, queryString, queryTime } from './query.js';
 
 export interface CaseRouteDeps {
@@ -52,7 +53,9 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     const row = await findCase(db, String(req.params['id']));
     const p = req.principal!;
     if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
-    if (p.role === 'reader' && row.reader_id !== p.readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
+    if (p.role === 'reader' && row.reader_id !== p.readerId && (await latestArbitration(db, row.id))?.arbitrator_id !== p.readerId) {
+      throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
+    }
     res.json((await presentCasesFor(db, p, [row]))[0]);
   });
 
