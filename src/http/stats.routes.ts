@@ -3,6 +3,7 @@ import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { secondReadFacts } from '../stats/stats.repository.js';
 import { computeStats, peerReviewCsv, STATS_TABLES, statsCsv } from '../stats/stats.js';
+import { agreementStats } from '../stats/kappa.js';
 import { requireRole } from './auth.js';
 import { oneOf, queryString, queryTime } from './query.js';
 
@@ -37,7 +38,8 @@ export function statsRouter(db: Db, clock: () => Date = () => new Date()): Route
       res.send(table === 'peer-review' ? peerReviewCsv(facts) : statsCsv(stats, table));
       return;
     }
-    res.json(stats);
+    // Inter-reader agreement (Cohen's kappa) and arbitration outcomes (stats/kappa.ts).
+    res.json({ ...stats, ...agreementStats(facts) });
   });
   return r;
 }
