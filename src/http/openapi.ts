@@ -216,7 +216,79 @@ const ruleChange = obj({
   changed: arr(obj({ id: str, fields: arr(str) })),
 });
 
+// --- arbitration (helper I, issue 18): schemas. Delimited for the zod-generated replacement of this file. ---
+const arbitrationProps: Record<string, JsonSchema> = {
+  id: str,
+  state: oneOfStrings(['open', 'unassigned', 'done', 'cancelled']),
+  arbitratorId: nstr,
+  unassignedReason: nstr,
+  triggerScore: { type: 'string', description: "the second read's RADPEER score that asked for arbitration" },
+  ruleIds: arr(str),
+  readerGroup: nstr,
+  verdict: nullable(oneOfStrings(['agree-first', 'agree-second', 'other'])),
+  finalScore: { type: ['string', 'null'], description: 'RADPEER of the first read after arbitration' },
+  text: nstr,
+  decidedBy: nstr,
+  createdAt: time,
+  decidedAt: ntime,
+};
+const arbitratorViewProps: Record<string, JsonSchema> = {
+  id: str,
+  caseId: str,
+  state: oneOfStrings(['open', 'unassigned', 'done', 'cancelled']),
+  arbitratorId: nstr,
+  createdAt: time,
+  verdict: nullable(oneOfStrings(['agree-first', 'agree-second', 'other'])),
+  finalScore: nstr,
+  text: nstr,
+  decidedAt: ntime,
+};
+const arbitratorViewOptional = ['verdict', 'finalScore', 'text', 'decidedAt'];
+const kappaProps: Record<string, JsonSchema> = { n: int, observedAgreement: nnum, chanceAgreement: nnum, kappa: { type: ['number', 'null'], description: "Cohen's kappa; null when undefined" } };
+const agreementTable = obj({ agreeAgree: int, agreeDiscrepant: int, discrepantAgree: int, discrepantDiscrepant: int }, { description: 'second reader (first word) vs third reader, RADPEER 1 (agree) vs 2+ (discrepant)' });
+const arbitrationStatsProps: Record<string, JsonSchema> = {
+  interReaderAgreement: arr(obj({ radiologistId: nstr, readerId: str, modality: nstr, table: agreementTable, ...kappaProps })),
+  interReaderAgreementTotal: obj({ table: agreementTable, ...kappaProps }),
+  arbitration: obj({ requested: int, decided: int, confirmedFirst: int, confirmedSecond: int, other: int, confirmedSecondShare: nnum }),
+};
+const arbitrationSchemas: Record<string, JsonSchema> = {
+  CaseArbitration: obj(arbitrationProps, {
+    optional: Object.keys(arbitrationProps).filter((k) => k !== 'state'),
+    description: 'staff: every field; the second reader: the state only',
+  }),
+  ArbitrationForStaff: obj({ caseId: str, caseState: oneOfStrings(Object.values(CaseState)), ...arbitrationProps }),
+  ArbitrationForArbitrator: obj(arbitratorViewProps, { optional: arbitratorViewOptional, description: 'the third reader: blinded to both reads (no score, rule or reader)' }),
+  ArbitratorCase: obj(
+    {
+      id: str,
+      studyInstanceUid: nstr,
+      accessionNumber: nstr,
+      patientId: nstr,
+      deidentified: bool,
+      state: oneOfStrings(Object.values(CaseState)),
+      priority: oneOfStrings(PRIORITIES),
+      dueAt: time,
+      destinationId: nstr,
+      deliveries: arr(ref('Delivery')),
+      createdAt: time,
+      updatedAt: time,
+      arbitration: obj(arbitratorViewProps, { optional: arbitratorViewOptional }),
+    },
+    { optional: ['patientId', 'deidentified'], description: 'A case as its third reader sees it: what identifies the study, nothing of either read' },
+  ),
+  ArbitrationReadings: obj(
+    { caseId: str, first: nullable(obj({ text: str })), second: nullable(obj({ text: str, impression: nstr })), firstWithheld: str },
+    { optional: ['firstWithheld'], description: 'the two reads as text, without score or reader' },
+  ),
+};
+const arbitrationVerdictBody = obj(
+  { verdict: oneOfStrings(['agree-first', 'agree-second', 'other']), text: { type: 'string', minLength: 1, maxLength: 50000 }, radpeerScore: oneOfStrings(['1', '2a', '2b', '3a', '3b'], 'required with other') },
+  { optional: ['radpeerScore'] },
+);
+// --- end arbitration schemas ---
+
 const schemas: Record<string, JsonSchema> = {
+  ...arbitrationSchemas,
   Error: obj(
     {
       error: obj(
@@ -358,8 +430,9 @@ const schemas: Record<string, JsonSchema> = {
       createdBy: str,
       createdAt: time,
       updatedAt: time,
+      arbitration: nullable(ref('CaseArbitration')),
     },
-    { optional: ['patientId', 'deidentified'], description: 'A second-read case. A reader sees the cases assigned to them, under pseudonyms when their copy was de-identified.' },
+    { optional: ['patientId', 'deidentified', 'arbitration'], description: 'A second-read case. A reader sees the cases assigned to them, under pseudonyms when their copy was de-identified.' },
   ),
   ExcludedInstance: obj(
     {
@@ -544,6 +617,7 @@ const schemas: Record<string, JsonSchema> = {
     writeBackTurnaroundHours: ref('Percentiles'),
     overTime: arr(obj({ start: time, ...groupStatsProps }, { optional: groupStatsOptional })),
     enrichment: arr(obj({ selection: { type: 'string', description: 'sampling, or the kinds of the rules that flagged the study (enrichment)' }, secondReads: int, meanWeight: { type: 'number' }, minWeight: { type: 'number' }, maxWeight: { type: 'number' } })),
+    ...arbitrationStatsProps,
   }),
   TimelineEvent: obj(
     {
@@ -645,6 +719,63 @@ const offset = q('offset', { type: 'integer', minimum: 0, default: 0 });
 const caseId = p('id', str, 'case id');
 
 const paths: Record<string, PathItem> = {
+  // --- arbitration (helper I, issue 18): routes. Delimited for the zod-generated replacement of this file. ---
+  '/api/arbitrations': {
+    get: op({
+      operationId: 'listArbitrations',
+      summary: 'Arbitrations: a reader gets their own open ones (blinded), staff all',
+      tag: 'cases',
+      roles: [Role.admin, Role.qa, Role.reader],
+      parameters: [q('state', oneOfStrings(['open', 'unassigned', 'done', 'cancelled'])), limit(100, 1000)],
+      responses: { '200': ok('arbitrations', obj({ items: arr({ anyOf: [ref('ArbitrationForStaff'), ref('ArbitrationForArbitrator')] }) })) },
+    }),
+  },
+  '/api/cases/{id}/arbitration': {
+    get: op({
+      operationId: 'getCaseArbitration',
+      summary: "The case's arbitration: staff see everything, its third reader a blinded view",
+      tag: 'cases',
+      roles: [Role.admin, Role.qa, Role.reader],
+      parameters: [caseId],
+      responses: { '200': ok('the arbitration', { anyOf: [ref('ArbitrationForStaff'), obj({ ...arbitratorViewProps, case: ref('ArbitratorCase') }, { optional: arbitratorViewOptional })] }) },
+      errors: { '404': 'no such case, or it has no arbitration' },
+      description: 'A reader who is not its third reader gets 403.',
+    }),
+    post: op({
+      operationId: 'decideCaseArbitration',
+      summary: "The third reader's verdict (or admin/QA's): closes the discrepancy and queues the write-back, which carries it",
+      tag: 'cases',
+      roles: [Role.admin, Role.qa, Role.reader],
+      parameters: [caseId],
+      body: { schema: arbitrationVerdictBody },
+      responses: { '200': ok('decided', { anyOf: [ref('ArbitrationForStaff'), ref('ArbitrationForArbitrator')] }) },
+      errors: { '404': 'no such case, or it has no arbitration', '409': 'the arbitration is already decided or cancelled' },
+    }),
+  },
+  '/api/cases/{id}/arbitration/readings': {
+    get: op({
+      operationId: 'getArbitrationReadings',
+      summary: 'The two reads as text (no score, no reader) for the third reader to decide between; audited',
+      tag: 'cases',
+      roles: [Role.admin, Role.qa, Role.reader],
+      parameters: [caseId],
+      responses: { '200': ok('the readings', ref('ArbitrationReadings')) },
+      errors: { '404': 'no such case, or it has no arbitration', '409': 'the arbitration is not open' },
+    }),
+  },
+  '/api/cases/{id}/arbitration/assign': {
+    post: op({
+      operationId: 'assignCaseArbitration',
+      summary: 'Name the third reader of an open or unassigned arbitration (or let the assignment choose); audited',
+      tag: 'cases',
+      roles: [Role.admin, Role.qa],
+      parameters: [caseId],
+      body: { schema: obj({ readerId: str, reason: { type: 'string', maxLength: 2000 } }, { optional: ['readerId', 'reason'] }) },
+      responses: { '200': ok('assigned', ref('ArbitrationForStaff')) },
+      errors: { '404': 'no such case', '409': 'no open arbitration, or the reader may not arbitrate it' },
+    }),
+  },
+  // --- end arbitration routes ---
   '/healthz': {
     get: op({
       operationId: 'getHealth',
@@ -773,9 +904,9 @@ const paths: Record<string, PathItem> = {
       tag: 'cases',
       roles: ALL_ROLES,
       parameters: [caseId],
-      responses: { '200': ok('the case', ref('Case')) },
+      responses: { '200': ok('the case', { anyOf: [ref('Case'), ref('ArbitratorCase')] }) },
       errors: { '404': 'no such case' },
-      description: 'A reader gets 403 for a case not assigned to them.',
+      description: 'A reader gets 403 for a case not assigned to them; its third reader (arbitration) gets the blinded ArbitratorCase.',
     }),
   },
   '/api/cases/{id}/report': {

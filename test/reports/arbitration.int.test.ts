@@ -10,6 +10,15 @@ import { CONSOLE_TOKENS, ConsoleFixture } from '../helpers/console-fixture.js';
 import { eventually } from '../helpers/eventually.js';
 import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
 import { testDatabaseUrl } from '../helpers/tmp.js';
+import { validateJson } from '../helpers/json-schema.js';
+import { openApiDocument } from '../../src/http/openapi.js';
+
+/** The 200 answer of an operation, as the OpenAPI document describes it. */
+function expectSpec(path: string, method: 'get' | 'post', body: unknown): void {
+  const op = openApiDocument.paths[path]![method]!;
+  const schema = op.responses['200']!.content!['application/json']!.schema;
+  expect(validateJson(schema, body, openApiDocument.components.schemas), `${method} ${path}`).to.deep.equal([]);
+}
 
 // The fixture's own helpers (flaggedCase) call with the console tokens.
 const T = { ...CONSOLE_TOKENS, drC: 'arb-reader-c-token-0123456789ab' };
@@ -121,13 +130,19 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     expect(caseView.body['accessionNumber']).to.equal(c1.accession);
     expect(caseView.body).not.to.have.any.keys('secondReport', 'reasons', 'readerId', 'discrepant', 'writeBack', 'ruleIds');
     expectBlinded('GET /cases/{id}', caseView.text, { score: '3a', secondReader: c1.second });
+    expectSpec('/api/cases/{id}', 'get', caseView.body);
+    expectSpec('/api/cases/{id}', 'get', await fx.caseOf(c1.caseId));
     const arb = await asArbitrator(`/api/cases/${c1.caseId}/arbitration`);
     expect(arb.status, arb.text).to.equal(200);
     expect(arb.body).to.include({ state: 'open', arbitratorId: 'dr-c' });
     expectBlinded('GET /cases/{id}/arbitration', arb.text, { score: '3a', secondReader: c1.second });
+    expectSpec('/api/cases/{id}/arbitration', 'get', arb.body);
+    expectSpec('/api/cases/{id}/arbitration', 'get', (await fx.call('GET', `/api/cases/${c1.caseId}/arbitration`, T.qa)).body);
+    expectSpec('/api/arbitrations', 'get', (await fx.call('GET', '/api/arbitrations', T.qa)).body);
     const list = await asArbitrator('/api/arbitrations');
     expect((list.body['items'] as { caseId: string }[]).map((i) => i.caseId)).to.include(c1.caseId);
     expectBlinded('GET /arbitrations', list.text, { score: '3a', secondReader: c1.second });
+    expectSpec('/api/arbitrations', 'get', list.body);
     // Not theirs to read or report: the first report, the second reader's report route, the case list of the second reader.
     expect((await asArbitrator(`/api/cases/${c1.caseId}/primary-report`)).status).to.equal(403);
     expect((await fx.call('POST', `/api/cases/${c1.caseId}/report`, T.drC, { text: 'x', radpeerScore: '1' })).status).to.equal(403);
@@ -217,13 +232,19 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
 
   it('QA may decide (agree-first: the first read stands, final score 1); statistics show the share and the kappa', async () => {
     c2 = await discrepantCase('2b', SECOND_TEXT_2);
+    const readings = await fx.call('GET', `/api/cases/${c2.caseId}/arbitration/readings`, T.drC);
+    expect(readings.status, readings.text).to.equal(200);
+    expect(readings.body['second']).to.deep.equal({ text: SECOND_TEXT_2, impression: null });
+    expectSpec('/api/cases/{id}/arbitration/readings', 'get', readings.body);
     const r = await fx.call('POST', `/api/cases/${c2.caseId}/arbitration`, T.qa, { verdict: 'agree-first', text: 'Not a nodule: vessel.' });
     expect(r.status, r.text).to.equal(200);
+    expectSpec('/api/cases/{id}/arbitration', 'post', r.body);
     await fx.caseWhen(c2.caseId, 'written back', (c) => c['state'] === 'written-back');
     const oru = fx.ris.received.find((m) => m.includes(c2.accession) && /ORU\^R01/.test(m))!;
     expect(oru).to.include('first^Agrees with the first read^L').and.include('1^RADPEER 1^RADPEER');
 
     const stats = (await fx.call('GET', '/api/stats', T.qa)).body;
+    expectSpec('/api/stats', 'get', stats);
     expect(stats['arbitration']).to.deep.equal({ requested: 2, decided: 2, confirmedFirst: 1, confirmedSecond: 1, other: 0, confirmedSecondShare: 0.5 });
     expect(stats).to.have.property('totals'); // existing fields kept
     const pairs = stats['interReaderAgreement'] as { radiologistId: string; readerId: string; modality: string; n: number; table: Record<string, number>; kappa: number | null }[];
@@ -270,6 +291,7 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
       const assigned = await fx.call('POST', `/api/cases/${caseId}/arbitration/assign`, T.qa, { readerId: other, reason: 'chest reader away' });
       expect(assigned.status, assigned.text).to.equal(200);
       expect(assigned.body).to.include({ state: 'open', arbitratorId: other });
+      expectSpec('/api/cases/{id}/arbitration/assign', 'post', assigned.body);
       expect((await fx.call('GET', `/api/cases/${caseId}/arbitration`, TOKEN_OF[other]!)).status).to.equal(200);
       // Cancelling the case ends the arbitration with it.
       expect((await fx.call('POST', `/api/cases/${caseId}/cancel`, T.qa, { reason: 'test' })).status).to.equal(200);
