@@ -22,7 +22,8 @@ export function arbitrationRouter(db: Db, arbitration: ArbitrationService, newId
     const row = await findCase(db, caseId);
     if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
     const a = await latestArbitration(db, caseId);
-    if (p.role === 'reader' && (!a || a.arbitrator_id !== p.readerId)) throw new GatewayError(ErrorCode.forbidden, 'this arbitration is not assigned to you');
+    // A reader learns that there is no arbitration only of a case that is theirs.
+    if (p.role === 'reader' && !(a ? a.arbitrator_id === p.readerId : row.reader_id === p.readerId)) throw new GatewayError(ErrorCode.forbidden, 'this arbitration is not assigned to you');
     if (!a) throw new GatewayError(ErrorCode.notFound, 'this case has no arbitration');
     return { row, a };
   };
