@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { expect } from 'chai';
+import YAML from 'yaml';
 import type { BrowserContext, Page } from 'playwright-core';
 import { buildConfig } from '../../src/config/load.js';
 import { createGateway } from '../../src/gateway.js';
@@ -171,7 +172,9 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     await page.fill('#token', T.drC);
     await page.click('#login');
     await page.waitForSelector('#who:not(:empty)');
-    await page.goto(`${fx.base}/#/arbitrations`);
+    // "My cases" points to the arbitrations waiting for this reader.
+    await page.waitForSelector('[data-testid=my-arbitrations] a');
+    await page.click('[data-testid=my-arbitrations] a');
     await page.waitForSelector(`[data-arbitration="${c1.caseId}"]`);
     expectBlinded('console list', (await page.textContent('main')) ?? '', { score: '3a', secondReader: c1.second });
     await page.click(`[data-arbitration="${c1.caseId}"]`);
@@ -269,6 +272,17 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     expect(await page.textContent('[data-k=confirmedSecondShare]')).to.equal('50.0 %');
     expect(await page.textContent('[data-k=kappaTotal]')).to.equal('0.00');
     expect(await page.textContent('[data-testid=agreement-table]')).to.include('RAD7');
+
+    // The rule builder offers the option: it shows the active rule's arbitration and writes an edit into the YAML.
+    await page.goto(`${fx.base}/#/rules`);
+    await page.waitForSelector('#rb-rule');
+    const labels = await page.$$eval('#rb-rule option', (os) => os.map((o) => o.textContent));
+    await page.selectOption('#rb-rule', String(labels.findIndex((l) => (l ?? '').startsWith('oncology '))));
+    expect(await page.inputValue('#rb-arbitration')).to.equal('2b, 3a, 3b');
+    expect(await page.inputValue('#rb-arbitration-readerGroup')).to.equal('chest');
+    await page.fill('#rb-arbitration', '2a, 2b, 3a, 3b');
+    const yamlRules = (YAML.parse(await page.inputValue('#rules-text')) as { rules: { id: string; arbitration?: unknown }[] }).rules;
+    expect(yamlRules.find((r) => r.id === 'oncology')!.arbitration).to.deep.equal({ when: ['2a', '2b', '3a', '3b'], readerGroup: 'chest' });
     expect(pageErrors).to.deep.equal([]);
     await page.close();
   });

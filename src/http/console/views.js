@@ -93,6 +93,11 @@ export async function worklistView(ctx) {
   form.addEventListener('submit', (e) => { e.preventDefault(); load(); });
   form.addEventListener('change', () => load());
   root.append(form, results);
+  if (reader) {
+    // Cases this reader arbitrates are not theirs to read twice: listed apart, blinded (arbitration.js).
+    const { items: arbitrations } = await api('GET', '/arbitrations');
+    if (arbitrations.length) root.append(h('p', { 'data-testid': 'my-arbitrations' }, h('a', { href: '#/arbitrations', 'data-nav-arbitrations': '' }, `Arbitrations waiting for you: ${arbitrations.length}`)));
+  }
   await load();
   return root;
 }
