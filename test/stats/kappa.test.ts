@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { agreementStats, cohensKappa } from '../../src/stats/kappa.js';
+import { peerReviewCsv } from '../../src/stats/stats.js';
 import type { SecondReadFact } from '../../src/stats/stats.repository.js';
 
 describe("Cohen's kappa and arbitration statistics", () => {
@@ -50,5 +51,8 @@ describe("Cohen's kappa and arbitration statistics", () => {
     const mr = s.interReaderAgreement.find((g) => g.readerId === 'dr-b')!;
     expect(mr).to.include({ modality: 'MR', n: 1, kappa: null });
     expect(s.interReaderAgreementTotal.n).to.equal(5);
+    // The peer-review export marks the decided ones (an open arbitration is not yet one).
+    const arbitrated = peerReviewCsv(facts).trim().split('\r\n').slice(1).map((l) => l.split(',')[10]);
+    expect(arbitrated).to.deep.equal(['true', 'true', 'true', 'true', 'true', 'false', 'false']);
   });
 });
