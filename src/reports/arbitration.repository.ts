@@ -52,12 +52,6 @@ export async function firstReaderOf(db: Db, studyInstanceUid: string): Promise<s
   return r?.radiologist_id ?? null;
 }
 
-/** Decided arbitrations whose second report (version 1) was stored in [from, to): for the statistics. */
-export async function decidedArbitrations(db: Db, caseIds: readonly string[]): Promise<CaseArbitrationRow[]> {
-  if (caseIds.length === 0) return [];
-  return db.selectFrom('case_arbitrations').selectAll().where('case_id', 'in', caseIds).execute();
-}
-
 export async function secondReportText(db: Db, reportId: string): Promise<{ text: string; impression: string | null } | undefined> {
   return db.selectFrom('second_reports').select(['text', 'impression']).where('id', '=', reportId).executeTakeFirst();
 }

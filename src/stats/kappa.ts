@@ -23,8 +23,8 @@ export interface KappaResult {
 
 /**
  * Cohen's kappa of a 2x2 table: po = (a + d) / n, pe = ((a + b)(a + c) + (c + d)(b + d)) / n^2,
- * kappa = (po - pe) / (1 - pe). Hand-written: a few lines of textbook arithmetic, where the npm
- * packages found carry whole statistics suites or are unmaintained.
+ * kappa = (po - pe) / (1 - pe). Hand-written: a few lines of textbook arithmetic, and a search of
+ * the npm package list for kappa / Cohen found no maintained package that computes it.
  */
 export function cohensKappa(t: AgreementTable): KappaResult {
   const a = t.agreeAgree;
