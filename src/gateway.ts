@@ -40,6 +40,8 @@ import { ReaderService, SLA_CHECK_JOB } from './readers/reader.service.js';
 import { OUTBOUND_SEND_JOB, OutboundService, type OutboundJobPayload } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
 import { OutputsService } from './outputs/outputs.service.js';
+import { ArbitrationService } from './reports/arbitration.service.js';
+import { arbitrationRouter } from './http/arbitration.routes.js';
 import { StudyService } from './studies/study.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
@@ -70,6 +72,7 @@ export interface Gateway {
   readonly readers: ReaderService;
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
+  readonly arbitration: ArbitrationService;
   readonly metrics: GatewayMetrics;
   /** IHE ATNA: the audit trail copied to `audit.syslog`. */
   readonly atna: AtnaService;
@@ -168,6 +171,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     // ... and again whenever what they read changes.
     linked: (trx, uid) => enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.hl7),
   });
+  const arbitration = new ArbitrationService({ db, logger, config, readers, reports, outbound, newId });
   const forwarding = new ForwardingService({
     db,
     logger,
@@ -232,6 +236,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           dashboardRouter(db),
           statsRouter(db),
           caseActionsRouter(db, { readers, outbound, newId }),
+          arbitrationRouter(db, arbitration, newId),
           messageActionsRouter(db, newId),
           studyActionsRouter(db, studies),
         ],
@@ -283,6 +288,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     readers,
     outbound,
     reports,
+    arbitration,
     metrics,
     atna,
     jobs,

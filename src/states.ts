@@ -21,6 +21,8 @@ export const CaseState = {
   forwarding: 'forwarding',
   awaitingRead: 'awaiting-read',
   reported: 'reported',
+  /** A discrepant second read waits for a third reader's verdict (a rule's `arbitration`); written back after it. */
+  arbitration: 'arbitration',
   writtenBack: 'written-back',
   held: 'held',
   failed: 'failed',
@@ -29,7 +31,7 @@ export const CaseState = {
 export type CaseState = (typeof CaseState)[keyof typeof CaseState];
 
 /** States in which a case still takes new reasons instead of a second case being opened. */
-export const OPEN_CASE_STATES: readonly CaseState[] = [CaseState.flagged, CaseState.forwarding, CaseState.awaitingRead, CaseState.reported, CaseState.held];
+export const OPEN_CASE_STATES: readonly CaseState[] = [CaseState.flagged, CaseState.forwarding, CaseState.awaitingRead, CaseState.reported, CaseState.arbitration, CaseState.held];
 
 /** One delivery job: a case's study to one destination. */
 export const DeliveryState = {

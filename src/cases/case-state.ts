@@ -14,6 +14,7 @@ import { endCaseWork } from './case-end.repository.js';
  *   forwarding -> failed (delivery dead-lettered) -> forwarding (retry)
  *   reported -> failed (write-back refused) -> reported (retry)
  *   written-back -> reported (an addendum, written back in turn)
+ *   reported -> arbitration (a discrepant read a rule sends to a third reader) -> reported (the verdict; written back)
  *   any open state -> cancelled
  *
  * A move to `cancelled` also stops the case's work in the same transaction
@@ -25,7 +26,9 @@ export const CASE_TRANSITIONS: Readonly<Record<CaseState, readonly CaseState[]>>
   [CaseState.flagged]: [CaseState.forwarding, CaseState.held, CaseState.cancelled],
   [CaseState.forwarding]: [CaseState.awaitingRead, CaseState.held, CaseState.failed, CaseState.cancelled],
   [CaseState.awaitingRead]: [CaseState.reported, CaseState.forwarding, CaseState.held, CaseState.failed, CaseState.cancelled],
-  [CaseState.reported]: [CaseState.writtenBack, CaseState.failed, CaseState.cancelled],
+  [CaseState.reported]: [CaseState.writtenBack, CaseState.arbitration, CaseState.failed, CaseState.cancelled],
+  // The verdict closes the discrepancy; the write-back that waited for it is queued in the same transaction.
+  [CaseState.arbitration]: [CaseState.reported, CaseState.cancelled],
   [CaseState.held]: [CaseState.flagged, CaseState.forwarding, CaseState.cancelled],
   [CaseState.failed]: [CaseState.forwarding, CaseState.reported, CaseState.cancelled],
   // An addendum re-opens the loop: it is written back as a new version.

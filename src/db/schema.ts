@@ -2,6 +2,7 @@ import type { AiResultTable, Hl7MessageTable, OrderTable, PatientMergeTable, Rep
 import type { DeliveryExclusionTable, DeliveryInstanceTable, DeliveryTable, PseudonymTable } from '../forwarding/delivery.table.js';
 import type { CaseAssignmentTable, OutboundMessageTable, SecondReportTable } from '../reports/report.table.js';
 import type { AuditEventTable, AuditOutboxTable, AuditSinkTable } from '../audit/audit.table.js';
+import type { CaseArbitrationTable } from '../reports/arbitration.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
@@ -36,6 +37,7 @@ export interface Database {
   case_assignments: CaseAssignmentTable;
   second_reports: SecondReportTable;
   outbound_messages: OutboundMessageTable;
+  case_arbitrations: CaseArbitrationTable;
   gateway_instances: GatewayInstanceTable;
   work_leases: WorkLeaseTable;
   jobs: JobTable;

@@ -13,6 +13,7 @@ import { mount } from './api-schema.js';
 import { presentCases, presentDelivery, presentReport } from './case.presenter.js';
 import { casesRoutes as spec } from './cases.schemas.js';
 import { presentCasesFor } from './reader-view.js';
+import { latestArbitration } from '../reports/arbitration.repository.js';
 
 export interface CaseRouteDeps {
   cases: CaseService;
@@ -39,7 +40,9 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
   mount(r, spec.getCase, async ({ params, principal: p }) => {
     const row = await findCase(db, params.id);
     if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
-    if (p.role === 'reader' && row.reader_id !== p.readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
+    if (p.role === 'reader' && row.reader_id !== p.readerId && (await latestArbitration(db, row.id))?.arbitrator_id !== p.readerId) {
+      throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
+    }
     return { status: 200, body: (await presentCasesFor(db, p, [row]))[0]! };
   });
 

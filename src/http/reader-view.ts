@@ -7,6 +7,8 @@ import { PseudonymKind } from '../forwarding/pseudonym.service.js';
 import type { Principal } from './auth.js';
 import { presentCases } from './case.presenter.js';
 import type { CaseView } from './cases.schemas.js';
+import { arbitrationsOfCases } from '../reports/arbitration.repository.js';
+import { blindCaseForArbitrator, presentArbitrationForStaff } from '../reports/arbitration.view.js';
 
 /**
  * Cases as the caller may see them. Admin, QA and system get the real
@@ -18,8 +20,23 @@ import type { CaseView } from './cases.schemas.js';
  */
 export async function presentCasesFor(db: Db, principal: Principal, rows: readonly CaseRow[]): Promise<CaseView[]> {
   const presented = await presentCases(db, rows);
-  if (principal.role !== 'reader') return presented;
-  return Promise.all(rows.map((row, i) => readerView(db, row, presented[i]!)));
+  const arbitrations = await arbitrationsOfCases(db, rows.map((r) => r.id));
+  const latest = (caseId: string) => arbitrations.filter((a) => a.case_id === caseId).at(-1);
+  if (principal.role !== 'reader') {
+    return presented.map((p, i) => {
+      const a = latest(rows[i]!.id);
+      return { ...p, arbitration: a ? presentArbitrationForStaff(a, rows[i]!.state) : null };
+    });
+  }
+  return Promise.all(
+    rows.map(async (row, i) => {
+      const view = await readerView(db, row, presented[i]!);
+      const a = latest(row.id);
+      // The third reader of a case is not its second reader: blinded to both reads (arbitration.view.ts).
+      if (a && row.reader_id !== principal.readerId && a.arbitrator_id === principal.readerId) return blindCaseForArbitrator(view, a);
+      return { ...view, arbitration: a ? { state: a.state } : null };
+    }),
+  );
 }
 
 /**

@@ -5,6 +5,7 @@ import { secondReadFacts } from '../stats/stats.repository.js';
 import { computeStats, peerReviewCsv, statsCsv } from '../stats/stats.js';
 import { mount } from './api-schema.js';
 import { consoleRoutes as spec } from './console.schemas.js';
+import { agreementStats } from '../stats/kappa.js';
 
 const DAY = 86_400_000;
 
@@ -33,7 +34,8 @@ export function statsRouter(db: Db, clock: () => Date = () => new Date()): Route
       res.send(q.table === 'peer-review' ? peerReviewCsv(facts) : statsCsv(stats, q.table));
       return;
     }
-    return { status: 200, body: stats };
+    // Inter-reader agreement (Cohen's kappa) and arbitration outcomes (stats/kappa.ts).
+    return { status: 200, body: { ...stats, ...agreementStats(facts) } };
   });
   return r;
 }

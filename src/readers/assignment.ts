@@ -14,6 +14,8 @@ export interface AssignmentRequest {
   avoidSameGroup: boolean;
   /** Readers who declined the case or already had it (reassignment). */
   exclude: readonly string[];
+  /** Arbitration: the second reader too is never chosen, nor (avoidSameGroup) anyone of their group. */
+  secondReaderId?: string | null;
 }
 
 export type AssignmentResult = { ok: true; readerId: string; why: string } | { ok: false; reason: string };
@@ -28,11 +30,15 @@ export type AssignmentResult = { ok: true; readerId: string; why: string } | { o
 export function chooseReader(readers: readonly ReaderLoad[], req: AssignmentRequest): AssignmentResult {
   const upper = (xs: readonly string[]) => xs.map((x) => x.toUpperCase());
   const modalities = upper(req.modalities);
-  const firstReader = req.firstReaderId ? readers.find((r) => r.id === req.firstReaderId) : undefined;
+  const earlier = [req.firstReaderId, req.secondReaderId].filter((id): id is string => !!id);
+  const earlierGroups = earlier.map((id) => readers.find((r) => r.id === id)?.group).filter((g): g is string => !!g);
   const steps: [string, (r: ReaderLoad) => boolean][] = [
     ['no reader is available', (r) => r.available],
-    ['only the first reader or readers who already had the case are left', (r) => r.id !== req.firstReaderId && !req.exclude.includes(r.id)],
-    ["no reader outside the first reader's group", (r) => !req.avoidSameGroup || !firstReader?.group || r.group !== firstReader.group],
+    [
+      req.secondReaderId ? 'only the first or second reader or readers who already had the case are left' : 'only the first reader or readers who already had the case are left',
+      (r) => !earlier.includes(r.id) && !req.exclude.includes(r.id),
+    ],
+    [req.secondReaderId ? "no reader outside the first and second readers' groups" : "no reader outside the first reader's group", (r) => !req.avoidSameGroup || !r.group || !earlierGroups.includes(r.group)],
     [`no reader reads ${modalities.join('/') || 'this modality'}`, (r) => r.modalities.length === 0 || upper(r.modalities).some((m) => modalities.includes(m))],
     [`no reader has the subspecialty ${req.subspecialty ?? ''}`, (r) => !req.subspecialty || upper(r.subspecialties).includes(req.subspecialty.toUpperCase())],
     ['every eligible reader is at capacity', (r) => r.openCases < r.maxOpenCases],

@@ -76,6 +76,43 @@ export class ReaderService {
     return result;
   }
 
+  /**
+   * Chooses the third reader of an arbitration (inside the caller's transaction; the caller records it):
+   * never the first or second reader, nor (assignment.avoidSameGroup) one of their groups; of
+   * `readerGroup` when given; reading from the destination the study already went to (the images are
+   * not sent again); open arbitrations count against capacity like open cases.
+   */
+  async chooseArbitrator(
+    trx: Db,
+    c: Pick<CaseRow, 'study_instance_uid' | 'destination_id'>,
+    o: { firstReaderId: string | null; secondReaderId: string; readerGroup: string | null },
+  ): Promise<AssignmentResult> {
+    await lockKey(trx, 'reader-assignment');
+    const modalities = (await trx.selectFrom('series').select('modality').where('study_instance_uid', '=', c.study_instance_uid).execute())
+      .map((s) => s.modality)
+      .filter((m): m is string => !!m && !['SR', 'PR', 'KO'].includes(m));
+    const open = await trx
+      .selectFrom('case_arbitrations')
+      .select(['arbitrator_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('state', '=', 'open')
+      .where('arbitrator_id', 'is not', null)
+      .groupBy('arbitrator_id')
+      .execute();
+    const arbitrating = new Map(open.map((a) => [a.arbitrator_id, Number(a.n)]));
+    const loads = (await this.loads(trx))
+      .filter((r) => !r.destination || !c.destination_id || r.destination === c.destination_id)
+      .map((r) => ({ ...r, openCases: r.openCases + (arbitrating.get(r.id) ?? 0) }));
+    if (loads.length === 0) return { ok: false, reason: `no reader reads from ${c.destination_id}, where the study was sent` };
+    return chooseReader(loads, {
+      modalities,
+      subspecialty: o.readerGroup,
+      firstReaderId: o.firstReaderId,
+      secondReaderId: o.secondReaderId,
+      avoidSameGroup: this.o.config.assignment.avoidSameGroup,
+      exclude: [],
+    });
+  }
+
   /** The reader's destination, if the reader config names one (the case is then forwarded there). */
   destinationOf(readerId: string): string | undefined {
     return this.o.config.readers.find((r) => r.id === readerId)?.destination;

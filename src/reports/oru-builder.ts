@@ -66,6 +66,12 @@ export interface SecondReportOruInput {
    * or a correction of one already written back (same accession). Default `F`.
    */
   resultStatus?: 'F' | 'C';
+  /**
+   * A third reader's verdict on a discrepant second read (reports/arbitration.service.ts): three OBX
+   * after the concordance, the verdict (CWE), the RADPEER score of the first read after arbitration
+   * (CWE, the final score) and the arbitrator's text (TX lines); OBX-16 is the arbitrator when known.
+   */
+  arbitration?: { verdict: 'first' | 'second' | 'other'; finalScore: RadpeerScore; arbitratorId?: string; text?: string };
   /** OBR-7; default: OBR-7 of the primary report as sent. */
   observedAt?: Date;
   /** MSH-7 and OBR-22; default: now. */
@@ -77,6 +83,10 @@ const reportCode = '18782-3^Radiology Study observation^LN';
 const impressionCode = '19005-8^Radiology Imaging study [Impression] (narrative)^LN';
 const radpeerCode = 'RADPEER^RADPEER score^L';
 const concordanceCode = 'SRCONC^Second read concordance^L';
+const arbitrationVerdictCode = 'ARBVERD^Arbitration verdict^L';
+const arbitrationScoreCode = 'RADPEERF^RADPEER score after arbitration^L';
+const arbitrationTextCode = 'ARBTXT^Arbitration comment^L';
+const verdictText = { first: 'Agrees with the first read', second: 'Agrees with the second read', other: 'Agrees with neither read' } as const;
 
 const controlIdPattern = /^[A-Za-z0-9._-]{1,20}$/;
 const uidPattern = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$/;
@@ -129,8 +139,8 @@ export function buildSecondReportOru(input: SecondReportOruInput): string {
 
   const status = input.resultStatus ?? 'F';
   const obx: string[] = [];
-  const addObx = (type: string, code: string, value: string) => {
-    obx.push(fields('OBX', { 1: String(obx.length + 1), 2: type, 3: code, 5: value, 11: status, 14: obr7, 16: readerXcn }));
+  const addObx = (type: string, code: string, value: string, observer = readerXcn) => {
+    obx.push(fields('OBX', { 1: String(obx.length + 1), 2: type, 3: code, 5: value, 11: status, 14: obr7, 16: observer }));
   };
   for (const line of lines(input.text)) addObx('TX', reportCode, e(line));
   if (input.impression !== undefined && input.impression.trim() !== '') {
@@ -138,6 +148,13 @@ export function buildSecondReportOru(input: SecondReportOruInput): string {
   }
   addObx('CWE', radpeerCode, `${input.radpeerScore}^RADPEER ${input.radpeerScore}^RADPEER`);
   addObx('ST', concordanceCode, concordanceOf(input.radpeerScore));
+  const arb = input.arbitration;
+  if (arb) {
+    const arbitrator = arb.arbitratorId ? e(arb.arbitratorId) : '';
+    addObx('CWE', arbitrationVerdictCode, `${arb.verdict}^${verdictText[arb.verdict]}^L`, arbitrator);
+    addObx('CWE', arbitrationScoreCode, `${arb.finalScore}^RADPEER ${arb.finalScore}^RADPEER`, arbitrator);
+    for (const line of lines(arb.text ?? '')) addObx('TX', arbitrationTextCode, e(line), arbitrator);
+  }
 
   const segments = [
     '', // MSH, filled below once we know whether the text is ASCII
@@ -196,6 +213,10 @@ function validate(input: SecondReportOruInput): void {
   if (!input.secondReader?.id?.trim()) throw invalid('the second reader id is required');
   if (typeof input.studyInstanceUid !== 'string' || input.studyInstanceUid.length > 64 || !uidPattern.test(input.studyInstanceUid)) {
     throw invalid('studyInstanceUid is not a DICOM UID');
+  }
+  if (input.arbitration) {
+    if (!['first', 'second', 'other'].includes(input.arbitration.verdict)) throw invalid('arbitration.verdict must be first, second or other');
+    if (!(radpeerScores as readonly string[]).includes(input.arbitration.finalScore)) throw invalid(`arbitration.finalScore must be one of ${radpeerScores.join(', ')}`);
   }
   if (input.now && Number.isNaN(input.now.getTime())) throw invalid('now is not a valid date');
   if (input.observedAt && Number.isNaN(input.observedAt.getTime())) throw invalid('observedAt is not a valid date');

@@ -13,6 +13,10 @@ import { PseudonymKind, resolvePseudonym } from '../forwarding/pseudonym.service
 import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
 import { samePatient, survivingPatientId } from '../studies/reconcile.js';
 import { keyImagesProblem } from '../outputs/outputs.service.js';
+import { arbitrationOf } from './arbitration.service.js';
+
+/** Opens an arbitration when the case's rules ask for one at the report's score (reports/arbitration.service.ts); true: the write-back waits for the verdict. */
+export type ArbitrationStarter = (trx: Db, c: CaseRow, report: SecondReportRow, actor: string, now: string) => Promise<boolean>;
 
 /** The study's latest final or corrected primary report, as received (raw HL7). */
 async function primaryReportOf(
@@ -73,6 +77,7 @@ const ADDENDUM_STATES: readonly CaseState[] = [CaseState.reported, CaseState.wri
 export class SecondReportService {
   private readonly log: Logger;
   private readonly clock: () => Date;
+  private startArbitration: ArbitrationStarter = async () => false;
 
   constructor(private readonly o: SecondReportServiceOptions) {
     this.log = o.logger.child({ component: 'second-reports' });
@@ -86,6 +91,10 @@ export class SecondReportService {
     });
   }
 
+  useArbitration(start: ArbitrationStarter): void {
+    this.startArbitration = start;
+  }
+
   /**
    * The ORU^R01 of one second report version, with PID and OBR copied from
    * the study's latest final (or corrected) primary report: `waiting` while
@@ -97,6 +106,7 @@ export class SecondReportService {
     if (!primary) return { waiting: true };
     const reader = this.o.config.readers.find((r) => r.id === report.reader_id);
     const [family, given] = (reader?.name ?? '').split(/\s+/).reverse();
+    const arbitration = await arbitrationOf(trx, c.id, this.o.config.readers);
     try {
       const payload = buildSecondReportOru({
         controlId,
@@ -114,11 +124,30 @@ export class SecondReportService {
         radpeerScore: report.radpeer_score as RadpeerScore,
         impression: report.impression ?? undefined,
         resultStatus: report.version > 1 ? 'C' : 'F',
+        ...(arbitration ? { arbitration: { verdict: arbitration.verdict, finalScore: arbitration.finalScore, arbitratorId: arbitration.arbitratorId ?? undefined, text: arbitration.text } } : {}),
         now: this.clock(),
       });
       return { payload };
     } catch (err) {
       return { problem: (err as Error).message };
+    }
+  }
+
+  /** Queues the write-back of a report version (built now when it can be), in the caller's transaction. */
+  async queueWriteBack(trx: Db, c: CaseRow, report: SecondReportRow, now: string): Promise<void> {
+    const caseId = c.id;
+    const controlId = this.o.newControlId();
+    const built = await this.buildWriteBackFor(trx, c, report, controlId);
+    if ('payload' in built) {
+      await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: built.payload });
+    } else if ('waiting' in built) {
+      // No final primary report yet (a manual case forwarded before it): the ORU is built when it is linked.
+      await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '', waiting: true });
+    } else {
+      // Visible rather than silent: the report is kept, the write-back shows why it cannot be sent.
+      const id = await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '' });
+      await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: built.problem }).where('id', '=', id).execute();
+      await transitionCase(trx, { caseId, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now, auditId: this.o.newId(), details: { error: built.problem } });
     }
   }
 
@@ -217,19 +246,9 @@ export class SecondReportService {
         await transitionCase(trx, { caseId, from: [c.state], to: CaseState.reported, actor: by.name, now, auditId: this.o.newId(), details });
       }
 
-      const controlId = this.o.newControlId();
-      const built = await this.buildWriteBackFor(trx, c, report, controlId);
-      if ('payload' in built) {
-        await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: built.payload });
-      } else if ('waiting' in built) {
-        // No final primary report yet (a manual case forwarded before it): the ORU is built when it is linked.
-        await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '', waiting: true });
-      } else {
-        // Visible rather than silent: the report is kept, the write-back shows why it cannot be sent.
-        const id = await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '' });
-        await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: built.problem }).where('id', '=', id).execute();
-        await transitionCase(trx, { caseId, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now, auditId: this.o.newId(), details: { error: built.problem } });
-      }
+      // A rule's arbitration holds the write-back of a discrepant first version until the third reader's verdict.
+      const arbitrating = version === 1 && (await this.startArbitration(trx, { ...c, state: CaseState.reported }, report, by.name, now));
+      if (!arbitrating) await this.queueWriteBack(trx, c, report, now);
       if (discrepant) {
         await recordAudit(trx, this.o.newId(), now, { actor: by.name, action: 'case.discrepant', entityType: 'case', entityId: caseId, details: { radpeerScore: input.radpeerScore, version } });
         await this.o.outbound.notify(trx, caseId, 'discrepant', { radpeerScore: input.radpeerScore, version, readerId });

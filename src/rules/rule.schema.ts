@@ -9,6 +9,7 @@ import { phraseWords } from './text-match.js';
 import {
   DIAGNOSIS_SOURCES,
   PRIORITIES,
+  RADPEER_SCORES,
   RULE_KINDS,
   SAMPLING_PERIODS,
   TEXT_SOURCES,
@@ -146,6 +147,16 @@ const common = {
   blinded: z.boolean().default(true),
   deidentify: z.boolean().optional(),
   when: conditionSchema.optional(),
+  arbitration: z
+    .strictObject({
+      // YAML reads `when: [1, 2b]` with 1 as a number.
+      when: z
+        .array(z.preprocess((v) => (typeof v === 'number' ? String(v) : v), z.enum(RADPEER_SCORES)))
+        .min(1, 'must not be empty')
+        .transform((l) => [...new Set(l)]),
+      readerGroup: nonEmpty.optional(),
+    })
+    .optional(),
 };
 
 const keywordSources = z.array(z.enum(TEXT_SOURCES)).min(1, 'must not be empty');
@@ -366,6 +377,7 @@ const KNOWN_KEYS = [
   'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'mode', 'targetHalfWidth', 'confidence', 'procedureCodes',
   'api', 'orderFlag', 'modality', 'bodyPart', 'procedureCode', 'ageYears', 'min', 'max', 'referringService',
   'orderPriority', 'primaryRadiologist', 'callingAe', 'timeOfDay', 'from', 'to', 'timeZone', 'all', 'any', 'not',
+  'arbitration',
 ];
 
 function closestKnownKey(key: string): string | undefined {

@@ -50,6 +50,20 @@ export interface Condition {
   not?: Condition;
 }
 
+/** RADPEER 2016 scores (the second reader's), as a rule's `arbitration.when` lists them. */
+export const RADPEER_SCORES = ['1', '2a', '2b', '3a', '3b'] as const;
+export type RadpeerScoreOption = (typeof RADPEER_SCORES)[number];
+
+/**
+ * Sends a case whose second read scores one of `when` to a third reader, blinded
+ * to both reads, whose verdict closes the discrepancy (reports/arbitration.service.ts).
+ */
+export interface ArbitrationOption {
+  when: RadpeerScoreOption[];
+  /** the third reader must have this subspecialty (as a rule's readerGroup) */
+  readerGroup?: string;
+}
+
 interface RuleCommon {
   id: string;
   enabled: boolean;
@@ -65,6 +79,7 @@ interface RuleCommon {
   /** overrides the destination's de-identification setting */
   deidentify?: boolean;
   when?: Condition;
+  arbitration?: ArbitrationOption;
 }
 
 /** Lists left undefined use the defaults from `defaultLists()`; `extra*` lists add to them. */

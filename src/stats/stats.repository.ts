@@ -2,6 +2,14 @@ import type { Db } from '../db/database.js';
 import type { Reason, SamplingSlot } from '../rules/rule.types.js';
 import { selectionWeight } from './stats.js';
 import { OutboundKind, OutboundState } from '../states.js';
+import { arbitrationsOfCases } from '../reports/arbitration.repository.js';
+import type { CaseArbitrationRow } from '../reports/arbitration.table.js';
+
+function arbitrationFact(a: CaseArbitrationRow | undefined, secondReaderId: string): SecondReadFact['arbitration'] {
+  if (!a) return null;
+  const done = a.state === 'done';
+  return { triggerScore: a.trigger_score, secondReaderId, verdict: done ? a.verdict : null, finalScore: done ? a.final_score : null };
+}
 
 /** One second read, as the statistics count it: the case, its scores and the times that make its turnaround. */
 export interface SecondReadFact {
@@ -30,6 +38,8 @@ export interface SecondReadFact {
    * random sample; 1 for enrichment (every such study is read twice).
    */
   weight?: number;
+  /** The case's latest arbitration (a rule sent the discrepant second read to a third reader), if any. */
+  arbitration?: { triggerScore: string; secondReaderId: string; verdict: string | null; finalScore: string | null } | null;
 }
 
 const CHUNK = 500;
@@ -59,6 +69,7 @@ export async function secondReadFacts(db: Db, from: string, to: string): Promise
   const cases = new Map<string, { created_at: string; study_instance_uid: string }>();
   const writtenBack = new Map<string, string>();
   const selection = new Map<string, { kinds: Set<string>; probability: number | undefined }>();
+  const arbitrations = new Map<string, CaseArbitrationRow>();
   for (const ids of chunks(caseIds)) {
     for (const r of await db.selectFrom('second_reports').select(['case_id', 'version', 'radpeer_score', 'reader_id']).where('case_id', 'in', ids).execute()) {
       const seen = latest.get(r.case_id);
@@ -71,6 +82,7 @@ export async function secondReadFacts(db: Db, from: string, to: string): Promise
       for (const slot of JSON.parse(d.sampling_slots) as SamplingSlot[]) if (slot.selected && slot.probability !== undefined) s.probability = slot.probability;
       selection.set(d.case_id!, s);
     }
+    for (const a of await arbitrationsOfCases(db, ids)) arbitrations.set(a.case_id, a);
     const accepted = await db
       .selectFrom('outbound_messages')
       .select(['case_id', 'updated_at'])
@@ -121,6 +133,7 @@ export async function secondReadFacts(db: Db, from: string, to: string): Promise
         writtenBackAt: writtenBack.get(f.case_id) ?? null,
         firstReadAt: radiologist.get(c.study_instance_uid)?.at ?? null,
         ...selectionWeight(selection.get(f.case_id)),
+        arbitration: arbitrationFact(arbitrations.get(f.case_id), f.reader_id),
       },
     ];
   });

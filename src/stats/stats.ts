@@ -184,8 +184,7 @@ function csvCell(v: unknown): string {
 
 /**
  * The peer-review export a QA committee files: one row per second read (RFC 4180, CRLF).
- * `arbitrated` is always false: the gateway has no arbitration yet; the column is kept so
- * the layout will not change when it does.
+ * `arbitrated`: a third reader's verdict closed the second read (reports/arbitration.service.ts).
  */
 export const PEER_REVIEW_COLUMNS = [
   'case_id', 'first_reader', 'second_reader', 'modality', 'radpeer_score', 'discrepant_2plus', 'significant_2b_plus',
@@ -198,7 +197,7 @@ export function peerReviewCsv(facts: readonly SecondReadFact[]): string {
     lines.push(
       [
         f.caseId, f.radiologistId, f.readerId, f.modality, f.radpeerScore, f.radpeerScore !== '1', SIGNIFICANT.includes(f.radpeerScore),
-        f.firstReadAt ?? null, f.caseCreatedAt, f.reportedAt, false, f.selection ?? 'unknown', Math.round((f.weight ?? 1) * 10_000) / 10_000,
+        f.firstReadAt ?? null, f.caseCreatedAt, f.reportedAt, !!f.arbitration?.verdict, f.selection ?? 'unknown', Math.round((f.weight ?? 1) * 10_000) / 10_000,
       ].map(csvCell).join(','),
     );
   }

@@ -170,6 +170,12 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     listCases: () => ({ token: 'admin', url: '/api/cases?limit=50', status: 200 }),
     requestCase: () => ({ token: 'qa', url: '/api/cases', body: { studyInstanceUid: ids.freshStudy, reason: 'clinician asked', priority: 'stat' }, status: 201 }),
     getCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseRead}`, status: 200 }),
+    // Arbitration (200 answers are checked against these schemas in test/reports/arbitration.int.test.ts): here a case without one.
+    listArbitrations: () => ({ token: 'admin', url: '/api/arbitrations?limit=10', status: 200 }),
+    getCaseArbitration: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/arbitration`, status: 404 }),
+    decideCaseArbitration: () => ({ token: 'qa', url: `/api/cases/${ids.caseRead}/arbitration`, body: { verdict: 'agree-second', text: 'confirmed' }, status: 404 }),
+    getArbitrationReadings: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/arbitration/readings`, status: 404 }),
+    assignCaseArbitration: () => ({ token: 'qa', url: `/api/cases/${ids.caseRead}/arbitration/assign`, body: {}, status: 409 }),
     submitSecondReport: () => ({ token: 'reader', url: `/api/cases/${ids.caseReport}/report`, body: { text: 'FINDINGS: as before.\nIMPRESSION: concur.', radpeerScore: '2b', impression: 'concur' }, status: 201 }),
     declineCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseDecline}/decline`, body: { reason: 'conflict of interest' }, status: 200 }),
     cancelCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseCancel}/cancel`, status: 200 }),

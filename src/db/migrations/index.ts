@@ -13,6 +13,7 @@ import * as m012 from './012-rule-text-sampling.js';
 import * as m013 from './013-jobs.js';
 import * as m016 from './016-output-key-images.js';
 import * as m017 from './017-audit-outbox.js';
+import * as m018 from './018-arbitration.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -34,4 +35,5 @@ export const migrations = {
   '013-jobs': m013,
   '016-output-key-images': m016,
   '017-audit-outbox': m017,
+  '018-arbitration': m018,
 };

@@ -5,6 +5,7 @@ import { dashboardView, worklistView, caseView, samplingView, attentionView, aud
 import { rulesView } from './rules.js';
 import { statsView } from './stats.js';
 import { studiesView, studyView } from './studies.js';
+import { arbitrationsView, arbitrationView } from './arbitration.js';
 
 const STAFF = ['admin', 'qa'];
 const ROUTES = [
@@ -12,6 +13,7 @@ const ROUTES = [
   { path: 'cases', label: 'Worklist', roles: STAFF, view: worklistView },
   { path: 'studies', label: 'Held studies', roles: STAFF, view: studiesView },
   { path: 'my-cases', label: 'My cases', roles: ['reader'], view: worklistView },
+  { path: 'arbitrations', label: 'Arbitrations', roles: STAFF, view: arbitrationsView },
   { path: 'rules', label: 'Rules', roles: STAFF, view: rulesView },
   { path: 'sampling', label: 'Sampling', roles: STAFF, view: samplingView },
   { path: 'stats', label: 'Statistics', roles: STAFF, view: statsView },
@@ -94,6 +96,9 @@ async function route() {
   try {
     let view;
     if (first === 'cases' && id) view = () => caseView(ctx, decodeURIComponent(id));
+    else if (first === 'arbitration' && id) view = () => arbitrationView(ctx, decodeURIComponent(id));
+    // A reader reaches their arbitrations from "My cases" (no menu entry of its own).
+    else if (first === 'arbitrations' && session.me.role === 'reader') view = () => arbitrationsView(ctx);
     else if (first === 'studies' && id && STAFF.includes(session.me.role)) view = () => studyView(ctx, decodeURIComponent(id));
     else {
       const r = ROUTES.find((x) => x.path === first);

@@ -346,6 +346,20 @@ function ruleBuilder(getText, setText, defaults = {}) {
     }
   };
 
+  // A discrepant second read (RADPEER scores listed) goes to a blinded third reader; the write-back waits for the verdict.
+  const arbitrationFields = (rule, i) => h('div', { class: 'row', 'data-testid': 'rb-arbitration' },
+    list(rule, i, 'arbitration', 'Arbitration at RADPEER', (r) => r.arbitration?.when, (r, v) => {
+      if (v.length) sub(r, 'arbitration').when = v;
+      else delete r.arbitration;
+    }, 'e.g. 2b, 3a, 3b: a third reader decides (empty: no arbitration)'),
+    (() => {
+      const input = h('input', { id: 'rb-arbitration-readerGroup', value: rule.arbitration?.readerGroup ?? '', size: 12 });
+      input.addEventListener('input', () => update(rule, i, (r) => {
+        if (input.value === '') { if (isObj(r.arbitration)) delete r.arbitration.readerGroup; } else sub(r, 'arbitration').readerGroup = input.value;
+      }));
+      return field(rule, i, 'arbitration-readerGroup', 'Third reader group', input, 'subspecialty the third reader must have');
+    })());
+
   const drawForm = () => {
     const rule = rules[selected];
     if (!rule) { form.replaceChildren(h('p', { class: 'muted' }, 'No rules yet: add one.')); return; }
@@ -361,6 +375,7 @@ function ruleBuilder(getText, setText, defaults = {}) {
         enabled),
       h('div', { class: 'row' }, text(rule, i, 'description', 'Description', { size: 70 })),
       ...kindFields(rule, i),
+      arbitrationFields(rule, i),
       conditions(rule, i),
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger', id: 'rb-remove', onclick: () => {
         rules.splice(i, 1);

@@ -143,6 +143,7 @@ export async function statsView() {
       h('h2', {}, 'Per radiologist and modality'), csv('radiologist-modality', 'radiologist × modality'),
       table(groupColumns([{ label: 'Radiologist', value: radiologistLink }, { label: 'Modality', value: (g) => g.modality }]), s.byRadiologistModality, { testid: 'stats-table' }),
       h('h2', {}, 'Why the second reads were done (inverse-probability weights)'), enrichmentTable(s.enrichment),
+      h('h2', {}, 'Arbitration and inter-reader agreement'), agreementPanel(s),
       h('h2', {}, 'Per second reader'), csv('reader', 'second readers'),
       table(groupColumns([{ label: 'Second reader', value: (g) => g.readerId }]), s.byReader),
       h('p', {}, csv('radiologist', 'per radiologist'), ' ', csv('modality', 'per modality'), ' ', csv('over-time', 'over time'), ' ', csv('peer-review', 'peer-review data (one row per second read)')),
@@ -175,4 +176,25 @@ function enrichmentTable(rows) {
     { label: 'Second reads', num: true, value: (e) => e.secondReads },
     { label: 'Weight (mean, range)', num: true, value: (e) => `${e.meanWeight} (${e.minWeight}–${e.maxWeight})` },
   ], rows, { testid: 'enrichment', empty: 'no second reads' });
+}
+
+/** Arbitrations of the period and Cohen's kappa (RADPEER 1 vs 2+, second reader vs third reader) per reader pair and modality. */
+function agreementPanel(s) {
+  const a = s.arbitration || { requested: 0, decided: 0, confirmedFirst: 0, confirmedSecond: 0, other: 0, confirmedSecondShare: null };
+  const kappa = (k) => (k === null || k === undefined ? 'undefined' : k.toFixed(2));
+  const total = s.interReaderAgreementTotal;
+  return h('div', { 'data-testid': 'agreement' },
+    h('div', { class: 'cards' },
+      h('div', { class: 'card' }, h('div', { class: 'label' }, 'Arbitrations (decided of requested)'), h('div', { class: 'value', 'data-k': 'arbitrations' }, `${a.decided} of ${a.requested}`)),
+      h('div', { class: 'card' }, h('div', { class: 'label' }, 'Confirmed the second read'), h('div', { class: 'value', 'data-k': 'confirmedSecondShare' }, fmt.pct(a.confirmedSecondShare)), h('div', { class: 'label' }, `first ${a.confirmedFirst} · second ${a.confirmedSecond} · neither ${a.other}`)),
+      h('div', { class: 'card' }, h('div', { class: 'label' }, "Cohen's kappa, all pairs"), h('div', { class: 'value', 'data-k': 'kappaTotal' }, total ? kappa(total.kappa) : '–'))),
+    table([
+      { label: 'First reader', value: (g) => g.radiologistId ?? '(unknown)' },
+      { label: 'Second reader', value: (g) => g.readerId },
+      { label: 'Modality', value: (g) => g.modality ?? '(unknown)' },
+      { label: 'Arbitrated', num: true, value: (g) => g.n },
+      { label: '1/1 · 1/2+ · 2+/1 · 2+/2+', num: true, value: (g) => `${g.table.agreeAgree} · ${g.table.agreeDiscrepant} · ${g.table.discrepantAgree} · ${g.table.discrepantDiscrepant}` },
+      { label: 'Observed agreement', num: true, value: (g) => fmt.pct(g.observedAgreement) },
+      { label: "Cohen's kappa", num: true, value: (g) => kappa(g.kappa) },
+    ], s.interReaderAgreement || [], { testid: 'agreement-table', empty: 'no decided arbitrations in this period' }));
 }

@@ -2,8 +2,8 @@
 import { samplingCellsTable } from './stats.js';
 import { api, errorBox, flash, fmt, h, isoFromInput, stateClass, table } from './lib.js';
 
-const CASE_STATES = ['flagged', 'forwarding', 'awaiting-read', 'reported', 'written-back', 'held', 'failed', 'cancelled'];
-const OPEN_STATES = ['flagged', 'forwarding', 'awaiting-read', 'reported', 'held'];
+const CASE_STATES = ['flagged', 'forwarding', 'awaiting-read', 'reported', 'arbitration', 'written-back', 'held', 'failed', 'cancelled'];
+const OPEN_STATES = ['flagged', 'forwarding', 'awaiting-read', 'reported', 'arbitration', 'held'];
 const PRIORITIES = ['stat', 'urgent', 'routine'];
 const RADPEER = [
   ['1', '1 - concur with interpretation'],
@@ -93,6 +93,11 @@ export async function worklistView(ctx) {
   form.addEventListener('submit', (e) => { e.preventDefault(); load(); });
   form.addEventListener('change', () => load());
   root.append(form, results);
+  if (reader) {
+    // Cases this reader arbitrates are not theirs to read twice: listed apart, blinded (arbitration.js).
+    const { items: arbitrations } = await api('GET', '/arbitrations');
+    if (arbitrations.length) root.append(h('p', { 'data-testid': 'my-arbitrations' }, h('a', { href: '#/arbitrations', 'data-nav-arbitrations': '' }, `Arbitrations waiting for you: ${arbitrations.length}`)));
+  }
   await load();
   return root;
 }
@@ -140,7 +145,9 @@ export async function caseView(ctx, id) {
       ? ` ${d.destinationId}: stopped, case cancelled (${d.instancesSent}/${d.instancesTotal} sent)`
       : ` ${d.destinationId} (${d.instancesSent}/${d.instancesTotal}, ${d.attempts} attempts)${d.lastError ? ` – ${d.lastError}` : ''}`))),
     h('dt', {}, 'Second report'), h('dd', {}, c.secondReport ? `RADPEER ${c.secondReport.radpeerScore} (${c.secondReport.concordance}) by ${c.secondReport.readerId}, ${fmt.time(c.secondReport.createdAt)}` : '–'),
-    h('dt', {}, 'Write-back'), h('dd', { 'data-k': 'writeBack' }, writeBackText(c.writeBack)));
+    h('dt', {}, 'Write-back'), h('dd', { 'data-k': 'writeBack' }, writeBackText(c.writeBack)),
+    c.arbitration ? h('dt', {}, 'Arbitration') : null,
+    c.arbitration ? h('dd', { 'data-k': 'arbitration' }, h('a', { href: `#/arbitration/${encodeURIComponent(c.id)}` }, c.arbitration.state), reader ? null : ` ${c.arbitration.arbitratorId ?? 'unassigned'}${c.arbitration.verdict ? `: ${c.arbitration.verdict} (final RADPEER ${c.arbitration.finalScore})` : ''}`) : null);
 
   root.append(h('h1', {}, `Case ${c.id}`), summary);
 
