@@ -39,6 +39,8 @@ import { ReaderService } from './readers/reader.service.js';
 import { OutboundService } from './reports/outbound.service.js';
 import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
+import { MppsService } from './studies/mpps.service.js';
+import { completenessStudyEnricher } from './studies/completeness.enricher.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
 
@@ -53,6 +55,8 @@ export interface Gateway {
   readonly logger: Logger;
   readonly db: Db;
   readonly studies: StudyService;
+  /** The MPPS port the DICOM listener hands N-CREATE / N-SET to. */
+  readonly mpps: MppsService;
   readonly hl7: Hl7InboundService;
   readonly rules: RulesService;
   readonly decisions: DecisionService;
@@ -103,6 +107,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   // Orders and reports that arrived before their study link as soon as it exists.
   studies.subscribe({ onStudyCreated: (uid) => hl7.reconcileStudy(uid) });
   const newId = createIdSource();
+  // A step that ended may make its study complete before the quiet period.
+  const mpps = new MppsService({ db, logger, newId, onStepEnded: (uid) => studies.checkCompleteness(uid).then(() => undefined) });
   const rules = new RulesService({ db, logger, config, newId });
   const decisions = new DecisionService({ db, logger, rules, config, newId });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
@@ -182,7 +188,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         health: () => ({ ok: started, details: { instanceId: config.instanceId, destinations: Object.fromEntries(destinationHealth) } }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
         apiRouters: [
-          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher]),
+          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher, completenessStudyEnricher]),
           messagesRouter(db),
           casesRouter(db, { cases, forwarding, reports, readers }),
           rulesRouter(db, rules, { aiSenders: config.hl7.aiSenders }),
@@ -230,6 +236,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     logger,
     db,
     studies,
+    mpps,
     hl7,
     rules,
     decisions,

@@ -5,6 +5,8 @@ import type { AuditEventTable } from '../audit/audit.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
+import type { MppsInstanceTable, MppsTable } from '../studies/mpps.table.js';
+import type { CasePriorTable } from '../priors/prior.table.js';
 import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
 
 /** Every table, by name, as kysely sees it. Each domain owns its `*.table.ts`. */
@@ -34,4 +36,7 @@ export interface Database {
   outbound_messages: OutboundMessageTable;
   gateway_instances: GatewayInstanceTable;
   work_leases: WorkLeaseTable;
+  mpps: MppsTable;
+  mpps_instances: MppsInstanceTable;
+  case_priors: CasePriorTable;
 }

@@ -10,6 +10,7 @@ import * as m009 from './009-instance-versions.js';
 import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
 import * as m012 from './012-rule-text-sampling.js';
+import * as m015 from './015-priors-mpps.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -28,4 +29,5 @@ export const migrations = {
   '010-hl7-identity': m010,
   '011-case-lifecycle': m011,
   '012-rule-text-sampling': m012,
+  '015-priors-mpps': m015,
 };
