@@ -41,6 +41,8 @@ import { SecondReportService } from './reports/second-report.service.js';
 import { StudyService } from './studies/study.service.js';
 import { MppsService } from './studies/mpps.service.js';
 import { completenessStudyEnricher } from './studies/completeness.enricher.js';
+import { createPacsClient } from './priors/pacs.client.js';
+import { PriorsService } from './priors/priors.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
 
@@ -62,6 +64,7 @@ export interface Gateway {
   readonly decisions: DecisionService;
   readonly cases: CaseService;
   readonly forwarding: ForwardingService;
+  readonly priors: PriorsService;
   readonly readers: ReaderService;
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
@@ -110,7 +113,20 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   // A step that ended may make its study complete before the quiet period.
   const mpps = new MppsService({ db, logger, newId, onStepEnded: (uid) => studies.checkCompleteness(uid).then(() => undefined) });
   const rules = new RulesService({ db, logger, config, newId });
-  const decisions = new DecisionService({ db, logger, rules, config, newId });
+  // Forwarding is built below; a prior's planned delivery wakes it (late-bound).
+  let forwardingRef: ForwardingService | undefined;
+  const priors = new PriorsService({
+    db,
+    logger,
+    config,
+    pacs: config.pacs ? createPacsClient(config.pacs, { callingAeTitle: config.dicom.aeTitle, logger }) : undefined,
+    rules,
+    sink: studies,
+    spool,
+    newId,
+    onForwardPlanned: () => forwardingRef?.kick(),
+  });
+  const decisions = new DecisionService({ db, logger, rules, config, newId, onCaseOpened: (caseId) => priors.onCaseOpened(caseId) });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
   const senders = new Map<string, DestinationSender>(
     config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
@@ -159,6 +175,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
       : undefined,
   });
+  forwardingRef = forwarding;
   // The rules run when the study is complete and again whenever what they read changes; a new case is forwarded at once.
   studies.subscribe({ onStable: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.stable).then(() => forwarding.kick()) });
   hl7.subscribe({ onLinked: (uid) => decisions.evaluateStudy(uid, EvaluationTrigger.hl7).then(() => forwarding.kick()) });
@@ -242,6 +259,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     decisions,
     cases,
     forwarding,
+    priors,
     readers,
     outbound,
     reports,
@@ -292,6 +310,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           await scp.start();
           stoppers.push(() => scp.stop());
         }
+        // After the SCP (C-MOVE brings priors through it), stopped before it.
+        priors.start();
+        stoppers.push(() => priors.stop());
         const reconciled = await hl7.reconcileAll();
         if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
         // Rule evaluations are fired in memory after their trigger commits; a crash in between lost them (see the method).

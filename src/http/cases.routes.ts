@@ -7,6 +7,7 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import type { DeliveryRow } from '../forwarding/delivery.table.js';
 import type { ForwardingService } from '../forwarding/forwarding.service.js';
 import { deliveriesOfCases, listDeliveries } from '../forwarding/outbox.repository.js';
+import { priorsViewOfCases } from '../priors/prior.presenter.js';
 import { openExclusionsOfCases } from '../forwarding/exclusion.repository.js';
 import type { DeliveryExclusionRow } from '../forwarding/delivery.table.js';
 import { canTransition, transitionCase } from '../cases/case-state.js';
@@ -193,10 +194,11 @@ export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Re
   const exclusions = await openExclusionsOfCases(db, ids);
   const reports = await db.selectFrom('second_reports').selectAll().where('case_id', 'in', ids).orderBy('version').execute();
   const writeBacks = await db.selectFrom('outbound_messages').selectAll().where('case_id', 'in', ids).where('kind', '=', OutboundKind.writeBack).orderBy('created_at').execute();
+  const priors = await priorsViewOfCases(db, ids);
   return rows.map((c) => {
     const mine = reports.filter((r) => r.case_id === c.id);
     const wb = writeBacks.filter((w) => w.case_id === c.id).at(-1);
-    return presentCase(
+    const presented = presentCase(
       c,
       deliveries.filter((d) => d.case_id === c.id),
       mine.at(-1),
@@ -204,6 +206,8 @@ export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Re
       wb,
       exclusions.filter((e) => e.case_id === c.id),
     );
+    presented['priors'] = priors.get(c.id) ?? [];
+    return presented;
   });
 }
 

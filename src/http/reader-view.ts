@@ -86,6 +86,19 @@ export async function readerView(db: Db, row: CaseRow, presented: Json): Promise
   const excluded = (presented['excludedInstances'] ?? []) as Json[];
   const pseudoUids = await uidPseudonyms(db, destinationId ?? '', excluded.map((e) => String(e['sopInstanceUid'])));
   view['excludedInstances'] = excluded.map((e) => ({ ...e, sopInstanceUid: pseudoUids.get(String(e['sopInstanceUid'])) ?? null, seriesDescription: null, detail: null }));
+  // Priors under the UIDs the reader got (null until sent); their dates, descriptions and accessions are the source's.
+  const priors = (presented['priors'] ?? []) as Json[];
+  const priorUids = await uidPseudonyms(db, destinationId ?? '', priors.map((p) => String(p['studyInstanceUid'])));
+  view['priors'] = priors.map((p) => ({
+    studyInstanceUid: priorUids.get(String(p['studyInstanceUid'])) ?? null,
+    studyDate: null,
+    modalities: p['modalities'],
+    studyDescription: null,
+    accessionNumber: null,
+    state: p['state'],
+    detail: null,
+    report: p['report'] ? { resultStatus: (p['report'] as Json)['resultStatus'] } : null,
+  }));
   const writeBack = presented['writeBack'] as Json | null | undefined;
   // The RIS's answer is about the real study.
   if (writeBack) view['writeBack'] = { state: writeBack['state'], attempts: writeBack['attempts'], updatedAt: writeBack['updatedAt'] };

@@ -8,6 +8,7 @@ import { orderCountsOfStudy } from '../hl7/hl7.repository.js';
 import { hashId, type Logger } from '../logger.js';
 import { CaseState, EvaluationTrigger, StudyState } from '../states.js';
 import { findStudy } from '../studies/study.repository.js';
+import { isPriorStudy } from '../priors/prior.repository.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
 import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule.types.js';
@@ -28,6 +29,8 @@ export interface DecisionServiceOptions {
   rules: RulesService;
   config: Pick<GatewayConfig, 'sla' | 'forwarding' | 'destinations'>;
   newId: () => string;
+  /** A case was created (committed): its priors are looked up (priors.service.ts). */
+  onCaseOpened?: (caseId: string) => void;
   clock?: () => Date;
 }
 
@@ -111,6 +114,8 @@ export class DecisionService {
     if (!study) return undefined;
     // Rules decide on a complete study; a manual request is recorded at once and forwarded once stable.
     if (study.state !== StudyState.stable && trigger !== EvaluationTrigger.manual) return undefined;
+    // A study fetched as a case's prior is read-only context: no rules, no case of its own (a person may still ask for one).
+    if (trigger !== EvaluationTrigger.manual && (await isPriorStudy(this.db, uid))) return undefined;
 
     const active = await this.o.rules.current();
     const input = (await loadEvaluationInputs(this.db, [study], { withPriorDecisions: true })).get(uid);
@@ -219,6 +224,7 @@ export class DecisionService {
       return { decision, caseId, caseCreated, recorded: true };
     });
     const { decision, recorded } = result;
+    if (result.caseCreated && result.caseId) this.o.onCaseOpened?.(result.caseId);
     if (!recorded) return { decision, ruleSetVersion: active.version, caseId: result.caseId, caseCreated: false };
     this.log.info('study evaluated', {
       studyUid: hashId(uid),

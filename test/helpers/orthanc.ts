@@ -71,6 +71,24 @@ net.createServer((c) => {
 }).listen(sock);
 `;
 
+// Runs inside the namespace: 127.0.0.1:<port> -> Unix socket (a peer outside the namespace that Orthanc calls).
+const NS_REVERSE_RELAY = `
+const net = require('node:net');
+const [port, sock] = process.argv.slice(1);
+net.createServer((c) => {
+  const u = net.connect(sock);
+  c.setNoDelay(true);
+  c.pipe(u).pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(Number(port), '127.0.0.1');
+`;
+
+/** A DICOM peer Orthanc may call (C-MOVE destination, C-FIND/C-MOVE caller), listening here on 127.0.0.1:port. */
+export interface OrthancModality {
+  aeTitle: string;
+  port: number;
+}
+
 /** Publishes a Unix socket (a relay inside the namespace) on 127.0.0.1:<free port> here; resolves with the port. */
 async function publish(sock: string, relays: net.Server[]): Promise<number> {
   const port = await freePort();
@@ -106,9 +124,14 @@ async function waitForHttp(url: string, child: ChildProcess, log: () => string, 
   throw new Error(`Orthanc did not come up at ${url} (${last}): ${log().slice(-2000)}`);
 }
 
-export async function startOrthanc(): Promise<OrthancPeer> {
+/**
+ * `modalities` (isolated only): peers Orthanc knows by AE title and can reach (through a relay into the
+ * namespace), so it answers their C-FIND / C-MOVE and sends C-MOVE results to them.
+ */
+export async function startOrthanc(options: { modalities?: OrthancModality[] } = {}): Promise<OrthancPeer> {
   const tmp = makeTempDir('gw-orthanc-');
   const isolated = unshareWorks();
+  const modalities = isolated ? (options.modalities ?? []) : [];
   // In the namespace any port is free; outside we pick free ones.
   const httpPort = isolated ? 8042 : await freePort();
   const config = {
@@ -127,6 +150,8 @@ export async function startOrthanc(): Promise<OrthancPeer> {
     DicomWeb: { Enable: true, Root: '/dicom-web/', Host: '127.0.0.1', Port: httpPort, Ssl: false, StowMaxInstances: 0, StowMaxSize: 0 },
     ConcurrentJobs: 1,
     HttpThreadsCount: 8,
+    // inside the namespace each modality is reached on 127.0.0.1:(11000 + index), relayed to the peer here
+    DicomModalities: Object.fromEntries(modalities.map((m, i) => [m.aeTitle.toLowerCase(), [m.aeTitle, '127.0.0.1', 11000 + i]])),
   };
   const configPath = path.join(tmp.dir, 'orthanc.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
@@ -138,9 +163,27 @@ export async function startOrthanc(): Promise<OrthancPeer> {
   if (isolated) {
     const sock = path.join(tmp.dir, 'http.sock');
     const dicomSock = path.join(tmp.dir, 'dicom.sock');
-    const script = `ip link set lo up || exit 97; "${ORTHANC_BIN}" "$1" & node -e "$2" "$3" "$4" & node -e "$2" "$5" "$6" & wait`;
+    const reverse = modalities.map((m, i) => ({ port: 11000 + i, sock: path.join(tmp.dir, `modality-${i}.sock`), target: m.port }));
+    const reverseScript = reverse.map((r, i) => ` & node -e "$7" "${r.port}" "$${8 + i}"`).join('');
+    const script = `ip link set lo up || exit 97; "${ORTHANC_BIN}" "$1" & node -e "$2" "$3" "$4" & node -e "$2" "$5" "$6"${reverseScript} & wait`;
+    // The peers' sockets exist before Orthanc can call them.
+    for (const r of reverse) {
+      const server = net.createServer((c) => {
+        c.setNoDelay(true);
+        const u = net.connect(r.target, '127.0.0.1');
+        u.setNoDelay(true);
+        c.pipe(u).pipe(c);
+        c.on('error', () => u.destroy());
+        u.on('error', () => c.destroy());
+      });
+      relays.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(r.sock, () => resolve());
+      });
+    }
     // TCP_NODELAY=1: Orthanc's DICOM layer is DCMTK, which otherwise leaves Nagle on (about 20 instances/s).
-    child = spawn('unshare', ['-n', 'sh', '-c', script, 'sh', configPath, NS_RELAY, sock, String(httpPort), dicomSock, String(config.DicomPort)], {
+    child = spawn('unshare', ['-n', 'sh', '-c', script, 'sh', configPath, NS_RELAY, sock, String(httpPort), dicomSock, String(config.DicomPort), NS_REVERSE_RELAY, ...reverse.map((r) => r.sock)], {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, TCP_NODELAY: '1' },

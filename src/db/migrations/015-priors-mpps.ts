@@ -54,4 +54,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addPrimaryKeyConstraint('case_priors_pk', ['case_id', 'study_instance_uid'])
     .execute();
   await db.schema.createIndex('case_priors_study').on('case_priors').column('study_instance_uid').execute();
+
+  // A case's priors go to its destination as deliveries of their own (one per study), beside the case's own.
+  await db.schema.dropIndex('deliveries_case_destination').execute();
+  await db.schema.createIndex('deliveries_case_destination_study').on('deliveries').columns(['case_id', 'destination_id', 'study_instance_uid']).unique().execute();
 }
