@@ -9,6 +9,9 @@
  * `x-roles` on each operation lists the token roles that pass its role check;
  * an empty list means no token is needed.
  */
+import { Verdict } from '../studies/completeness.js';
+import { MppsStatus } from '../studies/mpps.table.js';
+import { PriorState } from '../priors/prior.table.js';
 import { Role } from '../config/schema.js';
 import { radpeerScores } from '../reports/oru-builder.js';
 import { PRIORITIES, RULE_KINDS } from '../rules/rule.types.js';
@@ -286,8 +289,33 @@ const schemas: Record<string, JsonSchema> = {
       patientName: { type: ['string', 'null'], description: "Patient's Name decoded per the Specific Character Set (component groups joined by =)" },
       patientBirthDate: nstr,
       versions: arr(ref('InstanceVersion')),
+      completeness: nullable(
+        obj(
+          {
+            verdict: oneOfStrings(Object.values(Verdict), 'complete: every instance a COMPLETED MPPS lists is here; incomplete: some are missing after the quiet period'),
+            referenced: { type: 'integer', description: 'instances listed by COMPLETED steps' },
+            arrived: int,
+            missing: int,
+            mpps: arr(obj({ sopInstanceUid: str, status: oneOfStrings(Object.values(MppsStatus)), referenced: int })),
+          },
+          { description: "the modality's performed procedure steps (MPPS) against what arrived; null without MPPS" },
+        ),
+      ),
     },
     { description: 'One study with its series, linked HL7 order/reports/AI results and the latest rules decision' },
+  ),
+  Prior: obj(
+    {
+      studyInstanceUid: { type: ['string', 'null'], description: 'reader view of a de-identified case: the pseudonym the pool got (null until sent)' },
+      studyDate: nstr,
+      modalities: arr(str),
+      studyDescription: nstr,
+      accessionNumber: nstr,
+      state: oneOfStrings(Object.values(PriorState)),
+      detail: nstr,
+      report: nullable(obj({ resultStatus: str, observedAt: nstr, reportVersionId: str }, { optional: ['observedAt', 'reportVersionId'] })),
+    },
+    { description: "A prior study of the case's patient fetched from the hospital PACS (read-only context, forwarded with the case)" },
   ),
   InstanceVersion: obj(
     {
@@ -341,6 +369,7 @@ const schemas: Record<string, JsonSchema> = {
       escalationLevel: { type: 'integer', minimum: 0, maximum: 2, description: '0 none, 1 reassigned after an SLA breach, 2 notified' },
       deliveries: arr(ref('Delivery')),
       excludedInstances: arr(ref('ExcludedInstance')),
+      priors: arr(ref('Prior')),
       secondReport: nullable(obj({ ...secondReportProps, versions: int })),
       writeBack: nullable(
         obj(
