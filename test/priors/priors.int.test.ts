@@ -165,3 +165,63 @@ for (const transport of ['dicomweb', 'dimse'] as const) {
     });
   });
 }
+
+describe('priors: a prior the PACS cannot send (C-MOVE to an AE it does not know)', function () {
+  this.timeout(180_000);
+  let orthanc: OrthancPeer | undefined;
+  let gw: DicomGateway | undefined;
+  let pool: Storescp | undefined;
+
+  before(async function () {
+    const why = orthancUnavailable() ?? (hasDcmtk() ? undefined : 'DCMTK (storescu, storescp, dcmodify) not installed');
+    if (why) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    const dicomPort = await freePort();
+    const poolPort = await freePort();
+    orthanc = await startOrthanc({ modalities: [{ aeTitle: 'SECONDREAD', port: dicomPort }] });
+    if (!orthanc.dicom) {
+      console.log('      skipped: Orthanc DICOM port needs an isolated network namespace (unshare, root)');
+      this.skip();
+    }
+    gw = new DicomGateway({
+      rules: [],
+      dicom: { port: dicomPort, aeTitle: 'SECONDREAD', stableAfterSeconds: 0.5, allowedCallers: [] },
+      destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: poolPort, aeTitle: 'STORESCP', deidentify: false }],
+      pacs: { type: 'dimse', host: orthanc.dicom!.host, port: orthanc.dicom!.port, aeTitle: orthanc.dicom!.aeTitle, moveDestination: 'NOSUCHAE' },
+      priors: { maxStudies: 3, lookbackDays: 365, sameModality: true },
+    });
+    await gw.start();
+    pool = new Storescp(path.join(gw.tmp.dir, 'pool'));
+    mkdirSync(pool.dir);
+    await pool.start(poolPort);
+  });
+  after(async () => {
+    pool?.stop();
+    await gw?.stop();
+    await orthanc?.stop();
+  });
+
+  it('the prior is shown failed and audited; the case is forwarded and awaits its read', async () => {
+    const g = gw!;
+    const dir = path.join(g.tmp.dir, 'studies');
+    const current = generateStudy(path.join(dir, 'current'), { instances: 2, series: 1, rows: 8, columns: 8, studyDate: daysAgo(0), patientId: 'PRI-9' });
+    const prior = generateStudy(path.join(dir, 'prior'), { instances: 2, series: 1, rows: 8, columns: 8, studyDate: daysAgo(40), patientId: 'PRI-9' });
+    for (const i of prior.instances) expect((await fetch(`${orthanc!.baseUrl}/instances`, { method: 'POST', body: readFileSync(i.path) })).status).to.equal(200);
+    const r = await runDcmtk('storescu', ['-aet', 'MODALITY', '-aec', 'SECONDREAD', '127.0.0.1', String(g.dicomPort), ...current.instances.map((i) => i.path)]);
+    expect(r.code, r.stderr).to.equal(0);
+    await eventually(async () => (await g.call('GET', `/api/studies/${current.studyInstanceUid}`)).body?.state === 'stable', 'stable');
+    const opened = await g.call('POST', '/api/cases', { studyInstanceUid: current.studyInstanceUid, reason: 'prior cannot be moved' });
+    const c = await eventually(async () => {
+      const x = await g.call('GET', `/api/cases/${opened.body.id}`);
+      return x.body.state === 'awaiting-read' && x.body.priors[0]?.state === 'failed' ? x.body : undefined;
+    }, 'case awaiting read with a failed prior', 60_000);
+    expect(c.priors).to.have.length(1);
+    expect(c.priors[0]).to.include({ studyInstanceUid: prior.studyInstanceUid });
+    expect(c.priors[0].detail).to.match(/C-MOVE|PACS/);
+    expect(pool!.files()).to.have.length(2);
+    const audit = await g.call('GET', `/api/audit?entityId=${opened.body.id}`);
+    expect((audit.body.items as { action: string }[]).map((a) => a.action)).to.include('prior.retrieve-failed');
+  });
+});
