@@ -6,6 +6,7 @@ import { PriorState, type CasePriorRow } from './prior.table.js';
 /** Records the priors found for a case (state `found`); one already recorded stays as it is. */
 export async function insertFoundPriors(db: Db, caseId: string, found: readonly FoundStudy[], now: string): Promise<void> {
   for (const s of found) {
+    const here = await db.selectFrom('studies').select('study_instance_uid').where('study_instance_uid', '=', s.studyInstanceUid).executeTakeFirst();
     await db
       .insertInto('case_priors')
       .values({
@@ -18,6 +19,7 @@ export async function insertFoundPriors(db: Db, caseId: string, found: readonly 
         state: PriorState.found,
         detail: null,
         instances_expected: s.numberOfInstances,
+        origin: here ? 'gateway' : 'pacs',
         created_at: now,
         updated_at: now,
       })
@@ -35,9 +37,12 @@ export async function priorsOfCases(db: Db, caseIds: readonly string[]): Promise
   return db.selectFrom('case_priors').selectAll().where('case_id', 'in', caseIds).orderBy('study_date', 'desc').orderBy('study_instance_uid').execute();
 }
 
-/** Whether the study was fetched as some case's prior: read-only context, no case and no rules of its own. */
+/**
+ * Whether the study came into the gateway as some case's prior: read-only context, no case and no rules of
+ * its own. A study that was already here when it was found as a prior keeps its own life cycle.
+ */
 export async function isPriorStudy(db: Db, studyInstanceUid: string): Promise<boolean> {
-  const row = await db.selectFrom('case_priors').select('case_id').where('study_instance_uid', '=', studyInstanceUid).executeTakeFirst();
+  const row = await db.selectFrom('case_priors').select('case_id').where('study_instance_uid', '=', studyInstanceUid).where('origin', '=', 'pacs').executeTakeFirst();
   return row !== undefined;
 }
 

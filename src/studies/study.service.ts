@@ -154,6 +154,8 @@ export class StudyService implements InstanceSink {
       const { steps, arrived } = await completenessInputs(trx, studyInstanceUid);
       const c = decideCompleteness(steps, arrived, false);
       if (c.verdict !== Verdict.complete) return undefined;
+      // A hold for something else besides (an identity conflict recorded under the same hold) is QA's to end.
+      if ((await openConflicts(trx, studyInstanceUid)).length > 0) return undefined;
       const from = await completeNow(trx, studyInstanceUid, now);
       if (from) {
         await recordAudit(trx, this.newId(), now, { actor: 'mpps', action: 'study.complete', entityType: 'study', entityId: studyInstanceUid, details: { from, referenced: c.referenced, arrived: c.arrived } });

@@ -49,6 +49,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('state', 'varchar(16)', (c) => c.notNull())
     .addColumn('detail', 'text')
     .addColumn('instances_expected', 'integer')
+    // 'pacs': the gateway fetched it for this case (read-only context, never evaluated by the rules);
+    // 'gateway': it was already here when found (a study in its own right, which keeps its own life cycle)
+    .addColumn('origin', 'varchar(16)', (c) => c.notNull().defaultTo('pacs'))
     .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
     .addColumn('updated_at', 'varchar(32)', (c) => c.notNull())
     .addPrimaryKeyConstraint('case_priors_pk', ['case_id', 'study_instance_uid'])
