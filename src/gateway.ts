@@ -43,6 +43,10 @@ import { OutputsService } from './outputs/outputs.service.js';
 import { ArbitrationService } from './reports/arbitration.service.js';
 import { arbitrationRouter } from './http/arbitration.routes.js';
 import { StudyService } from './studies/study.service.js';
+import { MppsService } from './studies/mpps.service.js';
+import { completenessStudyEnricher } from './studies/completeness.enricher.js';
+import { createPacsClient } from './priors/pacs.client.js';
+import { PriorsService } from './priors/priors.service.js';
 import { InstanceService } from './instances/instance.service.js';
 import { instancesRouter } from './http/instances.routes.js';
 import { AtnaService } from './audit/atna.service.js';
@@ -64,11 +68,14 @@ export interface Gateway {
   readonly logger: Logger;
   readonly db: Db;
   readonly studies: StudyService;
+  /** The MPPS port the DICOM listener hands N-CREATE / N-SET to. */
+  readonly mpps: MppsService;
   readonly hl7: Hl7InboundService;
   readonly rules: RulesService;
   readonly decisions: DecisionService;
   readonly cases: CaseService;
   readonly forwarding: ForwardingService;
+  readonly priors: PriorsService;
   readonly readers: ReaderService;
   readonly outbound: OutboundService;
   readonly reports: SecondReportService;
@@ -118,10 +125,25 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
       stable: (trx, uid) => enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.stable),
     },
   });
-  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger, guards: metrics }) : undefined;
   const newId = createIdSource();
+  // A step that ended may make its study complete before the quiet period.
+  const mpps = new MppsService({ db, logger, newId, onStepEnded: (uid) => studies.checkCompleteness(uid).then(() => undefined) });
+  const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger, guards: metrics, mpps }) : undefined;
   const rules = new RulesService({ db, logger, config, newId });
-  const decisions = new DecisionService({ db, logger, rules, config, newId, jobs });
+  // Forwarding is built below; a prior's planned delivery wakes it (late-bound).
+  let forwardingRef: ForwardingService | undefined;
+  const priors = new PriorsService({
+    db,
+    logger,
+    config,
+    pacs: config.pacs ? createPacsClient(config.pacs, { callingAeTitle: config.dicom.aeTitle, logger }) : undefined,
+    rules,
+    sink: studies,
+    spool,
+    newId,
+    onForwardPlanned: () => forwardingRef?.kick(),
+  });
+  const decisions = new DecisionService({ db, logger, rules, config, newId, jobs, onCaseOpened: (caseId) => priors.onCaseOpened(caseId) });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
   const senders = new Map<string, DestinationSender>(
     config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
@@ -190,6 +212,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
       : undefined,
   });
+  forwardingRef = forwarding;
   // Retried until they succeed (a database error must not lose a decision); a new case is forwarded at once.
   jobs.register<EvaluationJobPayload>(
     EVALUATE_JOB,
@@ -226,7 +249,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         health: () => ({ ok: started, details: { instanceId: config.instanceId, destinations: Object.fromEntries(destinationHealth) } }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
         apiRouters: [
-          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher]),
+          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher, completenessStudyEnricher]),
           messagesRouter(db),
           casesRouter(db, { cases, forwarding, reports, readers }),
           rulesRouter(db, rules, { aiSenders: config.hl7.aiSenders }),
@@ -280,11 +303,13 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     logger,
     db,
     studies,
+    mpps,
     hl7,
     rules,
     decisions,
     cases,
     forwarding,
+    priors,
     readers,
     outbound,
     reports,
@@ -347,6 +372,9 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           await scp.start();
           stoppers.push(() => scp.stop());
         }
+        // After the SCP (C-MOVE brings priors through it), stopped before it.
+        priors.start();
+        stoppers.push(() => priors.stop());
         const reconciled = await hl7.reconcileAll();
         if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
         if (mllp) {

@@ -6,6 +6,8 @@ import type { CaseArbitrationTable } from '../reports/arbitration.table.js';
 import type { CaseTable, ManualRequestTable } from '../cases/case.table.js';
 import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } from '../rules/rules.table.js';
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
+import type { MppsInstanceTable, MppsTable } from '../studies/mpps.table.js';
+import type { CasePriorTable } from '../priors/prior.table.js';
 import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
 import type { JobTable } from '../jobs/job.table.js';
 import type { SecondReportKeyImageTable } from '../outputs/output.table.js';
@@ -42,4 +44,7 @@ export interface Database {
   work_leases: WorkLeaseTable;
   jobs: JobTable;
   second_report_key_images: SecondReportKeyImageTable;
+  mpps: MppsTable;
+  mpps_instances: MppsInstanceTable;
+  case_priors: CasePriorTable;
 }

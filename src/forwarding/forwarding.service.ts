@@ -32,6 +32,8 @@ import {
   type PendingInstance,
 } from './outbox.repository.js';
 import { StudyPseudonyms } from './pseudonym.service.js';
+import { isPriorDelivery, setPriorState } from '../priors/prior.repository.js';
+import { PriorState } from '../priors/prior.table.js';
 import { acquireLease, releaseLease, renewLeaseOf } from '../instances/instance.repository.js';
 import { forClaim } from '../db/dialect.js';
 
@@ -508,8 +510,9 @@ export class ForwardingService {
         if (Number(counts.instances_sent) === 0 && (await hasOpenExclusions(trx, d.id))) return 'hold' as const;
       }
       await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, lease_owner: null, lease_expires_at: null, last_error: null, updated_at: now });
-      const all = await deliveriesOfCases(trx, [d.case_id]);
-      if (all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
+      // A prior's delivery (priors.service.ts) is context: the case is awaiting its read once its own study is there.
+      const all = (await deliveriesOfCases(trx, [d.case_id])).filter((x) => x.study_instance_uid === d.study_instance_uid);
+      if (!(await isPriorDelivery(trx, d)) && all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
         await transitionCase(trx, { caseId: d.case_id, from: [CaseState.forwarding], to: CaseState.awaitingRead, actor: ACTOR, now, auditId: this.o.newId(), details: { deliveryId: d.id } });
       }
       return false;
@@ -532,6 +535,11 @@ export class ForwardingService {
     await this.db.transaction().execute(async (trx) => {
       if (dead) {
         await updateDelivery(trx, d.id, { state: DeliveryState.dead, attempts, last_error: message, lease_owner: null, lease_expires_at: null, updated_at: now.toISOString() });
+        // A prior that could not be sent is shown on the case (and retried with it), never a reason to fail the case.
+        if (await isPriorDelivery(trx, d)) {
+          await setPriorState(trx, d.case_id, d.study_instance_uid, PriorState.failed, `not delivered: ${message}`, now.toISOString());
+          return;
+        }
         await transitionCase(trx, {
           caseId: d.case_id,
           from: [CaseState.forwarding, CaseState.awaitingRead],
@@ -554,6 +562,10 @@ export class ForwardingService {
     const now = this.clock().toISOString();
     await this.db.transaction().execute(async (trx) => {
       await updateDelivery(trx, d.id, { state: DeliveryState.held, last_error: reason, lease_owner: null, lease_expires_at: null, updated_at: now });
+      if (await isPriorDelivery(trx, d)) {
+        await setPriorState(trx, d.case_id, d.study_instance_uid, PriorState.failed, `held: ${reason}`, now);
+        return;
+      }
       await transitionCase(trx, {
         caseId: d.case_id,
         from: [CaseState.forwarding, CaseState.awaitingRead],

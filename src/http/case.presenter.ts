@@ -6,6 +6,7 @@
 import { caseReasons } from '../cases/case.repository.js';
 import { secondReportsOfCases, writeBacksOfCases } from '../cases/case-view.repository.js';
 import type { CaseRow } from '../cases/case.table.js';
+import { priorsViewOfCases } from '../priors/prior.presenter.js';
 import type { Db } from '../db/database.js';
 import { openExclusionsOfCases } from '../forwarding/exclusion.repository.js';
 import type { DeliveryExclusionRow, DeliveryRow } from '../forwarding/delivery.table.js';
@@ -66,10 +67,11 @@ export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Ca
   const exclusions = await openExclusionsOfCases(db, ids);
   const reports = await secondReportsOfCases(db, ids);
   const writeBacks = await writeBacksOfCases(db, ids);
+  const priors = await priorsViewOfCases(db, ids);
   return rows.map((c) => {
     const mine = reports.filter((r) => r.case_id === c.id);
     const wb = writeBacks.filter((w) => w.case_id === c.id).at(-1);
-    return presentCase(
+    const presented = presentCase(
       c,
       deliveries.filter((d) => d.case_id === c.id),
       mine.at(-1),
@@ -77,6 +79,7 @@ export async function presentCases(db: Db, rows: readonly CaseRow[]): Promise<Ca
       wb,
       exclusions.filter((e) => e.case_id === c.id),
     );
+    return { ...presented, priors: priors.get(c.id) ?? [] };
   });
 }
 

@@ -94,6 +94,19 @@ export async function readerView(db: Db, row: CaseRow, presented: CaseView): Pro
     // The RIS's answer is about the real study.
     writeBack: writeBack ? { state: writeBack.state, attempts: writeBack.attempts, updatedAt: writeBack.updatedAt } : null,
   };
+  // Priors under the UIDs the reader got (null until sent); their dates, descriptions and accessions are the source's.
+  const priors = presented.priors ?? [];
+  const priorUids = await uidPseudonyms(db, destinationId ?? '', priors.map((p) => p.studyInstanceUid ?? ''));
+  view.priors = priors.map((p) => ({
+    studyInstanceUid: priorUids.get(p.studyInstanceUid ?? '') ?? null,
+    studyDate: null,
+    modalities: p.modalities,
+    studyDescription: null,
+    accessionNumber: null,
+    state: p.state,
+    detail: null,
+    report: p.report ? { resultStatus: p.report.resultStatus } : null,
+  }));
   // Whatever else quotes a real identifier (an error text, a field added later) shows the pseudonym instead.
   const replacements: [string, string][] = [];
   for (const key of ['uid', 'accession', 'patientId'] as const) {

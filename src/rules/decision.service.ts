@@ -11,6 +11,7 @@ import { findStudy } from '../studies/study.repository.js';
 import { hasUnfinishedDueJobs } from '../jobs/job.repository.js';
 import type { JobContext, JobQueue } from '../jobs/job.types.js';
 import { EVALUATE_JOB, type EvaluationJobPayload } from './evaluation.job.js';
+import { isPriorStudy } from '../priors/prior.repository.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
 import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule.types.js';
@@ -30,6 +31,8 @@ export interface DecisionServiceOptions {
   rules: RulesService;
   config: Pick<GatewayConfig, 'sla' | 'forwarding' | 'destinations'>;
   newId: () => string;
+  /** A case was created (committed): its priors are looked up (priors.service.ts). */
+  onCaseOpened?: (caseId: string) => void;
   clock?: () => Date;
   /** The job engine the evaluations run on (the gateway's); without it only direct calls evaluate (tools, tests). */
   jobs?: JobQueue;
@@ -105,6 +108,8 @@ export class DecisionService {
       if (!study) return undefined;
       // Rules decide on a complete study; a manual request is recorded at once and forwarded once stable.
       if (study.state !== StudyState.stable && trigger !== EvaluationTrigger.manual) return undefined;
+      // A study fetched as a case's prior is read-only context: no rules, no case of its own (a person may still ask for one).
+      if (trigger !== EvaluationTrigger.manual && (await isPriorStudy(trx, uid))) return undefined;
       const input = (await loadEvaluationInputs(trx, [study], { withPriorDecisions: true })).get(uid);
       if (!input) return undefined;
       const radiologist = [...input.reports].reverse().find((r) => r.status === 'F' || r.status === 'C')?.radiologistId;
@@ -205,6 +210,7 @@ export class DecisionService {
     });
     if (!result) return undefined;
     const { decision, recorded } = result;
+    if (result.caseCreated && result.caseId) this.o.onCaseOpened?.(result.caseId);
     if (!recorded) return { decision, ruleSetVersion: active.version, caseId: result.caseId, caseCreated: false };
     this.log.info('study evaluated', {
       studyUid: hashId(uid),

@@ -146,6 +146,14 @@ const common = {
   readerGroup: nonEmpty.optional(),
   blinded: z.boolean().default(true),
   deidentify: z.boolean().optional(),
+  /** Overrides the gateway's `priors` settings for cases this rule opens (keys left out keep the gateway's). */
+  priors: z
+    .strictObject({
+      maxStudies: z.number().int().min(0).optional(),
+      lookbackDays: z.number().int().positive().optional(),
+      sameModality: z.boolean().optional(),
+    })
+    .optional(),
   when: conditionSchema.optional(),
   arbitration: z
     .strictObject({

@@ -78,6 +78,8 @@ interface RuleCommon {
   blinded: boolean;
   /** overrides the destination's de-identification setting */
   deidentify?: boolean;
+  /** overrides the gateway's `priors` settings for cases this rule opens */
+  priors?: { maxStudies?: number; lookbackDays?: number; sameModality?: boolean };
   when?: Condition;
   arbitration?: ArbitrationOption;
 }

@@ -10,6 +10,8 @@ import type { StudyRow } from './study.table.js';
 import { hashId, type Logger } from '../logger.js';
 import { discardCopy, endHold, findInstance, findStudy, insertInstance, markStable, oldestReceiving, type InsertResult } from './study.repository.js';
 import { isUniqueViolation } from '../db/dialect.js';
+import { decideCompleteness, Verdict } from './completeness.js';
+import { completeNow, completenessInputs, hasCompletedMpps, holdIncomplete, quietStudiesWithCompletedMpps } from './mpps.repository.js';
 
 export interface StudyEvents {
   /** A study (new, or re-opened by a late instance) has gone quiet for the stability period. */
@@ -152,7 +154,56 @@ export class StudyService implements InstanceSink {
       this.log.info('instances rejected by an IOCM note', { studyUid: hashId(x.studyInstanceUid), code: x.code, instances: x.sopInstanceUids.length });
     }
     this.armTimer(Date.parse(now) + this.stableAfterMs);
+    this.checkCompletenessSoon(inst.studyInstanceUid);
     return 'stored';
+  }
+
+  /**
+   * MPPS completeness (completeness.ts): a study whose COMPLETED step's instances are all here becomes stable
+   * now instead of after the quiet period, and one held `incomplete` is released by its last missing
+   * instance. Called after each stored instance and when a step ends; costs one indexed read without MPPS.
+   */
+  async checkCompleteness(studyInstanceUid: string): Promise<boolean> {
+    if (!(await hasCompletedMpps(this.db, studyInstanceUid))) return false;
+    const now = this.clock().toISOString();
+    const changed = await this.db.transaction().execute(async (trx) => {
+      const { steps, arrived } = await completenessInputs(trx, studyInstanceUid);
+      const c = decideCompleteness(steps, arrived, false);
+      if (c.verdict !== Verdict.complete) return undefined;
+      // A hold for something else besides (an identity conflict recorded under the same hold) is QA's to end.
+      if ((await openConflicts(trx, studyInstanceUid)).length > 0) return undefined;
+      const from = await completeNow(trx, studyInstanceUid, now);
+      if (from) {
+        // Marked stable and its evaluation job committed together, as the quiet-period sweep does.
+        await this.hooks.stable?.(trx, studyInstanceUid);
+        await recordAudit(trx, this.newId(), now, { actor: 'mpps', action: 'study.complete', entityType: 'study', entityId: studyInstanceUid, details: { from, referenced: c.referenced, arrived: c.arrived } });
+      }
+      return from;
+    });
+    if (!changed) return false;
+    this.log.info('study complete (MPPS)', { studyUid: hashId(studyInstanceUid), from: changed });
+    this.emit('onStable', studyInstanceUid);
+    return true;
+  }
+
+  private checkCompletenessSoon(studyInstanceUid: string): void {
+    this.checkCompleteness(studyInstanceUid).catch((err: unknown) => this.log.error('completeness check failed', { studyUid: hashId(studyInstanceUid), error: (err as Error).message }));
+  }
+
+  /** Before the quiet period turns studies stable: those a COMPLETED step lists missing instances for are held `incomplete`. */
+  private async holdIncompleteStudies(cutoff: string, now: string): Promise<void> {
+    for (const uid of await quietStudiesWithCompletedMpps(this.db, cutoff)) {
+      const held = await this.db.transaction().execute(async (trx) => {
+        const { steps, arrived } = await completenessInputs(trx, uid);
+        const c = decideCompleteness(steps, arrived, true);
+        if (c.verdict !== Verdict.incomplete) return false;
+        const detail = `${c.missing.length} of ${c.referenced} instances listed by the modality's MPPS (COMPLETED) have not arrived`;
+        if (!(await holdIncomplete(trx, uid, detail, now))) return false;
+        await recordAudit(trx, this.newId(), now, { actor: 'studies', action: 'study.held', entityType: 'study', entityId: uid, details: { reason: 'incomplete', referenced: c.referenced, arrived: c.arrived } });
+        return true;
+      });
+      if (held) this.log.warn('study held', { studyUid: hashId(uid), reason: 'incomplete' });
+    }
   }
 
   /**
@@ -235,6 +286,7 @@ export class StudyService implements InstanceSink {
   async sweep(): Promise<string[]> {
     const now = this.clock();
     const cutoff = new Date(now.getTime() - this.stableAfterMs).toISOString();
+    await this.holdIncompleteStudies(cutoff, now.toISOString());
     // Marked stable and its follow-up work (the rules) committed together: a crash cannot separate them.
     const changed = await this.db.transaction().execute(async (trx) => {
       const rows = await markStable(trx, cutoff, now.toISOString());

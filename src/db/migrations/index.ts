@@ -11,6 +11,7 @@ import * as m010 from './010-hl7-identity.js';
 import * as m011 from './011-case-lifecycle.js';
 import * as m012 from './012-rule-text-sampling.js';
 import * as m013 from './013-jobs.js';
+import * as m015 from './015-priors-mpps.js';
 import * as m016 from './016-output-key-images.js';
 import * as m017 from './017-audit-outbox.js';
 import * as m018 from './018-arbitration.js';
@@ -33,6 +34,7 @@ export const migrations = {
   '011-case-lifecycle': m011,
   '012-rule-text-sampling': m012,
   '013-jobs': m013,
+  '015-priors-mpps': m015,
   '016-output-key-images': m016,
   '017-audit-outbox': m017,
   '018-arbitration': m018,

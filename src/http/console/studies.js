@@ -60,7 +60,11 @@ export async function studyView(ctx, uid) {
       h('dt', {}, 'Patient'), h('dd', {}, `${s.patientName ?? ''} · ${s.patientId ?? ''}${s.issuerOfPatientId ? ` (${s.issuerOfPatientId})` : ''}`),
       h('dt', {}, 'Other ids'), h('dd', {}, (s.otherPatientIds || []).map((o) => `${o.id}${o.issuer ? ` (${o.issuer})` : ''}`).join(', ')),
       h('dt', {}, 'Instances'), h('dd', {}, String(s.instanceCount)),
-      s.holdReason ? [h('dt', {}, 'Held'), h('dd', { 'data-k': 'hold' }, `${s.holdReason}: ${s.holdDetail ?? ''} (since ${fmt.time(s.heldAt)})`)] : null),
+      s.holdReason ? [h('dt', {}, 'Held'), h('dd', { 'data-k': 'hold' }, `${s.holdReason}: ${s.holdDetail ?? ''} (since ${fmt.time(s.heldAt)})`)] : null,
+      // MPPS: what the modality said it produced against what arrived; without MPPS the quiet period decides.
+      h('dt', {}, 'Completeness'), h('dd', { 'data-k': 'completeness' }, s.completeness
+        ? `${s.completeness.verdict}: ${s.completeness.arrived} of ${s.completeness.referenced} instances listed by MPPS arrived · steps: ${s.completeness.mpps.map((m) => m.status).join(', ')}`
+        : 'no MPPS: complete after the quiet period')),
     s.state === 'held' && ['admin', 'qa'].includes(ctx.me.role)
       ? h('div', { class: 'panel', 'data-testid': 'hold-actions' },
         h('p', {}, 'Release: the newest copies are right; the study goes on and the rules run again. Reject: discard the copies that caused the hold; the prior copies are current again.'),

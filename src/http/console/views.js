@@ -149,7 +149,7 @@ export async function caseView(ctx, id) {
     c.arbitration ? h('dt', {}, 'Arbitration') : null,
     c.arbitration ? h('dd', { 'data-k': 'arbitration' }, h('a', { href: `#/arbitration/${encodeURIComponent(c.id)}` }, c.arbitration.state), reader ? null : ` ${c.arbitration.arbitratorId ?? 'unassigned'}${c.arbitration.verdict ? `: ${c.arbitration.verdict} (final RADPEER ${c.arbitration.finalScore})` : ''}`) : null);
 
-  root.append(h('h1', {}, `Case ${c.id}`), summary);
+  root.append(h('h1', {}, `Case ${c.id}`), summary, priorsSection(c, reader));
 
   if (reader) {
     const mayReveal = !c.blinded || !!c.secondReport;
@@ -213,6 +213,24 @@ export async function caseView(ctx, id) {
     { label: 'Details', value: (e) => (e.details ? h('code', {}, JSON.stringify(e.details)) : '') },
   ], timeline.items, { testid: 'timeline' }));
   return root;
+}
+
+/** The patient's prior studies fetched from the hospital PACS for this case; a failure is shown, never hidden. */
+function priorsSection(c, reader) {
+  const priors = c.priors || [];
+  return h('div', { 'data-testid': 'priors' },
+    h('h2', {}, `Priors (${priors.length})`),
+    priors.length === 0
+      ? h('p', { class: 'muted' }, 'No prior study was found for this case (or priors are off: see the audit).')
+      : table([
+        { label: 'Study date', value: (p) => (p.studyDate ? `${p.studyDate.slice(0, 4)}-${p.studyDate.slice(4, 6)}-${p.studyDate.slice(6, 8)}` : '') },
+        { label: 'Modalities', value: (p) => (p.modalities || []).join(', ') },
+        { label: 'Description', value: (p) => p.studyDescription ?? '' },
+        { label: 'Study', value: (p) => (p.studyInstanceUid ? (reader ? h('code', {}, p.studyInstanceUid) : h('a', { href: `#/studies/${encodeURIComponent(p.studyInstanceUid)}` }, h('code', {}, p.studyInstanceUid))) : '–') },
+        { label: 'State', value: (p) => h('span', { class: p.state === 'failed' ? 'pill bad' : 'pill', 'data-k': 'prior-state' }, p.state) },
+        { label: 'Report', value: (p) => (p.report ? `report ${p.report.resultStatus}` : '') },
+        { label: 'Detail', value: (p) => p.detail ?? '' },
+      ], priors, { testid: 'priors-table' }));
 }
 
 /** The write-back line of a case page: a waiting one says what it waits for. */

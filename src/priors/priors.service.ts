@@ -1,0 +1,209 @@
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { recordAudit } from '../audit/audit.repository.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { Db } from '../db/database.js';
+import { readPart10Header } from '../dicom/header.js';
+import type { InstanceSink } from '../dicom/instance-record.js';
+import type { Spool } from '../dicom/spool.js';
+import { insertDelivery } from '../forwarding/outbox.repository.js';
+import { hashId, type Logger } from '../logger.js';
+import { PollLoop } from '../poll-loop.js';
+import type { RulesService } from '../rules/rules.service.js';
+import { findStudy, seriesOfStudies } from '../studies/study.repository.js';
+import type { PacsClient } from './pacs.client.js';
+import { insertFoundPriors, localInstanceCount, priorsReadyToForward, procedureCodesOfStudy, setPriorState } from './prior.repository.js';
+import { PriorState } from './prior.table.js';
+import { lookbackStart, selectRelevantPriors, type PriorsPolicy } from './relevance.js';
+
+/** The calling AE recorded for instances retrieved over WADO-RS (they come through the same ingest as C-STORE). */
+export const WADO_CALLING_AE = 'PACS-WADO';
+
+export interface PriorsServiceOptions {
+  db: Db;
+  logger: Logger;
+  config: Pick<GatewayConfig, 'priors'>;
+  /** Undefined when no `pacs` is configured: priors are off. */
+  pacs: PacsClient | undefined;
+  rules: RulesService;
+  /** The normal ingest path (StudyService): WADO-RS instances are stored exactly as C-STOREs are. */
+  sink: InstanceSink;
+  spool: Spool;
+  newId: () => string;
+  /** How often retrieved priors are checked for forwarding beside their case. */
+  pollIntervalMs?: number;
+  /** After a prior's delivery was planned: the forwarding worker has work. */
+  onForwardPlanned?: () => void;
+  clock?: () => Date;
+}
+
+/**
+ * Finds a new case's relevant prior studies at the hospital PACS, retrieves them into the gateway (read-only
+ * context: no case, no rules of their own) and forwards them beside the case to its destination. A failure
+ * to find or retrieve is recorded on the prior and audited, never a reason to hold the case.
+ */
+export class PriorsService {
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly loop: PollLoop;
+
+  constructor(private readonly o: PriorsServiceOptions) {
+    this.log = o.logger.child({ component: 'priors' });
+    this.clock = o.clock ?? (() => new Date());
+    this.loop = new PollLoop(() => this.forwardReadyPriors().then(() => undefined), o.pollIntervalMs ?? 2000, (err) => this.log.error('prior forwarding pass failed', { error: (err as Error).message }));
+  }
+
+  get enabled(): boolean {
+    return this.o.pacs !== undefined;
+  }
+
+  start(): void {
+    if (this.enabled) this.loop.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.idle();
+    await this.loop.stop();
+  }
+
+  /** Waits for every lookup and retrieval under way (shutdown, tests). */
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** The trigger: a case was opened (its creation committed). Runs in the background; the case never waits for it. */
+  onCaseOpened(caseId: string): void {
+    if (!this.enabled) return;
+    const p = this.findAndRetrieve(caseId).catch((err: unknown) => {
+      this.log.error('priors lookup failed', { caseId, error: (err as Error).message });
+    });
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  /** The priors settings for a case: the gateway's, overridden by the first of the case's rules that has its own. */
+  async policyFor(ruleIds: readonly string[]): Promise<PriorsPolicy> {
+    const base = this.o.config.priors;
+    const active = await this.o.rules.current();
+    const override = ruleIds.map((id) => active.rules.find((r) => r.id === id)?.priors).find((p) => p !== undefined);
+    return {
+      maxStudies: override?.maxStudies ?? base.maxStudies,
+      lookbackDays: override?.lookbackDays ?? base.lookbackDays,
+      sameModality: override?.sameModality ?? base.sameModality,
+    };
+  }
+
+  async findAndRetrieve(caseId: string): Promise<void> {
+    const pacs = this.o.pacs;
+    if (!pacs) return;
+    const db = this.o.db;
+    const c = await db.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+    if (!c) return;
+    const ruleIds = [...new Set((JSON.parse(c.reasons) as { ruleId: string }[]).map((r) => r.ruleId))];
+    const policy = await this.policyFor(ruleIds);
+    if (policy.maxStudies === 0) return;
+    const study = await findStudy(db, c.study_instance_uid);
+    const audit = async (action: string, details: Record<string, unknown>) =>
+      recordAudit(db, this.o.newId(), this.clock().toISOString(), { actor: 'priors', action, entityType: 'case', entityId: caseId, details });
+    if (!study?.patient_id) {
+      // Without a patient id there is no one to look up: said once, on the case.
+      await audit('priors.skipped', { reason: 'the study has no patient id' });
+      return;
+    }
+    const series = await seriesOfStudies(db, [study.study_instance_uid]);
+    const today = this.clock();
+    let found;
+    try {
+      found = await pacs.findStudies({ patientId: study.patient_id, issuerOfPatientId: study.issuer_of_patient_id, fromDate: lookbackStart(today, policy.lookbackDays) });
+    } catch (err) {
+      this.log.warn('priors: PACS query failed', { caseId, error: (err as Error).message });
+      await audit('priors.query-failed', { error: (err as Error).message });
+      return;
+    }
+    const { selected, rejected } = selectRelevantPriors(
+      {
+        studyInstanceUid: study.study_instance_uid,
+        patientId: study.patient_id,
+        issuerOfPatientId: study.issuer_of_patient_id,
+        studyDate: study.study_date,
+        modalities: [...new Set(series.flatMap((s) => (s.modality ? [s.modality] : [])))],
+        bodyParts: [...new Set(series.flatMap((s) => (s.body_part_examined ? [s.body_part_examined] : [])))],
+        procedureCodes: await procedureCodesOfStudy(db, study.study_instance_uid),
+      },
+      found,
+      policy,
+      today,
+    );
+    const now = this.clock().toISOString();
+    // Recorded before anything is retrieved: an arriving instance of a prior is known as one from its first byte.
+    await db.transaction().execute(async (trx) => {
+      await insertFoundPriors(trx, caseId, selected, now);
+      const byReason: Record<string, number> = {};
+      for (const r of rejected) byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
+      await recordAudit(trx, this.o.newId(), now, { actor: 'priors', action: 'priors.found', entityType: 'case', entityId: caseId, details: { answered: found.length, relevant: selected.length, leftOut: byReason, policy } });
+    });
+    this.log.info('priors found', { caseId, answered: found.length, relevant: selected.length });
+
+    for (const prior of selected) {
+      const uid = prior.studyInstanceUid;
+      const local = await localInstanceCount(db, uid);
+      if (local !== undefined && prior.numberOfInstances !== null && local >= prior.numberOfInstances) {
+        await setPriorState(db, caseId, uid, PriorState.retrieved, 'already in the gateway', this.clock().toISOString());
+        continue;
+      }
+      await setPriorState(db, caseId, uid, PriorState.retrieving, null, this.clock().toISOString());
+      const outcome = await pacs.retrieveStudy(uid, (bytes) => this.ingest(bytes)).catch((err: unknown) => ({ completed: 0, failed: 0, error: (err as Error).message }));
+      const at = this.clock().toISOString();
+      if (outcome.error || outcome.failed > 0) {
+        const detail = `${outcome.error ?? 'retrieve failed'} (${outcome.completed} retrieved, ${outcome.failed} failed)`;
+        await db.transaction().execute(async (trx) => {
+          await setPriorState(trx, caseId, uid, PriorState.failed, detail, at);
+          await recordAudit(trx, this.o.newId(), at, { actor: 'priors', action: 'prior.retrieve-failed', entityType: 'case', entityId: caseId, details: { studyInstanceUid: uid, detail } });
+        });
+        this.log.warn('prior not retrieved', { caseId, studyUid: hashId(uid), error: outcome.error });
+        continue;
+      }
+      await db.transaction().execute(async (trx) => {
+        await setPriorState(trx, caseId, uid, PriorState.retrieved, `${outcome.completed} instances`, at);
+        await recordAudit(trx, this.o.newId(), at, { actor: 'priors', action: 'prior.retrieved', entityType: 'case', entityId: caseId, details: { studyInstanceUid: uid, instances: outcome.completed } });
+      });
+      this.log.info('prior retrieved', { caseId, studyUid: hashId(uid), instances: outcome.completed });
+    }
+    this.loop.kick();
+  }
+
+  /** A WADO-RS instance into the normal ingest: spool tmp file, header, StudyService (synced and committed there). */
+  private async ingest(bytes: Buffer): Promise<void> {
+    const header = await readPart10Header(bytes);
+    const tmpPath = this.o.spool.newTmpPath();
+    await writeFile(tmpPath, bytes);
+    try {
+      await this.o.sink.storeInstance({ ...header, tmpPath, sizeBytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), callingAe: WADO_CALLING_AE });
+    } catch (err) {
+      this.o.spool.discard(tmpPath);
+      throw err;
+    }
+  }
+
+  /** Plans a delivery for every retrieved, stable prior beside its case's own delivery. Returns how many. */
+  async forwardReadyPriors(): Promise<number> {
+    let planned = 0;
+    for (const p of await priorsReadyToForward(this.o.db, 100)) {
+      const now = this.clock().toISOString();
+      try {
+        await this.o.db.transaction().execute(async (trx) => {
+          const instances = await insertDelivery(trx, { id: this.o.newId(), caseId: p.case_id, destinationId: p.destination_id, studyInstanceUid: p.study_instance_uid, deidentify: p.deidentify === 1, now });
+          await recordAudit(trx, this.o.newId(), now, { actor: 'priors', action: 'prior.forward-planned', entityType: 'case', entityId: p.case_id, details: { studyInstanceUid: p.study_instance_uid, destinationId: p.destination_id, instances } });
+        });
+        planned++;
+        this.log.info('prior delivery planned', { caseId: p.case_id, studyUid: hashId(p.study_instance_uid), destinationId: p.destination_id });
+      } catch (err) {
+        // another instance planned it first (unique case, destination, study): nothing to do
+        this.log.debug('prior delivery not planned', { caseId: p.case_id, error: (err as Error).message });
+      }
+    }
+    if (planned > 0) this.o.onForwardPlanned?.();
+    return planned;
+  }
+}

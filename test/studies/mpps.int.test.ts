@@ -1,0 +1,155 @@
+/**
+ * MPPS completeness with real C-STOREs (DCMTK storescu) into an in-process gateway and the MPPS port called
+ * directly (the N-CREATE / N-SET decoding on the DICOM port is the UL layer's; its wire test comes with it).
+ * The database is the suite's (SQLite file, or PostgreSQL with GATEWAY_TEST_DATABASE_URL).
+ */
+import path from 'node:path';
+import { expect } from 'chai';
+import { generateStudy, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
+import type { NaturalDataset } from '../../src/dicom/mpps.port.js';
+import { hasDcmtk, runDcmtk } from '../helpers/dicom-peers.js';
+import { DicomGateway } from '../helpers/dicom-gateway.js';
+import { eventually } from '../helpers/eventually.js';
+
+const CALLER = 'MODALITY1';
+
+async function send(port: number, files: string[]): Promise<void> {
+  const r = await runDcmtk('storescu', ['-aet', CALLER, '-aec', 'SECONDREAD', '127.0.0.1', String(port), ...files]);
+  expect(r.code, r.stderr).to.equal(0);
+}
+
+function created(study: GeneratedStudy): NaturalDataset {
+  return {
+    PatientID: study.patientId,
+    Modality: study.modality,
+    PerformedProcedureStepStatus: 'IN PROGRESS',
+    ScheduledStepAttributesSequence: [{ StudyInstanceUID: study.studyInstanceUid, AccessionNumber: study.accessionNumber }],
+  };
+}
+
+function ended(study: GeneratedStudy, status: 'COMPLETED' | 'DISCONTINUED', listed = study.instances): NaturalDataset {
+  return {
+    PerformedProcedureStepStatus: status,
+    PerformedSeriesSequence: study.seriesInstanceUids.map((series) => ({
+      SeriesInstanceUID: series,
+      ReferencedImageSequence: listed.filter((i) => i.seriesInstanceUid === series).map((i) => ({ ReferencedSOPClassUID: i.sopClassUid, ReferencedSOPInstanceUID: i.sopInstanceUid })),
+    })),
+  };
+}
+
+describe('MPPS: completeness from the modality (storescu + the MPPS port)', function () {
+  this.timeout(120_000);
+  before(function () {
+    if (!hasDcmtk()) {
+      console.log('      skipped: DCMTK (storescu) not installed');
+      this.skip();
+    }
+  });
+
+  describe('with a long quiet period (60 s)', () => {
+    let gw: DicomGateway;
+    before(async () => {
+      gw = new DicomGateway({ rules: [], dicom: { port: 0, stableAfterSeconds: 60, allowedCallers: [] } });
+      await gw.start();
+    });
+    after(async () => gw?.stop());
+
+    it('a study whose MPPS is COMPLETED is stable as soon as every listed instance has arrived, long before the quiet period', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'early'), { instances: 4, series: 2, rows: 8, columns: 8 });
+      const mppsUid = `${study.studyInstanceUid}.99`;
+      expect((await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER })).status).to.equal(0);
+      await send(gw.dicomPort, study.instances.slice(0, 3).map((i) => i.path));
+      expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0);
+      // three of four: still receiving, and the study page says what is missing
+      const waiting = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+      expect(waiting.body.state).to.equal('receiving');
+      expect(waiting.body.completeness).to.deep.include({ verdict: 'waiting', referenced: 4, arrived: 3, missing: 1 });
+      expect(waiting.body.completeness.mpps).to.deep.equal([{ sopInstanceUid: mppsUid, status: 'COMPLETED', referenced: 4 }]);
+      const t0 = Date.now();
+      await send(gw.dicomPort, [study.instances[3]!.path]);
+      const stable = await eventually(async () => {
+        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+        return s.body.state === 'stable' ? s.body : undefined;
+      }, 'study stable by MPPS', 15_000);
+      expect(Date.now() - t0).to.be.below(30_000);
+      expect(stable.completeness).to.deep.include({ verdict: 'complete', referenced: 4, arrived: 4, missing: 0 });
+      const audit = await gw.call('GET', `/api/audit?entityId=${study.studyInstanceUid}`);
+      const actions = (audit.body.items as { action: string }[]).map((a) => a.action);
+      expect(actions).to.include.members(['mpps.created', 'mpps.completed', 'study.complete']);
+    });
+
+    it('all listed instances before the N-SET: the N-SET COMPLETED itself completes the study', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'nset-last'), { instances: 2, rows: 8, columns: 8 });
+      const mppsUid = `${study.studyInstanceUid}.98`;
+      await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER });
+      await send(gw.dicomPort, study.instances.map((i) => i.path));
+      expect((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state).to.equal('receiving');
+      await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER });
+      await eventually(async () => (await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state === 'stable', 'stable after the N-SET', 15_000);
+    });
+
+    it('DISCONTINUED is recorded and completes nothing early; the port answers the PS3.4 statuses', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'disc'), { instances: 2, rows: 8, columns: 8 });
+      const mppsUid = `${study.studyInstanceUid}.97`;
+      await send(gw.dicomPort, study.instances.map((i) => i.path));
+      expect((await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER })).status).to.equal(0);
+      expect((await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER })).status, 'duplicate').to.equal(0x0111);
+      expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'DISCONTINUED'), callingAeTitle: CALLER })).status).to.equal(0);
+      const row = await gw.gw.db.selectFrom('mpps').selectAll().where('sop_instance_uid', '=', mppsUid).executeTakeFirstOrThrow();
+      expect(row).to.include({ status: 'DISCONTINUED', study_instance_uid: study.studyInstanceUid, calling_ae: CALLER });
+      expect(row.ended_at).to.be.a('string');
+      const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+      expect(s.body.state).to.equal('receiving');
+      expect(s.body.completeness.mpps[0].status).to.equal('DISCONTINUED');
+      const audit = await gw.call('GET', `/api/audit?entityId=${study.studyInstanceUid}`);
+      expect((audit.body.items as { action: string }[]).map((a) => a.action)).to.include('mpps.discontinued');
+      // a step that ended may no longer be updated; an unknown one does not exist; a step is created IN PROGRESS
+      expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0x0110);
+      expect((await gw.gw.mpps.nSet({ sopInstanceUid: `${mppsUid}.404`, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0x0112);
+      expect((await gw.gw.mpps.nCreate({ sopInstanceUid: `${mppsUid}.2`, dataset: { ...created(study), PerformedProcedureStepStatus: 'COMPLETED' }, callingAeTitle: CALLER })).status).to.equal(0x0106);
+    });
+  });
+
+  describe('with a short quiet period (0.5 s)', () => {
+    let gw: DicomGateway;
+    before(async () => {
+      gw = new DicomGateway({ rules: [], dicom: { port: 0, stableAfterSeconds: 0.5, allowedCallers: [] } });
+      await gw.start();
+    });
+    after(async () => gw?.stop());
+
+    it('a study still missing listed instances after the quiet period is held `incomplete`; the missing instance completes it', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'short'), { instances: 3, rows: 8, columns: 8 });
+      const mppsUid = `${study.studyInstanceUid}.96`;
+      await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER });
+      await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER });
+      await send(gw.dicomPort, study.instances.slice(0, 2).map((i) => i.path));
+      const held = await eventually(async () => {
+        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+        return s.body.state === 'held' ? s.body : s.body.state === 'stable' ? { stableInstead: true } : undefined;
+      }, 'study held', 15_000);
+      expect(held).to.deep.include({ state: 'held', holdReason: 'incomplete' });
+      expect(held.holdDetail).to.match(/1 of 3 instances/);
+      expect(held.completeness).to.deep.include({ verdict: 'incomplete', referenced: 3, arrived: 2, missing: 1 });
+      await new Promise((r) => setTimeout(r, 1200)); // past another quiet period: still held, not turned stable
+      expect((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state).to.equal('held');
+      await send(gw.dicomPort, [study.instances[2]!.path]);
+      const done = await eventually(async () => {
+        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+        return s.body.state === 'stable' ? s.body : undefined;
+      }, 'released by the last instance', 15_000);
+      expect(done.holdReason).to.equal(null);
+    });
+
+    it('without MPPS the quiet period stays: a study goes stable with whatever arrived', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'nompps'), { instances: 2, rows: 8, columns: 8 });
+      await send(gw.dicomPort, [study.instances[0]!.path]);
+      const s = await eventually(async () => {
+        const r = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+        return r.body.state === 'stable' ? r.body : undefined;
+      }, 'stable by quiet period', 15_000);
+      expect(s.completeness).to.equal(null);
+      expect(s.instanceCount).to.equal(1);
+    });
+  });
+});
