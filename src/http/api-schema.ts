@@ -75,7 +75,8 @@ export type Reply<S extends RouteSpec> = { [K in JsonStatus<S>]: { status: K; bo
 export interface RouteInput<S extends RouteSpec> {
   params: Parsed<S['params']>;
   query: Parsed<S['query']>;
-  body: S['bodyOptional'] extends true ? Parsed<S['body']> | undefined : Parsed<S['body']>;
+  /** With `yamlBody`, a text body arrives as the string it is. */
+  body: (S['bodyOptional'] extends true ? Parsed<S['body']> | undefined : Parsed<S['body']>) | (S['yamlBody'] extends string ? string : never);
   /** Set on every route with roles (the authenticator ran). */
   principal: Principal;
 }

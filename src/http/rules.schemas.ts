@@ -45,7 +45,7 @@ export const RuleSetInput = z
     z.strictObject({ rules: z.array(RuleInput), comment: z.string().optional() }),
     z.strictObject({ yaml: described(z.string(), 'a rules file as YAML text, stored with the version (comments kept)'), comment: z.string().optional() }),
     z.array(RuleInput),
-  ])
+  ], { error: 'expected {rules: [...], comment?}, {yaml, comment?}, a list of rules, or a YAML rules file' })
   .meta({ id: 'RuleSetInput', description: '{rules, comment?}, {yaml, comment?} or a bare list of rules' });
 
 const RuleSet = z
