@@ -27,7 +27,8 @@ import { enqueueEvaluation, EVALUATE_JOB, type EvaluationJobPayload } from './ru
 import { EvaluationTrigger } from './states.js';
 import { RulesService } from './rules/rules.service.js';
 import { deidPort } from './forwarding/deid-port.js';
-import { createDestinationSender, type DestinationSender } from './forwarding/destination.js';
+import { type DestinationSender } from './forwarding/destination.js';
+import { createDestinationSender } from './forwarding/destination.factory.js';
 import { ForwardingService } from './forwarding/forwarding.service.js';
 import { ensureSetting } from './rules/rules.repository.js';
 import { GatewayMetrics } from './metrics.js';

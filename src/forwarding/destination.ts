@@ -1,11 +1,6 @@
 import { readFileMeta } from '../dicom/part10.js';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { Destination } from '../config/schema.js';
-import type { Logger } from '../logger.js';
-import { DicomwebDestinationSender } from './dicomweb.destination.js';
-import { DimseDestinationSender } from './dimse.destination.js';
-import { PullDestinationSender } from './pull.destination.js';
 
 /** One instance to forward, exactly as stored (or as de-identified). */
 export interface OutgoingInstance {
@@ -128,17 +123,6 @@ export interface DestinationSender {
   /** Sends a batch; one result per instance, in order; never throws (a connection failure is a transient failure of every instance). */
   send(batch: readonly SendableInstance[]): Promise<InstanceResult[]>;
   close?(): Promise<void>;
-}
-
-export function createDestinationSender(config: Destination, options: { callingAeTitle: string; logger: Logger }): DestinationSender {
-  switch (config.type) {
-    case 'dimse':
-      return new DimseDestinationSender(config, options);
-    case 'dicomweb':
-      return new DicomwebDestinationSender(config, options);
-    case 'pull':
-      return new PullDestinationSender(config);
-  }
 }
 
 /** Every instance of the batch failed the same way (connection refused, association rejected, HTTP 503...). */

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError, buildConfig } from '../../src/config/load.js';
-import { createDestinationSender } from '../../src/forwarding/destination.js';
+import { createDestinationSender } from '../../src/forwarding/destination.factory.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
 
 describe('config: type: pull destinations', () => {

@@ -5,7 +5,7 @@ import tls from 'node:tls';
 import { expect } from 'chai';
 import winston from 'winston';
 import { buildConfig } from '../../src/config/load.js';
-import { createDestinationSender } from '../../src/forwarding/destination.js';
+import { createDestinationSender } from '../../src/forwarding/destination.factory.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
 import { OutboundKind } from '../../src/states.js';
 import { eventually } from '../helpers/eventually.js';
