@@ -414,7 +414,15 @@ class GatewayScp {
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.log = ctx.logger.child({ component: 'dicom-scp' });
     const idleMs = Math.max(1, Math.round(ctx.config.idleTimeoutSeconds * 1000));
-    this.assoc = new Association(socket, { role: 'acceptor', maxPduBytes: ctx.config.maxPduBytes, artimMs: idleMs, idleMs, busy: () => this.inFlight > 0 });
+    this.assoc = new Association(socket, {
+      role: 'acceptor',
+      maxPduBytes: ctx.config.maxPduBytes,
+      artimMs: idleMs,
+      // a peer that does not close after our A-ASSOCIATE-RJ / A-ABORT / A-RELEASE-RP does not keep its slot
+      closeMs: Math.min(idleMs, 2000),
+      idleMs,
+      busy: () => this.inFlight > 0,
+    });
     this.assoc.on('associate-rq', (rq) => this.associationRequested(rq));
     this.assoc.on('pdv', (contextId, command, last, data) => {
       try {

@@ -48,6 +48,8 @@ export interface AssociationOptions {
   maxPduBytes: number;
   /** ARTIM (PS3.8 9.1.5): for the A-ASSOCIATE-RQ to arrive, and for the peer to close after a reject, release or abort. */
   artimMs: number;
+  /** Sta13: how long the peer has to close after our reject, release response or abort (default artimMs). */
+  closeMs?: number;
   /** An established association with nothing received or sent for this long ends (timeout 'idle'). */
   idleMs: number;
   /** While true the idle clock is held (our side is still working on an answer). */
@@ -311,7 +313,7 @@ export class Association extends EventEmitter<AssociationEvents> {
     this.clearIdle();
     this.failPending(new AssociationClosed('association ended'));
     if (!this.socket.destroyed) this.socket.end();
-    this.startArtim();
+    this.startArtim(this.o.closeMs);
   }
 
   private write(b: Buffer): void {
@@ -437,7 +439,7 @@ export class Association extends EventEmitter<AssociationEvents> {
     r?.();
   }
 
-  private startArtim(): void {
+  private startArtim(ms: number = this.o.artimMs): void {
     this.clearArtim();
     this.artim = setTimeout(() => {
       this.artim = undefined;
@@ -446,7 +448,7 @@ export class Association extends EventEmitter<AssociationEvents> {
       this.settleRelease();
       this.failPending(new AssociationClosed('no answer from the peer within the ARTIM timeout'));
       this.destroy();
-    }, this.o.artimMs);
+    }, ms);
     this.artim.unref?.();
   }
 
