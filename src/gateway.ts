@@ -194,7 +194,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     // ... and again whenever what they read changes.
     linked: (trx, uid) => enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.hl7),
   });
-  const arbitration = new ArbitrationService({ db, logger, config, readers, reports, outbound, newId });
+  const arbitration = new ArbitrationService({ db, logger, config, readers, reports, outbound, newId, outputs });
   const forwarding = new ForwardingService({
     db,
     logger,

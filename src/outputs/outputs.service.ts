@@ -157,7 +157,12 @@ export class OutputsService {
         {
           ...common,
           evidence: instances,
-          ...(src.previousReportId ? { predecessor: { ...outputUids(study.studyInstanceUid, src.previousReportId, 'sr'), sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11' } } : {}),
+          // The arbitrated SR replaces the same version's first SR; an addendum's replaces the previous version's.
+          ...(job.payload.arbitration
+            ? { predecessor: { ...outputUids(study.studyInstanceUid, src.report.id, 'sr'), sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11' } }
+            : src.previousReportId
+              ? { predecessor: { ...outputUids(study.studyInstanceUid, src.previousReportId, 'sr'), sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11' } }
+              : {}),
           ...(job.payload.arbitration ? { arbitration: job.payload.arbitration } : {}),
         },
         this.clock(),

@@ -264,7 +264,8 @@ function part10(dataset: Item, sopClassUid: string, sopInstanceUid: string): Buf
 
 /** The Basic Text SR of one second report version (Part 10 bytes) and its UIDs. */
 export function buildSecondReadSr(input: SecondReadSrInput, now = new Date()): { bytes: Buffer; seriesInstanceUid: string; sopInstanceUid: string } {
-  const uids = outputUids(input.study.studyInstanceUid, input.report.id, 'sr');
+  // An arbitrated SR is a new object (its own UID), not a resend of the report's first SR.
+  const uids = outputUids(input.study.studyInstanceUid, input.arbitration ? `${input.report.id}:arbitrated` : input.report.id, 'sr');
   return { ...uids, bytes: part10(secondReadSrDataset(input, uids, now), BASIC_TEXT_SR, uids.sopInstanceUid) };
 }
 

@@ -1,3 +1,4 @@
+import type { OutputsService } from '../outputs/outputs.service.js';
 import { recordAudit } from '../audit/audit.repository.js';
 import { transitionCase } from '../cases/case-state.js';
 import type { CaseRow } from '../cases/case.table.js';
@@ -82,6 +83,8 @@ export interface ArbitrationServiceOptions {
   reports: SecondReportService;
   outbound: OutboundService;
   newId: () => string;
+  /** The SR and FHIR outputs of the second read, issued again with the verdict (src/outputs/). */
+  outputs?: Pick<OutputsService, 'enqueue'>;
   clock?: () => Date;
 }
 
@@ -193,6 +196,10 @@ export class ArbitrationService {
       }
       // Built now, so the ORU carries the verdict.
       await this.o.reports.queueWriteBack(trx, { ...c, state: CaseState.reported }, report, now);
+      // The SR in the PACS and the FHIR report carry the arbitrated outcome too (a new version beside the first).
+      const verdict = input.verdict === 'agree-first' ? 'first' : input.verdict === 'agree-second' ? 'second' : 'other';
+      const arbitratorName = this.o.config.readers.find((r) => r.id === a.arbitrator_id)?.name ?? by.name;
+      await this.o.outputs?.enqueue(trx, caseId, { reportId: report.id, arbitration: { verdict, readerName: arbitratorName, ...(input.text ? { text: input.text } : {}) } }, false);
       return { ...a, ...set };
     });
     this.log.info('arbitration decided', { caseId, verdict: input.verdict });
