@@ -225,6 +225,12 @@ export async function reviveJob(db: Db, id: string): Promise<boolean> {
   });
 }
 
+/** Makes the pending job of `kind` and `key` due now (database clock): what it waited for has happened. */
+export async function runPendingNow(db: Db, kind: string, key: string): Promise<void> {
+  const now = dbNow(db);
+  await db.updateTable('jobs').set({ run_at: now, updated_at: now }).where('kind', '=', kind).where('active_key', '=', key).where('state', '=', 'pending').execute();
+}
+
 /** Removes unfinished jobs of `kind` and `key` that no worker holds (the work they stood for is gone). */
 export async function deletePendingJobs(db: Db, kind: string, key: string): Promise<number> {
   const r = await db.deleteFrom('jobs').where('kind', '=', kind).where('key', '=', key).where('state', '=', 'pending').executeTakeFirst();

@@ -26,11 +26,16 @@ import {
   settleOutbound,
   waitingWriteBacksReady,
 } from './outbound.repository.js';
-import { hasUnfinishedDueJobs } from '../jobs/job.repository.js';
+import { hasUnfinishedDueJobs, runPendingNow } from '../jobs/job.repository.js';
 import { JobClaimLostError, type JobContext, type JobOutcome, type JobQueue } from '../jobs/job.types.js';
 
 /** The job kind that sends one outbound message (its row id in the payload). */
 export const OUTBOUND_SEND_JOB = 'outbound.send';
+
+/** How often a waiting write-back's job looks again by itself (building it wakes the job at once). */
+const WAITING_RECHECK_SECONDS = 10;
+/** How often a message of a held study looks again whether the hold has ended. */
+const HELD_RECHECK_SECONDS = 5;
 
 export interface OutboundJobPayload {
   messageId: string;
@@ -229,6 +234,7 @@ export class OutboundService {
         if ('waiting' in built) return undefined;
         if ('payload' in built) {
           await setWriteBackPayload(trx, m.id, { payload: built.payload, state: OutboundState.pending, lastError: null, now: nowIso });
+          await runPendingNow(trx, OUTBOUND_SEND_JOB, m.id);
           return 'built';
         }
         // Visible, as when it fails at report time: the report is kept, the write-back says why it cannot go.
@@ -287,12 +293,13 @@ export class OutboundService {
     const m = await findOutbound(this.db, job.payload.messageId);
     if (!m) return;
     const log = this.log.child({ jobId: m.id, kind: m.kind, caseId: m.case_id, controlId: m.control_id ?? undefined });
-    const later = () => ({ runAgainAt: new Date(this.clock().getTime() + this.o.config.writeBack.pollIntervalSeconds * 1000) });
-    // A write-back waiting for its primary report keeps its place (and the case's later messages behind it).
-    if (m.state === OutboundState.waiting) return later();
+    const later = (seconds: number) => ({ runAgainAt: new Date(this.clock().getTime() + Math.max(seconds, this.o.config.writeBack.pollIntervalSeconds) * 1000) });
+    // A write-back waiting for its primary report keeps its place (and the case's later messages behind it); the
+    // planner that builds it makes the job due at once, so this look is only a backstop.
+    if (m.state === OutboundState.waiting) return later(WAITING_RECHECK_SECONDS);
     // Read again just before sending: a cancel (or a hold) that committed since it was queued wins.
     const stop = await outboundStop(this.db, m.id);
-    if (stop === 'held') return later();
+    if (stop === 'held') return later(HELD_RECHECK_SECONDS);
     if (stop) {
       log.info('not sent', { because: stop });
       return;
