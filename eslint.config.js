@@ -27,6 +27,11 @@ export default tseslint.config(
     },
   },
   {
+    // Ambient declarations of untyped packages name classes that only types use.
+    files: ['src/types/*.d.ts'],
+    rules: { '@typescript-eslint/no-unused-vars': 'off' },
+  },
+  {
     // Tests use chai's property assertions (`expect(x).to.be.true`) and non-null assertions on fixtures.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-unused-expressions': 'off', '@typescript-eslint/no-non-null-assertion': 'off' },

@@ -2,7 +2,7 @@ import { createInflateRaw, type InflateRaw } from 'node:zlib';
 import dcmjs, { type DicomDataDict } from 'dcmjs';
 import { convertBytes } from 'dicom-character-set';
 import { ErrorCode, GatewayError } from '../errors.js';
-import type { InstanceHeader, IocmRejection, OtherPatientId } from './instance-record.js';
+import type { InstanceHeader, IocmRejection } from './instance-record.js';
 import { LONG_VRS, hasPart10Prefix, readFileMeta, writeFileMeta, type FileMeta } from './part10.js';
 import { SopClass, TransferSyntax } from './uids.js';
 

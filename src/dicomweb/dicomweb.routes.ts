@@ -233,7 +233,7 @@ function parseQuery(req: Request, level: QidoLevel): { request: QidoRequest; ign
       continue;
     }
     if (values.length === 0) continue; // an empty key asks for the attribute to be returned, nothing to match
-    if (tag) request.include !== 'all' && request.include.add(tag);
+    if (tag && request.include !== 'all') request.include.add(tag);
     switch (field) {
       case 'studyInstanceUid':
       case 'seriesInstanceUid':

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import dcmjs from 'dcmjs';
-import { generateStudy, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
+import { generateStudy } from '../../scripts/lib/study-generator.js';
 import { buildConfig } from '../../src/config/load.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
 import { hasDcmtk, rawFromPart10, storeFiles } from '../helpers/dicom-peers.js';

@@ -59,7 +59,7 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 
 /** Applies the mutations; bytes VT and FS are left out (framing is fuzzed separately). */
 function mutate(text: string, mutations: Mutation[]): { bytes: Buffer; mshTouched: boolean } {
-  let segs = text.split('\r').filter((s) => s !== '');
+  const segs = text.split('\r').filter((s) => s !== '');
   let term = '\r';
   let mshTouched = false;
   const tail: Mutation[] = [];
