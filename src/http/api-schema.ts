@@ -24,15 +24,18 @@ export const API_TAGS = {
   rules: 'the rule set and QA sampling',
   audit: 'the audit log',
   console: 'what the web console reads',
+  dicomweb: 'DICOMweb (PS3.18) under /dicom-web: QIDO-RS, WADO-RS, STOW-RS',
 } as const;
 export type ApiTag = keyof typeof API_TAGS;
 
-/** An answer that is not JSON (CSV, Prometheus text), or JSON with a description of its own. */
+/** An answer that is not JSON (CSV, Prometheus text, DICOM), or JSON with a description of its own. */
 export interface ResponseSpec {
   description: string;
-  /** JSON body; a text body is described by `text`. */
+  /** JSON body; a text body is described by `text`, another media type's by `media`. */
   schema?: z.ZodType;
   text?: Record<string, string>;
+  /** Bodies of other media types with their schema (DICOM JSON, multipart/related); a handler writes them itself. */
+  media?: Record<string, z.ZodType>;
 }
 
 export type ResponseEntry = z.ZodType | ResponseSpec;

@@ -7,8 +7,9 @@ import { latestArbitration, listArbitrations, primaryReportText, secondReportTex
 import type { ArbitrationService } from '../reports/arbitration.service.js';
 import { ArbitrationState } from '../reports/arbitration.table.js';
 import { presentArbitrationForArbitrator, presentArbitrationForStaff } from '../reports/arbitration.view.js';
-import { requireRole } from './auth.js';
-import { oneOf, queryInt } from './query.js';
+import { mount } from './api-schema.js';
+import { arbitrationRoutes as spec } from './arbitration.schemas.js';
+import type { ArbitratorCaseView } from './cases.schemas.js';
 import { presentCasesFor, readerSeesPseudonyms } from './reader-view.js';
 
 /**
@@ -28,74 +29,64 @@ export function arbitrationRouter(db: Db, arbitration: ArbitrationService, newId
     return { row, a };
   };
 
-  r.get('/arbitrations', requireRole('admin', 'qa', 'reader'), async (req, res) => {
-    const p = req.principal!;
-    const state = oneOf(req.query['state'], Object.values(ArbitrationState), 'state');
-    const limit = queryInt(req.query['limit'], 100, 1, 1000, 'limit');
+  mount(r, spec.listArbitrations, async ({ query: { state, limit }, principal: p }) => {
     if (p.role === 'reader') {
       // A third reader's worklist: their open arbitrations (or the state asked for), blinded.
       const rows = await listArbitrations(db, { arbitratorId: p.readerId!, states: [state ?? ArbitrationState.open], limit });
       const open = rows.filter((a) => state !== undefined || a.case_state === 'arbitration');
-      res.json({ items: open.map((a) => presentArbitrationForArbitrator(a, a.case_state)) });
-      return;
+      return { status: 200, body: { items: open.map((a) => presentArbitrationForArbitrator(a, a.case_state)) } };
     }
     const rows = await listArbitrations(db, { states: state ? [state] : undefined, limit });
-    res.json({ items: rows.map((a) => ({ caseId: a.case_id, caseState: a.case_state, ...presentArbitrationForStaff(a, a.case_state) })) });
+    return { status: 200, body: { items: rows.map((a) => ({ caseId: a.case_id, caseState: a.case_state, ...presentArbitrationForStaff(a, a.case_state) })) } };
   });
 
-  r.get('/cases/:id/arbitration', requireRole('admin', 'qa', 'reader'), async (req, res) => {
-    const p = req.principal!;
-    const { row, a } = await forCaller(String(req.params['id']), p);
+  mount(r, spec.getCaseArbitration, async ({ params, principal: p }) => {
+    const { row, a } = await forCaller(params.id, p);
     if (p.role === 'reader') {
-      res.json({ ...presentArbitrationForArbitrator(a, row.state), case: (await presentCasesFor(db, p, [row]))[0] });
-      return;
+      // The caller is its third reader (forCaller): presentCasesFor gives them the blinded case.
+      const blinded = (await presentCasesFor(db, p, [row]))[0] as ArbitratorCaseView;
+      return { status: 200, body: { ...presentArbitrationForArbitrator(a, row.state), case: blinded } };
     }
-    res.json({ caseId: row.id, caseState: row.state, ...presentArbitrationForStaff(a, row.state) });
+    return { status: 200, body: { caseId: row.id, caseState: row.state, ...presentArbitrationForStaff(a, row.state) } };
   });
 
   /**
    * The two reads, as text only (no score, no reader), for the arbitrator to decide between: shown on
    * request and audited, as the first report is to a blinded second reader.
    */
-  r.get('/cases/:id/arbitration/readings', requireRole('admin', 'qa', 'reader'), async (req, res) => {
-    const p = req.principal!;
-    const { row, a } = await forCaller(String(req.params['id']), p);
+  mount(r, spec.getArbitrationReadings, async ({ params, principal: p }) => {
+    const { row, a } = await forCaller(params.id, p);
     if (p.role === 'reader' && a.state !== ArbitrationState.open) throw new GatewayError(ErrorCode.conflict, `the arbitration is ${a.state}`);
     const second = await secondReportText(db, a.report_id);
     // The first report names the patient; a reader who got the study de-identified never sees it (as GET /cases/{id}/primary-report).
     const hidden = p.role === 'reader' && (await readerSeesPseudonyms(db, row));
     const first = hidden ? undefined : await primaryReportText(db, row.study_instance_uid);
     await recordAudit(db, newId(), new Date().toISOString(), { actor: p.name, action: 'case.arbitration-readings-revealed', entityType: 'case', entityId: row.id, details: { role: p.role } });
-    res.json({
-      caseId: row.id,
-      first: first !== undefined ? { text: first } : null,
-      ...(hidden ? { firstWithheld: 'this study was sent to you de-identified; its first report is not shown' } : {}),
-      second: second ? { text: second.text, impression: second.impression } : null,
-    });
+    return {
+      status: 200,
+      body: {
+        caseId: row.id,
+        first: first !== undefined ? { text: first } : null,
+        ...(hidden ? { firstWithheld: 'this study was sent to you de-identified; its first report is not shown' } : {}),
+        second: second ? { text: second.text, impression: second.impression } : null,
+      },
+    };
   });
 
-  r.post('/cases/:id/arbitration', requireRole('admin', 'qa', 'reader'), async (req, res) => {
-    const p = req.principal!;
-    const id = String(req.params['id']);
-    const input = arbitration.parse(req.body);
+  mount(r, spec.decideCaseArbitration, async ({ params: { id }, body, principal: p }) => {
+    // The service's own check (its cross-field rules, shared with its other callers) turns the parsed body into its input.
+    const input = arbitration.parse(body);
     const a = await arbitration.decide(id, input, { role: p.role, readerId: p.readerId, name: p.name });
     const row = await findCase(db, id);
-    res.json(p.role === 'reader' ? presentArbitrationForArbitrator(a, row!.state) : { caseId: id, caseState: row!.state, ...presentArbitrationForStaff(a, row!.state) });
+    return { status: 200, body: p.role === 'reader' ? presentArbitrationForArbitrator(a, row!.state) : { caseId: id, caseState: row!.state, ...presentArbitrationForStaff(a, row!.state) } };
   });
 
-  r.post('/cases/:id/arbitration/assign', requireRole('admin', 'qa'), async (req, res) => {
-    const id = String(req.params['id']);
-    const b = (typeof req.body === 'object' && req.body !== null && !Array.isArray(req.body) ? req.body : {}) as Record<string, unknown>;
-    for (const k of Object.keys(b)) if (!['readerId', 'reason'].includes(k)) throw new GatewayError(ErrorCode.invalidInput, `unknown field "${k}"`);
-    const text = (k: string, max: number) => {
-      const v = b[k];
-      if (v === undefined || v === null || v === '') return undefined;
-      if (typeof v !== 'string' || v.length > max) throw new GatewayError(ErrorCode.invalidInput, `${k} must be a string of at most ${max} characters`);
-      return v.trim();
-    };
-    const a = await arbitration.assign(id, req.principal!.name, text('readerId', 128), text('reason', 2000) ?? 'assigned by QA');
+  mount(r, spec.assignCaseArbitration, async ({ params: { id }, body, principal: p }) => {
+    const readerId = body?.readerId || undefined;
+    const reason = body?.reason?.trim() || 'assigned by QA';
+    const a = await arbitration.assign(id, p.name, readerId, reason);
     const row = await findCase(db, id);
-    res.json({ caseId: id, caseState: row!.state, ...presentArbitrationForStaff(a, row!.state) });
+    return { status: 200, body: { caseId: id, caseState: row!.state, ...presentArbitrationForStaff(a, row!.state) } };
   });
   return r;
 }

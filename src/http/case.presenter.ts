@@ -90,7 +90,7 @@ export function presentCase(
   reportVersions = 0,
   writeBack?: OutboundMessageRow,
   exclusions: readonly (DeliveryExclusionRow & { destination_id: string })[] = [],
-): CaseView {
+): Omit<CaseView, 'priors'> {
   const reasons = caseReasons(c);
   return {
     id: c.id,

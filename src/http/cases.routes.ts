@@ -11,7 +11,7 @@ import type { SecondReportService } from '../reports/second-report.service.js';
 import { CaseState } from '../states.js';
 import { mount } from './api-schema.js';
 import { presentCases, presentDelivery, presentReport } from './case.presenter.js';
-import { casesRoutes as spec } from './cases.schemas.js';
+import { casesRoutes as spec, type CaseView } from './cases.schemas.js';
 import { presentCasesFor } from './reader-view.js';
 import { latestArbitration } from '../reports/arbitration.repository.js';
 
@@ -51,7 +51,8 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     const input = reports.parse(body);
     const report = await reports.submit(params.id, input, { role: p.role, readerId: p.readerId, name: p.name }, 'api');
     const row = await findCase(db, params.id);
-    return { status: 201, body: { report: presentReport(report), case: (await presentCasesFor(db, p, [row!]))[0]! } };
+    // The submitter is the case's second reader (or a system token), never its blinded third reader: the full Case.
+    return { status: 201, body: { report: presentReport(report), case: (await presentCasesFor(db, p, [row!]))[0] as CaseView } };
   });
 
   mount(r, spec.declineCase, async ({ params, body, principal: p }) => {

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { Role } from '../config/schema.js';
+import { PriorState } from '../priors/prior.table.js';
+import { ARBITRATION_VERDICTS, ArbitrationState } from '../reports/arbitration.table.js';
 import { radpeerScores } from '../reports/oru-builder.js';
 import { PRIORITIES } from '../rules/rule.types.js';
 import { CaseState, DeliveryState, OutboundState } from '../states.js';
@@ -64,6 +66,65 @@ export const WriteBack = z
   })
   .meta({ description: 'lastError, controlId and response (about the real study) are left out for a reader of a de-identified case' });
 
+export const Prior = z
+  .strictObject({
+    studyInstanceUid: described(nstr, 'reader view of a de-identified case: the pseudonym the pool got (null until sent)'),
+    studyDate: described(nstr, 'DICOM StudyDate as stored (YYYYMMDD); null for a reader of a de-identified case'),
+    modalities: z.array(z.string()),
+    studyDescription: nstr,
+    accessionNumber: nstr,
+    state: z.enum(Object.values(PriorState)),
+    detail: nstr,
+    report: z
+      .strictObject({ resultStatus: z.string(), observedAt: nstr.optional(), reportVersionId: z.string().optional() })
+      .nullable()
+      .meta({ description: 'the latest report the RIS sent for the prior; a reader of a de-identified case sees its status only' }),
+  })
+  .meta({ id: 'Prior', description: "A prior study of the case's patient fetched from the hospital PACS (read-only context, forwarded with the case)" });
+export type PriorViewOut = z.input<typeof Prior>;
+
+const arbitrationState = z.enum(Object.values(ArbitrationState));
+const arbitrationVerdict = z.enum(ARBITRATION_VERDICTS);
+
+/** Admin, QA and system see every field of an arbitration (src/reports/arbitration.view.ts). */
+export const arbitrationStaffShape = {
+  id: z.string(),
+  state: arbitrationState,
+  arbitratorId: nstr,
+  unassignedReason: nstr,
+  triggerScore: described(z.string(), "the second read's RADPEER score that asked for arbitration"),
+  ruleIds: z.array(z.string()),
+  readerGroup: nstr,
+  verdict: arbitrationVerdict.nullable(),
+  finalScore: described(nstr, 'RADPEER of the first read after arbitration'),
+  text: nstr,
+  decidedBy: nstr,
+  createdAt: time,
+  decidedAt: time.nullable(),
+};
+
+export const CaseArbitration = z
+  .strictObject({ ...Object.fromEntries(Object.entries(arbitrationStaffShape).map(([k, v]) => [k, v.optional()])), state: arbitrationState } as {
+    [K in keyof typeof arbitrationStaffShape]: K extends 'state' ? typeof arbitrationState : z.ZodOptional<(typeof arbitrationStaffShape)[K]>;
+  })
+  .meta({ id: 'CaseArbitration', description: 'staff: every field; the second reader: the state only' });
+
+/** The third reader: blinded to both reads (no score, rule or reader); their own verdict once given. */
+export const ArbitrationForArbitrator = z
+  .strictObject({
+    id: z.string(),
+    caseId: z.string(),
+    state: arbitrationState,
+    arbitratorId: nstr,
+    createdAt: time,
+    verdict: arbitrationVerdict.nullable().optional(),
+    finalScore: nstr.optional(),
+    text: nstr.optional(),
+    decidedAt: time.nullable().optional(),
+  })
+  .meta({ id: 'ArbitrationForArbitrator', description: 'the third reader: blinded to both reads (no score, rule or reader)' });
+export type ArbitrationForArbitratorView = z.input<typeof ArbitrationForArbitrator>;
+
 export const Case = z
   .strictObject({
     id: z.string(),
@@ -88,6 +149,8 @@ export const Case = z
     escalationLevel: described(z.number().int().min(0).max(2), '0 none, 1 reassigned after an SLA breach, 2 notified'),
     deliveries: z.array(Delivery),
     excludedInstances: z.array(ExcludedInstance),
+    priors: z.array(Prior),
+    arbitration: described(CaseArbitration.nullable(), 'null: no arbitration; left out where the case is shown without it').optional(),
     secondReport: z.strictObject({ ...secondReportShape, versions: int }).nullable(),
     writeBack: WriteBack.nullable(),
     createdBy: z.string(),
@@ -96,6 +159,30 @@ export const Case = z
   })
   .meta({ id: 'Case', description: 'A second-read case. A reader sees the cases assigned to them, under pseudonyms when their copy was de-identified.' });
 export type CaseView = z.input<typeof Case>;
+
+/** A case as its third reader (arbitration) sees it: what identifies the study, nothing of either read. */
+export const ArbitratorCase = z
+  .strictObject({
+    id: z.string(),
+    studyInstanceUid: nstr,
+    accessionNumber: nstr,
+    patientId: nstr.optional(),
+    deidentified: z.literal(true).optional(),
+    state: z.enum(Object.values(CaseState)),
+    priority: z.enum(PRIORITIES),
+    dueAt: time,
+    destinationId: nstr,
+    deliveries: z.array(Delivery),
+    createdAt: time,
+    updatedAt: time,
+    arbitration: ArbitrationForArbitrator,
+  })
+  .meta({ id: 'ArbitratorCase', description: 'A case as its third reader sees it: what identifies the study, nothing of either read' });
+export type ArbitratorCaseView = z.input<typeof ArbitratorCase>;
+
+/** What GET /api/cases answers per case: the case, or for its third reader the blinded ArbitratorCase. */
+export const CaseForCaller = z.union([Case, ArbitratorCase]);
+export type CaseForCallerView = z.input<typeof CaseForCaller>;
 
 export const ManualCaseRequest = z
   .strictObject({
@@ -120,6 +207,10 @@ export const SecondReportInput = z
     impression: nonBlank(50_000).nullish(),
     findings: nonBlank(200_000).nullish(),
     addendum: described(z.boolean(), 'true for an addendum to a case already reported').optional(),
+    keyImages: described(
+      z.array(z.string().max(64).regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a SOP Instance UID (digits and dots)')).max(1000),
+      'SOP Instance UIDs of the study the reader marked (at most 1000): sent as a Key Object Selection when outputs.dicomSr is set',
+    ).nullish(),
   })
   .meta({ id: 'SecondReportInput' });
 
@@ -166,7 +257,7 @@ export const casesRoutes = {
       limit: limitParam(100, 1000),
       offset: offsetParam,
     }),
-    responses: { 200: { description: 'cases', schema: z.strictObject({ items: z.array(Case) }) } },
+    responses: { 200: { description: 'cases (a third reader gets the blinded ArbitratorCase)', schema: z.strictObject({ items: z.array(CaseForCaller) }) } },
   }),
   requestCase: defineRoute({
     method: 'post',
@@ -185,11 +276,11 @@ export const casesRoutes = {
     path: '/api/cases/:id',
     operationId: 'getCase',
     summary: 'One case with deliveries, latest second report and write-back',
-    description: 'A reader gets 403 for a case not assigned to them.',
+    description: 'A reader gets 403 for a case not assigned to them; its third reader (arbitration) gets the blinded ArbitratorCase.',
     tag: 'cases',
     roles: ALL_ROLES,
     params: caseId,
-    responses: { 200: { description: 'the case', schema: Case } },
+    responses: { 200: { description: 'the case', schema: CaseForCaller } },
     errors: { 404: 'no such case' },
   }),
   submitSecondReport: defineRoute({

@@ -53,6 +53,16 @@ const groupStatsShape = {
 };
 const GroupStats = z.strictObject(groupStatsShape).meta({ id: 'GroupStats' });
 
+const kappaShape = {
+  n: int,
+  observedAgreement: nnum,
+  chanceAgreement: nnum,
+  kappa: described(nnum, "Cohen's kappa; null when undefined"),
+};
+const AgreementTable = z
+  .strictObject({ agreeAgree: int, agreeDiscrepant: int, discrepantAgree: int, discrepantDiscrepant: int })
+  .meta({ id: 'AgreementTable', description: 'second reader (first word) vs third reader, RADPEER 1 (agree) vs 2+ (discrepant)' });
+
 const Stats = z
   .strictObject({
     from: time,
@@ -75,6 +85,19 @@ const Stats = z
         maxWeight: z.number(),
       }),
     ),
+    interReaderAgreement: described(
+      z.array(z.strictObject({ radiologistId: nstr, readerId: z.string(), modality: nstr, table: AgreementTable, ...kappaShape })),
+      'second vs third reader over decided arbitrations, per first reader, second reader and modality',
+    ),
+    interReaderAgreementTotal: z.strictObject({ table: AgreementTable, ...kappaShape }),
+    arbitration: z.strictObject({
+      requested: described(int, 'second reads of the period that a rule sent to arbitration'),
+      decided: int,
+      confirmedFirst: int,
+      confirmedSecond: int,
+      other: int,
+      confirmedSecondShare: described(nnum, 'confirmedSecond / decided'),
+    }),
   })
   .meta({ id: 'Stats' });
 

@@ -10,7 +10,9 @@
 import { z } from 'zod';
 import { createDocument, type oas31, type ZodOpenApiOperationObject, type ZodOpenApiPathsObject, type ZodOpenApiResponseObject } from 'zod-openapi';
 import { API_TAGS, ErrorBody, type ResponseEntry, type RouteSpec } from './api-schema.js';
+import { arbitrationRoutes } from './arbitration.schemas.js';
 import { casesRoutes } from './cases.schemas.js';
+import { dicomwebRoutes } from './dicomweb.schemas.js';
 import { consoleRoutes } from './console.schemas.js';
 import { messagesRoutes } from './messages.schemas.js';
 import { operationsRoutes } from './operations.schemas.js';
@@ -23,8 +25,10 @@ export const API_ROUTES: readonly RouteSpec[] = [
   ...Object.values(studiesRoutes),
   ...Object.values(messagesRoutes),
   ...Object.values(casesRoutes),
+  ...Object.values(arbitrationRoutes),
   ...Object.values(consoleRoutes),
   ...Object.values(rulesRoutes),
+  ...Object.values(dicomwebRoutes),
 ];
 
 /** `/api/cases/:id` as OpenAPI writes it: `/api/cases/{id}`. */
@@ -36,7 +40,8 @@ const error = (description: string): ZodOpenApiResponseObject => ({ description,
 function response(entry: ResponseEntry): ZodOpenApiResponseObject {
   if (entry instanceof z.ZodType) return { description: entry.meta()?.description ?? 'OK', content: json(entry) };
   const text = Object.fromEntries(Object.entries(entry.text ?? {}).map(([type, description]) => [type, { schema: z.string().meta({ description }) }]));
-  const content = { ...(entry.schema ? json(entry.schema) : {}), ...text };
+  const media = Object.fromEntries(Object.entries(entry.media ?? {}).map(([type, schema]) => [type, { schema }]));
+  const content = { ...(entry.schema ? json(entry.schema) : {}), ...text, ...media };
   return { description: entry.description, ...(Object.keys(content).length > 0 ? { content } : {}) };
 }
 

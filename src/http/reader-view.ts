@@ -6,7 +6,7 @@ import { deliveriesOfCases } from '../forwarding/outbox.repository.js';
 import { PseudonymKind } from '../forwarding/pseudonym.service.js';
 import type { Principal } from './auth.js';
 import { presentCases } from './case.presenter.js';
-import type { CaseView } from './cases.schemas.js';
+import type { ArbitratorCaseView, CaseForCallerView, CaseView } from './cases.schemas.js';
 import { arbitrationsOfCases } from '../reports/arbitration.repository.js';
 import { blindCaseForArbitrator, presentArbitrationForStaff } from '../reports/arbitration.view.js';
 
@@ -18,7 +18,7 @@ import { blindCaseForArbitrator, presentArbitrationForStaff } from '../reports/a
  * first report. Until the delivery is planned and its pseudonyms stored, a
  * case that may go out de-identified shows null identifiers.
  */
-export async function presentCasesFor(db: Db, principal: Principal, rows: readonly CaseRow[]): Promise<CaseView[]> {
+export async function presentCasesFor(db: Db, principal: Principal, rows: readonly CaseRow[]): Promise<CaseForCallerView[]> {
   const presented = await presentCases(db, rows);
   const arbitrations = await arbitrationsOfCases(db, rows.map((r) => r.id));
   const latest = (caseId: string) => arbitrations.filter((a) => a.case_id === caseId).at(-1);
@@ -33,7 +33,8 @@ export async function presentCasesFor(db: Db, principal: Principal, rows: readon
       const view = await readerView(db, row, presented[i]!);
       const a = latest(row.id);
       // The third reader of a case is not its second reader: blinded to both reads (arbitration.view.ts).
-      if (a && row.reader_id !== principal.readerId && a.arbitrator_id === principal.readerId) return blindCaseForArbitrator(view, a);
+      // The whitelist of fields is arbitration.view.ts's; the shape is ArbitratorCase's (checked against it in the API tests).
+      if (a && row.reader_id !== principal.readerId && a.arbitrator_id === principal.readerId) return blindCaseForArbitrator(view, a) as ArbitratorCaseView;
       return { ...view, arbitration: a ? { state: a.state } : null };
     }),
   );

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { Role } from '../config/schema.js';
 import { PRIORITIES } from '../rules/rule.types.js';
 import { StudyState } from '../states.js';
+import { Verdict } from '../studies/completeness.js';
+import { MppsStatus } from '../studies/mpps.table.js';
 import { defineRoute, described, int, limitParam, nint, nstr, offsetParam, requiredReason, time } from './api-schema.js';
 import { Reason } from './rules.schemas.js';
 
@@ -139,6 +141,19 @@ export const Study = z
     patientName: described(nstr, "Patient's Name decoded per the Specific Character Set (component groups joined by =)"),
     patientBirthDate: nstr,
     versions: z.array(InstanceVersion),
+    completeness: z
+      .strictObject({
+        verdict: described(
+          z.enum(Object.values(Verdict)),
+          'complete: every instance a COMPLETED MPPS lists is here; incomplete: some are missing after the quiet period',
+        ),
+        referenced: described(int, 'instances listed by COMPLETED steps'),
+        arrived: int,
+        missing: int,
+        mpps: z.array(z.strictObject({ sopInstanceUid: z.string(), status: z.enum(Object.values(MppsStatus)), referenced: int })),
+      })
+      .nullable()
+      .meta({ id: 'StudyCompleteness', description: "the modality's performed procedure steps (MPPS) against what arrived; null without MPPS" }),
   })
   .meta({ id: 'Study', description: 'One study with its series, linked HL7 order/reports/AI results and the latest rules decision' });
 export type StudyView = z.input<typeof Study>;

@@ -1,5 +1,6 @@
 import type { Db } from '../db/database.js';
 import { priorsOfCases } from './prior.repository.js';
+import type { PriorState } from './prior.table.js';
 
 export interface PriorView {
   studyInstanceUid: string;
@@ -7,7 +8,7 @@ export interface PriorView {
   modalities: string[];
   studyDescription: string | null;
   accessionNumber: string | null;
-  state: string;
+  state: PriorState;
   detail: string | null;
   /** The latest report the RIS sent for the prior (linked to it in the gateway), if any. */
   report: { resultStatus: string; observedAt: string | null; reportVersionId: string } | null;

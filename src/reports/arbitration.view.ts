@@ -1,15 +1,43 @@
 import type { CaseState } from '../states.js';
-import { ArbitrationState, type CaseArbitrationRow } from './arbitration.table.js';
+import { ArbitrationState, type ArbitrationVerdict, type CaseArbitrationRow } from './arbitration.table.js';
 
 type Json = Record<string, unknown>;
 
+export interface ArbitrationStaffView {
+  id: string;
+  state: ArbitrationState;
+  arbitratorId: string | null;
+  unassignedReason: string | null;
+  triggerScore: string;
+  ruleIds: string[];
+  readerGroup: string | null;
+  verdict: ArbitrationVerdict | null;
+  finalScore: string | null;
+  text: string | null;
+  decidedBy: string | null;
+  createdAt: string;
+  decidedAt: string | null;
+}
+
+export interface ArbitrationArbitratorView {
+  id: string;
+  caseId: string;
+  state: ArbitrationState;
+  arbitratorId: string | null;
+  createdAt: string;
+  verdict?: ArbitrationVerdict | null;
+  finalScore?: string | null;
+  text?: string | null;
+  decidedAt?: string | null;
+}
+
 /** The arbitration's state as shown: an open one whose case was cancelled is `cancelled`. */
-function shownState(a: CaseArbitrationRow, caseState: CaseState | string): string {
+function shownState(a: CaseArbitrationRow, caseState: CaseState | string): ArbitrationState {
   return caseState === 'cancelled' && a.state !== ArbitrationState.done ? ArbitrationState.cancelled : a.state;
 }
 
 /** Admin, QA and system: everything, with the second read's score that asked for it. */
-export function presentArbitrationForStaff(a: CaseArbitrationRow, caseState: CaseState | string): Json {
+export function presentArbitrationForStaff(a: CaseArbitrationRow, caseState: CaseState | string): ArbitrationStaffView {
   return {
     id: a.id,
     state: shownState(a, caseState),
@@ -31,7 +59,7 @@ export function presentArbitrationForStaff(a: CaseArbitrationRow, caseState: Cas
  * The third reader: blinded to both earlier reads. No score that asked for arbitration, no rule, no
  * reader of either read; their own verdict once given.
  */
-export function presentArbitrationForArbitrator(a: CaseArbitrationRow, caseState: CaseState | string): Json {
+export function presentArbitrationForArbitrator(a: CaseArbitrationRow, caseState: CaseState | string): ArbitrationArbitratorView {
   return {
     id: a.id,
     caseId: a.case_id,

@@ -14,7 +14,10 @@ import { makeTempDir } from './tmp.js';
  * (Unix sockets are filesystem objects, not namespaced) and a relay here
  * publishes that socket on 127.0.0.1:<free port>. Orthanc's DICOM port is
  * published the same way (a second Unix socket and relay), so it can be a
- * C-STORE destination. Without `unshare` Orthanc runs directly on free
+ * C-STORE destination. Ports of ours that Orthanc calls (DICOMweb servers,
+ * DICOM modalities) go the other way: a relay inside the namespace listens on
+ * 127.0.0.1:<inner port> and forwards, through a Unix socket, to a relay here
+ * that connects to the real port. Without `unshare` Orthanc runs directly on free
  * loopback ports with RemoteAccessAllowed false and its DICOM listener off
  * (it would listen on every interface): `dicom` is then undefined.
  */
@@ -112,6 +115,7 @@ const net = require('node:net');
 const [port, sock] = process.argv.slice(1);
 net.createServer((c) => {
   const u = net.connect(sock);
+  c.setNoDelay(true);
   c.pipe(u).pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
 }).listen(Number(port), '127.0.0.1');
@@ -125,17 +129,45 @@ export interface OrthancDicomwebServer {
   headers?: Record<string, string>;
 }
 
-/**
- * `config` is merged over the test configuration (e.g. query/retrieve permissions for a test SCU);
- * `dicomwebServers` are servers of ours that Orthanc's DICOMweb plugin calls.
- */
-export async function startOrthanc(
-  options: { dicomwebServers?: Record<string, OrthancDicomwebServer>; config?: Record<string, unknown> } = {},
-): Promise<OrthancPeer> {
+/** A DICOM peer Orthanc knows by AE title (DicomModalities): C-FIND/C-MOVE caller or C-MOVE destination on 127.0.0.1:port here. */
+export interface OrthancModality {
+  aeTitle: string;
+  port: number;
+}
+
+export interface StartOrthancOptions {
+  /** Merged over the test configuration (e.g. query/retrieve permissions); its DicomModalities add to `modalities`. */
+  config?: Record<string, unknown>;
+  /** Servers of ours that Orthanc's DICOMweb plugin calls (STOW to us, retrieve from us). */
+  dicomwebServers?: Record<string, OrthancDicomwebServer>;
+  /** DICOM peers of ours that Orthanc answers and sends C-MOVE results to (useful only when isolated: the DICOM listener is off otherwise). */
+  modalities?: OrthancModality[];
+}
+
+// Ports inside the namespace at which Orthanc reaches the peers of ours (one back relay each).
+const BACK_RELAY_BASE_PORT = 11000;
+
+export async function startOrthanc(options: StartOrthancOptions = {}): Promise<OrthancPeer> {
   const tmp = makeTempDir('gw-orthanc-');
   const isolated = unshareWorks();
   // In the namespace any port is free; outside we pick free ones.
   const httpPort = isolated ? 8042 : await freePort();
+  // Every port of ours that Orthanc calls: inside the namespace it is an inner port that a relay connects, through a
+  // Unix socket, to the real port here; outside, Orthanc calls the real port directly.
+  const backRelays: { innerPort: number; sock: string; port: number }[] = [];
+  const reach = (port: number): number => {
+    if (!isolated) return port;
+    const innerPort = BACK_RELAY_BASE_PORT + backRelays.length;
+    backRelays.push({ innerPort, sock: path.join(tmp.dir, `back-${backRelays.length}.sock`), port });
+    return innerPort;
+  };
+  const servers: Record<string, unknown> = {};
+  for (const [name, server] of Object.entries(options.dicomwebServers ?? {})) {
+    servers[name] = { Url: `http://127.0.0.1:${reach(server.port)}${server.path}`, ...(server.headers ? { HttpHeaders: server.headers } : {}) };
+  }
+  const modalities: Record<string, unknown> = {};
+  for (const m of options.modalities ?? []) modalities[m.aeTitle.toLowerCase()] = [m.aeTitle, '127.0.0.1', reach(m.port)];
+  const { DicomModalities: extraModalities, ...extraConfig } = options.config ?? {};
   const config = {
     Name: 'GW-TEST',
     StorageDirectory: path.join(tmp.dir, 'storage'),
@@ -149,19 +181,12 @@ export async function startOrthanc(
     DicomPort: isolated ? 4242 : await freePort(),
     DicomAet: 'ORTHANC',
     Plugins: [DICOMWEB_PLUGIN],
-    DicomWeb: { Enable: true, Root: '/dicom-web/', Host: '127.0.0.1', Port: httpPort, Ssl: false, StowMaxInstances: 0, StowMaxSize: 0, Servers: {} as Record<string, unknown> },
+    DicomWeb: { Enable: true, Root: '/dicom-web/', Host: '127.0.0.1', Port: httpPort, Ssl: false, StowMaxInstances: 0, StowMaxSize: 0, Servers: servers },
+    DicomModalities: { ...modalities, ...(extraModalities as Record<string, unknown> | undefined) },
     ConcurrentJobs: 1,
     HttpThreadsCount: 8,
-    ...options.config,
+    ...extraConfig,
   };
-  // Servers of ours that Orthanc calls (STOW to us, retrieve from us): inside the namespace each is a port that a
-  // relay connects, through a Unix socket, to the real port here.
-  const backRelays: { innerPort: number; sock: string; port: number }[] = [];
-  for (const [name, server] of Object.entries(options.dicomwebServers ?? {})) {
-    const innerPort = isolated ? 9100 + backRelays.length : server.port;
-    if (isolated) backRelays.push({ innerPort, sock: path.join(tmp.dir, `back-${backRelays.length}.sock`), port: server.port });
-    config.DicomWeb.Servers[name] = { Url: `http://127.0.0.1:${innerPort}${server.path}`, ...(server.headers ? { HttpHeaders: server.headers } : {}) };
-  }
   const configPath = path.join(tmp.dir, 'orthanc.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
   let output = '';
@@ -172,6 +197,7 @@ export async function startOrthanc(
   if (isolated) {
     const sock = path.join(tmp.dir, 'http.sock');
     const dicomSock = path.join(tmp.dir, 'dicom.sock');
+    // The sockets of ours exist before Orthanc can call them.
     for (const b of backRelays) {
       const relay = net.createServer((c) => {
         const u = net.connect(b.port, '127.0.0.1');
@@ -186,10 +212,13 @@ export async function startOrthanc(
         relay.listen(b.sock, () => resolve());
       });
     }
-    const back = backRelays.map((b) => `node -e "$NS_BACK_RELAY" ${b.innerPort} '${b.sock}' & `).join('');
+    // Positional arguments: $1 config, $2 relay script, $3/$4 HTTP socket/port, $5/$6 DICOM socket/port, then
+    // (inner port, socket) pairs for the back relays; their script comes through the environment.
+    const back = backRelays.map((_, i) => `node -e "$NS_BACK_RELAY" "\${${7 + 2 * i}}" "\${${8 + 2 * i}}" & `).join('');
     const script = `ip link set lo up || exit 97; ${back}"${ORTHANC_BIN}" "$1" & node -e "$2" "$3" "$4" & node -e "$2" "$5" "$6" & wait`;
+    const backArgs = backRelays.flatMap((b) => [String(b.innerPort), b.sock]);
     // TCP_NODELAY=1: Orthanc's DICOM layer is DCMTK, which otherwise leaves Nagle on (about 20 instances/s).
-    child = spawn('unshare', ['-n', 'sh', '-c', script, 'sh', configPath, NS_RELAY, sock, String(httpPort), dicomSock, String(config.DicomPort)], {
+    child = spawn('unshare', ['-n', 'sh', '-c', script, 'sh', configPath, NS_RELAY, sock, String(httpPort), dicomSock, String(config.DicomPort), ...backArgs], {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, TCP_NODELAY: '1', NS_BACK_RELAY },

@@ -11,8 +11,7 @@ import { CONSOLE_TOKENS, ConsoleFixture } from '../helpers/console-fixture.js';
 import { eventually } from '../helpers/eventually.js';
 import { RawMllpPeer, silentLogger } from '../helpers/hl7-peers.js';
 import { testDatabaseUrl } from '../helpers/tmp.js';
-import { validateJson } from '../helpers/json-schema.js';
-import { openApiDocument } from '../../src/http/openapi.js';
+import { openApiDocument, validateJson } from '../helpers/json-schema.js';
 
 /** The 200 answer of an operation, as the OpenAPI document describes it. */
 function expectSpec(path: string, method: 'get' | 'post', body: unknown): void {
