@@ -1,6 +1,6 @@
 /**
- * MPPS completeness with real C-STOREs (DCMTK storescu) into an in-process gateway and the MPPS port called
- * directly (the N-CREATE / N-SET decoding on the DICOM port is the UL layer's; its wire test comes with it).
+ * MPPS completeness with real C-STOREs (DCMTK storescu) into an in-process gateway, the MPPS port called
+ * directly, and once over the wire: N-CREATE / N-SET from our SCU (dicom/ul) to the gateway's DICOM port.
  * The database is the suite's (SQLite file, or PostgreSQL with GATEWAY_TEST_DATABASE_URL).
  */
 import path from 'node:path';
@@ -10,6 +10,8 @@ import type { NaturalDataset } from '../../src/dicom/mpps.port.js';
 import { hasDcmtk, runDcmtk } from '../helpers/dicom-peers.js';
 import { DicomGateway } from '../helpers/dicom-gateway.js';
 import { eventually } from '../helpers/eventually.js';
+import { DimseClient, proposeContexts } from '../../src/dicom/ul/client.js';
+import { MPPS_SOP_CLASS_UID } from '../../src/dicom/mpps.port.js';
 
 const CALLER = 'MODALITY1';
 
@@ -107,6 +109,38 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0x0110);
       expect((await gw.gw.mpps.nSet({ sopInstanceUid: `${mppsUid}.404`, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0x0112);
       expect((await gw.gw.mpps.nCreate({ sopInstanceUid: `${mppsUid}.2`, dataset: { ...created(study), PerformedProcedureStepStatus: 'COMPLETED' }, callingAeTitle: CALLER })).status).to.equal(0x0106);
+    });
+  });
+
+  describe('over the wire: N-CREATE / N-SET from a modality (our SCU through dicom/ul) to the gateway\'s DICOM port', () => {
+    let gw: DicomGateway;
+    before(async () => {
+      gw = new DicomGateway({ rules: [], dicom: { port: 0, stableAfterSeconds: 60, allowedCallers: [] } });
+      await gw.start();
+    });
+    after(async () => gw?.stop());
+
+    it('the modality reports the step on the DICOM port: the study completes early; a duplicate N-CREATE and an unknown N-SET get the PS3.4 statuses', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'wire'), { instances: 3, series: 1, rows: 8, columns: 8 });
+      const mppsUid = `${study.studyInstanceUid}.77`;
+      const scu = await DimseClient.connect({ host: '127.0.0.1', port: gw.dicomPort, callingAe: CALLER, calledAe: 'SECONDREAD', contexts: proposeContexts([MPPS_SOP_CLASS_UID]), timeoutMs: 10_000 });
+      try {
+        expect((await scu.nCreate(mppsUid, created(study))).status).to.equal(0);
+        // 0x0111 duplicate SOP instance: the step exists already
+        expect((await scu.nCreate(mppsUid, created(study))).status).to.equal(0x0111);
+        // 0x0112 no such SOP instance
+        expect((await scu.nSet(`${mppsUid}.404`, ended(study, 'COMPLETED'))).status).to.equal(0x0112);
+        await send(gw.dicomPort, study.instances.map((i) => i.path));
+        expect((await scu.nSet(mppsUid, ended(study, 'COMPLETED'))).status).to.equal(0);
+      } finally {
+        await scu.release();
+      }
+      const stable = await eventually(async () => {
+        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+        return s.body.state === 'stable' ? s.body : undefined;
+      }, 'study stable by an MPPS received on the DICOM port', 15_000);
+      expect(stable.completeness).to.deep.include({ verdict: 'complete', referenced: 3, arrived: 3, missing: 0 });
+      expect(stable.completeness.mpps).to.deep.equal([{ sopInstanceUid: mppsUid, status: 'COMPLETED', referenced: 3 }]);
     });
   });
 
