@@ -70,6 +70,8 @@ describe('outputs of the second read to a DICOMweb PACS (STOW-RS)', function () 
         forwarding: { pollIntervalSeconds: 0.1 },
         writeBack: { pollIntervalSeconds: 0.1 },
         pacs: { type: 'dicomweb', url: pacs.url },
+        // The PACS here is the outputs' target only: no prior lookups (QIDO) in its request log.
+        priors: { maxStudies: 0 },
         outputs: { dicomSr: { destination: 'pacs' }, maxAttempts: 3, backoffBaseSeconds: 0.05, backoffMaxSeconds: 0.2 },
         auth: { tokens: [{ token: admin, role: 'admin' }, { token: system, role: 'system', name: 'pool-system' }] },
       }),

@@ -132,6 +132,8 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
         forwarding: { pollIntervalSeconds: 0.1 },
         writeBack: { pollIntervalSeconds: 0.1, ackTimeoutSeconds: 2 },
         pacs: { type: 'dimse', host: '127.0.0.1', port: pacs.port, aeTitle: 'PACS' },
+        // The PACS here is the outputs' target only (a storescp answers no C-FIND): no prior lookups.
+        priors: { maxStudies: 0 },
         readers: [{ id: 'dr-jones', name: 'Peter Jones' }],
         outputs: {
           dicomSr: { destination: 'pacs' },
