@@ -104,9 +104,9 @@ export const arbitrationStaffShape = {
 };
 
 export const CaseArbitration = z
-  .strictObject({ ...Object.fromEntries(Object.entries(arbitrationStaffShape).map(([k, v]) => [k, v.optional()])), state: arbitrationState } as {
-    [K in keyof typeof arbitrationStaffShape]: K extends 'state' ? typeof arbitrationState : z.ZodOptional<(typeof arbitrationStaffShape)[K]>;
-  })
+  .strictObject(arbitrationStaffShape)
+  .partial()
+  .required({ state: true })
   .meta({ id: 'CaseArbitration', description: 'staff: every field; the second reader: the state only' });
 
 /** The third reader: blinded to both reads (no score, rule or reader); their own verdict once given. */
