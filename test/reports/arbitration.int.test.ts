@@ -1,10 +1,11 @@
 import path from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import YAML from 'yaml';
 import type { BrowserContext, Page } from 'playwright-core';
 import { buildConfig } from '../../src/config/load.js';
 import { createGateway } from '../../src/gateway.js';
+import { outputUids } from '../../src/outputs/sr-builder.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
 import { collectPageErrors, launchChromium, type ChromiumProfile } from '../helpers/chromium.js';
 import { CONSOLE_TOKENS, ConsoleFixture } from '../helpers/console-fixture.js';
@@ -42,6 +43,8 @@ class ArbitrationFixture extends ConsoleFixture {
         { id: 'dr-c', name: 'Cleo Arbiter', subspecialties: ['oncology', 'chest'], modalities: ['CT'], destination: 'pool', maxOpenCases: 20, group: 'h2' },
       ],
       assignment: { strategy: 'gateway', avoidSameGroup: false },
+      // The SR of the second read goes to the pool's archive here (a PACS in a site), so the arbitrated one can be seen.
+      outputs: { dicomSr: { destination: 'pool' } },
       forwarding: { pollIntervalSeconds: 0.1 },
       writeBack: { ackTimeoutSeconds: 1, backoffBaseSeconds: 0.1, backoffMaxSeconds: 0.3, pollIntervalSeconds: 0.1, maxAttempts: 3 },
       auth: {
@@ -225,6 +228,16 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     // The SR builder's input (arbitrationOf) says the same.
     const { arbitrationOf } = await import('../../src/reports/arbitration.service.js');
     expect(await arbitrationOf(fx.gw.db, c1.caseId, fx.gw.config.readers)).to.deep.include({ verdict: 'second', readerName: 'Cleo Arbiter', text: 'Nodule confirmed on review.', finalScore: '3a', arbitratorId: 'dr-c' });
+    // The SR is issued again with the verdict: a new object (its own UID) beside the second read's first SR.
+    const reportId = String((done['secondReport'] as Record<string, unknown>)['id']);
+    const study = String(done['studyInstanceUid']);
+    const firstSr = outputUids(study, reportId, 'sr').sopInstanceUid;
+    const arbitratedSr = outputUids(study, `${reportId}:arbitrated`, 'sr').sopInstanceUid;
+    await eventually(() => fx.pool.stores.some((x) => x.sopInstanceUid === arbitratedSr), 'the arbitrated SR at the archive', 20_000);
+    expect(fx.pool.stores.some((x) => x.sopInstanceUid === firstSr), 'the first SR').to.equal(true);
+    const file = await fx.pool.db.selectFrom('instances').select('file_path').where('sop_instance_uid', '=', arbitratedSr).executeTakeFirstOrThrow();
+    const sr = readFileSync(path.isAbsolute(file.file_path) ? file.file_path : path.join(fx.pool.dir, 'spool', file.file_path)).toString('utf8');
+    expect(sr).to.include('Nodule confirmed on review.').and.to.include('Cleo');
     // Once done, the third reader sees their own verdict, still nothing of the reads.
     const mine = await fx.call('GET', `/api/cases/${c1.caseId}/arbitration`, T.drC);
     expect(mine.body).to.include({ state: 'done', verdict: 'agree-second' });
