@@ -4,7 +4,11 @@
  * 127.0.0.1 with free ports and a temp folder removed on exit. Shows the whole
  * flow end to end: C-STORE and HL7 in, rules, forwarding (some de-identified),
  * second reports over the API, ORU^R01 write-back to the RIS (ACK AA), QA
- * notifications for discrepant reads, with a live summary every few seconds.
+ * notifications for discrepant reads, and the other outputs: order status
+ * updates to the RIS worklist (ORM ORC-1 SC), the second read as DICOM SR to
+ * the hospital PACS (another of our SCPs), as FHIR DiagnosticReport to a FHIR
+ * server that counts them, and every audit event as ATNA syslog (UDP) to an
+ * audit repository; with a live summary every few seconds.
  *
  *   npm run demo                                 # until Ctrl-C
  *   npm run demo -- --duration 60 --studies 10   # stops by itself
@@ -24,7 +28,7 @@ import { createGateway, type Gateway } from '../src/gateway.js';
 import { MllpSender } from '../src/hl7/mllp-sender.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { DemoReader } from './lib/demo-readers.js';
-import { DemoPool, DemoWebhook } from './lib/demo-peers.js';
+import { DemoAuditRepository, DemoFhirServer, DemoPool, DemoWebhook } from './lib/demo-peers.js';
 import { SimulatedRis } from './lib/sim-ris.js';
 import { makeScenario } from './lib/demo-scenarios.js';
 import { storeFiles } from './lib/raw-scu.js';
@@ -104,6 +108,10 @@ async function main(): Promise<number> {
   const webhook = new DemoWebhook();
   const pool = new DemoPool(path.join(tmp, 'pool'), logger);
   const ris = new SimulatedRis(logger);
+  // The hospital PACS the second read goes back to as a DICOM SR (and a KOS of the reader's key images).
+  const pacsArchive = new DemoPool(path.join(tmp, 'pacs-archive'), logger, PACS_AE);
+  const fhir = new DemoFhirServer();
+  const auditRepo = new DemoAuditRepository();
   let gw: Gateway | undefined;
   const senders: MllpSender[] = [];
   const readers: DemoReader[] = [];
@@ -118,7 +126,12 @@ async function main(): Promise<number> {
     poolStudies: pool.studiesReceived,
     poolInstances: pool.instances,
     risWriteBacks: ris.writeBacks,
+    risStatusUpdates: ris.statusUpdates,
     webhookEvents: webhook.events,
+    pacsSrInstances: pacsArchive.instances,
+    fhirReports: fhir.diagnosticReports,
+    fhirRefused: fhir.refused,
+    atnaEvents: auditRepo.events,
   });
 
   const shutdown = (why: string): Promise<number> => {
@@ -145,7 +158,7 @@ async function main(): Promise<number> {
         out(`gateway stop failed: ${(err as Error).message}`);
         code = 1;
       }
-      await Promise.allSettled([ris.stop(), pool.stop(), webhook.stop()]);
+      await Promise.allSettled([ris.stop(), pool.stop(), webhook.stop(), pacsArchive.stop(), fhir.stop(), auditRepo.stop()]);
       removeTmp();
       out(`temp folder removed: ${tmp}`);
       return code;
@@ -181,6 +194,9 @@ async function main(): Promise<number> {
     await webhook.start();
     await pool.start();
     await ris.start();
+    await pacsArchive.start();
+    await fhir.start();
+    await auditRepo.start();
     const config = buildConfig({
       instanceId: 'demo',
       dicom: { host: HOST, port: 0, aeTitle: GATEWAY_AE, allowedCallers: [PACS_AE], stableAfterSeconds: 2 },
@@ -199,7 +215,17 @@ async function main(): Promise<number> {
         { id: 'dr-b', name: 'Dr B (body/msk)', subspecialties: ['body', 'msk', 'neuro'], modalities: ['CT', 'MR'], maxOpenCases: 20 },
       ],
       assignment: { strategy: 'gateway' },
-      writeBack: { ackTimeoutSeconds: 5, backoffBaseSeconds: 1, backoffMaxSeconds: 10, pollIntervalSeconds: 0.5 },
+      writeBack: { ackTimeoutSeconds: 5, backoffBaseSeconds: 1, backoffMaxSeconds: 10, pollIntervalSeconds: 0.5, statusUpdates: true },
+      // The PACS takes the SR; it has no C-FIND here, so no priors are looked for.
+      pacs: { type: 'dimse', host: HOST, port: pacsArchive.port, aeTitle: PACS_AE },
+      priors: { maxStudies: 0 },
+      outputs: {
+        dicomSr: { destination: 'pacs' },
+        fhir: { url: `http://${HOST}:${fhir.port}/fhir`, identifierSystems: { HOSP: 'urn:oid:1.2.999.1', '': 'urn:oid:1.2.999.1' } },
+        backoffBaseSeconds: 1,
+        backoffMaxSeconds: 10,
+      },
+      audit: { syslog: { host: HOST, port: auditRepo.port, protocol: 'udp', pollIntervalSeconds: 0.5 }, sourceId: 'demo-gateway' },
       escalation: { webhook: { url: `http://${HOST}:${webhook.port}/qa-events` } },
       auth: {
         tokens: [
@@ -227,6 +253,9 @@ async function main(): Promise<number> {
   out(`  reader pool  DICOM ${HOST}:${pool.port} AE ${pool.aeTitle} (destinations "pool", and "pool-deid" de-identified for QA samples)`);
   out(`  RIS          MLLP ${HOST}:${ris.port} (receives the ORU^R01 write-backs, answers AA)`);
   out(`  QA webhook   http://${HOST}:${webhook.port}/qa-events`);
+  out(`  PACS         DICOM ${HOST}:${pacsArchive.port} AE ${PACS_AE} (receives the second read as DICOM SR)`);
+  out(`  FHIR server  http://${HOST}:${fhir.port}/fhir (receives DiagnosticReport + Observation)`);
+  out(`  ATNA         syslog UDP ${HOST}:${auditRepo.port} (every audit event as a DICOM PS3.15 A.5 message)`);
   out(`  temp folder: ${tmp}`);
   out('');
   out(`Web console:  ${base}/   (log in with one of the tokens below)`);

@@ -7,7 +7,8 @@ import { hl7StudyEnricher } from './hl7/hl7.enricher.js';
 import { MllpServer } from './hl7/mllp-server.js';
 import { messagesRouter } from './http/messages.routes.js';
 import { HttpServer } from './http/server.js';
-import { failedLoginAuditor } from './http/auth-audit.js';
+import { failedLoginAuditor, loginAuditor } from './http/auth-audit.js';
+import { studyQueryAuditor } from './audit/query-audit.js';
 import { studiesRouter } from './http/studies.routes.js';
 import { studyActionsRouter } from './http/study-actions.routes.js';
 import { auditRouter } from './http/audit.routes.js';
@@ -240,17 +241,18 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         logger,
       })
     : undefined;
+  const auditQuery = studyQueryAuditor(db, newId);
   const http = config.http.enabled
     ? new HttpServer({
         config: config.http,
         guards: metrics,
         tokens: config.auth.tokens,
-        auth: { maxFailedPerMinute: config.auth.maxFailedPerMinute, onFailure: failedLoginAuditor(db, newId, logger) },
+        auth: { maxFailedPerMinute: config.auth.maxFailedPerMinute, onFailure: failedLoginAuditor(db, newId, logger), onSuccess: loginAuditor(db, newId, logger) },
         logger,
         health: () => ({ ok: started, details: { instanceId: config.instanceId, destinations: Object.fromEntries(destinationHealth) } }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
         apiRouters: [
-          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher, completenessStudyEnricher]),
+          studiesRouter(db, [hl7StudyEnricher, decisionStudyEnricher, completenessStudyEnricher], auditQuery),
           messagesRouter(db),
           casesRouter(db, { cases, forwarding, reports, readers }),
           rulesRouter(db, rules, { aiSenders: config.hl7.aiSenders }),
@@ -268,6 +270,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         dicomwebRouter: dicomwebRouter(
           new DicomwebService({ db, spool, logger, deid: deidPort, deidentification: config.forwarding.deidentification, pseudonymSecret: () => pseudonymSecret }),
           new StowService({ sink: studies, spool, logger, maxHeaderBytes: config.dicom.maxHeaderBytes }),
+          auditQuery,
         ),
       })
     : undefined;

@@ -50,6 +50,15 @@ describe('npm run demo (scripts/demo.ts)', function () {
       const hl7 = /HL7 sent to gateway\s+(\d+) \((\d+) AA\)/.exec(summary);
       expect(Number(hl7?.[2]), context).to.equal(Number(hl7?.[1]));
       expect(Number(/write-backs accepted\s+(\d+)/.exec(summary)?.[1]), context).to.be.at.least(1);
+      // Every output reached its simulated consumer: the RIS worklist, the PACS (SR), the FHIR server, the audit repository.
+      expect(Number(/RIS status updates\s+(\d+)/.exec(summary)?.[1]), context).to.be.at.least(1);
+      expect(Number(/SR to PACS\s+(\d+)/.exec(summary)?.[1]), context).to.be.at.least(1);
+      expect(Number(/FHIR DiagnosticReports\s+(\d+)/.exec(summary)?.[1]), context).to.be.at.least(1);
+      expect(summary, context).to.not.match(/FHIR DiagnosticReports\s+\d+ \(\d+ refused\)/);
+      const atna = /ATNA messages\s+(\d+) \(by EventID: ([^)]*)\)/.exec(summary);
+      expect(Number(atna?.[1]), context).to.be.at.least(1);
+      // Application start, instances transferred (received and sent), order records, user authentication (the readers' logins).
+      for (const id of ['110100', '110104', '110109', '110114']) expect(atna?.[2], `${id}\n${context}`).to.match(new RegExp(`\\b${id} [1-9]`));
       const seen = await probe;
       expect(seen?.page, context).to.equal(200);
       expect(seen?.html, context).to.include('<script');

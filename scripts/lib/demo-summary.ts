@@ -28,7 +28,15 @@ export interface PeerCounts {
   poolStudies: number;
   poolInstances: number;
   risWriteBacks: number;
+  /** ORM status updates (ORC-1 SC) the RIS received. */
+  risStatusUpdates: number;
   webhookEvents: ReadonlyMap<string, number>;
+  /** SR / KOS instances the PACS stored. */
+  pacsSrInstances: number;
+  fhirReports: number;
+  fhirRefused: number;
+  /** ATNA messages at the audit repository, by DICOM EventID code. */
+  atnaEvents: ReadonlyMap<string, number>;
   readerErrors: number;
 }
 
@@ -135,7 +143,10 @@ export function formatTick(s: Snapshot): string {
     `${pad} cases ${s.cases}${s.cases ? ` (${list(s.casesByState, STATE_ORDER)})` : ''} | deliveries ${s.deliveriesDone} done, ${s.deliveriesQueued} queued` +
     `${s.deliveriesDead ? `, ${s.deliveriesDead} dead` : ''} | write-backs accepted ${s.writeBacksAccepted} | discrepant ${s.discrepant} | ` +
     `QA notifications ${total(s.peers.webhookEvents)} | QA-sampled ${s.qaSampled}`;
-  return `${line1}\n${line2}`;
+  const line3 =
+    `${pad} outputs: RIS status updates ${s.peers.risStatusUpdates} | SR to PACS ${s.peers.pacsSrInstances} | ` +
+    `FHIR DiagnosticReports ${s.peers.fhirReports} | ATNA messages ${total(s.peers.atnaEvents)}`;
+  return `${line1}\n${line2}\n${line3}`;
 }
 
 /** The block printed once at the end (the CI test reads `write-backs accepted`). */
@@ -154,6 +165,10 @@ export function formatFinal(s: Snapshot): string {
     row('pool received', `${s.peers.poolStudies} studies, ${s.peers.poolInstances} instances`),
     row('second reports', `${reports}${reports ? `: RADPEER ${list(s.reportsByScore, SCORE_ORDER, ' x')}` : ''}`),
     row('write-backs accepted', `${s.writeBacksAccepted} (RIS received ${s.peers.risWriteBacks} ORU^R01, answered AA${s.writeBacksFailed ? `; ${s.writeBacksFailed} failed` : ''})`),
+    row('RIS status updates', `${s.peers.risStatusUpdates} (ORM ORC-1 SC: second read in progress / done)`),
+    row('SR to PACS', `${s.peers.pacsSrInstances} instances (DICOM SR, and KOS where the reader marked images)`),
+    row('FHIR DiagnosticReports', `${s.peers.fhirReports}${s.peers.fhirRefused ? ` (${s.peers.fhirRefused} refused)` : ''}`),
+    row('ATNA messages', `${total(s.peers.atnaEvents)}${total(s.peers.atnaEvents) ? ` (by EventID: ${list(s.peers.atnaEvents)})` : ''}`),
     row('discrepant cases', String(s.discrepant)),
     row('QA notifications', `${events}${events ? ` (${list(s.peers.webhookEvents)})` : ''}`),
     row('QA-sampled cases', String(s.qaSampled)),

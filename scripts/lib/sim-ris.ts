@@ -26,6 +26,11 @@ export class SimulatedRis {
     return this.received.filter((m) => /^MSH\|[^\r]*\|ORU\^R01/.test(m)).length;
   }
 
+  /** Order status updates (ORC-1 `SC`): the worklist learns a study is under second read, and when it is done. */
+  get statusUpdates(): number {
+    return this.received.filter((m) => /\rORC\|SC\|/.test(m)).length;
+  }
+
   /** With `tls`, the RIS listens for MLLP over TLS only (on `port`). */
   async start(port = this.port, o: { tls?: TlsListenerConfig } = {}): Promise<void> {
     const logger = this.logger;

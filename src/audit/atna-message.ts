@@ -80,6 +80,8 @@ export interface ParticipantObject {
   readonly typeCodeRole?: number;
   readonly idType: Code;
   readonly name?: string;
+  /** The query as asked (ParticipantObjectQuery; a choice with the name). */
+  readonly query?: string;
   readonly details?: readonly { type: string; value: string }[];
   readonly description?: string;
   readonly accessions?: readonly string[];
@@ -106,6 +108,7 @@ export const IdType = {
   userIdentifier: { code: '11', scheme: 'RFC-3881', meaning: 'User Identifier' } as Code,
   uri: { code: '12', scheme: 'RFC-3881', meaning: 'URI' } as Code,
   studyInstanceUid: dcm('110180', 'Study Instance UID'),
+  sopClassUid: dcm('110181', 'SOP Class UID'),
   nodeId: dcm('110182', 'Node ID'),
 };
 
@@ -175,7 +178,7 @@ export function buildAuditXml(m: AuditMessage): string {
     parts.push(
       `<ParticipantObjectIdentification${attrs({ ParticipantObjectID: o.id, ParticipantObjectTypeCode: o.typeCode, ParticipantObjectTypeCodeRole: o.typeCodeRole })}>`,
       coded('ParticipantObjectIDTypeCode', o.idType),
-      ...(o.name ? [`<ParticipantObjectName>${xmlEscape(o.name)}</ParticipantObjectName>`] : []),
+      ...(o.name ? [`<ParticipantObjectName>${xmlEscape(o.name)}</ParticipantObjectName>`] : o.query !== undefined ? [`<ParticipantObjectQuery>${Buffer.from(o.query, 'utf8').toString('base64')}</ParticipantObjectQuery>`] : []),
       ...(o.details ?? []).map((d) => `<ParticipantObjectDetail${attrs({ type: d.type, value: Buffer.from(d.value, 'utf8').toString('base64') })}/>`),
       ...(o.description ? [`<ParticipantObjectDescription>${xmlEscape(o.description)}</ParticipantObjectDescription>`] : []),
       ...(o.accessions ?? []).map((a) => `<Accession${attrs({ Number: a })}/>`),
@@ -216,6 +219,10 @@ export interface AtnaNode {
   readonly hostname: string;
   readonly processId: string;
 }
+
+/** Study Root Query/Retrieve Information Model - FIND: what QIDO-RS and the API's study search answer. */
+const STUDY_ROOT_FIND = '1.2.840.10008.5.1.4.1.2.2.1';
+const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
 
 /** Actors that are parts of the gateway itself; any other actor is a person (a token's name) or a peer. */
 const SYSTEM_ACTORS = new Set(['system', 'config-file', 'forwarding', 'readers', 'write-back', 'sla', 'rules', 'hl7', 'gateway', 'decisions', 'studies']);
@@ -306,11 +313,23 @@ export function auditMessageFor(row: AtnaEventRow, ctx: AtnaContext, node: AtnaN
   };
   const participants: ActiveParticipant[] = [];
   const isSystem = SYSTEM_ACTORS.has(row.actor);
-  const fromNetwork = row.entity_type === 'auth';
+  // A failed login's actor is the remote address (no user is known); every other actor is a user or a peer.
+  const anonymousFromNetwork = row.entity_type === 'auth' && row.action !== 'auth.login';
+  const address = typeof details['remoteAddress'] === 'string' && details['remoteAddress'] !== '?' ? details['remoteAddress'] : undefined;
   if (isSystem) participants.push({ ...self, isRequestor: true });
   else {
-    // A person (a token's name), or the remote address of a failed login: the requestor.
-    participants.push(fromNetwork ? { userId: 'unknown', isRequestor: true, networkAccessPoint: row.actor } : { userId: row.actor, isRequestor: true });
+    // A person (a token's name), a sending AE (`dicom:AE`), or the remote address of a failed login: the requestor.
+    participants.push(
+      anonymousFromNetwork
+        ? { userId: 'unknown', isRequestor: true, networkAccessPoint: row.actor }
+        : {
+            userId: row.actor,
+            isRequestor: true,
+            ...(address ? { networkAccessPoint: address } : {}),
+            // Instances received: the sender is the Source (PS3.15 A.5.3.4).
+            ...(m.transfer === 'receive' ? { roles: [Role.source] } : {}),
+          },
+    );
     participants.push(self);
   }
   if (m.transfer === 'send' && ctx.delivery) participants.push({ userId: ctx.delivery.destinationId, isRequestor: false, roles: [Role.destination] });
@@ -328,7 +347,20 @@ export function auditMessageFor(row: AtnaEventRow, ctx: AtnaContext, node: AtnaN
       typeCodeRole: 3,
       idType: IdType.studyInstanceUid,
       ...(ctx.accessionNumber ? { accessions: [ctx.accessionNumber] } : {}),
+      ...(m.transfer === 'receive' && typeof details['stored'] === 'number' ? { description: `instances stored: ${details['stored']}, duplicates: ${Number(details['duplicates'] ?? 0)}` } : {}),
       ...(m.transfer === 'send' && ctx.delivery ? { anonymized: ctx.delivery.deidentified } : {}),
+    });
+  }
+  if (m.eventId === EventId.query) {
+    // PS3.15 A.5.3.12: the SOP class queried, the query itself, and the transfer syntax it was asked in.
+    objects.push({
+      id: STUDY_ROOT_FIND,
+      typeCode: 2,
+      typeCodeRole: 3,
+      idType: IdType.sopClassUid,
+      query: JSON.stringify({ via: details['via'], level: details['level'], keys: details['keys'] ?? {} }),
+      details: [{ type: 'TransferSyntax', value: EXPLICIT_VR_LE }],
+      description: `results: ${Number(details['results'] ?? 0)}`,
     });
   }
   if (row.entity_type === 'rule-set' && row.entity_id) {

@@ -69,4 +69,27 @@ export type StoreOutcome = 'stored' | 'duplicate';
  */
 export interface InstanceSink {
   storeInstance(instance: ReceivedInstance): Promise<StoreOutcome>;
+  /**
+   * Once per association (C-STORE) or request (STOW-RS) that stored anything:
+   * what arrived, per study, for the audit trail (one event per study, not
+   * per instance, so ingest pays nothing per instance for it).
+   */
+  transferEnded?(transfer: ReceivedTransfer): Promise<void>;
+}
+
+export interface ReceivedTransfer {
+  protocol: 'dimse' | 'stow-rs';
+  /** The calling AE title (C-STORE) or the token's name (STOW-RS). */
+  sender: string;
+  remoteAddress: string;
+  /** Per study: instances stored (new or new versions) and duplicates ignored. */
+  studies: ReadonlyMap<string, { stored: number; duplicates: number }>;
+}
+
+/** Counts one stored instance of a study into a transfer's per-study tally. */
+export function tallyInstance(studies: Map<string, { stored: number; duplicates: number }>, studyInstanceUid: string, outcome: StoreOutcome): void {
+  let t = studies.get(studyInstanceUid);
+  if (!t) studies.set(studyInstanceUid, (t = { stored: 0, duplicates: 0 }));
+  if (outcome === 'duplicate') t.duplicates++;
+  else t.stored++;
 }

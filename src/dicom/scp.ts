@@ -9,7 +9,7 @@ import { ErrorCode, GatewayError, dimseStatusFor, toGatewayError } from '../erro
 import { hashId, type Logger } from '../logger.js';
 import { serverTlsOptions, subjectAeMismatch, watchHandshakes } from '../tls.js';
 import { DatasetHeaderReader, toInstanceHeader, unreadable } from './header.js';
-import type { InstanceSink } from './instance-record.js';
+import { tallyInstance, type InstanceSink } from './instance-record.js';
 import { MPPS_SOP_CLASS_UID, type MppsPort } from './mpps.port.js';
 import { writeFileMeta } from './part10.js';
 import { Association } from './ul/association.js';
@@ -384,6 +384,7 @@ class GatewayScp {
   private readonly assoc: Association;
   private log: Logger;
   private readonly peer: string;
+  private readonly remoteAddress: string;
   private readonly openedAt = Date.now();
   private callingAe = '';
   private accepted = false;
@@ -403,6 +404,8 @@ class GatewayScp {
   private inFlight = 0;
   private stats = { stored: 0, duplicates: 0, failed: 0, bytes: 0, echoes: 0, mpps: 0 };
   private endReason = 'released';
+  /** Instances stored per study on this association: one audit event each when it ends. */
+  private readonly received = new Map<string, { stored: number; duplicates: number }>();
 
   constructor(
     socket: net.Socket,
@@ -412,6 +415,7 @@ class GatewayScp {
   ) {
     this.sock = socket;
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    this.remoteAddress = (socket.remoteAddress ?? '?').replace(/^::ffff:/, '');
     this.log = ctx.logger.child({ component: 'dicom-scp' });
     const idleMs = Math.max(1, Math.round(ctx.config.idleTimeoutSeconds * 1000));
     this.assoc = new Association(socket, {
@@ -494,6 +498,17 @@ class GatewayScp {
         end: this.endReason,
       });
     }
+    if (this.inFlight === 0) this.reportTransfer();
+  }
+
+  /** Hands what this association stored to the sink (the audit trail), once. */
+  private reportTransfer(): void {
+    if (this.received.size === 0 || !this.ctx.sink.transferEnded) return;
+    const studies = new Map(this.received);
+    this.received.clear();
+    this.ctx.sink
+      .transferEnded({ protocol: 'dimse', sender: this.callingAe, remoteAddress: this.remoteAddress, studies })
+      .catch((err: unknown) => this.log.error('could not audit the instances received', { peer: this.peer, error: (err as Error).message }));
   }
 
   private dropIncoming(): void {
@@ -722,6 +737,8 @@ class GatewayScp {
       .catch((err: unknown) => this.log.error('C-STORE response failed', { error: (err as Error).message }))
       .finally(() => {
         this.inFlight--;
+        // A store still running when the peer went away is counted once it settles.
+        if (this.closed && this.inFlight === 0) this.reportTransfer();
       });
   }
 
@@ -832,6 +849,7 @@ class GatewayScp {
       tmpPath = undefined;
       if (outcome === 'duplicate') this.stats.duplicates++;
       else this.stats.stored++;
+      tallyInstance(this.received, header.studyInstanceUid, outcome);
       this.stats.bytes += w.size;
       return { status: Status.success };
     } catch (err) {

@@ -8,6 +8,7 @@ import { put, tagOf, type DicomJson } from './dicom-json.js';
 import type { DicomwebService, QidoLevel, QidoRequest } from './dicomweb.service.js';
 import type { StowService } from './stow.service.js';
 import { contentTypeParams } from './multipart.js';
+import { remoteAddressOf, type StudyQueryAuditor } from '../audit/query-audit.js';
 
 const DICOM_JSON = 'application/dicom+json';
 /** QIDO answers at most this many matches per request; `limit` may ask for fewer. */
@@ -33,12 +34,12 @@ const CONTROL_KEYS = new Set(['includefield', 'limit', 'offset', 'fuzzymatching'
  * reader scoped to their own cases by the service. Authentication is the
  * API's (bearer tokens), applied by the server before this router.
  */
-export function dicomwebRouter(service: DicomwebService, stow: StowService): Router {
+export function dicomwebRouter(service: DicomwebService, stow: StowService, auditQuery?: StudyQueryAuditor): Router {
   const r = express.Router();
 
   const store = async (req: Request, res: Response): Promise<void> => {
     const studyUid = param(req, 'study');
-    const outcome = await stow.receive(req, req.get('content-type') ?? '', { ...(studyUid ? { studyInstanceUid: studyUid } : {}), sender: req.principal?.name ?? 'dicomweb' });
+    const outcome = await stow.receive(req, req.get('content-type') ?? '', { ...(studyUid ? { studyInstanceUid: studyUid } : {}), sender: req.principal?.name ?? 'dicomweb', remoteAddress: remoteAddressOf(req) });
     const base = baseUrl(req);
     const body: DicomJson = {};
     const ok = outcome.results.filter((x) => x.ok);
@@ -81,6 +82,10 @@ export function dicomwebRouter(service: DicomwebService, stow: StowService): Rou
     acceptJson(req);
     const q = parseQuery(req, level);
     const result = await service.search(req.principal!, q.request, baseUrl(req));
+    if (auditQuery) {
+      const { include: _include, limit: _limit, offset: _offset, level: _level, ...keys } = q.request;
+      await auditQuery({ actor: req.principal!.name, remoteAddress: remoteAddressOf(req), via: 'qido-rs', level, keys: { ...keys }, results: result.length });
+    }
     if (q.ignored.length > 0) res.set('Warning', `299 gateway "The following attributes are not supported for matching: ${q.ignored.join(', ').replace(/"/g, '')}"`);
     res.status(200).type(DICOM_JSON).send(JSON.stringify(result));
   };

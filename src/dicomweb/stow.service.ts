@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Part10HeaderReader } from '../dicom/header.js';
-import type { InstanceSink } from '../dicom/instance-record.js';
+import { tallyInstance, type InstanceSink, type StoreOutcome } from '../dicom/instance-record.js';
 import type { Spool } from '../dicom/spool.js';
 import { ErrorCode, GatewayError, dimseStatusFor, toGatewayError } from '../errors.js';
 import { hashId, type Logger } from '../logger.js';
@@ -23,6 +23,8 @@ export interface StowInstanceResult {
   sopInstanceUid: string | null;
   studyInstanceUid: string | null;
   ok: boolean;
+  /** For a stored part: new, or a duplicate of an instance already held. */
+  outcome?: StoreOutcome;
   failureReason?: number;
   /** Why, for the log and the response's warning text; never PHI. */
   message?: string;
@@ -67,7 +69,24 @@ export class StowService {
     this.log = o.logger.child({ component: 'dicomweb-stow' });
   }
 
-  async receive(body: Readable, contentType: string, o: { studyInstanceUid?: string; sender: string }): Promise<StowOutcome> {
+  async receive(body: Readable, contentType: string, o: { studyInstanceUid?: string; sender: string; remoteAddress?: string }): Promise<StowOutcome> {
+    const outcome = await this.receiveParts(body, contentType, o);
+    await this.reportTransfer(outcome.results, o);
+    return outcome;
+  }
+
+  /** One audit event per study this request stored (the instances are committed already: a failure here is logged, never turned into a refusal). */
+  private async reportTransfer(results: readonly StowInstanceResult[], o: { sender: string; remoteAddress?: string }): Promise<void> {
+    if (!this.o.sink.transferEnded) return;
+    const studies = new Map<string, { stored: number; duplicates: number }>();
+    for (const r of results) if (r.ok && r.studyInstanceUid) tallyInstance(studies, r.studyInstanceUid, r.outcome ?? 'stored');
+    if (studies.size === 0) return;
+    await this.o.sink
+      .transferEnded({ protocol: 'stow-rs', sender: o.sender, remoteAddress: o.remoteAddress ?? '?', studies })
+      .catch((err: unknown) => this.log.error('could not audit the instances received', { error: (err as Error).message }));
+  }
+
+  private async receiveParts(body: Readable, contentType: string, o: { studyInstanceUid?: string; sender: string }): Promise<StowOutcome> {
     const { mediaType, params } = contentTypeParams(contentType);
     if (mediaType !== 'multipart/related') throw new GatewayError(ErrorCode.unsupported, 'STOW-RS takes multipart/related; type="application/dicom"');
     const type = (params['type'] ?? 'application/dicom').toLowerCase();
@@ -183,6 +202,7 @@ export class StowService {
       if (part.fd !== undefined) closeSync(part.fd);
       part.fd = undefined;
       result.ok = true;
+      result.outcome = outcome;
       this.log.debug('STOW instance stored', { sopUid: hashId(header.sopInstanceUid), outcome });
       return result;
     } catch (err) {

@@ -1,7 +1,7 @@
 import { recordAudit } from '../audit/audit.repository.js';
 import type { Db } from '../db/database.js';
 import type { Logger } from '../logger.js';
-import type { AuthFailure } from './auth.js';
+import type { AuthFailure, AuthSuccess } from './auth.js';
 
 /**
  * Audit entries for failed logins: one per 401 (the limiter caps them per
@@ -29,4 +29,27 @@ export function failedLoginAuditor(db: Db, newId: () => string, logger: Logger) 
     write(f).catch((err: unknown) => {
       log.error('could not audit a failed login', { error: (err as Error).message });
     });
+}
+
+/**
+ * `auth.login` (ATNA User Authentication, Login, success): the token's name is
+ * the actor, its address in the details; throttled by the authenticator to
+ * once per token and address per interval. A failed write is logged and the
+ * request goes on (refusing a valid token because the audit table is busy
+ * would lock users out).
+ */
+export function loginAuditor(db: Db, newId: () => string, logger: Logger) {
+  const log = logger.child({ component: 'auth' });
+  return async (s: AuthSuccess): Promise<void> => {
+    try {
+      await recordAudit(db, newId(), new Date().toISOString(), {
+        actor: s.principal.name,
+        action: 'auth.login',
+        entityType: 'auth',
+        details: { remoteAddress: s.remoteAddress, role: s.principal.role, method: s.method, route: s.route },
+      });
+    } catch (err) {
+      log.error('could not audit a login', { error: (err as Error).message });
+    }
+  };
 }

@@ -33,7 +33,43 @@ export interface AuthOptions {
   maxFailedPerMinute?: number;
   /** Called (and awaited) for every 401, and once per window when an address is refused. */
   onFailure?: (f: AuthFailure & { rateLimited: boolean }) => Promise<void> | void;
+  /**
+   * Called (and awaited) for a successful authentication, at most once per
+   * token and address per `loginAuditIntervalMs` (a console session calls the
+   * API constantly: the audit trail wants the sign-in, not every call).
+   */
+  onSuccess?: (s: AuthSuccess) => Promise<void> | void;
+  /** Default 15 minutes. */
+  loginAuditIntervalMs?: number;
   now?: () => number;
+}
+
+export interface AuthSuccess {
+  principal: Principal;
+  remoteAddress: string;
+  method: string;
+  route: string;
+}
+
+/** Remembers when each (token, address) was last audited as a login. */
+class LoginThrottle {
+  private readonly last = new Map<string, number>();
+  constructor(
+    private readonly intervalMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  /** True when this login is to be audited now (and remembers it). */
+  due(name: string, address: string): boolean {
+    const t = this.now();
+    const key = `${name}\u0000${address}`;
+    const prev = this.last.get(key);
+    if (prev !== undefined && t - prev < this.intervalMs) return false;
+    // Bounded: entries past the interval are forgotten when the map grows.
+    if (this.last.size >= 10_000) for (const [k, v] of this.last) if (t - v >= this.intervalMs) this.last.delete(k);
+    this.last.set(key, t);
+    return true;
+  }
 }
 
 /**
@@ -47,6 +83,7 @@ export function createAuthenticator(tokens: readonly TokenConfig[], options: Aut
     principal: { role: t.role, readerId: t.readerId, name: t.name ?? `${t.role}-token-${i + 1}` } as Principal,
   }));
   const limiter = new FailedLoginLimiter(options.maxFailedPerMinute ?? 20, 60_000, options.now);
+  const logins = new LoginThrottle(options.loginAuditIntervalMs ?? 15 * 60_000, options.now ?? Date.now);
   const report = async (req: Request, f: Omit<AuthFailure, 'method' | 'route'>, rateLimited: boolean) => {
     if (!options.onFailure) return;
     await options.onFailure({ ...f, method: req.method, route: routeOf(req), rateLimited });
@@ -81,6 +118,13 @@ export function createAuthenticator(tokens: readonly TokenConfig[], options: Aut
       return next(new GatewayError(ErrorCode.unauthorized, reason));
     }
     req.principal = found;
+    if (options.onSuccess && logins.due(found.name, remoteAddress)) {
+      try {
+        await options.onSuccess({ principal: found, remoteAddress, method: req.method, route: routeOf(req) });
+      } catch (err) {
+        return next(err);
+      }
+    }
     next();
   };
 }

@@ -5,16 +5,22 @@ import { findStudy, listStudies, seriesOfStudies } from '../studies/study.reposi
 import { versionsOfStudy } from '../studies/instance-version.repository.js';
 import type { InstanceVersionRow, SeriesRow, StudyRow } from '../studies/study.table.js';
 import { mount } from './api-schema.js';
+import { remoteAddressOf, type StudyQueryAuditor } from '../audit/query-audit.js';
 import { studiesRoutes as spec, type InstanceVersionView, type StudySummaryView, type StudyView } from './studies.schemas.js';
 
 /** Extra parts of the study resource contributed by other domains (order, reports, decision...). */
 export type StudyEnricher = (db: Db, studyInstanceUid: string) => Promise<Record<string, unknown>>;
 
-export function studiesRouter(db: Db, enrichers: readonly StudyEnricher[] = []): Router {
+export function studiesRouter(db: Db, enrichers: readonly StudyEnricher[] = [], auditQuery?: StudyQueryAuditor): Router {
   const r = Router();
 
-  mount(r, spec.listStudies, async ({ query }) => {
+  mount(r, spec.listStudies, async ({ query, principal }, req) => {
     const rows = await listStudies(db, query);
+    const { limit: _limit, offset: _offset, ...keys } = query;
+    // A search by who or what (patient, accession) is a query of patient data; a plain listing is the dashboard's.
+    if (auditQuery && Object.values(keys).some((v) => v !== undefined)) {
+      await auditQuery({ actor: principal.name, remoteAddress: remoteAddressOf(req), via: 'api', level: 'study', keys, results: rows.length });
+    }
     const series = await seriesOfStudies(db, rows.map((s) => s.study_instance_uid));
     return { status: 200, body: { items: rows.map((s) => presentStudy(s, series.filter((x) => x.study_instance_uid === s.study_instance_uid))) } };
   });

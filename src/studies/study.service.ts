@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import type { InstanceSink, ReceivedInstance, StoreOutcome } from '../dicom/instance-record.js';
+import type { InstanceSink, ReceivedInstance, ReceivedTransfer, StoreOutcome } from '../dicom/instance-record.js';
 import type { Spool } from '../dicom/spool.js';
 import { recordAudit } from '../audit/audit.repository.js';
 import { createIdSource } from '../db/sortable-id.js';
@@ -59,6 +59,8 @@ export class StudyService implements InstanceSink {
   private running = false;
   private readonly newId = createIdSource();
   private readonly hooks: StudyTransactionHooks;
+  /** Transfer audits being written: stop() waits for them. */
+  private readonly auditing = new Set<Promise<void>>();
 
   constructor(o: StudyServiceOptions) {
     this.hooks = o.hooks ?? {};
@@ -156,6 +158,34 @@ export class StudyService implements InstanceSink {
     this.armTimer(Date.parse(now) + this.stableAfterMs);
     this.checkCompletenessSoon(inst.studyInstanceUid);
     return 'stored';
+  }
+
+  /**
+   * `study.received` (ATNA DICOM Instances Transferred): one audit event per
+   * study per association or STOW-RS request, all in one transaction once the
+   * transfer ended, so ingest pays nothing per instance for it. A crash between
+   * the last acknowledgement and this write loses that event (the instances
+   * themselves are committed and their study's events follow).
+   */
+  transferEnded(t: ReceivedTransfer): Promise<void> {
+    const now = this.clock().toISOString();
+    const actor = t.protocol === 'dimse' ? `dicom:${t.sender}` : t.sender;
+    const p = this.db
+      .transaction()
+      .execute(async (trx) => {
+        for (const [uid, n] of t.studies) {
+          await recordAudit(trx, this.newId(), now, {
+            actor,
+            action: 'study.received',
+            entityType: 'study',
+            entityId: uid,
+            details: { protocol: t.protocol, sender: t.sender, remoteAddress: t.remoteAddress, stored: n.stored, duplicates: n.duplicates },
+          });
+        }
+      })
+      .finally(() => this.auditing.delete(p));
+    this.auditing.add(p);
+    return p;
   }
 
   /**
@@ -280,6 +310,7 @@ export class StudyService implements InstanceSink {
     this.timer = undefined;
     this.timerDue = Infinity;
     await this.sweeping;
+    await Promise.allSettled([...this.auditing]);
   }
 
   /** Runs one stability sweep now; tests and the timer both come through here. */

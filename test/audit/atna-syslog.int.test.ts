@@ -92,8 +92,11 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
       const dbUrl = testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db'));
       // User authentication, failed.
       expect((await fx.call('GET', '/api/cases', 'not-a-valid-token-0123456789')).status).to.equal(401);
-      // Order record, begin transferring, instances transferred.
-      const { caseId } = await fx.flaggedStudy();
+      // Instances received (one event for the study's association), order record, begin transferring, instances transferred.
+      const { caseId, study } = await fx.flaggedStudy();
+      // Queries: the API's study search with a filter, and QIDO-RS.
+      expect((await fx.call('GET', `/api/studies?patientId=${study.patientId}`, API_TOKENS.admin)).status).to.equal(200);
+      expect((await fx.call('GET', `/dicom-web/studies?AccessionNumber=${study.accessionNumber}`, API_TOKENS.admin)).status).to.equal(200);
       // Patient record read (a PHI view), procedure record (the second report), then its write-back.
       expect((await fx.call('GET', `/api/cases/${caseId}/timeline`, API_TOKENS.admin)).status).to.equal(200);
       const c = (await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { readerId: string };
@@ -157,6 +160,27 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
     // A person did it: the reader's token name is the requestor.
     expect(reported.xml).to.match(/<ActiveParticipant UserID="(ada|ben)" UserIsRequestor="true"/);
     expectEvent('case.written-back', '110111', 'R');
+    // One event for the two instances of the association, not one per instance.
+    expect(rows.filter((r) => r.action === 'study.received')).to.have.length(1);
+    const receivedStudy = expectEvent('study.received', '110104', 'C');
+    expect(receivedStudy.xml).to.match(/<ActiveParticipant UserID="dicom:PACS1" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1" NetworkAccessPointTypeCode="2"><RoleIDCode csd-code="110153"/);
+    expect(receivedStudy.xml).to.include('<ParticipantObjectDescription>instances stored: 2, duplicates: 0</ParticipantObjectDescription>');
+    expect(receivedStudy.xml).to.match(/ParticipantObjectID="MRN-API-1[^"]*" ParticipantObjectTypeCode="1"/);
+    // Both searches, each with its keys as the query.
+    const queries = msgs.filter((m) => m.eventId === '110112');
+    expect(queries).to.have.length(2);
+    const asked = queries.map((m) => JSON.parse(Buffer.from(/<ParticipantObjectQuery>([^<]+)</.exec(m.xml)![1]!, 'base64').toString('utf8')) as { via: string; keys: Record<string, unknown> });
+    expect(asked.map((q) => q.via).sort()).to.deep.equal(['api', 'qido-rs']);
+    expect(asked.find((q) => q.via === 'api')!.keys).to.deep.equal({ patientId: 'MRN-API-1' });
+    expect(asked.find((q) => q.via === 'qido-rs')!.keys).to.deep.include({ accessionNumber: 'ACC-API-1' });
+    for (const q of queries) expect(q.xml).to.match(/<ActiveParticipant UserID="alice" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1"/);
+    // Logins: each token that called the API, once (not once per call), as the user at its address.
+    const logins = msgs.filter((m) => m.eventId === '110114' && m.outcome === '0');
+    const users = logins.map((m) => /<ActiveParticipant UserID="([^"]+)" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1"/.exec(m.xml)?.[1]);
+    expect(users.length, 'one login per token').to.equal(new Set(users).size);
+    expect(users.some((u) => u === 'alice')).to.equal(true);
+    expect(rows.filter((r) => r.action === 'auth.login').length).to.equal(logins.length);
+    for (const m of logins) expect(m.types).to.deep.equal(['110122']);
   }
 
   it('over TLS: the repository down, then up: nothing is lost, and the order holds', async function () {

@@ -81,6 +81,16 @@ describe('DICOMweb STOW-RS (int)', function () {
     expect(reasonsIn(r.json[FAILED])).to.deep.equal([0xc000]);
     const stored = await t.gw.db.selectFrom('instances').select('sop_instance_uid').where('study_instance_uid', '=', study.studyInstanceUid).execute();
     expect(stored.map((x) => x.sop_instance_uid).sort()).to.deep.equal([0, 2, 3].map((i) => study.instances[i]!.sopInstanceUid).sort());
+    // The audit trail (ATNA Instances Transferred): one event for the request's study, with what was stored, not one per part.
+    const one = multipartBody([bytes[0]!]);
+    const again = await t.stow(one.body, one.contentType);
+    expect(again.status).to.equal(200);
+    const audits = await t.gw.db.selectFrom('audit_events').select(['actor', 'details']).where('action', '=', 'study.received').where('entity_id', '=', study.studyInstanceUid).orderBy('id').execute();
+    expect(audits.map((a) => ({ actor: a.actor, ...(JSON.parse(a.details!) as object) }))).to.deep.equal([
+      { actor: audits[0]!.actor, protocol: 'stow-rs', sender: audits[0]!.actor, remoteAddress: '127.0.0.1', stored: 3, duplicates: 0 },
+      { actor: audits[0]!.actor, protocol: 'stow-rs', sender: audits[0]!.actor, remoteAddress: '127.0.0.1', stored: 0, duplicates: 1 },
+    ]);
+    expect(audits[0]!.actor).to.not.equal('');
     // No temp file of the failed part is left behind.
     const { readdirSync } = await import('node:fs');
     expect(readdirSync(path.join(t.tmp.dir, 'data', 'tmp')).filter((f) => f.endsWith('.part'))).to.deep.equal([]);

@@ -133,4 +133,36 @@ describe('API authentication: hashed tokens, failed logins audited and rate-limi
       await server.stop();
     }
   });
+  it('audits a successful login once per token and address per interval, not every call', async () => {
+    const before = (await auditOf('alice')).filter((r) => r.action === 'auth.login').length;
+    for (let i = 0; i < 3; i++) expect((await request(port, '/api/audit', { token: ADMIN, from: '127.0.0.6' })).status).to.equal(200);
+    expect((await request(port, '/api/me', { token: ADMIN, from: '127.0.0.7' })).status).to.equal(200);
+    const logins = (await auditOf('alice')).filter((r) => r.action === 'auth.login').slice(before);
+    expect(logins.map((r) => (JSON.parse(r.details!) as { remoteAddress: string }).remoteAddress)).to.deep.equal(['127.0.0.6', '127.0.0.7']);
+    expect(JSON.stringify(logins)).to.not.include(ADMIN);
+
+    // Past the interval the same token and address are audited again.
+    let now = 9_000_000;
+    const seen: string[] = [];
+    const server = new HttpServer({
+      config: { ...gw.config.http, port: 0 },
+      tokens: gw.config.auth.tokens,
+      auth: { now: () => now, loginAuditIntervalMs: 60_000, onSuccess: (s) => void seen.push(`${s.principal.name}@${s.remoteAddress}`) },
+      logger: silent,
+      health: () => ({ ok: true, details: {} }),
+      apiRouters: [],
+    });
+    await server.start();
+    try {
+      await request(server.port, '/api/x', { token: ADMIN });
+      now += 59_000;
+      await request(server.port, '/api/x', { token: ADMIN });
+      await request(server.port, '/api/x', { token: READER });
+      now += 1_000;
+      await request(server.port, '/api/x', { token: ADMIN });
+      expect(seen).to.deep.equal(['alice@127.0.0.1', 'reader-token-2@127.0.0.1', 'alice@127.0.0.1']);
+    } finally {
+      await server.stop();
+    }
+  });
 });
