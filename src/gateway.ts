@@ -204,6 +204,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     deid: deidPort,
     pseudonymSecret: () => pseudonymSecret,
     newId,
+    jobs,
     metrics,
     // With gateway assignment the reader is chosen before forwarding, so the study goes to the reader's destination.
     assignReader: readers.assigns
@@ -214,6 +215,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
       : undefined,
   });
   forwardingRef = forwarding;
+  // One job per delivery, queued per destination (forwarding.service.ts, register).
+  forwarding.register();
   // Retried until they succeed (a database error must not lose a decision); a new case is forwarded at once.
   jobs.register<EvaluationJobPayload>(
     EVALUATE_JOB,
