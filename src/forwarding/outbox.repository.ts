@@ -1,6 +1,5 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import type { Database } from '../db/schema.js';
 import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
 import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
 
