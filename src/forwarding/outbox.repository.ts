@@ -135,9 +135,10 @@ export async function deliveryById(db: Db, id: string): Promise<DeliveryRow | un
 }
 
 /**
- * Deliveries waiting to be sent that have no unfinished job of `kind` (key: the
- * delivery id): parked while their study was held and now released, planned by
- * the priors helper, or from before the job engine. A held study's wait.
+ * Deliveries waiting to be sent that have no job of `kind` (key: the delivery
+ * id): parked while their study was held and now released, or from before the
+ * job engine. A held study's deliveries wait. A dead job counts: a delivery whose
+ * runs kept killing the process is not given a fresh one (a person retries it).
  */
 export async function deliveriesWithoutJob(db: Db, kind: string, limit: number): Promise<Pick<DeliveryRow, 'id' | 'destination_id'>[]> {
   return db
@@ -149,7 +150,7 @@ export async function deliveriesWithoutJob(db: Db, kind: string, limit: number):
       not(exists(selectFrom('studies as hs').select('hs.study_instance_uid').whereRef('hs.study_instance_uid', '=', 'd.study_instance_uid').where('hs.state', '=', StudyState.held))),
     )
     .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.active_key', '=', 'd.id'))),
+      not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.key', '=', 'd.id'))),
     )
     .orderBy('d.id')
     .limit(limit)
