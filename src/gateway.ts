@@ -132,8 +132,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const mpps = new MppsService({ db, logger, newId, onStepEnded: (uid) => studies.checkCompleteness(uid).then(() => undefined) });
   const scp = config.dicom.enabled ? new DicomScp({ config: config.dicom, sink: studies, spool, logger, guards: metrics, mpps }) : undefined;
   const rules = new RulesService({ db, logger, config, newId });
-  // Forwarding is built below; a prior's planned delivery wakes it (late-bound).
-  let forwardingRef: ForwardingService | undefined;
+  // A prior's planned delivery enqueues its sending job with forwarding (built below; called only once running).
   const priors = new PriorsService({
     db,
     logger,
@@ -143,9 +142,11 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     sink: studies,
     spool,
     newId,
-    onForwardPlanned: () => forwardingRef?.kick(),
+    jobs,
+    deliveryPlanned: (trx, deliveryId, destinationId) => forwarding.enqueueDelivery(trx, deliveryId, destinationId),
   });
-  const decisions = new DecisionService({ db, logger, rules, config, newId, jobs, onCaseOpened: (caseId) => priors.onCaseOpened(caseId) });
+  priors.register(jobs);
+  const decisions = new DecisionService({ db, logger, rules, config, newId, jobs, onCaseOpened: (trx, caseId) => priors.enqueueLookup(trx, caseId) });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
   const senders = new Map<string, DestinationSender>(
     config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
@@ -205,6 +206,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     deid: deidPort,
     pseudonymSecret: () => pseudonymSecret,
     newId,
+    jobs,
     metrics,
     // With gateway assignment the reader is chosen before forwarding, so the study goes to the reader's destination.
     assignReader: readers.assigns
@@ -214,7 +216,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
       : undefined,
   });
-  forwardingRef = forwarding;
+  // One job per delivery, queued per destination (forwarding.service.ts, register).
+  forwarding.register();
   // Retried until they succeed (a database error must not lose a decision); a new case is forwarded at once.
   jobs.register<EvaluationJobPayload>(
     EVALUATE_JOB,

@@ -1,4 +1,3 @@
-import { backoffMs } from '../backoff.js';
 import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
 import { dropUnsentInstances } from '../cases/case-end.repository.js';
@@ -18,28 +17,43 @@ import { rawHl7OfStudy } from './study-identifiers.repository.js';
 import {
   addMissingInstances,
   casesReadyToForward,
-  claimDue,
   deliveriesNeedingDelta,
-  dueDestinations,
   deliveriesOfCases,
+  deliveriesWithoutJob,
+  deliveryById,
   deliveryStop,
   insertDelivery,
   markInstances,
   parkDelivery,
   pendingInstances,
-  renewLease,
   updateDelivery,
   type PendingInstance,
 } from './outbox.repository.js';
 import { StudyPseudonyms } from './pseudonym.service.js';
 import { isPriorDelivery, setPriorState } from '../priors/prior.repository.js';
 import { PriorState } from '../priors/prior.table.js';
-import { acquireLease, releaseLease, renewLeaseOf } from '../instances/instance.repository.js';
 import { forClaim } from '../db/dialect.js';
+import { deleteDeadJobs } from '../jobs/job.repository.js';
+import { JobClaimLostError, JobPermanentError, type JobContext, type JobOutcome, type JobQueue } from '../jobs/job.types.js';
 
-/** The work lease that gives one instance a destination's queue. */
-export function destinationLease(destinationId: string): string {
+/** The job kind that sends one delivery (its key is the delivery id). */
+export const DELIVER_JOB = 'forwarding.deliver';
+
+export interface DeliverJobPayload {
+  deliveryId: string;
+}
+
+/**
+ * The job queue of a destination: its deliveries run one at a time, in the order
+ * they were planned, on whichever instance claims them.
+ */
+export function destinationQueue(destinationId: string): string {
   return `destination:${destinationId}`;
+}
+
+/** What forwarding needs of the job engine: enqueue in the planning transaction, register the handler, and run what is due (tests, idle). */
+export interface DeliveryJobs extends JobQueue {
+  drain(kinds?: readonly string[]): Promise<void>;
 }
 
 /** What forwarding needs from the de-identification engine (wired in gateway.ts from src/forwarding/deid-port.ts). */
@@ -82,6 +96,7 @@ export interface ForwardingServiceOptions {
   /** HMAC key of the pseudonyms (kept in the database). */
   pseudonymSecret: () => string;
   newId: () => string;
+  jobs: DeliveryJobs;
   metrics?: ForwardingMetrics;
   /** Gateway assignment: picks the reader (in the planning transaction); may redirect to the reader's destination. */
   assignReader?: (
@@ -89,15 +104,16 @@ export interface ForwardingServiceOptions {
     c: { id: string; study_instance_uid: string; reader_group: string | null },
   ) => Promise<{ ok: true; destinationId?: string } | { ok: false; reason: string }>;
   clock?: () => Date;
-  random?: () => number;
 }
 
 const ACTOR = 'forwarding';
 
 /**
- * The durable outbox worker. Deliveries are rows; this loop plans them for
- * flagged cases of stable studies, claims due ones under a lease, sends what
- * each still misses in batches, and records every outcome before moving on.
+ * The durable outbox. Deliveries are rows; this loop plans them for flagged
+ * cases of stable studies and enqueues a `forwarding.deliver` job per delivery
+ * in the same transaction; the job engine runs it under a fenced claim, and the
+ * handler sends what the delivery still misses in batches, recording every
+ * outcome (fenced) before moving on.
  * A crash anywhere resumes from the rows: at worst an instance whose success
  * was not yet recorded is sent again, which a receiver takes as the same SOP
  * instance (pseudonymous UIDs are stable per study and destination).
@@ -106,21 +122,46 @@ export class ForwardingService {
   private readonly db: Db;
   private readonly log: Logger;
   private readonly clock: () => Date;
-  private readonly random: () => number;
   private readonly loop: PollLoop;
-  private readonly busyDestinations = new Set<string>();
-  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly o: ForwardingServiceOptions) {
     this.db = o.db;
     this.log = o.logger.child({ component: 'forwarding' });
     this.clock = o.clock ?? (() => new Date());
-    this.random = o.random ?? Math.random;
     this.loop = new PollLoop(
       () => this.tick(),
       o.config.forwarding.pollIntervalSeconds * 1000,
       (err) => this.log.error('forwarding pass failed', { error: (err as Error).message }),
     );
+  }
+
+  /**
+   * The delivery job's handler, registered with the engine. One destination's
+   * deliveries share a queue, so they go out one after another in planning order
+   * across every instance (a reader's worklist fills in the order cases were
+   * decided); different destinations run side by side. Attempts, backoff and the
+   * dead letter are the engine's, with the `forwarding` settings; one attempt more
+   * than `forwarding.maxAttempts` is allowed so that a delivery whose runs kept
+   * killing the process is failed here, on its row and its case, not only as a job.
+   */
+  register(): void {
+    const f = this.o.config.forwarding;
+    this.o.jobs.register<DeliverJobPayload>(DELIVER_JOB, (job) => this.runJob(job), {
+      concurrency: Math.max(1, new Set(this.o.config.destinations.map((d) => d.id)).size),
+      leaseSeconds: f.leaseSeconds,
+      maxAttempts: f.maxAttempts + 1,
+      backoffBaseSeconds: f.backoffBaseSeconds,
+      backoffMaxSeconds: f.backoffMaxSeconds,
+    });
+  }
+
+  /** In the caller's transaction: the delivery's job exists if and only if the change that calls for it commits. */
+  async enqueueDelivery(trx: Db, deliveryId: string, destinationId: string): Promise<void> {
+    await this.o.jobs.enqueue(trx, DELIVER_JOB, { deliveryId } satisfies DeliverJobPayload, {
+      key: deliveryId,
+      queue: destinationQueue(destinationId),
+      maxAttempts: this.o.config.forwarding.maxAttempts + 1,
+    });
   }
 
   start(): void {
@@ -129,7 +170,6 @@ export class ForwardingService {
 
   async stop(): Promise<void> {
     await this.loop.stop();
-    await Promise.allSettled([...this.inFlight]);
   }
 
   /** Something changed (a case flagged, a study stable): look now rather than at the next poll. */
@@ -137,61 +177,24 @@ export class ForwardingService {
     this.loop.kick();
   }
 
-  /** Waits until no delivery is being worked on and no pass is under way (tests, shutdown). */
+  /** Waits until no planning pass is under way and the due delivery jobs have run (tests, shutdown). */
   async idle(): Promise<void> {
-    for (;;) {
-      await this.loop.current;
-      await Promise.allSettled([...this.inFlight]);
-      if (!this.loop.current && this.inFlight.size === 0) return;
-    }
+    await this.loop.current;
+    await this.o.jobs.drain([DELIVER_JOB]);
   }
 
-  /** One pass: plan new deliveries and deltas, claim what is due, start sending per destination. */
+  /**
+   * One planning pass: new deliveries and deltas, each enqueuing its job in its
+   * own transaction; then a job for every pending delivery that has none (a study
+   * released from a hold, a prior planned by the priors helper, rows from before
+   * the job engine).
+   */
   async tick(): Promise<void> {
     await this.planDeliveries();
     await this.planDeltas();
-    const now = this.clock();
-    const nowIso = now.toISOString();
-    const until = this.leaseUntil(now);
-    // A destination is worked by one instance at a time (its lease), one delivery after another: that keeps
-    // each destination's deliveries in order across instances, while different destinations run side by
-    // side (here and on other instances), so a dead one never holds up another.
-    const held: string[] = [];
-    for (const destinationId of await dueDestinations(this.db, nowIso)) {
-      if (this.busyDestinations.has(destinationId)) continue;
-      if (await acquireLease(this.db, destinationLease(destinationId), this.owner, nowIso, until)) held.push(destinationId);
+    for (const d of await deliveriesWithoutJob(this.db, DELIVER_JOB, 100)) {
+      await this.db.transaction().execute((trx) => this.enqueueDelivery(trx, d.id, d.destination_id));
     }
-    const claimed = await claimDue(this.db, this.owner, nowIso, until, 50, held);
-    const byDestination = new Map<string, DeliveryRow[]>();
-    for (const d of claimed) byDestination.set(d.destination_id, [...(byDestination.get(d.destination_id) ?? []), d]);
-    for (const destinationId of held) {
-      const deliveries = byDestination.get(destinationId);
-      if (!deliveries) {
-        await releaseLease(this.db, destinationLease(destinationId), this.owner);
-        continue;
-      }
-      this.busyDestinations.add(destinationId);
-      const work = (async () => {
-        try {
-          for (const d of deliveries) await this.process(d);
-        } finally {
-          this.busyDestinations.delete(destinationId);
-          await releaseLease(this.db, destinationLease(destinationId), this.owner).catch((err: unknown) =>
-            this.log.warn('could not release a destination lease (it expires by itself)', { destinationId, error: (err as Error).message }),
-          );
-        }
-      })();
-      this.inFlight.add(work);
-      void work.finally(() => this.inFlight.delete(work));
-    }
-  }
-
-  private get owner(): string {
-    return this.o.config.instanceId;
-  }
-
-  private leaseUntil(now: Date): string {
-    return new Date(now.getTime() + this.o.config.forwarding.leaseSeconds * 1000).toISOString();
   }
 
   private async planDeliveries(): Promise<void> {
@@ -226,7 +229,9 @@ export class ForwardingService {
           return false;
         }
         const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
-        const instances = await insertDelivery(trx, { id: this.o.newId(), caseId: c.id, destinationId: destination.id, studyInstanceUid: c.study_instance_uid, deidentify, now });
+        const deliveryId = this.o.newId();
+        const instances = await insertDelivery(trx, { id: deliveryId, caseId: c.id, destinationId: destination.id, studyInstanceUid: c.study_instance_uid, deidentify, now });
+        await this.enqueueDelivery(trx, deliveryId, destination.id);
         await transitionCase(trx, {
           caseId: c.id,
           from: [CaseState.flagged],
@@ -254,80 +259,104 @@ export class ForwardingService {
         if (n > 0 && d.state === DeliveryState.delivered) {
           await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
         }
+        // A no-op while the delivery's job is unfinished: a running one sends the new instances before it closes (delivered()).
+        if (n > 0) await this.enqueueDelivery(trx, d.id, d.destination_id);
         return n;
       });
       if (added > 0) this.log.info('late instances queued as a delta', { deliveryId: d.id, instances: added, studyUid: hashId(d.study_instance_uid) });
     }
   }
 
-  private async process(d: DeliveryRow): Promise<void> {
+  /** The `forwarding.deliver` handler: one attempt at one delivery. */
+  async runJob(job: JobContext<DeliverJobPayload>): Promise<JobOutcome> {
+    const d = await deliveryById(this.db, job.payload.deliveryId);
+    // Cancelled while its job waited (a retry's backoff, a dead worker's lease): what it had not sent is dropped here,
+    // since the cancel leaves a delivery it saw `sending` to its worker.
+    if (d?.state === DeliveryState.cancelled) return void (await job.fenced((trx) => dropUnsentInstances(trx, [d.id])));
+    // Delivered, dead or held meanwhile (or gone): nothing to send; a retry, a release or a delta enqueues again.
+    if (!d || (d.state !== DeliveryState.pending && d.state !== DeliveryState.sending)) return;
     const log = this.log.child({ jobId: d.id, destinationId: d.destination_id, studyUid: hashId(d.study_instance_uid) });
-    const started = Date.now();
-    const sender = this.o.senders.get(d.destination_id);
+    if (job.attempt > this.o.config.forwarding.maxAttempts) {
+      // The engine allows one run more than forwarding.maxAttempts: earlier runs ended without an outcome (the process died).
+      throw await this.fail(job, d, 'every attempt ended without finishing (the worker stopped or the process died)', false, log);
+    }
+    if (await this.stopped(job, d, [], log)) return;
+    await job.fenced((trx) => updateDelivery(trx, d.id, { state: DeliveryState.sending, updated_at: this.clock().toISOString() }));
+    let failure: { message: string; transient: boolean };
     try {
-      if (!sender) return await this.fail(d, `destination "${d.destination_id}" is not configured`, false, log);
-      const pending = await pendingInstances(this.db, d.id);
-      const destination = this.o.config.destinations.find((x) => x.id === d.destination_id)!;
-      let deid: DeidContext | undefined;
-      if (d.deidentify === 1) {
-        const policy = this.o.config.forwarding.deidentification.exclusionPolicy;
-        if (policy === 'hold-case') {
-          // Newly found ones, and ones listed by an earlier attempt and not released yet (a retry does not send around them).
-          const risky = await this.riskyInstances(d, pending);
-          if (risky > 0 || (await hasOpenExclusions(this.db, d.id))) {
-            return await this.hold(d, 'instances may carry identifiers that de-identification cannot remove: the case waits until each is released (see excludedInstances)', log);
-          }
-        }
-        deid = {
-          pseudonyms: await StudyPseudonyms.load(this.db, this.o.pseudonymSecret(), d.destination_id, d.study_instance_uid),
-          hl7: await this.hl7IdentifiersOf(d.study_instance_uid),
-        };
-      }
-      let sent = 0;
-      for (let i = 0; i < pending.length; i += destination.batchSize) {
-        if (await this.stopped(d, [], log)) return;
-        const batch = pending.slice(i, i + destination.batchSize);
-        const outgoing = await this.prepare(d, batch, deid, log);
-        this.fenceInstances(d, outgoing.instances.map((x) => x.instance));
-        const results = await sender.send(outgoing.instances.map((x) => x.instance));
-        if (await this.stopped(d, outgoing.instances.filter((_, j) => results[j]?.ok).map((x) => x.original), log)) return;
-        const now = this.clock();
-        const ok: string[] = [];
-        let permanent: string | undefined;
-        let transient: string | undefined;
-        results.forEach((r, j) => {
-          const original = outgoing.instances[j]!.original;
-          if (r.ok) ok.push(original);
-          else if (r.failure?.transient) transient ??= r.failure.message;
-          else permanent ??= r.failure?.message ?? 'refused';
-        });
-        if (results.length !== outgoing.instances.length) transient ??= `destination answered ${results.length} of ${outgoing.instances.length} instances`;
-        // One transaction: the rows and the delivery's counter commit together (a crash between them left instances_sent stale).
-        await this.db.transaction().execute((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null));
-        sent += ok.length;
-        await renewLease(this.db, d.id, this.owner, this.leaseUntil(now));
-        await renewLeaseOf(this.db, destinationLease(d.destination_id), this.owner, this.leaseUntil(now));
-        // An instance that could not be prepared stopped the batch there (nothing after it was sent): what went
-        // through is recorded above; the delivery fails as an unreadable file always did.
-        if (outgoing.stopped) throw outgoing.stopped;
-        if (permanent) {
-          const failedUids = outgoing.instances.map((x) => x.original).filter((u) => !ok.includes(u));
-          await this.db.transaction().execute((trx) => markInstances(trx, d.id, failedUids, DeliveryInstanceState.failed, now.toISOString(), permanent ?? null));
-          return await this.fail(d, permanent, false, log);
-        }
-        if (transient) return await this.fail(d, transient, true, log);
-      }
-      await this.delivered(d, log);
-      this.o.metrics?.delivered(d.destination_id, sent, (Date.now() - started) / 1000);
+      const r = await this.process(job, d, log);
+      if (!('failed' in r)) return r.outcome;
+      failure = r.failed;
     } catch (err) {
+      if (err instanceof JobClaimLostError || job.signal.aborted) throw err;
       const ge = toGatewayError(err);
       log.error('delivery attempt failed', { code: ge.code, error: (err as Error).message });
       // Our own fault (file unreadable, de-identification refused): retrying the same bytes will not help.
       const transient = ge.code === 'transient' || ge.code === 'out-of-resources' || ge.code === 'internal';
-      await this.fail(d, ge.message === 'internal error' ? (err as Error).message : ge.message, transient, log).catch((e: unknown) =>
-        log.error('could not record the failure', { error: (e as Error).message }),
-      );
+      failure = { message: ge.message === 'internal error' ? (err as Error).message : ge.message, transient };
     }
+    throw await this.fail(job, d, failure.message, failure.transient, log);
+  }
+
+  private async process(job: JobContext<DeliverJobPayload>, d: DeliveryRow, log: Logger): Promise<{ outcome: JobOutcome } | { failed: { message: string; transient: boolean } }> {
+    const started = Date.now();
+    const sender = this.o.senders.get(d.destination_id);
+    if (!sender) return { failed: { message: `destination "${d.destination_id}" is not configured`, transient: false } };
+    const pending = await pendingInstances(this.db, d.id);
+    const destination = this.o.config.destinations.find((x) => x.id === d.destination_id)!;
+    let deid: DeidContext | undefined;
+    if (d.deidentify === 1) {
+      const policy = this.o.config.forwarding.deidentification.exclusionPolicy;
+      if (policy === 'hold-case') {
+        // Newly found ones, and ones listed by an earlier attempt and not released yet (a retry does not send around them).
+        const risky = await this.riskyInstances(job, d, pending);
+        if (risky > 0 || (await hasOpenExclusions(this.db, d.id))) {
+          await this.hold(job, d, 'instances may carry identifiers that de-identification cannot remove: the case waits until each is released (see excludedInstances)', log);
+          return { outcome: undefined };
+        }
+      }
+      deid = {
+        pseudonyms: await StudyPseudonyms.load(this.db, this.o.pseudonymSecret(), d.destination_id, d.study_instance_uid),
+        hl7: await this.hl7IdentifiersOf(d.study_instance_uid),
+      };
+    }
+    let sent = 0;
+    for (let i = 0; i < pending.length; i += destination.batchSize) {
+      // Progress renews the claim; a worker that lost it (its lease ran out and another took the job) stops here.
+      await job.renew();
+      if (await this.stopped(job, d, [], log)) return { outcome: undefined };
+      const batch = pending.slice(i, i + destination.batchSize);
+      const outgoing = await this.prepare(job, d, batch, deid, log);
+      this.fenceInstances(job, d, outgoing.instances.map((x) => x.instance));
+      const results = await sender.send(outgoing.instances.map((x) => x.instance));
+      if (await this.stopped(job, d, outgoing.instances.filter((_, j) => results[j]?.ok).map((x) => x.original), log)) return { outcome: undefined };
+      const now = this.clock();
+      const ok: string[] = [];
+      let permanent: string | undefined;
+      let transient: string | undefined;
+      results.forEach((r, j) => {
+        const original = outgoing.instances[j]!.original;
+        if (r.ok) ok.push(original);
+        else if (r.failure?.transient) transient ??= r.failure.message;
+        else permanent ??= r.failure?.message ?? 'refused';
+      });
+      if (results.length !== outgoing.instances.length) transient ??= `destination answered ${results.length} of ${outgoing.instances.length} instances`;
+      // One transaction, fenced: the rows and the delivery's counter commit together, and only while the claim is ours.
+      await job.fenced((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null));
+      sent += ok.length;
+      // An instance that could not be prepared stopped the batch there (nothing after it was sent): what went
+      // through is recorded above; the delivery fails as an unreadable file always did.
+      if (outgoing.stopped) throw outgoing.stopped;
+      if (permanent) {
+        const failedUids = outgoing.instances.map((x) => x.original).filter((u) => !ok.includes(u));
+        await job.fenced((trx) => markInstances(trx, d.id, failedUids, DeliveryInstanceState.failed, now.toISOString(), permanent ?? null));
+        return { failed: { message: permanent, transient: false } };
+      }
+      if (transient) return { failed: { message: transient, transient: true } };
+    }
+    const outcome = await this.delivered(job, d, log);
+    this.o.metrics?.delivered(d.destination_id, sent, (Date.now() - started) / 1000);
+    return { outcome };
   }
 
   /**
@@ -343,6 +372,7 @@ export class ForwardingService {
    * batch there: what came before it is sent, then the delivery fails.
    */
   private async prepare(
+    job: JobContext<DeliverJobPayload>,
     d: DeliveryRow,
     batch: PendingInstance[],
     deid: DeidContext | undefined,
@@ -367,7 +397,7 @@ export class ForwardingService {
         if (!released) {
           const risk = this.risk(header);
           if (risk) {
-            await this.exclude(d, b, header, risk.reason, risk.detail, log);
+            await this.exclude(job, d, b, header, risk.reason, risk.detail, log);
             continue;
           }
         }
@@ -382,7 +412,7 @@ export class ForwardingService {
         const verdict = r.verification;
         if (!verdict.clean) {
           const paths = [...new Set(verdict.hits.map((h) => `${h.path} (${h.kind})`))];
-          await this.exclude(d, b, header, 'phi-detected', `identifier found after de-identification at ${paths.join(', ')}`, log, paths);
+          await this.exclude(job, d, b, header, 'phi-detected', `identifier found after de-identification at ${paths.join(', ')}`, log, paths);
           this.o.metrics?.phiDetected(d.destination_id);
           continue;
         }
@@ -407,9 +437,10 @@ export class ForwardingService {
    * it puts an instance on the wire, so once the case is cancelled (or the
    * study held) only the instance already in flight still arrives.
    */
-  private fenceInstances(d: DeliveryRow, instances: SendableInstance[]): void {
+  private fenceInstances(job: JobContext<DeliverJobPayload>, d: DeliveryRow, instances: SendableInstance[]): void {
     for (const x of instances) {
       x.beforeSend = async () => {
+        if (job.signal.aborted) throw new Error('the delivery job lost its claim');
         const why = await deliveryStop(this.db, d.id);
         if (why) throw new Error(why === 'cancelled' ? 'the case was cancelled' : 'the study is held');
       };
@@ -421,13 +452,14 @@ export class ForwardingService {
    * stops the delivery here. What went through is recorded; a held study's
    * delivery waits as pending for its release, a cancelled one stays cancelled.
    */
-  private async stopped(d: DeliveryRow, sentUids: string[], log: Logger): Promise<boolean> {
+  private async stopped(job: JobContext<DeliverJobPayload>, d: DeliveryRow, sentUids: string[], log: Logger): Promise<boolean> {
     const why = await deliveryStop(this.db, d.id);
     if (!why) return false;
     const now = this.clock().toISOString();
-    await this.db.transaction().execute(async (trx) => {
+    await job.fenced(async (trx) => {
       await markInstances(trx, d.id, sentUids, DeliveryInstanceState.sent, now, null);
-      if (why === 'held') await parkDelivery(trx, d.id, this.owner, now);
+      // The job ends; the planning pass enqueues the parked delivery again once its study is released.
+      if (why === 'held') await parkDelivery(trx, d.id, now);
       else await dropUnsentInstances(trx, [d.id]);
     });
     log.info(why === 'cancelled' ? 'delivery stopped: its case was cancelled' : 'delivery paused: its study is held', { caseId: d.case_id, sentThisBatch: sentUids.length });
@@ -445,7 +477,7 @@ export class ForwardingService {
   }
 
   /** hold-case policy: every risky instance not released is recorded (listed on the case); the count decides the hold. */
-  private async riskyInstances(d: DeliveryRow, pending: PendingInstance[]): Promise<number> {
+  private async riskyInstances(job: JobContext<DeliverJobPayload>, d: DeliveryRow, pending: PendingInstance[]): Promise<number> {
     let n = 0;
     for (const b of pending) {
       if (b.released === 1) continue;
@@ -454,7 +486,7 @@ export class ForwardingService {
       if (!risk) continue;
       n++;
       const now = this.clock().toISOString();
-      await this.db.transaction().execute((trx) =>
+      await job.fenced((trx) =>
         excludeInstance(trx, { deliveryId: d.id, caseId: d.case_id, sopInstanceUid: b.sop_instance_uid, sopClassUid: header.sopClassUid || b.sop_class_uid, seriesDescription: header.seriesDescription, reason: risk.reason, detail: risk.detail, now }),
       );
       this.o.metrics?.excluded(d.destination_id, risk.reason);
@@ -462,9 +494,9 @@ export class ForwardingService {
     return n;
   }
 
-  private async exclude(d: DeliveryRow, b: PendingInstance, header: SourceHeader, reason: string, detail: string, log: Logger, paths?: string[]): Promise<void> {
+  private async exclude(job: JobContext<DeliverJobPayload>, d: DeliveryRow, b: PendingInstance, header: SourceHeader, reason: string, detail: string, log: Logger, paths?: string[]): Promise<void> {
     const now = this.clock().toISOString();
-    await this.db.transaction().execute(async (trx) => {
+    await job.fenced(async (trx) => {
       await excludeInstance(trx, { deliveryId: d.id, caseId: d.case_id, sopInstanceUid: b.sop_instance_uid, sopClassUid: header.sopClassUid || b.sop_class_uid, seriesDescription: header.seriesDescription, reason, detail, now });
       await recordAudit(trx, this.o.newId(), now, {
         actor: ACTOR,
@@ -488,9 +520,9 @@ export class ForwardingService {
     return dedupeHl7Identifiers(ids);
   }
 
-  private async delivered(d: DeliveryRow, log: Logger): Promise<void> {
+  private async delivered(job: JobContext<DeliverJobPayload>, d: DeliveryRow, log: Logger): Promise<JobOutcome> {
     const now = this.clock().toISOString();
-    const requeued = await this.db.transaction().execute(async (trx) => {
+    const requeued = await job.fenced(async (trx) => {
       // Late instances that planDeltas added while this attempt was sending (it runs on every pass, beside a
       // delivery in flight) are not in the list this attempt read. Closing the delivery left them pending for
       // good: deliveriesNeedingDelta counts them as planned. Found by scripts/chaos.ts.
@@ -501,7 +533,7 @@ export class ForwardingService {
         .where('state', '=', DeliveryInstanceState.pending)
         .executeTakeFirst();
       if (left) {
-        await updateDelivery(trx, d.id, { state: DeliveryState.pending, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now });
+        await updateDelivery(trx, d.id, { state: DeliveryState.pending, next_attempt_at: now, updated_at: now });
         return true;
       }
       if (d.deidentify === 1) {
@@ -509,7 +541,7 @@ export class ForwardingService {
         const counts = await trx.selectFrom('deliveries').select(['instances_sent']).where('id', '=', d.id).executeTakeFirstOrThrow();
         if (Number(counts.instances_sent) === 0 && (await hasOpenExclusions(trx, d.id))) return 'hold' as const;
       }
-      await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, lease_owner: null, lease_expires_at: null, last_error: null, updated_at: now });
+      await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, last_error: null, updated_at: now });
       // A prior's delivery (priors.service.ts) is context: the case is awaiting its read once its own study is there.
       const all = (await deliveriesOfCases(trx, [d.case_id])).filter((x) => x.study_instance_uid === d.study_instance_uid);
       if (!(await isPriorDelivery(trx, d)) && all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
@@ -517,27 +549,33 @@ export class ForwardingService {
       }
       return false;
     });
-    if (requeued === 'hold') return await this.hold(d, 'every instance was excluded from the de-identified delivery (see excludedInstances)', log);
+    if (requeued === 'hold') return await this.hold(job, d, 'every instance was excluded from the de-identified delivery (see excludedInstances)', log);
     if (requeued) {
       log.info('late instances arrived while sending; sending them next', { caseId: d.case_id });
-      this.kick();
-      return;
+      // The same job again, at once and keeping its place in the destination's queue (not counted as a failure).
+      return { runAgainAt: new Date() };
     }
     log.info('delivered', { caseId: d.case_id, attempts: d.attempts + 1 });
+    return undefined;
   }
 
-  private async fail(d: DeliveryRow, message: string, transient: boolean, log: Logger): Promise<void> {
+  /**
+   * Records a failed attempt on the delivery (fenced) and returns what the job
+   * throws: a plain error, retried by the engine after its backoff, or a
+   * `JobPermanentError` once the delivery is dead (refused, or out of attempts),
+   * which dead-letters the job too.
+   */
+  private async fail(job: JobContext<DeliverJobPayload>, d: DeliveryRow, message: string, transient: boolean, log: Logger): Promise<Error> {
     const attempts = d.attempts + 1;
-    const max = this.o.config.forwarding.maxAttempts;
-    const now = this.clock();
-    const dead = !transient || attempts >= max;
+    const dead = !transient || job.attempt >= this.o.config.forwarding.maxAttempts;
+    const now = this.clock().toISOString();
     this.o.metrics?.failed(d.destination_id, transient ? 'transient' : 'permanent');
-    await this.db.transaction().execute(async (trx) => {
+    await job.fenced(async (trx) => {
       if (dead) {
-        await updateDelivery(trx, d.id, { state: DeliveryState.dead, attempts, last_error: message, lease_owner: null, lease_expires_at: null, updated_at: now.toISOString() });
+        await updateDelivery(trx, d.id, { state: DeliveryState.dead, attempts, last_error: message, updated_at: now });
         // A prior that could not be sent is shown on the case (and retried with it), never a reason to fail the case.
         if (await isPriorDelivery(trx, d)) {
-          await setPriorState(trx, d.case_id, d.study_instance_uid, PriorState.failed, `not delivered: ${message}`, now.toISOString());
+          await setPriorState(trx, d.case_id, d.study_instance_uid, PriorState.failed, `not delivered: ${message}`, now);
           return;
         }
         await transitionCase(trx, {
@@ -545,23 +583,23 @@ export class ForwardingService {
           from: [CaseState.forwarding, CaseState.awaitingRead],
           to: CaseState.failed,
           actor: ACTOR,
-          now: now.toISOString(),
+          now,
           auditId: this.o.newId(),
           details: { deliveryId: d.id, error: message, attempts },
         });
       } else {
-        const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.forwarding.backoffBaseSeconds, this.o.config.forwarding.backoffMaxSeconds, this.random)).toISOString();
-        await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts, last_error: message, next_attempt_at: next, lease_owner: null, lease_expires_at: null, updated_at: now.toISOString() });
+        await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts, last_error: message, updated_at: now });
       }
     });
     if (dead) log.warn('delivery dead-lettered', { caseId: d.case_id, attempts, permanent: !transient, error: message });
     else log.info('delivery will be retried', { caseId: d.case_id, attempts, error: message });
+    return dead ? new JobPermanentError(message) : new Error(message);
   }
 
-  private async hold(d: DeliveryRow, reason: string, log: Logger): Promise<void> {
+  private async hold(job: JobContext<DeliverJobPayload>, d: DeliveryRow, reason: string, log: Logger): Promise<void> {
     const now = this.clock().toISOString();
-    await this.db.transaction().execute(async (trx) => {
-      await updateDelivery(trx, d.id, { state: DeliveryState.held, last_error: reason, lease_owner: null, lease_expires_at: null, updated_at: now });
+    await job.fenced(async (trx) => {
+      await updateDelivery(trx, d.id, { state: DeliveryState.held, last_error: reason, updated_at: now });
       if (await isPriorDelivery(trx, d)) {
         await setPriorState(trx, d.case_id, d.study_instance_uid, PriorState.failed, `held: ${reason}`, now);
         return;
@@ -617,13 +655,15 @@ export class ForwardingService {
         if (!d) continue;
         if (d.state === DeliveryState.delivered) {
           await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
+          await this.enqueueDelivery(trx, d.id, d.destination_id);
         } else if (
           d.state === DeliveryState.held &&
           // hold-case waits until every kept-back instance is released; a delivery held because all its instances were
           // excluded (exclude-instance) sends what a person released.
           (this.o.config.forwarding.deidentification.exclusionPolicy === 'exclude-instance' || !(await hasOpenExclusions(trx, d.id)))
         ) {
-          await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, lease_owner: null, lease_expires_at: null, updated_at: now });
+          await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
+          await this.enqueueDelivery(trx, d.id, d.destination_id);
           await transitionCase(trx, { caseId, from: [CaseState.held], to: CaseState.forwarding, actor, now, auditId: this.o.newId(), details: { deliveryId: d.id, released: sopInstanceUid } });
         }
       }
@@ -661,7 +701,10 @@ export class ForwardingService {
           .where('delivery_id', '=', x.id)
           .where('state', '=', DeliveryInstanceState.failed)
           .execute();
-        await updateDelivery(trx, x.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now });
+        await updateDelivery(trx, x.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
+        // The dead job gives way to a fresh one with a fresh attempt count, at the back of its destination's queue.
+        await deleteDeadJobs(trx, DELIVER_JOB, x.id);
+        await this.enqueueDelivery(trx, x.id, x.destination_id);
       }
       // A case held before any delivery existed (e.g. unknown destination) goes back to be planned again.
       const to = retryable.length > 0 ? CaseState.forwarding : CaseState.flagged;

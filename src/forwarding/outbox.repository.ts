@@ -1,7 +1,5 @@
-import { sql, type ExpressionBuilder } from 'kysely';
+import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { forClaim } from '../db/dialect.js';
-import type { Database } from '../db/schema.js';
 import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
 import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
 
@@ -88,11 +86,11 @@ export async function addMissingInstances(db: Db, deliveryId: string, studyInsta
 }
 
 /** Deliveries of open cases whose stable study now has instances they do not list: late instances to send as a delta. */
-export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pick<DeliveryRow, 'id' | 'study_instance_uid' | 'state'>[]> {
+export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pick<DeliveryRow, 'id' | 'study_instance_uid' | 'state' | 'destination_id'>[]> {
   return db
     .selectFrom('deliveries as d')
     .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
-    .select(['d.id', 'd.study_instance_uid', 'd.state'])
+    .select(['d.id', 'd.study_instance_uid', 'd.state', 'd.destination_id'])
     // A cancelled case takes no delta, even where its delivery had completed.
     .innerJoin('cases as c', 'c.id', 'd.case_id')
     .where('c.state', '!=', CaseState.cancelled)
@@ -104,30 +102,6 @@ export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pic
     .limit(limit)
     .execute();
 }
-
-const dueOrExpired = (now: string) => (eb: ExpressionBuilder<Database, 'deliveries'>) =>
-  eb.and([
-    eb.or([
-      eb.and([eb('state', '=', DeliveryState.pending), eb('next_attempt_at', '<=', now)]),
-      eb.and([eb('state', '=', DeliveryState.sending), eb('lease_expires_at', '<', now)]),
-    ]),
-    notOfHeldStudy(eb),
-  ]);
-
-/**
- * The hold gate: nothing of a study in state `held` (identity conflict, ...) is
- * claimed; its deliveries wait, unchanged, and are due again once the study is released.
- */
-const notOfHeldStudy = (eb: ExpressionBuilder<Database, 'deliveries'>) =>
-  eb.not(
-    eb.exists(
-      eb
-        .selectFrom('studies as hs')
-        .select('hs.study_instance_uid')
-        .whereRef('hs.study_instance_uid', '=', 'deliveries.study_instance_uid')
-        .where('hs.state', '=', StudyState.held),
-    ),
-  );
 
 /**
  * Why a delivery being sent must stop before its next instance: its case was
@@ -147,40 +121,40 @@ export async function deliveryStop(db: Db, deliveryId: string): Promise<'cancell
 }
 
 /** A delivery stopped mid-send because its study was held: due again (from what is missing) once the study is released. */
-export async function parkDelivery(db: Db, deliveryId: string, owner: string, now: string): Promise<void> {
+export async function parkDelivery(db: Db, deliveryId: string, now: string): Promise<void> {
   await db
     .updateTable('deliveries')
-    .set({ state: DeliveryState.pending, next_attempt_at: now, lease_owner: null, lease_expires_at: null, updated_at: now })
+    .set({ state: DeliveryState.pending, next_attempt_at: now, updated_at: now })
     .where('id', '=', deliveryId)
-    .where('state', '=', DeliveryState.sending)
-    .where('lease_owner', '=', owner)
+    .where('state', 'in', [DeliveryState.sending, DeliveryState.pending])
     .execute();
 }
 
-/** Destinations that have a delivery due now (or one whose claimer's lease ran out). */
-export async function dueDestinations(db: Db, now: string): Promise<string[]> {
-  const rows = await db.selectFrom('deliveries').select('destination_id').distinct().where(dueOrExpired(now)).orderBy('destination_id').execute();
-  return rows.map((r) => r.destination_id);
+export async function deliveryById(db: Db, id: string): Promise<DeliveryRow | undefined> {
+  return db.selectFrom('deliveries').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
 /**
- * Claims up to `limit` due deliveries of `destinations` for `owner`: pending
- * ones whose time has come, and ones whose claimer's lease ran out (it died).
- * One UPDATE over a candidate SELECT that, on PostgreSQL, locks its rows and
- * skips rows another instance is claiming (dialect.ts), so two workers never
- * take the same delivery. Oldest first.
+ * Deliveries waiting to be sent that have no job of `kind` (key: the delivery
+ * id): parked while their study was held and now released, or from before the
+ * job engine. A held study's deliveries wait. A dead job counts: a delivery whose
+ * runs kept killing the process is not given a fresh one (a person retries it).
  */
-export async function claimDue(db: Db, owner: string, now: string, leaseUntil: string, limit: number, destinations?: readonly string[]): Promise<DeliveryRow[]> {
-  if (destinations && destinations.length === 0) return [];
-  let candidates = db.selectFrom('deliveries').select('id').where(dueOrExpired(now));
-  if (destinations) candidates = candidates.where('destination_id', 'in', destinations);
-  const claimed = await db
-    .updateTable('deliveries')
-    .set({ state: DeliveryState.sending, lease_owner: owner, lease_expires_at: leaseUntil, updated_at: now })
-    .where('id', 'in', forClaim(db, candidates.orderBy('next_attempt_at').orderBy('id').limit(limit)))
-    .returningAll()
+export async function deliveriesWithoutJob(db: Db, kind: string, limit: number): Promise<Pick<DeliveryRow, 'id' | 'destination_id'>[]> {
+  return db
+    .selectFrom('deliveries as d')
+    .select(['d.id', 'd.destination_id'])
+    .where('d.state', 'in', [DeliveryState.pending, DeliveryState.sending])
+    // The hold gate: nothing of a study in state `held` (identity conflict, ...) is sent; its deliveries wait, unchanged.
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom('studies as hs').select('hs.study_instance_uid').whereRef('hs.study_instance_uid', '=', 'd.study_instance_uid').where('hs.state', '=', StudyState.held))),
+    )
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.key', '=', 'd.id'))),
+    )
+    .orderBy('d.id')
+    .limit(limit)
     .execute();
-  return claimed.sort((a, b) => (a.next_attempt_at < b.next_attempt_at ? -1 : a.next_attempt_at > b.next_attempt_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 export interface PendingInstance {
@@ -225,7 +199,6 @@ export async function markInstances(db: Db, deliveryId: string, uids: readonly s
           .select((e) => e.fn.countAll<number>().as('n'))
           .where('delivery_id', '=', deliveryId)
           .where('state', '=', DeliveryInstanceState.sent),
-        // Progress renews the lease: a long study is not taken over while it is moving.
         updated_at: now,
       }))
       .where('id', '=', deliveryId)
@@ -233,15 +206,10 @@ export async function markInstances(db: Db, deliveryId: string, uids: readonly s
   }
 }
 
-export async function renewLease(db: Db, deliveryId: string, owner: string, leaseUntil: string): Promise<boolean> {
-  const r = await db.updateTable('deliveries').set({ lease_expires_at: leaseUntil }).where('id', '=', deliveryId).where('lease_owner', '=', owner).executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
-}
-
 export async function updateDelivery(
   db: Db,
   id: string,
-  set: Partial<Pick<DeliveryRow, 'state' | 'attempts' | 'next_attempt_at' | 'last_error' | 'lease_owner' | 'lease_expires_at' | 'delivered_at' | 'updated_at'>>,
+  set: Partial<Pick<DeliveryRow, 'state' | 'attempts' | 'next_attempt_at' | 'last_error' | 'delivered_at' | 'updated_at'>>,
 ): Promise<void> {
   // Cancelled is terminal: a worker's late outcome (failure, hold, done) never revives a cancelled delivery.
   await db.updateTable('deliveries').set(set).where('id', '=', id).where('state', '!=', DeliveryState.cancelled).execute();

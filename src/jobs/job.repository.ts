@@ -231,6 +231,12 @@ export async function runPendingNow(db: Db, kind: string, key: string): Promise<
   await db.updateTable('jobs').set({ run_at: now, updated_at: now }).where('kind', '=', kind).where('active_key', '=', key).where('state', '=', 'pending').execute();
 }
 
+/** Removes dead jobs of `kind` and `key` (a person's retry enqueues a fresh one in the same transaction). */
+export async function deleteDeadJobs(db: Db, kind: string, key: string): Promise<number> {
+  const r = await db.deleteFrom('jobs').where('kind', '=', kind).where('key', '=', key).where('state', '=', 'dead').executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
 /** Removes unfinished jobs of `kind` and `key` that no worker holds (the work they stood for is gone). */
 export async function deletePendingJobs(db: Db, kind: string, key: string): Promise<number> {
   const r = await db.deleteFrom('jobs').where('kind', '=', kind).where('key', '=', key).where('state', '=', 'pending').executeTakeFirst();

@@ -14,6 +14,14 @@ import { findStudy, seriesOfStudies } from '../studies/study.repository.js';
 import type { PacsClient } from './pacs.client.js';
 import { insertFoundPriors, localInstanceCount, priorsReadyToForward, procedureCodesOfStudy, setPriorState } from './prior.repository.js';
 import { PriorState } from './prior.table.js';
+import type { JobQueue } from '../jobs/job.types.js';
+
+/** The job kind that looks up (and retrieves) a new case's priors; its key is the case id. */
+export const PRIORS_LOOKUP_JOB = 'priors.lookup';
+
+export interface PriorsLookupPayload {
+  caseId: string;
+}
 import { lookbackStart, selectRelevantPriors, type PriorsPolicy } from './relevance.js';
 
 /** The calling AE recorded for instances retrieved over WADO-RS (they come through the same ingest as C-STORE). */
@@ -32,8 +40,10 @@ export interface PriorsServiceOptions {
   newId: () => string;
   /** How often retrieved priors are checked for forwarding beside their case. */
   pollIntervalMs?: number;
-  /** After a prior's delivery was planned: the forwarding worker has work. */
-  onForwardPlanned?: () => void;
+  /** The job engine the lookups run on (the gateway's); without it only direct calls of findAndRetrieve look up (tools, tests). */
+  jobs?: JobQueue;
+  /** In the transaction that plans a prior's delivery: its sending job is enqueued there (ForwardingService.enqueueDelivery). */
+  deliveryPlanned?: (trx: Db, deliveryId: string, destinationId: string) => Promise<void>;
   clock?: () => Date;
 }
 
@@ -45,7 +55,6 @@ export interface PriorsServiceOptions {
 export class PriorsService {
   private readonly log: Logger;
   private readonly clock: () => Date;
-  private readonly inFlight = new Set<Promise<void>>();
   private readonly loop: PollLoop;
 
   constructor(private readonly o: PriorsServiceOptions) {
@@ -63,23 +72,24 @@ export class PriorsService {
   }
 
   async stop(): Promise<void> {
-    await this.idle();
     await this.loop.stop();
   }
 
-  /** Waits for every lookup and retrieval under way (shutdown, tests). */
-  async idle(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  /**
+   * The trigger, in the transaction that creates the case: a `priors.lookup` job
+   * (key: the case id) that exists if and only if the case commits. It runs in
+   * the background (the case never waits for it) and is retried if it throws;
+   * the lookup and its retrievals are safe to run again (found priors are kept
+   * once, a prior already here is not fetched again).
+   */
+  async enqueueLookup(trx: Db, caseId: string): Promise<void> {
+    if (!this.enabled || !this.o.jobs) return;
+    await this.o.jobs.enqueue(trx, PRIORS_LOOKUP_JOB, { caseId } satisfies PriorsLookupPayload, { key: caseId });
   }
 
-  /** The trigger: a case was opened (its creation committed). Runs in the background; the case never waits for it. */
-  onCaseOpened(caseId: string): void {
-    if (!this.enabled) return;
-    const p = this.findAndRetrieve(caseId).catch((err: unknown) => {
-      this.log.error('priors lookup failed', { caseId, error: (err as Error).message });
-    });
-    this.inFlight.add(p);
-    void p.finally(() => this.inFlight.delete(p));
+  /** Registers the lookup's handler with the job engine (the gateway's composition root). */
+  register(jobs: JobQueue): void {
+    jobs.register<PriorsLookupPayload>(PRIORS_LOOKUP_JOB, (job) => this.findAndRetrieve(job.payload.caseId), { concurrency: 2, maxAttempts: 5, backoffBaseSeconds: 5, backoffMaxSeconds: 300 });
   }
 
   /** The priors settings for a case: the gateway's, overridden by the first of the case's rules that has its own. */
@@ -193,7 +203,9 @@ export class PriorsService {
       const now = this.clock().toISOString();
       try {
         await this.o.db.transaction().execute(async (trx) => {
-          const instances = await insertDelivery(trx, { id: this.o.newId(), caseId: p.case_id, destinationId: p.destination_id, studyInstanceUid: p.study_instance_uid, deidentify: p.deidentify === 1, now });
+          const deliveryId = this.o.newId();
+          const instances = await insertDelivery(trx, { id: deliveryId, caseId: p.case_id, destinationId: p.destination_id, studyInstanceUid: p.study_instance_uid, deidentify: p.deidentify === 1, now });
+          await this.o.deliveryPlanned?.(trx, deliveryId, p.destination_id);
           await recordAudit(trx, this.o.newId(), now, { actor: 'priors', action: 'prior.forward-planned', entityType: 'case', entityId: p.case_id, details: { studyInstanceUid: p.study_instance_uid, destinationId: p.destination_id, instances } });
         });
         planned++;
@@ -203,7 +215,6 @@ export class PriorsService {
         this.log.debug('prior delivery not planned', { caseId: p.case_id, error: (err as Error).message });
       }
     }
-    if (planned > 0) this.o.onForwardPlanned?.();
     return planned;
   }
 }

@@ -31,8 +31,8 @@ export interface DecisionServiceOptions {
   rules: RulesService;
   config: Pick<GatewayConfig, 'sla' | 'forwarding' | 'destinations'>;
   newId: () => string;
-  /** A case was created (committed): its priors are looked up (priors.service.ts). */
-  onCaseOpened?: (caseId: string) => void;
+  /** A case is being created, in its transaction: its priors lookup is enqueued there (priors.service.ts), so a crash after the commit cannot lose it. */
+  onCaseOpened?: (trx: Db, caseId: string) => Promise<void>;
   clock?: () => Date;
   /** The job engine the evaluations run on (the gateway's); without it only direct calls evaluate (tools, tests). */
   jobs?: JobQueue;
@@ -188,6 +188,7 @@ export class DecisionService {
             entityId: caseId,
             details: { trigger, studyUid: uid, ruleSetVersion: active.version, priority, reasons: decision.reasons },
           });
+          await this.o.onCaseOpened?.(trx, caseId);
           // The RIS cancelled every order of this study before the rules flagged it (the modality sent it
           // anyway): a second read of a cancelled exam is a doubt for a person, not something to send. A
           // person's own request (manual) stands. QA releases the case (held -> flagged) or cancels it.
@@ -210,7 +211,6 @@ export class DecisionService {
     });
     if (!result) return undefined;
     const { decision, recorded } = result;
-    if (result.caseCreated && result.caseId) this.o.onCaseOpened?.(result.caseId);
     if (!recorded) return { decision, ruleSetVersion: active.version, caseId: result.caseId, caseCreated: false };
     this.log.info('study evaluated', {
       studyUid: hashId(uid),

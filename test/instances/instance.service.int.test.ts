@@ -1,6 +1,5 @@
 import { expect } from 'chai';
-import { claimDue, insertDelivery } from '../../src/forwarding/outbox.repository.js';
-import { acquireLease } from '../../src/instances/instance.repository.js';
+import { claimJobs, insertJob } from '../../src/jobs/job.repository.js';
 import { InstanceService } from '../../src/instances/instance.service.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
 import { openTempDatabase } from '../helpers/tmp.js';
@@ -12,27 +11,20 @@ describe('InstanceService start-up (claims of an earlier run)', () => {
 
   it('takes back what a killed run under the same id still held, and leaves other instances\' claims alone', async () => {
     const db = t.opened.db;
-    const at = '2026-03-01T10:00:00.000Z';
-    for (const id of ['d1', 'd2']) await insertDelivery(db, { id, caseId: `c-${id}`, destinationId: id === 'd1' ? 'p1' : 'p2', studyInstanceUid: `1.2.${id.length}${id}`, deidentify: false, now: at });
-    const farFuture = '2026-03-01T11:00:00.000Z';
-    // The earlier run of "gw-a" claimed d1 and a destination lease, "gw-b" claimed d2; then gw-a was SIGKILLed.
-    expect((await claimDue(db, 'gw-a', at, farFuture, 1, ['p1'])).map((d) => d.id)).to.deep.equal(['d1']);
-    expect((await claimDue(db, 'gw-b', at, farFuture, 1, ['p2'])).map((d) => d.id)).to.deep.equal(['d2']);
-    expect(await acquireLease(db, 'destination:p1', 'gw-a', at, farFuture)).to.equal(true);
-
     const now = '2026-03-01T10:01:00.000Z';
-    // Before the restart, nobody may take them (the leases run for an hour).
-    expect(await claimDue(db, 'gw-a', now, farFuture, 10)).to.deep.equal([]);
-    expect(await acquireLease(db, 'destination:p1', 'gw-c', now, farFuture)).to.equal(false);
+    for (const id of ['d1', 'd2']) await insertJob(db, { id, kind: 'forwarding.deliver', payload: JSON.stringify({ deliveryId: id }), key: id, maxAttempts: 5 });
+    // The earlier run of "gw-a" claimed d1, "gw-b" claimed d2 (leases of an hour); then gw-a was SIGKILLed.
+    expect((await claimJobs(db, 'forwarding.deliver', 'gw-a', 'ta', 3600, 1)).map((j) => j.id)).to.deep.equal(['d1']);
+    expect((await claimJobs(db, 'forwarding.deliver', 'gw-b', 'tb', 3600, 1)).map((j) => j.id)).to.deep.equal(['d2']);
+    // Before the restart, nobody may take them.
+    expect(await claimJobs(db, 'forwarding.deliver', 'gw-c', 'tc', 3600, 10)).to.deep.equal([]);
 
     const restarted = new InstanceService({ db, logger: silentLogger, instanceId: 'gw-a', leaseSeconds: 3600, clock: () => new Date(now) });
     await restarted.start();
     try {
-      const later = '2026-03-01T10:01:00.001Z';
-      expect((await claimDue(db, 'gw-a', later, farFuture, 10)).map((d) => d.id)).to.deep.equal(['d1']);
-      expect(await acquireLease(db, 'destination:p1', 'gw-a', later, farFuture)).to.equal(true);
-      const d2 = await db.selectFrom('deliveries').select(['lease_owner', 'lease_expires_at']).where('id', '=', 'd2').executeTakeFirstOrThrow();
-      expect(d2).to.deep.equal({ lease_owner: 'gw-b', lease_expires_at: farFuture });
+      expect((await claimJobs(db, 'forwarding.deliver', 'gw-a', 'ta2', 3600, 10)).map((j) => j.id)).to.deep.equal(['d1']);
+      const d2 = await db.selectFrom('jobs').select(['locked_by', 'lock_token']).where('id', '=', 'd2').executeTakeFirstOrThrow();
+      expect(d2).to.deep.equal({ locked_by: 'gw-b', lock_token: 'tb' });
     } finally {
       await restarted.stop();
     }
