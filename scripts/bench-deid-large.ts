@@ -19,7 +19,20 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import {
+  createReadStream,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -162,7 +175,9 @@ async function main(): Promise<void> {
     const source = path.join(dir, 'large.dcm');
     const t0 = Date.now();
     const inst = writeInstance(source, frames);
-    console.log(`instance: ${frames} frames of 512x512x16 bit, Pixel Data ${mib(inst.pixelBytes)}, file ${mib(statSync(source).size)} (written in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    console.log(
+      `instance: ${frames} frames of 512x512x16 bit, Pixel Data ${mib(inst.pixelBytes)}, file ${mib(statSync(source).size)} (written in ${((Date.now() - t0) / 1000).toFixed(1)} s)`,
+    );
 
     const out = path.join(dir, 'received');
     rmSync(out, { recursive: true, force: true });
@@ -212,7 +227,9 @@ async function main(): Promise<void> {
     const t1 = Date.now();
     const code = await run('storescu', ['-aet', 'PACS1', '-aec', 'SECONDREAD', '127.0.0.1', dicomPort, source]);
     if (code !== 0) throw new Error(`storescu into the gateway exited ${code}`);
-    await until('the study to be stable', 120_000, async () => ((await api(http, 'GET', `/api/studies/${inst.studyUid}`)).body['state'] === 'stable' ? true : undefined));
+    await until('the study to be stable', 120_000, async () =>
+      (await api(http, 'GET', `/api/studies/${inst.studyUid}`)).body['state'] === 'stable' ? true : undefined,
+    );
     const ingestPeak = proc(pid).hwm;
     console.log(`ingest (storescu -> gateway SCP): ${((Date.now() - t1) / 1000).toFixed(1)} s; gateway peak RSS so far ${mib(ingestPeak)}`);
 
@@ -227,7 +244,8 @@ async function main(): Promise<void> {
       const id = String(created.body['id']);
       const c = await until(`${destinationId} delivery`, 1_800_000, async () => {
         const b = (await api(http, 'GET', `/api/cases/${id}`)).body;
-        if (['held', 'failed'].includes(String(b['state']))) throw new Error(`case ${String(b['state'])}: ${JSON.stringify(b['deliveries'])} ${JSON.stringify(b['excludedInstances'])}`);
+        if (['held', 'failed'].includes(String(b['state'])))
+          throw new Error(`case ${String(b['state'])}: ${JSON.stringify(b['deliveries'])} ${JSON.stringify(b['excludedInstances'])}`);
         return b['state'] === 'awaiting-read' ? b : undefined;
       });
       const ms = Date.now() - start;
@@ -237,7 +255,7 @@ async function main(): Promise<void> {
       if (received.length !== 1) throw new Error(`${received.length} new files at storescp (${JSON.stringify(c['deliveries'])})`);
       const same = (await tailHash(path.join(out, received[0]!), inst.pixelBytes)) === inst.sha256;
       console.log(
-        `${destinationId.padEnd(5)}: ${(ms / 1000).toFixed(1)} s request -> awaiting-read, ${((statSync(source).size / 1024 / 1024) / (ms / 1000)).toFixed(0)} MiB/s; ` +
+        `${destinationId.padEnd(5)}: ${(ms / 1000).toFixed(1)} s request -> awaiting-read, ${(statSync(source).size / 1024 / 1024 / (ms / 1000)).toFixed(0)} MiB/s; ` +
           `gateway peak RSS while forwarding ${mib(peak)} (VmHWM), sampled VmRSS max ${mib(sampled)}; Pixel Data at storescp ${same ? 'byte-identical' : 'DIFFERENT'}`,
       );
       if (!same) process.exitCode = 1;

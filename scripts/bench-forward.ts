@@ -241,7 +241,13 @@ async function gatewayForward(study: GeneratedStudy, studyDir: string, destinati
       // The end is the worker's own 'delivered' log line (written after the commit that moves the case to
       // awaiting-read), read from its stdout: polling the API every few ms costs the gateway CPU it would
       // otherwise spend forwarding. The state is then confirmed over the API. --poll-ms N polls instead.
-      const outcome = o.pollMs > 0 ? undefined : gw.nextLog((e) => ['delivered', 'delivery dead-lettered', 'delivery held for review', 'delivery will be retried'].includes(String(e['message'])), 600_000);
+      const outcome =
+        o.pollMs > 0
+          ? undefined
+          : gw.nextLog(
+              (e) => ['delivered', 'delivery dead-lettered', 'delivery held for review', 'delivery will be retried'].includes(String(e['message'])),
+              600_000,
+            );
       const t0 = process.hrtime.bigint();
       const created = await api(gw.http, 'POST', '/api/cases', { studyInstanceUid: study.studyInstanceUid, reason: 'bench', destinationId: destination['id'] });
       if (created.status !== 201) throw new Error(`POST /api/cases: ${created.status} ${JSON.stringify(created.body)}`);
@@ -293,7 +299,9 @@ function summariseProfile(file: string, top = 25): void {
     const dt = p.timeDeltas[i] ?? 0;
     total += dt;
     const f = byId.get(id)?.callFrame;
-    const key = f ? `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*bench-forward\//, '')}:${f.lineNumber + 1}` : '?';
+    const key = f
+      ? `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*bench-forward\//, '')}:${f.lineNumber + 1}`
+      : '?';
     self.set(key, (self.get(key) ?? 0) + dt);
   });
   console.log(`  ${path.basename(file)}: ${(total / 1000).toFixed(0)} ms sampled (start-up and shutdown included)`);
@@ -341,8 +349,19 @@ async function main(): Promise<void> {
     const studyDir = path.join(work, 'study');
     const study = generateStudy(studyDir, { instances: n, series: 2, modality: 'CT', rows: 512, columns: 512, bitsAllocated: 16 });
     const bytes = study.instances.reduce((s, i) => s + i.sizeBytes, 0);
-    const dimse = (port: number): Record<string, unknown> => ({ id: 'pool', type: 'dimse', host: '127.0.0.1', port, aeTitle: 'ANY-SCP', ...(batchSize ? { batchSize } : {}) });
-    console.log(`load average before: ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs (wall times below are from a shared machine)`);
+    const dimse = (port: number): Record<string, unknown> => ({
+      id: 'pool',
+      type: 'dimse',
+      host: '127.0.0.1',
+      port,
+      aeTitle: 'ANY-SCP',
+      ...(batchSize ? { batchSize } : {}),
+    });
+    console.log(
+      `load average before: ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')} on ${cpus().length} CPUs (wall times below are from a shared machine)`,
+    );
     console.log(
       `study: ${n} CT instances 512x512x16, ${(bytes / 1e6).toFixed(1)} MB; DIMSE batchSize ${batchSize ?? 'default (100)'}; storescu: one association, TCP_NODELAY=1; ${runs} runs each, interleaved; a gateway run ends at ${o.pollMs > 0 ? `GET /api/cases/:id every ${o.pollMs} ms` : "its 'delivered' log line"}`,
     );
@@ -369,7 +388,12 @@ async function main(): Promise<void> {
       }
     }
     line('storescu -> storescp', n, bytes, scuMs);
-    line('gateway C-STORE -> storescp', n, bytes, gw.map((g) => g.ms));
+    line(
+      'gateway C-STORE -> storescp',
+      n,
+      bytes,
+      gw.map((g) => g.ms),
+    );
     const ratio = median(scuMs) / median(gw.map((g) => g.ms));
     console.log(`ratio gateway/storescu (throughput): ${ratio.toFixed(2)}   (target >= 0.8)`);
     console.log(
@@ -389,7 +413,12 @@ async function main(): Promise<void> {
       const ref: number[] = [];
       for (let i = 0; i < runs; i++) {
         await clearOrthanc(orthanc);
-        stow.push(await gatewayForward(study, studyDir, { id: 'orthanc', type: 'dicomweb', url: orthanc.dicomwebUrl, timeoutSeconds: 120 }, work, { ...o, label: `stow-${i}` }));
+        stow.push(
+          await gatewayForward(study, studyDir, { id: 'orthanc', type: 'dicomweb', url: orthanc.dicomwebUrl, timeoutSeconds: 120 }, work, {
+            ...o,
+            label: `stow-${i}`,
+          }),
+        );
         const got = await orthancInstanceCount(orthanc, study.studyInstanceUid);
         if (got !== n) throw new Error(`Orthanc holds ${got} of ${n} instances after the gateway's STOW-RS`);
         if (orthanc.dicom) {
@@ -399,7 +428,12 @@ async function main(): Promise<void> {
           ref.push(r.ms);
         }
       }
-      line('gateway STOW-RS -> Orthanc', n, bytes, stow.map((g) => g.ms));
+      line(
+        'gateway STOW-RS -> Orthanc',
+        n,
+        bytes,
+        stow.map((g) => g.ms),
+      );
       if (ref.length > 0) line('  (ref) storescu -> Orthanc DICOM', n, bytes, ref);
       console.log(`  gateway peak RSS while STOWing (batchSize default 20): ${stow.map((g) => mb(g.peakRss)).join(', ')} MB`);
       console.log('  (Orthanc runs in its own network namespace behind two Unix-socket relays; both paths go through them)');

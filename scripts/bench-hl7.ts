@@ -121,7 +121,8 @@ async function startServerChild(): Promise<ServerHandle> {
 function report(n: number, conn: number): Buffer {
   const lines = Array.from(
     { length: 10 },
-    (_, i) => `OBX|${i + 1}|TX|18782-3^Radiology Study observation^LN||Line ${i + 1}: no acute intracranial haemorrhage, mass effect or midline shift \\T\\ ventricles normal.||||||F`,
+    (_, i) =>
+      `OBX|${i + 1}|TX|18782-3^Radiology Study observation^LN||Line ${i + 1}: no acute intracranial haemorrhage, mass effect or midline shift \\T\\ ventricles normal.||||||F`,
   );
   const text = [
     `MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|20260301101500||ORU^R01^ORU_R01|B${conn}-${n}|P|2.5.1`,
@@ -161,7 +162,10 @@ async function sender(port: number, conn: number, count: number): Promise<number
   return failures;
 }
 
-async function scenario(connections: number, total: number): Promise<{ rate: number; rssMb: number; failures: number; avgBatch: number; cpuUs: number; sysUs: number }> {
+async function scenario(
+  connections: number,
+  total: number,
+): Promise<{ rate: number; rssMb: number; failures: number; avgBatch: number; cpuUs: number; sysUs: number }> {
   const server = await startServerChild();
   try {
     const per = Math.ceil(total / connections);
@@ -212,7 +216,9 @@ async function parseCosts(): Promise<void> {
     m.get('OBX').forEach((s) => s.get(5).toRaw());
   });
   const header = readHeader(Hl7Message.parse(text));
-  time('our ACK build', 20000, () => buildAck(header, { sendingApplication: 'SECONDREAD', sendingFacility: 'GATEWAY', code: 'AA', controlId: 'A1', now: new Date() }));
+  time('our ACK build', 20000, () =>
+    buildAck(header, { sendingApplication: 'SECONDREAD', sendingFacility: 'GATEWAY', code: 'AA', controlId: 'A1', now: new Date() }),
+  );
   time('node-hl7-client ACK build', 2000, () => {
     const ack = new Message({
       messageHeader: { msh_9_1: 'ACK', msh_9_2: 'R01', msh_10: 'A1', msh_11_1: 'P', msh_12: '2.5.1' } as never,

@@ -136,7 +136,15 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const mb = (b: number): string => (b / 1024 / 1024).toFixed(0);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { instances: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' }, 'skip-large': { type: 'boolean', default: false }, 'cpu-prof': { type: 'string' }, 'max-pdu': { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      instances: { type: 'string', default: '200' },
+      runs: { type: 'string', default: '3' },
+      'skip-large': { type: 'boolean', default: false },
+      'cpu-prof': { type: 'string' },
+      'max-pdu': { type: 'string' },
+    },
+  });
   maxPdu = values['max-pdu'];
   cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
   compileForBench('bench-ingest', [path.join(repo, 'scripts', 'lib', 'scp-process.ts')]);
@@ -172,11 +180,16 @@ async function main(): Promise<void> {
       `  => gateway floor ~ storescp + durability: ${(median(scpMs) + n * floor.gatewayOrderMs).toFixed(0)} ms, best ratio ${(median(scpMs) / (median(scpMs) + n * floor.gatewayOrderMs)).toFixed(2)}`,
     );
     line('storescp (no fsync)', scpMs);
-    line('gateway DicomScp', gwRuns.map((g) => g.ms));
+    line(
+      'gateway DicomScp',
+      gwRuns.map((g) => g.ms),
+    );
     const ratio = median(scpMs) / median(gwRuns.map((g) => g.ms));
     console.log(`ratio gateway/storescp (throughput): ${ratio.toFixed(2)}   (target >= 0.8)`);
     console.log(`gateway CPU per instance (user+sys, all threads): ${gwRuns.map((g) => (g.cpuMs / n).toFixed(2)).join(', ')} ms`);
-    console.log(`gateway peak RSS: ${gwRuns.map((g) => mb(g.maxRssBytes)).join(', ')} MB (idle after start ${mb(gwRuns[0]?.baselineRssBytes ?? 0)} MB; target < 200 MB)`);
+    console.log(
+      `gateway peak RSS: ${gwRuns.map((g) => mb(g.maxRssBytes)).join(', ')} MB (idle after start ${mb(gwRuns[0]?.baselineRssBytes ?? 0)} MB; target < 200 MB)`,
+    );
 
     if (!values['skip-large']) {
       const largeDir = path.join(work, 'large');

@@ -22,12 +22,47 @@ const MODALITIES = ['CT', 'MR', 'CR', 'US', 'MG', 'PT', 'NM', 'XA'];
 const BODY_PARTS = ['CHEST', 'ABDOMEN', 'HEAD', 'PELVIS', 'BREAST', 'SPINE', 'KNEE', 'NECK'];
 const RADIOLOGISTS = Array.from({ length: 40 }, (_, i) => `rad-${i}`);
 const SERVICES = ['ED', 'ONC', 'SURG', 'MED', 'ORTHO', 'NEURO', 'GP'];
-const CODES = ['R07.9', 'R05.9', 'M54.5', 'R10.9', 'S83.2', 'R51.9', 'R06.0', 'C34.1', 'C50.911', 'D3A.010', 'D12.6', 'Z85.3', 'R91.1', 'J18.9', 'I26.99', 'S22.31XA', 'K35.80', 'D37.030', 'C61', 'R10.9', 'N20.0'];
+const CODES = [
+  'R07.9',
+  'R05.9',
+  'M54.5',
+  'R10.9',
+  'S83.2',
+  'R51.9',
+  'R06.0',
+  'C34.1',
+  'C50.911',
+  'D3A.010',
+  'D12.6',
+  'Z85.3',
+  'R91.1',
+  'J18.9',
+  'I26.99',
+  'S22.31XA',
+  'K35.80',
+  'D37.030',
+  'C61',
+  'R10.9',
+  'N20.0',
+];
 /** Weighted towards the everyday: most studies should not be flagged, as at a real site. */
 const INDICATIONS = [
-  'Chest pain', 'Cough and fever', 'Back pain, radiculopathy', 'Abdominal pain', 'Trauma, fall from standing',
-  'Headache', 'Follow-up of pulmonary nodule', 'Dyspnea', 'Abdominal pain, no history of malignancy', 'Knee pain after twisting injury',
-  'Flank pain, hematuria', 'Weight loss', 'Syncope', 'Chest pain', 'Cough and fever', 'Abdominal pain',
+  'Chest pain',
+  'Cough and fever',
+  'Back pain, radiculopathy',
+  'Abdominal pain',
+  'Trauma, fall from standing',
+  'Headache',
+  'Follow-up of pulmonary nodule',
+  'Dyspnea',
+  'Abdominal pain, no history of malignancy',
+  'Knee pain after twisting injury',
+  'Flank pain, hematuria',
+  'Weight loss',
+  'Syncope',
+  'Chest pain',
+  'Cough and fever',
+  'Abdominal pain',
   'Shortness of breath, r/o PE',
   'Staging of newly diagnosed lung adenocarcinoma',
   'RLQ pain, evaluate for appendicitis',
@@ -107,7 +142,10 @@ function generateStudies(count: number): EvaluationInput[] {
         secondOpinionRequested: rnd() < 0.005,
       },
       reports,
-      aiResults: rnd() < 0.1 ? [{ findingText: pick(['Pulmonary nodule', 'Pulmonary embolism', 'Intracranial hemorrhage', 'Rib fracture']), positive: rnd() < 0.5 }] : [],
+      aiResults:
+        rnd() < 0.1
+          ? [{ findingText: pick(['Pulmonary nodule', 'Pulmonary embolism', 'Intracranial hemorrhage', 'Rib fracture']), positive: rnd() < 0.5 }]
+          : [],
       manualRequests: [],
       now: at,
     });
@@ -152,7 +190,9 @@ function main(): void {
   const compiled = compileRuleSet(validated.rules, { samplingSecret: 'bench-secret' });
   const compileMs = performance.now() - t0;
   const studies = generateStudies(STUDIES);
-  console.log(`rules: ${validated.rules.length} (${compiled.lexicon.phrases.length} phrases), compiled in ${compileMs.toFixed(1)} ms; studies: ${studies.length}`);
+  console.log(
+    `rules: ${validated.rules.length} (${compiled.lexicon.phrases.length} phrases), compiled in ${compileMs.toFixed(1)} ms; studies: ${studies.length}`,
+  );
   // Most of the peak RSS is the generated workload itself, held in memory so generation is not timed.
   console.log(`RSS with the workload generated, before evaluating: ${(process.memoryUsage().rss / 1048576).toFixed(0)} MB`);
 

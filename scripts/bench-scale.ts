@@ -121,7 +121,14 @@ async function scenario(name: string, kind: 'sqlite' | 'postgres', instances: nu
         dicom: { host: '127.0.0.1', port: 0, aeTitle: 'SECONDREAD', allowedCallers: [], stableAfterSeconds: 0.5 },
         storage: { dir: path.join(dir, 'data'), minFreeMb: 0 },
         database: { url },
-        destinations: Array.from({ length: DESTINATIONS }, (_, d) => ({ id: `pool${d + 1}`, type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL', batchSize: 10 })),
+        destinations: Array.from({ length: DESTINATIONS }, (_, d) => ({
+          id: `pool${d + 1}`,
+          type: 'dimse',
+          host: '127.0.0.1',
+          port: pool.port,
+          aeTitle: 'POOL',
+          batchSize: 10,
+        })),
         forwarding: { pollIntervalSeconds: 0.2 },
         // No rule flags anything: every case comes from the timed manual requests.
         rules: [],
@@ -134,22 +141,37 @@ async function scenario(name: string, kind: 'sqlite' | 'postgres', instances: nu
     const bases = procs.map((p) => `http://127.0.0.1:${p.ports.http}`);
     await pooled(studies.length, 4, async (i) => {
       const p = procs[i % procs.length]!;
-      const r = await storeFiles({ host: '127.0.0.1', port: p.ports.dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, studies[i]!.instances.map((x) => x.path));
+      const r = await storeFiles(
+        { host: '127.0.0.1', port: p.ports.dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+        studies[i]!.instances.map((x) => x.path),
+      );
       if (!r.statuses.every((s) => s === 0)) throw new Error('C-STORE failed');
     });
-    await until('stable studies', async () => ((await api(bases[0]!, 'GET', '/api/studies?state=stable&limit=1000')).body['items'] as unknown[]).length === studies.length, 60_000);
+    await until(
+      'stable studies',
+      async () => ((await api(bases[0]!, 'GET', '/api/studies?state=stable&limit=1000')).body['items'] as unknown[]).length === studies.length,
+      60_000,
+    );
 
     const t0 = performance.now();
     const caseIds = await pooled(studies.length, 8, async (i) => {
-      const r = await api(bases[i % bases.length]!, 'POST', '/api/cases', { studyInstanceUid: studies[i]!.studyInstanceUid, reason: 'bench', destinationId: `pool${(i % DESTINATIONS) + 1}` });
+      const r = await api(bases[i % bases.length]!, 'POST', '/api/cases', {
+        studyInstanceUid: studies[i]!.studyInstanceUid,
+        reason: 'bench',
+        destinationId: `pool${(i % DESTINATIONS) + 1}`,
+      });
       if (r.status !== 201) throw new Error(`POST /api/cases: ${r.status} ${JSON.stringify(r.body)}`);
       return r.body['id'] as string;
     });
     const t1 = performance.now();
-    await until('every case awaiting-read', async () => {
-      const r = await api(bases[0]!, 'GET', '/api/cases?state=awaiting-read&limit=1000');
-      return (r.body['items'] as unknown[]).length === caseIds.length;
-    }, 300_000);
+    await until(
+      'every case awaiting-read',
+      async () => {
+        const r = await api(bases[0]!, 'GET', '/api/cases?state=awaiting-read&limit=1000');
+        return (r.body['items'] as unknown[]).length === caseIds.length;
+      },
+      300_000,
+    );
     const t2 = performance.now();
     const total = studies.length * INSTANCES;
     const seen = new Map<string, number>();
@@ -177,8 +199,14 @@ async function scenario(name: string, kind: 'sqlite' | 'postgres', instances: nu
 async function main(): Promise<void> {
   const work = mkdtempSync(path.join(tmpdir(), 'gw-bench-scale-'));
   try {
-    const studies = Array.from({ length: STUDIES }, (_, i) => generateStudy(path.join(work, 'studies', `s${i}`), { instances: INSTANCES, series: 2, rows: 64, columns: 64 }));
-    console.log(`bench-scale: ${STUDIES} studies x ${INSTANCES} instances (64x64), ${DESTINATIONS} destinations; ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    const studies = Array.from({ length: STUDIES }, (_, i) =>
+      generateStudy(path.join(work, 'studies', `s${i}`), { instances: INSTANCES, series: 2, rows: 64, columns: 64 }),
+    );
+    console.log(
+      `bench-scale: ${STUDIES} studies x ${INSTANCES} instances (64x64), ${DESTINATIONS} destinations; ${cpus().length} CPUs, load ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
     const plan: [string, 'sqlite' | 'postgres', number][] = [
       ['sqlite-1', 'sqlite', 1],
       ['pg-1', 'postgres', 1],

@@ -98,7 +98,9 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
   const configFile = writeConfig({ dir, ports, risPort: ris.port, poolPort: pool.port, stableAfterSeconds: 2 });
   const gw = new GatewayChild(configFile, path.join(dir, 'gateway.log'), ports.http);
   const load = new MixedLoad({ dir, ports, random, hl7Connections: o.hl7Connections });
-  out(`chaos: seed ${o.seed}, ${o.kills} kills, ~${o.durationSeconds} s between kills, ${o.workers} flows, ${o.hl7Connections} MLLP connections; folder ${dir}`);
+  out(
+    `chaos: seed ${o.seed}, ${o.kills} kills, ~${o.durationSeconds} s between kills, ${o.workers} flows, ${o.hl7Connections} MLLP connections; folder ${dir}`,
+  );
 
   let kills = 0;
   let startupKills = 0;
@@ -130,7 +132,9 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       await gw.kill('SIGKILL');
       kills++;
       const ackedNow = load.instances.filter((i) => i.acked).length;
-      out(`  kill ${kills}/${o.kills} at ${((Date.now() - started) / 1000).toFixed(1)} s (instances acknowledged so far ${ackedNow}, pool ${pool.received}, RIS ${ris.writeBacks})`);
+      out(
+        `  kill ${kills}/${o.kills} at ${((Date.now() - started) / 1000).toFixed(1)} s (instances acknowledged so far ${ackedNow}, pool ${pool.received}, RIS ${ris.writeBacks})`,
+      );
       await sleep(random() * 500);
       gw.spawn();
       if (kills < o.kills && random() < o.startupKillRate) {
@@ -245,8 +249,8 @@ function verify(a: { dir: string; dbFile: string; load: MixedLoad; pool: Recordi
     const reportsOf = db.prepare('select version from second_reports where case_id = ?');
     const writeBacksOf = db.prepare("select control_id, state from outbound_messages where case_id = ? and kind = 'write-back'");
     const linked = {
-      order: db.prepare("select link_state, linked_study_uid from orders where accession_number = ?"),
-      report: db.prepare("select link_state, linked_study_uid from report_versions where accession_number = ?"),
+      order: db.prepare('select link_state, linked_study_uid from orders where accession_number = ?'),
+      report: db.prepare('select link_state, linked_study_uid from report_versions where accession_number = ?'),
     };
 
     const acknowledged = { instances: 0, hl7: 0, secondReports: load.reports.posted };
@@ -299,7 +303,8 @@ function verify(a: { dir: string; dbFile: string; load: MixedLoad; pool: Recordi
       for (const c of cases) byState[c.state] = (byState[c.state] ?? 0) + 1;
       for (const kind of ['order', 'report'] as const) {
         const rows = linked[kind].all(s.accession) as { link_state: string; linked_study_uid: string | null }[];
-        if (!rows.some((r) => r.link_state === 'linked' && r.linked_study_uid === s.studyInstanceUid)) problems.push(`${kind} ${s.accession} not linked to its study`);
+        if (!rows.some((r) => r.link_state === 'linked' && r.linked_study_uid === s.studyInstanceUid))
+          problems.push(`${kind} ${s.accession} not linked to its study`);
       }
       const destination = FLAGGED[s.kind];
       if (!destination) {
@@ -342,7 +347,8 @@ function verify(a: { dir: string; dbFile: string; load: MixedLoad; pool: Recordi
       const atRis = new Set(risByStudy.get(s.studyInstanceUid) ?? []);
       if (c.state === 'written-back' && atRis.size === 0) lose('writeBacks', `case of ${s.accession} is written-back but the RIS got nothing`);
       if (atRis.size > 1) problems.push(`case of ${s.accession} reached the RIS under ${atRis.size} different MSH-10s (${[...atRis].join(', ')})`);
-      if (wbs.length === 1 && atRis.size === 1 && !atRis.has(wbs[0]!.control_id)) problems.push(`case of ${s.accession}: RIS MSH-10 differs from the queued one`);
+      if (wbs.length === 1 && atRis.size === 1 && !atRis.has(wbs[0]!.control_id))
+        problems.push(`case of ${s.accession}: RIS MSH-10 differs from the queued one`);
     }
     for (const caseId of load.reports.byCase.keys()) {
       if ((reportsOf.all(caseId) as unknown[]).length === 0) lose('secondReports', `second report of case ${caseId} answered 201 but not stored`);
@@ -356,7 +362,8 @@ function verify(a: { dir: string; dbFile: string; load: MixedLoad; pool: Recordi
       const destination = FLAGGED[s.kind];
       if (!destination) continue;
       for (const i of s.instances) {
-        const p = destination === 'pool-deid' ? (pseudonym.get(destination, i.sopInstanceUid) as { pseudonym: string } | undefined)?.pseudonym : i.sopInstanceUid;
+        const p =
+          destination === 'pool-deid' ? (pseudonym.get(destination, i.sopInstanceUid) as { pseudonym: string } | undefined)?.pseudonym : i.sopInstanceUid;
         if (p) allowedAtPool.add(p);
       }
     }
@@ -413,14 +420,18 @@ function countFiles(dir: string): number {
 function printResult(r: ChaosResult, out: (l: string) => void): void {
   out('');
   out(`chaos result (seed ${r.seed}): ${r.ok ? 'OK' : 'FAILED'}`);
-  out(`  kills               ${r.kills} SIGKILL (${r.startupKills} during start-up), unexpected exits ${r.unexpectedExits.length}, final SIGTERM exit ${r.cleanStopCode}`);
+  out(
+    `  kills               ${r.kills} SIGKILL (${r.startupKills} during start-up), unexpected exits ${r.unexpectedExits.length}, final SIGTERM exit ${r.cleanStopCode}`,
+  );
   out(`  scenarios           ${r.scenarios.total} started, ${r.scenarios.completed} completed, ${r.scenarios.flagged} flagged`);
   out(`  acknowledged        instances ${r.acknowledged.instances}, HL7 messages ${r.acknowledged.hl7}, second reports ${r.acknowledged.secondReports}`);
   out(
     `  recovered           instances resent after a kill ${r.recovered.instances}, HL7 resent after a kill ${r.recovered.hl7} ` +
       `(of which already stored before the kill: ${r.recovered.hl7StoredBeforeKill}), second-report POSTs cut by a kill ${r.recovered.secondReportsInterrupted}`,
   );
-  out(`  lost                ${r.lost.total} (instances ${r.lost.instances}, HL7 ${r.lost.hl7}, second reports ${r.lost.secondReports}, forwarded ${r.lost.forwarded}, write-backs ${r.lost.writeBacks})`);
+  out(
+    `  lost                ${r.lost.total} (instances ${r.lost.instances}, HL7 ${r.lost.hl7}, second reports ${r.lost.secondReports}, forwarded ${r.lost.forwarded}, write-backs ${r.lost.writeBacks})`,
+  );
   out(`  cases               ${r.cases.writtenBack}/${r.cases.expected} written back; by state ${JSON.stringify(r.cases.byState)}`);
   out(
     `  duplicates          pool: ${r.duplicates.poolSopInstances} SOP instances received more than once (${r.duplicates.poolExtraCopies} extra copies, same UID); ` +
@@ -450,7 +461,9 @@ function parseOptions(argv: string[]): Partial<ChaosOptions> {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('usage: npm run chaos -- [--kills N] [--seed S] [--duration S] [--drain S] [--workers N] [--hl7-connections N] [--startup-kills F] [--keep]\n');
+    process.stdout.write(
+      'usage: npm run chaos -- [--kills N] [--seed S] [--duration S] [--drain S] [--workers N] [--hl7-connections N] [--startup-kills F] [--keep]\n',
+    );
     process.exit(0);
   }
   const num = numberOption;

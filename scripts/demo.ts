@@ -103,7 +103,9 @@ async function main(): Promise<number> {
     drB: `demo-reader-b-${randomBytes(12).toString('hex')}`,
   };
   const rules = demoRules();
-  const samplingRuleIds = new Set(rules.flatMap((r) => ((r as Record<string, unknown>)['kind'] === 'sampling' ? [String((r as Record<string, unknown>)['id'])] : [])));
+  const samplingRuleIds = new Set(
+    rules.flatMap((r) => ((r as Record<string, unknown>)['kind'] === 'sampling' ? [String((r as Record<string, unknown>)['id'])] : [])),
+  );
 
   const webhook = new DemoWebhook();
   const pool = new DemoPool(path.join(tmp, 'pool'), logger);
@@ -294,7 +296,10 @@ async function main(): Promise<number> {
     return !stopping;
   };
 
-  const runTag = randomInt(36 ** 3).toString(36).toUpperCase().padStart(3, '0');
+  const runTag = randomInt(36 ** 3)
+    .toString(36)
+    .toUpperCase()
+    .padStart(3, '0');
   const studyFlow = async (n: number) => {
     const sc = makeScenario(n, runTag);
     // The order first (the exam is booked), then the images, the AI's result, and the dictated final report.
@@ -311,7 +316,10 @@ async function main(): Promise<number> {
       studyDescription: sc.studyDescription,
       bodyPartExamined: sc.bodyPart,
     });
-    const r = await storeFiles({ host: HOST, port: ports.dicom, callingAe: PACS_AE, calledAe: GATEWAY_AE }, study.instances.map((i) => i.path));
+    const r = await storeFiles(
+      { host: HOST, port: ports.dicom, callingAe: PACS_AE, calledAe: GATEWAY_AE },
+      study.instances.map((i) => i.path),
+    );
     rmSync(path.join(tmp, 'pacs', `study-${n}`), { recursive: true, force: true });
     const ok = r.statuses.filter((s) => s === 0).length;
     counts.pacsStudies++;

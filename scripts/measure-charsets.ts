@@ -59,7 +59,14 @@ const LABELS: Record<string, string> = {
   'ISO 2022 IR 149': 'euc-kr',
   'ISO 2022 IR 6': 'latin1',
 };
-const label = (charset: string): string => LABELS[charset.split('\\').map((s) => s.trim()).filter(Boolean).pop() ?? ''] ?? 'latin1';
+const label = (charset: string): string =>
+  LABELS[
+    charset
+      .split('\\')
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .pop() ?? ''
+  ] ?? 'latin1';
 const trim = (s: string): string => s.replace(/[\0\s]+$/, '');
 
 const decoders: Record<string, (charset: string, bytes: Buffer) => string> = {
@@ -81,7 +88,9 @@ for (const [name, decode] of Object.entries(decoders)) {
     let got: string;
     try {
       if (name.startsWith('dcmjs')) {
-        const d = dcmjs.data.DicomMessage.readFile(c.file.buffer.slice(c.file.byteOffset, c.file.byteOffset + c.file.length) as ArrayBuffer, { untilTag: '7FE00010' });
+        const d = dcmjs.data.DicomMessage.readFile(c.file.buffer.slice(c.file.byteOffset, c.file.byteOffset + c.file.length) as ArrayBuffer, {
+          untilTag: '7FE00010',
+        });
         const pn = d.dict['00100010']?.Value?.[0] as { Alphabetic?: string; Ideographic?: string; Phonetic?: string } | undefined;
         got = [pn?.Alphabetic, pn?.Ideographic, pn?.Phonetic].filter((x) => x !== undefined).join('=');
       } else got = decode(c.charset, c.name);
@@ -105,5 +114,7 @@ for (const [name, decode] of Object.entries(decoders)) {
       }
     perSecond = Math.round((n * files.length) / (Number(process.hrtime.bigint() - t0) / 1e9));
   }
-  console.log(`${name}: ${right}/${files.length} right${wrong.length ? ` (wrong: ${wrong.join(', ')})` : ''}${perSecond ? `, ${perSecond.toLocaleString('en')} values/s` : ''}`);
+  console.log(
+    `${name}: ${right}/${files.length} right${wrong.length ? ` (wrong: ${wrong.join(', ')})` : ''}${perSecond ? `, ${perSecond.toLocaleString('en')} values/s` : ''}`,
+  );
 }

@@ -120,7 +120,9 @@ async function main(): Promise<number> {
   try {
     gw.spawn();
     await gw.ready();
-    out(`soak: ${minutes} min, a new study every ${intervalS} s (with its order and final report; ~half flagged, forwarded, read and written back); folder ${dir}`);
+    out(
+      `soak: ${minutes} min, a new study every ${intervalS} s (with its order and final report; ~half flagged, forwarded, read and written back); folder ${dir}`,
+    );
     out('  min   RSS MB  (VmRSS)  heap MB  loop p99 ms  loop mean ms  delivery queue  write-back queue  instances  HL7 AA  written back');
     const started = Date.now();
     const end = started + minutes * 60_000;
@@ -130,7 +132,10 @@ async function main(): Promise<number> {
     let lagP99Max = 0;
     while (Date.now() < end) {
       await sleep(Math.min(sampleEvery * 1000, Math.max(0, end - Date.now())));
-      const res = await fetch(`http://${HOST}:${ports.http}/metrics`, { headers: { authorization: `Bearer ${TOKENS.admin}` }, signal: AbortSignal.timeout(10_000) });
+      const res = await fetch(`http://${HOST}:${ports.http}/metrics`, {
+        headers: { authorization: `Bearer ${TOKENS.admin}` },
+        signal: AbortSignal.timeout(10_000),
+      });
       const text = await res.text();
       const s: Sample = {
         t: (Date.now() - started) / 1000,
@@ -179,8 +184,12 @@ async function main(): Promise<number> {
       `  RSS slope: last ${f1(window / 60)} min ${f1(lastSlope)} MB/min (flat when <= ${maxSlope}); first ${f1(window / 60)} min ${f1(firstSlope)} MB/min; ` +
         `after a ${f1(warmUp / 60)} min warm-up ${f1(steadySlope)} MB/min over ${steady.length} samples`,
     );
-    out(`  heap used MB: first ${f1(samples[0]?.heapUsedMb ?? NaN)}, last ${f1(samples.at(-1)?.heapUsedMb ?? NaN)}; event-loop p99 max ${f1(Math.max(...samples.map((s) => s.lagP99Ms)))} ms`);
-    out(`  traffic: ${load.scenarios.length} studies, ${load.instances.filter((i) => i.acked).length} instances, ${load.scenarios.flatMap((x) => x.messages).filter((m) => m.acked).length} HL7 AA, pool ${pool.received} instances, RIS ${ris.writeBacks} write-backs, second reports ${load.reports.posted}`);
+    out(
+      `  heap used MB: first ${f1(samples[0]?.heapUsedMb ?? NaN)}, last ${f1(samples.at(-1)?.heapUsedMb ?? NaN)}; event-loop p99 max ${f1(Math.max(...samples.map((s) => s.lagP99Ms)))} ms`,
+    );
+    out(
+      `  traffic: ${load.scenarios.length} studies, ${load.instances.filter((i) => i.acked).length} instances, ${load.scenarios.flatMap((x) => x.messages).filter((m) => m.acked).length} HL7 AA, pool ${pool.received} instances, RIS ${ris.writeBacks} write-backs, second reports ${load.reports.posted}`,
+    );
     out(`  memory ${flat ? 'stayed flat' : 'DID NOT stay flat'}`);
     if (!flat) code = 1;
     const stopped = await gw.kill('SIGTERM');

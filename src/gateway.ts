@@ -113,7 +113,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const atna = new AtnaService({ db, logger, config, jobs });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.
-  const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? (config.instanceId) : undefined);
+  const spool = new Spool(config.storage.dir, config.storage.minFreeMb * 1024 * 1024, opened.dialect === 'postgres' ? config.instanceId : undefined);
   const studies = new StudyService({
     db,
     spool,
@@ -227,7 +227,11 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     },
     { concurrency: 2, maxAttempts: 100, backoffBaseSeconds: 1, backoffMaxSeconds: 300 },
   );
-  jobs.register<{ studyUid: string }>(RECONCILE_STUDY_JOB, async (job) => hl7.reconcileStudy(job.payload.studyUid), { maxAttempts: 100, backoffBaseSeconds: 1, backoffMaxSeconds: 300 });
+  jobs.register<{ studyUid: string }>(RECONCILE_STUDY_JOB, async (job) => hl7.reconcileStudy(job.payload.studyUid), {
+    maxAttempts: 100,
+    backoffBaseSeconds: 1,
+    backoffMaxSeconds: 300,
+  });
   const mllp = config.hl7.enabled
     ? new MllpServer({
         host: config.hl7.host,
@@ -250,7 +254,11 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         config: config.http,
         guards: metrics,
         tokens: config.auth.tokens,
-        auth: { maxFailedPerMinute: config.auth.maxFailedPerMinute, onFailure: failedLoginAuditor(db, newId, logger), onSuccess: loginAuditor(db, newId, logger) },
+        auth: {
+          maxFailedPerMinute: config.auth.maxFailedPerMinute,
+          onFailure: failedLoginAuditor(db, newId, logger),
+          onSuccess: loginAuditor(db, newId, logger),
+        },
         logger,
         health: () => ({ ok: started, details: { instanceId: config.instanceId, destinations: Object.fromEntries(destinationHealth) } }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
@@ -271,7 +279,14 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         ],
         // STOW-RS stores through the same sink as C-STORE; QIDO/WADO de-identify for readers with forwarding's engine.
         dicomwebRouter: dicomwebRouter(
-          new DicomwebService({ db, spool, logger, deid: deidPort, deidentification: config.forwarding.deidentification, pseudonymSecret: () => pseudonymSecret }),
+          new DicomwebService({
+            db,
+            spool,
+            logger,
+            deid: deidPort,
+            deidentification: config.forwarding.deidentification,
+            pseudonymSecret: () => pseudonymSecret,
+          }),
           new StowService({ sink: studies, spool, logger, maxHeaderBytes: config.dicom.maxHeaderBytes }),
           auditQuery,
         ),
@@ -344,7 +359,12 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         await statusUpdates.init();
         if (atna.enabled) {
           stoppers.push(async () => {
-            await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.stopped', entityType: 'gateway', entityId: config.instanceId });
+            await recordAudit(db, newId(), new Date().toISOString(), {
+              actor: 'gateway',
+              action: 'gateway.stopped',
+              entityType: 'gateway',
+              entityId: config.instanceId,
+            });
             await atna.stop();
           });
         }
@@ -394,9 +414,22 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
         started = true;
         if (atna.enabled) {
-          await recordAudit(db, newId(), new Date().toISOString(), { actor: 'gateway', action: 'gateway.started', entityType: 'gateway', entityId: config.instanceId });
+          await recordAudit(db, newId(), new Date().toISOString(), {
+            actor: 'gateway',
+            action: 'gateway.started',
+            entityType: 'gateway',
+            entityId: config.instanceId,
+          });
         }
-        log.info('gateway started', { instanceId: config.instanceId, dicomPort: scp?.port, hl7Port: mllp?.port, httpPort: http?.port, dicomTlsPort: scp?.tlsPort, hl7TlsPort: mllp?.tlsPort, httpsPort: http?.tlsPort });
+        log.info('gateway started', {
+          instanceId: config.instanceId,
+          dicomPort: scp?.port,
+          hl7Port: mllp?.port,
+          httpPort: http?.port,
+          dicomTlsPort: scp?.tlsPort,
+          hl7TlsPort: mllp?.tlsPort,
+          httpsPort: http?.tlsPort,
+        });
       } catch (err) {
         await this.stop();
         throw err;

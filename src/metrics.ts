@@ -54,7 +54,11 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db.selectFrom('studies').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute();
+        const rows = await db
+          .selectFrom('studies')
+          .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+          .groupBy('state')
+          .execute();
         for (const r of rows) this.set({ state: r.state }, Number(r.n));
       },
     });
@@ -63,7 +67,10 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       help: 'DICOM instances stored (acknowledged)',
       registers,
       async collect() {
-        const r = await db.selectFrom('instances').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirst();
+        const r = await db
+          .selectFrom('instances')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .executeTakeFirst();
         this.set(Number(r?.n ?? 0));
       },
     });
@@ -91,7 +98,11 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
         this.reset();
         // Every state, zeros included: a dashboard shows "0 failed", not a gap that reads as "no data".
         for (const state of Object.values(CaseState)) this.set({ state }, 0);
-        const rows = await db.selectFrom('cases').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute();
+        const rows = await db
+          .selectFrom('cases')
+          .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+          .groupBy('state')
+          .execute();
         for (const r of rows) this.set({ state: r.state }, Number(r.n));
       },
     });
@@ -102,7 +113,11 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db.selectFrom('deliveries').select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['destination_id', 'state']).execute();
+        const rows = await db
+          .selectFrom('deliveries')
+          .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+          .groupBy(['destination_id', 'state'])
+          .execute();
         for (const r of rows) this.set({ destination: r.destination_id, state: r.state }, Number(r.n));
       },
     });
@@ -113,10 +128,15 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db.selectFrom('deliveries').select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['destination_id', 'state']).execute();
+        const rows = await db
+          .selectFrom('deliveries')
+          .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+          .groupBy(['destination_id', 'state'])
+          .execute();
         // Every destination that has had a delivery shows, with 0 when nothing waits.
         const depth = new Map<string, number>();
-        for (const r of rows) depth.set(r.destination_id, (depth.get(r.destination_id) ?? 0) + (r.state === 'pending' || r.state === 'sending' ? Number(r.n) : 0));
+        for (const r of rows)
+          depth.set(r.destination_id, (depth.get(r.destination_id) ?? 0) + (r.state === 'pending' || r.state === 'sending' ? Number(r.n) : 0));
         for (const [destination, n] of depth) this.set({ destination }, n);
       },
     });
@@ -141,7 +161,11 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db.selectFrom('outbound_messages').select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['kind', 'state']).execute();
+        const rows = await db
+          .selectFrom('outbound_messages')
+          .select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+          .groupBy(['kind', 'state'])
+          .execute();
         for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
       },
     });

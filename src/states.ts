@@ -31,7 +31,14 @@ export const CaseState = {
 export type CaseState = (typeof CaseState)[keyof typeof CaseState];
 
 /** States in which a case still takes new reasons instead of a second case being opened. */
-export const OPEN_CASE_STATES: readonly CaseState[] = [CaseState.flagged, CaseState.forwarding, CaseState.awaitingRead, CaseState.reported, CaseState.arbitration, CaseState.held];
+export const OPEN_CASE_STATES: readonly CaseState[] = [
+  CaseState.flagged,
+  CaseState.forwarding,
+  CaseState.awaitingRead,
+  CaseState.reported,
+  CaseState.arbitration,
+  CaseState.held,
+];
 
 /** One delivery job: a case's study to one destination. */
 export const DeliveryState = {

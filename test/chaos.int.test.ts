@@ -18,7 +18,10 @@ describe('npm run chaos (scripts/chaos.ts), short version', function () {
     const context = lines.join('\n');
     expect(r.kills, context).to.equal(3);
     expect(r.lost.total, context).to.equal(0);
-    expect(r.problems.filter((p) => !p.startsWith('note:')), context).to.deep.equal([]);
+    expect(
+      r.problems.filter((p) => !p.startsWith('note:')),
+      context,
+    ).to.deep.equal([]);
     expect(r.ok, context).to.equal(true);
     expect(r.cleanStopCode, context).to.equal(0);
     expect(r.acknowledged.instances, context).to.be.greaterThan(20);

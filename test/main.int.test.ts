@@ -99,7 +99,11 @@ describe('the gateway process (src/main.ts)', function () {
     const db = { close: () => opened.close() };
     try {
       for (const raw of raws.filter((r) => acked.has(r.sopInstanceUid))) {
-        const row = await opened.db.selectFrom('instances').select(['file_path', 'sha256', 'size_bytes']).where('sop_instance_uid', '=', raw.sopInstanceUid).executeTakeFirst();
+        const row = await opened.db
+          .selectFrom('instances')
+          .select(['file_path', 'sha256', 'size_bytes'])
+          .where('sop_instance_uid', '=', raw.sopInstanceUid)
+          .executeTakeFirst();
         expect(row, `acknowledged ${raw.sopInstanceUid} has a row`).to.not.equal(undefined);
         const file = path.join(tmp.dir, 'data', row!.file_path);
         expect(existsSync(file)).to.equal(true);

@@ -42,7 +42,10 @@ describe('GET /metrics after real traffic (DICOM, HL7, a case, a delivery, a wri
     await api.assign(caseId, 'dr-a');
     const r = await api.call('POST', `/api/cases/${caseId}/report`, API_TOKENS.reader, { text: 'Concur.', radpeerScore: '1' });
     expect(r.status, r.text).to.equal(201);
-    await eventually(async () => ((await api.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string }).state === 'written-back', 'the write-back');
+    await eventually(
+      async () => ((await api.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string }).state === 'written-back',
+      'the write-back',
+    );
     const res = await api.call('GET', '/metrics', API_TOKENS.system);
     expect(res.status).to.equal(200);
     expect(res.contentType).to.match(/^text\/plain/);

@@ -4,11 +4,29 @@ import { eventually } from './helpers/eventually.js';
 import { PHI_TOKENS as T, PhiFlow, phiFoundIn, type PhiPatient } from './helpers/phi-flow.js';
 import { makeTempDir } from './helpers/tmp.js';
 
-const deidPatient: PhiPatient = { name: 'Zebediah^Quackenbush', id: 'PID-PHI-98765', accession: 'ACC-PHI-4242', reportText: 'glioblastoma zygomatic xylophone', modality: 'CT' };
-const plainPatient: PhiPatient = { name: 'Philomena^Wigglesworth', id: 'PID-PHI-13579', accession: 'ACC-PHI-8686', reportText: 'quixotic marmalade obelisk', modality: 'MR' };
+const deidPatient: PhiPatient = {
+  name: 'Zebediah^Quackenbush',
+  id: 'PID-PHI-98765',
+  accession: 'ACC-PHI-4242',
+  reportText: 'glioblastoma zygomatic xylophone',
+  modality: 'CT',
+};
+const plainPatient: PhiPatient = {
+  name: 'Philomena^Wigglesworth',
+  id: 'PID-PHI-13579',
+  accession: 'ACC-PHI-8686',
+  reportText: 'quixotic marmalade obelisk',
+  modality: 'MR',
+};
 const secondReportText = 'periwinkle hovercraft sonata';
 const heldPatientId = 'PID-PHI-55555';
-const rejectedPatient: PhiPatient = { name: 'Bartholomew^Fizzlewick', id: 'PID-PHI-31337', accession: 'ACC-PHI-7777', reportText: 'kumquat trebuchet lagoon', modality: 'CT' };
+const rejectedPatient: PhiPatient = {
+  name: 'Bartholomew^Fizzlewick',
+  id: 'PID-PHI-31337',
+  accession: 'ACC-PHI-7777',
+  reportText: 'kumquat trebuchet lagoon',
+  modality: 'CT',
+};
 
 /** Every distinctive value of every patient of the flow found in `text`. */
 function allPhiIn(text: string, uids: string[]): string[] {
@@ -44,7 +62,9 @@ describe('PHI hygiene: the whole flow leaves no patient identifiers or report te
     expect(flow.plainPool.stores.map((s) => s.studyInstanceUid)).to.deep.equal([b.study.studyInstanceUid, b.study.studyInstanceUid, b.study.studyInstanceUid]);
 
     // Second reports by HTTP; the RIS gets the first write-back, refuses the second (a failure path that logs).
-    expect((await flow.call('POST', `/api/cases/${a.caseId}/report`, T.drA, { text: `Missed: ${secondReportText}.`, radpeerScore: '2b' })).status).to.equal(201);
+    expect((await flow.call('POST', `/api/cases/${a.caseId}/report`, T.drA, { text: `Missed: ${secondReportText}.`, radpeerScore: '2b' })).status).to.equal(
+      201,
+    );
     await eventually(async () => (await flow.call('GET', `/api/cases/${a.caseId}`, T.admin)).json['state'] === 'written-back', 'write-back', 20_000);
     flow.ris.script.push('AR');
     expect((await flow.call('POST', `/api/cases/${b.caseId}/report`, T.drB, { text: `Concur: ${secondReportText}.`, radpeerScore: '1' })).status).to.equal(201);
@@ -55,7 +75,11 @@ describe('PHI hygiene: the whole flow leaves no patient identifiers or report te
     expect(oru).to.include(secondReportText);
 
     // AR: a report with PHI but no OBR; an unsupported message type carrying a PID.
-    const noObr = flow.oru(rejectedPatient, 'ORU-PHI-BAD').split('\r').filter((s) => !s.startsWith('OBR')).join('\r');
+    const noObr = flow
+      .oru(rejectedPatient, 'ORU-PHI-BAD')
+      .split('\r')
+      .filter((s) => !s.startsWith('OBR'))
+      .join('\r');
     expect((await flow.hl7.send(noObr)).code).to.equal('AR');
     const adt = flow.orm(rejectedPatient, 'ADT-PHI-1').replace('ORM^O01', 'ADT^A08');
     expect((await flow.hl7.send(adt)).code).to.equal('AR');
@@ -82,7 +106,15 @@ describe('PHI hygiene: the whole flow leaves no patient identifiers or report te
     const log = flow.logLines.join('');
     expect(flow.logLines.length).to.be.greaterThan(20);
     // The log did record the flow (so an empty or silenced log cannot pass this test).
-    for (const what of ['gateway started', 'study stable', 'delivered', 'second report stored', 'sent and acknowledged', 'refused by the receiver', '"ack":"AR"']) {
+    for (const what of [
+      'gateway started',
+      'study stable',
+      'delivered',
+      'second report stored',
+      'sent and acknowledged',
+      'refused by the receiver',
+      '"ack":"AR"',
+    ]) {
       expect(log, what).to.include(what);
     }
     expect(allPhiIn(log, uids)).to.deep.equal([]);

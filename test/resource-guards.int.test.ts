@@ -15,7 +15,22 @@ import { createGateway, type Gateway } from '../src/gateway.js';
 import { HttpServer } from '../src/http/server.js';
 import { RawMllpPeer } from './helpers/hl7-peers.js';
 import { ormO01 } from './helpers/hl7-samples.js';
-import { CT_IMAGE_STORAGE, EXPLICIT_LE, PduType, RawDicomPeer, VERIFICATION, associateRq, cEchoRq, cStoreRq, commandSet, ctDataset, pData, pdu, rejectOf, responseStatus } from './helpers/raw-dicom.js';
+import {
+  CT_IMAGE_STORAGE,
+  EXPLICIT_LE,
+  PduType,
+  RawDicomPeer,
+  VERIFICATION,
+  associateRq,
+  cEchoRq,
+  cStoreRq,
+  commandSet,
+  ctDataset,
+  pData,
+  pdu,
+  rejectOf,
+  responseStatus,
+} from './helpers/raw-dicom.js';
 import { eventually } from './helpers/eventually.js';
 import { makeTempDir } from './helpers/tmp.js';
 
@@ -350,7 +365,12 @@ describe('resource guards (whole gateway, real sockets)', function () {
 
     it('DICOM: C-STORE is answered 0xA700 and leaves no file; C-ECHO still works', async () => {
       const p = await RawDicomPeer.connect(gw.ports().dicom);
-      const ac = await p.associate({ contexts: [{ id: 1, abstractSyntax: VERIFICATION, transferSyntaxes: [EXPLICIT_LE] }, { id: 3, abstractSyntax: CT_IMAGE_STORAGE, transferSyntaxes: [EXPLICIT_LE] }] });
+      const ac = await p.associate({
+        contexts: [
+          { id: 1, abstractSyntax: VERIFICATION, transferSyntaxes: [EXPLICIT_LE] },
+          { id: 3, abstractSyntax: CT_IMAGE_STORAGE, transferSyntaxes: [EXPLICIT_LE] },
+        ],
+      });
       expect(ac.type).to.equal(PduType.associateAc);
       const sop = '1.2.826.0.1.3680043.10.999.1';
       p.write(pData([{ contextId: 3, command: true, last: true, data: cStoreRq(5, CT_IMAGE_STORAGE, sop) }]));

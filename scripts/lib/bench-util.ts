@@ -17,7 +17,9 @@ export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export function compileForBench(name: string, entries: string[]): string {
   const outDir = path.join(repo, 'node_modules', '.cache', name);
   rmSync(outDir, { recursive: true, force: true });
-  const types = readdirSync(path.join(repo, 'src', 'types')).filter((f) => f.endsWith('.d.ts')).map((f) => path.join(repo, 'src', 'types', f));
+  const types = readdirSync(path.join(repo, 'src', 'types'))
+    .filter((f) => f.endsWith('.d.ts'))
+    .map((f) => path.join(repo, 'src', 'types', f));
   execFileSync(
     process.execPath,
     [

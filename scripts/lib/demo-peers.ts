@@ -43,7 +43,12 @@ export class DemoPool implements InstanceSink {
     const spool = new Spool(path.join(this.dir, 'spool'), 0);
     spool.open();
     this.studies = new StudyService({ db: this.opened.db, spool, logger: this.logger, stableAfterSeconds: 3600 });
-    this.scp = new DicomScp({ config: { ...defaultConfig().dicom, host: '127.0.0.1', port: 0, aeTitle: this.aeTitle }, sink: this, spool, logger: this.logger });
+    this.scp = new DicomScp({
+      config: { ...defaultConfig().dicom, host: '127.0.0.1', port: 0, aeTitle: this.aeTitle },
+      sink: this,
+      spool,
+      logger: this.logger,
+    });
     await this.scp.start();
     this.port = this.scp.port;
   }
@@ -124,12 +129,14 @@ export class DemoFhirServer {
           const entries = bundle.entry ?? [];
           this.diagnosticReports += entries.filter((e) => e.resource?.resourceType === 'DiagnosticReport').length;
           this.observations += entries.filter((e) => e.resource?.resourceType === 'Observation').length;
-          res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(
-            JSON.stringify({ resourceType: 'Bundle', type: 'transaction-response', entry: entries.map(() => ({ response: { status: '201 Created' } })) }),
-          );
+          res
+            .writeHead(200, { 'content-type': 'application/fhir+json' })
+            .end(JSON.stringify({ resourceType: 'Bundle', type: 'transaction-response', entry: entries.map(() => ({ response: { status: '201 Created' } })) }));
         } catch {
           this.refused++;
-          res.writeHead(400, { 'content-type': 'application/fhir+json' }).end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] }));
+          res
+            .writeHead(400, { 'content-type': 'application/fhir+json' })
+            .end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] }));
         }
       });
     });

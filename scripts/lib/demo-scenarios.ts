@@ -113,10 +113,7 @@ const TEMPLATES: Template[] = [
     reason: 'M25.561^Pain in right knee^I10',
     diagnoses: ['M25.561^Pain in right knee^I10'],
     clinicalInfo: 'Twisting injury playing football',
-    reportLines: [
-      'FINDINGS: Cruciate and collateral ligaments intact. Menisci intact. Small joint effusion.',
-      'IMPRESSION: No internal derangement.',
-    ],
+    reportLines: ['FINDINGS: Cruciate and collateral ligaments intact. Menisci intact. Small joint effusion.', 'IMPRESSION: No internal derangement.'],
   },
   {
     kind: 'routine',

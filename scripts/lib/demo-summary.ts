@@ -74,7 +74,13 @@ async function get<T>(baseUrl: string, token: string, path: string): Promise<T> 
 }
 
 /** Reads the gateway's view through the API (the admin token), up to 1000 studies and cases. */
-export async function collect(baseUrl: string, adminToken: string, samplingRuleIds: ReadonlySet<string>, peers: PeerCounts, elapsedSeconds: number): Promise<Snapshot> {
+export async function collect(
+  baseUrl: string,
+  adminToken: string,
+  samplingRuleIds: ReadonlySet<string>,
+  peers: PeerCounts,
+  elapsedSeconds: number,
+): Promise<Snapshot> {
   const [studies, cases] = await Promise.all([
     get<{ items: ApiStudy[] }>(baseUrl, adminToken, '/api/studies?limit=1000'),
     get<{ items: ApiCase[] }>(baseUrl, adminToken, '/api/cases?limit=1000'),
@@ -156,7 +162,10 @@ export function formatFinal(s: Snapshot): string {
   const events = total(s.peers.webhookEvents);
   return [
     `=== demo summary after ${Math.round(s.elapsedSeconds)} s ===`,
-    row('studies pushed by PACS', `${s.peers.pacsStudies} (${s.peers.pacsInstances} instances${s.peers.pacsFailures ? `, ${s.peers.pacsFailures} failed` : ''})`),
+    row(
+      'studies pushed by PACS',
+      `${s.peers.pacsStudies} (${s.peers.pacsInstances} instances${s.peers.pacsFailures ? `, ${s.peers.pacsFailures} failed` : ''})`,
+    ),
     row('HL7 sent to gateway', `${s.peers.hl7Sent} (${s.peers.hl7Accepted} AA)`),
     row('studies received', `${s.studies} (${s.stableStudies} stable, ${s.instances} instances)`),
     row('cases', `${s.cases}${s.cases ? `: ${list(s.casesByState, STATE_ORDER)}` : ''}`),
@@ -164,7 +173,10 @@ export function formatFinal(s: Snapshot): string {
     row('deliveries', `${s.deliveriesDone} delivered (${s.deliveriesDeidentified} de-identified), ${s.deliveriesQueued} queued, ${s.deliveriesDead} dead`),
     row('pool received', `${s.peers.poolStudies} studies, ${s.peers.poolInstances} instances`),
     row('second reports', `${reports}${reports ? `: RADPEER ${list(s.reportsByScore, SCORE_ORDER, ' x')}` : ''}`),
-    row('write-backs accepted', `${s.writeBacksAccepted} (RIS received ${s.peers.risWriteBacks} ORU^R01, answered AA${s.writeBacksFailed ? `; ${s.writeBacksFailed} failed` : ''})`),
+    row(
+      'write-backs accepted',
+      `${s.writeBacksAccepted} (RIS received ${s.peers.risWriteBacks} ORU^R01, answered AA${s.writeBacksFailed ? `; ${s.writeBacksFailed} failed` : ''})`,
+    ),
     row('RIS status updates', `${s.peers.risStatusUpdates} (ORM ORC-1 SC: second read in progress / done)`),
     row('SR to PACS', `${s.peers.pacsSrInstances} instances (DICOM SR, and KOS where the reader marked images)`),
     row('FHIR DiagnosticReports', `${s.peers.fhirReports}${s.peers.fhirRefused ? ` (${s.peers.fhirRefused} refused)` : ''}`),

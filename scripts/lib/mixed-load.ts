@@ -32,11 +32,15 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 /** Free loopback ports, chosen once so every restart listens on the same ones. */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, HOST, () => resolve(s));
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<net.Server>((resolve, reject) => {
+          const s = net.createServer();
+          s.once('error', reject);
+          s.listen(0, HOST, () => resolve(s));
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
   await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
@@ -291,7 +295,10 @@ export class MixedLoad {
       { length: o.hl7Connections },
       () => new MllpSender({ host: HOST, port: o.ports.hl7, ackTimeoutMs: 5000, connectTimeoutMs: 2000, logger: silent, idleCloseMs: 0 }),
     );
-    this.runTag = Math.floor(o.random() * 36 ** 4).toString(36).toUpperCase().padStart(4, '0');
+    this.runTag = Math.floor(o.random() * 36 ** 4)
+      .toString(36)
+      .toUpperCase()
+      .padStart(4, '0');
   }
 
   private get retryMs(): number {
@@ -405,8 +412,19 @@ export class MixedLoad {
     const raws = study.instances.map((i) => rawFromFile(i.path));
     rmSync(dir, { recursive: true, force: true });
     const proc =
-      kind === 'oncology' ? 'CTCHEST^CT Chest with contrast^L' : kind === 'transplant' ? 'CTDONOR^CT Angiography renal living donor^L' : modality === 'MR' ? 'MRKNEE^MR Knee^L' : 'CTHEAD^CT Head^L';
-    const dg1 = kind === 'oncology' ? 'C34.90^Malignant neoplasm of unspecified part of lung^I10' : kind === 'transplant' ? 'Z00.5^Examination of potential donor^I10' : 'R51.9^Headache, unspecified^I10';
+      kind === 'oncology'
+        ? 'CTCHEST^CT Chest with contrast^L'
+        : kind === 'transplant'
+          ? 'CTDONOR^CT Angiography renal living donor^L'
+          : modality === 'MR'
+            ? 'MRKNEE^MR Knee^L'
+            : 'CTHEAD^CT Head^L';
+    const dg1 =
+      kind === 'oncology'
+        ? 'C34.90^Malignant neoplasm of unspecified part of lung^I10'
+        : kind === 'transplant'
+          ? 'Z00.5^Examination of potential donor^I10'
+          : 'R51.9^Headache, unspecified^I10';
     const text =
       kind === 'oncology'
         ? 'IMPRESSION: Right upper lobe mass compatible with the known primary lung carcinoma.'
@@ -415,20 +433,22 @@ export class MixedLoad {
           : 'IMPRESSION: No acute abnormality.';
     const ts = hl7Ts();
     const pid = `PID|1||${patientId}^^^HOSP^MR||CHAOS^SYNTHETIC||19600101|F`;
-    const order = [
-      `MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|${ts}||ORM^O01|ORM${accession}|P|2.3`,
-      pid,
-      `ORC|NW|PL${accession}|${accession}`,
-      `OBR|1|PL${accession}|${accession}|${proc}|||${ts}`,
-      `DG1|1|I10|${dg1}`,
-    ].join('\r') + '\r';
-    const report = [
-      `MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|${ts}||ORU^R01^ORU_R01|ORU${accession}|P|2.5.1`,
-      pid,
-      seg('OBR', { 1: '1', 2: `PL${accession}`, 3: accession, 4: proc, 7: ts, 24: modality, 25: 'F', 32: 'RAD1&HUGHES&ANNA' }),
-      `OBX|1|TX|18782-3^Study observation^LN||${text}||||||F`,
-      `DG1|1|I10|${dg1}`,
-    ].join('\r') + '\r';
+    const order =
+      [
+        `MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|${ts}||ORM^O01|ORM${accession}|P|2.3`,
+        pid,
+        `ORC|NW|PL${accession}|${accession}`,
+        `OBR|1|PL${accession}|${accession}|${proc}|||${ts}`,
+        `DG1|1|I10|${dg1}`,
+      ].join('\r') + '\r';
+    const report =
+      [
+        `MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|${ts}||ORU^R01^ORU_R01|ORU${accession}|P|2.5.1`,
+        pid,
+        seg('OBR', { 1: '1', 2: `PL${accession}`, 3: accession, 4: proc, 7: ts, 24: modality, 25: 'F', 32: 'RAD1&HUGHES&ANNA' }),
+        `OBX|1|TX|18782-3^Study observation^LN||${text}||||||F`,
+        `DG1|1|I10|${dg1}`,
+      ].join('\r') + '\r';
     const rec: ScenarioRecord = {
       n,
       kind,
@@ -495,7 +515,11 @@ export class MixedLoad {
       if (this.giveUp()) return false;
       this.dicom.associations++;
       for (const x of todo) x.s.attempts++;
-      const r = await storeInstances(target, todo.map((x) => x.raw), 15_000);
+      const r = await storeInstances(
+        target,
+        todo.map((x) => x.raw),
+        15_000,
+      );
       todo.forEach((x, j) => {
         const status = r.statuses[j];
         if (status === 0) x.s.acked = true;
@@ -542,7 +566,11 @@ export function risWriteBacks(ris: SimulatedRis): { controlId: string; studyUid:
     .map((m) => {
       const segs = m.split('\r');
       const msh = segs[0]!.split('|');
-      const zds = segs.find((s) => s.startsWith('ZDS|'))?.split('|')[1]?.split('^')[0] ?? '';
+      const zds =
+        segs
+          .find((s) => s.startsWith('ZDS|'))
+          ?.split('|')[1]
+          ?.split('^')[0] ?? '';
       return { controlId: msh[9] ?? '', studyUid: zds };
     });
 }

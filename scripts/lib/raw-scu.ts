@@ -55,7 +55,11 @@ class RawDataset extends Dataset {
   }
 }
 
-function run(target: ScuTarget, requests: InstanceType<typeof dimse.requests.CStoreRequest | typeof dimse.requests.CEchoRequest>[], timeoutMs: number): Promise<ScuResult> {
+function run(
+  target: ScuTarget,
+  requests: InstanceType<typeof dimse.requests.CStoreRequest | typeof dimse.requests.CEchoRequest>[],
+  timeoutMs: number,
+): Promise<ScuResult> {
   return new Promise((resolve) => {
     const result: ScuResult = { statuses: requests.map(() => undefined) };
     const client = new Client();
@@ -83,7 +87,11 @@ function run(target: ScuTarget, requests: InstanceType<typeof dimse.requests.CSt
       result.error ??= e.message;
     });
     client.on('closed', finish);
-    client.send(target.host, target.port, target.callingAe, target.calledAe, { connectTimeout: timeoutMs, associationTimeout: timeoutMs, pduTimeout: timeoutMs });
+    client.send(target.host, target.port, target.callingAe, target.calledAe, {
+      connectTimeout: timeoutMs,
+      associationTimeout: timeoutMs,
+      pduTimeout: timeoutMs,
+    });
   });
 }
 

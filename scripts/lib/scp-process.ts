@@ -50,7 +50,10 @@ async function main(): Promise<void> {
     if (m !== 'stop') return;
     void (async () => {
       await scp.stop(5000);
-      const rows = await opened.db.selectFrom('instances').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirst();
+      const rows = await opened.db
+        .selectFrom('instances')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirst();
       await opened.close();
       // CPU (user + system, all threads) spent between listening and stopping: less sensitive to other load than wall time.
       const cpu = process.cpuUsage(cpuAtReady);

@@ -20,7 +20,11 @@ export async function atnaContext(db: Db, row: AtnaEventRow, details: Record<str
   }
   let ctx: AtnaContext = {};
   if (studyUid) {
-    const s = await db.selectFrom('studies').select(['patient_id', 'issuer_of_patient_id', 'accession_number']).where('study_instance_uid', '=', studyUid).executeTakeFirst();
+    const s = await db
+      .selectFrom('studies')
+      .select(['patient_id', 'issuer_of_patient_id', 'accession_number'])
+      .where('study_instance_uid', '=', studyUid)
+      .executeTakeFirst();
     ctx = {
       studyInstanceUid: studyUid,
       accessionNumber: accession ?? s?.accession_number ?? null,
@@ -33,7 +37,12 @@ export async function atnaContext(db: Db, row: AtnaEventRow, details: Record<str
     if (d) ctx = { ...ctx, delivery: { destinationId: d.destination_id, deidentified: d.deidentify === 1 } };
   } else if (row.entity_type === 'case' && row.entity_id && (row.action === 'case.forwarding' || row.action === 'case.awaiting-read')) {
     // Forwarding starts for every destination of the case: name the latest delivery's.
-    const d = await db.selectFrom('deliveries').select(['destination_id', 'deidentify']).where('case_id', '=', row.entity_id).orderBy('id', 'desc').executeTakeFirst();
+    const d = await db
+      .selectFrom('deliveries')
+      .select(['destination_id', 'deidentify'])
+      .where('case_id', '=', row.entity_id)
+      .orderBy('id', 'desc')
+      .executeTakeFirst();
     if (d) ctx = { ...ctx, delivery: { destinationId: d.destination_id, deidentified: d.deidentify === 1 } };
   }
   return ctx;

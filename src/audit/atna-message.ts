@@ -178,7 +178,11 @@ export function buildAuditXml(m: AuditMessage): string {
     parts.push(
       `<ParticipantObjectIdentification${attrs({ ParticipantObjectID: o.id, ParticipantObjectTypeCode: o.typeCode, ParticipantObjectTypeCodeRole: o.typeCodeRole })}>`,
       coded('ParticipantObjectIDTypeCode', o.idType),
-      ...(o.name ? [`<ParticipantObjectName>${xmlEscape(o.name)}</ParticipantObjectName>`] : o.query !== undefined ? [`<ParticipantObjectQuery>${Buffer.from(o.query, 'utf8').toString('base64')}</ParticipantObjectQuery>`] : []),
+      ...(o.name
+        ? [`<ParticipantObjectName>${xmlEscape(o.name)}</ParticipantObjectName>`]
+        : o.query !== undefined
+          ? [`<ParticipantObjectQuery>${Buffer.from(o.query, 'utf8').toString('base64')}</ParticipantObjectQuery>`]
+          : []),
       ...(o.details ?? []).map((d) => `<ParticipantObjectDetail${attrs({ type: d.type, value: Buffer.from(d.value, 'utf8').toString('base64') })}/>`),
       ...(o.description ? [`<ParticipantObjectDescription>${xmlEscape(o.description)}</ParticipantObjectDescription>`] : []),
       ...(o.accessions ?? []).map((a) => `<Accession${attrs({ Number: a })}/>`),
@@ -264,7 +268,9 @@ export function mapAction(action: string, entityType: string, deidentified: bool
     case 'case.awaiting-read':
     case 'case.excluded-instance-released':
       // A delivery completed: a de-identified one is an export out of the hospital's custody.
-      return deidentified ? { eventId: EventId.export, action: 'R', transfer: 'send' } : { eventId: EventId.instancesTransferred, action: 'R', transfer: 'send' };
+      return deidentified
+        ? { eventId: EventId.export, action: 'R', transfer: 'send' }
+        : { eventId: EventId.instancesTransferred, action: 'R', transfer: 'send' };
     case 'case.created':
       return { eventId: EventId.orderRecord, action: 'C' };
     case 'case.cancelled':
@@ -347,7 +353,9 @@ export function auditMessageFor(row: AtnaEventRow, ctx: AtnaContext, node: AtnaN
       typeCodeRole: 3,
       idType: IdType.studyInstanceUid,
       ...(ctx.accessionNumber ? { accessions: [ctx.accessionNumber] } : {}),
-      ...(m.transfer === 'receive' && typeof details['stored'] === 'number' ? { description: `instances stored: ${details['stored']}, duplicates: ${Number(details['duplicates'] ?? 0)}` } : {}),
+      ...(m.transfer === 'receive' && typeof details['stored'] === 'number'
+        ? { description: `instances stored: ${details['stored']}, duplicates: ${Number(details['duplicates'] ?? 0)}` }
+        : {}),
       ...(m.transfer === 'send' && ctx.delivery ? { anonymized: ctx.delivery.deidentified } : {}),
     });
   }

@@ -115,7 +115,10 @@ export class AtnaService {
    * (later ones wait: the repository sees them in order). Returns how many went.
    * `dequeue` removes sent events (the job engine passes its fenced transaction).
    */
-  async drain(dequeue: (ids: readonly string[]) => Promise<void> = (ids) => dequeueAuditEvents(this.o.db, SYSLOG_SINK, ids), limit = DRAIN_BATCH): Promise<number> {
+  async drain(
+    dequeue: (ids: readonly string[]) => Promise<void> = (ids) => dequeueAuditEvents(this.o.db, SYSLOG_SINK, ids),
+    limit = DRAIN_BATCH,
+  ): Promise<number> {
     const client = this.client;
     const s = this.o.config.audit.syslog;
     if (!client || !s) return 0;
@@ -131,7 +134,10 @@ export class AtnaService {
       }
       const ctx = await atnaContext(this.o.db, row, details);
       const xml = buildAuditXml(auditMessageFor(row, ctx, this.node));
-      const msg = formatRfc5424({ pri: ATNA_PRI, timestamp: this.clock(), hostname: this.node.hostname, appName: s.appName, procId: this.node.processId, msgId: ATNA_MSGID }, xml);
+      const msg = formatRfc5424(
+        { pri: ATNA_PRI, timestamp: this.clock(), hostname: this.node.hostname, appName: s.appName, procId: this.node.processId, msgId: ATNA_MSGID },
+        xml,
+      );
       try {
         await client.send(msg);
       } catch (err) {
@@ -139,7 +145,12 @@ export class AtnaService {
         this.notBefore = Date.now() + backoffMs(this.failures, 1, 60, this.random);
         await noteAuditSinkFailure(this.o.db, SYSLOG_SINK, row.id, (err as Error).message);
         // No identifiers: the audit id and action say which event waits.
-        this.log.warn('audit repository did not take an event; kept queued, retried', { auditId: row.id, action: row.action, attempts: row.attempts + 1, error: (err as Error).message });
+        this.log.warn('audit repository did not take an event; kept queued, retried', {
+          auditId: row.id,
+          action: row.action,
+          attempts: row.attempts + 1,
+          error: (err as Error).message,
+        });
         break;
       }
       await dequeue([row.id]);

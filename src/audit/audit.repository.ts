@@ -49,7 +49,11 @@ export async function enableAuditSink(db: Db, sink: string, actionPrefix: string
 /** Stops queuing for `sink`; returns how many queued events were still unsent (they stay queued, and go if it is enabled again). */
 export async function disableAuditSink(db: Db, sink: string): Promise<number> {
   await db.deleteFrom('audit_sinks').where('sink', '=', sink).execute();
-  const r = await db.selectFrom('audit_outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sink', '=', sink).executeTakeFirstOrThrow();
+  const r = await db
+    .selectFrom('audit_outbox')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('sink', '=', sink)
+    .executeTakeFirstOrThrow();
   return Number(r.n);
 }
 
@@ -88,7 +92,11 @@ export async function noteAuditSinkFailure(db: Db, sink: string, auditId: string
 
 /** How many events wait for `sink` (health, tests). */
 export async function auditBacklog(db: Db, sink: string): Promise<number> {
-  const r = await db.selectFrom('audit_outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sink', '=', sink).executeTakeFirstOrThrow();
+  const r = await db
+    .selectFrom('audit_outbox')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('sink', '=', sink)
+    .executeTakeFirstOrThrow();
   return Number(r.n);
 }
 

@@ -44,13 +44,22 @@ export async function endCaseWork(trx: Db, caseId: string, now: string, why: str
     .where('kind', '=', OutboundKind.writeBack)
     .where('state', 'in', UNSENT_WRITE_BACKS)
     .executeTakeFirst();
-  await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'cancelled' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
+  await trx
+    .updateTable('case_assignments')
+    .set({ ended_at: now, end_reason: 'cancelled' })
+    .where('case_id', '=', caseId)
+    .where('ended_at', 'is', null)
+    .execute();
   return { deliveries: ids.length, instancesDropped, writeBacks: Number(wb.numUpdatedRows) };
 }
 
 /** Forgets the instances a cancelled delivery never sent. */
 export async function dropUnsentInstances(trx: Db, deliveryIds: readonly string[]): Promise<number> {
   if (deliveryIds.length === 0) return 0;
-  const r = await trx.deleteFrom('delivery_instances').where('delivery_id', 'in', deliveryIds).where('state', '!=', DeliveryInstanceState.sent).executeTakeFirst();
+  const r = await trx
+    .deleteFrom('delivery_instances')
+    .where('delivery_id', 'in', deliveryIds)
+    .where('state', '!=', DeliveryInstanceState.sent)
+    .executeTakeFirst();
   return Number(r.numDeletedRows);
 }

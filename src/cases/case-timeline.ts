@@ -25,20 +25,58 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
   if (study) {
     ev.push({ at: study.first_received_at, kind: 'received', title: 'first instance received', details: { callingAe: study.calling_ae } });
     if (study.last_received_at !== study.first_received_at) {
-      ev.push({ at: study.last_received_at, kind: 'received', title: `last instance received (${study.instance_count} instances)`, details: { instanceCount: study.instance_count } });
+      ev.push({
+        at: study.last_received_at,
+        kind: 'received',
+        title: `last instance received (${study.instance_count} instances)`,
+        details: { instanceCount: study.instance_count },
+      });
     }
     if (study.stable_at) ev.push({ at: study.stable_at, kind: 'stable', title: 'study stable' });
   }
-  for (const o of await db.selectFrom('orders').select(['created_at', 'order_control', 'procedure_code', 'link_state']).where('linked_study_uid', '=', uid).execute()) {
-    ev.push({ at: o.created_at, kind: 'order', title: `order ${o.order_control ?? ''} linked`.replace('  ', ' '), details: { procedureCode: o.procedure_code } });
+  for (const o of await db
+    .selectFrom('orders')
+    .select(['created_at', 'order_control', 'procedure_code', 'link_state'])
+    .where('linked_study_uid', '=', uid)
+    .execute()) {
+    ev.push({
+      at: o.created_at,
+      kind: 'order',
+      title: `order ${o.order_control ?? ''} linked`.replace('  ', ' '),
+      details: { procedureCode: o.procedure_code },
+    });
   }
-  for (const r of await db.selectFrom('report_versions').select(['received_at', 'result_status', 'radiologist_id']).where('linked_study_uid', '=', uid).orderBy('id').execute()) {
-    ev.push({ at: r.received_at, kind: 'report-linked', title: `primary report (${r.result_status}) linked`, details: { resultStatus: r.result_status, radiologistId: r.radiologist_id } });
+  for (const r of await db
+    .selectFrom('report_versions')
+    .select(['received_at', 'result_status', 'radiologist_id'])
+    .where('linked_study_uid', '=', uid)
+    .orderBy('id')
+    .execute()) {
+    ev.push({
+      at: r.received_at,
+      kind: 'report-linked',
+      title: `primary report (${r.result_status}) linked`,
+      details: { resultStatus: r.result_status, radiologistId: r.radiologist_id },
+    });
   }
-  for (const a of await db.selectFrom('ai_results').select(['received_at', 'finding_code', 'finding_text', 'positive']).where('linked_study_uid', '=', uid).orderBy('id').execute()) {
-    ev.push({ at: a.received_at, kind: 'ai-result', title: `AI result: ${a.finding_text ?? a.finding_code ?? 'finding'} ${a.positive === 1 ? 'positive' : 'negative'}` });
+  for (const a of await db
+    .selectFrom('ai_results')
+    .select(['received_at', 'finding_code', 'finding_text', 'positive'])
+    .where('linked_study_uid', '=', uid)
+    .orderBy('id')
+    .execute()) {
+    ev.push({
+      at: a.received_at,
+      kind: 'ai-result',
+      title: `AI result: ${a.finding_text ?? a.finding_code ?? 'finding'} ${a.positive === 1 ? 'positive' : 'negative'}`,
+    });
   }
-  for (const d of await db.selectFrom('decisions').select(['evaluated_at', 'flagged', 'reasons', 'trigger', 'rule_set_version', 'case_id']).where('study_instance_uid', '=', uid).orderBy('id').execute()) {
+  for (const d of await db
+    .selectFrom('decisions')
+    .select(['evaluated_at', 'flagged', 'reasons', 'trigger', 'rule_set_version', 'case_id'])
+    .where('study_instance_uid', '=', uid)
+    .orderBy('id')
+    .execute()) {
     // Only decisions that flagged, or that are this case's, tell its story; the others are noise.
     if (d.flagged !== 1 && d.case_id !== c.id) continue;
     const reasons = JSON.parse(d.reasons) as { ruleId: string; kind: string; detail: string }[];
@@ -50,20 +88,58 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
     });
   }
   for (const d of await db.selectFrom('deliveries').selectAll().where('case_id', '=', c.id).orderBy('id').execute()) {
-    ev.push({ at: d.created_at, kind: 'forwarding', title: `queued for ${d.destination_id}`, details: { destinationId: d.destination_id, deidentify: d.deidentify === 1 } });
-    if (d.delivered_at) ev.push({ at: d.delivered_at, kind: 'forwarded', title: `delivered to ${d.destination_id} (${d.instances_sent}/${d.instances_total})`, details: { attempts: d.attempts } });
+    ev.push({
+      at: d.created_at,
+      kind: 'forwarding',
+      title: `queued for ${d.destination_id}`,
+      details: { destinationId: d.destination_id, deidentify: d.deidentify === 1 },
+    });
+    if (d.delivered_at)
+      ev.push({
+        at: d.delivered_at,
+        kind: 'forwarded',
+        title: `delivered to ${d.destination_id} (${d.instances_sent}/${d.instances_total})`,
+        details: { attempts: d.attempts },
+      });
     if (d.state === 'cancelled') {
-      ev.push({ at: d.updated_at, kind: 'delivery-cancelled', title: `delivery to ${d.destination_id} stopped: case cancelled (${d.instances_sent}/${d.instances_total} sent)`, details: { instancesSent: d.instances_sent } });
+      ev.push({
+        at: d.updated_at,
+        kind: 'delivery-cancelled',
+        title: `delivery to ${d.destination_id} stopped: case cancelled (${d.instances_sent}/${d.instances_total} sent)`,
+        details: { instancesSent: d.instances_sent },
+      });
     }
     if (d.state === 'dead' || d.state === 'held') {
-      ev.push({ at: d.updated_at, kind: 'delivery-failed', title: `delivery to ${d.destination_id} ${d.state}`, details: { lastError: d.last_error, attempts: d.attempts } });
+      ev.push({
+        at: d.updated_at,
+        kind: 'delivery-failed',
+        title: `delivery to ${d.destination_id} ${d.state}`,
+        details: { lastError: d.last_error, attempts: d.attempts },
+      });
     }
   }
   for (const a of await db.selectFrom('case_assignments').selectAll().where('case_id', '=', c.id).orderBy('id').execute()) {
-    ev.push({ at: a.assigned_at, kind: 'assigned', title: `assigned to ${a.reader_id}`, actor: a.assigned_by, details: { readerId: a.reader_id, reason: a.reason } });
-    if (a.ended_at) ev.push({ at: a.ended_at, kind: 'assignment-ended', title: `assignment of ${a.reader_id} ended: ${a.end_reason ?? ''}`, details: { readerId: a.reader_id } });
+    ev.push({
+      at: a.assigned_at,
+      kind: 'assigned',
+      title: `assigned to ${a.reader_id}`,
+      actor: a.assigned_by,
+      details: { readerId: a.reader_id, reason: a.reason },
+    });
+    if (a.ended_at)
+      ev.push({
+        at: a.ended_at,
+        kind: 'assignment-ended',
+        title: `assignment of ${a.reader_id} ended: ${a.end_reason ?? ''}`,
+        details: { readerId: a.reader_id },
+      });
   }
-  for (const r of await db.selectFrom('second_reports').select(['created_at', 'version', 'reader_id', 'radpeer_score', 'source', 'submitted_by']).where('case_id', '=', c.id).orderBy('version').execute()) {
+  for (const r of await db
+    .selectFrom('second_reports')
+    .select(['created_at', 'version', 'reader_id', 'radpeer_score', 'source', 'submitted_by'])
+    .where('case_id', '=', c.id)
+    .orderBy('version')
+    .execute()) {
     ev.push({
       at: r.created_at,
       kind: 'reported',
@@ -72,7 +148,12 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       details: { version: r.version, radpeerScore: r.radpeer_score, source: r.source },
     });
   }
-  for (const m of await db.selectFrom('outbound_messages').select(['kind', 'state', 'attempts', 'last_error', 'created_at', 'updated_at', 'destination_id']).where('case_id', '=', c.id).orderBy('id').execute()) {
+  for (const m of await db
+    .selectFrom('outbound_messages')
+    .select(['kind', 'state', 'attempts', 'last_error', 'created_at', 'updated_at', 'destination_id'])
+    .where('case_id', '=', c.id)
+    .orderBy('id')
+    .execute()) {
     const what =
       m.kind === OutboundKind.writeBack
         ? 'write-back'
@@ -81,15 +162,32 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
           : m.kind === OutboundKind.statusUpdate
             ? 'RIS status update'
             : `QA notification (${m.kind})`;
-    if (m.state === 'waiting') ev.push({ at: m.created_at, kind: 'write-back-waiting', title: `${what} waiting for the primary report`, details: { attempts: m.attempts } });
+    if (m.state === 'waiting')
+      ev.push({ at: m.created_at, kind: 'write-back-waiting', title: `${what} waiting for the primary report`, details: { attempts: m.attempts } });
     else if (m.state === 'cancelled') ev.push({ at: m.updated_at, kind: 'write-back-cancelled', title: `${what} not sent: case cancelled` });
-    else if (m.state === 'accepted') ev.push({ at: m.updated_at, kind: m.kind === OutboundKind.writeBack ? 'written-back' : m.kind === OutboundKind.poolCancel ? 'pool-told' : 'notified', title: `${what} accepted`, details: { attempts: m.attempts } });
-    else if (m.state === 'failed') ev.push({ at: m.updated_at, kind: 'write-back-failed', title: `${what} failed`, details: { attempts: m.attempts, lastError: m.last_error } });
+    else if (m.state === 'accepted')
+      ev.push({
+        at: m.updated_at,
+        kind: m.kind === OutboundKind.writeBack ? 'written-back' : m.kind === OutboundKind.poolCancel ? 'pool-told' : 'notified',
+        title: `${what} accepted`,
+        details: { attempts: m.attempts },
+      });
+    else if (m.state === 'failed')
+      ev.push({ at: m.updated_at, kind: 'write-back-failed', title: `${what} failed`, details: { attempts: m.attempts, lastError: m.last_error } });
     else ev.push({ at: m.created_at, kind: 'write-back-pending', title: `${what} queued`, details: { attempts: m.attempts, lastError: m.last_error } });
   }
   for (const a of await db.selectFrom('audit_events').selectAll().where('entity_type', '=', 'case').where('entity_id', '=', c.id).orderBy('id').execute()) {
-    ev.push({ at: a.at, kind: 'audit', title: a.action, actor: a.actor, details: a.details === null ? undefined : (JSON.parse(a.details) as Record<string, unknown>) });
+    ev.push({
+      at: a.at,
+      kind: 'audit',
+      title: a.action,
+      actor: a.actor,
+      details: a.details === null ? undefined : (JSON.parse(a.details) as Record<string, unknown>),
+    });
   }
   // Stable sort: rows of the same instant keep the order of the workflow above.
-  return ev.map((e, i) => ({ e, i })).sort((a, b) => (a.e.at < b.e.at ? -1 : a.e.at > b.e.at ? 1 : a.i - b.i)).map((x) => x.e);
+  return ev
+    .map((e, i) => ({ e, i }))
+    .sort((a, b) => (a.e.at < b.e.at ? -1 : a.e.at > b.e.at ? 1 : a.i - b.i))
+    .map((x) => x.e);
 }

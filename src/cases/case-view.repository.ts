@@ -13,7 +13,13 @@ export async function secondReportsOfCases(db: Db, caseIds: readonly string[]): 
 /** The write-back messages of the cases, oldest first. */
 export async function writeBacksOfCases(db: Db, caseIds: readonly string[]): Promise<OutboundMessageRow[]> {
   if (caseIds.length === 0) return [];
-  return db.selectFrom('outbound_messages').selectAll().where('case_id', 'in', caseIds).where('kind', '=', OutboundKind.writeBack).orderBy('created_at').execute();
+  return db
+    .selectFrom('outbound_messages')
+    .selectAll()
+    .where('case_id', 'in', caseIds)
+    .where('kind', '=', OutboundKind.writeBack)
+    .orderBy('created_at')
+    .execute();
 }
 
 export async function hasSecondReportBy(db: Db, caseId: string, readerId: string): Promise<boolean> {
@@ -28,6 +34,12 @@ export async function studyIdentifiers(db: Db, studyInstanceUid: string): Promis
 
 /** The stored pseudonym of one original identifier for one destination, or null. */
 export async function storedPseudonym(db: Db, destinationId: string, kind: string, original: string): Promise<string | null> {
-  const p = await db.selectFrom('pseudonyms').select('pseudonym').where('destination_id', '=', destinationId).where('kind', '=', kind).where('original', '=', original).executeTakeFirst();
+  const p = await db
+    .selectFrom('pseudonyms')
+    .select('pseudonym')
+    .where('destination_id', '=', destinationId)
+    .where('kind', '=', kind)
+    .where('original', '=', original)
+    .executeTakeFirst();
   return p?.pseudonym ?? null;
 }

@@ -53,13 +53,20 @@ export async function listCases(db: Db, f: CaseFilter): Promise<CaseRow[]> {
   if (f.dueBefore) q = q.where('due_at', '<', f.dueBefore);
   if (f.ruleId) {
     // reasons is JSON text; LIKE with an escape clause works the same in SQLite and PostgreSQL.
-    const pattern = `%${JSON.stringify({ ruleId: f.ruleId }).slice(1, -1).replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    const pattern = `%${JSON.stringify({ ruleId: f.ruleId })
+      .slice(1, -1)
+      .replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
     q = q.where(sql<boolean>`reasons like ${pattern} escape '\\'`);
   }
   if (f.modality) {
     const modality = f.modality;
     q = q.where(({ exists, selectFrom }) =>
-      exists(selectFrom('series').select('series.series_instance_uid').whereRef('series.study_instance_uid', '=', 'cases.study_instance_uid').where('series.modality', '=', modality)),
+      exists(
+        selectFrom('series')
+          .select('series.series_instance_uid')
+          .whereRef('series.study_instance_uid', '=', 'cases.study_instance_uid')
+          .where('series.modality', '=', modality),
+      ),
     );
   }
   return q.orderBy('id', 'desc').limit(f.limit).offset(f.offset).execute();

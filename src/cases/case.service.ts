@@ -58,7 +58,8 @@ export class CaseService {
     };
     if (!req.studyInstanceUid && !req.accessionNumber) errors.push({ path: 'studyInstanceUid', message: 'give studyInstanceUid or accessionNumber' });
     if (!req.reason && !errors.some((e) => e.path === 'reason')) errors.push({ path: 'reason', message: 'required' });
-    if (req.destinationId && !this.o.knownDestinations.includes(req.destinationId)) errors.push({ path: 'destinationId', message: `unknown destination "${req.destinationId}"` });
+    if (req.destinationId && !this.o.knownDestinations.includes(req.destinationId))
+      errors.push({ path: 'destinationId', message: `unknown destination "${req.destinationId}"` });
     if (b['priority'] !== undefined) {
       if (typeof b['priority'] === 'string' && (PRIORITIES as readonly string[]).includes(b['priority'])) req.priority = b['priority'] as Priority;
       else errors.push({ path: 'priority', message: `must be one of ${PRIORITIES.join(', ')}` });

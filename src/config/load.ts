@@ -12,7 +12,10 @@ export interface ConfigProblem {
 
 /** Thrown with every problem found, so an operator fixes the file once, not once per restart. */
 export class ConfigError extends Error {
-  constructor(readonly problems: ConfigProblem[], readonly source: string) {
+  constructor(
+    readonly problems: ConfigProblem[],
+    readonly source: string,
+  ) {
     super(`invalid configuration (${source}):\n${problems.map((p) => `  - ${p.path || '(root)'}: ${p.message}`).join('\n')}`);
     this.name = 'ConfigError';
   }

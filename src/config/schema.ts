@@ -66,14 +66,28 @@ const dicomSchema = z
     /** An association with no PDU for this long is aborted. */
     idleTimeoutSeconds: z.number().positive().default(60),
     /** Our maximum PDU length offered in A-ASSOCIATE-AC. */
-    maxPduLength: z.number().int().min(4096).max(4 * 1024 * 1024).default(262144),
+    maxPduLength: z
+      .number()
+      .int()
+      .min(4096)
+      .max(4 * 1024 * 1024)
+      .default(262144),
     /**
      * Largest PDU (its declared length) accepted from a peer, of any type: a larger one is answered
      * A-ABORT before any of it is buffered. Above maxPduLength so a peer that overshoots a little still works.
      */
-    maxPduBytes: z.number().int().min(4096).max(64 * 1024 * 1024).default(1024 * 1024),
+    maxPduBytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(64 * 1024 * 1024)
+      .default(1024 * 1024),
     /** Header bytes we buffer to read the study attributes before PixelData; a header larger than this is refused. */
-    maxHeaderBytes: z.number().int().min(4096).default(4 * 1024 * 1024),
+    maxHeaderBytes: z
+      .number()
+      .int()
+      .min(4096)
+      .default(4 * 1024 * 1024),
     /** The unencrypted listener on `port`; false leaves only `tls`. */
     plain: z.boolean().default(true),
     /** DICOM TLS (PS3.15 B.1) listener; 2762 is the registered dicom-tls port. */
@@ -119,9 +133,7 @@ const hl7MappingSchema = z
     resultStatus: hl7Paths.default(['OBR-25']),
     observedAt: hl7Paths.default(['OBR-7', 'OBR-22']),
     /** An order asks for a second opinion when this field holds this value (compared case-insensitively). */
-    secondOpinion: z
-      .strictObject({ field: hl7Path.default('OBR-46.1'), value: z.string().min(1).default('SECOND_OPINION') })
-      .prefault({}),
+    secondOpinion: z.strictObject({ field: hl7Path.default('OBR-46.1'), value: z.string().min(1).default('SECOND_OPINION') }).prefault({}),
   })
   .prefault({});
 
@@ -136,7 +148,11 @@ const hl7Schema = z
     /** MSH-3 / MSH-4 of what the gateway sends (ACKs, write-backs). */
     sendingApplication: z.string().min(1).default('SECONDREAD'),
     sendingFacility: z.string().min(1).default('GATEWAY'),
-    maxMessageBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
+    maxMessageBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(10 * 1024 * 1024),
     idleTimeoutSeconds: z.number().positive().default(300),
     maxConnections: z.number().int().positive().default(256),
     /** Open connections from one IP address; a connection beyond this is closed at once. */
@@ -145,7 +161,10 @@ const hl7Schema = z
     /** The unencrypted MLLP listener on `port`; false leaves only `tls`. */
     plain: z.boolean().default(true),
     /** MLLP over TLS listener (no registered port: give one). */
-    tls: z.strictObject({ port, ...tlsListenerShape }).refine(needsCa, needsCaIssue).optional(),
+    tls: z
+      .strictObject({ port, ...tlsListenerShape })
+      .refine(needsCa, needsCaIssue)
+      .optional(),
   })
   .prefault({});
 
@@ -154,7 +173,11 @@ const httpSchema = z
     enabled: z.boolean().default(true),
     host: host.default('127.0.0.1'),
     port: port.default(8080),
-    maxBodyBytes: z.number().int().min(1024).default(1024 * 1024),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(1024 * 1024),
     /** A connection with no traffic for this long is closed (a stalled client holds no socket forever). */
     idleTimeoutSeconds: z.number().positive().default(60),
     /** The request headers must be in within headersTimeoutSeconds, the whole request within requestTimeoutSeconds. */
@@ -163,7 +186,10 @@ const httpSchema = z
     /** The plain HTTP listener on `port`; false leaves only `tls` (HTTPS). */
     plain: z.boolean().default(true),
     /** HTTPS for the API and console, same app. */
-    tls: z.strictObject({ port: port.default(8443), ...tlsListenerShape }).refine(needsCa, needsCaIssue).optional(),
+    tls: z
+      .strictObject({ port: port.default(8443), ...tlsListenerShape })
+      .refine(needsCa, needsCaIssue)
+      .optional(),
   })
   .prefault({});
 
@@ -295,7 +321,10 @@ const outputsSchema = z
          */
         identifierSystems: z.record(z.string(), z.string().regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)')).default({}),
         /** The system of accession numbers in `basedOn` (the ServiceRequest's ACSN identifier); absent: type ACSN only. */
-        accessionSystem: z.string().regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)').optional(),
+        accessionSystem: z
+          .string()
+          .regex(/^(urn|https?):/i, 'a URI (urn:, http: or https:)')
+          .optional(),
       })
       .optional(),
     /** Attempts of an output (network errors, 5xx, DIMSE failures) before it is dead-lettered; a refusal (4xx) stops at once. */
@@ -337,7 +366,12 @@ const tokenSchema = z
 
 /** What a bearer token is compared by: the SHA-256 of the configured token, or the configured hash itself. */
 export function tokenDigestHex(t: { token?: string | undefined; tokenSha256?: string | undefined }): string {
-  return t.tokenSha256 ?? createHash('sha256').update(t.token ?? '').digest('hex');
+  return (
+    t.tokenSha256 ??
+    createHash('sha256')
+      .update(t.token ?? '')
+      .digest('hex')
+  );
 }
 
 const logSchema = z
@@ -356,7 +390,11 @@ export const configSchema = z
      * (a restarted instance takes back what its killed run held at once) and distinct per host; two instances on one
      * host need their own.
      */
-    instanceId: z.string().min(1).max(128).default(() => hostname()),
+    instanceId: z
+      .string()
+      .min(1)
+      .max(128)
+      .default(() => hostname()),
     dicom: dicomSchema,
     hl7: hl7Schema,
     http: httpSchema,
@@ -465,9 +503,15 @@ export const configSchema = z
             timeoutSeconds: z.number().positive().default(10),
             pollIntervalSeconds: z.number().positive().default(1),
             /** The RFC 5424 APP-NAME. */
-            appName: z.string().regex(/^[\x21-\x7e]{1,48}$/).default('secondread'),
+            appName: z
+              .string()
+              .regex(/^[\x21-\x7e]{1,48}$/)
+              .default('secondread'),
           })
-          .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'give both cert and key (a client certificate) or neither', path: ['key'] })
+          .refine((t) => (t.cert === undefined) === (t.key === undefined), {
+            message: 'give both cert and key (a client certificate) or neither',
+            path: ['key'],
+          })
           .optional(),
         /** AuditSourceIdentification@AuditSourceID; absent: instanceId. */
         sourceId: z.string().min(1).optional(),
@@ -493,7 +537,8 @@ export const configSchema = z
     for (const section of ['dicom', 'hl7', 'http'] as const) {
       const s = c[section];
       if (!s.enabled) continue;
-      if (!s.plain && !s.tls) ctx.addIssue({ code: 'custom', path: [section, 'plain'], message: `no ${section} listener left: set ${section}.tls, or ${section}.enabled: false` });
+      if (!s.plain && !s.tls)
+        ctx.addIssue({ code: 'custom', path: [section, 'plain'], message: `no ${section} listener left: set ${section}.tls, or ${section}.enabled: false` });
       if (s.plain && s.tls && s.tls.port !== 0 && s.tls.port === s.port) {
         ctx.addIssue({ code: 'custom', path: [section, 'tls', 'port'], message: `same port as ${section}.port (the plain listener)` });
       }
@@ -516,20 +561,30 @@ export const configSchema = z
     });
     const srDestination = c.outputs.dicomSr?.destination;
     if (srDestination !== undefined) {
-      if (srDestination === 'pacs' && !c.pacs) ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: '"pacs" needs the pacs section' });
+      if (srDestination === 'pacs' && !c.pacs)
+        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: '"pacs" needs the pacs section' });
       if (srDestination !== 'pacs' && !ids.has(srDestination)) {
-        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: `unknown destination "${srDestination}" (a destination id or "pacs")` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['outputs', 'dicomSr', 'destination'],
+          message: `unknown destination "${srDestination}" (a destination id or "pacs")`,
+        });
       }
       // The SR carries the real patient and report: never to a destination that only ever gets de-identified data.
       if (c.destinations.some((d) => d.id === srDestination && d.deidentify)) {
-        ctx.addIssue({ code: 'custom', path: ['outputs', 'dicomSr', 'destination'], message: `destination "${srDestination}" de-identifies: the SR names the patient` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['outputs', 'dicomSr', 'destination'],
+          message: `destination "${srDestination}" de-identifies: the SR names the patient`,
+        });
       }
     }
     const tokens = new Set<string>();
     c.auth.tokens.forEach((t, i) => {
       if (t.token === undefined && t.tokenSha256 === undefined) return;
       const digest = tokenDigestHex(t);
-      if (tokens.has(digest)) ctx.addIssue({ code: 'custom', path: ['auth', 'tokens', i, t.token === undefined ? 'tokenSha256' : 'token'], message: 'duplicate token' });
+      if (tokens.has(digest))
+        ctx.addIssue({ code: 'custom', path: ['auth', 'tokens', i, t.token === undefined ? 'tokenSha256' : 'token'], message: 'duplicate token' });
       tokens.add(digest);
     });
   });

@@ -23,9 +23,21 @@ export async function dashboardSummary(db: Db, now: Date): Promise<DashboardSumm
   const nowIso = now.toISOString();
   const count = (n: unknown) => Number(n ?? 0);
 
-  const studies = await db.selectFrom('studies').select((eb) => eb.fn.countAll<number>().as('n')).where('first_received_at', '>=', midnight).executeTakeFirst();
-  const opened = await db.selectFrom('cases').select((eb) => eb.fn.countAll<number>().as('n')).where('created_at', '>=', midnight).executeTakeFirst();
-  const reports = await db.selectFrom('second_reports').select((eb) => eb.fn.countAll<number>().as('n')).where('created_at', '>=', midnight).executeTakeFirst();
+  const studies = await db
+    .selectFrom('studies')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('first_received_at', '>=', midnight)
+    .executeTakeFirst();
+  const opened = await db
+    .selectFrom('cases')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('created_at', '>=', midnight)
+    .executeTakeFirst();
+  const reports = await db
+    .selectFrom('second_reports')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('created_at', '>=', midnight)
+    .executeTakeFirst();
   const written = await db
     .selectFrom('outbound_messages')
     .select((eb) => eb.fn.countAll<number>().as('n'))
@@ -35,10 +47,19 @@ export async function dashboardSummary(db: Db, now: Date): Promise<DashboardSumm
     .executeTakeFirst();
 
   const casesByState: Record<string, number> = Object.fromEntries(Object.values(CaseState).map((s) => [s, 0]));
-  for (const r of await db.selectFrom('cases').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute()) casesByState[r.state] = count(r.n);
+  for (const r of await db
+    .selectFrom('cases')
+    .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy('state')
+    .execute())
+    casesByState[r.state] = count(r.n);
 
   const queues = new Map<string, DashboardSummary['queues'][number]>();
-  for (const r of await db.selectFrom('deliveries').select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['destination_id', 'state']).execute()) {
+  for (const r of await db
+    .selectFrom('deliveries')
+    .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy(['destination_id', 'state'])
+    .execute()) {
     const q = queues.get(r.destination_id) ?? { destinationId: r.destination_id, pending: 0, sending: 0, dead: 0, held: 0, delivered: 0 };
     if (r.state in q) (q as unknown as Record<string, number>)[r.state] = count(r.n);
     queues.set(r.destination_id, q);
@@ -51,7 +72,12 @@ export async function dashboardSummary(db: Db, now: Date): Promise<DashboardSumm
     .where('sla_breached_at', 'is not', null)
     .executeTakeFirst();
   // Past due but not yet seen by the SLA watch (it runs every sla.checkIntervalSeconds).
-  const overdue = await db.selectFrom('cases').select((eb) => eb.fn.countAll<number>().as('n')).where('state', 'in', READING).where('due_at', '<', nowIso).executeTakeFirst();
+  const overdue = await db
+    .selectFrom('cases')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('state', 'in', READING)
+    .where('due_at', '<', nowIso)
+    .executeTakeFirst();
 
   const writeBack = { pending: 0, failed: 0 };
   for (const r of await db
@@ -64,7 +90,11 @@ export async function dashboardSummary(db: Db, now: Date): Promise<DashboardSumm
     if (r.state === OutboundState.pending) writeBack.pending = count(r.n);
     if (r.state === OutboundState.failed) writeBack.failed = count(r.n);
   }
-  const held = await db.selectFrom('hl7_messages').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '=', MessageStatus.held).executeTakeFirst();
+  const held = await db
+    .selectFrom('hl7_messages')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('status', '=', MessageStatus.held)
+    .executeTakeFirst();
   const sortedQueues = [...queues.values()].sort((a, b) => a.destinationId.localeCompare(b.destinationId));
 
   return {

@@ -394,7 +394,9 @@ function str(dict: DicomDataDict, tag: string): string | null {
     return typeof alphabetic === 'string' && alphabetic.trim() ? alphabetic.trim() : null;
   }
   // Strip padding the sender used (space for text, NUL for UIDs).
-  const s = String(v).replace(/[\0\s]+$/, '').trim();
+  const s = String(v)
+    .replace(/[\0\s]+$/, '')
+    .trim();
   return s === '' ? null : s;
 }
 
@@ -417,7 +419,9 @@ function uidAsSent(dict: DicomDataDict, tag: string): string | null {
   // two values (a backslash) is not one UID either
   if (raw.length > 1) return 'multi-valued';
   if (raw[0] === undefined || raw[0] === null) return null;
-  const s = String(raw[0]).replace(/[\0\s]+$/, '').trim();
+  const s = String(raw[0])
+    .replace(/[\0\s]+$/, '')
+    .trim();
   return s === '' ? null : s;
 }
 
@@ -590,7 +594,6 @@ export class Part10HeaderReader {
     this.dataset?.dispose();
   }
 }
-
 
 /** Reads the header from a complete in-memory Part 10 file (tests, tools). */
 export async function readPart10Header(bytes: Buffer, maxHeaderBytes = 4 * 1024 * 1024): Promise<InstanceHeader> {

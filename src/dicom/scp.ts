@@ -565,7 +565,13 @@ class GatewayScp {
     if (command.commandField === CommandField.cEchoRq) {
       if (command.hasDataset) throw new Error('C-ECHO-RQ announces a data set');
       this.stats.echoes++;
-      this.respond(contextId, { commandField: CommandField.cEchoRsp, messageIdBeingRespondedTo: command.messageId ?? 0, status: Status.success, affectedSopClassUid: sopClass, hasDataset: false });
+      this.respond(contextId, {
+        commandField: CommandField.cEchoRsp,
+        messageIdBeingRespondedTo: command.messageId ?? 0,
+        status: Status.success,
+        affectedSopClassUid: sopClass,
+        hasDataset: false,
+      });
       return;
     }
     if (command.commandField === CommandField.cStoreRq) {
@@ -600,7 +606,13 @@ class GatewayScp {
     }
     if (command.hasDataset) throw new Error(`unsupported command 0x${command.commandField.toString(16)} with a data set`);
     // Any other request on a context we accepted: unrecognized operation.
-    this.respond(contextId, { commandField: command.commandField | 0x8000, messageIdBeingRespondedTo: command.messageId ?? 0, status: Status.unrecognizedOperation, affectedSopClassUid: sopClass, hasDataset: false });
+    this.respond(contextId, {
+      commandField: command.commandField | 0x8000,
+      messageIdBeingRespondedTo: command.messageId ?? 0,
+      status: Status.unrecognizedOperation,
+      affectedSopClassUid: sopClass,
+      hasDataset: false,
+    });
   }
 
   private respond(contextId: number, r: Command, dataset?: Buffer): void {
@@ -749,7 +761,12 @@ class GatewayScp {
       const { config } = this.ctx;
       const called = rq.calledAe.trim();
       if ((rq.protocolVersion & 1) === 0) {
-        return this.reject(RejectResult.permanent, RejectSource.serviceProviderAcse, RejectReason.protocolVersionNotSupported, 'protocol version not supported');
+        return this.reject(
+          RejectResult.permanent,
+          RejectSource.serviceProviderAcse,
+          RejectReason.protocolVersionNotSupported,
+          'protocol version not supported',
+        );
       }
       if (rq.applicationContext !== APPLICATION_CONTEXT) {
         return this.reject(RejectResult.permanent, RejectSource.serviceUser, RejectReason.applicationContextNotSupported, 'application context not supported');
@@ -770,7 +787,12 @@ class GatewayScp {
       }
       if (this.overPeerLimit) {
         this.ctx.guards?.rejected('dicom.maxConnectionsPerPeer');
-        return this.reject(RejectResult.transient, RejectSource.serviceProviderPresentation, RejectReason.localLimitExceeded, 'too many connections from this address');
+        return this.reject(
+          RejectResult.transient,
+          RejectSource.serviceProviderPresentation,
+          RejectReason.localLimitExceeded,
+          'too many connections from this address',
+        );
       }
       if (this.ctx.active >= config.maxAssociations) {
         this.ctx.guards?.rejected('dicom.maxAssociations');
@@ -795,7 +817,11 @@ class GatewayScp {
       this.accepted = true;
       this.ctx.active++;
       // The limit we announce is what we receive.
-      this.assoc.accept(results, { maxPduLength: config.maxPduLength, implementationClassUid: IMPLEMENTATION_CLASS_UID, implementationVersionName: IMPLEMENTATION_VERSION_NAME });
+      this.assoc.accept(results, {
+        maxPduLength: config.maxPduLength,
+        implementationClassUid: IMPLEMENTATION_CLASS_UID,
+        implementationVersionName: IMPLEMENTATION_VERSION_NAME,
+      });
       if ([...this.contexts.values()].some((c) => isStorageSopClass(c.abstractSyntax))) this.prepareSpare();
       this.log.debug('association accepted', { peer: this.peer, contexts: this.contexts.size });
     } catch (err) {
@@ -823,7 +849,12 @@ class GatewayScp {
       if (!w) throw new GatewayError(ErrorCode.internal, 'no transfer for this C-STORE');
       if (w instanceof Discard && w.status !== undefined) {
         this.stats.failed++;
-        this.log.warn('C-STORE refused', { peer: this.peer, sopUid: hashId(sopUid), status: `0x${w.status.toString(16).padStart(4, '0')}`, reason: w.reason.message });
+        this.log.warn('C-STORE refused', {
+          peer: this.peer,
+          sopUid: hashId(sopUid),
+          status: `0x${w.status.toString(16).padStart(4, '0')}`,
+          reason: w.reason.message,
+        });
         return { status: w.status, comment: w.reason.message };
       }
       if (w instanceof Discard) throw w.reason;
@@ -866,7 +897,7 @@ class GatewayScp {
         sopUid: hashId(sopUid),
         status: `0x${status.toString(16).padStart(4, '0')}`,
         code: ge.code,
-        reason: ge.code === 'internal' ? (ge.cause as Error | undefined)?.message ?? ge.message : ge.message,
+        reason: ge.code === 'internal' ? ((ge.cause as Error | undefined)?.message ?? ge.message) : ge.message,
       });
       return { status, comment: ge.code === 'internal' ? 'internal error' : ge.message };
     }

@@ -44,7 +44,11 @@ export class Spool {
       const shared = path.join(this.root, 'tmp');
       const staleBefore = Date.now() - 24 * 3_600_000;
       const candidates = readdirSync(shared, { withFileTypes: true }).flatMap((e) =>
-        e.isDirectory() ? (path.join(shared, e.name) === this.tmpDir ? [] : readdirSync(path.join(shared, e.name)).map((n) => path.join(shared, e.name, n))) : [path.join(shared, e.name)],
+        e.isDirectory()
+          ? path.join(shared, e.name) === this.tmpDir
+            ? []
+            : readdirSync(path.join(shared, e.name)).map((n) => path.join(shared, e.name, n))
+          : [path.join(shared, e.name)],
       );
       for (const file of candidates) {
         try {

@@ -57,7 +57,14 @@ export const STUDY_ATTRIBUTES: readonly Keyword[] = [
   'NumberOfStudyRelatedSeries',
   'NumberOfStudyRelatedInstances',
 ];
-export const SERIES_ATTRIBUTES: readonly Keyword[] = ['Modality', 'SeriesDescription', 'SeriesInstanceUID', 'SeriesNumber', 'BodyPartExamined', 'NumberOfSeriesRelatedInstances'];
+export const SERIES_ATTRIBUTES: readonly Keyword[] = [
+  'Modality',
+  'SeriesDescription',
+  'SeriesInstanceUID',
+  'SeriesNumber',
+  'BodyPartExamined',
+  'NumberOfSeriesRelatedInstances',
+];
 export const INSTANCE_ATTRIBUTES: readonly Keyword[] = ['SOPClassUID', 'SOPInstanceUID', 'InstanceNumber', 'AvailableTransferSyntaxUID'];
 
 /** A keyword or an 8-hex-digit tag from a query string, as a tag (upper case); undefined when unknown. */

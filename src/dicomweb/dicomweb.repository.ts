@@ -58,7 +58,11 @@ type StudyEb = ExpressionBuilder<Database & { s: Database['studies'] }, 's'>;
 
 /** PN wildcard match (`*`, `?`), case-insensitive on both engines. */
 function likePattern(value: string): string {
-  return value.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, '%').replace(/\?/g, '_');
+  return value
+    .toLowerCase()
+    .replace(/[\\%_]/g, (c) => `\\${c}`)
+    .replace(/\*/g, '%')
+    .replace(/\?/g, '_');
 }
 
 function studyFilters(eb: StudyEb, m: QidoMatch) {
@@ -74,7 +78,15 @@ function studyFilters(eb: StudyEb, m: QidoMatch) {
   if (m.studyDate?.to) and.push(eb('s.study_date', '<=', m.studyDate.to));
   if (m.modalitiesInStudy?.length) {
     const mods = m.modalitiesInStudy;
-    and.push(eb.exists(eb.selectFrom('series as ms').select('ms.series_instance_uid').whereRef('ms.study_instance_uid', '=', 's.study_instance_uid').where('ms.modality', 'in', mods)));
+    and.push(
+      eb.exists(
+        eb
+          .selectFrom('series as ms')
+          .select('ms.series_instance_uid')
+          .whereRef('ms.study_instance_uid', '=', 's.study_instance_uid')
+          .where('ms.modality', 'in', mods),
+      ),
+    );
   }
   return eb.and(and);
 }
@@ -97,8 +109,18 @@ export async function queryStudies(db: Db, m: QidoMatch): Promise<StudyQueryRow[
     .selectFrom('studies as s')
     .select(studyColumns)
     .select((eb) => [
-      eb.selectFrom('series as c').select((e) => e.fn.countAll<number>().as('n')).whereRef('c.study_instance_uid', '=', 's.study_instance_uid').as('series_count'),
-      eb.selectFrom('instances as i').select('i.file_path').whereRef('i.study_instance_uid', '=', 's.study_instance_uid').orderBy('i.sop_instance_uid').limit(1).as('sample_path'),
+      eb
+        .selectFrom('series as c')
+        .select((e) => e.fn.countAll<number>().as('n'))
+        .whereRef('c.study_instance_uid', '=', 's.study_instance_uid')
+        .as('series_count'),
+      eb
+        .selectFrom('instances as i')
+        .select('i.file_path')
+        .whereRef('i.study_instance_uid', '=', 's.study_instance_uid')
+        .orderBy('i.sop_instance_uid')
+        .limit(1)
+        .as('sample_path'),
     ])
     .where((eb) => studyFilters(eb, m))
     .orderBy('s.first_received_at')
@@ -114,10 +136,27 @@ export async function querySeries(db: Db, m: QidoMatch): Promise<SeriesQueryRow[
     .selectFrom('series as r')
     .innerJoin('studies as s', 's.study_instance_uid', 'r.study_instance_uid')
     .select(studyColumns)
-    .select(['r.series_instance_uid', 'r.modality', 'r.series_number', 'r.series_description', 'r.body_part_examined', 'r.instance_count as series_instance_count'])
+    .select([
+      'r.series_instance_uid',
+      'r.modality',
+      'r.series_number',
+      'r.series_description',
+      'r.body_part_examined',
+      'r.instance_count as series_instance_count',
+    ])
     .select((eb) => [
-      eb.selectFrom('series as c').select((e) => e.fn.countAll<number>().as('n')).whereRef('c.study_instance_uid', '=', 's.study_instance_uid').as('series_count'),
-      eb.selectFrom('instances as i').select('i.file_path').whereRef('i.series_instance_uid', '=', 'r.series_instance_uid').orderBy('i.sop_instance_uid').limit(1).as('sample_path'),
+      eb
+        .selectFrom('series as c')
+        .select((e) => e.fn.countAll<number>().as('n'))
+        .whereRef('c.study_instance_uid', '=', 's.study_instance_uid')
+        .as('series_count'),
+      eb
+        .selectFrom('instances as i')
+        .select('i.file_path')
+        .whereRef('i.series_instance_uid', '=', 'r.series_instance_uid')
+        .orderBy('i.sop_instance_uid')
+        .limit(1)
+        .as('sample_path'),
     ])
     .where((eb) => studyFilters(eb as unknown as StudyEb, m));
   if (m.seriesInstanceUid?.length) q = q.where('r.series_instance_uid', 'in', m.seriesInstanceUid);
@@ -138,14 +177,34 @@ export async function queryInstances(db: Db, m: QidoMatch): Promise<InstanceQuer
     .innerJoin('series as r', 'r.series_instance_uid', 'i.series_instance_uid')
     .innerJoin('studies as s', 's.study_instance_uid', 'i.study_instance_uid')
     .select(studyColumns)
-    .select(['r.series_instance_uid', 'r.modality', 'r.series_number', 'r.series_description', 'r.body_part_examined', 'r.instance_count as series_instance_count'])
+    .select([
+      'r.series_instance_uid',
+      'r.modality',
+      'r.series_number',
+      'r.series_description',
+      'r.body_part_examined',
+      'r.instance_count as series_instance_count',
+    ])
     .select(['i.sop_instance_uid', 'i.sop_class_uid', 'i.transfer_syntax_uid', 'i.instance_number', 'i.file_path', 'i.size_bytes'])
-    .select((eb) => eb.selectFrom('series as c').select((e) => e.fn.countAll<number>().as('n')).whereRef('c.study_instance_uid', '=', 's.study_instance_uid').as('series_count'))
+    .select((eb) =>
+      eb
+        .selectFrom('series as c')
+        .select((e) => e.fn.countAll<number>().as('n'))
+        .whereRef('c.study_instance_uid', '=', 's.study_instance_uid')
+        .as('series_count'),
+    )
     .where((eb) => studyFilters(eb as unknown as StudyEb, m));
   if (m.seriesInstanceUid?.length) q = q.where('i.series_instance_uid', 'in', m.seriesInstanceUid);
   if (m.sopInstanceUid?.length) q = q.where('i.sop_instance_uid', 'in', m.sopInstanceUid);
   if (m.modality !== undefined) q = q.where('r.modality', '=', m.modality);
-  const rows = await q.orderBy('r.series_number').orderBy('i.series_instance_uid').orderBy('i.instance_number').orderBy('i.sop_instance_uid').limit(m.limit).offset(m.offset).execute();
+  const rows = await q
+    .orderBy('r.series_number')
+    .orderBy('i.series_instance_uid')
+    .orderBy('i.instance_number')
+    .orderBy('i.sop_instance_uid')
+    .limit(m.limit)
+    .offset(m.offset)
+    .execute();
   return rows.map((r) => ({
     ...r,
     series_count: Number(r.series_count ?? 0),
@@ -190,19 +249,35 @@ export async function readerStudies(db: Db, readerId: string): Promise<ReaderStu
     const prev = byCase.get(r.case_id);
     // The delivery to the case's own destination wins; else the latest (ids sort by creation).
     if (prev && prev.destinationId === r.case_destination && r.destination_id !== r.case_destination) continue;
-    byCase.set(r.case_id, { caseId: r.case_id, studyInstanceUid: r.study_instance_uid, deliveryId: r.delivery_id, destinationId: r.destination_id, deidentify: r.deidentify === 1 });
+    byCase.set(r.case_id, {
+      caseId: r.case_id,
+      studyInstanceUid: r.study_instance_uid,
+      deliveryId: r.delivery_id,
+      destinationId: r.destination_id,
+      deidentify: r.deidentify === 1,
+    });
   }
   return [...byCase.values()];
 }
 
 /** The instances a delivery sent (for a pull destination: prepared and verified), with what serving them needs. */
-export async function sentInstances(db: Db, deliveryId: string): Promise<(Omit<InstanceQueryRow, keyof StudyQueryRow | 'sample_path'> & { released: number })[]> {
+export async function sentInstances(
+  db: Db,
+  deliveryId: string,
+): Promise<(Omit<InstanceQueryRow, keyof StudyQueryRow | 'sample_path'> & { released: number })[]> {
   const rows = await db
     .selectFrom('delivery_instances as x')
     .innerJoin('instances as i', 'i.sop_instance_uid', 'x.sop_instance_uid')
     .innerJoin('series as r', 'r.series_instance_uid', 'i.series_instance_uid')
     .leftJoin('delivery_exclusions as e', (j) => j.onRef('e.delivery_id', '=', 'x.delivery_id').onRef('e.sop_instance_uid', '=', 'x.sop_instance_uid'))
-    .select(['r.series_instance_uid', 'r.modality', 'r.series_number', 'r.series_description', 'r.body_part_examined', 'r.instance_count as series_instance_count'])
+    .select([
+      'r.series_instance_uid',
+      'r.modality',
+      'r.series_number',
+      'r.series_description',
+      'r.body_part_examined',
+      'r.instance_count as series_instance_count',
+    ])
     .select(['i.sop_instance_uid', 'i.sop_class_uid', 'i.transfer_syntax_uid', 'i.instance_number', 'i.file_path', 'i.size_bytes'])
     .select((eb) => eb.case().when('e.released_at', 'is not', null).then(1).else(0).end().as('released'))
     .where('x.delivery_id', '=', deliveryId)

@@ -39,7 +39,11 @@ export function dicomwebRouter(service: DicomwebService, stow: StowService, audi
 
   const store = async (req: Request, res: Response): Promise<void> => {
     const studyUid = param(req, 'study');
-    const outcome = await stow.receive(req, req.get('content-type') ?? '', { ...(studyUid ? { studyInstanceUid: studyUid } : {}), sender: req.principal?.name ?? 'dicomweb', remoteAddress: remoteAddressOf(req) });
+    const outcome = await stow.receive(req, req.get('content-type') ?? '', {
+      ...(studyUid ? { studyInstanceUid: studyUid } : {}),
+      sender: req.principal?.name ?? 'dicomweb',
+      remoteAddress: remoteAddressOf(req),
+    });
     const base = baseUrl(req);
     const body: DicomJson = {};
     const ok = outcome.results.filter((x) => x.ok);
@@ -86,7 +90,8 @@ export function dicomwebRouter(service: DicomwebService, stow: StowService, audi
       const { include: _include, limit: _limit, offset: _offset, level: _level, ...keys } = q.request;
       await auditQuery({ actor: req.principal!.name, remoteAddress: remoteAddressOf(req), via: 'qido-rs', level, keys: { ...keys }, results: result.length });
     }
-    if (q.ignored.length > 0) res.set('Warning', `299 gateway "The following attributes are not supported for matching: ${q.ignored.join(', ').replace(/"/g, '')}"`);
+    if (q.ignored.length > 0)
+      res.set('Warning', `299 gateway "The following attributes are not supported for matching: ${q.ignored.join(', ').replace(/"/g, '')}"`);
     res.status(200).type(DICOM_JSON).send(JSON.stringify(result));
   };
   r.get('/studies', search('study'));

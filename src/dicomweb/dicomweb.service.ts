@@ -115,7 +115,11 @@ export class DicomwebService {
       const sent = await sentInstances(this.o.db, s.deliveryId);
       if (sent.length === 0) continue;
       if (!s.deidentify) {
-        studies.push({ ...s, viewUid: s.studyInstanceUid, instances: sent.map((i) => ({ ...i, viewSeriesUid: i.series_instance_uid, viewSopUid: i.sop_instance_uid })) });
+        studies.push({
+          ...s,
+          viewUid: s.studyInstanceUid,
+          instances: sent.map((i) => ({ ...i, viewSeriesUid: i.series_instance_uid, viewSopUid: i.sop_instance_uid })),
+        });
         continue;
       }
       const pseudonyms = await StudyPseudonyms.load(this.o.db, this.o.pseudonymSecret(), s.destinationId, s.studyInstanceUid);
@@ -166,7 +170,10 @@ export class DicomwebService {
     };
     if (q.level === 'study') {
       const rows = await queryStudies(this.o.db, q);
-      const mods = await modalitiesOfStudies(this.o.db, rows.map((r) => r.study_instance_uid));
+      const mods = await modalitiesOfStudies(
+        this.o.db,
+        rows.map((r) => r.study_instance_uid),
+      );
       return Promise.all(rows.map((r) => withExtras(this.studyJson(r, mods.get(r.study_instance_uid) ?? [], baseUrl), r.sample_path, STUDY_ATTRIBUTES)));
     }
     if (q.level === 'series') {
@@ -174,7 +181,9 @@ export class DicomwebService {
       return Promise.all(rows.map((r) => withExtras(this.seriesJson(r, baseUrl), r.sample_path, [...SERIES_ATTRIBUTES, 'StudyInstanceUID'])));
     }
     const rows = await queryInstances(this.o.db, q);
-    return Promise.all(rows.map((r) => withExtras(this.instanceJson(r, baseUrl), r.file_path, [...INSTANCE_ATTRIBUTES, 'StudyInstanceUID', 'SeriesInstanceUID'])));
+    return Promise.all(
+      rows.map((r) => withExtras(this.instanceJson(r, baseUrl), r.file_path, [...INSTANCE_ATTRIBUTES, 'StudyInstanceUID', 'SeriesInstanceUID'])),
+    );
   }
 
   private studyJson(r: StudyQueryRow, modalities: string[], baseUrl: string): DicomJson {
@@ -305,7 +314,13 @@ export class DicomwebService {
       for (const { study, instance } of this.selectReader(scope.studies, uids)) {
         const v = await this.view(study, instance);
         if (!v) continue;
-        out.push({ studyInstanceUid: study.viewUid, seriesInstanceUid: instance.viewSeriesUid, sopInstanceUid: instance.viewSopUid, transferSyntaxUid: instance.transfer_syntax_uid, stream: v.stream });
+        out.push({
+          studyInstanceUid: study.viewUid,
+          seriesInstanceUid: instance.viewSeriesUid,
+          sopInstanceUid: instance.viewSopUid,
+          transferSyntaxUid: instance.transfer_syntax_uid,
+          stream: v.stream,
+        });
       }
     }
     if (out.length === 0) throw new GatewayError(ErrorCode.notFound, 'no such study, series or instance');
@@ -406,7 +421,13 @@ export function matches(ds: DicomJson, q: QidoMatch): boolean {
   if (!eq(Tag.AccessionNumber[0], q.accessionNumber)) return false;
   if (!eq(Tag.Modality[0], q.modality)) return false;
   if (q.patientName !== undefined) {
-    const re = new RegExp(`^${q.patientName.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'is');
+    const re = new RegExp(
+      `^${q.patientName
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '.*')
+        .replace(/\?/g, '.')}$`,
+      'is',
+    );
     if (!re.test(firstValue(ds, Tag.PatientName[0]) ?? '')) return false;
   }
   const date = firstValue(ds, Tag.StudyDate[0]);

@@ -90,7 +90,8 @@ export class StowService {
     const { mediaType, params } = contentTypeParams(contentType);
     if (mediaType !== 'multipart/related') throw new GatewayError(ErrorCode.unsupported, 'STOW-RS takes multipart/related; type="application/dicom"');
     const type = (params['type'] ?? 'application/dicom').toLowerCase();
-    if (type !== 'application/dicom') throw new GatewayError(ErrorCode.unsupported, `multipart/related type "${type}" is not supported: only application/dicom (no bulk-data/metadata parts)`);
+    if (type !== 'application/dicom')
+      throw new GatewayError(ErrorCode.unsupported, `multipart/related type "${type}" is not supported: only application/dicom (no bulk-data/metadata parts)`);
     const boundary = params['boundary'];
     // RFC 2046 caps a boundary at 70 characters; Orthanc's DICOMweb plugin sends 73: be lenient, within reason.
     if (!boundary || boundary.length > 200) throw new GatewayError(ErrorCode.invalidInput, 'multipart/related without a valid boundary');
@@ -120,7 +121,11 @@ export class StowService {
       if (current) this.drop(current);
       current = undefined;
       const bodyError = err instanceof GatewayError ? err : new GatewayError(ErrorCode.invalidInput, 'the request body was cut off', { cause: err });
-      this.log.warn('STOW request body ended early', { stored: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length, reason: bodyError.message });
+      this.log.warn('STOW request body ended early', {
+        stored: results.filter((r) => r.ok).length,
+        failed: results.filter((r) => !r.ok).length,
+        reason: bodyError.message,
+      });
       return { results, bodyError };
     }
     if (current) {
@@ -133,7 +138,14 @@ export class StowService {
   }
 
   private openPart(): PartFile {
-    const part: PartFile = { tmpPath: '', fd: undefined, header: new Part10HeaderReader(this.o.maxHeaderBytes), hash: createHash('sha256'), size: 0, failure: undefined };
+    const part: PartFile = {
+      tmpPath: '',
+      fd: undefined,
+      header: new Part10HeaderReader(this.o.maxHeaderBytes),
+      hash: createHash('sha256'),
+      size: 0,
+      failure: undefined,
+    };
     try {
       if (!this.o.spool.hasRoom()) {
         part.failure = new GatewayError(ErrorCode.outOfResources, 'storage below its free-space watermark');
@@ -216,7 +228,7 @@ export class StowService {
         sopUid: result.sopInstanceUid ? hashId(result.sopInstanceUid) : null,
         failureReason: `0x${result.failureReason.toString(16).padStart(4, '0')}`,
         code: ge.code,
-        reason: ge.code === 'internal' ? (ge.cause as Error | undefined)?.message ?? ge.message : ge.message,
+        reason: ge.code === 'internal' ? ((ge.cause as Error | undefined)?.message ?? ge.message) : ge.message,
       });
       return result;
     }

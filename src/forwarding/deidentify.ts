@@ -213,7 +213,8 @@ export async function deidentifyFile(
     const ts = meta.transferSyntaxUid;
     refuseBigEndian(ts);
     if (ts === TransferSyntax.deflate) {
-      if (size > (limits.maxDeflatedBytes ?? 256 * 1024 * 1024)) throw new GatewayError(ErrorCode.unsupported, 'deflated file too large to de-identify in memory');
+      if (size > (limits.maxDeflatedBytes ?? 256 * 1024 * 1024))
+        throw new GatewayError(ErrorCode.unsupported, 'deflated file too large to de-identify in memory');
       const whole = await readAt(fh, 0, size);
       const r = deidentifyPart10(whole, pseudonyms, options);
       const { bytes, ...rest } = r;
@@ -322,10 +323,7 @@ async function pixelEnd(fh: FileHandle, start: number, size: number, explicit: b
   if (rest > 0) {
     if (rest > 16 * 1024 * 1024) throw new GatewayError(ErrorCode.unsupported, 'more than 16 MiB after Pixel Data');
     const tail = await readAt(fh, p, rest);
-    splitAtPixelData(
-      [{ tag: 0x7fe00010, start: 0, end: 0 }, ...walkTopLevel(tail, explicit)],
-      tail.length,
-    );
+    splitAtPixelData([{ tag: 0x7fe00010, start: 0, end: 0 }, ...walkTopLevel(tail, explicit)], tail.length);
   }
   return p;
 }
@@ -454,9 +452,28 @@ const WRITTEN_HERE = new Set(['00080005', '00120062', '00120063', '00120064', '0
  * to build instance UIDs from dates and patient numbers.
  */
 const NON_INSTANCE_UIDS = new Set([
-  '00020002', '00020010', '00020012', '00020100', '00041510', '00041512', '0004151A',
-  '00080016', '0008001A', '0008001B', '00080062', '0008010C', '0008010D', '00080117', '00080118',
-  '00081150', '0008115A', '00081160', '00083002', '00089123', '04000010', '04000115',
+  '00020002',
+  '00020010',
+  '00020012',
+  '00020100',
+  '00041510',
+  '00041512',
+  '0004151A',
+  '00080016',
+  '0008001A',
+  '0008001B',
+  '00080062',
+  '0008010C',
+  '0008010D',
+  '00080117',
+  '00080118',
+  '00081150',
+  '0008115A',
+  '00081160',
+  '00083002',
+  '00089123',
+  '04000010',
+  '04000115',
 ]);
 
 /**
@@ -557,7 +574,7 @@ function cleanDataset(ds: DicomDataDict, ctx: Context, depth: number): DicomData
     if (key === '00420011') {
       // The document's bytes carry whatever the document says: never copied unless a person released this instance.
       if (!ctx.options.releasedByReviewer) {
-        throw new GatewayError(ErrorCode.unsupported, 'an encapsulated document (0042,0011) is not de-identified without a reviewer\'s release', {
+        throw new GatewayError(ErrorCode.unsupported, "an encapsulated document (0042,0011) is not de-identified without a reviewer's release", {
           details: { reason: 'encapsulated-document' },
         });
       }
@@ -1043,7 +1060,8 @@ function refuseUnSequences(buf: Buffer, from: number, to: number): void {
     const end = elementEnd(buf, o, true);
     if (h.vr === 'UN' && h.tag >>> 16 !== 0xfffe) {
       const t = hex(h.tag);
-      if (dictionary[`(${t})`]?.vr === 'SQ') throw new GatewayError(ErrorCode.unsupported, `sequence ${t} is encoded as UN: it cannot be de-identified reliably`);
+      if (dictionary[`(${t})`]?.vr === 'SQ')
+        throw new GatewayError(ErrorCode.unsupported, `sequence ${t} is encoded as UN: it cannot be de-identified reliably`);
     }
     if (h.vr === 'SQ') {
       let p = h.value;
@@ -1096,7 +1114,11 @@ function quiet(): void {
 
 /** A meta header naming only the syntax: what dcmjs needs to parse a bare data set. */
 function syntheticMeta(transferSyntaxUid: string): Buffer {
-  return writeFileMeta({ transferSyntaxUid, implementationClassUid: DEIDENTIFIER_IMPLEMENTATION_CLASS_UID, implementationVersionName: DEIDENTIFIER_IMPLEMENTATION_VERSION_NAME });
+  return writeFileMeta({
+    transferSyntaxUid,
+    implementationClassUid: DEIDENTIFIER_IMPLEMENTATION_CLASS_UID,
+    implementationVersionName: DEIDENTIFIER_IMPLEMENTATION_VERSION_NAME,
+  });
 }
 
 function toArrayBuffer(b: Buffer): ArrayBuffer {
@@ -1137,7 +1159,7 @@ function transcodeIso2022(buf: Buffer, explicit: boolean): Buffer {
     return Buffer.concat(transcodeItem(buf, 0, buf.length, explicit, top ?? ''));
   } catch (cause) {
     if (cause instanceof GatewayError) throw cause;
-    throw new GatewayError(ErrorCode.unsupported, 'de-identification cannot decode this file\'s text (ISO 2022)', { cause });
+    throw new GatewayError(ErrorCode.unsupported, "de-identification cannot decode this file's text (ISO 2022)", { cause });
   }
 }
 

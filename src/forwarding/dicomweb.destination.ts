@@ -5,7 +5,17 @@ import { api } from 'dicomweb-client';
 import XMLHttpRequest from 'xhr2';
 import type { Destination } from '../config/schema.js';
 import type { Logger } from '../logger.js';
-import { failAll, loadBytes, part10Stream, readPieces, type DestinationSender, type InstanceResult, type Part10Stream, type SendableInstance, type SendFailure } from './destination.js';
+import {
+  failAll,
+  loadBytes,
+  part10Stream,
+  readPieces,
+  type DestinationSender,
+  type InstanceResult,
+  type Part10Stream,
+  type SendableInstance,
+  type SendFailure,
+} from './destination.js';
 import { classifyStoreStatus } from './dimse.destination.js';
 
 type DicomwebConfig = Extract<Destination, { type: 'dicomweb' }>;
@@ -97,7 +107,8 @@ export function stowResults(batch: readonly { sopInstanceUid: string }[], outcom
     if (referenced.has(uid)) return { sopInstanceUid: uid, ok: true };
     if (outcome.status === 409) return { sopInstanceUid: uid, ok: false, failure: { transient: false, message: 'STOW-RS HTTP 409 conflict' } };
     // a response that lists the stored instances but not this one: not acknowledged, send it again
-    if (refItems.length > 0) return { sopInstanceUid: uid, ok: false, failure: { transient: true, message: 'STOW-RS: instance not acknowledged by the receiver' } };
+    if (refItems.length > 0)
+      return { sopInstanceUid: uid, ok: false, failure: { transient: true, message: 'STOW-RS: instance not acknowledged by the receiver' } };
     return { sopInstanceUid: uid, ok: true };
   });
 }
@@ -172,7 +183,10 @@ export class DicomwebDestinationSender implements DestinationSender {
       if (part.length > 0) results.push(...(await this.stow(part, streams)));
       return results;
     } catch (err) {
-      return [...results, ...failAll(batch.slice(results.length), { transient: true, message: `internal error: ${err instanceof Error ? err.message : String(err)}` })];
+      return [
+        ...results,
+        ...failAll(batch.slice(results.length), { transient: true, message: `internal error: ${err instanceof Error ? err.message : String(err)}` }),
+      ];
     }
   }
 

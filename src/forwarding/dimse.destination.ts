@@ -54,8 +54,7 @@ export function classifyStoreStatus(status: number): { ok: true } | { ok: false;
 export function classifyReject(r: { result: number; source: number; reason: number }): SendFailure {
   const transient =
     r.result === RejectResult.transient ||
-    (r.source === RejectSource.serviceProviderPresentation &&
-      (r.reason === RejectReason.temporaryCongestion || r.reason === RejectReason.localLimitExceeded));
+    (r.source === RejectSource.serviceProviderPresentation && (r.reason === RejectReason.temporaryCongestion || r.reason === RejectReason.localLimitExceeded));
   const reasons: Record<string, string> = {
     [`${RejectSource.serviceUser}:${RejectReason.callingAeNotRecognized}`]: 'calling AE title not recognized',
     [`${RejectSource.serviceUser}:${RejectReason.calledAeNotRecognized}`]: 'called AE title not recognized',
@@ -157,7 +156,12 @@ export class DimseDestinationSender implements DestinationSender {
         await client.release();
         return { ok: false, detail: 'receiver does not support Verification (C-ECHO)' };
       }
-      const [rsp] = await client.request(1, { commandField: CommandField.cEchoRq, messageId: this.nextMessageId(), affectedSopClassUid: SopClass.verification, hasDataset: false });
+      const [rsp] = await client.request(1, {
+        commandField: CommandField.cEchoRq,
+        messageId: this.nextMessageId(),
+        affectedSopClassUid: SopClass.verification,
+        hasDataset: false,
+      });
       await client.release();
       const status = rsp?.command.status ?? -1;
       if (status === 0) return { ok: true, detail: `C-ECHO ${this.peer} ok` };
@@ -181,7 +185,13 @@ export class DimseDestinationSender implements DestinationSender {
         try {
           const parts = splitPart10(instance.bytes as Buffer);
           // The caller's UIDs win (a de-identified copy carries its own meta); the meta header is the fallback.
-          prepared.push({ index, instance, parts, sopClassUid: instance.sopClassUid || parts.sopClassUid, transferSyntaxUid: instance.transferSyntaxUid || parts.transferSyntaxUid });
+          prepared.push({
+            index,
+            instance,
+            parts,
+            sopClassUid: instance.sopClassUid || parts.sopClassUid,
+            transferSyntaxUid: instance.transferSyntaxUid || parts.transferSyntaxUid,
+          });
         } catch (err) {
           results[index] = { sopInstanceUid: instance.sopInstanceUid, ok: false, failure: { transient: false, message: (err as Error).message } };
         }
@@ -338,7 +348,10 @@ export class DimseDestinationSender implements DestinationSender {
         const c =
           rsp.commandField === CommandField.cStoreRsp && status >= 0
             ? classifyStoreStatus(status)
-            : { ok: false as const, failure: { transient: true, message: `unexpected response to C-STORE (command 0x${rsp.commandField.toString(16)}, status ${status})` } };
+            : {
+                ok: false as const,
+                failure: { transient: true, message: `unexpected response to C-STORE (command 0x${rsp.commandField.toString(16)}, status ${status})` },
+              };
         if (!c.ok && rsp.errorComment) c.failure.message += `: ${rsp.errorComment}`;
         done(i, c);
       }
@@ -348,7 +361,14 @@ export class DimseDestinationSender implements DestinationSender {
       if (err instanceof AssociationRejected) ended = classifyReject(err.rejection);
       else ended = { transient: true, message: err instanceof Error ? err.message : String(err) };
     }
-    return results.map((r, i) => r ?? { sopInstanceUid: chunk[i]!.instance.sopInstanceUid, ok: false, failure: { ...(ended ?? { transient: true, message: 'association ended before a response' }) } });
+    return results.map(
+      (r, i) =>
+        r ?? {
+          sopInstanceUid: chunk[i]!.instance.sopInstanceUid,
+          ok: false,
+          failure: { ...(ended ?? { transient: true, message: 'association ended before a response' }) },
+        },
+    );
   }
 }
 

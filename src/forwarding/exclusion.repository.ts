@@ -37,7 +37,9 @@ export async function excludeInstance(db: Db, e: NewExclusion): Promise<void> {
     .insertInto('delivery_exclusions')
     .values(row)
     .onConflict((oc) =>
-      oc.columns(['delivery_id', 'sop_instance_uid']).doUpdateSet({ reason: e.reason, detail: e.detail, excluded_at: e.now, released_at: null, sop_class_uid: e.sopClassUid }),
+      oc
+        .columns(['delivery_id', 'sop_instance_uid'])
+        .doUpdateSet({ reason: e.reason, detail: e.detail, excluded_at: e.now, released_at: null, sop_class_uid: e.sopClassUid }),
     )
     .execute();
   await db
@@ -65,11 +67,20 @@ export async function openExclusionsOfCases(db: Db, caseIds: readonly string[]):
 
 /** Every exclusion row of one instance in one case (one per delivery), released or not. */
 export async function exclusionsOfInstance(db: Db, caseId: string, sopInstanceUid: string): Promise<DeliveryExclusionRow[]> {
-  return db.selectFrom('delivery_exclusions').selectAll().where('case_id', '=', caseId).where('sop_instance_uid', '=', sopInstanceUid).orderBy('delivery_id').execute();
+  return db
+    .selectFrom('delivery_exclusions')
+    .selectAll()
+    .where('case_id', '=', caseId)
+    .where('sop_instance_uid', '=', sopInstanceUid)
+    .orderBy('delivery_id')
+    .execute();
 }
 
 /** Marks an exclusion released and queues its instance again in its delivery. Run in a transaction. */
-export async function releaseExclusion(db: Db, r: { deliveryId: string; sopInstanceUid: string; actor: string; reason: string | null; now: string }): Promise<boolean> {
+export async function releaseExclusion(
+  db: Db,
+  r: { deliveryId: string; sopInstanceUid: string; actor: string; reason: string | null; now: string },
+): Promise<boolean> {
   const u = await db
     .updateTable('delivery_exclusions')
     .set({ released_at: r.now, released_by: r.actor, release_reason: r.reason })
@@ -89,7 +100,12 @@ export async function releaseExclusion(db: Db, r: { deliveryId: string; sopInsta
 
 /** Whether a delivery still has instances kept back that nobody released. */
 export async function hasOpenExclusions(db: Db, deliveryId: string): Promise<boolean> {
-  const row = await db.selectFrom('delivery_exclusions').select('sop_instance_uid').where('delivery_id', '=', deliveryId).where('released_at', 'is', null).executeTakeFirst();
+  const row = await db
+    .selectFrom('delivery_exclusions')
+    .select('sop_instance_uid')
+    .where('delivery_id', '=', deliveryId)
+    .where('released_at', 'is', null)
+    .executeTakeFirst();
   return row !== undefined;
 }
 

@@ -68,8 +68,18 @@ export interface DeidPort {
   deidentify(
     absPath: string,
     pseudonyms: StudyPseudonyms,
-    options: { retainLongitudinalModifiedDates: boolean; retainPatientCharacteristics: boolean; safePrivateTags: string[]; releasedByReviewer: boolean; hl7: Hl7Identifiers },
-  ): Promise<{ prefix: Buffer; pixel: { start: number; end: number } | null; verification: { clean: true } | { clean: false; hits: { path: string; kind: string }[] } }>;
+    options: {
+      retainLongitudinalModifiedDates: boolean;
+      retainPatientCharacteristics: boolean;
+      safePrivateTags: string[];
+      releasedByReviewer: boolean;
+      hl7: Hl7Identifiers;
+    },
+  ): Promise<{
+    prefix: Buffer;
+    pixel: { start: number; end: number } | null;
+    verification: { clean: true } | { clean: false; hits: { path: string; kind: string }[] };
+  }>;
 }
 
 interface DeidContext {
@@ -209,7 +219,15 @@ export class ForwardingService {
         if (this.o.assignReader) {
           const assigned = await this.o.assignReader(trx, c);
           if (!assigned.ok) {
-            await transitionCase(trx, { caseId: c.id, from: [CaseState.flagged], to: CaseState.held, actor: ACTOR, now, auditId: this.o.newId(), details: { reason: `no reader: ${assigned.reason}` } });
+            await transitionCase(trx, {
+              caseId: c.id,
+              from: [CaseState.flagged],
+              to: CaseState.held,
+              actor: ACTOR,
+              now,
+              auditId: this.o.newId(),
+              details: { reason: `no reader: ${assigned.reason}` },
+            });
             return false;
           }
           destinationId = assigned.destinationId ?? destinationId;
@@ -230,7 +248,14 @@ export class ForwardingService {
         }
         const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
         const deliveryId = this.o.newId();
-        const instances = await insertDelivery(trx, { id: deliveryId, caseId: c.id, destinationId: destination.id, studyInstanceUid: c.study_instance_uid, deidentify, now });
+        const instances = await insertDelivery(trx, {
+          id: deliveryId,
+          caseId: c.id,
+          destinationId: destination.id,
+          studyInstanceUid: c.study_instance_uid,
+          deidentify,
+          now,
+        });
         await this.enqueueDelivery(trx, deliveryId, destination.id);
         await transitionCase(trx, {
           caseId: c.id,
@@ -298,7 +323,11 @@ export class ForwardingService {
     throw await this.fail(job, d, failure.message, failure.transient, log);
   }
 
-  private async process(job: JobContext<DeliverJobPayload>, d: DeliveryRow, log: Logger): Promise<{ outcome: JobOutcome } | { failed: { message: string; transient: boolean } }> {
+  private async process(
+    job: JobContext<DeliverJobPayload>,
+    d: DeliveryRow,
+    log: Logger,
+  ): Promise<{ outcome: JobOutcome } | { failed: { message: string; transient: boolean } }> {
     const started = Date.now();
     const sender = this.o.senders.get(d.destination_id);
     if (!sender) return { failed: { message: `destination "${d.destination_id}" is not configured`, transient: false } };
@@ -311,7 +340,12 @@ export class ForwardingService {
         // Newly found ones, and ones listed by an earlier attempt and not released yet (a retry does not send around them).
         const risky = await this.riskyInstances(job, d, pending);
         if (risky > 0 || (await hasOpenExclusions(this.db, d.id))) {
-          await this.hold(job, d, 'instances may carry identifiers that de-identification cannot remove: the case waits until each is released (see excludedInstances)', log);
+          await this.hold(
+            job,
+            d,
+            'instances may carry identifiers that de-identification cannot remove: the case waits until each is released (see excludedInstances)',
+            log,
+          );
           return { outcome: undefined };
         }
       }
@@ -327,9 +361,21 @@ export class ForwardingService {
       if (await this.stopped(job, d, [], log)) return { outcome: undefined };
       const batch = pending.slice(i, i + destination.batchSize);
       const outgoing = await this.prepare(job, d, batch, deid, log);
-      this.fenceInstances(job, d, outgoing.instances.map((x) => x.instance));
+      this.fenceInstances(
+        job,
+        d,
+        outgoing.instances.map((x) => x.instance),
+      );
       const results = await sender.send(outgoing.instances.map((x) => x.instance));
-      if (await this.stopped(job, d, outgoing.instances.filter((_, j) => results[j]?.ok).map((x) => x.original), log)) return { outcome: undefined };
+      if (
+        await this.stopped(
+          job,
+          d,
+          outgoing.instances.filter((_, j) => results[j]?.ok).map((x) => x.original),
+          log,
+        )
+      )
+        return { outcome: undefined };
       const now = this.clock();
       const ok: string[] = [];
       let permanent: string | undefined;
@@ -389,7 +435,15 @@ export class ForwardingService {
       try {
         const abs = this.o.spool.absolute(b.file_path);
         if (!deid) {
-          out.instances.push({ original: b.sop_instance_uid, instance: { sopClassUid: b.sop_class_uid, sopInstanceUid: b.sop_instance_uid, transferSyntaxUid: b.transfer_syntax_uid, stream: await fileStream(abs) } });
+          out.instances.push({
+            original: b.sop_instance_uid,
+            instance: {
+              sopClassUid: b.sop_class_uid,
+              sopInstanceUid: b.sop_instance_uid,
+              transferSyntaxUid: b.transfer_syntax_uid,
+              stream: await fileStream(abs),
+            },
+          });
           continue;
         }
         const header = await readSourceHeader(abs);
@@ -420,7 +474,12 @@ export class ForwardingService {
         if (r.pixel) pieces.push({ path: abs, start: r.pixel.start, end: r.pixel.end });
         out.instances.push({
           original: b.sop_instance_uid,
-          instance: { sopClassUid: b.sop_class_uid, sopInstanceUid: deid.pseudonyms.uid(b.sop_instance_uid), transferSyntaxUid: b.transfer_syntax_uid, stream: part10Stream(pieces, part10DatasetOffset(r.prefix)) },
+          instance: {
+            sopClassUid: b.sop_class_uid,
+            sopInstanceUid: deid.pseudonyms.uid(b.sop_instance_uid),
+            transferSyntaxUid: b.transfer_syntax_uid,
+            stream: part10Stream(pieces, part10DatasetOffset(r.prefix)),
+          },
         });
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
@@ -462,7 +521,10 @@ export class ForwardingService {
       if (why === 'held') await parkDelivery(trx, d.id, now);
       else await dropUnsentInstances(trx, [d.id]);
     });
-    log.info(why === 'cancelled' ? 'delivery stopped: its case was cancelled' : 'delivery paused: its study is held', { caseId: d.case_id, sentThisBatch: sentUids.length });
+    log.info(why === 'cancelled' ? 'delivery stopped: its case was cancelled' : 'delivery paused: its study is held', {
+      caseId: d.case_id,
+      sentThisBatch: sentUids.length,
+    });
     return true;
   }
 
@@ -470,7 +532,9 @@ export class ForwardingService {
   private risk(header: SourceHeader): { reason: string; detail: string } | null {
     const r = this.o.deid.risk(header);
     if (r) return r;
-    const modality = String(header.dict['00080060']?.Value?.[0] ?? '').trim().toUpperCase();
+    const modality = String(header.dict['00080060']?.Value?.[0] ?? '')
+      .trim()
+      .toUpperCase();
     const extra = new Set(this.o.config.forwarding.holdBurnedInModalities.map((m) => m.toUpperCase()));
     if (modality && extra.has(modality)) return { reason: 'burned-in-risk', detail: `modality ${modality} is listed in forwarding.holdBurnedInModalities` };
     return null;
@@ -487,17 +551,44 @@ export class ForwardingService {
       n++;
       const now = this.clock().toISOString();
       await job.fenced((trx) =>
-        excludeInstance(trx, { deliveryId: d.id, caseId: d.case_id, sopInstanceUid: b.sop_instance_uid, sopClassUid: header.sopClassUid || b.sop_class_uid, seriesDescription: header.seriesDescription, reason: risk.reason, detail: risk.detail, now }),
+        excludeInstance(trx, {
+          deliveryId: d.id,
+          caseId: d.case_id,
+          sopInstanceUid: b.sop_instance_uid,
+          sopClassUid: header.sopClassUid || b.sop_class_uid,
+          seriesDescription: header.seriesDescription,
+          reason: risk.reason,
+          detail: risk.detail,
+          now,
+        }),
       );
       this.o.metrics?.excluded(d.destination_id, risk.reason);
     }
     return n;
   }
 
-  private async exclude(job: JobContext<DeliverJobPayload>, d: DeliveryRow, b: PendingInstance, header: SourceHeader, reason: string, detail: string, log: Logger, paths?: string[]): Promise<void> {
+  private async exclude(
+    job: JobContext<DeliverJobPayload>,
+    d: DeliveryRow,
+    b: PendingInstance,
+    header: SourceHeader,
+    reason: string,
+    detail: string,
+    log: Logger,
+    paths?: string[],
+  ): Promise<void> {
     const now = this.clock().toISOString();
     await job.fenced(async (trx) => {
-      await excludeInstance(trx, { deliveryId: d.id, caseId: d.case_id, sopInstanceUid: b.sop_instance_uid, sopClassUid: header.sopClassUid || b.sop_class_uid, seriesDescription: header.seriesDescription, reason, detail, now });
+      await excludeInstance(trx, {
+        deliveryId: d.id,
+        caseId: d.case_id,
+        sopInstanceUid: b.sop_instance_uid,
+        sopClassUid: header.sopClassUid || b.sop_class_uid,
+        seriesDescription: header.seriesDescription,
+        reason,
+        detail,
+        now,
+      });
       await recordAudit(trx, this.o.newId(), now, {
         actor: ACTOR,
         action: 'case.instance-excluded',
@@ -545,7 +636,15 @@ export class ForwardingService {
       // A prior's delivery (priors.service.ts) is context: the case is awaiting its read once its own study is there.
       const all = (await deliveriesOfCases(trx, [d.case_id])).filter((x) => x.study_instance_uid === d.study_instance_uid);
       if (!(await isPriorDelivery(trx, d)) && all.every((x) => x.id === d.id || x.state === DeliveryState.delivered)) {
-        await transitionCase(trx, { caseId: d.case_id, from: [CaseState.forwarding], to: CaseState.awaitingRead, actor: ACTOR, now, auditId: this.o.newId(), details: { deliveryId: d.id } });
+        await transitionCase(trx, {
+          caseId: d.case_id,
+          from: [CaseState.forwarding],
+          to: CaseState.awaitingRead,
+          actor: ACTOR,
+          now,
+          auditId: this.o.newId(),
+          details: { deliveryId: d.id },
+        });
       }
       return false;
     });
@@ -633,8 +732,13 @@ export class ForwardingService {
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       const rows = await exclusionsOfInstance(trx, caseId, sopInstanceUid);
       if (rows.length === 0) {
-        const inStudy = await trx.selectFrom('instances').select('sop_instance_uid').where('sop_instance_uid', '=', sopInstanceUid).where('study_instance_uid', '=', c.study_instance_uid).executeTakeFirst();
-        if (!inStudy) throw new GatewayError(ErrorCode.notFound, 'no such instance in this case\'s study');
+        const inStudy = await trx
+          .selectFrom('instances')
+          .select('sop_instance_uid')
+          .where('sop_instance_uid', '=', sopInstanceUid)
+          .where('study_instance_uid', '=', c.study_instance_uid)
+          .executeTakeFirst();
+        if (!inStudy) throw new GatewayError(ErrorCode.notFound, "no such instance in this case's study");
         throw new GatewayError(ErrorCode.conflict, 'this instance is not excluded from any delivery of the case');
       }
       const open = rows.filter((r) => r.released_at === null);
@@ -664,7 +768,15 @@ export class ForwardingService {
         ) {
           await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
           await this.enqueueDelivery(trx, d.id, d.destination_id);
-          await transitionCase(trx, { caseId, from: [CaseState.held], to: CaseState.forwarding, actor, now, auditId: this.o.newId(), details: { deliveryId: d.id, released: sopInstanceUid } });
+          await transitionCase(trx, {
+            caseId,
+            from: [CaseState.held],
+            to: CaseState.forwarding,
+            actor,
+            now,
+            auditId: this.o.newId(),
+            details: { deliveryId: d.id, released: sopInstanceUid },
+          });
         }
       }
       await recordAudit(trx, this.o.newId(), now, {
@@ -717,5 +829,4 @@ export class ForwardingService {
     this.kick();
     return { deliveries: n };
   }
-
 }

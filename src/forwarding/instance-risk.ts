@@ -85,7 +85,19 @@ const RISKY_MODALITIES: ReadonlyMap<string, InstanceRisk> = new Map([
 ]);
 
 /** Image Type values that mark a capture of a screen or a rendered report (e.g. a CT dose screen). */
-const SCREEN_TYPES = new Set(['SCREEN SAVE', 'SCREENSAVE', 'SCREEN CAPTURE', 'SCREENSHOT', 'CAPTURE', 'DOSE_INFO', 'DOSE INFO', 'DOSE REPORT', 'DOSE_REPORT', 'CSA REPORT', 'REPORT']);
+const SCREEN_TYPES = new Set([
+  'SCREEN SAVE',
+  'SCREENSAVE',
+  'SCREEN CAPTURE',
+  'SCREENSHOT',
+  'CAPTURE',
+  'DOSE_INFO',
+  'DOSE INFO',
+  'DOSE REPORT',
+  'DOSE_REPORT',
+  'CSA REPORT',
+  'REPORT',
+]);
 
 /** Conversion Types of images that were not acquired from the patient by a modality. */
 const CONVERSION_TYPES: ReadonlyMap<string, string> = new Map([

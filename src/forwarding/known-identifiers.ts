@@ -15,18 +15,7 @@ import dcmjs, { type DicomDataDict, type DicomElement } from 'dcmjs';
 import { ErrorCode, GatewayError } from '../errors.js';
 
 export type IdentifierKind =
-  | 'patient-name'
-  | 'person-name'
-  | 'patient-id'
-  | 'id'
-  | 'accession'
-  | 'birth-date'
-  | 'date'
-  | 'institution'
-  | 'address'
-  | 'phone'
-  | 'station'
-  | 'text';
+  'patient-name' | 'person-name' | 'patient-id' | 'id' | 'accession' | 'birth-date' | 'date' | 'institution' | 'address' | 'phone' | 'station' | 'text';
 
 export interface Needle {
   /** Lower case (ASCII letters folded; other characters as given). */
@@ -35,10 +24,51 @@ export interface Needle {
 }
 
 /** Name parts that are titles or suffixes, not identifying on their own. */
-const NAME_NOISE = new Set(['mrs', 'miss', 'prof', 'phd', 'md', 'jr', 'jr.', 'sr', 'sr.', 'iii', 'dr.', 'mr.', 'mrs.', 'ms.', 'the', 'van', 'von', 'der', 'den', 'del', 'de la']);
+const NAME_NOISE = new Set([
+  'mrs',
+  'miss',
+  'prof',
+  'phd',
+  'md',
+  'jr',
+  'jr.',
+  'sr',
+  'sr.',
+  'iii',
+  'dr.',
+  'mr.',
+  'mrs.',
+  'ms.',
+  'the',
+  'van',
+  'von',
+  'der',
+  'den',
+  'del',
+  'de la',
+]);
 
 /** Placeholders that already-de-identified sources use for a missing value: not identifiers (they match our own dummies). */
-const PLACEHOLDERS = new Set(['anon', 'anonymous', 'anonymized', 'anonymised', 'removed', 'unknown', 'none', 'null', 'n/a', 'test', 'xxx', 'xxxx', 'nobody', 'patient', 'dummy', 'redacted', 'deidentified', 'de-identified']);
+const PLACEHOLDERS = new Set([
+  'anon',
+  'anonymous',
+  'anonymized',
+  'anonymised',
+  'removed',
+  'unknown',
+  'none',
+  'null',
+  'n/a',
+  'test',
+  'xxx',
+  'xxxx',
+  'nobody',
+  'patient',
+  'dummy',
+  'redacted',
+  'deidentified',
+  'de-identified',
+]);
 
 const CJK = /[\p{Script=Han}\p{Script=Hangul}\p{Script=Hiragana}\p{Script=Katakana}]/u;
 

@@ -87,20 +87,28 @@ export async function addMissingInstances(db: Db, deliveryId: string, studyInsta
 
 /** Deliveries of open cases whose stable study now has instances they do not list: late instances to send as a delta. */
 export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pick<DeliveryRow, 'id' | 'study_instance_uid' | 'state' | 'destination_id'>[]> {
-  return db
-    .selectFrom('deliveries as d')
-    .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
-    .select(['d.id', 'd.study_instance_uid', 'd.state', 'd.destination_id'])
-    // A cancelled case takes no delta, even where its delivery had completed.
-    .innerJoin('cases as c', 'c.id', 'd.case_id')
-    .where('c.state', '!=', CaseState.cancelled)
-    .where('s.state', '=', StudyState.stable)
-    .where('d.state', 'in', [DeliveryState.delivered, DeliveryState.pending, DeliveryState.sending])
-    .where(({ eb, selectFrom }) =>
-      eb(selectFrom('instances as i').select((e) => e.fn.countAll<number>().as('n')).whereRef('i.study_instance_uid', '=', 'd.study_instance_uid'), '>', eb.ref('d.instances_total')),
-    )
-    .limit(limit)
-    .execute();
+  return (
+    db
+      .selectFrom('deliveries as d')
+      .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
+      .select(['d.id', 'd.study_instance_uid', 'd.state', 'd.destination_id'])
+      // A cancelled case takes no delta, even where its delivery had completed.
+      .innerJoin('cases as c', 'c.id', 'd.case_id')
+      .where('c.state', '!=', CaseState.cancelled)
+      .where('s.state', '=', StudyState.stable)
+      .where('d.state', 'in', [DeliveryState.delivered, DeliveryState.pending, DeliveryState.sending])
+      .where(({ eb, selectFrom }) =>
+        eb(
+          selectFrom('instances as i')
+            .select((e) => e.fn.countAll<number>().as('n'))
+            .whereRef('i.study_instance_uid', '=', 'd.study_instance_uid'),
+          '>',
+          eb.ref('d.instances_total'),
+        ),
+      )
+      .limit(limit)
+      .execute()
+  );
 }
 
 /**
@@ -141,20 +149,27 @@ export async function deliveryById(db: Db, id: string): Promise<DeliveryRow | un
  * runs kept killing the process is not given a fresh one (a person retries it).
  */
 export async function deliveriesWithoutJob(db: Db, kind: string, limit: number): Promise<Pick<DeliveryRow, 'id' | 'destination_id'>[]> {
-  return db
-    .selectFrom('deliveries as d')
-    .select(['d.id', 'd.destination_id'])
-    .where('d.state', 'in', [DeliveryState.pending, DeliveryState.sending])
-    // The hold gate: nothing of a study in state `held` (identity conflict, ...) is sent; its deliveries wait, unchanged.
-    .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('studies as hs').select('hs.study_instance_uid').whereRef('hs.study_instance_uid', '=', 'd.study_instance_uid').where('hs.state', '=', StudyState.held))),
-    )
-    .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.key', '=', 'd.id'))),
-    )
-    .orderBy('d.id')
-    .limit(limit)
-    .execute();
+  return (
+    db
+      .selectFrom('deliveries as d')
+      .select(['d.id', 'd.destination_id'])
+      .where('d.state', 'in', [DeliveryState.pending, DeliveryState.sending])
+      // The hold gate: nothing of a study in state `held` (identity conflict, ...) is sent; its deliveries wait, unchanged.
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom('studies as hs')
+              .select('hs.study_instance_uid')
+              .whereRef('hs.study_instance_uid', '=', 'd.study_instance_uid')
+              .where('hs.state', '=', StudyState.held),
+          ),
+        ),
+      )
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.key', '=', 'd.id'))))
+      .orderBy('d.id')
+      .limit(limit)
+      .execute()
+  );
 }
 
 export interface PendingInstance {
@@ -182,7 +197,14 @@ export async function pendingInstances(db: Db, deliveryId: string): Promise<Pend
     .execute();
 }
 
-export async function markInstances(db: Db, deliveryId: string, uids: readonly string[], state: DeliveryInstanceRow['state'], now: string, error: string | null): Promise<void> {
+export async function markInstances(
+  db: Db,
+  deliveryId: string,
+  uids: readonly string[],
+  state: DeliveryInstanceRow['state'],
+  now: string,
+  error: string | null,
+): Promise<void> {
   if (uids.length === 0) return;
   await db
     .updateTable('delivery_instances')
@@ -220,7 +242,10 @@ export async function deliveriesOfCases(db: Db, caseIds: readonly string[]): Pro
   return db.selectFrom('deliveries').selectAll().where('case_id', 'in', caseIds).orderBy('id').execute();
 }
 
-export async function listDeliveries(db: Db, f: { state?: DeliveryRow['state']; destinationId?: string; limit: number; offset: number }): Promise<DeliveryRow[]> {
+export async function listDeliveries(
+  db: Db,
+  f: { state?: DeliveryRow['state']; destinationId?: string; limit: number; offset: number },
+): Promise<DeliveryRow[]> {
   let q = db.selectFrom('deliveries').selectAll();
   if (f.state) q = q.where('state', '=', f.state);
   if (f.destinationId) q = q.where('destination_id', '=', f.destinationId);

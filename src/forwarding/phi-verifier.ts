@@ -98,7 +98,8 @@ class Walker {
         if (o > b.length) return b.length;
         continue;
       }
-      const looksLikeItems = h.len !== UNDEFINED && h.len >= 8 && h.value + 4 <= b.length && b.readUInt16LE(h.value) === 0xfffe && b.readUInt16LE(h.value + 2) === 0xe000;
+      const looksLikeItems =
+        h.len !== UNDEFINED && h.len >= 8 && h.value + 4 <= b.length && b.readUInt16LE(h.value) === 0xfffe && b.readUInt16LE(h.value + 2) === 0xe000;
       if (h.vr === 'SQ' || h.len === UNDEFINED || (!explicit && looksLikeItems)) {
         const inner = explicit && h.vr !== 'UN';
         o = this.sequence(h.value, h.len === UNDEFINED ? undefined : h.value + h.len, inner, path);
@@ -119,7 +120,10 @@ class Walker {
       if (item.tag === 0xfffee0dd) return item.value;
       if (item.tag !== 0xfffee000) throw new Error('expected an item');
       const prefix = `${path}[${index++}].`;
-      o = item.len === UNDEFINED ? this.elements(item.value, undefined, explicit, prefix, false) : this.elements(item.value, item.value + item.len, explicit, prefix, false);
+      o =
+        item.len === UNDEFINED
+          ? this.elements(item.value, undefined, explicit, prefix, false)
+          : this.elements(item.value, item.value + item.len, explicit, prefix, false);
     }
   }
 
@@ -266,7 +270,18 @@ export function verifyDeidentified(part10: Buffer, ids: KnownIdentifiers, option
 }
 
 /** The path of a match at `i` (length `n`) or null when it does not count. `view` holds the folded bytes of the region starting at `rs`. */
-function judge(view: Buffer, rs: number, buf: Buffer, i: number, n: number, segs: Segment[], starts: number[], produced: Set<string>, isName: boolean, loose: { start: boolean; end: boolean }): string | null {
+function judge(
+  view: Buffer,
+  rs: number,
+  buf: Buffer,
+  i: number,
+  n: number,
+  segs: Segment[],
+  starts: number[],
+  produced: Set<string>,
+  isName: boolean,
+  loose: { start: boolean; end: boolean },
+): string | null {
   const at = (k: number): number | undefined => (k >= rs && k - rs < view.length ? view[k - rs] : undefined);
   const before = loose.start ? null : byteClass(at(i - 1));
   // a DT value continues a date with its time: '19570313' counts in '19570313101010'

@@ -92,7 +92,12 @@ export class StudyPseudonyms {
 }
 
 /** The real study behind a pseudonymous StudyInstanceUID or accession a destination sent back. */
-export async function resolvePseudonym(db: Db, destinationId: string | undefined, kind: string, pseudonym: string): Promise<{ studyInstanceUid: string; original: string } | undefined> {
+export async function resolvePseudonym(
+  db: Db,
+  destinationId: string | undefined,
+  kind: string,
+  pseudonym: string,
+): Promise<{ studyInstanceUid: string; original: string } | undefined> {
   let q = db.selectFrom('pseudonyms').select(['study_instance_uid', 'original']).where('kind', '=', kind).where('pseudonym', '=', pseudonym);
   if (destinationId) q = q.where('destination_id', '=', destinationId);
   const row = await q.executeTakeFirst();

@@ -27,7 +27,8 @@ export class PullDestinationSender implements DestinationSender {
         // The same stop check a streaming sender makes before each instance (a cancelled case, a held study).
         await instance.beforeSend?.();
       } catch (err) {
-        for (const rest of batch.slice(out.length)) out.push({ sopInstanceUid: rest.sopInstanceUid, ok: false, failure: { transient: true, message: (err as Error).message } });
+        for (const rest of batch.slice(out.length))
+          out.push({ sopInstanceUid: rest.sopInstanceUid, ok: false, failure: { transient: true, message: (err as Error).message } });
         return out;
       }
       out.push({ sopInstanceUid: instance.sopInstanceUid, ok: true });

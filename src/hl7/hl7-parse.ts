@@ -330,7 +330,10 @@ function orderGroups(m: Hl7Message): Group[] {
 const parsedPaths = new Map<string, Hl7Path>();
 
 class MappedReader {
-  constructor(readonly m: Hl7Message, readonly mapping: Hl7Mapping) {}
+  constructor(
+    readonly m: Hl7Message,
+    readonly mapping: Hl7Mapping,
+  ) {}
 
   path(p: string): Hl7Path {
     let parsed = parsedPaths.get(p);
@@ -509,7 +512,10 @@ function readAiResult(r: MappedReader, g: Group, mp: Hl7Mapping): AiResultItem {
     // A coded value reads best as its text (component 2), anything else as the whole text.
     const coded = ['CE', 'CWE', 'CNE'].includes(type) ? r.m.componentValues(r.m.repetitions(rawValue)[0] ?? '') : undefined;
     const value = coded ? coded[1] || coded[0] || null : r.m.text(rawValue) || null;
-    const flags = r.m.repetitions(r.m.rawField(obx, 8)).map((f) => r.m.unescape(f).trim().toUpperCase()).filter(Boolean);
+    const flags = r.m
+      .repetitions(r.m.rawField(obx, 8))
+      .map((f) => r.m.unescape(f).trim().toUpperCase())
+      .filter(Boolean);
     findings.push({
       code: id[0] || null,
       text: id[1] || null,

@@ -39,7 +39,10 @@ export async function findAcceptedMessage(
 }
 
 export async function insertMessage(db: Db, row: Insertable<Hl7MessageTable>): Promise<void> {
-  await db.insertInto('hl7_messages').values({ ...row, raw: storableText(row.raw) }).execute();
+  await db
+    .insertInto('hl7_messages')
+    .values({ ...row, raw: storableText(row.raw) })
+    .execute();
 }
 
 /** Every column of a table, checked by the compiler: the hot inserts bind all of them (undefined as NULL). */
@@ -249,10 +252,7 @@ export async function liveOrdersOfStudy(db: Db, studyInstanceUid: string): Promi
 export async function orderCountsOfStudy(db: Db, studyInstanceUid: string): Promise<{ linked: number; cancelled: number }> {
   const r = await db
     .selectFrom('orders')
-    .select((eb) => [
-      eb.fn.countAll<string | number>().as('linked'),
-      eb.fn.count<string | number>('cancelled_at').as('cancelled'),
-    ])
+    .select((eb) => [eb.fn.countAll<string | number>().as('linked'), eb.fn.count<string | number>('cancelled_at').as('cancelled')])
     .where('linked_study_uid', '=', studyInstanceUid)
     .where('link_state', '=', LinkState.linked)
     .executeTakeFirst();
@@ -280,7 +280,7 @@ export async function finalReportStudyOfOrder(
     .where('result_status', 'in', ['F', 'C'])
     .orderBy('id', 'desc')
     .limit(1);
-  const tries: [ 'accession_number' | 'study_instance_uid' | 'linked_study_uid', string | null][] = [
+  const tries: ['accession_number' | 'study_instance_uid' | 'linked_study_uid', string | null][] = [
     ['accession_number', keys.accessionNumber],
     ['study_instance_uid', keys.studyInstanceUid],
     ['linked_study_uid', keys.linkedStudyUid],

@@ -21,7 +21,20 @@ import { buildAck, createControlIdSource, type AckCode, type AckError } from './
 import { GroupCommitQueue } from './group-commit.js';
 import { charsetFor, defaultCharset, peekMsh18, supportedCharsets, type Hl7Charset } from './charset.js';
 import { Hl7Message } from './hl7-message.js';
-import { Hl7ErrorCode, hl7Reject, readHeader, scrapeHeader, toInboundEvent, type InboundEvent, type InboundKind, type LinkKeys, type MessageHeader, type OrderItem, type PatientRef, type SecondReportItem } from './hl7-parse.js';
+import {
+  Hl7ErrorCode,
+  hl7Reject,
+  readHeader,
+  scrapeHeader,
+  toInboundEvent,
+  type InboundEvent,
+  type InboundKind,
+  type LinkKeys,
+  type MessageHeader,
+  type OrderItem,
+  type PatientRef,
+  type SecondReportItem,
+} from './hl7-parse.js';
 import {
   applyPatientMerge,
   casesOfStudy,
@@ -84,13 +97,16 @@ export interface Hl7InboundServiceOptions {
   secondReports?: {
     poolSenders: readonly string[];
     /** Applies the report, or answers why it is held (stored, not applied, answered AR so the pool sees it was not taken). */
-    apply(db: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string } | { held: string; hl7Code: string }>;
+    apply(
+      db: Db,
+      item: SecondReportItem,
+      from: { senderApplication: string; patient: PatientRef },
+    ): Promise<{ studyUid: string } | { held: string; hl7Code: string }>;
   };
 }
 
 type Prepared =
-  | { kind: 'event'; header: MessageHeader; event: InboundEvent }
-  | { kind: 'reject'; header: MessageHeader; messageKind: InboundKind; error: AckError };
+  { kind: 'event'; header: MessageHeader; event: InboundEvent } | { kind: 'reject'; header: MessageHeader; messageKind: InboundKind; error: AckError };
 
 interface Work {
   raw: string;
@@ -202,7 +218,11 @@ export class Hl7InboundService {
       const items = prepared.event.items as readonly LinkKeys[];
       this.log.debug('message identifiers', {
         controlId: fields.controlId,
-        ...phiFields({ patientId: prepared.event.patient.id, accessionNumbers: items.map((i) => i.accessionNumber), studyInstanceUids: items.map((i) => i.studyInstanceUid) }),
+        ...phiFields({
+          patientId: prepared.event.patient.id,
+          accessionNumbers: items.map((i) => i.accessionNumber),
+          studyInstanceUids: items.map((i) => i.studyInstanceUid),
+        }),
       });
     }
     return ack;
@@ -301,7 +321,12 @@ export class Hl7InboundService {
         (ge.code === ErrorCode.internal ? Hl7ErrorCode.applicationInternalError : Hl7ErrorCode.dataTypeError);
       if (ge.code === ErrorCode.internal) this.log.error('parser failed', { error: (err as Error)?.message });
       // A parser bug is ours, not the sender's: it is still stored and answered AR so it is reviewed, not retried forever.
-      return { kind: 'reject', header: header ?? scrapeHeader(raw), messageKind, error: { hl7Code, text: ge.code === ErrorCode.internal ? 'message could not be processed' : ge.message } };
+      return {
+        kind: 'reject',
+        header: header ?? scrapeHeader(raw),
+        messageKind,
+        error: { hl7Code, text: ge.code === ErrorCode.internal ? 'message could not be processed' : ge.message },
+      };
     }
   }
 
@@ -312,7 +337,10 @@ export class Hl7InboundService {
     return {
       ack,
       status: null,
-      error: { hl7Code: ge.code === ErrorCode.transient ? '206' : Hl7ErrorCode.applicationInternalError, text: ack === 'AE' ? `not stored, please resend: ${ge.message}` : ge.message },
+      error: {
+        hl7Code: ge.code === ErrorCode.transient ? '206' : Hl7ErrorCode.applicationInternalError,
+        text: ack === 'AE' ? `not stored, please resend: ${ge.message}` : ge.message,
+      },
       studyUid: null,
       linkedStudies: [],
     };
@@ -442,7 +470,13 @@ export class Hl7InboundService {
             await db.executeQuery(secondReportSavepoint.release);
             await setMessageStatus(db, id, MessageStatus.held, r.held, null, now);
             await setMessageAckCode(db, id, 'AR');
-            return { ack: 'AR', status: MessageStatus.held, error: { hl7Code: r.hl7Code, text: `not applied, held for review: ${r.held}` }, studyUid: null, linkedStudies: [] };
+            return {
+              ack: 'AR',
+              status: MessageStatus.held,
+              error: { hl7Code: r.hl7Code, text: `not applied, held for review: ${r.held}` },
+              studyUid: null,
+              linkedStudies: [],
+            };
           }
           studies.push(r.studyUid);
         }
@@ -526,7 +560,12 @@ export class Hl7InboundService {
         const changed: string[] = [];
         const linked: string[] = [];
         for (const m of e.items) {
-          const counts = await applyPatientMerge(db, { id: m.prior.id!, authority: m.prior.authority }, { id: m.patient.id!, authority: m.patient.authority }, now);
+          const counts = await applyPatientMerge(
+            db,
+            { id: m.prior.id!, authority: m.prior.authority },
+            { id: m.patient.id!, authority: m.patient.authority },
+            now,
+          );
           await insertPatientMerge(db, {
             id: this.newId(),
             message_id: id,
@@ -559,13 +598,7 @@ export class Hl7InboundService {
     return { ack: 'AA', status: held ? MessageStatus.held : MessageStatus.applied, studyUid, linkedStudies };
   }
 
-  private async applyOrders(
-    db: Db,
-    base: { id: string; sender_application: string },
-    patient: PatientRef,
-    items: OrderItem[],
-    now: string,
-  ): Promise<Outcome> {
+  private async applyOrders(db: Db, base: { id: string; sender_application: string }, patient: PatientRef, items: OrderItem[], now: string): Promise<Outcome> {
     // Decide everything first (reads), then write: the message row carries the final status.
     const plans: { item: OrderItem; existing?: OrderRow; decision: LinkDecision; insert: boolean }[] = [];
     const msgKeys = linkPatient(patient).patientIds;
@@ -664,7 +697,11 @@ export class Hl7InboundService {
         affected.push(...r.messageIds);
       }
     }
-    await refreshMessageStatus(db, affected.filter((m) => m !== base.id), now);
+    await refreshMessageStatus(
+      db,
+      affected.filter((m) => m !== base.id),
+      now,
+    );
     for (const c of cancels) if (c.studyUid) await this.cancelCasesForOrder(db, c.studyUid, c.control, base, now);
     return summary;
   }
@@ -710,8 +747,18 @@ export class Hl7InboundService {
    * about someone else must not go on). Cases past the point where they can be
    * held (reported, written back) get the finding in their audit trail.
    */
-  private async holdForWrongPatient(db: Db, it: LinkKeys, linkedUid: string | null, base: { id: string; sender_application: string }, now: string): Promise<void> {
-    const studyUid = await finalReportStudyOfOrder(db, { accessionNumber: it.accessionNumber, studyInstanceUid: it.studyInstanceUid, linkedStudyUid: linkedUid });
+  private async holdForWrongPatient(
+    db: Db,
+    it: LinkKeys,
+    linkedUid: string | null,
+    base: { id: string; sender_application: string },
+    now: string,
+  ): Promise<void> {
+    const studyUid = await finalReportStudyOfOrder(db, {
+      accessionNumber: it.accessionNumber,
+      studyInstanceUid: it.studyInstanceUid,
+      linkedStudyUid: linkedUid,
+    });
     if (!studyUid) return;
     const actor = `hl7:${base.sender_application || 'unknown'}`;
     for (const c of await casesOfStudy(db, studyUid)) {
@@ -719,7 +766,13 @@ export class Hl7InboundService {
       if (canTransition(c.state, CaseState.held)) {
         await transitionCase(db, { caseId: c.id, from: [c.state], to: CaseState.held, actor, now, auditId: this.newId(), details });
       } else if (c.state !== CaseState.cancelled && c.state !== CaseState.held) {
-        await recordAudit(db, this.newId(), now, { actor, action: 'case.wrong-patient-result', entityType: 'case', entityId: c.id, details: { ...details, state: c.state } });
+        await recordAudit(db, this.newId(), now, {
+          actor,
+          action: 'case.wrong-patient-result',
+          entityType: 'case',
+          entityId: c.id,
+          details: { ...details, state: c.state },
+        });
       }
     }
   }
@@ -728,7 +781,12 @@ export class Hl7InboundService {
     if (messageIds.length === 0) return [];
     const out = new Set<string>();
     for (const table of ['orders', 'report_versions', 'ai_results'] as const) {
-      const rows = await db.selectFrom(table).select('linked_study_uid').where('message_id', 'in', messageIds).where('linked_study_uid', 'is not', null).execute();
+      const rows = await db
+        .selectFrom(table)
+        .select('linked_study_uid')
+        .where('message_id', 'in', messageIds)
+        .where('linked_study_uid', 'is not', null)
+        .execute();
       for (const r of rows) if (r.linked_study_uid) out.add(r.linked_study_uid);
     }
     return [...out];
@@ -773,7 +831,10 @@ export function decodeFrame(received: string, bytes: Buffer | undefined): { raw:
  * text, a status, a patient) is other content.
  */
 export function messageContentKey(raw: string): string {
-  const segs = raw.replace(/^[\s\x0b]+/, '').split(/\r\n|\r|\n/).filter((l) => l.length > 0);
+  const segs = raw
+    .replace(/^[\s\x0b]+/, '')
+    .split(/\r\n|\r|\n/)
+    .filter((l) => l.length > 0);
   const msh = segs[0];
   if (msh?.startsWith('MSH') && msh.length > 4) {
     const f = msh.split(msh[3]!);
@@ -803,7 +864,12 @@ function linkPatient(p: PatientRef): { patientId: string | null; patientAuthorit
 }
 
 /** The keys an item was sent with, stored as given (linking decides separately where it belongs). */
-function linkKeyColumns(it: LinkKeys): { accession_number: string | null; study_instance_uid: string | null; placer_order_number: string | null; filler_order_number: string | null } {
+function linkKeyColumns(it: LinkKeys): {
+  accession_number: string | null;
+  study_instance_uid: string | null;
+  placer_order_number: string | null;
+  filler_order_number: string | null;
+} {
   return {
     accession_number: it.accessionNumber,
     study_instance_uid: it.studyInstanceUid,

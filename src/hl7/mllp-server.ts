@@ -26,9 +26,7 @@ export interface MllpMeta {
  */
 export type MllpHandler = (message: string, meta: MllpMeta) => Promise<string | Buffer>;
 
-export type MllpFailure =
-  | { kind: 'too-large'; head: string; limit: number }
-  | { kind: 'handler-failed'; message: string; error: unknown };
+export type MllpFailure = { kind: 'too-large'; head: string; limit: number } | { kind: 'handler-failed'; message: string; error: unknown };
 
 export interface MllpServerOptions {
   host: string;
@@ -80,7 +78,10 @@ export class MllpServer {
     // allowHalfOpen: a peer may send its last frame and FIN at once; it still gets every ACK before we close.
     const socketOptions = { noDelay: true, keepAlive: true, allowHalfOpen: true };
     if (this.o.plain !== false) {
-      this.server = await this.listen(net.createServer(socketOptions, (socket) => this.accept(socket)), this.o.port);
+      this.server = await this.listen(
+        net.createServer(socketOptions, (socket) => this.accept(socket)),
+        this.o.port,
+      );
       this.log.info('listening', { host: this.o.host, port: this.port });
     }
     const t = this.o.tls;
@@ -193,7 +194,12 @@ class MllpConnection {
   private idleSince: number;
   private readonly drained: { promise: Promise<void>; resolve: () => void };
 
-  constructor(private readonly socket: net.Socket, private readonly id: number, private readonly o: MllpServerOptions, parentLog: Logger) {
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly id: number,
+    private readonly o: MllpServerOptions,
+    parentLog: Logger,
+  ) {
     this.remoteAddress = socket.remoteAddress ?? 'unknown';
     this.log = parentLog.child({ connection: id });
     this.maxQueued = o.maxQueuedFrames ?? 32;
@@ -289,7 +295,9 @@ class MllpConnection {
   }
 
   private tooLarge(tail: Buffer): void {
-    const head = Buffer.concat([...this.parts, tail.subarray(0, HEAD_BYTES)]).subarray(0, HEAD_BYTES).toString('latin1');
+    const head = Buffer.concat([...this.parts, tail.subarray(0, HEAD_BYTES)])
+      .subarray(0, HEAD_BYTES)
+      .toString('latin1');
     this.log.warn('frame over hl7.maxMessageBytes rejected', { limit: this.o.maxMessageBytes });
     this.o.guards?.rejected('hl7.maxMessageBytes');
     this.parts = [];

@@ -70,7 +70,9 @@ export function defineRoute<const S extends RouteSpec>(spec: S): S {
 
 type Parsed<T> = T extends z.ZodType ? z.output<T> : undefined;
 type SchemaOf<E> = E extends z.ZodType ? E : E extends { schema: infer T extends z.ZodType } ? T : never;
-type JsonStatus<S extends RouteSpec> = { [K in keyof S['responses'] & number]: [SchemaOf<S['responses'][K]>] extends [never] ? never : K }[keyof S['responses'] & number];
+type JsonStatus<S extends RouteSpec> = {
+  [K in keyof S['responses'] & number]: [SchemaOf<S['responses'][K]>] extends [never] ? never : K;
+}[keyof S['responses'] & number];
 
 /** What a handler answers: one of the spec's statuses with its JSON body, or nothing when it wrote the answer itself (CSV). */
 export type Reply<S extends RouteSpec> = { [K in JsonStatus<S>]: { status: K; body: z.input<SchemaOf<S['responses'][K]>> } }[JsonStatus<S>] | void;
@@ -99,7 +101,12 @@ interface Mountable {
  * (`/api` for the API routers, '' for the app itself). `before` runs ahead of
  * the role check (the app-level routes that authenticate themselves).
  */
-export function mount<const S extends RouteSpec>(target: Mountable, spec: S, handler: Handler<NoInfer<S>>, o: { base?: string; before?: RequestHandler[] } = {}): void {
+export function mount<const S extends RouteSpec>(
+  target: Mountable,
+  spec: S,
+  handler: Handler<NoInfer<S>>,
+  o: { base?: string; before?: RequestHandler[] } = {},
+): void {
   const base = o.base ?? '/api';
   if (!spec.path.startsWith(base)) throw new Error(`route ${spec.path} is not under ${base}`);
   const guards = [...(o.before ?? []), ...(spec.roles.length > 0 ? [requireRole(...spec.roles)] : [])];
@@ -141,7 +148,9 @@ export function check<T extends z.ZodType>(schema: T, value: unknown, what: stri
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const errors = issuesOf(r.error);
-  throw new GatewayError(ErrorCode.invalidInput, `invalid ${what}: ${errors.map((e) => (e.path ? `${e.path} ${e.message}` : e.message)).join('; ')}`, { details: { errors } });
+  throw new GatewayError(ErrorCode.invalidInput, `invalid ${what}: ${errors.map((e) => (e.path ? `${e.path} ${e.message}` : e.message)).join('; ')}`, {
+    details: { errors },
+  });
 }
 
 export function issuesOf(error: z.ZodError): { path: string; message: string }[] {

@@ -24,7 +24,8 @@ export function arbitrationRouter(db: Db, arbitration: ArbitrationService, newId
     if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
     const a = await latestArbitration(db, caseId);
     // A reader learns that there is no arbitration only of a case that is theirs.
-    if (p.role === 'reader' && !(a ? a.arbitrator_id === p.readerId : row.reader_id === p.readerId)) throw new GatewayError(ErrorCode.forbidden, 'this arbitration is not assigned to you');
+    if (p.role === 'reader' && !(a ? a.arbitrator_id === p.readerId : row.reader_id === p.readerId))
+      throw new GatewayError(ErrorCode.forbidden, 'this arbitration is not assigned to you');
     if (!a) throw new GatewayError(ErrorCode.notFound, 'this case has no arbitration');
     return { row, a };
   };
@@ -61,7 +62,13 @@ export function arbitrationRouter(db: Db, arbitration: ArbitrationService, newId
     // The first report names the patient; a reader who got the study de-identified never sees it (as GET /cases/{id}/primary-report).
     const hidden = p.role === 'reader' && (await readerSeesPseudonyms(db, row));
     const first = hidden ? undefined : await primaryReportText(db, row.study_instance_uid);
-    await recordAudit(db, newId(), new Date().toISOString(), { actor: p.name, action: 'case.arbitration-readings-revealed', entityType: 'case', entityId: row.id, details: { role: p.role } });
+    await recordAudit(db, newId(), new Date().toISOString(), {
+      actor: p.name,
+      action: 'case.arbitration-readings-revealed',
+      entityType: 'case',
+      entityId: row.id,
+      details: { role: p.role },
+    });
     return {
       status: 200,
       body: {
@@ -78,7 +85,13 @@ export function arbitrationRouter(db: Db, arbitration: ArbitrationService, newId
     const input = arbitration.parse(body);
     const a = await arbitration.decide(id, input, { role: p.role, readerId: p.readerId, name: p.name });
     const row = await findCase(db, id);
-    return { status: 200, body: p.role === 'reader' ? presentArbitrationForArbitrator(a, row!.state) : { caseId: id, caseState: row!.state, ...presentArbitrationForStaff(a, row!.state) } };
+    return {
+      status: 200,
+      body:
+        p.role === 'reader'
+          ? presentArbitrationForArbitrator(a, row!.state)
+          : { caseId: id, caseState: row!.state, ...presentArbitrationForStaff(a, row!.state) },
+    };
   });
 
   mount(r, spec.assignCaseArbitration, async ({ params: { id }, body, principal: p }) => {

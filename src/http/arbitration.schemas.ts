@@ -28,7 +28,10 @@ const ArbitrationReadings = z
 export const ArbitrationVerdictInput = z
   .strictObject({
     verdict: z.enum(ARBITRATION_VERDICTS),
-    text: z.string().max(50_000).refine((s) => s.trim() !== '', 'must not be blank'),
+    text: z
+      .string()
+      .max(50_000)
+      .refine((s) => s.trim() !== '', 'must not be blank'),
     radpeerScore: described(z.enum(radpeerScores), 'RADPEER of the first read: required with other; 1 (or left out) with agree-first').optional(),
   })
   // Run even when a field failed, so one answer lists every problem.

@@ -9,7 +9,15 @@ export function auditRouter(db: Db): Router {
   mount(r, spec.listAudit, async ({ query }) => {
     const rows = await listAudit(db, query);
     // audit.repository's presenter is untyped; its fields are the AuditEvent schema's.
-    return { status: 200, body: { items: rows.map((row) => presentAudit(row) as { id: string; at: string; actor: string; action: string; entityType: string; entityId: string | null; details: unknown }) } };
+    return {
+      status: 200,
+      body: {
+        items: rows.map(
+          (row) =>
+            presentAudit(row) as { id: string; at: string; actor: string; action: string; entityType: string; entityId: string | null; details: unknown },
+        ),
+      },
+    };
   });
   return r;
 }

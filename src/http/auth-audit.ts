@@ -14,7 +14,12 @@ export function failedLoginAuditor(db: Db, newId: () => string, logger: Logger) 
     const at = new Date().toISOString();
     if (f.rateLimited) {
       log.warn('failed logins rate-limited', { remoteAddress: f.remoteAddress });
-      await recordAudit(db, newId(), at, { actor: f.remoteAddress, action: 'auth.rate-limited', entityType: 'auth', details: { method: f.method, route: f.route } });
+      await recordAudit(db, newId(), at, {
+        actor: f.remoteAddress,
+        action: 'auth.rate-limited',
+        entityType: 'auth',
+        details: { method: f.method, route: f.route },
+      });
       return;
     }
     await recordAudit(db, newId(), at, {

@@ -98,7 +98,9 @@ export function createAuthenticator(tokens: readonly TokenConfig[], options: Aut
         return next(err);
       }
       res.set('Retry-After', String(wait));
-      return next(new GatewayError(ErrorCode.rateLimited, `too many failed logins from this address; retry in ${wait} s`, { details: { retryAfterSeconds: wait } }));
+      return next(
+        new GatewayError(ErrorCode.rateLimited, `too many failed logins from this address; retry in ${wait} s`, { details: { retryAfterSeconds: wait } }),
+      );
     }
     const header = req.get('authorization') ?? '';
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);

@@ -57,7 +57,8 @@ export function caseActionsRouter(db: Db, deps: CaseActionDeps): Router {
         throw new GatewayError(ErrorCode.forbidden, 'the case is blinded: the first report is shown after your second report');
       }
       // The first report names the patient and the accession; a reader who got the study de-identified never sees it.
-      if (await readerSeesPseudonyms(db, row)) throw new GatewayError(ErrorCode.forbidden, 'this study was sent to you de-identified; its first report is not shown');
+      if (await readerSeesPseudonyms(db, row))
+        throw new GatewayError(ErrorCode.forbidden, 'this study was sent to you de-identified; its first report is not shown');
     }
     const current = currentReportVersion(await reportVersionsOfStudy(db, row.study_instance_uid));
     if (!current) throw new GatewayError(ErrorCode.notFound, 'no primary report is linked to this study');

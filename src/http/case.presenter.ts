@@ -115,7 +115,14 @@ export function presentCase(
     excludedInstances: exclusions.map(presentExclusion),
     secondReport: report ? { ...presentReport(report), versions: reportVersions } : null,
     writeBack: writeBack
-      ? { state: writeBack.state, attempts: writeBack.attempts, lastError: writeBack.last_error, controlId: writeBack.control_id, response: writeBack.response, updatedAt: writeBack.updated_at }
+      ? {
+          state: writeBack.state,
+          attempts: writeBack.attempts,
+          lastError: writeBack.last_error,
+          controlId: writeBack.control_id,
+          response: writeBack.response,
+          updatedAt: writeBack.updated_at,
+        }
       : null,
     createdBy: c.created_by,
     createdAt: c.created_at,

@@ -66,7 +66,15 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
     if (!(await findCase(db, params.id))) throw new GatewayError(ErrorCode.notFound, 'no such case');
     const now = new Date().toISOString();
     const moved = await db.transaction().execute((trx) =>
-      transitionCase(trx, { caseId: params.id, from: CANCELLABLE, to: CaseState.cancelled, actor: p.name, now, auditId: cases.newAuditId(), details: reason ? { reason } : {} }),
+      transitionCase(trx, {
+        caseId: params.id,
+        from: CANCELLABLE,
+        to: CaseState.cancelled,
+        actor: p.name,
+        now,
+        auditId: cases.newAuditId(),
+        details: reason ? { reason } : {},
+      }),
     );
     if (!moved) throw new GatewayError(ErrorCode.conflict, 'the case is no longer open');
     reports.kickOutbound();

@@ -193,11 +193,20 @@ export const ManualCaseRequest = z
     priority: z.enum(PRIORITIES).optional(),
   })
   // Runs even when a field failed, so one answer lists every problem.
-  .refine((b) => !!b.studyInstanceUid || !!b.accessionNumber, { path: ['studyInstanceUid'], message: 'give studyInstanceUid or accessionNumber', when: () => true })
+  .refine((b) => !!b.studyInstanceUid || !!b.accessionNumber, {
+    path: ['studyInstanceUid'],
+    message: 'give studyInstanceUid or accessionNumber',
+    when: () => true,
+  })
   .meta({ id: 'ManualCaseRequest', description: 'studyInstanceUid or accessionNumber is required' });
 
 /** The text is stored as written: blank is refused, nothing is trimmed. */
-const nonBlank = (max: number) => z.string().min(1).max(max).refine((s) => s.trim() !== '', 'must not be blank');
+const nonBlank = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((s) => s.trim() !== '', 'must not be blank');
 
 export const SecondReportInput = z
   .strictObject({
@@ -208,7 +217,14 @@ export const SecondReportInput = z
     findings: nonBlank(200_000).nullish(),
     addendum: described(z.boolean(), 'true for an addendum to a case already reported').optional(),
     keyImages: described(
-      z.array(z.string().max(64).regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a SOP Instance UID (digits and dots)')).max(1000),
+      z
+        .array(
+          z
+            .string()
+            .max(64)
+            .regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a SOP Instance UID (digits and dots)'),
+        )
+        .max(1000),
       'SOP Instance UIDs of the study the reader marked (at most 1000): sent as a Key Object Selection when outputs.dicomSr is set',
     ).nullish(),
   })
@@ -350,7 +366,10 @@ export const casesRoutes = {
       "The instance is queued in its delivery again (a delta) and de-identified with the reviewer's release; the verifier still runs. An instance excluded as phi-detected cannot be released (409).",
     tag: 'cases',
     roles: qa,
-    params: z.object({ id: described(z.string(), 'case id'), sopInstanceUid: described(z.string(), 'the original SOP Instance UID, as listed in excludedInstances') }),
+    params: z.object({
+      id: described(z.string(), 'case id'),
+      sopInstanceUid: described(z.string(), 'the original SOP Instance UID, as listed in excludedInstances'),
+    }),
     body: reasonOnly,
     bodyOptional: true,
     responses: { 200: { description: 'released and queued', schema: Case } },
@@ -378,7 +397,10 @@ export const casesRoutes = {
     roles: [Role.admin, Role.qa, Role.reader],
     params: caseId,
     responses: {
-      200: { description: 'the report', schema: z.strictObject({ caseId: z.string(), blinded: z.boolean(), report: PrimaryReportForCase }).meta({ id: 'CasePrimaryReport' }) },
+      200: {
+        description: 'the report',
+        schema: z.strictObject({ caseId: z.string(), blinded: z.boolean(), report: PrimaryReportForCase }).meta({ id: 'CasePrimaryReport' }),
+      },
     },
     errors: { 404: 'no such case, or no primary report linked to its study' },
   }),
@@ -420,7 +442,12 @@ export const casesRoutes = {
     summary: 'Delivery jobs (a study to a destination)',
     tag: 'cases',
     roles: [Role.admin, Role.qa, Role.system],
-    query: z.object({ state: z.enum(Object.values(DeliveryState)).optional(), destinationId: z.string().optional(), limit: limitParam(100, 1000), offset: offsetParam }),
+    query: z.object({
+      state: z.enum(Object.values(DeliveryState)).optional(),
+      destinationId: z.string().optional(),
+      limit: limitParam(100, 1000),
+      offset: offsetParam,
+    }),
     responses: { 200: { description: 'deliveries', schema: z.strictObject({ items: z.array(DeliveryListItem) }) } },
   }),
 };

@@ -116,9 +116,19 @@ const GatewayInstance = z
     claims: z.strictObject({
       leases: z.array(z.strictObject({ name: z.string(), acquiredAt: leaseTime, expiresAt: leaseTime, expired: z.boolean() })),
       deliveries: z.array(
-        z.strictObject({ id: z.string(), caseId: z.string(), destinationId: z.string(), leaseExpiresAt: leaseTime, expired: z.boolean(), instancesSent: int, instancesTotal: int }),
+        z.strictObject({
+          id: z.string(),
+          caseId: z.string(),
+          destinationId: z.string(),
+          leaseExpiresAt: leaseTime,
+          expired: z.boolean(),
+          instancesSent: int,
+          instancesTotal: int,
+        }),
       ),
-      outbound: z.array(z.strictObject({ id: z.string(), caseId: z.string(), kind: z.string(), leaseExpiresAt: leaseTime, expired: z.boolean(), attempts: int })),
+      outbound: z.array(
+        z.strictObject({ id: z.string(), caseId: z.string(), kind: z.string(), leaseExpiresAt: leaseTime, expired: z.boolean(), attempts: int }),
+      ),
     }),
   })
   .meta({ id: 'GatewayInstance' });
@@ -160,7 +170,9 @@ export const consoleRoutes = {
       to: described(isoInstant, 'ISO-8601; default: now. At most three years after `from`').optional(),
       bucket: described(z.enum(['day', 'week']), 'default: week for periods over 92 days, else day').optional(),
       format: z.enum(['json', 'csv']).default('json'),
-      table: described(z.enum(STATS_TABLES), 'with format=csv: which table (default radiologist-modality); peer-review: one row per second read').default('radiologist-modality'),
+      table: described(z.enum(STATS_TABLES), 'with format=csv: which table (default radiologist-modality); peer-review: one row per second read').default(
+        'radiologist-modality',
+      ),
       radiologist: described(z.string(), "one first reader's statistics (their page)").optional(),
     }),
     responses: { 200: { description: 'the statistics (JSON), or one table as CSV', schema: Stats, text: { 'text/csv': 'one table' } } },
@@ -173,7 +185,10 @@ export const consoleRoutes = {
     tag: 'console',
     roles: qa,
     responses: {
-      200: { description: 'instances', schema: z.strictObject({ self: described(z.string(), 'the id of the instance that answered'), items: z.array(GatewayInstance) }) },
+      200: {
+        description: 'instances',
+        schema: z.strictObject({ self: described(z.string(), 'the id of the instance that answered'), items: z.array(GatewayInstance) }),
+      },
     },
   }),
   listAudit: defineRoute({

@@ -51,7 +51,7 @@ const inStudy = z.object({ study });
 const inSeries = z.object({ study, series });
 const ofInstance = z.object({ study, series, sop });
 const read = { tag: 'dicomweb', roles: ALL_ROLES } as const;
-const notJson = "Accept names no DICOM JSON media type";
+const notJson = 'Accept names no DICOM JSON media type';
 const notMultipart = 'Accept names no multipart/related application/dicom';
 
 export const dicomwebRoutes = {

@@ -18,9 +18,20 @@ export function messageActionsRouter(db: Db, newId: () => string, clock: () => D
     await db.transaction().execute(async (trx) => {
       const m = await trx.selectFrom('hl7_messages').select(['status']).where('id', '=', id).executeTakeFirst();
       if (!m) throw new GatewayError(ErrorCode.notFound, 'no such message');
-      const moved = await trx.updateTable('hl7_messages').set({ status: MessageStatus.dismissed, updated_at: now }).where('id', '=', id).where('status', '=', MessageStatus.held).executeTakeFirst();
+      const moved = await trx
+        .updateTable('hl7_messages')
+        .set({ status: MessageStatus.dismissed, updated_at: now })
+        .where('id', '=', id)
+        .where('status', '=', MessageStatus.held)
+        .executeTakeFirst();
       if (Number(moved.numUpdatedRows) !== 1) throw new GatewayError(ErrorCode.conflict, `only a held message can be dismissed (this one is ${m.status})`);
-      await recordAudit(trx, newId(), now, { actor: principal.name, action: 'message.dismissed', entityType: 'hl7-message', entityId: id, details: { reason } });
+      await recordAudit(trx, newId(), now, {
+        actor: principal.name,
+        action: 'message.dismissed',
+        entityType: 'hl7-message',
+        entityId: id,
+        details: { reason },
+      });
     });
     return { status: 200, body: { id, status: MessageStatus.dismissed } };
   });

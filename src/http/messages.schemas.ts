@@ -30,7 +30,12 @@ export type Hl7MessageView = z.input<typeof Hl7Message>;
 const statusList = described(
   z
     .string()
-    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(z.enum(STATUSES))),
   `comma-separated list of ${STATUSES.join(', ')}; default held,rejected`,
 );
@@ -60,7 +65,9 @@ export const messagesRoutes = {
     roles: [Role.admin, Role.qa],
     params: z.object({ id: described(z.string(), 'message id') }),
     body: z.strictObject({ reason: requiredReason }),
-    responses: { 200: { description: 'dismissed', schema: z.strictObject({ id: z.string(), status: z.literal(MessageStatus.dismissed) }).meta({ id: 'DismissResult' }) } },
+    responses: {
+      200: { description: 'dismissed', schema: z.strictObject({ id: z.string(), status: z.literal(MessageStatus.dismissed) }).meta({ id: 'DismissResult' }) },
+    },
     errors: { 404: 'no such message', 409: 'the message is not held' },
   }),
 };

@@ -53,7 +53,10 @@ function operation(spec: RouteSpec): ZodOpenApiOperationObject {
   if (spec.roles.length > 0) {
     responses['401'] = error('no bearer token, or an unknown one');
     responses['403'] = error(`the token's role is not one of ${spec.roles.join(', ')}`);
-    responses['429'] = { ...error('too many failed logins from this address: refused until the minute is over'), headers: { 'Retry-After': { description: 'seconds', schema: { type: 'integer' } } } };
+    responses['429'] = {
+      ...error('too many failed logins from this address: refused until the minute is over'),
+      headers: { 'Retry-After': { description: 'seconds', schema: { type: 'integer' } } },
+    };
   }
   for (const [status, why] of Object.entries(spec.errors ?? {})) responses[status] = error(why);
   responses['500'] = error('internal error');
@@ -84,19 +87,17 @@ export function buildOpenApiDocument(routes: readonly RouteSpec[] = API_ROUTES):
     if (item[spec.method]) throw new Error(`two specs for ${spec.method.toUpperCase()} ${spec.path}`);
     item[spec.method] = operation(spec);
   }
-  const doc = createDocument(
-    {
-      openapi: '3.1.0',
-      info: {
-        title: 'Second-read gateway',
-        version: '1',
-        description: 'Radiology second-read gateway HTTP API (DESIGN.md section 3). JSON; `Authorization: Bearer <token>`; 401 without, 403 for the wrong role.',
-      },
-      servers: [{ url: '/' }],
-      tags: Object.entries(API_TAGS).map(([name, description]) => ({ name, description })),
-      paths,
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from auth.tokens in the gateway config' } } },
+  const doc = createDocument({
+    openapi: '3.1.0',
+    info: {
+      title: 'Second-read gateway',
+      version: '1',
+      description: 'Radiology second-read gateway HTTP API (DESIGN.md section 3). JSON; `Authorization: Bearer <token>`; 401 without, 403 for the wrong role.',
     },
-  );
+    servers: [{ url: '/' }],
+    tags: Object.entries(API_TAGS).map(([name, description]) => ({ name, description })),
+    paths,
+    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from auth.tokens in the gateway config' } } },
+  });
   return { ...doc, jsonSchemaDialect: 'https://spec.openapis.org/oas/3.1/dialect/base' } as oas31.OpenAPIObject;
 }

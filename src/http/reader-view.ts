@@ -20,7 +20,10 @@ import { blindCaseForArbitrator, presentArbitrationForStaff } from '../reports/a
  */
 export async function presentCasesFor(db: Db, principal: Principal, rows: readonly CaseRow[]): Promise<CaseForCallerView[]> {
   const presented = await presentCases(db, rows);
-  const arbitrations = await arbitrationsOfCases(db, rows.map((r) => r.id));
+  const arbitrations = await arbitrationsOfCases(
+    db,
+    rows.map((r) => r.id),
+  );
   const latest = (caseId: string) => arbitrations.filter((a) => a.case_id === caseId).at(-1);
   if (principal.role !== 'reader') {
     return presented.map((p, i) => {
@@ -52,7 +55,10 @@ export function pseudonymousFor(row: Pick<CaseRow, 'deidentify'>, deliveries: re
 /** For other reader-facing routes (e.g. the primary report): true when the reader's copy is, or may be, de-identified. */
 export async function readerSeesPseudonyms(db: Db, row: CaseRow): Promise<boolean> {
   const deliveries = await deliveriesOfCases(db, [row.id]);
-  return pseudonymousFor(row, deliveries.map((d) => ({ deidentified: d.deidentify === 1 })));
+  return pseudonymousFor(
+    row,
+    deliveries.map((d) => ({ deidentified: d.deidentify === 1 })),
+  );
 }
 
 export async function readerView(db: Db, row: CaseRow, presented: CaseView): Promise<CaseView> {
@@ -82,7 +88,11 @@ export async function readerView(db: Db, row: CaseRow, presented: CaseView): Pro
 
   // Which instances were kept back, under the UIDs the reader got; the source's description and the finding are not theirs to read.
   const excluded = presented.excludedInstances;
-  const pseudoUids = await uidPseudonyms(db, destinationId ?? '', excluded.map((e) => String(e.sopInstanceUid)));
+  const pseudoUids = await uidPseudonyms(
+    db,
+    destinationId ?? '',
+    excluded.map((e) => String(e.sopInstanceUid)),
+  );
   const writeBack = presented.writeBack;
   const view: CaseView = {
     ...presented,
@@ -97,7 +107,11 @@ export async function readerView(db: Db, row: CaseRow, presented: CaseView): Pro
   };
   // Priors under the UIDs the reader got (null until sent); their dates, descriptions and accessions are the source's.
   const priors = presented.priors ?? [];
-  const priorUids = await uidPseudonyms(db, destinationId ?? '', priors.map((p) => p.studyInstanceUid ?? ''));
+  const priorUids = await uidPseudonyms(
+    db,
+    destinationId ?? '',
+    priors.map((p) => p.studyInstanceUid ?? ''),
+  );
   view.priors = priors.map((p) => ({
     studyInstanceUid: priorUids.get(p.studyInstanceUid ?? '') ?? null,
     studyDate: null,

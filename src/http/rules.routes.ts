@@ -49,7 +49,9 @@ export function rulesRouter(db: Db, rules: RulesService, o: { aiSenders?: readon
     const rows = await listRuleSets(db);
     return {
       status: 200,
-      body: { items: rows.map((v) => ({ version: v.version, source: source(v.source), createdBy: v.created_by, createdAt: v.created_at, comment: v.comment })) },
+      body: {
+        items: rows.map((v) => ({ version: v.version, source: source(v.source), createdBy: v.created_by, createdAt: v.created_at, comment: v.comment })),
+      },
     };
   });
 
@@ -84,7 +86,14 @@ export function rulesRouter(db: Db, rules: RulesService, o: { aiSenders?: readon
     const byId = new Map(active.rules.map((x) => [x.id, x]));
     // The previous period's buckets plan the current one, so cells are computed over every bucket and then filtered.
     const all = periodKey ? await listSamplingBuckets(db, { ruleId }) : rows;
-    const buckets = all.map((b) => ({ ruleId: b.rule_id, radiologistId: b.radiologist_id, modality: b.modality, periodKey: b.period_key, seen: b.seen, selected: b.selected }));
+    const buckets = all.map((b) => ({
+      ruleId: b.rule_id,
+      radiologistId: b.radiologist_id,
+      modality: b.modality,
+      periodKey: b.period_key,
+      seen: b.seen,
+      selected: b.selected,
+    }));
     const cells = samplingCells(buckets, await samplingOutcomes(db), active.rules).filter((c) => !periodKey || c.period === periodKey);
     return {
       status: 200,
@@ -93,7 +102,16 @@ export function rulesRouter(db: Db, rules: RulesService, o: { aiSenders?: readon
         items: rows.map((b) => {
           const rule = byId.get(b.rule_id);
           const quota = rule?.kind === 'sampling' ? { rate: rule.rate, minimum: rule.minimum, maximum: rule.maximum ?? null, period: rule.period } : null;
-          return { ruleId: b.rule_id, radiologistId: b.radiologist_id, modality: b.modality, period: b.period_key, seen: b.seen, selected: b.selected, quota, updatedAt: b.updated_at };
+          return {
+            ruleId: b.rule_id,
+            radiologistId: b.radiologist_id,
+            modality: b.modality,
+            period: b.period_key,
+            seen: b.seen,
+            selected: b.selected,
+            quota,
+            updatedAt: b.updated_at,
+          };
         }),
       },
     };

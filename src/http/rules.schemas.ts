@@ -41,11 +41,14 @@ export const Rule = z
 const RuleInput = described(z.record(z.string(), z.unknown()), 'a rule (see the Rule schema and config/rules.yaml); checked by the rule-set validator');
 
 export const RuleSetInput = z
-  .union([
-    z.strictObject({ rules: z.array(RuleInput), comment: z.string().optional() }),
-    z.strictObject({ yaml: described(z.string(), 'a rules file as YAML text, stored with the version (comments kept)'), comment: z.string().optional() }),
-    z.array(RuleInput),
-  ], { error: 'expected {rules: [...], comment?}, {yaml, comment?}, a list of rules, or a YAML rules file' })
+  .union(
+    [
+      z.strictObject({ rules: z.array(RuleInput), comment: z.string().optional() }),
+      z.strictObject({ yaml: described(z.string(), 'a rules file as YAML text, stored with the version (comments kept)'), comment: z.string().optional() }),
+      z.array(RuleInput),
+    ],
+    { error: 'expected {rules: [...], comment?}, {yaml, comment?}, a list of rules, or a YAML rules file' },
+  )
   .meta({ id: 'RuleSetInput', description: '{rules, comment?}, {yaml, comment?} or a bare list of rules' });
 
 const RuleSet = z

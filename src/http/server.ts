@@ -80,9 +80,14 @@ export class HttpServer {
 
     // The API description holds no PHI; tools fetch it before they have a token. Built on first use.
     let openApi: ReturnType<typeof buildOpenApiDocument> | undefined;
-    mount(app, operationsRoutes.getOpenApi, () => ({ status: 200, body: (openApi ??= buildOpenApiDocument()) as { openapi: string; paths: Record<string, unknown> } }), {
-      base: '',
-    });
+    mount(
+      app,
+      operationsRoutes.getOpenApi,
+      () => ({ status: 200, body: (openApi ??= buildOpenApiDocument()) as { openapi: string; paths: Record<string, unknown> } }),
+      {
+        base: '',
+      },
+    );
 
     const api = express.Router();
     api.use(authenticate);

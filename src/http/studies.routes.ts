@@ -21,8 +21,21 @@ export function studiesRouter(db: Db, enrichers: readonly StudyEnricher[] = [], 
     if (auditQuery && Object.values(keys).some((v) => v !== undefined)) {
       await auditQuery({ actor: principal.name, remoteAddress: remoteAddressOf(req), via: 'api', level: 'study', keys, results: rows.length });
     }
-    const series = await seriesOfStudies(db, rows.map((s) => s.study_instance_uid));
-    return { status: 200, body: { items: rows.map((s) => presentStudy(s, series.filter((x) => x.study_instance_uid === s.study_instance_uid))) } };
+    const series = await seriesOfStudies(
+      db,
+      rows.map((s) => s.study_instance_uid),
+    );
+    return {
+      status: 200,
+      body: {
+        items: rows.map((s) =>
+          presentStudy(
+            s,
+            series.filter((x) => x.study_instance_uid === s.study_instance_uid),
+          ),
+        ),
+      },
+    };
   });
 
   mount(r, spec.getStudy, async ({ params }) => {

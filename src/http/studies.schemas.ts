@@ -27,7 +27,9 @@ const studySummaryShape = {
   lastReceivedAt: time,
   stableAt: time.nullable(),
   issuerOfPatientId: described(nstr, 'Issuer of Patient ID (0010,0021): the authority of patientId'),
-  otherPatientIds: z.array(z.strictObject({ id: z.string(), issuer: nstr, type: nstr }).meta({ description: 'an item of Other Patient IDs Sequence (0010,1002)' })),
+  otherPatientIds: z.array(
+    z.strictObject({ id: z.string(), issuer: nstr, type: nstr }).meta({ description: 'an item of Other Patient IDs Sequence (0010,1002)' }),
+  ),
   holdReason: described(nstr, 'set while state is held: identity-conflict, iocm-incorrect-patient, ...'),
   holdDetail: described(nstr, 'which attributes changed (names, never values)'),
   heldAt: time.nullable(),
@@ -125,7 +127,10 @@ export const InstanceVersion = z
     rejectedAt: described(time.nullable(), 'withdrawn by an IOCM rejection note'),
     rejectionCode: described(nstr, 'e.g. DCM:113001 (CID 7011)'),
   })
-  .meta({ id: 'InstanceVersion', description: 'One received copy of a SOP instance that was re-sent with other content, withdrawn by IOCM, or is a rejection note' });
+  .meta({
+    id: 'InstanceVersion',
+    description: 'One received copy of a SOP instance that was re-sent with other content, withdrawn by IOCM, or is a rejection note',
+  });
 export type InstanceVersionView = z.input<typeof InstanceVersion>;
 
 export const Study = z

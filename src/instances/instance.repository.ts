@@ -13,7 +13,9 @@ export async function upsertInstance(db: Db, row: GatewayInstanceRow): Promise<v
     .insertInto('gateway_instances')
     .values(row)
     .onConflict((oc) =>
-      oc.column('instance_id').doUpdateSet({ host: row.host, pid: row.pid, version: row.version, started_at: row.started_at, heartbeat_at: row.heartbeat_at, stopped_at: null }),
+      oc
+        .column('instance_id')
+        .doUpdateSet({ host: row.host, pid: row.pid, version: row.version, started_at: row.started_at, heartbeat_at: row.heartbeat_at, stopped_at: null }),
     )
     .execute();
 }
@@ -26,10 +28,17 @@ export async function upsertInstance(db: Db, row: GatewayInstanceRow): Promise<v
  * single gateway would otherwise sit on its deliveries for five minutes.
  */
 export async function expireClaimsOfEarlierRun(db: Db, instanceId: string, now: string): Promise<number> {
-  const [b, c] = await db.transaction().execute(async (trx) => [
-    await trx.updateTable('outbound_messages').set({ lease_expires_at: now }).where('lease_owner', '=', instanceId).where('lease_expires_at', '>', now).executeTakeFirst(),
-    await trx.updateTable('work_leases').set({ expires_at: now }).where('owner', '=', instanceId).where('expires_at', '>', now).executeTakeFirst(),
-  ]);
+  const [b, c] = await db
+    .transaction()
+    .execute(async (trx) => [
+      await trx
+        .updateTable('outbound_messages')
+        .set({ lease_expires_at: now })
+        .where('lease_owner', '=', instanceId)
+        .where('lease_expires_at', '>', now)
+        .executeTakeFirst(),
+      await trx.updateTable('work_leases').set({ expires_at: now }).where('owner', '=', instanceId).where('expires_at', '>', now).executeTakeFirst(),
+    ]);
   const jobs = await expireJobClaimsOf(db, instanceId);
   return [b, c].reduce((n, r) => n + Number(r.numUpdatedRows), jobs);
 }
@@ -48,18 +57,39 @@ export async function listInstances(db: Db): Promise<GatewayInstanceRow[]> {
 
 export interface InstanceClaims {
   leases: Pick<WorkLeaseRow, 'name' | 'owner' | 'acquired_at' | 'expires_at'>[];
-  deliveries: { id: string; case_id: string; destination_id: string; lease_owner: string | null; lease_expires_at: string | null; instances_sent: number; instances_total: number }[];
+  deliveries: {
+    id: string;
+    case_id: string;
+    destination_id: string;
+    lease_owner: string | null;
+    lease_expires_at: string | null;
+    instances_sent: number;
+    instances_total: number;
+  }[];
   outbound: { id: string; case_id: string; kind: string; lease_owner: string | null; lease_expires_at: string | null; attempts: number }[];
 }
 
 /** Everything currently claimed by anyone (held leases, deliveries being sent, outbound messages being sent). */
 export async function currentClaims(db: Db): Promise<InstanceClaims> {
-  const leases = await db.selectFrom('work_leases').select(['name', 'owner', 'acquired_at', 'expires_at']).where('owner', 'is not', null).orderBy('name').execute();
+  const leases = await db
+    .selectFrom('work_leases')
+    .select(['name', 'owner', 'acquired_at', 'expires_at'])
+    .where('owner', 'is not', null)
+    .orderBy('name')
+    .execute();
   // Deliveries are sent by jobs too (key: the delivery id).
   const deliveries = await db
     .selectFrom('deliveries as d')
     .innerJoin('jobs as j', (join) => join.onRef('j.key', '=', 'd.id').on('j.kind', '=', DELIVER_JOB_KIND).on('j.state', '=', 'running'))
-    .select(['d.id', 'd.case_id', 'd.destination_id', 'j.locked_by as lease_owner', 'j.locked_until as lease_expires_at', 'd.instances_sent', 'd.instances_total'])
+    .select([
+      'd.id',
+      'd.case_id',
+      'd.destination_id',
+      'j.locked_by as lease_owner',
+      'j.locked_until as lease_expires_at',
+      'd.instances_sent',
+      'd.instances_total',
+    ])
     .where('d.state', '=', DeliveryState.sending)
     .orderBy('d.id')
     .limit(1000)

@@ -29,7 +29,15 @@ export interface InstanceView {
   self: boolean;
   claims: {
     leases: { name: string; acquiredAt: string | null; expiresAt: string | null; expired: boolean }[];
-    deliveries: { id: string; caseId: string; destinationId: string; leaseExpiresAt: string | null; expired: boolean; instancesSent: number; instancesTotal: number }[];
+    deliveries: {
+      id: string;
+      caseId: string;
+      destinationId: string;
+      leaseExpiresAt: string | null;
+      expired: boolean;
+      instancesSent: number;
+      instancesTotal: number;
+    }[];
     outbound: { id: string; caseId: string; kind: string; leaseExpiresAt: string | null; expired: boolean; attempts: number }[];
   };
 }
@@ -64,7 +72,15 @@ export class InstanceService {
     const now = this.clock().toISOString();
     const released = await expireClaimsOfEarlierRun(this.o.db, this.o.instanceId, now);
     if (released > 0) this.log.info('took back the claims an earlier run of this instance left', { instanceId: this.o.instanceId, claims: released });
-    await upsertInstance(this.o.db, { instance_id: this.o.instanceId, host: hostname(), pid: process.pid, version: this.o.version ?? null, started_at: now, heartbeat_at: now, stopped_at: null });
+    await upsertInstance(this.o.db, {
+      instance_id: this.o.instanceId,
+      host: hostname(),
+      pid: process.pid,
+      version: this.o.version ?? null,
+      started_at: now,
+      heartbeat_at: now,
+      stopped_at: null,
+    });
     this.loop.start();
   }
 
@@ -107,7 +123,14 @@ export class InstanceService {
           })),
         outbound: claims.outbound
           .filter((m) => m.lease_owner === r.instance_id)
-          .map((m) => ({ id: m.id, caseId: m.case_id, kind: m.kind, leaseExpiresAt: m.lease_expires_at, expired: expired(m.lease_expires_at), attempts: m.attempts })),
+          .map((m) => ({
+            id: m.id,
+            caseId: m.case_id,
+            kind: m.kind,
+            leaseExpiresAt: m.lease_expires_at,
+            expired: expired(m.lease_expires_at),
+            attempts: m.attempts,
+          })),
       },
     }));
   }

@@ -3,17 +3,7 @@ import type { Db } from '../db/database.js';
 import { createIdSource } from '../db/sortable-id.js';
 import type { Logger } from '../logger.js';
 import { PollLoop } from '../poll-loop.js';
-import {
-  claimJobs,
-  completeJob,
-  holdsClaim,
-  insertJob,
-  killJob,
-  renewJob,
-  rescheduleJob,
-  retryJob,
-  type Claim,
-} from './job.repository.js';
+import { claimJobs, completeJob, holdsClaim, insertJob, killJob, renewJob, rescheduleJob, retryJob, type Claim } from './job.repository.js';
 import type { JobRow } from './job.table.js';
 import {
   JobClaimLostError,
@@ -87,8 +77,10 @@ export class JobRunner implements JobQueue {
     this.log = o.logger.child({ component: 'jobs' });
     this.defaults = { ...DEFAULTS, ...o.defaults };
     this.random = o.random ?? Math.random;
-    this.loop = new PollLoop(() => this.pass().then(() => undefined), o.pollMs ?? 1000, (err) =>
-      this.log.error('job claim failed', { error: (err as Error).message }),
+    this.loop = new PollLoop(
+      () => this.pass().then(() => undefined),
+      o.pollMs ?? 1000,
+      (err) => this.log.error('job claim failed', { error: (err as Error).message }),
     );
   }
 
@@ -147,11 +139,14 @@ export class JobRunner implements JobQueue {
     if (!this.started || ms >= this.wakeDue) return;
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.wakeDue = ms;
-    this.wakeTimer = setTimeout(() => {
-      this.wakeTimer = undefined;
-      this.wakeDue = Infinity;
-      this.loop.kick();
-    }, Math.max(0, ms - Date.now() + 5));
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeTimer = undefined;
+        this.wakeDue = Infinity;
+        this.loop.kick();
+      },
+      Math.max(0, ms - Date.now() + 5),
+    );
     this.wakeTimer.unref?.();
   }
 
@@ -234,14 +229,17 @@ export class JobRunner implements JobQueue {
       if (!(await renewJob(db, claim, k.options.leaseSeconds))) throw lost();
       renewedAt = Date.now();
     };
-    const timer = setInterval(() => {
-      renew().catch((err: unknown) => {
-        if (err instanceof JobClaimLostError) return;
-        // The database is unreachable: once the lease has run out by our own count, another worker may take the job.
-        if (Date.now() - renewedAt >= leaseMs) lost();
-        log.warn('job lease renewal failed', { error: (err as Error).message });
-      });
-    }, Math.max(50, Math.floor(leaseMs / 3)));
+    const timer = setInterval(
+      () => {
+        renew().catch((err: unknown) => {
+          if (err instanceof JobClaimLostError) return;
+          // The database is unreachable: once the lease has run out by our own count, another worker may take the job.
+          if (Date.now() - renewedAt >= leaseMs) lost();
+          log.warn('job lease renewal failed', { error: (err as Error).message });
+        });
+      },
+      Math.max(50, Math.floor(leaseMs / 3)),
+    );
     timer.unref?.();
     const context: JobContext<unknown> = {
       id: row.id,

@@ -78,22 +78,14 @@ export async function claimJobs(db: Db, kind: string, workerId: string, token: s
       .select('j.id')
       .where('j.kind', '=', kind)
       .where((eb) =>
-        eb.or([
-          eb.and([eb('j.state', '=', 'pending'), eb('j.run_at', '<=', now)]),
-          eb.and([eb('j.state', '=', 'running'), eb('j.locked_until', '<=', now)]),
-        ]),
+        eb.or([eb.and([eb('j.state', '=', 'pending'), eb('j.run_at', '<=', now)]), eb.and([eb('j.state', '=', 'running'), eb('j.locked_until', '<=', now)])]),
       )
       .where((eb) =>
         eb.or([
           eb('j.queue', 'is', null),
           eb.not(
             eb.exists(
-              eb
-                .selectFrom('jobs as e')
-                .select('e.id')
-                .whereRef('e.queue', '=', 'j.queue')
-                .whereRef('e.id', '<', 'j.id')
-                .where('e.state', '<>', 'dead'),
+              eb.selectFrom('jobs as e').select('e.id').whereRef('e.queue', '=', 'j.queue').whereRef('e.id', '<', 'j.id').where('e.state', '<>', 'dead'),
             ),
           ),
         ]),
@@ -182,7 +174,13 @@ export async function renewJob(db: Db, c: Claim, leaseSeconds: number): Promise<
 export async function holdsClaim(trx: Db, c: Claim): Promise<boolean> {
   const row = await forUpdate(
     trx,
-    trx.selectFrom('jobs').select('id').where('id', '=', c.id).where('locked_by', '=', c.workerId).where('lock_token', '=', c.token).where('state', '=', 'running'),
+    trx
+      .selectFrom('jobs')
+      .select('id')
+      .where('id', '=', c.id)
+      .where('locked_by', '=', c.workerId)
+      .where('lock_token', '=', c.token)
+      .where('state', '=', 'running'),
   ).executeTakeFirst();
   return row !== undefined;
 }
@@ -202,7 +200,12 @@ function fenced<T extends Whereable<T>>(q: T, c: Claim): T {
  * clock) so they run again at once rather than after their lease.
  */
 export async function expireJobClaimsOf(db: Db, workerId: string): Promise<number> {
-  const r = await db.updateTable('jobs').set({ locked_until: dbNow(db) }).where('state', '=', 'running').where('locked_by', '=', workerId).executeTakeFirst();
+  const r = await db
+    .updateTable('jobs')
+    .set({ locked_until: dbNow(db) })
+    .where('state', '=', 'running')
+    .where('locked_by', '=', workerId)
+    .executeTakeFirst();
   return Number(r.numUpdatedRows);
 }
 
@@ -228,7 +231,13 @@ export async function reviveJob(db: Db, id: string): Promise<boolean> {
 /** Makes the pending job of `kind` and `key` due now (database clock): what it waited for has happened. */
 export async function runPendingNow(db: Db, kind: string, key: string): Promise<void> {
   const now = dbNow(db);
-  await db.updateTable('jobs').set({ run_at: now, updated_at: now }).where('kind', '=', kind).where('active_key', '=', key).where('state', '=', 'pending').execute();
+  await db
+    .updateTable('jobs')
+    .set({ run_at: now, updated_at: now })
+    .where('kind', '=', kind)
+    .where('active_key', '=', key)
+    .where('state', '=', 'pending')
+    .execute();
 }
 
 /** Removes dead jobs of `kind` and `key` (a person's retry enqueues a fresh one in the same transaction). */

@@ -56,7 +56,11 @@ export function patientIdentifierSystem(authority: string | null, configured: Re
 export function buildFhirBundle(input: FhirReportInput): Bundle {
   const r = input.report;
   const subject: Reference<Patient> = { type: 'Patient', identifier: { system: input.patient.system, value: input.patient.id } };
-  const performer: Reference<Practitioner> = { type: 'Practitioner', identifier: { system: FhirSystems.reader, value: input.reader.id }, display: input.reader.name };
+  const performer: Reference<Practitioner> = {
+    type: 'Practitioner',
+    identifier: { system: FhirSystems.reader, value: input.reader.id },
+    display: input.reader.name,
+  };
   const reportIdentifier: Identifier = { system: FhirSystems.report, value: `${r.id}` };
   const observationIdentifier: Identifier = { system: FhirSystems.report, value: `${r.id}:radpeer` };
   const observationUrl = `urn:uuid:${nameUuid(`observation:${r.id}`)}`;
@@ -87,7 +91,9 @@ export function buildFhirBundle(input: FhirReportInput): Bundle {
     });
   }
 
-  const conclusion = [r.impression ? `Impression: ${r.impression}` : undefined, r.text, a ? arbitrationText(a) : undefined].filter((s): s is string => !!s).join('\n\n');
+  const conclusion = [r.impression ? `Impression: ${r.impression}` : undefined, r.text, a ? arbitrationText(a) : undefined]
+    .filter((s): s is string => !!s)
+    .join('\n\n');
   const report: DiagnosticReport = {
     resourceType: 'DiagnosticReport',
     identifier: [reportIdentifier],

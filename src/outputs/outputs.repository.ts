@@ -40,7 +40,12 @@ export async function studyInstances(db: Db, studyInstanceUid: string): Promise<
     .orderBy('instance_number')
     .orderBy('sop_instance_uid')
     .execute();
-  return rows.map((r) => ({ seriesInstanceUid: r.series_instance_uid, sopClassUid: r.sop_class_uid, sopInstanceUid: r.sop_instance_uid, filePath: r.file_path }));
+  return rows.map((r) => ({
+    seriesInstanceUid: r.series_instance_uid,
+    sopClassUid: r.sop_class_uid,
+    sopInstanceUid: r.sop_instance_uid,
+    filePath: r.file_path,
+  }));
 }
 
 /** Of the given SOP Instance UIDs, those that are instances of the study (with their series and class). */

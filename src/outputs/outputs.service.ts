@@ -97,7 +97,11 @@ export class OutputsService {
         });
       }
       const byUid = new Map(found.map((f) => [f.sopInstanceUid, f]));
-      await insertKeyImages(trx, report.id, keyImageUids.map((u) => byUid.get(u)!));
+      await insertKeyImages(
+        trx,
+        report.id,
+        keyImageUids.map((u) => byUid.get(u)!),
+      );
     }
     await this.enqueue(trx, c.id, { reportId: report.id }, keyImageUids.length > 0);
   }
@@ -112,7 +116,13 @@ export class OutputsService {
     // One queue per case and output: versions (and an arbitrated re-issue) go out in the order they were made.
     if (out.dicomSr) {
       await jobs.enqueue(trx, OutputJobKind.dicomSr, payload, { key, queue: `${OutputJobKind.dicomSr}:${caseId}`, maxAttempts });
-      if (withKeyImages) await jobs.enqueue(trx, OutputJobKind.dicomKos, { reportId: payload.reportId }, { key: payload.reportId, queue: `${OutputJobKind.dicomKos}:${caseId}`, maxAttempts });
+      if (withKeyImages)
+        await jobs.enqueue(
+          trx,
+          OutputJobKind.dicomKos,
+          { reportId: payload.reportId },
+          { key: payload.reportId, queue: `${OutputJobKind.dicomKos}:${caseId}`, maxAttempts },
+        );
     }
     if (out.fhir) await jobs.enqueue(trx, OutputJobKind.fhir, payload, { key, queue: `${OutputJobKind.fhir}:${caseId}`, maxAttempts });
   }
@@ -178,7 +188,13 @@ export class OutputsService {
       const failure = result?.failure ?? { transient: true, message: 'no result from the sender' };
       return this.fail(job, output, src, `${target}: ${failure.message}`, !failure.transient);
     }
-    this.log.info('second read stored as DICOM', { output, caseId: src.case.id, destination: target, study: hashId(study.studyInstanceUid), version: src.report.version });
+    this.log.info('second read stored as DICOM', {
+      output,
+      caseId: src.case.id,
+      destination: target,
+      study: hashId(study.studyInstanceUid),
+      version: src.report.version,
+    });
     await this.succeed(job, output, src, { destination: target, sopInstanceUid: built.sopInstanceUid });
   }
 
@@ -194,7 +210,13 @@ export class OutputsService {
     if (!s.patient_id) return this.fail(job, 'fhir', src, 'the study has no patient id to name the FHIR subject by', true);
     const system = patientIdentifierSystem(s.issuer_of_patient_id, fhir.identifierSystems);
     if (!system) {
-      return this.fail(job, 'fhir', src, `no FHIR identifier system for the assigning authority "${s.issuer_of_patient_id ?? ''}" (outputs.fhir.identifierSystems)`, true);
+      return this.fail(
+        job,
+        'fhir',
+        src,
+        `no FHIR identifier system for the assigning authority "${s.issuer_of_patient_id ?? ''}" (outputs.fhir.identifierSystems)`,
+        true,
+      );
     }
     const accession = src.case.accession_number ?? s.accession_number;
     const bundle = buildFhirBundle({
@@ -283,7 +305,16 @@ export class OutputsService {
             batchSize: 1,
             ...(p.tls ? { tls: p.tls } : {}),
           }
-        : { id: 'pacs', type: 'dicomweb', url: p.url, headers: p.headers, deidentify: false, timeoutSeconds: p.timeoutSeconds, batchSize: 1, maxRequestMegabytes: 64 };
+        : {
+            id: 'pacs',
+            type: 'dicomweb',
+            url: p.url,
+            headers: p.headers,
+            deidentify: false,
+            timeoutSeconds: p.timeoutSeconds,
+            batchSize: 1,
+            maxRequestMegabytes: 64,
+          };
     const sender = createDestinationSender(d, { callingAeTitle: this.o.config.dicom.aeTitle, logger: this.o.logger });
     this.ownSenders.set('pacs', sender);
     return sender;
@@ -295,7 +326,14 @@ export class OutputsService {
   }
 
   private reportOf(r: SecondReportRow): { id: string; version: number; text: string; impression: string | null; radpeerScore: RadpeerScore; createdAt: Date } {
-    return { id: r.id, version: r.version, text: r.text, impression: r.impression, radpeerScore: r.radpeer_score as RadpeerScore, createdAt: new Date(r.created_at) };
+    return {
+      id: r.id,
+      version: r.version,
+      text: r.text,
+      impression: r.impression,
+      radpeerScore: r.radpeer_score as RadpeerScore,
+      createdAt: new Date(r.created_at),
+    };
   }
 
   /**

@@ -133,7 +133,10 @@ export interface KeyObjectInput extends Omit<SecondReadSrInput, 'predecessor' | 
  */
 export function outputUids(studyInstanceUid: string, reportId: string, kind: 'sr' | 'kos'): { seriesInstanceUid: string; sopInstanceUid: string } {
   const uid = (s: string): string => `2.25.${BigInt(`0x${createHash('sha256').update(s).digest('hex').slice(0, 32)}`).toString(10)}`;
-  return { seriesInstanceUid: uid(`second-read-output:series:${kind}:${studyInstanceUid}`), sopInstanceUid: uid(`second-read-output:instance:${kind}:${reportId}`) };
+  return {
+    seriesInstanceUid: uid(`second-read-output:series:${kind}:${studyInstanceUid}`),
+    sopInstanceUid: uid(`second-read-output:instance:${kind}:${reportId}`),
+  };
 }
 
 /** A configured reader name ("Jane Q Smith" or already "Smith^Jane") as DICOM PN: the last word is the family name. */
@@ -278,7 +281,10 @@ export function secondReadSrDataset(input: SecondReadSrInput, uids: { seriesInst
     ...(r.version > 1 ? [coded('HAS CONCEPT MOD', Codes.addendum, Codes.addendum)] : []),
     container('CONTAINS', Codes.findings, [text('CONTAINS', Codes.finding, r.text)]),
     ...(r.impression ? [container('CONTAINS', Codes.impressions, [text('CONTAINS', Codes.impression, r.impression)])] : []),
-    container('CONTAINS', Codes.peerReview, [coded('CONTAINS', Codes.radpeerScore, radpeerCodes[r.radpeerScore]), coded('CONTAINS', Codes.concordance, verdict)]),
+    container('CONTAINS', Codes.peerReview, [
+      coded('CONTAINS', Codes.radpeerScore, radpeerCodes[r.radpeerScore]),
+      coded('CONTAINS', Codes.concordance, verdict),
+    ]),
   ];
   const a = input.arbitration;
   if (a) {

@@ -116,7 +116,9 @@ export class DimsePacsClient implements PacsClient {
     }
     if (!last) return { completed: 0, failed: 0, error: 'no C-MOVE response' };
     const ok = last.status === dimse.constants.Status.Success || (last.status & 0xf000) === 0xb000;
-    return ok && last.failed === 0 ? { completed: last.completed, failed: 0 } : { completed: last.completed, failed: last.failed, error: `C-MOVE status 0x${last.status.toString(16).padStart(4, '0')}, ${last.failed} failed` };
+    return ok && last.failed === 0
+      ? { completed: last.completed, failed: 0 }
+      : { completed: last.completed, failed: last.failed, error: `C-MOVE status 0x${last.status.toString(16).padStart(4, '0')}, ${last.failed} failed` };
   }
 
   /** One association with one request; resolves when it is released, rejects on a network error, rejection or timeout. */
@@ -143,16 +145,32 @@ export class DimsePacsClient implements PacsClient {
       client.on('associationRejected', () => done(new Error('PACS rejected the association')));
       client.on('closed', () => done());
       client.addRequest(request);
-      client.send(this.config.host, this.config.port, this.callingAe, this.config.aeTitle, { connectTimeout: this.timeoutMs, associationTimeout: this.timeoutMs, pduTimeout: this.timeoutMs });
+      client.send(this.config.host, this.config.port, this.callingAe, this.config.aeTitle, {
+        connectTimeout: this.timeoutMs,
+        associationTimeout: this.timeoutMs,
+        pduTimeout: this.timeoutMs,
+      });
     });
   }
 }
 
 /** What we call on dicomweb-client (its typings omit `request`). */
 interface QidoWadoClient {
-  searchForStudies(o: { queryParams: Record<string, string>; request?: { instance: XMLHttpRequest } }): Promise<Record<string, { vr?: string; Value?: unknown[] }>[]>;
-  searchForInstances(o: { studyInstanceUID: string; queryParams?: Record<string, string>; request?: { instance: XMLHttpRequest } }): Promise<Record<string, { vr?: string; Value?: unknown[] }>[]>;
-  retrieveInstance(o: { studyInstanceUID: string; seriesInstanceUID: string; sopInstanceUID: string; request?: { instance: XMLHttpRequest } }): Promise<ArrayBuffer | ArrayBuffer[]>;
+  searchForStudies(o: {
+    queryParams: Record<string, string>;
+    request?: { instance: XMLHttpRequest };
+  }): Promise<Record<string, { vr?: string; Value?: unknown[] }>[]>;
+  searchForInstances(o: {
+    studyInstanceUID: string;
+    queryParams?: Record<string, string>;
+    request?: { instance: XMLHttpRequest };
+  }): Promise<Record<string, { vr?: string; Value?: unknown[] }>[]>;
+  retrieveInstance(o: {
+    studyInstanceUID: string;
+    seriesInstanceUID: string;
+    sopInstanceUID: string;
+    request?: { instance: XMLHttpRequest };
+  }): Promise<ArrayBuffer | ArrayBuffer[]>;
 }
 
 /**
@@ -165,7 +183,12 @@ export class DicomwebPacsClient implements PacsClient {
 
   constructor(config: Extract<PacsConfig, { type: 'dicomweb' }>) {
     this.timeoutMs = config.timeoutSeconds * 1000;
-    this.client = new api.DICOMwebClient({ url: config.url.replace(/\/+$/, ''), headers: { ...config.headers }, verbose: false, singlepart: false }) as unknown as QidoWadoClient;
+    this.client = new api.DICOMwebClient({
+      url: config.url.replace(/\/+$/, ''),
+      headers: { ...config.headers },
+      verbose: false,
+      singlepart: false,
+    }) as unknown as QidoWadoClient;
   }
 
   async findStudies(q: PriorQuery): Promise<FoundStudy[]> {
@@ -198,7 +221,9 @@ export class DicomwebPacsClient implements PacsClient {
       const sop = str(n['SOPInstanceUID']);
       if (!series || !sop) continue;
       try {
-        const got = await this.call((instance) => this.client.retrieveInstance({ studyInstanceUID: studyInstanceUid, seriesInstanceUID: series, sopInstanceUID: sop, request: { instance } }));
+        const got = await this.call((instance) =>
+          this.client.retrieveInstance({ studyInstanceUID: studyInstanceUid, seriesInstanceUID: series, sopInstanceUID: sop, request: { instance } }),
+        );
         const parts = Array.isArray(got) ? got : [got];
         for (const p of parts) await ingest(Buffer.from(p));
         completed++;
@@ -258,7 +283,12 @@ function naturalize(row: Record<string, { Value?: unknown[] }>): Record<string, 
   for (const [tag, v] of Object.entries(row)) {
     const key = TAGS[tag.toUpperCase()];
     if (!key || !v?.Value) continue;
-    out[key] = key === 'ProcedureCodeSequence' ? v.Value.map((item) => naturalize(item as Record<string, { Value?: unknown[] }>)) : v.Value.length === 1 ? v.Value[0] : v.Value;
+    out[key] =
+      key === 'ProcedureCodeSequence'
+        ? v.Value.map((item) => naturalize(item as Record<string, { Value?: unknown[] }>))
+        : v.Value.length === 1
+          ? v.Value[0]
+          : v.Value;
   }
   // code items: CodeValue / CodingSchemeDesignator
   if (row['00080100']?.Value) out['CodeValue'] = row['00080100'].Value[0];

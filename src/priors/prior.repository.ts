@@ -29,7 +29,12 @@ export async function insertFoundPriors(db: Db, caseId: string, found: readonly 
 }
 
 export async function setPriorState(db: Db, caseId: string, studyInstanceUid: string, state: PriorState, detail: string | null, now: string): Promise<void> {
-  await db.updateTable('case_priors').set({ state, detail, updated_at: now }).where('case_id', '=', caseId).where('study_instance_uid', '=', studyInstanceUid).execute();
+  await db
+    .updateTable('case_priors')
+    .set({ state, detail, updated_at: now })
+    .where('case_id', '=', caseId)
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .execute();
 }
 
 export async function priorsOfCases(db: Db, caseIds: readonly string[]): Promise<CasePriorRow[]> {
@@ -42,7 +47,12 @@ export async function priorsOfCases(db: Db, caseIds: readonly string[]): Promise
  * its own. A study that was already here when it was found as a prior keeps its own life cycle.
  */
 export async function isPriorStudy(db: Db, studyInstanceUid: string): Promise<boolean> {
-  const row = await db.selectFrom('case_priors').select('case_id').where('study_instance_uid', '=', studyInstanceUid).where('origin', '=', 'pacs').executeTakeFirst();
+  const row = await db
+    .selectFrom('case_priors')
+    .select('case_id')
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .where('origin', '=', 'pacs')
+    .executeTakeFirst();
   return row !== undefined;
 }
 
@@ -54,7 +64,12 @@ export async function localInstanceCount(db: Db, studyInstanceUid: string): Prom
 
 /** Procedure codes of the orders linked to a study (OBR-4.1), for relevance. */
 export async function procedureCodesOfStudy(db: Db, studyInstanceUid: string): Promise<string[]> {
-  const rows = await db.selectFrom('orders').select('procedure_code').where('linked_study_uid', '=', studyInstanceUid).where('procedure_code', 'is not', null).execute();
+  const rows = await db
+    .selectFrom('orders')
+    .select('procedure_code')
+    .where('linked_study_uid', '=', studyInstanceUid)
+    .where('procedure_code', 'is not', null)
+    .execute();
   return [...new Set(rows.map((r) => r.procedure_code!))];
 }
 
@@ -75,7 +90,11 @@ export async function priorsReadyToForward(db: Db, limit: number) {
     .where('c.state', 'in', [CaseState.forwarding, CaseState.awaitingRead, CaseState.reported])
     .where('d.state', '!=', DeliveryState.cancelled)
     .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('deliveries as x').select('x.id').whereRef('x.case_id', '=', 'p.case_id').whereRef('x.study_instance_uid', '=', 'p.study_instance_uid'))),
+      not(
+        exists(
+          selectFrom('deliveries as x').select('x.id').whereRef('x.case_id', '=', 'p.case_id').whereRef('x.study_instance_uid', '=', 'p.study_instance_uid'),
+        ),
+      ),
     )
     .limit(limit)
     .execute();

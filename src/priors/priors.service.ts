@@ -60,7 +60,11 @@ export class PriorsService {
   constructor(private readonly o: PriorsServiceOptions) {
     this.log = o.logger.child({ component: 'priors' });
     this.clock = o.clock ?? (() => new Date());
-    this.loop = new PollLoop(() => this.forwardReadyPriors().then(() => undefined), o.pollIntervalMs ?? 2000, (err) => this.log.error('prior forwarding pass failed', { error: (err as Error).message }));
+    this.loop = new PollLoop(
+      () => this.forwardReadyPriors().then(() => undefined),
+      o.pollIntervalMs ?? 2000,
+      (err) => this.log.error('prior forwarding pass failed', { error: (err as Error).message }),
+    );
   }
 
   get enabled(): boolean {
@@ -89,7 +93,12 @@ export class PriorsService {
 
   /** Registers the lookup's handler with the job engine (the gateway's composition root). */
   register(jobs: JobQueue): void {
-    jobs.register<PriorsLookupPayload>(PRIORS_LOOKUP_JOB, (job) => this.findAndRetrieve(job.payload.caseId), { concurrency: 2, maxAttempts: 5, backoffBaseSeconds: 5, backoffMaxSeconds: 300 });
+    jobs.register<PriorsLookupPayload>(PRIORS_LOOKUP_JOB, (job) => this.findAndRetrieve(job.payload.caseId), {
+      concurrency: 2,
+      maxAttempts: 5,
+      backoffBaseSeconds: 5,
+      backoffMaxSeconds: 300,
+    });
   }
 
   /** The priors settings for a case: the gateway's, overridden by the first of the case's rules that has its own. */
@@ -125,7 +134,11 @@ export class PriorsService {
     const today = this.clock();
     let found;
     try {
-      found = await pacs.findStudies({ patientId: study.patient_id, issuerOfPatientId: study.issuer_of_patient_id, fromDate: lookbackStart(today, policy.lookbackDays) });
+      found = await pacs.findStudies({
+        patientId: study.patient_id,
+        issuerOfPatientId: study.issuer_of_patient_id,
+        fromDate: lookbackStart(today, policy.lookbackDays),
+      });
     } catch (err) {
       this.log.warn('priors: PACS query failed', { caseId, error: (err as Error).message });
       await audit('priors.query-failed', { error: (err as Error).message });
@@ -151,7 +164,13 @@ export class PriorsService {
       await insertFoundPriors(trx, caseId, selected, now);
       const byReason: Record<string, number> = {};
       for (const r of rejected) byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
-      await recordAudit(trx, this.o.newId(), now, { actor: 'priors', action: 'priors.found', entityType: 'case', entityId: caseId, details: { answered: found.length, relevant: selected.length, leftOut: byReason, policy } });
+      await recordAudit(trx, this.o.newId(), now, {
+        actor: 'priors',
+        action: 'priors.found',
+        entityType: 'case',
+        entityId: caseId,
+        details: { answered: found.length, relevant: selected.length, leftOut: byReason, policy },
+      });
     });
     this.log.info('priors found', { caseId, answered: found.length, relevant: selected.length });
 
@@ -163,20 +182,34 @@ export class PriorsService {
         continue;
       }
       await setPriorState(db, caseId, uid, PriorState.retrieving, null, this.clock().toISOString());
-      const outcome = await pacs.retrieveStudy(uid, (bytes) => this.ingest(bytes)).catch((err: unknown) => ({ completed: 0, failed: 0, error: (err as Error).message }));
+      const outcome = await pacs
+        .retrieveStudy(uid, (bytes) => this.ingest(bytes))
+        .catch((err: unknown) => ({ completed: 0, failed: 0, error: (err as Error).message }));
       const at = this.clock().toISOString();
       if (outcome.error || outcome.failed > 0) {
         const detail = `${outcome.error ?? 'retrieve failed'} (${outcome.completed} retrieved, ${outcome.failed} failed)`;
         await db.transaction().execute(async (trx) => {
           await setPriorState(trx, caseId, uid, PriorState.failed, detail, at);
-          await recordAudit(trx, this.o.newId(), at, { actor: 'priors', action: 'prior.retrieve-failed', entityType: 'case', entityId: caseId, details: { studyInstanceUid: uid, detail } });
+          await recordAudit(trx, this.o.newId(), at, {
+            actor: 'priors',
+            action: 'prior.retrieve-failed',
+            entityType: 'case',
+            entityId: caseId,
+            details: { studyInstanceUid: uid, detail },
+          });
         });
         this.log.warn('prior not retrieved', { caseId, studyUid: hashId(uid), error: outcome.error });
         continue;
       }
       await db.transaction().execute(async (trx) => {
         await setPriorState(trx, caseId, uid, PriorState.retrieved, `${outcome.completed} instances`, at);
-        await recordAudit(trx, this.o.newId(), at, { actor: 'priors', action: 'prior.retrieved', entityType: 'case', entityId: caseId, details: { studyInstanceUid: uid, instances: outcome.completed } });
+        await recordAudit(trx, this.o.newId(), at, {
+          actor: 'priors',
+          action: 'prior.retrieved',
+          entityType: 'case',
+          entityId: caseId,
+          details: { studyInstanceUid: uid, instances: outcome.completed },
+        });
       });
       this.log.info('prior retrieved', { caseId, studyUid: hashId(uid), instances: outcome.completed });
     }
@@ -189,7 +222,13 @@ export class PriorsService {
     const tmpPath = this.o.spool.newTmpPath();
     await writeFile(tmpPath, bytes);
     try {
-      await this.o.sink.storeInstance({ ...header, tmpPath, sizeBytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), callingAe: WADO_CALLING_AE });
+      await this.o.sink.storeInstance({
+        ...header,
+        tmpPath,
+        sizeBytes: bytes.length,
+        sha256: createHash('sha256').update(bytes).digest('hex'),
+        callingAe: WADO_CALLING_AE,
+      });
     } catch (err) {
       this.o.spool.discard(tmpPath);
       throw err;
@@ -204,9 +243,22 @@ export class PriorsService {
       try {
         await this.o.db.transaction().execute(async (trx) => {
           const deliveryId = this.o.newId();
-          const instances = await insertDelivery(trx, { id: deliveryId, caseId: p.case_id, destinationId: p.destination_id, studyInstanceUid: p.study_instance_uid, deidentify: p.deidentify === 1, now });
+          const instances = await insertDelivery(trx, {
+            id: deliveryId,
+            caseId: p.case_id,
+            destinationId: p.destination_id,
+            studyInstanceUid: p.study_instance_uid,
+            deidentify: p.deidentify === 1,
+            now,
+          });
           await this.o.deliveryPlanned?.(trx, deliveryId, p.destination_id);
-          await recordAudit(trx, this.o.newId(), now, { actor: 'priors', action: 'prior.forward-planned', entityType: 'case', entityId: p.case_id, details: { studyInstanceUid: p.study_instance_uid, destinationId: p.destination_id, instances } });
+          await recordAudit(trx, this.o.newId(), now, {
+            actor: 'priors',
+            action: 'prior.forward-planned',
+            entityType: 'case',
+            entityId: p.case_id,
+            details: { studyInstanceUid: p.study_instance_uid, destinationId: p.destination_id, instances },
+          });
         });
         planned++;
         this.log.info('prior delivery planned', { caseId: p.case_id, studyUid: hashId(p.study_instance_uid), destinationId: p.destination_id });

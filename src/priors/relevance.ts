@@ -19,7 +19,17 @@ export interface PriorsPolicy {
 
 export interface Rejected {
   studyInstanceUid: string;
-  reason: 'current-study' | 'other-patient' | 'other-issuer' | 'no-date' | 'too-old' | 'not-earlier' | 'other-modality' | 'other-body-part' | 'other-procedure' | 'over-limit';
+  reason:
+    | 'current-study'
+    | 'other-patient'
+    | 'other-issuer'
+    | 'no-date'
+    | 'too-old'
+    | 'not-earlier'
+    | 'other-modality'
+    | 'other-body-part'
+    | 'other-procedure'
+    | 'over-limit';
 }
 
 /** Modalities that say nothing about the anatomy imaged: they neither make nor break a match. */
@@ -37,7 +47,12 @@ export function lookbackStart(today: Date, lookbackDays: number): string {
  * look-back period and is left out. `sameModality` asks for a shared imaging modality; body part and
  * procedure code must match where both sides have one.
  */
-export function selectRelevantPriors(current: CurrentStudy, found: readonly FoundStudy[], policy: PriorsPolicy, today: Date): { selected: FoundStudy[]; rejected: Rejected[] } {
+export function selectRelevantPriors(
+  current: CurrentStudy,
+  found: readonly FoundStudy[],
+  policy: PriorsPolicy,
+  today: Date,
+): { selected: FoundStudy[]; rejected: Rejected[] } {
   const rejected: Rejected[] = [];
   const from = lookbackStart(today, policy.lookbackDays);
   const imaging = (m: readonly string[]) => m.map((x) => x.toUpperCase()).filter((x) => !NON_IMAGING.has(x));

@@ -35,10 +35,15 @@ export function chooseReader(readers: readonly ReaderLoad[], req: AssignmentRequ
   const steps: [string, (r: ReaderLoad) => boolean][] = [
     ['no reader is available', (r) => r.available],
     [
-      req.secondReaderId ? 'only the first or second reader or readers who already had the case are left' : 'only the first reader or readers who already had the case are left',
+      req.secondReaderId
+        ? 'only the first or second reader or readers who already had the case are left'
+        : 'only the first reader or readers who already had the case are left',
       (r) => !earlier.includes(r.id) && !req.exclude.includes(r.id),
     ],
-    [req.secondReaderId ? "no reader outside the first and second readers' groups" : "no reader outside the first reader's group", (r) => !req.avoidSameGroup || !r.group || !earlierGroups.includes(r.group)],
+    [
+      req.secondReaderId ? "no reader outside the first and second readers' groups" : "no reader outside the first reader's group",
+      (r) => !req.avoidSameGroup || !r.group || !earlierGroups.includes(r.group),
+    ],
     [`no reader reads ${modalities.join('/') || 'this modality'}`, (r) => r.modalities.length === 0 || upper(r.modalities).some((m) => modalities.includes(m))],
     [`no reader has the subspecialty ${req.subspecialty ?? ''}`, (r) => !req.subspecialty || upper(r.subspecialties).includes(req.subspecialty.toUpperCase())],
     ['every eligible reader is at capacity', (r) => r.openCases < r.maxOpenCases],

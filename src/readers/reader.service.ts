@@ -69,10 +69,24 @@ export class ReaderService {
     });
     if (!result.ok) return result;
     const now = this.clock().toISOString();
-    await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reassigned' }).where('case_id', '=', c.id).where('ended_at', 'is', null).execute();
-    await trx.insertInto('case_assignments').values({ id: this.o.newId(), case_id: c.id, reader_id: result.readerId, assigned_by: actor, reason, assigned_at: now, ended_at: null, end_reason: null }).execute();
+    await trx
+      .updateTable('case_assignments')
+      .set({ ended_at: now, end_reason: 'reassigned' })
+      .where('case_id', '=', c.id)
+      .where('ended_at', 'is', null)
+      .execute();
+    await trx
+      .insertInto('case_assignments')
+      .values({ id: this.o.newId(), case_id: c.id, reader_id: result.readerId, assigned_by: actor, reason, assigned_at: now, ended_at: null, end_reason: null })
+      .execute();
     await trx.updateTable('cases').set({ reader_id: result.readerId, updated_at: now }).where('id', '=', c.id).execute();
-    await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.assigned', entityType: 'case', entityId: c.id, details: { readerId: result.readerId, reason, why: result.why } });
+    await recordAudit(trx, this.o.newId(), now, {
+      actor,
+      action: 'case.assigned',
+      entityType: 'case',
+      entityId: c.id,
+      details: { readerId: result.readerId, reason, why: result.why },
+    });
     return result;
   }
 
@@ -126,12 +140,25 @@ export class ReaderService {
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       if (c.reader_id !== readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
       if (!READING.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case cannot be declined`);
-      await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'declined' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
+      await trx
+        .updateTable('case_assignments')
+        .set({ ended_at: now, end_reason: 'declined' })
+        .where('case_id', '=', caseId)
+        .where('ended_at', 'is', null)
+        .execute();
       await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.declined', entityType: 'case', entityId: caseId, details: { readerId, why } });
       const next = await this.assign(trx, c, 'readers', `reassigned after ${readerId} declined`);
       if (next.ok) return { readerId: next.readerId, held: false };
       await trx.updateTable('cases').set({ reader_id: null }).where('id', '=', caseId).execute();
-      await transitionCase(trx, { caseId, from: READING, to: CaseState.held, actor: 'readers', now, auditId: this.o.newId(), details: { reason: `no other reader: ${next.reason}` } });
+      await transitionCase(trx, {
+        caseId,
+        from: READING,
+        to: CaseState.held,
+        actor: 'readers',
+        now,
+        auditId: this.o.newId(),
+        details: { reason: `no other reader: ${next.reason}` },
+      });
       return { readerId: null, held: true };
     });
   }
@@ -164,8 +191,25 @@ export class ReaderService {
         if (reader.destination && c.destination_id && reader.destination !== c.destination_id) {
           throw new GatewayError(ErrorCode.conflict, `${reader.id} reads from ${reader.destination}; the study was sent to ${c.destination_id}`);
         }
-        await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reassigned' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
-        await trx.insertInto('case_assignments').values({ id: this.o.newId(), case_id: caseId, reader_id: reader.id, assigned_by: actor, reason: o.reason, assigned_at: now, ended_at: null, end_reason: null }).execute();
+        await trx
+          .updateTable('case_assignments')
+          .set({ ended_at: now, end_reason: 'reassigned' })
+          .where('case_id', '=', caseId)
+          .where('ended_at', 'is', null)
+          .execute();
+        await trx
+          .insertInto('case_assignments')
+          .values({
+            id: this.o.newId(),
+            case_id: caseId,
+            reader_id: reader.id,
+            assigned_by: actor,
+            reason: o.reason,
+            assigned_at: now,
+            ended_at: null,
+            end_reason: null,
+          })
+          .execute();
         await trx.updateTable('cases').set({ reader_id: reader.id, updated_at: now }).where('id', '=', caseId).execute();
         readerId = reader.id;
       } else {
@@ -173,7 +217,13 @@ export class ReaderService {
         if (!next.ok) throw new GatewayError(ErrorCode.conflict, `no other reader fits: ${next.reason}`);
         readerId = next.readerId;
       }
-      await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.reassigned', entityType: 'case', entityId: caseId, details: { from: c.reader_id, to: readerId, reason: o.reason } });
+      await recordAudit(trx, this.o.newId(), now, {
+        actor,
+        action: 'case.reassigned',
+        entityType: 'case',
+        entityId: caseId,
+        details: { from: c.reader_id, to: readerId, reason: o.reason },
+      });
       return { readerId, previousReaderId: c.reader_id };
     });
   }
@@ -188,7 +238,13 @@ export class ReaderService {
   async checkSla(): Promise<{ reassigned: number; notified: number }> {
     const now = this.clock();
     const nowIso = now.toISOString();
-    const due = await this.db.selectFrom('cases').selectAll().where('state', 'in', READING).where('due_at', '<', nowIso).where('escalation_level', '<', 2).execute();
+    const due = await this.db
+      .selectFrom('cases')
+      .selectAll()
+      .where('state', 'in', READING)
+      .where('due_at', '<', nowIso)
+      .where('escalation_level', '<', 2)
+      .execute();
     let reassigned = 0;
     let notified = 0;
     for (const c of due) {
@@ -197,19 +253,40 @@ export class ReaderService {
         // (its row lock; it is skipped, not waited for). A crashed claimer's transaction rolls back, freeing the row.
         const still = await forClaim(
           trx,
-          trx.selectFrom('cases').select('id').where('id', '=', c.id).where('state', 'in', READING).where('due_at', '<', nowIso).where('escalation_level', '=', c.escalation_level),
+          trx
+            .selectFrom('cases')
+            .select('id')
+            .where('id', '=', c.id)
+            .where('state', 'in', READING)
+            .where('due_at', '<', nowIso)
+            .where('escalation_level', '=', c.escalation_level),
         ).executeTakeFirst();
         if (!still) return;
         const breachedAt = c.sla_breached_at ?? nowIso;
         if (c.escalation_level === 0) {
-          await recordAudit(trx, this.o.newId(), nowIso, { actor: 'sla', action: 'case.sla-breached', entityType: 'case', entityId: c.id, details: { dueAt: c.due_at, readerId: c.reader_id } });
+          await recordAudit(trx, this.o.newId(), nowIso, {
+            actor: 'sla',
+            action: 'case.sla-breached',
+            entityType: 'case',
+            entityId: c.id,
+            details: { dueAt: c.due_at, readerId: c.reader_id },
+          });
         }
         if (c.escalation_level === 0 && this.assigns && c.reader_id) {
-          await trx.updateTable('case_assignments').set({ ended_at: nowIso, end_reason: 'sla-breach' }).where('case_id', '=', c.id).where('ended_at', 'is', null).execute();
+          await trx
+            .updateTable('case_assignments')
+            .set({ ended_at: nowIso, end_reason: 'sla-breach' })
+            .where('case_id', '=', c.id)
+            .where('ended_at', 'is', null)
+            .execute();
           const next = await this.assign(trx, c, 'sla', `SLA breached by ${c.reader_id}`);
           if (next.ok) {
             const dueAt = new Date(now.getTime() + c.sla_hours * 3_600_000).toISOString();
-            await trx.updateTable('cases').set({ escalation_level: 1, sla_breached_at: breachedAt, due_at: dueAt, updated_at: nowIso }).where('id', '=', c.id).execute();
+            await trx
+              .updateTable('cases')
+              .set({ escalation_level: 1, sla_breached_at: breachedAt, due_at: dueAt, updated_at: nowIso })
+              .where('id', '=', c.id)
+              .execute();
             reassigned++;
             return;
           }

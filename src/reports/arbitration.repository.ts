@@ -27,7 +27,10 @@ export async function updateArbitration(
 }
 
 /** Arbitrations for a list: a reader's own (open ones by default), or all of a state. */
-export async function listArbitrations(db: Db, f: { arbitratorId?: string; states?: readonly ArbitrationState[]; limit: number }): Promise<(CaseArbitrationRow & { case_state: string })[]> {
+export async function listArbitrations(
+  db: Db,
+  f: { arbitratorId?: string; states?: readonly ArbitrationState[]; limit: number },
+): Promise<(CaseArbitrationRow & { case_state: string })[]> {
   let q = db.selectFrom('case_arbitrations as a').innerJoin('cases as c', 'c.id', 'a.case_id').selectAll('a').select('c.state as case_state');
   if (f.arbitratorId) q = q.where('a.arbitrator_id', '=', f.arbitratorId);
   if (f.states && f.states.length > 0) q = q.where('a.state', 'in', f.states);

@@ -10,13 +10,7 @@ import type { ReaderService } from '../readers/reader.service.js';
 import type { Rule } from '../rules/rule.types.js';
 import { CaseState } from '../states.js';
 import { radpeerScores, type RadpeerScore } from './oru-builder.js';
-import {
-  firstReaderOf,
-  insertArbitration,
-  latestArbitration,
-  rulesJsonOfVersion,
-  updateArbitration,
-} from './arbitration.repository.js';
+import { firstReaderOf, insertArbitration, latestArbitration, rulesJsonOfVersion, updateArbitration } from './arbitration.repository.js';
 import { ARBITRATION_VERDICTS, ArbitrationState, type ArbitrationVerdict, type CaseArbitrationRow } from './arbitration.table.js';
 import type { OutboundService } from './outbound.service.js';
 import type { SecondReportRow } from './report.table.js';
@@ -146,9 +140,21 @@ export class ArbitrationService {
       details: { arbitrationId: id, rules: policy.ruleIds, radpeerScore: report.radpeer_score },
     });
     if (chosen.ok) {
-      await recordAudit(trx, this.o.newId(), now, { actor: 'readers', action: 'case.arbitration-assigned', entityType: 'case', entityId: c.id, details: { arbitrationId: id, arbitratorId: chosen.readerId, why: chosen.why } });
+      await recordAudit(trx, this.o.newId(), now, {
+        actor: 'readers',
+        action: 'case.arbitration-assigned',
+        entityType: 'case',
+        entityId: c.id,
+        details: { arbitrationId: id, arbitratorId: chosen.readerId, why: chosen.why },
+      });
     } else {
-      await recordAudit(trx, this.o.newId(), now, { actor: 'readers', action: 'case.arbitration-unassigned', entityType: 'case', entityId: c.id, details: { arbitrationId: id, reason: chosen.reason } });
+      await recordAudit(trx, this.o.newId(), now, {
+        actor: 'readers',
+        action: 'case.arbitration-unassigned',
+        entityType: 'case',
+        entityId: c.id,
+        details: { arbitrationId: id, reason: chosen.reason },
+      });
       await this.o.outbound.notify(trx, c.id, 'arbitration-unassigned', { reason: chosen.reason });
     }
     return true;
@@ -159,15 +165,19 @@ export class ArbitrationService {
     const errors: { path: string; message: string }[] = [];
     for (const k of Object.keys(b)) if (!['verdict', 'text', 'radpeerScore'].includes(k)) errors.push({ path: k, message: 'unknown field' });
     const verdict = b['verdict'];
-    if (typeof verdict !== 'string' || !(ARBITRATION_VERDICTS as readonly string[]).includes(verdict)) errors.push({ path: 'verdict', message: `must be one of ${ARBITRATION_VERDICTS.join(', ')}` });
+    if (typeof verdict !== 'string' || !(ARBITRATION_VERDICTS as readonly string[]).includes(verdict))
+      errors.push({ path: 'verdict', message: `must be one of ${ARBITRATION_VERDICTS.join(', ')}` });
     const text = b['text'];
-    if (typeof text !== 'string' || text.trim() === '' || text.length > 50_000) errors.push({ path: 'text', message: 'must be a non-empty string of at most 50000 characters' });
+    if (typeof text !== 'string' || text.trim() === '' || text.length > 50_000)
+      errors.push({ path: 'text', message: 'must be a non-empty string of at most 50000 characters' });
     const score = b['radpeerScore'];
     if (score !== undefined && !(typeof score === 'string' && (radpeerScores as readonly string[]).includes(score))) {
       errors.push({ path: 'radpeerScore', message: `must be one of ${radpeerScores.join(', ')} (RADPEER 2016)` });
     }
-    if (verdict === 'other' && score === undefined) errors.push({ path: 'radpeerScore', message: 'required with verdict other: your RADPEER score of the first read' });
-    if (verdict === 'agree-first' && score !== undefined && score !== '1') errors.push({ path: 'radpeerScore', message: 'agreeing with the first read means RADPEER 1' });
+    if (verdict === 'other' && score === undefined)
+      errors.push({ path: 'radpeerScore', message: 'required with verdict other: your RADPEER score of the first read' });
+    if (verdict === 'agree-first' && score !== undefined && score !== '1')
+      errors.push({ path: 'radpeerScore', message: 'agreeing with the first read means RADPEER 1' });
     if (errors.length > 0) throw new GatewayError(ErrorCode.invalidInput, 'invalid arbitration verdict', { details: { errors } });
     return { verdict: verdict as ArbitrationVerdict, text: (text as string).trim(), ...(score !== undefined ? { radpeerScore: score as RadpeerScore } : {}) };
   }
@@ -186,12 +196,15 @@ export class ArbitrationService {
       }
       const report = await trx.selectFrom('second_reports').selectAll().where('id', '=', a.report_id).executeTakeFirst();
       if (!report) throw new GatewayError(ErrorCode.conflict, 'the second report of this arbitration is gone');
-      const finalScore: RadpeerScore = input.verdict === 'agree-first' ? '1' : input.verdict === 'agree-second' ? (report.radpeer_score as RadpeerScore) : input.radpeerScore!;
+      const finalScore: RadpeerScore =
+        input.verdict === 'agree-first' ? '1' : input.verdict === 'agree-second' ? (report.radpeer_score as RadpeerScore) : input.radpeerScore!;
       const set = { state: ArbitrationState.done, verdict: input.verdict, final_score: finalScore, text: input.text, decided_by: by.name, decided_at: now };
       if (!(await updateArbitration(trx, a.id, [a.state], set))) throw new GatewayError(ErrorCode.conflict, 'the arbitration changed meanwhile; reload');
       const details = { arbitrationId: a.id, verdict: input.verdict, finalScore, arbitratorId: a.arbitrator_id, secondScore: report.radpeer_score };
       await recordAudit(trx, this.o.newId(), now, { actor: by.name, action: 'case.arbitrated', entityType: 'case', entityId: caseId, details });
-      if (!(await transitionCase(trx, { caseId, from: [CaseState.arbitration], to: CaseState.reported, actor: by.name, now, auditId: this.o.newId(), details }))) {
+      if (
+        !(await transitionCase(trx, { caseId, from: [CaseState.arbitration], to: CaseState.reported, actor: by.name, now, auditId: this.o.newId(), details }))
+      ) {
         throw new GatewayError(ErrorCode.conflict, 'the case changed meanwhile; reload');
       }
       // Built now, so the ORU carries the verdict.
@@ -199,7 +212,12 @@ export class ArbitrationService {
       // The SR in the PACS and the FHIR report carry the arbitrated outcome too (a new version beside the first).
       const verdict = input.verdict === 'agree-first' ? 'first' : input.verdict === 'agree-second' ? 'second' : 'other';
       const arbitratorName = this.o.config.readers.find((r) => r.id === a.arbitrator_id)?.name ?? by.name;
-      await this.o.outputs?.enqueue(trx, caseId, { reportId: report.id, arbitration: { verdict, readerName: arbitratorName, ...(input.text ? { text: input.text } : {}) } }, false);
+      await this.o.outputs?.enqueue(
+        trx,
+        caseId,
+        { reportId: report.id, arbitration: { verdict, readerName: arbitratorName, ...(input.text ? { text: input.text } : {}) } },
+        false,
+      );
       return { ...a, ...set };
     });
     this.log.info('arbitration decided', { caseId, verdict: input.verdict });
@@ -226,7 +244,8 @@ export class ArbitrationService {
       if (readerId) {
         const r = this.o.config.readers.find((x) => x.id === readerId);
         if (!r) throw new GatewayError(ErrorCode.invalidInput, `unknown reader "${readerId}"`);
-        if (r.id === firstReaderId || r.id === report?.reader_id) throw new GatewayError(ErrorCode.conflict, 'the third reader cannot be the first or second reader');
+        if (r.id === firstReaderId || r.id === report?.reader_id)
+          throw new GatewayError(ErrorCode.conflict, 'the third reader cannot be the first or second reader');
         if (r.destination && c.destination_id && r.destination !== c.destination_id) {
           throw new GatewayError(ErrorCode.conflict, `${r.id} reads from ${r.destination}; the study was sent to ${c.destination_id}`);
         }
@@ -238,7 +257,13 @@ export class ArbitrationService {
       }
       const set = { state: ArbitrationState.open, arbitrator_id: chosen, unassigned_reason: null };
       if (!(await updateArbitration(trx, a.id, [a.state], set))) throw new GatewayError(ErrorCode.conflict, 'the arbitration changed meanwhile; reload');
-      await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.arbitration-assigned', entityType: 'case', entityId: caseId, details: { arbitrationId: a.id, arbitratorId: chosen, from: a.arbitrator_id, reason } });
+      await recordAudit(trx, this.o.newId(), now, {
+        actor,
+        action: 'case.arbitration-assigned',
+        entityType: 'case',
+        entityId: caseId,
+        details: { arbitrationId: a.id, arbitratorId: chosen, from: a.arbitrator_id, reason },
+      });
       return { ...a, ...set };
     });
   }

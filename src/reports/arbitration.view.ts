@@ -71,7 +71,20 @@ export function presentArbitrationForArbitrator(a: CaseArbitrationRow, caseState
 }
 
 /** The case fields a blinded third reader sees: what identifies the study to read, and the case's progress. Nothing of either read. */
-const ARBITRATOR_CASE_FIELDS = ['id', 'studyInstanceUid', 'accessionNumber', 'patientId', 'deidentified', 'state', 'priority', 'dueAt', 'destinationId', 'deliveries', 'createdAt', 'updatedAt'];
+const ARBITRATOR_CASE_FIELDS = [
+  'id',
+  'studyInstanceUid',
+  'accessionNumber',
+  'patientId',
+  'deidentified',
+  'state',
+  'priority',
+  'dueAt',
+  'destinationId',
+  'deliveries',
+  'createdAt',
+  'updatedAt',
+];
 
 export function blindCaseForArbitrator(view: Json, a: CaseArbitrationRow): Json {
   const out: Json = {};

@@ -216,7 +216,8 @@ function validate(input: SecondReportOruInput): void {
   }
   if (input.arbitration) {
     if (!['first', 'second', 'other'].includes(input.arbitration.verdict)) throw invalid('arbitration.verdict must be first, second or other');
-    if (!(radpeerScores as readonly string[]).includes(input.arbitration.finalScore)) throw invalid(`arbitration.finalScore must be one of ${radpeerScores.join(', ')}`);
+    if (!(radpeerScores as readonly string[]).includes(input.arbitration.finalScore))
+      throw invalid(`arbitration.finalScore must be one of ${radpeerScores.join(', ')}`);
   }
   if (input.now && Number.isNaN(input.now.getTime())) throw invalid('now is not a valid date');
   if (input.observedAt && Number.isNaN(input.observedAt.getTime())) throw invalid('observedAt is not a valid date');
@@ -259,7 +260,12 @@ function escapeText(text: string): string {
 }
 
 function fields(name: string, values: Record<number, string>): string {
-  const max = Math.max(0, ...Object.entries(values).filter(([, v]) => v !== '').map(([k]) => Number(k)));
+  const max = Math.max(
+    0,
+    ...Object.entries(values)
+      .filter(([, v]) => v !== '')
+      .map(([k]) => Number(k)),
+  );
   const out = [name];
   for (let i = 1; i <= max; i++) out.push(values[i] ?? '');
   return out.join('|');
@@ -291,7 +297,13 @@ function transcodeSegment(seg: Segment, from: Readonly<Delimiters>): string {
  */
 function transcode(raw: string, from: Readonly<Delimiters>): string {
   const to = standardDelimiters;
-  if (from.field === to.field && from.component === to.component && from.repetition === to.repetition && from.escape === to.escape && from.subcomponent === to.subcomponent) {
+  if (
+    from.field === to.field &&
+    from.component === to.component &&
+    from.repetition === to.repetition &&
+    from.escape === to.escape &&
+    from.subcomponent === to.subcomponent
+  ) {
     return raw;
   }
   const map = new Map<string, string>([

@@ -50,12 +50,22 @@ export async function settleOutbound(
 
 /** A person's retry: the case's failed write-backs become pending again, attempts from zero. Returns their ids. */
 export async function reopenFailedWriteBacks(trx: Db, caseId: string, now: string): Promise<string[]> {
-  const failed = await trx.selectFrom('outbound_messages').select('id').where('case_id', '=', caseId).where('kind', '=', OutboundKind.writeBack).where('state', '=', OutboundState.failed).execute();
+  const failed = await trx
+    .selectFrom('outbound_messages')
+    .select('id')
+    .where('case_id', '=', caseId)
+    .where('kind', '=', OutboundKind.writeBack)
+    .where('state', '=', OutboundState.failed)
+    .execute();
   if (failed.length === 0) return [];
   await trx
     .updateTable('outbound_messages')
     .set({ state: OutboundState.pending, attempts: 0, next_attempt_at: now, updated_at: now })
-    .where('id', 'in', failed.map((f) => f.id))
+    .where(
+      'id',
+      'in',
+      failed.map((f) => f.id),
+    )
     .execute();
   return failed.map((f) => f.id);
 }
@@ -89,11 +99,18 @@ export async function waitingWriteBacksReady(db: Db, limit: number): Promise<Out
 
 /** Locks a waiting message for the transaction that builds it (PostgreSQL: another instance building it skips it). */
 export async function lockWaiting(trx: Db, id: string): Promise<boolean> {
-  const row = await forClaim(trx, trx.selectFrom('outbound_messages').select('id').where('id', '=', id).where('state', '=', OutboundState.waiting)).executeTakeFirst();
+  const row = await forClaim(
+    trx,
+    trx.selectFrom('outbound_messages').select('id').where('id', '=', id).where('state', '=', OutboundState.waiting),
+  ).executeTakeFirst();
   return row !== undefined;
 }
 
-export async function setWriteBackPayload(trx: Db, id: string, set: { payload: string; state: OutboundState; lastError: string | null; now: string }): Promise<void> {
+export async function setWriteBackPayload(
+  trx: Db,
+  id: string,
+  set: { payload: string; state: OutboundState; lastError: string | null; now: string },
+): Promise<void> {
   await trx
     .updateTable('outbound_messages')
     .set({ payload: set.payload, state: set.state, last_error: set.lastError, next_attempt_at: set.now, updated_at: set.now })
@@ -158,7 +175,13 @@ export async function lockCancelledCase(trx: Db, caseId: string): Promise<boolea
 }
 
 export async function hasPoolCancel(trx: Db, caseId: string, destinationId: string): Promise<boolean> {
-  const row = await trx.selectFrom('outbound_messages').select('id').where('case_id', '=', caseId).where('destination_id', '=', destinationId).where('kind', '=', OutboundKind.poolCancel).executeTakeFirst();
+  const row = await trx
+    .selectFrom('outbound_messages')
+    .select('id')
+    .where('case_id', '=', caseId)
+    .where('destination_id', '=', destinationId)
+    .where('kind', '=', OutboundKind.poolCancel)
+    .executeTakeFirst();
   return row !== undefined;
 }
 

@@ -108,7 +108,15 @@ export class OutboundService {
    */
   async enqueue(
     trx: Db,
-    m: { kind: OutboundMessageRow['kind']; caseId: string; reportId?: string | null; controlId?: string | null; payload: string; waiting?: boolean; destinationId?: string },
+    m: {
+      kind: OutboundMessageRow['kind'];
+      caseId: string;
+      reportId?: string | null;
+      controlId?: string | null;
+      payload: string;
+      waiting?: boolean;
+      destinationId?: string;
+    },
   ): Promise<string> {
     const now = this.clock().toISOString();
     const id = this.o.newId();
@@ -140,11 +148,23 @@ export class OutboundService {
 
   /** Announces an event on every configured escalation channel (durably, retried). */
   readonly notify = async (trx: Db, caseId: string, event: string, details: Record<string, unknown>): Promise<void> => {
-    const c = await trx.selectFrom('cases').select(['accession_number', 'study_instance_uid', 'priority', 'reader_id']).where('id', '=', caseId).executeTakeFirst();
+    const c = await trx
+      .selectFrom('cases')
+      .select(['accession_number', 'study_instance_uid', 'priority', 'reader_id'])
+      .where('id', '=', caseId)
+      .executeTakeFirst();
     const esc = this.o.config.escalation;
     if (esc.webhook) {
       // No patient identifiers: the QA channel gets the case id and what happened; the console shows the rest to whoever may see it.
-      const body = { event, caseId, accessionNumber: c?.accession_number ?? null, priority: c?.priority ?? null, readerId: c?.reader_id ?? null, at: this.clock().toISOString(), ...details };
+      const body = {
+        event,
+        caseId,
+        accessionNumber: c?.accession_number ?? null,
+        priority: c?.priority ?? null,
+        readerId: c?.reader_id ?? null,
+        at: this.clock().toISOString(),
+        ...details,
+      };
       await this.enqueue(trx, { kind: OutboundKind.webhook, caseId, payload: JSON.stringify(body) });
     }
     if (esc.hl7) {
@@ -153,11 +173,12 @@ export class OutboundService {
       const detail = Object.entries(details)
         .map(([k, v]) => `${k}=${String(v)}`)
         .join('; ');
-      const text = [
-        `MSH|^~\\&|${this.o.config.hl7.sendingApplication}|${this.o.config.hl7.sendingFacility}|QA|QA|${ts}||ORU^R01^ORU_R01|${controlId}|P|2.5.1`,
-        `OBR|1||${escapeHl7(c?.accession_number ?? '')}|SECONDREAD^Second read^L|||${ts}`,
-        `OBX|1|ST|ESCALATION^Second read escalation^L||${escapeHl7(`${event}: case ${caseId}${detail ? `; ${detail}` : ''}`)}||||||F`,
-      ].join('\r') + '\r';
+      const text =
+        [
+          `MSH|^~\\&|${this.o.config.hl7.sendingApplication}|${this.o.config.hl7.sendingFacility}|QA|QA|${ts}||ORU^R01^ORU_R01|${controlId}|P|2.5.1`,
+          `OBR|1||${escapeHl7(c?.accession_number ?? '')}|SECONDREAD^Second read^L|||${ts}`,
+          `OBX|1|ST|ESCALATION^Second read escalation^L||${escapeHl7(`${event}: case ${caseId}${detail ? `; ${detail}` : ''}`)}||||||F`,
+        ].join('\r') + '\r';
       await this.enqueue(trx, { kind: OutboundKind.qaHl7, caseId, controlId, payload: text });
     }
   };
@@ -181,10 +202,24 @@ export class OutboundService {
   async retryWriteBack(caseId: string, actor: string): Promise<{ messages: number }> {
     const now = this.clock().toISOString();
     const n = await this.db.transaction().execute(async (trx) => {
-      const failed = await trx.selectFrom('outbound_messages').select('id').where('case_id', '=', caseId).where('kind', '=', OutboundKind.writeBack).where('state', '=', OutboundState.failed).execute();
+      const failed = await trx
+        .selectFrom('outbound_messages')
+        .select('id')
+        .where('case_id', '=', caseId)
+        .where('kind', '=', OutboundKind.writeBack)
+        .where('state', '=', OutboundState.failed)
+        .execute();
       if (failed.length === 0) throw new GatewayError(ErrorCode.conflict, 'no failed write-back for this case');
       // The case first: a cancelled case's failed write-back must not become pending again.
-      const moved = await transitionCase(trx, { caseId, from: [CaseState.failed], to: CaseState.reported, actor, now, auditId: this.o.newId(), details: { retriedWriteBacks: failed.length } });
+      const moved = await transitionCase(trx, {
+        caseId,
+        from: [CaseState.failed],
+        to: CaseState.reported,
+        actor,
+        now,
+        auditId: this.o.newId(),
+        details: { retriedWriteBacks: failed.length },
+      });
       if (!moved) throw new GatewayError(ErrorCode.conflict, 'the case is not failed: nothing to retry');
       const ids = await reopenFailedWriteBacks(trx, caseId, now);
       for (const id of ids) await this.enqueueSend(trx, id, OutboundKind.writeBack, caseId);
@@ -239,10 +274,22 @@ export class OutboundService {
         }
         // Visible, as when it fails at report time: the report is kept, the write-back says why it cannot go.
         await setWriteBackPayload(trx, m.id, { payload: '', state: OutboundState.failed, lastError: built.problem, now: nowIso });
-        await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { error: built.problem } });
+        await transitionCase(trx, {
+          caseId: m.case_id,
+          from: [CaseState.reported],
+          to: CaseState.failed,
+          actor: 'write-back',
+          now: nowIso,
+          auditId: this.o.newId(),
+          details: { error: built.problem },
+        });
         return 'failed';
       });
-      if (outcome) this.log.info(outcome === 'built' ? 'primary report linked: waiting write-back built' : 'waiting write-back cannot be built', { jobId: m.id, caseId: m.case_id });
+      if (outcome)
+        this.log.info(outcome === 'built' ? 'primary report linked: waiting write-back built' : 'waiting write-back cannot be built', {
+          jobId: m.id,
+          caseId: m.case_id,
+        });
     }
   }
 
@@ -293,7 +340,9 @@ export class OutboundService {
     const m = await findOutbound(this.db, job.payload.messageId);
     if (!m) return;
     const log = this.log.child({ jobId: m.id, kind: m.kind, caseId: m.case_id, controlId: m.control_id ?? undefined });
-    const later = (seconds: number) => ({ runAgainAt: new Date(this.clock().getTime() + Math.max(seconds, this.o.config.writeBack.pollIntervalSeconds) * 1000) });
+    const later = (seconds: number) => ({
+      runAgainAt: new Date(this.clock().getTime() + Math.max(seconds, this.o.config.writeBack.pollIntervalSeconds) * 1000),
+    });
     // A write-back waiting for its primary report keeps its place (and the case's later messages behind it); the
     // planner that builds it makes the job due at once, so this look is only a backstop.
     if (m.state === OutboundState.waiting) return later(WAITING_RECHECK_SECONDS);
@@ -318,7 +367,15 @@ export class OutboundService {
       await job.fenced(async (trx) => {
         if (!(await settleOutbound(trx, m.id, { state: OutboundState.accepted, attempts, response: result.response, lastError: null, now: nowIso }))) return;
         if (m.kind === OutboundKind.writeBack) {
-          await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.writtenBack, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id } });
+          await transitionCase(trx, {
+            caseId: m.case_id,
+            from: [CaseState.reported],
+            to: CaseState.writtenBack,
+            actor: 'write-back',
+            now: nowIso,
+            auditId: this.o.newId(),
+            details: { controlId: m.control_id },
+          });
         }
       });
       log.info('sent and acknowledged', { attempts });
@@ -327,15 +384,34 @@ export class OutboundService {
     const give = result.kind === 'rejected' || attempts >= this.o.config.writeBack.maxAttempts;
     if (give) {
       await job.fenced(async (trx) => {
-        if (!(await settleOutbound(trx, m.id, { state: OutboundState.failed, attempts, lastError: result.text, response: result.kind === 'rejected' ? result.response : null, now: nowIso }))) return;
+        if (
+          !(await settleOutbound(trx, m.id, {
+            state: OutboundState.failed,
+            attempts,
+            lastError: result.text,
+            response: result.kind === 'rejected' ? result.response : null,
+            now: nowIso,
+          }))
+        )
+          return;
         if (m.kind === OutboundKind.writeBack) {
-          await transitionCase(trx, { caseId: m.case_id, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now: nowIso, auditId: this.o.newId(), details: { controlId: m.control_id, error: result.text, attempts } });
+          await transitionCase(trx, {
+            caseId: m.case_id,
+            from: [CaseState.reported],
+            to: CaseState.failed,
+            actor: 'write-back',
+            now: nowIso,
+            auditId: this.o.newId(),
+            details: { controlId: m.control_id, error: result.text, attempts },
+          });
         }
       });
       log.warn(result.kind === 'rejected' ? 'refused by the receiver; not retried' : 'gave up after too many attempts', { attempts, error: result.text });
       return;
     }
-    const next = new Date(now.getTime() + backoffMs(attempts, this.o.config.writeBack.backoffBaseSeconds, this.o.config.writeBack.backoffMaxSeconds, this.random));
+    const next = new Date(
+      now.getTime() + backoffMs(attempts, this.o.config.writeBack.backoffBaseSeconds, this.o.config.writeBack.backoffMaxSeconds, this.random),
+    );
     await job.fenced((trx) => settleOutbound(trx, m.id, { attempts, lastError: result.text, nextAttemptAt: next.toISOString(), now: nowIso }));
     log.info('will be retried', { attempts, error: result.text });
     return { runAgainAt: next };
@@ -377,7 +453,6 @@ export class OutboundService {
       return { kind: 'retry', text: (err as Error).message };
     }
   }
-
 }
 
 function fromMllp(o: SendOutcome): Attempt {

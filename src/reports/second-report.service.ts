@@ -101,7 +101,12 @@ export class SecondReportService {
    * none is linked (never an ORU without them). Version 1 goes as `F`; an
    * addendum (version 2+) corrects what was written back: OBR-25 and OBX-11 `C`.
    */
-  async buildWriteBackFor(trx: Db, c: CaseRow, report: SecondReportRow, controlId: string): Promise<{ payload: string } | { waiting: true } | { problem: string }> {
+  async buildWriteBackFor(
+    trx: Db,
+    c: CaseRow,
+    report: SecondReportRow,
+    controlId: string,
+  ): Promise<{ payload: string } | { waiting: true } | { problem: string }> {
     const primary = await primaryReportOf(trx, c.study_instance_uid);
     if (!primary) return { waiting: true };
     const reader = this.o.config.readers.find((r) => r.id === report.reader_id);
@@ -124,7 +129,16 @@ export class SecondReportService {
         radpeerScore: report.radpeer_score as RadpeerScore,
         impression: report.impression ?? undefined,
         resultStatus: report.version > 1 ? 'C' : 'F',
-        ...(arbitration ? { arbitration: { verdict: arbitration.verdict, finalScore: arbitration.finalScore, arbitratorId: arbitration.arbitratorId ?? undefined, text: arbitration.text } } : {}),
+        ...(arbitration
+          ? {
+              arbitration: {
+                verdict: arbitration.verdict,
+                finalScore: arbitration.finalScore,
+                arbitratorId: arbitration.arbitratorId ?? undefined,
+                text: arbitration.text,
+              },
+            }
+          : {}),
         now: this.clock(),
       });
       return { payload };
@@ -147,7 +161,15 @@ export class SecondReportService {
       // Visible rather than silent: the report is kept, the write-back shows why it cannot be sent.
       const id = await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '' });
       await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: built.problem }).where('id', '=', id).execute();
-      await transitionCase(trx, { caseId, from: [CaseState.reported], to: CaseState.failed, actor: 'write-back', now, auditId: this.o.newId(), details: { error: built.problem } });
+      await transitionCase(trx, {
+        caseId,
+        from: [CaseState.reported],
+        to: CaseState.failed,
+        actor: 'write-back',
+        now,
+        auditId: this.o.newId(),
+        details: { error: built.problem },
+      });
     }
   }
 
@@ -236,7 +258,12 @@ export class SecondReportService {
       };
       await trx.insertInto('second_reports').values(report).execute();
       await this.o.outputs?.onReportStored(trx, c, report, input.keyImages ?? []);
-      await trx.updateTable('case_assignments').set({ ended_at: now, end_reason: 'reported' }).where('case_id', '=', caseId).where('ended_at', 'is', null).execute();
+      await trx
+        .updateTable('case_assignments')
+        .set({ ended_at: now, end_reason: 'reported' })
+        .where('case_id', '=', caseId)
+        .where('ended_at', 'is', null)
+        .execute();
       if (discrepant && c.discrepant !== 1) await trx.updateTable('cases').set({ discrepant: 1 }).where('id', '=', caseId).execute();
       const details = { version, radpeerScore: input.radpeerScore, concordance: concordanceOf(input.radpeerScore), source };
       if (c.state === CaseState.reported) {
@@ -250,7 +277,13 @@ export class SecondReportService {
       const arbitrating = version === 1 && (await this.startArbitration(trx, { ...c, state: CaseState.reported }, report, by.name, now));
       if (!arbitrating) await this.queueWriteBack(trx, c, report, now);
       if (discrepant) {
-        await recordAudit(trx, this.o.newId(), now, { actor: by.name, action: 'case.discrepant', entityType: 'case', entityId: caseId, details: { radpeerScore: input.radpeerScore, version } });
+        await recordAudit(trx, this.o.newId(), now, {
+          actor: by.name,
+          action: 'case.discrepant',
+          entityType: 'case',
+          entityId: caseId,
+          details: { radpeerScore: input.radpeerScore, version },
+        });
         await this.o.outbound.notify(trx, caseId, 'discrepant', { radpeerScore: input.radpeerScore, version, readerId });
       }
       return report;
@@ -270,7 +303,11 @@ export class SecondReportService {
    * accession alone. Such a report is not applied: it comes back as `held`
    * (with why) so the message is stored, listed among held messages and answered AR.
    */
-  async applyFromHl7(trx: Db, item: SecondReportItem, from: { senderApplication: string; patient: PatientRef }): Promise<{ studyUid: string } | { held: string; hl7Code: string }> {
+  async applyFromHl7(
+    trx: Db,
+    item: SecondReportItem,
+    from: { senderApplication: string; patient: PatientRef },
+  ): Promise<{ studyUid: string } | { held: string; hl7Code: string }> {
     const destination = this.o.config.destinations.find((d) => d.hl7Sender === from.senderApplication);
     const pseudonymous = destination?.deidentify === true;
     const unresolved: string[] = [];
@@ -291,7 +328,9 @@ export class SecondReportService {
     if (unresolved.length > 0) {
       return { held: `unresolved pseudonym: the ${unresolved.join(', ')} sent back matches nothing this gateway sent to ${destination!.id}`, hl7Code: '204' };
     }
-    let study = uid ? await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('study_instance_uid', '=', uid).executeTakeFirst() : undefined;
+    let study = uid
+      ? await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('study_instance_uid', '=', uid).executeTakeFirst()
+      : undefined;
     if (!study && accession) {
       const rows = await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('accession_number', '=', accession).limit(2).execute();
       if (rows.length > 1) throw new GatewayError(ErrorCode.conflict, 'several studies share that accession number');

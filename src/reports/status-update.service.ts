@@ -131,7 +131,11 @@ function ruleIds(reasons: string): string[] {
   try {
     const v = JSON.parse(reasons) as unknown;
     if (!Array.isArray(v)) return [];
-    return [...new Set(v.flatMap((r) => (r && typeof r === 'object' && typeof (r as { ruleId?: unknown }).ruleId === 'string' ? [(r as { ruleId: string }).ruleId] : [])))];
+    return [
+      ...new Set(
+        v.flatMap((r) => (r && typeof r === 'object' && typeof (r as { ruleId?: unknown }).ruleId === 'string' ? [(r as { ruleId: string }).ruleId] : [])),
+      ),
+    ];
   } catch {
     return [];
   }

@@ -15,7 +15,14 @@ import { isPriorStudy } from '../priors/prior.repository.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
 import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule.types.js';
-import { applySamplingSlots, decisionsOfStudies, insertDecision, OUTCOME_WINDOW_MS, parseDecisionRow, samplingCountersOfRadiologist } from './rules.repository.js';
+import {
+  applySamplingSlots,
+  decisionsOfStudies,
+  insertDecision,
+  OUTCOME_WINDOW_MS,
+  parseDecisionRow,
+  samplingCountersOfRadiologist,
+} from './rules.repository.js';
 import type { RulesService } from './rules.service.js';
 
 export interface EvaluationOutcome {
@@ -64,9 +71,11 @@ export class DecisionService {
     const previous = this.queues.get(studyInstanceUid) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(() => this.run(studyInstanceUid, trigger, actor));
     this.queues.set(studyInstanceUid, next);
-    void next.finally(() => {
-      if (this.queues.get(studyInstanceUid) === next) this.queues.delete(studyInstanceUid);
-    }).catch(() => undefined);
+    void next
+      .finally(() => {
+        if (this.queues.get(studyInstanceUid) === next) this.queues.delete(studyInstanceUid);
+      })
+      .catch(() => undefined);
     return next;
   }
 
@@ -116,7 +125,11 @@ export class DecisionService {
       await lockKey(trx, `sampling:${radiologist ?? 'unknown'}`);
       // Reviews of drawn studies matter only to precision rules, so only they pay for reading them.
       const precision = active.rules.some((r) => r.kind === 'sampling' && r.mode === 'precision' && r.enabled);
-      const samplingState = await samplingCountersOfRadiologist(trx, radiologist ?? 'unknown', precision ? { outcomesSince: new Date(now.getTime() - OUTCOME_WINDOW_MS).toISOString() } : {});
+      const samplingState = await samplingCountersOfRadiologist(
+        trx,
+        radiologist ?? 'unknown',
+        precision ? { outcomesSince: new Date(now.getTime() - OUTCOME_WINDOW_MS).toISOString() } : {},
+      );
       const decision = evaluate(active.compiled, { ...input, samplingState, now });
       honourManualRequests(decision, input.manualRequests);
       const last = (await decisionsOfStudies(trx, [uid])).at(-1);

@@ -39,7 +39,14 @@ export interface Forecast {
 export interface DryRunResult {
   evaluated: number;
   flagged: number;
-  items: { studyInstanceUid: string; accessionNumber: string | null; modalities: string[]; radiologistId: string | null; priority: Priority | null; reasons: Reason[] }[];
+  items: {
+    studyInstanceUid: string;
+    accessionNumber: string | null;
+    modalities: string[];
+    radiologistId: string | null;
+    priority: Priority | null;
+    reasons: Reason[];
+  }[];
   truncated: boolean;
   byRule: Record<string, number>;
   byRadiologistModality: { radiologistId: string; modality: string; evaluated: number; flagged: number }[];
@@ -69,7 +76,9 @@ export async function dryRun(db: Db, compiled: CompiledRuleSet, o: DryRunOptions
   // Precision cells plan from the reviews of drawn studies: the same second reads the live engine reads
   // (samplingOutcomes, from the same window before the period), so the forecast draws as it will.
   const precision = compiled.sampling.some((s) => s.rule.mode === 'precision');
-  const outcomes = precision ? await samplingOutcomes(db, undefined, o.from ? new Date(Date.parse(o.from) - OUTCOME_WINDOW_MS).toISOString() : undefined) : new Map<string, { reviewed: number; discrepant: number }>();
+  const outcomes = precision
+    ? await samplingOutcomes(db, undefined, o.from ? new Date(Date.parse(o.from) - OUTCOME_WINDOW_MS).toISOString() : undefined)
+    : new Map<string, { reviewed: number; discrepant: number }>();
   const state: SamplingStateReader = {
     get(key) {
       const c = sampling.get(key);
@@ -144,7 +153,13 @@ export async function dryRun(db: Db, compiled: CompiledRuleSet, o: DryRunOptions
 
 const perDay = (n: number, days: number) => Math.round((n / days) * 100) / 100;
 
-function forecastOf(result: DryRunResult, days: number, spans: { group: string | null; start: number; end: number }[], sampling: Map<string, BucketCounters>, context?: ForecastContext): Forecast {
+function forecastOf(
+  result: DryRunResult,
+  days: number,
+  spans: { group: string | null; start: number; end: number }[],
+  sampling: Map<string, BucketCounters>,
+  context?: ForecastContext,
+): Forecast {
   const byGroup = new Map<string | null, { t: number; d: number }[]>();
   for (const sp of spans) {
     const events = byGroup.get(sp.group) ?? [];
@@ -169,7 +184,13 @@ function forecastOf(result: DryRunResult, days: number, spans: { group: string |
     const rule = samplingRules.get(ruleId);
     quota.push({ ruleId, radiologist, modality, period, seen: c.seen, drawn: c.selected, min: rule?.minimum ?? 0, max: rule?.maximum ?? null });
   }
-  quota.sort((a, b) => a.ruleId.localeCompare(b.ruleId) || a.radiologist.localeCompare(b.radiologist) || a.modality.localeCompare(b.modality) || a.period.localeCompare(b.period));
+  quota.sort(
+    (a, b) =>
+      a.ruleId.localeCompare(b.ruleId) ||
+      a.radiologist.localeCompare(b.radiologist) ||
+      a.modality.localeCompare(b.modality) ||
+      a.period.localeCompare(b.period),
+  );
   return {
     days: Math.round(days * 100) / 100,
     casesPerDay: perDay(result.flagged, days),
@@ -182,7 +203,11 @@ function forecastOf(result: DryRunResult, days: number, spans: { group: string |
 }
 
 /** Studies a candidate flags that the active version does not, and the reverse (sorted, each list at most `max`). */
-export function flaggedDiff(candidate: ReadonlySet<string>, active: ReadonlySet<string>, max: number): { newlyFlagged: string[]; noLongerFlagged: string[]; truncated: boolean } {
+export function flaggedDiff(
+  candidate: ReadonlySet<string>,
+  active: ReadonlySet<string>,
+  max: number,
+): { newlyFlagged: string[]; noLongerFlagged: string[]; truncated: boolean } {
   const newly = [...candidate].filter((u) => !active.has(u)).sort();
   const gone = [...active].filter((u) => !candidate.has(u)).sort();
   return { newlyFlagged: newly.slice(0, max), noLongerFlagged: gone.slice(0, max), truncated: newly.length > max || gone.length > max };

@@ -58,7 +58,20 @@ export interface CompileOptions {
 const MAX_EVIDENCE = 5;
 
 /** Modalities that carry no images of their own and so do not name the sampling bucket. */
-const NON_IMAGE_MODALITIES: ReadonlySet<string> = new Set(['SR', 'KO', 'PR', 'DOC', 'SEG', 'REG', 'RTSTRUCT', 'RTPLAN', 'RTRECORD', 'PLAN', 'FID', 'REGISTRATION']);
+const NON_IMAGE_MODALITIES: ReadonlySet<string> = new Set([
+  'SR',
+  'KO',
+  'PR',
+  'DOC',
+  'SEG',
+  'REG',
+  'RTSTRUCT',
+  'RTPLAN',
+  'RTRECORD',
+  'PLAN',
+  'FID',
+  'REGISTRATION',
+]);
 
 type Pred = (ctx: EvalContext) => boolean;
 
@@ -754,7 +767,12 @@ function runSampling(ctx: EvalContext, compiled: CompiledRuleSet, reasons: Reaso
         reviewed: (counters?.reviewed ?? 0) + (previous?.reviewed ?? 0),
         discrepant: (counters?.discrepant ?? 0) + (previous?.discrepant ?? 0),
       };
-      const p = precisionDrawProbability({ targetHalfWidth: rule.targetHalfWidth!, confidence: rule.confidence ?? 0.95, rate: rule.rate }, counters, previous?.seen, outcomes);
+      const p = precisionDrawProbability(
+        { targetHalfWidth: rule.targetHalfWidth!, confidence: rule.confidence ?? 0.95, rate: rule.rate },
+        counters,
+        previous?.seen,
+        outcomes,
+      );
       rate = p.probability;
       planned = ` (precision: ${p.needed} reviews needed, draw probability ${rate.toFixed(4)})`;
     }

@@ -26,17 +26,23 @@ export async function loadEvaluationInputs(db: Db, studies: readonly StudyRow[],
   const series = (await Promise.all(chunks.map((c) => seriesOfStudies(db, c)))).flat();
   const orders = (
     await Promise.all(
-      chunks.map((c) => db.selectFrom('orders').selectAll().where('link_state', '=', LinkState.linked).where('linked_study_uid', 'in', c).orderBy('updated_at').execute()),
+      chunks.map((c) =>
+        db.selectFrom('orders').selectAll().where('link_state', '=', LinkState.linked).where('linked_study_uid', 'in', c).orderBy('updated_at').execute(),
+      ),
     )
   ).flat();
   const reports = (
     await Promise.all(
-      chunks.map((c) => db.selectFrom('report_versions').selectAll().where('link_state', '=', LinkState.linked).where('linked_study_uid', 'in', c).orderBy('id').execute()),
+      chunks.map((c) =>
+        db.selectFrom('report_versions').selectAll().where('link_state', '=', LinkState.linked).where('linked_study_uid', 'in', c).orderBy('id').execute(),
+      ),
     )
   ).flat();
   const ai = (
     await Promise.all(
-      chunks.map((c) => db.selectFrom('ai_results').selectAll().where('link_state', '=', LinkState.linked).where('linked_study_uid', 'in', c).orderBy('id').execute()),
+      chunks.map((c) =>
+        db.selectFrom('ai_results').selectAll().where('link_state', '=', LinkState.linked).where('linked_study_uid', 'in', c).orderBy('id').execute(),
+      ),
     )
   ).flat();
   const manual = (await Promise.all(chunks.map((c) => manualRequestsOfStudies(db, c)))).flat();
@@ -104,7 +110,9 @@ export async function loadEvaluationInputs(db: Db, studies: readonly StudyRow[],
     if (input.order && !input.order.procedureText && r.procedure_text) input.order.procedureText = r.procedure_text;
   }
   for (const a of ai) {
-    out.get(a.linked_study_uid ?? '')?.aiResults.push({ findingCode: a.finding_code ?? undefined, findingText: a.finding_text ?? undefined, positive: a.positive === 1 });
+    out
+      .get(a.linked_study_uid ?? '')
+      ?.aiResults.push({ findingCode: a.finding_code ?? undefined, findingText: a.finding_text ?? undefined, positive: a.positive === 1 });
   }
   for (const m of manual) {
     out.get(m.study_instance_uid)?.manualRequests.push({

@@ -61,8 +61,7 @@ function categoryPosition(category: string): number {
 
 /** One `include`/`exclude` item: a category range (`C00-C96`) or a code prefix (`C34`, `C34.1`, `Z85`). */
 export type Icd10Pattern =
-  | { readonly type: 'range'; readonly letter: string; readonly from: number; readonly to: number }
-  | { readonly type: 'prefix'; readonly prefix: string };
+  { readonly type: 'range'; readonly letter: string; readonly from: number; readonly to: number } | { readonly type: 'prefix'; readonly prefix: string };
 
 const RANGE_SHAPE = /^([A-Z][0-9][0-9A-Z])\s*-\s*([A-Z][0-9][0-9A-Z])$/;
 

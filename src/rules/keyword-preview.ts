@@ -15,8 +15,14 @@ export function keywordPreview(body: unknown): { keyword: string; class: Keyword
   for (const k of Object.keys(b)) if (k !== 'text' && k !== 'keywords') throw new GatewayError(ErrorCode.invalidInput, `unknown field "${k}"`);
   const text = b['text'];
   const keywords = b['keywords'];
-  if (typeof text !== 'string' || text.length > MAX_TEXT) throw new GatewayError(ErrorCode.invalidInput, `text must be a string of at most ${MAX_TEXT} characters`);
-  if (!Array.isArray(keywords) || keywords.length === 0 || keywords.length > MAX_KEYWORDS || !keywords.every((k) => typeof k === 'string' && k.trim() !== '' && k.length <= 200)) {
+  if (typeof text !== 'string' || text.length > MAX_TEXT)
+    throw new GatewayError(ErrorCode.invalidInput, `text must be a string of at most ${MAX_TEXT} characters`);
+  if (
+    !Array.isArray(keywords) ||
+    keywords.length === 0 ||
+    keywords.length > MAX_KEYWORDS ||
+    !keywords.every((k) => typeof k === 'string' && k.trim() !== '' && k.length <= 200)
+  ) {
     throw new GatewayError(ErrorCode.invalidInput, `keywords must be a list of 1 to ${MAX_KEYWORDS} non-empty strings`);
   }
   return (keywords as string[]).map((keyword) => {

@@ -37,14 +37,43 @@ export function defaultLists(): DefaultLists {
       personalHistory: ['Z85'],
     },
     oncologyKeywords: [
-      'staging', 'restaging', 're-staging', 'metasta*', 'carcinoma*', 'adenocarcinoma*', 'lymphoma*', 'malignancy',
-      'BI-RADS 4*', 'BI-RADS 5*', 'BI-RADS category 4*', 'BI-RADS category 5*', 'BIRADS 4*', 'BIRADS 5*',
-      'Lung-RADS 4*', 'Lung-RADS category 4*', 'LungRADS 4*',
+      'staging',
+      'restaging',
+      're-staging',
+      'metasta*',
+      'carcinoma*',
+      'adenocarcinoma*',
+      'lymphoma*',
+      'malignancy',
+      'BI-RADS 4*',
+      'BI-RADS 5*',
+      'BI-RADS category 4*',
+      'BI-RADS category 5*',
+      'BIRADS 4*',
+      'BIRADS 5*',
+      'Lung-RADS 4*',
+      'Lung-RADS category 4*',
+      'LungRADS 4*',
     ],
     highStakesKeywords: [
-      'surgical planning', 'surgery planning', 'operative planning', 'presurgical', 'pre-surgical', 'pre-operative',
-      'preoperative', 'pre-op', 'preop', 'transplant evaluation', 'transplant work-up', 'transplant workup',
-      'pre-transplant', 'pretransplant', 'transplant candidate', 'biopsy planning', 'pre-biopsy', 'prebiopsy',
+      'surgical planning',
+      'surgery planning',
+      'operative planning',
+      'presurgical',
+      'pre-surgical',
+      'pre-operative',
+      'preoperative',
+      'pre-op',
+      'preop',
+      'transplant evaluation',
+      'transplant work-up',
+      'transplant workup',
+      'pre-transplant',
+      'pretransplant',
+      'transplant candidate',
+      'biopsy planning',
+      'pre-biopsy',
+      'prebiopsy',
     ],
     aiFindings: [
       { id: 'pulmonary-nodule', synonyms: ['nodule*', 'pulmonary nodule', 'lung nodule', 'pulmonary mass', 'lung mass', 'mass'] },
@@ -244,9 +273,7 @@ const highStakes = z.strictObject({
 const manual = z.strictObject({
   ...common,
   kind: z.literal('manual'),
-  sources: z
-    .strictObject({ api: z.boolean().default(true), orderFlag: z.boolean().default(true) })
-    .default({ api: true, orderFlag: true }),
+  sources: z.strictObject({ api: z.boolean().default(true), orderFlag: z.boolean().default(true) }).default({ api: true, orderFlag: true }),
 });
 
 const ruleSchema = z.discriminatedUnion('kind', [oncology, discordance, sampling, highStakes, manual]);
@@ -337,15 +364,12 @@ export function validateRuleSet(input: unknown, options: ValidateOptions = {}): 
   return errors.length > 0 ? { ok: false, errors } : { ok: true, rules };
 }
 
-function checkUniqueFindingIds(
-  base: FindingSpec[] | undefined,
-  extra: FindingSpec[] | undefined,
-  at: string,
-  field: string,
-  errors: RuleSetError[],
-): void {
+function checkUniqueFindingIds(base: FindingSpec[] | undefined, extra: FindingSpec[] | undefined, at: string, field: string, errors: RuleSetError[]): void {
   const seen = new Set<string>();
-  for (const [list, name] of [[base, field], [extra, `extra${field[0]!.toUpperCase()}${field.slice(1)}`]] as const) {
+  for (const [list, name] of [
+    [base, field],
+    [extra, `extra${field[0]!.toUpperCase()}${field.slice(1)}`],
+  ] as const) {
     list?.forEach((f, j) => {
       if (seen.has(f.id)) errors.push({ path: `${at}.${name}[${j}].id`, message: `duplicate finding id "${f.id}"` });
       seen.add(f.id);
@@ -379,12 +403,56 @@ function formatIssue(issue: z.core.$ZodIssue): RuleSetError[] {
 }
 
 const KNOWN_KEYS = [
-  ...Object.keys(common), 'kind', 'prospective', 'codes', 'include', 'exclude', 'personalHistory', 'sources', 'keywords',
-  'extraKeywords', 'keywordSources', 'uncertainCountsAsPositive', 'checks', 'aiFinding', 'indicationNegative',
-  'correctedReport', 'aiFindings', 'extraAiFindings', 'indicationConditions', 'extraIndicationConditions',
-  'unmappedAiFindings', 'synonyms', 'rate', 'period', 'minimum', 'maximum', 'excludeRadiologists', 'mode', 'targetHalfWidth', 'confidence', 'procedureCodes',
-  'api', 'orderFlag', 'modality', 'bodyPart', 'procedureCode', 'ageYears', 'min', 'max', 'referringService',
-  'orderPriority', 'primaryRadiologist', 'callingAe', 'timeOfDay', 'from', 'to', 'timeZone', 'all', 'any', 'not',
+  ...Object.keys(common),
+  'kind',
+  'prospective',
+  'codes',
+  'include',
+  'exclude',
+  'personalHistory',
+  'sources',
+  'keywords',
+  'extraKeywords',
+  'keywordSources',
+  'uncertainCountsAsPositive',
+  'checks',
+  'aiFinding',
+  'indicationNegative',
+  'correctedReport',
+  'aiFindings',
+  'extraAiFindings',
+  'indicationConditions',
+  'extraIndicationConditions',
+  'unmappedAiFindings',
+  'synonyms',
+  'rate',
+  'period',
+  'minimum',
+  'maximum',
+  'excludeRadiologists',
+  'mode',
+  'targetHalfWidth',
+  'confidence',
+  'procedureCodes',
+  'api',
+  'orderFlag',
+  'modality',
+  'bodyPart',
+  'procedureCode',
+  'ageYears',
+  'min',
+  'max',
+  'referringService',
+  'orderPriority',
+  'primaryRadiologist',
+  'callingAe',
+  'timeOfDay',
+  'from',
+  'to',
+  'timeZone',
+  'all',
+  'any',
+  'not',
   'arbitration',
 ];
 

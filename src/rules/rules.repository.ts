@@ -22,11 +22,7 @@ export async function getRuleSet(db: Db, version: number): Promise<RuleSetRow | 
 }
 
 export async function listRuleSets(db: Db): Promise<Omit<RuleSetRow, 'rules_json' | 'source_text'>[]> {
-  return db
-    .selectFrom('rule_sets')
-    .select(['version', 'content_hash', 'source', 'created_by', 'comment', 'created_at'])
-    .orderBy('version', 'desc')
-    .execute();
+  return db.selectFrom('rule_sets').select(['version', 'content_hash', 'source', 'created_by', 'comment', 'created_at']).orderBy('version', 'desc').execute();
 }
 
 /** Inserts the next version; run it in a transaction so two writers cannot take the same number. */
@@ -180,7 +176,8 @@ export async function samplingOutcomes(db: Db, radiologistId?: string, since?: s
       .map((s) => s.bucketKey);
     if (keys.length === 0) continue;
     const seen = latest.get(row.case_id);
-    if (!seen || row.version > seen.version) latest.set(row.case_id, { keys: [...new Set([...(seen?.keys ?? []), ...keys])], version: row.version, score: row.radpeer_score });
+    if (!seen || row.version > seen.version)
+      latest.set(row.case_id, { keys: [...new Set([...(seen?.keys ?? []), ...keys])], version: row.version, score: row.radpeer_score });
     else seen.keys = [...new Set([...seen.keys, ...keys])];
   }
   const out = new Map<string, { reviewed: number; discrepant: number }>();

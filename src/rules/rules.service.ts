@@ -40,7 +40,10 @@ export interface RulesServiceOptions {
 
 /** Thrown at start-up when the configured rule set is invalid: every problem, with its path. */
 export class RuleSetInvalidError extends Error {
-  constructor(readonly errors: RuleSetError[], source: string) {
+  constructor(
+    readonly errors: RuleSetError[],
+    source: string,
+  ) {
     super(`invalid rule set (${source}):\n${errors.map((e) => `  - ${e.path}: ${e.message}`).join('\n')}`);
     this.name = 'RuleSetInvalidError';
   }
@@ -90,7 +93,15 @@ export class RulesService {
         await lockKey(trx, 'rule-sets');
         if ((await latestRuleSet(trx, 'config'))?.content_hash === hash) return null;
         const previous = await latestRuleSet(trx);
-        const v = await insertRuleSet(trx, { rulesJson: json, contentHash: hash, source: 'config', createdBy: 'config-file', comment: source, createdAt: now, sourceText: text });
+        const v = await insertRuleSet(trx, {
+          rulesJson: json,
+          contentHash: hash,
+          source: 'config',
+          createdBy: 'config-file',
+          comment: source,
+          createdAt: now,
+          sourceText: text,
+        });
         await recordAudit(trx, this.o.newId(), now, {
           actor: 'config-file',
           action: 'rules.import',
@@ -130,7 +141,12 @@ export class RulesService {
   }
 
   /** Saves a new version (audited with its diff); an unchanged set is not versioned again. */
-  async update(input: unknown, actor: string, comment: string | null, sourceText: string | null = null): Promise<{ active: ActiveRuleSet; change: RuleChange; created: boolean }> {
+  async update(
+    input: unknown,
+    actor: string,
+    comment: string | null,
+    sourceText: string | null = null,
+  ): Promise<{ active: ActiveRuleSet; change: RuleChange; created: boolean }> {
     const rules = this.validate(input);
     const json = JSON.stringify(rules);
     // A change of comments alone is a new version too: the text is what the next editor starts from.
@@ -166,10 +182,22 @@ export class RulesService {
     };
   }
 
-  async version(v: number): Promise<{ version: number; rules: Rule[]; createdAt: string; createdBy: string; source: string; comment: string | null; yaml: string | null } | undefined> {
+  async version(
+    v: number,
+  ): Promise<
+    { version: number; rules: Rule[]; createdAt: string; createdBy: string; source: string; comment: string | null; yaml: string | null } | undefined
+  > {
     const row = await getRuleSet(this.db, v);
     if (!row) return undefined;
-    return { version: row.version, rules: JSON.parse(row.rules_json) as Rule[], createdAt: row.created_at, createdBy: row.created_by, source: row.source, comment: row.comment, yaml: row.source_text };
+    return {
+      version: row.version,
+      rules: JSON.parse(row.rules_json) as Rule[],
+      createdAt: row.created_at,
+      createdBy: row.created_by,
+      source: row.source,
+      comment: row.comment,
+      yaml: row.source_text,
+    };
   }
 
   private readConfiguredRules(): { value: unknown; source: string; text: string | null } {

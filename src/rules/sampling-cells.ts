@@ -39,7 +39,11 @@ export interface BucketState {
  * 0.95 for quota rules) and the draw probability the engine would use for its
  * next study: the same functions as evaluate().
  */
-export function samplingCells(buckets: readonly BucketState[], outcomes: ReadonlyMap<string, { reviewed: number; discrepant: number }>, rules: readonly Rule[]): SamplingCell[] {
+export function samplingCells(
+  buckets: readonly BucketState[],
+  outcomes: ReadonlyMap<string, { reviewed: number; discrepant: number }>,
+  rules: readonly Rule[],
+): SamplingCell[] {
   const byId = new Map(rules.filter((r): r is SamplingRule => r.kind === 'sampling').map((r) => [r.id, r]));
   const byKey = new Map(buckets.map((b) => [bucketKey(b.ruleId, b.radiologistId, b.modality, b.periodKey), b]));
   return buckets.map((b) => {

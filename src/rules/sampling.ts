@@ -110,9 +110,7 @@ export function selectionProbability(p: QuotaParams, counters: BucketCounters | 
   return Math.min(1, p.rate);
 }
 
-export type SamplingOutcome =
-  | { selected: true; why: 'rate' | 'minimum' }
-  | { selected: false; why: 'not-drawn' | 'maximum' };
+export type SamplingOutcome = { selected: true; why: 'rate' | 'minimum' } | { selected: false; why: 'not-drawn' | 'maximum' };
 
 /**
  * The minimum is planned against the previous period's volume for the same
@@ -172,7 +170,9 @@ export function zForConfidence(confidence: number): number {
   }
   const q = p - 0.5;
   const r = q * q;
-  return ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) / (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1);
+  return (
+    ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) / (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1)
+  );
 }
 
 /** Wilson score interval of `successes` in `n` (null bounds when n = 0). */
@@ -244,7 +244,12 @@ export function planningRate(o: CellOutcomes): number {
  * Without a previous period the rule's `rate` applies. Clamped to [0, 1];
  * the rule's minimum and maximum per period still apply on top (decideSampling).
  */
-export function precisionDrawProbability(p: PrecisionParams, counters: BucketCounters | undefined, previousSeen: number | undefined, outcomes: CellOutcomes): { probability: number; needed: number } {
+export function precisionDrawProbability(
+  p: PrecisionParams,
+  counters: BucketCounters | undefined,
+  previousSeen: number | undefined,
+  outcomes: CellOutcomes,
+): { probability: number; needed: number } {
   const needed = wilsonSampleSize(planningRate(outcomes), p.targetHalfWidth, p.confidence);
   if (previousSeen === undefined || previousSeen <= 0) return { probability: p.rate, needed };
   const drawn = counters?.selected ?? 0;

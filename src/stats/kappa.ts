@@ -98,7 +98,16 @@ export function agreementStats(facts: readonly SecondReadFact[]): AgreementStats
     const key = JSON.stringify([f.radiologistId, a.secondReaderId, f.modality]);
     let g = groups.get(key);
     if (!g) {
-      g = { radiologistId: f.radiologistId, readerId: a.secondReaderId, modality: f.modality, table: emptyTable(), n: 0, observedAgreement: null, chanceAgreement: null, kappa: null };
+      g = {
+        radiologistId: f.radiologistId,
+        readerId: a.secondReaderId,
+        modality: f.modality,
+        table: emptyTable(),
+        n: 0,
+        observedAgreement: null,
+        chanceAgreement: null,
+        kappa: null,
+      };
       groups.set(key, g);
     }
     add(g.table, a.triggerScore, a.finalScore);
@@ -107,6 +116,11 @@ export function agreementStats(facts: readonly SecondReadFact[]): AgreementStats
   arb.confirmedSecondShare = arb.decided === 0 ? null : Math.round((arb.confirmedSecond / arb.decided) * 10_000) / 10_000;
   const pairs = [...groups.values()]
     .map((g) => ({ ...g, ...cohensKappa(g.table) }))
-    .sort((x, y) => (x.radiologistId ?? '').localeCompare(y.radiologistId ?? '') || x.readerId.localeCompare(y.readerId) || (x.modality ?? '').localeCompare(y.modality ?? ''));
+    .sort(
+      (x, y) =>
+        (x.radiologistId ?? '').localeCompare(y.radiologistId ?? '') ||
+        x.readerId.localeCompare(y.readerId) ||
+        (x.modality ?? '').localeCompare(y.modality ?? ''),
+    );
   return { interReaderAgreement: pairs, interReaderAgreementTotal: { ...cohensKappa(total), table: total }, arbitration: arb };
 }

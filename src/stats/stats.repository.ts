@@ -76,7 +76,12 @@ export async function secondReadFacts(db: Db, from: string, to: string): Promise
       if (!seen || r.version > seen.version) latest.set(r.case_id, { version: r.version, score: r.radpeer_score, readerId: r.reader_id });
     }
     for (const c of await db.selectFrom('cases').select(['id', 'created_at', 'study_instance_uid']).where('id', 'in', ids).execute()) cases.set(c.id, c);
-    for (const d of await db.selectFrom('decisions').select(['case_id', 'reasons', 'sampling_slots']).where('case_id', 'in', ids).where('flagged', '=', 1).execute()) {
+    for (const d of await db
+      .selectFrom('decisions')
+      .select(['case_id', 'reasons', 'sampling_slots'])
+      .where('case_id', 'in', ids)
+      .where('flagged', '=', 1)
+      .execute()) {
       const s = selection.get(d.case_id!) ?? { kinds: new Set<string>(), probability: undefined as number | undefined };
       for (const r of JSON.parse(d.reasons) as Reason[]) s.kinds.add(r.kind);
       for (const slot of JSON.parse(d.sampling_slots) as SamplingSlot[]) if (slot.selected && slot.probability !== undefined) s.probability = slot.probability;
@@ -99,7 +104,12 @@ export async function secondReadFacts(db: Db, from: string, to: string): Promise
   const modality = new Map<string, string>();
   const radiologist = new Map<string, { id: string; rowId: string; at: string }>();
   for (const uids of chunks(studyUids)) {
-    for (const s of await db.selectFrom('series').select(['study_instance_uid', 'modality']).where('study_instance_uid', 'in', uids).orderBy('series_instance_uid').execute()) {
+    for (const s of await db
+      .selectFrom('series')
+      .select(['study_instance_uid', 'modality'])
+      .where('study_instance_uid', 'in', uids)
+      .orderBy('series_instance_uid')
+      .execute()) {
       // A study's first imaging series names it; SR/PR/KO objects ride along with most studies.
       if (!s.modality || ['SR', 'PR', 'KO'].includes(s.modality)) continue;
       if (!modality.has(s.study_instance_uid)) modality.set(s.study_instance_uid, s.modality);
@@ -138,4 +148,3 @@ export async function secondReadFacts(db: Db, from: string, to: string): Promise
     ];
   });
 }
-

@@ -167,7 +167,13 @@ export function computeStats(facts: readonly SecondReadFact[], o: { from: string
     overTime,
     enrichment: [...groupBy(facts, (f) => f.selection ?? 'unknown')].map(([selection, v]) => {
       const w = v.map((f) => f.weight ?? 1);
-      return { selection, secondReads: v.length, meanWeight: Math.round((w.reduce((a, b) => a + b, 0) / w.length) * 100) / 100, minWeight: Math.round(Math.min(...w) * 100) / 100, maxWeight: Math.round(Math.max(...w) * 100) / 100 };
+      return {
+        selection,
+        secondReads: v.length,
+        meanWeight: Math.round((w.reduce((a, b) => a + b, 0) / w.length) * 100) / 100,
+        minWeight: Math.round(Math.min(...w) * 100) / 100,
+        maxWeight: Math.round(Math.max(...w) * 100) / 100,
+      };
     }),
   };
 }
@@ -187,8 +193,19 @@ function csvCell(v: unknown): string {
  * `arbitrated`: a third reader's verdict closed the second read (reports/arbitration.service.ts).
  */
 export const PEER_REVIEW_COLUMNS = [
-  'case_id', 'first_reader', 'second_reader', 'modality', 'radpeer_score', 'discrepant_2plus', 'significant_2b_plus',
-  'first_read_at', 'case_opened_at', 'second_read_at', 'arbitrated', 'selection', 'weight',
+  'case_id',
+  'first_reader',
+  'second_reader',
+  'modality',
+  'radpeer_score',
+  'discrepant_2plus',
+  'significant_2b_plus',
+  'first_read_at',
+  'case_opened_at',
+  'second_read_at',
+  'arbitrated',
+  'selection',
+  'weight',
 ] as const;
 
 export function peerReviewCsv(facts: readonly SecondReadFact[]): string {
@@ -196,9 +213,22 @@ export function peerReviewCsv(facts: readonly SecondReadFact[]): string {
   for (const f of facts) {
     lines.push(
       [
-        f.caseId, f.radiologistId, f.readerId, f.modality, f.radpeerScore, f.radpeerScore !== '1', SIGNIFICANT.includes(f.radpeerScore),
-        f.firstReadAt ?? null, f.caseCreatedAt, f.reportedAt, !!f.arbitration?.verdict, f.selection ?? 'unknown', Math.round((f.weight ?? 1) * 10_000) / 10_000,
-      ].map(csvCell).join(','),
+        f.caseId,
+        f.radiologistId,
+        f.readerId,
+        f.modality,
+        f.radpeerScore,
+        f.radpeerScore !== '1',
+        SIGNIFICANT.includes(f.radpeerScore),
+        f.firstReadAt ?? null,
+        f.caseCreatedAt,
+        f.reportedAt,
+        !!f.arbitration?.verdict,
+        f.selection ?? 'unknown',
+        Math.round((f.weight ?? 1) * 10_000) / 10_000,
+      ]
+        .map(csvCell)
+        .join(','),
     );
   }
   return lines.join('\r\n') + '\r\n';

@@ -21,7 +21,12 @@ export async function supersedeVersion(db: Db, sopInstanceUid: string, version: 
   await db.updateTable('instance_versions').set({ superseded_at: now }).where('sop_instance_uid', '=', sopInstanceUid).where('version', '=', version).execute();
 }
 
-export async function setVersionFields(db: Db, sopInstanceUid: string, version: number, set: Partial<Pick<InstanceVersionRow, 'superseded_at' | 'conflict_state' | 'rejected_at' | 'rejection_code'>>): Promise<void> {
+export async function setVersionFields(
+  db: Db,
+  sopInstanceUid: string,
+  version: number,
+  set: Partial<Pick<InstanceVersionRow, 'superseded_at' | 'conflict_state' | 'rejected_at' | 'rejection_code'>>,
+): Promise<void> {
   await db.updateTable('instance_versions').set(set).where('sop_instance_uid', '=', sopInstanceUid).where('version', '=', version).execute();
 }
 
@@ -45,7 +50,9 @@ export async function versionsOfStudy(db: Db, studyInstanceUid: string): Promise
         eb('v.version', '>', 1),
         eb('v.kind', '!=', 'instance'),
         eb('v.rejected_at', 'is not', null),
-        eb.exists(eb.selectFrom('instance_versions as w').select('w.version').whereRef('w.sop_instance_uid', '=', 'v.sop_instance_uid').where('w.version', '>', 1)),
+        eb.exists(
+          eb.selectFrom('instance_versions as w').select('w.version').whereRef('w.sop_instance_uid', '=', 'v.sop_instance_uid').where('w.version', '>', 1),
+        ),
       ]),
     )
     .orderBy('v.sop_instance_uid')
@@ -79,7 +86,12 @@ export async function openConflicts(db: Db, studyInstanceUid: string): Promise<I
 }
 
 export async function decideConflict(db: Db, sopInstanceUid: string, version: number, state: ConflictState): Promise<void> {
-  await db.updateTable('instance_versions').set({ conflict_state: state }).where('sop_instance_uid', '=', sopInstanceUid).where('version', '=', version).execute();
+  await db
+    .updateTable('instance_versions')
+    .set({ conflict_state: state })
+    .where('sop_instance_uid', '=', sopInstanceUid)
+    .where('version', '=', version)
+    .execute();
 }
 
 /**
@@ -92,11 +104,7 @@ export async function decideConflict(db: Db, sopInstanceUid: string, version: nu
  */
 export async function forgetDeliveredCopies(db: Db, sopInstanceUids: readonly string[], onlyDone: boolean): Promise<number> {
   if (sopInstanceUids.length === 0) return 0;
-  const openDeliveries = db
-    .selectFrom('deliveries as d')
-    .innerJoin('cases as c', 'c.id', 'd.case_id')
-    .select('d.id')
-    .where('c.state', 'in', OPEN_CASE_STATES);
+  const openDeliveries = db.selectFrom('deliveries as d').innerJoin('cases as c', 'c.id', 'd.case_id').select('d.id').where('c.state', 'in', OPEN_CASE_STATES);
   const rows = await db
     .selectFrom('delivery_instances')
     .select(['delivery_id', 'sop_instance_uid', 'state'])
@@ -112,8 +120,15 @@ export async function forgetDeliveredCopies(db: Db, sopInstanceUids: readonly st
     await db
       .updateTable('deliveries')
       .set((eb) => ({
-        instances_total: eb.selectFrom('delivery_instances').select((e) => e.fn.countAll<number>().as('n')).where('delivery_id', '=', id),
-        instances_sent: eb.selectFrom('delivery_instances').select((e) => e.fn.countAll<number>().as('n')).where('delivery_id', '=', id).where('state', '=', 'sent'),
+        instances_total: eb
+          .selectFrom('delivery_instances')
+          .select((e) => e.fn.countAll<number>().as('n'))
+          .where('delivery_id', '=', id),
+        instances_sent: eb
+          .selectFrom('delivery_instances')
+          .select((e) => e.fn.countAll<number>().as('n'))
+          .where('delivery_id', '=', id)
+          .where('state', '=', 'sent'),
       }))
       .where('id', '=', id)
       .execute();

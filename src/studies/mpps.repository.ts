@@ -18,7 +18,11 @@ export async function updateMpps(db: Db, sopInstanceUid: string, set: Partial<Mp
 /** Replaces the instances a step lists (each N-SET carrying a Performed Series Sequence gives the whole list). */
 export async function replaceMppsInstances(db: Db, mppsUid: string, rows: MppsInstanceTable[]): Promise<void> {
   await db.deleteFrom('mpps_instances').where('mpps_uid', '=', mppsUid).execute();
-  for (let i = 0; i < rows.length; i += 200) await db.insertInto('mpps_instances').values(rows.slice(i, i + 200)).execute();
+  for (let i = 0; i < rows.length; i += 200)
+    await db
+      .insertInto('mpps_instances')
+      .values(rows.slice(i, i + 200))
+      .execute();
 }
 
 export async function mppsOfStudy(db: Db, studyInstanceUid: string): Promise<MppsRow[]> {
@@ -27,21 +31,45 @@ export async function mppsOfStudy(db: Db, studyInstanceUid: string): Promise<Mpp
 
 /** Whether any step of the study is COMPLETED: the cheap question asked on every stored instance. */
 export async function hasCompletedMpps(db: Db, studyInstanceUid: string): Promise<boolean> {
-  const row = await db.selectFrom('mpps').select('sop_instance_uid').where('study_instance_uid', '=', studyInstanceUid).where('status', '=', 'COMPLETED').executeTakeFirst();
+  const row = await db
+    .selectFrom('mpps')
+    .select('sop_instance_uid')
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .where('status', '=', 'COMPLETED')
+    .executeTakeFirst();
   return row !== undefined;
 }
 
 /** The steps of a study with what they list, and the study's current instances. */
-export async function completenessInputs(db: Db, studyInstanceUid: string): Promise<{ steps: (StepFacts & { sopInstanceUid: string })[]; arrived: Set<string> }> {
+export async function completenessInputs(
+  db: Db,
+  studyInstanceUid: string,
+): Promise<{ steps: (StepFacts & { sopInstanceUid: string })[]; arrived: Set<string> }> {
   const steps = await mppsOfStudy(db, studyInstanceUid);
   const listed = steps.length
-    ? await db.selectFrom('mpps_instances').select(['mpps_uid', 'sop_instance_uid']).where('mpps_uid', 'in', steps.map((s) => s.sop_instance_uid)).execute()
+    ? await db
+        .selectFrom('mpps_instances')
+        .select(['mpps_uid', 'sop_instance_uid'])
+        .where(
+          'mpps_uid',
+          'in',
+          steps.map((s) => s.sop_instance_uid),
+        )
+        .execute()
     : [];
   const arrived = steps.length
-    ? new Set((await db.selectFrom('instances').select('sop_instance_uid').where('study_instance_uid', '=', studyInstanceUid).execute()).map((r) => r.sop_instance_uid))
+    ? new Set(
+        (await db.selectFrom('instances').select('sop_instance_uid').where('study_instance_uid', '=', studyInstanceUid).execute()).map(
+          (r) => r.sop_instance_uid,
+        ),
+      )
     : new Set<string>();
   return {
-    steps: steps.map((s) => ({ sopInstanceUid: s.sop_instance_uid, status: s.status, referenced: listed.filter((l) => l.mpps_uid === s.sop_instance_uid).map((l) => l.sop_instance_uid) })),
+    steps: steps.map((s) => ({
+      sopInstanceUid: s.sop_instance_uid,
+      status: s.status,
+      referenced: listed.filter((l) => l.mpps_uid === s.sop_instance_uid).map((l) => l.sop_instance_uid),
+    })),
     arrived,
   };
 }
@@ -53,7 +81,16 @@ export async function quietStudiesWithCompletedMpps(db: Db, cutoff: string): Pro
     .select('study_instance_uid')
     .where('state', '=', StudyState.receiving)
     .where('last_received_at', '<=', cutoff)
-    .where('study_instance_uid', 'in', db.selectFrom('mpps').select('study_instance_uid').where('status', '=', MppsStatus.completed).where('study_instance_uid', 'is not', null).$narrowType<{ study_instance_uid: string }>())
+    .where(
+      'study_instance_uid',
+      'in',
+      db
+        .selectFrom('mpps')
+        .select('study_instance_uid')
+        .where('status', '=', MppsStatus.completed)
+        .where('study_instance_uid', 'is not', null)
+        .$narrowType<{ study_instance_uid: string }>(),
+    )
     .execute();
   return rows.map((r) => r.study_instance_uid);
 }

@@ -78,7 +78,11 @@ export class MppsService implements MppsPort {
       this.log.error('MPPS N-CREATE not stored', { mppsUid: hashId(req.sopInstanceUid), error: (err as Error).message });
       return { status: MppsDimseStatus.processingFailure };
     }
-    this.log.info('MPPS in progress', { mppsUid: hashId(req.sopInstanceUid), studyUid: facts.studyInstanceUid ? hashId(facts.studyInstanceUid) : undefined, callingAe: req.callingAeTitle });
+    this.log.info('MPPS in progress', {
+      mppsUid: hashId(req.sopInstanceUid),
+      studyUid: facts.studyInstanceUid ? hashId(facts.studyInstanceUid) : undefined,
+      callingAe: req.callingAeTitle,
+    });
     return { status: MppsDimseStatus.success };
   }
 
@@ -106,7 +110,8 @@ export class MppsService implements MppsPort {
           updated_at: now,
           ended_at: isEnd ? now : null,
         });
-        if (req.dataset.PerformedSeriesSequence !== undefined) await replaceMppsInstances(trx, req.sopInstanceUid, instancesOf(req.sopInstanceUid, study, merged));
+        if (req.dataset.PerformedSeriesSequence !== undefined)
+          await replaceMppsInstances(trx, req.sopInstanceUid, instancesOf(req.sopInstanceUid, study, merged));
         if (isEnd) {
           const listed = instancesOf(req.sopInstanceUid, study, merged).length;
           await recordAudit(trx, this.o.newId(), now, {
@@ -139,9 +144,15 @@ export class MppsService implements MppsPort {
   }
 
   /** The study's completeness as the study page shows it (the quiet period is the caller's to say). */
-  async completenessOf(studyInstanceUid: string, quietElapsed: boolean): Promise<Completeness & { mpps: { sopInstanceUid: string; status: string; referenced: number }[] }> {
+  async completenessOf(
+    studyInstanceUid: string,
+    quietElapsed: boolean,
+  ): Promise<Completeness & { mpps: { sopInstanceUid: string; status: string; referenced: number }[] }> {
     const { steps, arrived } = await completenessInputs(this.o.db, studyInstanceUid);
-    return { ...decideCompleteness(steps, arrived, quietElapsed), mpps: steps.map((s) => ({ sopInstanceUid: s.sopInstanceUid, status: s.status, referenced: s.referenced.length })) };
+    return {
+      ...decideCompleteness(steps, arrived, quietElapsed),
+      mpps: steps.map((s) => ({ sopInstanceUid: s.sopInstanceUid, status: s.status, referenced: s.referenced.length })),
+    };
   }
 }
 
@@ -176,7 +187,13 @@ export function instancesOf(mppsUid: string, studyInstanceUid: string | null, ds
     for (const r of refs) {
       const uid = text(r.ReferencedSOPInstanceUID);
       if (!uid || out.has(uid)) continue;
-      out.set(uid, { mpps_uid: mppsUid, sop_instance_uid: uid, sop_class_uid: text(r.ReferencedSOPClassUID), series_instance_uid: text(series.SeriesInstanceUID), study_instance_uid: studyInstanceUid });
+      out.set(uid, {
+        mpps_uid: mppsUid,
+        sop_instance_uid: uid,
+        sop_class_uid: text(r.ReferencedSOPClassUID),
+        series_instance_uid: text(series.SeriesInstanceUID),
+        study_instance_uid: studyInstanceUid,
+      });
     }
   }
   return [...out.values()];

@@ -70,9 +70,7 @@ function requestKeys(req: LinkRequest): PatientKey[] {
 }
 
 export type LinkDecision =
-  | { state: typeof LinkState.linked; studyInstanceUid: string }
-  | { state: typeof LinkState.pending }
-  | { state: typeof LinkState.held; reason: string };
+  { state: typeof LinkState.linked; studyInstanceUid: string } | { state: typeof LinkState.pending } | { state: typeof LinkState.held; reason: string };
 
 const linkTables = ['orders', 'report_versions', 'ai_results'] as const;
 
@@ -101,11 +99,7 @@ type OrderKeys = {
 const orderKeyColumns = ['id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'] as const;
 const ordersWith = (column: 'accession_number' | 'study_instance_uid', excluding: boolean) =>
   precompiled<{ key: string; exclude?: string }, OrderKeys>((db) => {
-    const q = db
-      .selectFrom('orders')
-      .select(orderKeyColumns)
-      .where('link_state', '<>', LinkState.held)
-      .where(column, '=', param('key'));
+    const q = db.selectFrom('orders').select(orderKeyColumns).where('link_state', '<>', LinkState.held).where(column, '=', param('key'));
     return excluding ? q.where('id', '<>', param('exclude')) : q;
   });
 const ordersByStudyUidQ = ordersWith('study_instance_uid', false);
@@ -136,9 +130,7 @@ const ordersAndStudiesWith = (excluding: boolean) =>
     if (excluding) orders = orders.where('id', '<>', param('exclude'));
     // A compound SELECT takes LIMIT only on the whole, hence the subquery (same limit as studiesByAccessionQ).
     const studies = db
-      .selectFrom((eb) =>
-        eb.selectFrom('studies').select(studyKeyColumns).where('accession_number', '=', param('accession')).limit(10).as('s'),
-      )
+      .selectFrom((eb) => eb.selectFrom('studies').select(studyKeyColumns).where('accession_number', '=', param('accession')).limit(10).as('s'))
       // The study's issuer and other ids ride in the order columns' places (same shape for the UNION).
       .select([
         sql.lit('study').as('source'),
@@ -300,7 +292,13 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
   if (!study && uid) {
     study = (await studyByUidQ(db, { uid })).rows[0];
     const s = study;
-    if (s && accession && s.accession_number && s.accession_number !== accession && !pairs.some((p) => p.accession === accession && p.uid === s.study_instance_uid)) {
+    if (
+      s &&
+      accession &&
+      s.accession_number &&
+      s.accession_number !== accession &&
+      !pairs.some((p) => p.accession === accession && p.uid === s.study_instance_uid)
+    ) {
       return { state: LinkState.held, reason: 'the study with this StudyInstanceUID has a different accession number' };
     }
   }
@@ -444,12 +442,7 @@ export async function refreshMessageStatus(db: Db, messageIds: readonly string[]
   for (const id of new Set(messageIds)) {
     let reason: string | null = null;
     for (const table of linkTables) {
-      const held = await db
-        .selectFrom(table)
-        .select('hold_reason')
-        .where('message_id', '=', id)
-        .where('link_state', '=', LinkState.held)
-        .executeTakeFirst();
+      const held = await db.selectFrom(table).select('hold_reason').where('message_id', '=', id).where('link_state', '=', LinkState.held).executeTakeFirst();
       if (held) {
         reason = held.hold_reason ?? 'held';
         break;

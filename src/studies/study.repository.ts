@@ -2,7 +2,15 @@ import type { Db } from '../db/database.js';
 import { forClaim, lockKey, storableText } from '../db/dialect.js';
 import type { InstanceHeader } from '../dicom/instance-record.js';
 import { StudyState } from '../states.js';
-import { findVersion, forgetDeliveredCopies, insertVersion, latestVersion, setVersionFields, supersedeVersion, type NewVersion } from './instance-version.repository.js';
+import {
+  findVersion,
+  forgetDeliveredCopies,
+  insertVersion,
+  latestVersion,
+  setVersionFields,
+  supersedeVersion,
+  type NewVersion,
+} from './instance-version.repository.js';
 import type { InstanceRow, InstanceVersionRow, SeriesRow, StudyRow } from './study.table.js';
 
 export interface NewInstance extends InstanceHeader {
@@ -149,7 +157,12 @@ export async function insertInstance(db: Db, inst: NewInstance, now: string, onN
     onNew?.(filePath);
     await supersedeVersion(db, kept.sop_instance_uid, kept.version, now);
     // stays out of `instances`: a withdrawn instance is not brought back by a re-send
-    await insertVersion(db, { ...versionRow(inst, version, filePath, now), kind: kept.kind, rejected_at: kept.rejected_at, rejection_code: kept.rejection_code });
+    await insertVersion(db, {
+      ...versionRow(inst, version, filePath, now),
+      kind: kept.kind,
+      rejected_at: kept.rejected_at,
+      rejection_code: kept.rejection_code,
+    });
     return { ...base, outcome: 'stored', version, filePath };
   }
   if (inst.iocm) {
@@ -184,7 +197,11 @@ export async function insertInstance(db: Db, inst: NewInstance, now: string, onN
     })
     .execute();
   const mismatch = placed.studyCreated ? [] : studyIdentityMismatch(placed.study, inst);
-  await insertVersion(db, { ...versionRow(inst, 1, inst.filePath, now), identity_changes: mismatch.length ? JSON.stringify(mismatch) : null, conflict_state: mismatch.length ? 'open' : null });
+  await insertVersion(db, {
+    ...versionRow(inst, 1, inst.filePath, now),
+    identity_changes: mismatch.length ? JSON.stringify(mismatch) : null,
+    conflict_state: mismatch.length ? 'open' : null,
+  });
   const held = mismatch.length ? [await holdStudy(db, inst.studyInstanceUid, HoldReason.identityConflict, mismatch, now)] : [];
   return { ...base, outcome: 'stored', studyCreated: placed.studyCreated, reopened: placed.reopened, held };
 }
@@ -199,7 +216,14 @@ function studyIdentityMismatch(study: Pick<StudyRow, 'patient_id' | 'issuer_of_p
   return out;
 }
 
-async function resend(db: Db, inst: NewInstance, now: string, cur: InstanceRow, curVersion: InstanceVersionRow | undefined, onNew?: (filePath: string) => void): Promise<InsertResult> {
+async function resend(
+  db: Db,
+  inst: NewInstance,
+  now: string,
+  cur: InstanceRow,
+  curVersion: InstanceVersionRow | undefined,
+  onNew?: (filePath: string) => void,
+): Promise<InsertResult> {
   // after a rejected copy the current one is not the newest: number after every copy kept
   const version = ((await latestVersion(db, cur.sop_instance_uid))?.version ?? cur.version) + 1;
   const filePath = versionPath(inst.filePath, version);
@@ -364,7 +388,11 @@ async function applyRejection(db: Db, sopInstanceUids: readonly string[], code: 
     await db.deleteFrom('instances').where('sop_instance_uid', '=', r.sop_instance_uid).execute();
     byStudy.set(r.study_instance_uid, [...(byStudy.get(r.study_instance_uid) ?? []), r.sop_instance_uid]);
   }
-  await forgetDeliveredCopies(db, rows.map((r) => r.sop_instance_uid), false);
+  await forgetDeliveredCopies(
+    db,
+    rows.map((r) => r.sop_instance_uid),
+    false,
+  );
   for (const study of byStudy.keys()) {
     // A changed study is decided again after its quiet period, as after an arrival (unless held).
     await db
@@ -388,7 +416,14 @@ export async function holdStudy(db: Db, studyInstanceUid: string, reason: HoldRe
   const s = await findStudy(db, studyInstanceUid);
   if (!s) return { studyInstanceUid, reason, attributes: [] };
   const wasHeld = s.state === StudyState.held;
-  const seen = new Set(wasHeld && s.hold_detail ? s.hold_detail.replace(/^[^:]*:\s*/, '').split(/,\s*/).filter(Boolean) : []);
+  const seen = new Set(
+    wasHeld && s.hold_detail
+      ? s.hold_detail
+          .replace(/^[^:]*:\s*/, '')
+          .split(/,\s*/)
+          .filter(Boolean)
+      : [],
+  );
   for (const a of attributes) seen.add(a);
   const keptReason = wasHeld && s.hold_reason ? s.hold_reason : reason;
   await db
@@ -470,14 +505,20 @@ export async function discardCopy(db: Db, v: InstanceVersionRow, now: string): P
  * another is changing instead of waiting (dialect.ts).
  */
 export async function markStable(db: Db, cutoff: string, now: string): Promise<Pick<StudyRow, 'study_instance_uid' | 'instance_count'>[]> {
-  return db
-    .updateTable('studies')
-    .set({ state: StudyState.stable, stable_at: now, updated_at: now })
-    .where('study_instance_uid', 'in', forClaim(db, db.selectFrom('studies').select('study_instance_uid').where('state', '=', StudyState.receiving).where('last_received_at', '<=', cutoff)))
-    // Re-checked on the row itself: PostgreSQL re-evaluates this after a concurrent change of the row.
-    .where('state', '=', StudyState.receiving)
-    .returning(['study_instance_uid', 'instance_count'])
-    .execute();
+  return (
+    db
+      .updateTable('studies')
+      .set({ state: StudyState.stable, stable_at: now, updated_at: now })
+      .where(
+        'study_instance_uid',
+        'in',
+        forClaim(db, db.selectFrom('studies').select('study_instance_uid').where('state', '=', StudyState.receiving).where('last_received_at', '<=', cutoff)),
+      )
+      // Re-checked on the row itself: PostgreSQL re-evaluates this after a concurrent change of the row.
+      .where('state', '=', StudyState.receiving)
+      .returning(['study_instance_uid', 'instance_count'])
+      .execute()
+  );
 }
 
 /** The oldest last-arrival among receiving studies: when the next one can become stable. */

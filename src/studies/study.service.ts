@@ -146,7 +146,11 @@ export class StudyService implements InstanceSink {
       this.log.info('study re-opened by a late instance', { studyUid: hashId(inst.studyInstanceUid), callingAe: inst.callingAe });
     }
     if (result.version > 1) {
-      this.log.info('instance re-sent with other content: new current version', { studyUid: hashId(inst.studyInstanceUid), sopUid: hashId(inst.sopInstanceUid), version: result.version });
+      this.log.info('instance re-sent with other content: new current version', {
+        studyUid: hashId(inst.studyInstanceUid),
+        sopUid: hashId(inst.sopInstanceUid),
+        version: result.version,
+      });
     }
     for (const h of result.held) {
       // attribute names only: their values are PHI
@@ -206,7 +210,13 @@ export class StudyService implements InstanceSink {
       if (from) {
         // Marked stable and its evaluation job committed together, as the quiet-period sweep does.
         await this.hooks.stable?.(trx, studyInstanceUid);
-        await recordAudit(trx, this.newId(), now, { actor: 'mpps', action: 'study.complete', entityType: 'study', entityId: studyInstanceUid, details: { from, referenced: c.referenced, arrived: c.arrived } });
+        await recordAudit(trx, this.newId(), now, {
+          actor: 'mpps',
+          action: 'study.complete',
+          entityType: 'study',
+          entityId: studyInstanceUid,
+          details: { from, referenced: c.referenced, arrived: c.arrived },
+        });
       }
       return from;
     });
@@ -217,7 +227,9 @@ export class StudyService implements InstanceSink {
   }
 
   private checkCompletenessSoon(studyInstanceUid: string): void {
-    this.checkCompleteness(studyInstanceUid).catch((err: unknown) => this.log.error('completeness check failed', { studyUid: hashId(studyInstanceUid), error: (err as Error).message }));
+    this.checkCompleteness(studyInstanceUid).catch((err: unknown) =>
+      this.log.error('completeness check failed', { studyUid: hashId(studyInstanceUid), error: (err as Error).message }),
+    );
   }
 
   /** Before the quiet period turns studies stable: those a COMPLETED step lists missing instances for are held `incomplete`. */
@@ -229,7 +241,13 @@ export class StudyService implements InstanceSink {
         if (c.verdict !== Verdict.incomplete) return false;
         const detail = `${c.missing.length} of ${c.referenced} instances listed by the modality's MPPS (COMPLETED) have not arrived`;
         if (!(await holdIncomplete(trx, uid, detail, now))) return false;
-        await recordAudit(trx, this.newId(), now, { actor: 'studies', action: 'study.held', entityType: 'study', entityId: uid, details: { reason: 'incomplete', referenced: c.referenced, arrived: c.arrived } });
+        await recordAudit(trx, this.newId(), now, {
+          actor: 'studies',
+          action: 'study.held',
+          entityType: 'study',
+          entityId: uid,
+          details: { reason: 'incomplete', referenced: c.referenced, arrived: c.arrived },
+        });
         return true;
       });
       if (held) this.log.warn('study held', { studyUid: hashId(uid), reason: 'incomplete' });
@@ -274,7 +292,13 @@ export class StudyService implements InstanceSink {
         action: decision === 'released' ? 'study.released' : 'study.rejected',
         entityType: 'study',
         entityId: studyInstanceUid,
-        details: { reason, holdReason: s.hold_reason, holdDetail: s.hold_detail, versions: conflicts.map((v) => ({ sopInstanceUid: v.sop_instance_uid, version: v.version })), to },
+        details: {
+          reason,
+          holdReason: s.hold_reason,
+          holdDetail: s.hold_detail,
+          versions: conflicts.map((v) => ({ sopInstanceUid: v.sop_instance_uid, version: v.version })),
+          to,
+        },
       });
       // The other side of a move (an instance that went to or came from another study) is decided with it.
       const alsoEnded: string[] = [];
@@ -283,7 +307,13 @@ export class StudyService implements InstanceSink {
         if (otherTo) {
           if (otherTo === StudyState.stable) await this.hooks.stable?.(trx, other);
           alsoEnded.push(other);
-          await recordAudit(trx, this.newId(), now, { actor, action: decision === 'released' ? 'study.released' : 'study.rejected', entityType: 'study', entityId: other, details: { reason, with: studyInstanceUid } });
+          await recordAudit(trx, this.newId(), now, {
+            actor,
+            action: decision === 'released' ? 'study.released' : 'study.rejected',
+            entityType: 'study',
+            entityId: other,
+            details: { reason, with: studyInstanceUid },
+          });
         }
       }
       return { to, alsoEnded, row: (await findStudy(trx, studyInstanceUid))! };

@@ -7,8 +7,22 @@ import { makeTempDir } from '../helpers/tmp.js';
 
 const SCHEMA = path.join(import.meta.dirname, 'dicom-audit-message.rng');
 const node = { sourceId: 'gw-1', aeTitle: 'SECONDREAD', hostname: 'gw.example', processId: '4242' };
-const row = (action: string, o: Partial<AtnaEventRow> = {}): AtnaEventRow => ({ id: '01', at: '2026-12-02T10:00:00.000Z', actor: 'system', action, entity_type: 'case', entity_id: 'c1', details: null, ...o });
-const ctx: AtnaContext = { patient: { id: 'MRN<1>', issuer: 'HOSP' }, studyInstanceUid: '1.2.3.4', accessionNumber: 'ACC&1', delivery: { destinationId: 'pool', deidentified: true } };
+const row = (action: string, o: Partial<AtnaEventRow> = {}): AtnaEventRow => ({
+  id: '01',
+  at: '2026-12-02T10:00:00.000Z',
+  actor: 'system',
+  action,
+  entity_type: 'case',
+  entity_id: 'c1',
+  details: null,
+  ...o,
+});
+const ctx: AtnaContext = {
+  patient: { id: 'MRN<1>', issuer: 'HOSP' },
+  studyInstanceUid: '1.2.3.4',
+  accessionNumber: 'ACC&1',
+  delivery: { destinationId: 'pool', deidentified: true },
+};
 
 describe('ATNA audit messages (DICOM PS3.15 A.5)', () => {
   it('maps each kind of gateway event to its EventID, action and type (CID 400/401)', () => {
@@ -30,7 +44,12 @@ describe('ATNA audit messages (DICOM PS3.15 A.5)', () => {
     ];
     for (const [action, entity, id, code, types, outcome] of cases) {
       const m = mapAction(action, entity, undefined);
-      expect({ id: m.eventId.code, code: m.action, types: (m.types ?? []).map((t) => t.code), outcome: m.outcome ?? 0 }, action).to.deep.equal({ id, code, types, outcome: outcome ?? 0 });
+      expect({ id: m.eventId.code, code: m.action, types: (m.types ?? []).map((t) => t.code), outcome: m.outcome ?? 0 }, action).to.deep.equal({
+        id,
+        code,
+        types,
+        outcome: outcome ?? 0,
+      });
     }
   });
 
@@ -42,7 +61,9 @@ describe('ATNA audit messages (DICOM PS3.15 A.5)', () => {
   it('names the source and the destination, the patient as id^^^issuer and the study with its accession; escapes what it carries', () => {
     const xml = buildAuditXml(auditMessageFor(row('case.awaiting-read', { actor: 'forwarding' }), ctx, node));
     expect(xml).to.include('<EventID csd-code="110106" codeSystemName="DCM" originalText="Export"/>');
-    expect(xml).to.include('<ActiveParticipant UserID="SECONDREAD" AlternativeUserID="4242" UserName="gw-1" UserIsRequestor="true" NetworkAccessPointID="gw.example" NetworkAccessPointTypeCode="1"><RoleIDCode csd-code="110153"');
+    expect(xml).to.include(
+      '<ActiveParticipant UserID="SECONDREAD" AlternativeUserID="4242" UserName="gw-1" UserIsRequestor="true" NetworkAccessPointID="gw.example" NetworkAccessPointTypeCode="1"><RoleIDCode csd-code="110153"',
+    );
     expect(xml).to.include('<ActiveParticipant UserID="pool" UserIsRequestor="false"><RoleIDCode csd-code="110152"');
     expect(xml).to.include('ParticipantObjectID="MRN&lt;1&gt;^^^HOSP" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"');
     expect(xml).to.include('<Accession Number="ACC&amp;1"/><Anonymized>true</Anonymized>');
@@ -56,12 +77,22 @@ describe('ATNA audit messages (DICOM PS3.15 A.5)', () => {
 
   it('instances received: the sending AE is the requestor and Source at its address, the gateway the Destination; the study carries the counts', () => {
     const details = JSON.stringify({ protocol: 'dimse', sender: 'PACS1', remoteAddress: '10.1.2.3', stored: 7, duplicates: 1 });
-    const m = auditMessageFor(row('study.received', { actor: 'dicom:PACS1', entity_type: 'study', entity_id: '1.2.3.4', details }), { ...ctx, delivery: undefined }, node);
+    const m = auditMessageFor(
+      row('study.received', { actor: 'dicom:PACS1', entity_type: 'study', entity_id: '1.2.3.4', details }),
+      { ...ctx, delivery: undefined },
+      node,
+    );
     expect({ id: m.eventId.code, action: m.action, outcome: m.outcome }).to.deep.equal({ id: '110104', action: 'C', outcome: 0 });
     const xml = buildAuditXml(m);
-    expect(xml).to.include('<ActiveParticipant UserID="dicom:PACS1" UserIsRequestor="true" NetworkAccessPointID="10.1.2.3" NetworkAccessPointTypeCode="2"><RoleIDCode csd-code="110153"');
-    expect(xml).to.include('<ActiveParticipant UserID="SECONDREAD" AlternativeUserID="4242" UserName="gw-1" UserIsRequestor="false" NetworkAccessPointID="gw.example" NetworkAccessPointTypeCode="1"><RoleIDCode csd-code="110152"');
-    expect(xml).to.include('ParticipantObjectID="1.2.3.4"').and.include('<ParticipantObjectDescription>instances stored: 7, duplicates: 1</ParticipantObjectDescription>');
+    expect(xml).to.include(
+      '<ActiveParticipant UserID="dicom:PACS1" UserIsRequestor="true" NetworkAccessPointID="10.1.2.3" NetworkAccessPointTypeCode="2"><RoleIDCode csd-code="110153"',
+    );
+    expect(xml).to.include(
+      '<ActiveParticipant UserID="SECONDREAD" AlternativeUserID="4242" UserName="gw-1" UserIsRequestor="false" NetworkAccessPointID="gw.example" NetworkAccessPointTypeCode="1"><RoleIDCode csd-code="110152"',
+    );
+    expect(xml)
+      .to.include('ParticipantObjectID="1.2.3.4"')
+      .and.include('<ParticipantObjectDescription>instances stored: 7, duplicates: 1</ParticipantObjectDescription>');
   });
 
   it('a query names who asked from where, the SOP class queried and the query keys (base64, as A.5.3.12 has it)', () => {
@@ -71,14 +102,23 @@ describe('ATNA audit messages (DICOM PS3.15 A.5)', () => {
     const xml = buildAuditXml(m);
     expect(m.eventId.code).to.equal('110112');
     expect(xml).to.include('<ActiveParticipant UserID="qa-1" UserIsRequestor="true" NetworkAccessPointID="10.9.9.9" NetworkAccessPointTypeCode="2"');
-    const q = /<ParticipantObjectIdentification ParticipantObjectID="1\.2\.840\.10008\.5\.1\.4\.1\.2\.2\.1" ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3"><ParticipantObjectIDTypeCode csd-code="110181"[^>]*\/><ParticipantObjectQuery>([^<]+)<\/ParticipantObjectQuery>/.exec(xml);
+    const q =
+      /<ParticipantObjectIdentification ParticipantObjectID="1\.2\.840\.10008\.5\.1\.4\.1\.2\.2\.1" ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3"><ParticipantObjectIDTypeCode csd-code="110181"[^>]*\/><ParticipantObjectQuery>([^<]+)<\/ParticipantObjectQuery>/.exec(
+        xml,
+      );
     expect(q, xml).to.not.equal(null);
     expect(JSON.parse(Buffer.from(q![1]!, 'base64').toString('utf8'))).to.deep.equal({ via: 'qido-rs', level: 'study', keys });
     expect(xml).to.include(`<ParticipantObjectDetail type="TransferSyntax" value="${Buffer.from('1.2.840.10008.1.2.1').toString('base64')}"/>`);
   });
 
   it('a login names the user (the token name) at its address; a failed one only the address', () => {
-    const ok = buildAuditXml(auditMessageFor(row('auth.login', { actor: 'ada', entity_type: 'auth', entity_id: null, details: JSON.stringify({ remoteAddress: '127.0.0.1' }) }), {}, node));
+    const ok = buildAuditXml(
+      auditMessageFor(
+        row('auth.login', { actor: 'ada', entity_type: 'auth', entity_id: null, details: JSON.stringify({ remoteAddress: '127.0.0.1' }) }),
+        {},
+        node,
+      ),
+    );
     expect(ok).to.include('EventOutcomeIndicator="0"').and.include('<EventTypeCode csd-code="110122"');
     expect(ok).to.match(/<ActiveParticipant UserID="ada" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1" NetworkAccessPointTypeCode="2"/);
     const failed = buildAuditXml(auditMessageFor(row('auth.failed', { actor: '127.0.0.1', entity_type: 'auth', entity_id: null }), {}, node));
@@ -105,10 +145,33 @@ describe('ATNA audit messages (DICOM PS3.15 A.5)', () => {
     });
 
     it('every mapped event gives a valid message', () => {
-      for (const action of ['gateway.started', 'auth.failed', 'auth.login', 'rules.update', 'case.created', 'case.awaiting-read', 'case.viewed', 'study.held', 'study.received', 'study.query', 'message.dismissed']) {
-        const entity = action.split('.')[0] === 'message' ? 'hl7-message' : action.startsWith('rules') ? 'rule-set' : action === 'study.query' ? 'query' : action.split('.')[0]!;
+      for (const action of [
+        'gateway.started',
+        'auth.failed',
+        'auth.login',
+        'rules.update',
+        'case.created',
+        'case.awaiting-read',
+        'case.viewed',
+        'study.held',
+        'study.received',
+        'study.query',
+        'message.dismissed',
+      ]) {
+        const entity =
+          action.split('.')[0] === 'message'
+            ? 'hl7-message'
+            : action.startsWith('rules')
+              ? 'rule-set'
+              : action === 'study.query'
+                ? 'query'
+                : action.split('.')[0]!;
         const extra = { remoteAddress: '10.0.0.1', stored: 3, duplicates: 0, via: 'api', level: 'study', keys: { patientId: 'P<1>' }, results: 1 };
-        const r = row(action, { entity_type: entity, actor: action === 'auth.failed' ? '127.0.0.1' : 'alice', details: JSON.stringify({ reason: 'x < y', ...extra }) });
+        const r = row(action, {
+          entity_type: entity,
+          actor: action === 'auth.failed' ? '127.0.0.1' : 'alice',
+          details: JSON.stringify({ reason: 'x < y', ...extra }),
+        });
         expect(validate(buildAuditXml(auditMessageFor(r, entity === 'case' || entity === 'study' ? ctx : {}, node))), action).to.equal(0);
       }
     });

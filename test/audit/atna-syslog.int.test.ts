@@ -75,7 +75,14 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
         ...c,
         database: { url: testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db')) },
         audit: {
-          syslog: { host: '127.0.0.1', port: protocol === 'tls' ? repo.ports.tls : repo.ports.udp, protocol, ca: pki.ca, pollIntervalSeconds: 0.1, timeoutSeconds: 2 },
+          syslog: {
+            host: '127.0.0.1',
+            port: protocol === 'tls' ? repo.ports.tls : repo.ports.udp,
+            protocol,
+            ca: pki.ca,
+            pollIntervalSeconds: 0.1,
+            timeoutSeconds: 2,
+          },
           sourceId: 'secondread-test',
           enterpriseSiteId: 'HOSP',
         },
@@ -102,7 +109,11 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
       const c = (await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { readerId: string };
       const token = c.readerId === 'dr-a' ? API_TOKENS.reader : API_TOKENS.readerB;
       expect((await fx.call('POST', `/api/cases/${caseId}/report`, token, { text: 'Agree.', radpeerScore: '1' })).status).to.equal(201);
-      await eventually(async () => ((await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string }).state === 'written-back', 'written back', 20_000);
+      await eventually(
+        async () => ((await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string }).state === 'written-back',
+        'written back',
+        20_000,
+      );
       await eventually(async () => (await fx.gw.atna.backlog()) === 0, 'the queue to drain while the gateway runs', 20_000);
       await fx.gw.stop();
       // The stop itself went out on the way down.
@@ -146,11 +157,15 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
     expectEvent('gateway.started', '110100', 'E', '0', ['110120']);
     expectEvent('gateway.stopped', '110100', 'E', '0', ['110121']);
     const failed = expectEvent('auth.failed', '110114', 'E', '4', ['110122']);
-    expect(failed.xml).to.match(/<ActiveParticipant UserID="unknown" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1" NetworkAccessPointTypeCode="2"/);
+    expect(failed.xml).to.match(
+      /<ActiveParticipant UserID="unknown" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1" NetworkAccessPointTypeCode="2"/,
+    );
     const created = expectEvent('case.created', '110109', 'C');
     // The identifiers an auditor needs: patient (id^^^issuer) and study, with its accession.
     expect(created.xml).to.match(/ParticipantObjectID="MRN-API-1[^"]*" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"/);
-    expect(created.xml).to.match(/ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3"><ParticipantObjectIDTypeCode csd-code="110180"[^>]*\/><Accession Number="ACC-API-1"\/>/);
+    expect(created.xml).to.match(
+      /ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3"><ParticipantObjectIDTypeCode csd-code="110180"[^>]*\/><Accession Number="ACC-API-1"\/>/,
+    );
     const begin = expectEvent('case.forwarding', '110102', 'E');
     expect(begin.xml).to.include('<ActiveParticipant UserID="pool" UserIsRequestor="false"><RoleIDCode csd-code="110152"');
     const sent = expectEvent('case.awaiting-read', '110104', 'R');
@@ -163,13 +178,21 @@ describe('IHE ATNA: the audit trail to an rsyslog audit repository (RFC 5424, DI
     // One event for the two instances of the association, not one per instance.
     expect(rows.filter((r) => r.action === 'study.received')).to.have.length(1);
     const receivedStudy = expectEvent('study.received', '110104', 'C');
-    expect(receivedStudy.xml).to.match(/<ActiveParticipant UserID="dicom:PACS1" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1" NetworkAccessPointTypeCode="2"><RoleIDCode csd-code="110153"/);
+    expect(receivedStudy.xml).to.match(
+      /<ActiveParticipant UserID="dicom:PACS1" UserIsRequestor="true" NetworkAccessPointID="127\.0\.0\.1" NetworkAccessPointTypeCode="2"><RoleIDCode csd-code="110153"/,
+    );
     expect(receivedStudy.xml).to.include('<ParticipantObjectDescription>instances stored: 2, duplicates: 0</ParticipantObjectDescription>');
     expect(receivedStudy.xml).to.match(/ParticipantObjectID="MRN-API-1[^"]*" ParticipantObjectTypeCode="1"/);
     // Both searches, each with its keys as the query.
     const queries = msgs.filter((m) => m.eventId === '110112');
     expect(queries).to.have.length(2);
-    const asked = queries.map((m) => JSON.parse(Buffer.from(/<ParticipantObjectQuery>([^<]+)</.exec(m.xml)![1]!, 'base64').toString('utf8')) as { via: string; keys: Record<string, unknown> });
+    const asked = queries.map(
+      (m) =>
+        JSON.parse(Buffer.from(/<ParticipantObjectQuery>([^<]+)</.exec(m.xml)![1]!, 'base64').toString('utf8')) as {
+          via: string;
+          keys: Record<string, unknown>;
+        },
+    );
     expect(asked.map((q) => q.via).sort()).to.deep.equal(['api', 'qido-rs']);
     expect(asked.find((q) => q.via === 'api')!.keys).to.deep.equal({ patientId: 'MRN-API-1' });
     expect(asked.find((q) => q.via === 'qido-rs')!.keys).to.deep.include({ accessionNumber: 'ACC-API-1' });

@@ -8,13 +8,26 @@ describe('RFC 5424 formatting and RFC 5425/6587 octet counting', () => {
   it('writes HEADER, no structured data, a BOM and the UTF-8 message', () => {
     const b = formatRfc5424(h, '<x>é\nz</x>');
     const p = parseRfc5424(b.toString('utf8'));
-    expect(p).to.deep.equal({ pri: 85, version: 1, timestamp: '2026-12-02T10:00:00.123Z', hostname: 'gw_host', appName: 'secondread', procId: '77', msgId: 'DICOM+RFC3881', structuredData: '-', msg: '<x>é\nz</x>', bom: true });
+    expect(p).to.deep.equal({
+      pri: 85,
+      version: 1,
+      timestamp: '2026-12-02T10:00:00.123Z',
+      hostname: 'gw_host',
+      appName: 'secondread',
+      procId: '77',
+      msgId: 'DICOM+RFC3881',
+      structuredData: '-',
+      msg: '<x>é\nz</x>',
+      bom: true,
+    });
   });
 
   it('counts octets, not characters', () => {
     const msg = formatRfc5424(h, 'ééé');
     const framed = frameOctetCounted(msg);
     const sp = framed.indexOf(0x20);
-    expect(Number(framed.subarray(0, sp).toString('ascii'))).to.equal(msg.length).and.to.equal(framed.length - sp - 1);
+    expect(Number(framed.subarray(0, sp).toString('ascii')))
+      .to.equal(msg.length)
+      .and.to.equal(framed.length - sp - 1);
   });
 });

@@ -62,7 +62,8 @@ describe('config: hashed tokens, failed-login limit, log.phi', () => {
 
   it('npm run hash-token prints the hash of an argument or of stdin, and --new a token with its hash', function () {
     this.timeout(30_000);
-    const run = (args: string[], input?: string) => spawnSync(process.execPath, ['--import', 'tsx', 'scripts/hash-token.ts', ...args], { input, encoding: 'utf8' });
+    const run = (args: string[], input?: string) =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'scripts/hash-token.ts', ...args], { input, encoding: 'utf8' });
     const t = 'my-token-0123456789abcdef';
     expect(run([t]).stdout.trim()).to.equal(sha(t));
     expect(run([], `${t}\n`).stdout.trim()).to.equal(sha(t));

@@ -107,7 +107,9 @@ describe('config loading', () => {
     const ok = buildConfig({ destinations: [{ id: 'p', type: 'dimse', host: 'h', port: 104, aeTitle: 'P', hl7: { host: 'pool.example.org', port: 2575 } }] });
     expect(ok.destinations[0]!.hl7).to.deep.equal({ host: 'pool.example.org', port: 2575 });
     expect(buildConfig({ destinations: [{ id: 'w', type: 'dicomweb', url: 'http://pool/dicom-web' }] }).destinations[0]!.hl7).to.equal(undefined);
-    const problems = problemsOf(() => buildConfig({ destinations: [{ id: 'w', type: 'dicomweb', url: 'http://pool/dicom-web', hl7: { host: 'h', port: 0, extra: 1 } }] }));
+    const problems = problemsOf(() =>
+      buildConfig({ destinations: [{ id: 'w', type: 'dicomweb', url: 'http://pool/dicom-web', hl7: { host: 'h', port: 0, extra: 1 } }] }),
+    );
     expect(problems.map((p) => p.path)).to.include.members(['destinations[0].hl7.port', 'destinations[0].hl7']);
   });
 

@@ -42,7 +42,10 @@ describe('PostgreSQL specifics', () => {
     const db = t.opened.db;
     expect(dialectOf(db)).to.equal('postgres');
     await insertDelivery(db, { id: 'd1', caseId: 'c1', destinationId: 'p', studyInstanceUid: '1.2', deidentify: false, now: '2026-03-01T10:00:00.000Z' });
-    const r = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
+    const r = await db
+      .selectFrom('deliveries')
+      .select((eb) => eb.fn.countAll().as('n'))
+      .executeTakeFirstOrThrow();
     expect(r.n).to.equal(1);
   });
 

@@ -35,7 +35,11 @@ async function gdcmscuUnusable(): Promise<string | undefined> {
   try {
     const r = await runDcmtk('gdcmscu', ['--echo', '--call', 'PROBE', '127.0.0.1', String(probe.port)], 10_000);
     if (r.code === 0) return undefined;
-    const why = (r.stderr + r.stdout).split('\n').filter((l) => l.trim() !== '').at(-1) ?? `exit ${r.code}`;
+    const why =
+      (r.stderr + r.stdout)
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .at(-1) ?? `exit ${r.code}`;
     return `gdcmscu installed but cannot C-ECHO DCMTK storescp either (${why.trim()})`;
   } finally {
     await probe.stop();

@@ -52,7 +52,9 @@ describe('DICOM header: identity with its authority', () => {
   });
 
   it('the same in implicit VR little endian (the renamed character set element arrives as bytes)', async () => {
-    const h = await readPart10Header(part10({ ...base, OtherPatientIDsSequence: [{ PatientID: 'NAT-123', IssuerOfPatientID: 'NATIONAL' }] }, '1.2.840.10008.1.2'));
+    const h = await readPart10Header(
+      part10({ ...base, OtherPatientIDsSequence: [{ PatientID: 'NAT-123', IssuerOfPatientID: 'NATIONAL' }] }, '1.2.840.10008.1.2'),
+    );
     assert.equal(h.specificCharacterSet, 'ISO_IR 192');
     assert.equal(h.patientName, 'Müller^Jürgen');
     assert.deepEqual(h.otherPatientIds, [{ id: 'NAT-123', issuer: 'NATIONAL', type: null }]);

@@ -15,7 +15,9 @@ const MR_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.4';
 
 function filesUnder(dir: string): string[] {
   try {
-    return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+    return readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.join(e.parentPath, e.name));
   } catch {
     return [];
   }
@@ -69,7 +71,7 @@ describe('C-STORE on a presentation context of another SOP class', function () {
     await nothingKept(sop);
   });
 
-  it("an MR command on the MR context whose dataset says CT: 0xA900, nothing kept", async () => {
+  it('an MR command on the MR context whose dataset says CT: 0xA900, nothing kept', async () => {
     const sop = `${study}.3`;
     expect(await storeOn(5, MR_IMAGE_STORAGE, ct(sop), sop)).to.equal(0xa900);
     await nothingKept(sop);

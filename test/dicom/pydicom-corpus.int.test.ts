@@ -114,7 +114,13 @@ describe('pydicom vendor corpus pushed by DCMTK storescu: storescp +xa vs the ga
       renameSync(path.join(scp.dir, written[0]!), reference);
       const ours = await storescu(gw.dicomPort, 'SECONDREAD', file, proposal);
       if (!ours.ok) {
-        refused.push(`${path.relative(CORPUS, file)}: ${ours.out.split('\n').filter((l) => /Store Response|E:|W:/.test(l)).slice(0, 3).join(' | ')}`);
+        refused.push(
+          `${path.relative(CORPUS, file)}: ${ours.out
+            .split('\n')
+            .filter((l) => /Store Response|E:|W:/.test(l))
+            .slice(0, 3)
+            .join(' | ')}`,
+        );
         continue;
       }
       accepted++;
@@ -133,10 +139,22 @@ describe('pydicom vendor corpus pushed by DCMTK storescu: storescp +xa vs the ga
       expect(await datasetDump(stored), `${l.file}: current copy equals what was sent last`).to.equal(await datasetDump(l.reference));
       if (l.sends > 1) {
         reused++;
-        const versions = await gw.gw.db.selectFrom('instance_versions').select(['version', 'sha256', 'superseded_at']).where('sop_instance_uid', '=', sop).orderBy('version').execute();
+        const versions = await gw.gw.db
+          .selectFrom('instance_versions')
+          .select(['version', 'sha256', 'superseded_at'])
+          .where('sop_instance_uid', '=', sop)
+          .orderBy('version')
+          .execute();
         const current = versions.filter((v) => v.superseded_at === null);
-        expect(current.map((v) => v.sha256), `${l.file}: one current version, the stored file`).to.deep.equal([row!.sha256]);
-        expect(row!.sha256).to.equal(createHash('sha256').update(await import('node:fs').then((fs) => fs.readFileSync(stored))).digest('hex'));
+        expect(
+          current.map((v) => v.sha256),
+          `${l.file}: one current version, the stored file`,
+        ).to.deep.equal([row!.sha256]);
+        expect(row!.sha256).to.equal(
+          createHash('sha256')
+            .update(await import('node:fs').then((fs) => fs.readFileSync(stored)))
+            .digest('hex'),
+        );
       }
     }
     expect(reused, 'SOP Instance UIDs the corpus sends more than once').to.be.greaterThan(0);

@@ -58,7 +58,7 @@ function pdata(...pdvs: { ctx: number; command: boolean; last: boolean; data: Bu
 /** Reads a response command set back (group 0000, implicit VR LE). */
 function elements(cmd: Buffer): Map<number, Buffer> {
   const m = new Map<number, Buffer>();
-  for (let o = 0; o + 8 <= cmd.length; ) {
+  for (let o = 0; o + 8 <= cmd.length;) {
     const len = cmd.readUInt32LE(o + 4);
     m.set(cmd.readUInt16LE(o + 2), cmd.subarray(o + 8, o + 8 + len));
     o += 8 + len;
@@ -83,7 +83,12 @@ describe('DicomScp data phase on a raw socket', function () {
     spool = new Spool(path.join(tmp.dir, 'spool'), 0);
     spool.open();
     const config = { ...defaultConfig().dicom, host: '127.0.0.1', port: 0, aeTitle: 'SECONDREAD', allowedCallers: [] };
-    scp = new DicomScp({ config, sink: { storeInstance: () => Promise.reject(new Error('not expected')) }, spool, logger: winston.createLogger({ silent: true }) });
+    scp = new DicomScp({
+      config,
+      sink: { storeInstance: () => Promise.reject(new Error('not expected')) },
+      spool,
+      logger: winston.createLogger({ silent: true }),
+    });
     await scp.start();
   });
   afterEach(async () => {
@@ -132,7 +137,13 @@ describe('DicomScp data phase on a raw socket', function () {
     fixed.writeUInt16BE(1, 0);
     fixed.write('SECONDREAD'.padEnd(16, ' '), 4, 'latin1');
     fixed.write('RAW'.padEnd(16, ' '), 20, 'latin1');
-    const body = Buffer.concat([fixed, str(0x10, '1.2.840.10008.3.1.1.1'), pc(1, VERIFICATION), pc(3, CT), item(0x50, Buffer.concat([item(0x51, maxPdu), str(0x52, '1.2.3.4')]))]);
+    const body = Buffer.concat([
+      fixed,
+      str(0x10, '1.2.840.10008.3.1.1.1'),
+      pc(1, VERIFICATION),
+      pc(3, CT),
+      item(0x50, Buffer.concat([item(0x51, maxPdu), str(0x52, '1.2.3.4')])),
+    ]);
     const h = Buffer.alloc(6);
     h[0] = 0x01;
     h.writeUInt32BE(body.length, 2);

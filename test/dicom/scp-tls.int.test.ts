@@ -120,14 +120,31 @@ describe('DICOM TLS (SCP listener and C-STORE SCU; throwaway PKI from openssl)',
 
     it('echoscu +tls with a client certificate whose CN is its calling AE: C-ECHO succeeds', async () => {
       r = await rig(pki);
-      const res = await runDcmtk('echoscu', ['-aet', 'ECHOSCU', '-aec', 'SECONDREAD', ...dcmtkTls(pki, pki.issue('ECHOSCU')), '127.0.0.1', String(r.scp.tlsPort)]);
+      const res = await runDcmtk('echoscu', [
+        '-aet',
+        'ECHOSCU',
+        '-aec',
+        'SECONDREAD',
+        ...dcmtkTls(pki, pki.issue('ECHOSCU')),
+        '127.0.0.1',
+        String(r.scp.tlsPort),
+      ]);
       assert.equal(res.code, 0, res.stderr + res.stdout);
     });
 
     it('storescu +tls stores a study through the TLS listener', async () => {
       r = await rig(pki);
       const files = study.instances.map((i) => i.path);
-      const res = await runDcmtk('storescu', ['-aet', 'PACS1', '-aec', 'SECONDREAD', ...dcmtkTls(pki, pki.issue('PACS1')), '127.0.0.1', String(r.scp.tlsPort), ...files]);
+      const res = await runDcmtk('storescu', [
+        '-aet',
+        'PACS1',
+        '-aec',
+        'SECONDREAD',
+        ...dcmtkTls(pki, pki.issue('PACS1')),
+        '127.0.0.1',
+        String(r.scp.tlsPort),
+        ...files,
+      ]);
       assert.equal(res.code, 0, res.stderr + res.stdout);
       const row = await findStudy(r.opened.db, study.studyInstanceUid);
       assert.equal(row?.instance_count, study.instances.length);
@@ -137,7 +154,16 @@ describe('DICOM TLS (SCP listener and C-STORE SCU; throwaway PKI from openssl)',
 
     it('a certificate whose CN is not the calling AE: A-ASSOCIATE-RJ, logged, nothing stored', async () => {
       r = await rig(pki);
-      const res = await runDcmtk('storescu', ['-aet', 'PACS1', '-aec', 'SECONDREAD', ...dcmtkTls(pki, pki.issue('INTRUDER')), '127.0.0.1', String(r.scp.tlsPort), study.instances[0]!.path]);
+      const res = await runDcmtk('storescu', [
+        '-aet',
+        'PACS1',
+        '-aec',
+        'SECONDREAD',
+        ...dcmtkTls(pki, pki.issue('INTRUDER')),
+        '127.0.0.1',
+        String(r.scp.tlsPort),
+        study.instances[0]!.path,
+      ]);
       assert.notEqual(res.code, 0);
       assert.match(res.stderr + res.stdout, /Association Rejected/i);
       assert.equal(await findInstance(r.opened.db, study.instances[0]!.sopInstanceUid), undefined);
@@ -149,16 +175,35 @@ describe('DICOM TLS (SCP listener and C-STORE SCU; throwaway PKI from openssl)',
 
     it('the same mismatch is accepted when checkSubjectAe is off', async () => {
       r = await rig(pki, { tls: { port: 0, cert: pki.server.cert, key: pki.server.key, ca: pki.ca, requireClientCert: true, checkSubjectAe: false } });
-      const res = await runDcmtk('echoscu', ['-aet', 'ECHOSCU', '-aec', 'SECONDREAD', ...dcmtkTls(pki, pki.issue('INTRUDER')), '127.0.0.1', String(r.scp.tlsPort)]);
+      const res = await runDcmtk('echoscu', [
+        '-aet',
+        'ECHOSCU',
+        '-aec',
+        'SECONDREAD',
+        ...dcmtkTls(pki, pki.issue('INTRUDER')),
+        '127.0.0.1',
+        String(r.scp.tlsPort),
+      ]);
       assert.equal(res.code, 0, res.stderr + res.stdout);
     });
 
     it('a client certificate from an untrusted CA fails the handshake (logged), no association', async () => {
       r = await rig(pki);
-      const res = await runDcmtk('echoscu', ['-aet', 'ECHOSCU', '-aec', 'SECONDREAD', ...dcmtkTls(pki, pki.issueUntrusted('ECHOSCU')), '127.0.0.1', String(r.scp.tlsPort)]);
+      const res = await runDcmtk('echoscu', [
+        '-aet',
+        'ECHOSCU',
+        '-aec',
+        'SECONDREAD',
+        ...dcmtkTls(pki, pki.issueUntrusted('ECHOSCU')),
+        '127.0.0.1',
+        String(r.scp.tlsPort),
+      ]);
       assert.notEqual(res.code, 0);
       await new Promise((ok) => setTimeout(ok, 100));
-      assert.ok(r.logs.some((e) => e.message === 'DICOM TLS handshake failed'), 'handshake failure logged');
+      assert.ok(
+        r.logs.some((e) => e.message === 'DICOM TLS handshake failed'),
+        'handshake failure logged',
+      );
       assert.ok(!r.logs.some((e) => e.message === 'association rejected' || e.message === 'association closed'));
     });
 
@@ -186,7 +231,10 @@ describe('DICOM TLS (SCP listener and C-STORE SCU; throwaway PKI from openssl)',
         const sender = tlsSender(port, { ca: pki.ca, cert: client.cert, key: client.key, rejectUnauthorized: true });
         assert.deepEqual(await sender.verify(), { ok: true, detail: 'C-ECHO POOL@127.0.0.1:' + port + ' (TLS) ok' });
         const results = await sender.send(batch);
-        assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+        assert.deepEqual(
+          results,
+          batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })),
+        );
         const received = readdirSync(out.dir).map((f) => rawFromPart10(readFileSync(path.join(out.dir, f))));
         assert.equal(received.length, batch.length);
         for (const b of batch) {
@@ -225,14 +273,19 @@ describe('DICOM TLS (SCP listener and C-STORE SCU; throwaway PKI from openssl)',
       const client = pki.issue('SECONDREAD');
       const batch = study.instances.map((i) => toOutgoing(i.path));
       const results = await tlsSender(r.scp.tlsPort, { ca: pki.ca, cert: client.cert, key: client.key, rejectUnauthorized: true }).send(batch);
-      assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+      assert.deepEqual(
+        results,
+        batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })),
+      );
       assert.equal((await findStudy(r.opened.db, study.studyInstanceUid))?.instance_count, batch.length);
     });
 
     it('a client certificate for another AE: the association is rejected, a permanent failure', async () => {
       r = await rig(pki, { plain: false }, 'POOL');
       const client = pki.issue('SOMEONE');
-      const [res] = await tlsSender(r.scp.tlsPort, { ca: pki.ca, cert: client.cert, key: client.key, rejectUnauthorized: true }).send([toOutgoing(study.instances[0]!.path)]);
+      const [res] = await tlsSender(r.scp.tlsPort, { ca: pki.ca, cert: client.cert, key: client.key, rejectUnauthorized: true }).send([
+        toOutgoing(study.instances[0]!.path),
+      ]);
       assert.equal(res?.ok, false);
       assert.equal(res?.failure?.transient, false);
       assert.match(res?.failure?.message ?? '', /association rejected.*calling AE title not recognized/);
@@ -243,7 +296,9 @@ describe('DICOM TLS (SCP listener and C-STORE SCU; throwaway PKI from openssl)',
       const rogue = makeTestPki();
       try {
         const client = pki.issue('SECONDREAD');
-        const [res] = await tlsSender(r.scp.tlsPort, { ca: rogue.ca, cert: client.cert, key: client.key, rejectUnauthorized: true }).send([toOutgoing(study.instances[0]!.path)]);
+        const [res] = await tlsSender(r.scp.tlsPort, { ca: rogue.ca, cert: client.cert, key: client.key, rejectUnauthorized: true }).send([
+          toOutgoing(study.instances[0]!.path),
+        ]);
         assert.equal(res?.ok, false);
         assert.equal(res?.failure?.transient, true);
         assert.match(res?.failure?.message ?? '', /TLS connection .* failed/);

@@ -96,9 +96,15 @@ describe('DicomScp (real sockets, SQLite file, real spool)', function () {
   });
 
   it('stores a multi-series study: rows, files, bytes as sent behind our meta header, sha256', async () => {
-    const res = await storeFiles(r.target, study.instances.map((i) => i.path));
+    const res = await storeFiles(
+      r.target,
+      study.instances.map((i) => i.path),
+    );
     assert.equal(res.error, undefined);
-    assert.deepEqual(res.statuses, study.instances.map(() => SUCCESS));
+    assert.deepEqual(
+      res.statuses,
+      study.instances.map(() => SUCCESS),
+    );
     const row = await findStudy(r.opened.db, study.studyInstanceUid);
     assert.equal(row?.instance_count, 12);
     assert.equal(row?.accession_number, 'ACC-SCP-1');
@@ -287,7 +293,11 @@ describe('DicomScp (real sockets, SQLite file, real spool)', function () {
       }
       // DCMTK has no JPEG 2000 encoder: the generator wraps raw bytes as one fragment (fine for a byte-for-byte store).
       for (const ts of [Ts.j2kLossless, Ts.j2k]) {
-        made.push({ name: `JPEG 2000 ${ts}`, file: generateStudy(path.join(gen.dir, ts), { instances: 1, rows: 32, columns: 32, transferSyntaxUid: ts }).instances[0]!.path, ts });
+        made.push({
+          name: `JPEG 2000 ${ts}`,
+          file: generateStudy(path.join(gen.dir, ts), { instances: 1, rows: 32, columns: 32, transferSyntaxUid: ts }).instances[0]!.path,
+          ts,
+        });
       }
     });
 
@@ -329,7 +339,17 @@ describe('DicomScp (real sockets, SQLite file, real spool)', function () {
     });
 
     it('storescu stores a whole multi-series study on one association', async () => {
-      const res = await runDcmtk('storescu', ['-aet', 'STORESCU', '-aec', 'SECONDREAD', '+sd', '+r', '127.0.0.1', String(r.target.port), path.join(gen.dir, 'ct')]);
+      const res = await runDcmtk('storescu', [
+        '-aet',
+        'STORESCU',
+        '-aec',
+        'SECONDREAD',
+        '+sd',
+        '+r',
+        '127.0.0.1',
+        String(r.target.port),
+        path.join(gen.dir, 'ct'),
+      ]);
       assert.equal(res.code, 0, res.stderr);
       const row = await findStudy(r.opened.db, study.studyInstanceUid);
       assert.equal(row?.instance_count, study.instances.length);

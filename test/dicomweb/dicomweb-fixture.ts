@@ -83,8 +83,17 @@ export class DicomwebGateway {
     return `${this.base}/dicom-web`;
   }
 
-  async stow(body: Buffer, contentType: string, token: string = DW_TOKENS.pacs, p = '/studies'): Promise<{ status: number; json: Record<string, { Value?: unknown[] }> }> {
-    const res = await fetch(`${this.dicomweb}${p}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': contentType, accept: 'application/dicom+json' }, body });
+  async stow(
+    body: Buffer,
+    contentType: string,
+    token: string = DW_TOKENS.pacs,
+    p = '/studies',
+  ): Promise<{ status: number; json: Record<string, { Value?: unknown[] }> }> {
+    const res = await fetch(`${this.dicomweb}${p}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': contentType, accept: 'application/dicom+json' },
+      body,
+    });
     const text = await res.text();
     return { status: res.status, json: text ? (JSON.parse(text) as Record<string, { Value?: unknown[] }>) : {} };
   }
@@ -104,7 +113,11 @@ export class DicomwebGateway {
   }
 
   async waitStable(uid: string): Promise<void> {
-    await eventually(async () => ((await this.api('GET', `/api/studies/${uid}`)).json['state'] === 'stable' ? true : undefined), 'the study to be stable', 20_000);
+    await eventually(
+      async () => ((await this.api('GET', `/api/studies/${uid}`)).json['state'] === 'stable' ? true : undefined),
+      'the study to be stable',
+      20_000,
+    );
   }
 
   /** A manual second read of a stored study; resolves with the case once it awaits its read (nothing was pushed). */
@@ -113,10 +126,14 @@ export class DicomwebGateway {
     const r = await this.api('POST', '/api/cases', { studyInstanceUid: uid, reason: 'dicomweb test' });
     if (r.status !== 201 && r.status !== 200) throw new Error(`case not created: ${r.status} ${JSON.stringify(r.json)}`);
     const caseId = String(r.json['id']);
-    return eventually(async () => {
-      const c = (await this.api('GET', `/api/cases/${caseId}`)).json;
-      return c['state'] === 'awaiting-read' && c['readerId'] ? { caseId, readerId: String(c['readerId']) } : undefined;
-    }, 'the case to await its read', 20_000);
+    return eventually(
+      async () => {
+        const c = (await this.api('GET', `/api/cases/${caseId}`)).json;
+        return c['state'] === 'awaiting-read' && c['readerId'] ? { caseId, readerId: String(c['readerId']) } : undefined;
+      },
+      'the case to await its read',
+      20_000,
+    );
   }
 }
 
@@ -132,7 +149,10 @@ export function parseMultipart(body: Buffer, contentType: string): { headers: Re
     if (body.subarray(start, start + 2).toString() === '--') break;
     const headerEnd = body.indexOf('\r\n\r\n', start);
     const headers: Record<string, string> = {};
-    for (const line of body.subarray(start + 2, headerEnd).toString('latin1').split('\r\n')) {
+    for (const line of body
+      .subarray(start + 2, headerEnd)
+      .toString('latin1')
+      .split('\r\n')) {
       const c = line.indexOf(':');
       if (c > 0) headers[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim();
     }

@@ -59,7 +59,10 @@ describe('MultipartReader (multipart/related, streamed)', () => {
   });
 
   it('reads Content-Type parameters, quoted or not', () => {
-    expect(contentTypeParams('Multipart/Related; type="application/dicom"; boundary="a;b=c"')).to.deep.equal({ mediaType: 'multipart/related', params: { type: 'application/dicom', boundary: 'a;b=c' } });
+    expect(contentTypeParams('Multipart/Related; type="application/dicom"; boundary="a;b=c"')).to.deep.equal({
+      mediaType: 'multipart/related',
+      params: { type: 'application/dicom', boundary: 'a;b=c' },
+    });
     expect(contentTypeParams('multipart/related;boundary=abc').params['boundary']).to.equal('abc');
   });
 });

@@ -8,7 +8,12 @@ import { DicomwebGateway, DW_TOKENS, files, multipartBody } from './dicomweb-fix
 async function orthanc(o: OrthancPeer, method: string, p: string, body?: unknown): Promise<{ status: number; json: unknown }> {
   const res = await fetch(`${o.baseUrl}${p}`, {
     method,
-    ...(body === undefined ? {} : { body: Buffer.isBuffer(body) ? body : JSON.stringify(body), headers: { 'content-type': Buffer.isBuffer(body) ? 'application/dicom' : 'application/json' } }),
+    ...(body === undefined
+      ? {}
+      : {
+          body: Buffer.isBuffer(body) ? body : JSON.stringify(body),
+          headers: { 'content-type': Buffer.isBuffer(body) ? 'application/dicom' : 'application/json' },
+        }),
   });
   const text = await res.text();
   let json: unknown = text;

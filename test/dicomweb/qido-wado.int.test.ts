@@ -49,8 +49,28 @@ describe('DICOMweb QIDO-RS and WADO-RS (int)', function () {
   before(async () => {
     t = new DicomwebGateway();
     await t.start();
-    mr = generateStudy(path.join(t.tmp.dir, 'mr'), { instances: 3, series: 2, rows: 16, columns: 16, modality: 'MR', patientName: 'DOE^JOHN', patientId: 'MRN-QIDO-1', accessionNumber: 'ACC-QIDO-1', studyDate: '20240105' });
-    ct = generateStudy(path.join(t.tmp.dir, 'ct'), { instances: 2, series: 1, rows: 16, columns: 16, modality: 'CT', patientName: 'ROE^ANN', patientId: 'MRN-QIDO-2', accessionNumber: 'ACC-QIDO-2', studyDate: '20230101' });
+    mr = generateStudy(path.join(t.tmp.dir, 'mr'), {
+      instances: 3,
+      series: 2,
+      rows: 16,
+      columns: 16,
+      modality: 'MR',
+      patientName: 'DOE^JOHN',
+      patientId: 'MRN-QIDO-1',
+      accessionNumber: 'ACC-QIDO-1',
+      studyDate: '20240105',
+    });
+    ct = generateStudy(path.join(t.tmp.dir, 'ct'), {
+      instances: 2,
+      series: 1,
+      rows: 16,
+      columns: 16,
+      modality: 'CT',
+      patientName: 'ROE^ANN',
+      patientId: 'MRN-QIDO-2',
+      accessionNumber: 'ACC-QIDO-2',
+      studyDate: '20230101',
+    });
     await stowStudy(mr);
     await stowStudy(ct);
   });
@@ -100,7 +120,15 @@ describe('DICOMweb QIDO-RS and WADO-RS (int)', function () {
     expect(await status(b.retrieveStudy({ studyInstanceUID: ct.studyInstanceUid }))).to.equal(404);
     expect(await status(b.searchForSeries({ studyInstanceUID: ct.studyInstanceUid }))).to.equal(404);
     expect(await status(b.retrieveStudyMetadata({ studyInstanceUID: '1.2.3.4.5' }))).to.equal(404);
-    expect((await t.get(`/studies/${ct.studyInstanceUid}/series/${ct.seriesInstanceUids[0]}/instances/${ct.instances[0]!.sopInstanceUid}`, DW_TOKENS.drB, 'multipart/related; type="application/dicom"')).status).to.equal(404);
+    expect(
+      (
+        await t.get(
+          `/studies/${ct.studyInstanceUid}/series/${ct.seriesInstanceUids[0]}/instances/${ct.instances[0]!.sopInstanceUid}`,
+          DW_TOKENS.drB,
+          'multipart/related; type="application/dicom"',
+        )
+      ).status,
+    ).to.equal(404);
     // A reader without a case sees nothing.
     const c = client(t, DW_TOKENS.drC);
     expect(await c.searchForStudies()).to.deep.equal([]);
@@ -119,7 +147,9 @@ describe('DICOMweb QIDO-RS and WADO-RS (int)', function () {
     const viewUid = String(v(studies[0]!, '0020000D'));
     expect(viewUid).to.not.equal(phi.studyInstanceUid);
     // The reader's case view shows the same pseudonym (stored by forwarding when it prepared the delivery).
-    const readerCase = await fetch(`${t.base}/api/cases/${caseId}`, { headers: { authorization: `Bearer ${DW_TOKENS.drA}` } }).then((r) => r.json() as Promise<Record<string, unknown>>);
+    const readerCase = await fetch(`${t.base}/api/cases/${caseId}`, { headers: { authorization: `Bearer ${DW_TOKENS.drA}` } }).then(
+      (r) => r.json() as Promise<Record<string, unknown>>,
+    );
     expect(readerCase['studyInstanceUid']).to.equal(viewUid);
     expect(v(studies[0]!, '00100020')).to.equal(readerCase['patientId']);
     const qidoText = JSON.stringify(studies);

@@ -11,7 +11,9 @@ import { files, multipartBody, parseMultipart } from './dicomweb-fixture.js';
 const TOKEN = 'test-admin-token-0123456789';
 
 async function instancesOf(port: number, studyUid: string): Promise<string[]> {
-  const res = await fetch(`http://127.0.0.1:${port}/dicom-web/studies/${studyUid}/instances`, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/dicom+json' } });
+  const res = await fetch(`http://127.0.0.1:${port}/dicom-web/studies/${studyUid}/instances`, {
+    headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/dicom+json' },
+  });
   if (res.status === 404) return [];
   const body = (await res.json()) as Record<string, { Value?: unknown[] }>[];
   return body.map((d) => String(d['00080018']?.Value?.[0]));
@@ -43,20 +45,32 @@ describe('DICOMweb STOW-RS and a SIGKILL (int)', function () {
       body: first.body,
     });
     expect(ack.status).to.equal(200);
-    const acked = ((await ack.json()) as Record<string, { Value?: Record<string, { Value?: unknown[] }>[] }>)['00081199']!.Value!.map((i) => String(i['00081155']!.Value![0]));
+    const acked = ((await ack.json()) as Record<string, { Value?: Record<string, { Value?: unknown[] }>[] }>)['00081199']!.Value!.map((i) =>
+      String(i['00081155']!.Value![0]),
+    );
     expect(acked).to.have.length(3);
 
     // A second request: one whole part and half of the next go out, then the process is killed before any answer.
     const second = multipartBody(bytes.slice(3));
     const cutAt = second.body.indexOf(Buffer.from(`--${second.boundary}`), second.body.indexOf(Buffer.from(`--${second.boundary}`)) + 10) + 2000;
-    const req = http.request({ host: '127.0.0.1', port: gw.ports.http, path: '/dicom-web/studies', method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': second.contentType, 'content-length': second.body.length } });
+    const req = http.request({
+      host: '127.0.0.1',
+      port: gw.ports.http,
+      path: '/dicom-web/studies',
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': second.contentType, 'content-length': second.body.length },
+    });
     const answered = new Promise<number | 'cut'>((resolve) => {
       req.on('response', (r) => resolve(r.statusCode ?? 0));
       req.on('error', () => resolve('cut'));
     });
     req.write(second.body.subarray(0, cutAt));
     // The fourth instance is committed (not acknowledged: the answer comes at the end of the body).
-    await eventually(async () => ((await instancesOf(gw!.ports.http, study.studyInstanceUid)).length === 4 ? true : undefined), 'the first part of the second request to be stored', 20_000);
+    await eventually(
+      async () => ((await instancesOf(gw!.ports.http, study.studyInstanceUid)).length === 4 ? true : undefined),
+      'the first part of the second request to be stored',
+      20_000,
+    );
     gw.child.kill('SIGKILL');
     expect((await gw.exited).signal).to.equal('SIGKILL');
     expect(await answered).to.equal('cut');
@@ -68,16 +82,23 @@ describe('DICOMweb STOW-RS and a SIGKILL (int)', function () {
     // Each acknowledged instance comes back byte for byte.
     for (const [i, uid] of acked.entries()) {
       const inst = study.instances.find((x) => x.sopInstanceUid === uid)!;
-      const res = await fetch(`http://127.0.0.1:${gw.ports.http}/dicom-web/studies/${study.studyInstanceUid}/series/${inst.seriesInstanceUid}/instances/${uid}`, {
-        headers: { authorization: `Bearer ${TOKEN}`, accept: 'multipart/related; type="application/dicom"' },
-      });
+      const res = await fetch(
+        `http://127.0.0.1:${gw.ports.http}/dicom-web/studies/${study.studyInstanceUid}/series/${inst.seriesInstanceUid}/instances/${uid}`,
+        {
+          headers: { authorization: `Bearer ${TOKEN}`, accept: 'multipart/related; type="application/dicom"' },
+        },
+      );
       const parts = parseMultipart(Buffer.from(await res.arrayBuffer()), res.headers.get('content-type') ?? '');
       expect(parts, `instance ${i}`).to.have.length(1);
       expect(parts[0]!.data.equals(readFileSync(inst.path))).to.equal(true);
     }
     // The half-received part left no temp file once the gateway started again.
     const tmpDir = path.join(tmp.dir, 'data', 'tmp');
-    const leftovers = existsSync(tmpDir) ? readdirSync(tmpDir, { recursive: true }).map(String).filter((f) => f.endsWith('.part')) : [];
+    const leftovers = existsSync(tmpDir)
+      ? readdirSync(tmpDir, { recursive: true })
+          .map(String)
+          .filter((f) => f.endsWith('.part'))
+      : [];
     expect(leftovers).to.deep.equal([]);
   });
 });

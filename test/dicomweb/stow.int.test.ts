@@ -32,7 +32,15 @@ describe('DICOMweb STOW-RS (int)', function () {
 
   it('stores every part of a curl-sent multipart body through the C-STORE ingest, answering ReferencedSOPSequence', async function () {
     if (!existsSync('/usr/bin/curl')) this.skip();
-    const study = generateStudy(path.join(t.tmp.dir, 'in'), { instances: 3, series: 2, rows: 16, columns: 16, modality: 'MR', patientId: 'MRN-STOW-1', accessionNumber: 'ACC-STOW-1' });
+    const study = generateStudy(path.join(t.tmp.dir, 'in'), {
+      instances: 3,
+      series: 2,
+      rows: 16,
+      columns: 16,
+      modality: 'MR',
+      patientId: 'MRN-STOW-1',
+      accessionNumber: 'ACC-STOW-1',
+    });
     const { body, contentType } = multipartBody(files(study.instances.map((i) => i.path)));
     const bodyFile = path.join(t.tmp.dir, 'body.bin');
     writeFileSync(bodyFile, body);
@@ -85,7 +93,13 @@ describe('DICOMweb STOW-RS (int)', function () {
     const one = multipartBody([bytes[0]!]);
     const again = await t.stow(one.body, one.contentType);
     expect(again.status).to.equal(200);
-    const audits = await t.gw.db.selectFrom('audit_events').select(['actor', 'details']).where('action', '=', 'study.received').where('entity_id', '=', study.studyInstanceUid).orderBy('id').execute();
+    const audits = await t.gw.db
+      .selectFrom('audit_events')
+      .select(['actor', 'details'])
+      .where('action', '=', 'study.received')
+      .where('entity_id', '=', study.studyInstanceUid)
+      .orderBy('id')
+      .execute();
     expect(audits.map((a) => ({ actor: a.actor, ...(JSON.parse(a.details!) as object) }))).to.deep.equal([
       { actor: audits[0]!.actor, protocol: 'stow-rs', sender: audits[0]!.actor, remoteAddress: '127.0.0.1', stored: 3, duplicates: 0 },
       { actor: audits[0]!.actor, protocol: 'stow-rs', sender: audits[0]!.actor, remoteAddress: '127.0.0.1', stored: 0, duplicates: 1 },

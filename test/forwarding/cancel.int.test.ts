@@ -34,10 +34,19 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       // Nothing reached the pool, so there is nothing to call back.
       expect(f.poolChannel!.received).to.deep.equal([]);
       // The instances the delivery would still have sent are dropped.
-      const left = await f.gw.db.selectFrom('delivery_instances as x').innerJoin('deliveries as d', 'd.id', 'x.delivery_id').select('x.state').where('d.case_id', '=', caseId).execute();
+      const left = await f.gw.db
+        .selectFrom('delivery_instances as x')
+        .innerJoin('deliveries as d', 'd.id', 'x.delivery_id')
+        .select('x.state')
+        .where('d.case_id', '=', caseId)
+        .execute();
       expect(left).to.deep.equal([]);
 
-      const audit = (await f.call('GET', `/api/audit?entityType=case&entityId=${caseId}`, LT.admin)).body['items'] as { action: string; actor: string; details: Record<string, unknown> }[];
+      const audit = (await f.call('GET', `/api/audit?entityType=case&entityId=${caseId}`, LT.admin)).body['items'] as {
+        action: string;
+        actor: string;
+        details: Record<string, unknown>;
+      }[];
       const cancelled = audit.find((a) => a.action === 'case.cancelled')!;
       expect(cancelled.actor).to.equal('quinn');
       expect(cancelled.details).to.deep.include({ from: 'forwarding', reason: 'order withdrawn by the ward' });
@@ -60,8 +69,16 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       // What arrived stays delivered: that is what the pool has.
       expect(c.deliveries[0]!.state).to.equal('delivered');
       // One more instance of the same study arrives late.
-      const late = await f.gw.db.selectFrom('instances').selectAll().where('study_instance_uid', '=', study.studyInstanceUid).limit(1).executeTakeFirstOrThrow();
-      await f.gw.db.insertInto('instances').values({ ...late, sop_instance_uid: `${late.sop_instance_uid}.99` }).execute();
+      const late = await f.gw.db
+        .selectFrom('instances')
+        .selectAll()
+        .where('study_instance_uid', '=', study.studyInstanceUid)
+        .limit(1)
+        .executeTakeFirstOrThrow();
+      await f.gw.db
+        .insertInto('instances')
+        .values({ ...late, sop_instance_uid: `${late.sop_instance_uid}.99` })
+        .execute();
       await f.passes(4);
       expect(f.storesOf(study.studyInstanceUid)).to.equal(2);
       expect((await f.getCase(caseId)).deliveries[0]!.instancesTotal).to.equal(2);
@@ -121,7 +138,11 @@ describe(`a cancelled case stops everything (${engine})`, function () {
     it('pauses after the instance in flight, waits as pending while held, and sends the rest (each instance once) after the release', async () => {
       const { caseId, study } = await f.flaggedCase(6);
       await eventually(() => f.storesOf(study.studyInstanceUid) >= 2, 'two instances at the slow pool', 30_000);
-      await f.gw.db.updateTable('studies').set({ state: 'held', hold_reason: 'identity-conflict' }).where('study_instance_uid', '=', study.studyInstanceUid).execute();
+      await f.gw.db
+        .updateTable('studies')
+        .set({ state: 'held', hold_reason: 'identity-conflict' })
+        .where('study_instance_uid', '=', study.studyInstanceUid)
+        .execute();
       const atHold = f.storesOf(study.studyInstanceUid);
       // The worker sees the hold before its next instance and parks the delivery: idle means it has stopped.
       await f.gw.forwarding.idle();
@@ -219,7 +240,14 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       expect(seen.pid3.split('^')[0]).to.equal(study.mrn);
       expect(seen.zds1).to.equal(study.studyInstanceUid);
       const row = await eventually(
-        () => f!.gw.db.selectFrom('outbound_messages').selectAll().where('case_id', '=', caseId).where('kind', '=', 'pool-cancel').where('state', '=', 'accepted').executeTakeFirst(),
+        () =>
+          f!.gw.db
+            .selectFrom('outbound_messages')
+            .selectAll()
+            .where('case_id', '=', caseId)
+            .where('kind', '=', 'pool-cancel')
+            .where('state', '=', 'accepted')
+            .executeTakeFirst(),
         'the notice accepted',
       );
       expect(row.control_id).to.equal(seen.controlId);

@@ -43,7 +43,9 @@ interface CaseBody {
 
 /** Every spelling a leak could take: as planted, upper and lower case, PN carets as spaces. */
 function spellings(secret: string): string[] {
-  return [...new Set([secret, secret.toUpperCase(), secret.toLowerCase(), secret.replace(/\^/g, ' '), secret.replace(/\^/g, ', ')])].filter((s) => s.length >= 4);
+  return [...new Set([secret, secret.toUpperCase(), secret.toLowerCase(), secret.replace(/\^/g, ' '), secret.replace(/\^/g, ', ')])].filter(
+    (s) => s.length >= 4,
+  );
 }
 
 /** The secrets whose bytes (latin1 or UTF-8) occur anywhere in `bytes`. */
@@ -61,7 +63,18 @@ function leaks(bytes: Buffer, secrets: readonly string[]): string[] {
 }
 
 /** A hand-made ORM^O01 (HL7 2.3 chapter 4) for the study: the RIS knows the patient by more than the DICOM header says. */
-function orm(o: { controlId: string; patientId: string; issuer: string; name: string; birthDate: string; accession: string; studyUid: string; phone: string; otherId: string; address: string }): string {
+function orm(o: {
+  controlId: string;
+  patientId: string;
+  issuer: string;
+  name: string;
+  birthDate: string;
+  accession: string;
+  studyUid: string;
+  phone: string;
+  otherId: string;
+  address: string;
+}): string {
   return (
     [
       `MSH|^~\\&|RIS|ZEBEDEE|SECONDREAD|GW|20260301101500||ORM^O01|${o.controlId}|P|2.3`,
@@ -102,15 +115,22 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
     return { status: res.status, body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as Record<string, unknown> };
   };
   const caseWhen = (id: string, what: string, ok: (c: CaseBody) => boolean, timeoutMs = 30_000) =>
-    eventually(async () => {
-      const c = (await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody;
-      return ok(c) ? c : undefined;
-    }, what, timeoutMs);
+    eventually(
+      async () => {
+        const c = (await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody;
+        return ok(c) ? c : undefined;
+      },
+      what,
+      timeoutMs,
+    );
 
   async function push(studyUid: string, files: string[]): Promise<void> {
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === studyUid ? resolve() : undefined) }));
     const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, files);
-    expect(r.statuses.every((s) => s === 0), `C-STORE statuses ${r.statuses.join(',')}`).to.equal(true);
+    expect(
+      r.statuses.every((s) => s === 0),
+      `C-STORE statuses ${r.statuses.join(',')}`,
+    ).to.equal(true);
     await stable;
   }
   async function sendHl7(text: string): Promise<void> {
@@ -148,7 +168,12 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
           ...(orthanc ? [{ id: 'web-anon', type: 'dicomweb' as const, url: orthanc.dicomwebUrl, deidentify: true }] : []),
         ],
         rules: [],
-        forwarding: { pollIntervalSeconds: 0.1, backoffBaseSeconds: 0.2, backoffMaxSeconds: 0.5, deidentification: { safePrivateTags: ['0019xx10@ZEBPLANT SAFE'] } },
+        forwarding: {
+          pollIntervalSeconds: 0.1,
+          backoffBaseSeconds: 0.2,
+          backoffMaxSeconds: 0.5,
+          deidentification: { safePrivateTags: ['0019xx10@ZEBPLANT SAFE'] },
+        },
         auth: {
           tokens: [
             { token: admin, role: 'admin', name: 'alice' },
@@ -188,7 +213,10 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
         address: PHI.patientAddress,
       }),
     );
-    await push(study.studyInstanceUid, study.files.map((f) => f.path));
+    await push(
+      study.studyInstanceUid,
+      study.files.map((f) => f.path),
+    );
     const c = await request(study.studyInstanceUid, 'dcmtk-anon');
     caseId = c.id;
     const done = await caseWhen(c.id, 'the de-identified delivery', (x) => x.state === 'awaiting-read');
@@ -220,7 +248,11 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
     const after = await caseWhen(caseId, 'delivered again', (x) => x.deliveries[0]?.state === 'delivered' && x.deliveries[0].instancesSent === 5);
     expect(after.state).to.equal('awaiting-read');
     expect(after.excludedInstances.map((e) => e.reason)).to.deep.equal(['encapsulated-document']);
-    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`)).body['items'] as { action: string; actor: string; details: Record<string, unknown> | null }[];
+    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`)).body['items'] as {
+      action: string;
+      actor: string;
+      details: Record<string, unknown> | null;
+    }[];
     const release = audit.find((a) => a.action === 'case.excluded-instance-released');
     expect(release?.actor).to.equal('quinn');
     expect(release?.details).to.deep.include({ sopInstanceUid: sc.sopInstanceUid, reason: 'looked at it: dose numbers only' });
@@ -231,7 +263,15 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
   });
 
   it('an identifier the profile keeps (a private block marked safe) is caught by the verifier: phi-detected, not sent, counted, audited with the path and not the value', async () => {
-    const g = generateStudy(path.join(tmp.dir, 'planted'), { instances: 3, series: 1, rows: 16, columns: 16, patientName: 'PLANTPERSON^OSWALD', patientId: 'MRN-PLANT-0042', accessionNumber: 'ACC-PLANT-0042' });
+    const g = generateStudy(path.join(tmp.dir, 'planted'), {
+      instances: 3,
+      series: 1,
+      rows: 16,
+      columns: 16,
+      patientName: 'PLANTPERSON^OSWALD',
+      patientId: 'MRN-PLANT-0042',
+      accessionNumber: 'ACC-PLANT-0042',
+    });
     const phone = '555-0199-3217';
     // One instance carries the patient id (known from its own header); another a phone number only the RIS knows.
     plantSafePrivate(g.instances[0]!.path, `legacy id MRN-PLANT-0042`);
@@ -251,7 +291,10 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
       }),
     );
     const before = scp.received().size;
-    await push(g.studyInstanceUid, g.instances.map((i) => i.path));
+    await push(
+      g.studyInstanceUid,
+      g.instances.map((i) => i.path),
+    );
     const c = await request(g.studyInstanceUid, 'dcmtk-anon');
     const done = await caseWhen(c.id, 'the delivery', (x) => x.state === 'awaiting-read');
     expect(done.deliveries[0]).to.deep.include({ state: 'delivered', instancesSent: 1 });
@@ -264,7 +307,10 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
     const received = [...scp.received().values()].slice(0);
     expect(received.length - before).to.equal(1);
     for (const b of received) expect(leaks(b, ['MRN-PLANT-0042', phone, 'PLANTPERSON'])).to.deep.equal([]);
-    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${c.id}`)).body['items'] as { action: string; details: Record<string, unknown> | null }[];
+    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${c.id}`)).body['items'] as {
+      action: string;
+      details: Record<string, unknown> | null;
+    }[];
     const rows = audit.filter((a) => a.action === 'case.instance-excluded');
     expect(rows).to.have.length(2);
     const text = JSON.stringify(rows);
@@ -278,7 +324,13 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
     expect(text).to.not.include('01993217');
     expect(rows.map((a) => a.details?.['paths'])).to.satisfy((p: unknown[]) => p.every((x) => Array.isArray(x) && x.length > 0));
     const metrics = (await call('GET', '/metrics')).body as unknown as string;
-    expect(metrics, metrics.split('\n').filter((l) => l.includes('deid')).join('\n')).to.match(/gateway_deid_phi_detected_total\{destination_id="dcmtk-anon"[^}]*\} 2/);
+    expect(
+      metrics,
+      metrics
+        .split('\n')
+        .filter((l) => l.includes('deid'))
+        .join('\n'),
+    ).to.match(/gateway_deid_phi_detected_total\{destination_id="dcmtk-anon"[^}]*\} 2/);
     // It can never pass the verifier: a release is refused with the reason.
     const r = await call('POST', `/api/cases/${c.id}/excluded/${g.instances[0]!.sopInstanceUid}/release`, {}, qa);
     expect(r.status).to.equal(409);
@@ -291,7 +343,10 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
       this.skip();
     }
     const s = writePhiStudy(path.join(tmp.dir, 'phi-web'));
-    await push(s.studyInstanceUid, s.files.map((f) => f.path));
+    await push(
+      s.studyInstanceUid,
+      s.files.map((f) => f.path),
+    );
     const c = await request(s.studyInstanceUid, 'web-anon');
     const done = await caseWhen(c.id, 'the STOW-RS delivery', (x) => x.state === 'awaiting-read');
     const ids = (await (await fetch(`${orthanc!.baseUrl}/instances`)).json()) as string[];
@@ -302,10 +357,14 @@ describe('de-identified forwarding: per-instance exclusion, release and verifica
     expect(done.excludedInstances.map((e) => e.reason).sort()).to.deep.equal(['burned-in-risk', 'encapsulated-document']);
     const sc = s.files.find((f) => f.kind === 'sc-dose')!;
     expect((await call('POST', `/api/cases/${c.id}/excluded/${sc.sopInstanceUid}/release`, {}, qa)).status).to.equal(200);
-    await eventually(async () => {
-      const n = ((await (await fetch(`${orthanc!.baseUrl}/instances`)).json()) as string[]).length;
-      return n === files.length + 1 ? true : undefined;
-    }, 'the released dose screen in Orthanc', 30_000);
+    await eventually(
+      async () => {
+        const n = ((await (await fetch(`${orthanc!.baseUrl}/instances`)).json()) as string[]).length;
+        return n === files.length + 1 ? true : undefined;
+      },
+      'the released dose screen in Orthanc',
+      30_000,
+    );
   });
 });
 
@@ -327,10 +386,14 @@ describe('de-identified forwarding with exclusionPolicy hold-case', function () 
     return { status: res.status, body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as Record<string, unknown> };
   };
   const caseWhen = (id: string, what: string, ok: (c: CaseBody) => boolean) =>
-    eventually(async () => {
-      const c = (await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody;
-      return ok(c) ? c : undefined;
-    }, what, 30_000);
+    eventually(
+      async () => {
+        const c = (await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody;
+        return ok(c) ? c : undefined;
+      },
+      what,
+      30_000,
+    );
 
   before(async function () {
     if (!hasDcmtk()) {
@@ -367,7 +430,10 @@ describe('de-identified forwarding with exclusionPolicy hold-case', function () 
   it('holds the whole case, listing the risky instances; once each is released the case goes, and the PDF that names the patient is still stopped by the verifier', async () => {
     const s = writePhiStudy(path.join(tmp.dir, 'phi-hold'));
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === s.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, s.files.map((f) => f.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      s.files.map((f) => f.path),
+    );
     expect(r.statuses.every((x) => x === 0)).to.equal(true);
     await stable;
     const created = await call('POST', '/api/cases', { studyInstanceUid: s.studyInstanceUid, reason: 'hold-case', destinationId: 'dcmtk-anon' });

@@ -12,7 +12,14 @@ import path from 'node:path';
 import { expect } from 'chai';
 import dcmjs from 'dcmjs';
 import { GatewayError } from '../../src/errors.js';
-import { deidentifyFile, deidentifyPart10, readSourceHeader, type DeidentifyOptions, type DeidentifyResult, type PseudonymSource } from '../../src/forwarding/deidentify.js';
+import {
+  deidentifyFile,
+  deidentifyPart10,
+  readSourceHeader,
+  type DeidentifyOptions,
+  type DeidentifyResult,
+  type PseudonymSource,
+} from '../../src/forwarding/deidentify.js';
 import { identifiersFromDataset, type KnownIdentifiers } from '../../src/forwarding/known-identifiers.js';
 import { verifyDeidentified } from '../../src/forwarding/phi-verifier.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -115,7 +122,7 @@ describe('de-identification of the pydicom corpus (real-world files)', function 
     expect(dirty.length, 'sources in which the verifier finds their own identifiers').to.be.greaterThan(30);
   });
 
-  it('the verifier, seeded with each source file\'s identifiers, finds nothing in its output', () => {
+  it("the verifier, seeded with each source file's identifiers, finds nothing in its output", () => {
     const failures: string[] = [];
     for (const d of done) {
       const v = verifyDeidentified(d.result.bytes, d.ids, { producedUids: d.result.uids.values() });
@@ -144,7 +151,7 @@ describe('de-identification of the pydicom corpus (real-world files)', function 
     expect(compared).to.be.greaterThan(40);
   });
 
-  it('the streaming entry point: prefix + source[pixel range] is the buffer output, and the range is the source\'s pixel element', async () => {
+  it("the streaming entry point: prefix + source[pixel range] is the buffer output, and the range is the source's pixel element", async () => {
     for (const d of done) {
       // small reads, so the header is grown read by read (sequences and elements cut at every place)
       const s = await deidentifyFile(d.file, pseudonyms(), OPTIONS, { initialReadBytes: 256 });
@@ -154,7 +161,9 @@ describe('de-identification of the pydicom corpus (real-world files)', function 
       if (s.pixel) {
         const tag = d.source.readUInt32LE(s.pixel.start);
         expect([0x00107fe0, 0x00087fe0, 0x00097fe0], path.basename(d.file)).to.include(tag);
-        expect(d.result.bytes.subarray(d.result.bytes.length - (s.pixel.end - s.pixel.start)).equals(d.source.subarray(s.pixel.start, s.pixel.end))).to.equal(true);
+        expect(d.result.bytes.subarray(d.result.bytes.length - (s.pixel.end - s.pixel.start)).equals(d.source.subarray(s.pixel.start, s.pixel.end))).to.equal(
+          true,
+        );
       }
       expect(s.inMemory).to.equal(d.source.includes(Buffer.from('1.2.840.10008.1.2.1.99')));
     }

@@ -51,7 +51,10 @@ function hasDciodvfy(): boolean {
 /** dciodvfy's Error lines (without the file-specific prefix), one per problem. */
 function dciodvfyErrors(file: string): string[] {
   const r = spawnSync('dciodvfy', ['-new', file], { encoding: 'utf8' });
-  return `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => /^Error/.test(l)).map((l) => l.trim());
+  return `${r.stdout}\n${r.stderr}`
+    .split('\n')
+    .filter((l) => /^Error/.test(l))
+    .map((l) => l.trim());
 }
 
 describe('de-identification of a PHI-laden study (SR, Encapsulated PDF, dose screen, private blocks)', function () {
@@ -179,7 +182,8 @@ describe('de-identification of a PHI-laden study (SR, Encapsulated PDF, dose scr
     const f = study.files.find((x) => x.kind === 'ct')!;
     const out = read(deidentifyPart10(readFileSync(f.path), pseudonyms(), BASIC).bytes);
     expect(Object.keys(out).filter((k) => k.startsWith('6000'))).to.deep.equal([]);
-    for (const k of ['00081030', '0008103E', '00204000', '00181030', '00082111']) expect(out[k]?.Value ?? [], k).to.satisfy((v: unknown[]) => v.every((x) => !String(x).includes('ZZTESTPERSON')));
+    for (const k of ['00081030', '0008103E', '00204000', '00181030', '00082111'])
+      expect(out[k]?.Value ?? [], k).to.satisfy((v: unknown[]) => v.every((x) => !String(x).includes('ZZTESTPERSON')));
   });
 
   it('streams: prefix + source[pixel range] equals the buffer output for every non-refused instance', async () => {

@@ -69,7 +69,11 @@ describe('streaming de-identification of a 2.5 GiB instance (header read only)',
     closeSync(fd);
 
     const rss = process.memoryUsage().rss;
-    const r = await deidentifyFile(file, pseudonyms(), { retainLongitudinalModifiedDates: true, retainPatientCharacteristics: false, knownIdentifiers: study.knownIdentifiers() });
+    const r = await deidentifyFile(file, pseudonyms(), {
+      retainLongitudinalModifiedDates: true,
+      retainPatientCharacteristics: false,
+      knownIdentifiers: study.knownIdentifiers(),
+    });
     const grown = (process.memoryUsage().rss - rss) / 1024 / 1024;
     expect(r.pixel).to.deep.equal({ start: header.length, end: header.length + 12 + BIG });
     expect(r.totalLength).to.equal(r.prefix.length + 12 + BIG);
@@ -121,7 +125,12 @@ describe('streaming de-identification of a 2.5 GiB instance (header read only)',
   });
 
   it('a header larger than the limit is refused, not read whole', async () => {
-    const err = await deidentifyFile(study.files[0]!.path, pseudonyms(), { retainLongitudinalModifiedDates: false, retainPatientCharacteristics: false }, { maxHeaderBytes: 1024 }).catch((e: unknown) => e);
+    const err = await deidentifyFile(
+      study.files[0]!.path,
+      pseudonyms(),
+      { retainLongitudinalModifiedDates: false, retainPatientCharacteristics: false },
+      { maxHeaderBytes: 1024 },
+    ).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(GatewayError);
     expect((err as GatewayError).message).to.match(/larger than 1024 bytes/);
   });

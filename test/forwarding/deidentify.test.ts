@@ -20,7 +20,26 @@ const PATIENT_ID = 'MRN-99812345';
 const ACCESSION = 'ACC-77120001';
 const SHIFT = 10;
 /** Strings that must not appear anywhere in any output file (raw bytes). */
-const SECRETS = [PATIENT_NAME, 'DOE^JANE', 'QUINCY', PATIENT_ID, ACCESSION, 'OTHER-ID-4711', 'TECH^TOM', 'SERIAL-XYZ-42', 'SECOND READ TEST HOSPITAL', '1 HOSPITAL ROAD', 'READER^RITA', 'VERIFIER^VERA', 'EMP-123', 'PLACER-9', 'FILLER-9', 'SECRET-PRIVATE', 'STATION-7', 'CHEST FOR DOE'];
+const SECRETS = [
+  PATIENT_NAME,
+  'DOE^JANE',
+  'QUINCY',
+  PATIENT_ID,
+  ACCESSION,
+  'OTHER-ID-4711',
+  'TECH^TOM',
+  'SERIAL-XYZ-42',
+  'SECOND READ TEST HOSPITAL',
+  '1 HOSPITAL ROAD',
+  'READER^RITA',
+  'VERIFIER^VERA',
+  'EMP-123',
+  'PLACER-9',
+  'FILLER-9',
+  'SECRET-PRIVATE',
+  'STATION-7',
+  'CHEST FOR DOE',
+];
 
 /** Type 2 in the SR Referenced Request Sequence: the profile's X becomes Z there (the IOD stays valid). */
 const REFERENCED_REQUEST_TYPE2 = new Set(['00081110', '00401001', '00402016', '00402017']);
@@ -83,7 +102,10 @@ function* walk(dict: DicomDataDict, depth = 0): Generator<{ tag: string; vr: str
 }
 
 function dcmtk(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(args[0] as string, args.slice(1), { encoding: 'utf8', env: { ...process.env, DCMDICTPATH: process.env.DCMDICTPATH ?? '/usr/share/libdcmtk17/dicom.dic' } });
+  const r = spawnSync(args[0] as string, args.slice(1), {
+    encoding: 'utf8',
+    env: { ...process.env, DCMDICTPATH: process.env.DCMDICTPATH ?? '/usr/share/libdcmtk17/dicom.dic' },
+  });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
@@ -129,7 +151,11 @@ function writePart10(dict: DicomDataDict, sopClassUid: string, sopInstanceUid: s
   return Buffer.from(d.write());
 }
 
-const code = (value: string, scheme: string, meaning: string): Record<string, string> => ({ CodeValue: value, CodingSchemeDesignator: scheme, CodeMeaning: meaning });
+const code = (value: string, scheme: string, meaning: string): Record<string, string> => ({
+  CodeValue: value,
+  CodingSchemeDesignator: scheme,
+  CodeMeaning: meaning,
+});
 
 /** Adds everything identifying we can think of to a generated CT instance. */
 function enrichImage(bytes: Buffer, o: { burnedIn: 'YES' | 'NO'; derivedFrom?: string; studyUid: string }): Buffer {
@@ -166,7 +192,9 @@ function enrichImage(bytes: Buffer, o: { burnedIn: 'YES' | 'NO'; derivedFrom?: s
     ProtocolName: 'CHEST FOR DOE',
     BurnedInAnnotation: o.burnedIn,
     OtherPatientIDsSequence: [{ PatientID: 'OTHER-ID-4711', IssuerOfPatientID: 'HOSPITAL-B', TypeOfPatientID: 'TEXT' }],
-    RequestAttributesSequence: [{ AccessionNumber: ACCESSION, RequestedProcedureID: 'RP-1', ScheduledProcedureStepID: 'SPS-1', RequestedProcedureDescription: 'CHEST FOR DOE' }],
+    RequestAttributesSequence: [
+      { AccessionNumber: ACCESSION, RequestedProcedureID: 'RP-1', ScheduledProcedureStepID: 'SPS-1', RequestedProcedureDescription: 'CHEST FOR DOE' },
+    ],
     ReferencedStudySequence: [{ ReferencedSOPClassUID: STUDY_SOP_CLASS, ReferencedSOPInstanceUID: o.studyUid }],
   });
   if (o.derivedFrom) {
@@ -253,13 +281,24 @@ function buildSr(study: GeneratedStudy, sopInstanceUid: string, seriesUid: strin
       {
         StudyInstanceUID: study.studyInstanceUid,
         ReferencedSeriesSequence: [
-          { SeriesInstanceUID: img1.seriesInstanceUid, ReferencedSOPSequence: [{ ReferencedSOPClassUID: SopClass.ct, ReferencedSOPInstanceUID: img1.sopInstanceUid }] },
-          { SeriesInstanceUID: img2.seriesInstanceUid, ReferencedSOPSequence: [{ ReferencedSOPClassUID: SopClass.ct, ReferencedSOPInstanceUID: img2.sopInstanceUid }] },
+          {
+            SeriesInstanceUID: img1.seriesInstanceUid,
+            ReferencedSOPSequence: [{ ReferencedSOPClassUID: SopClass.ct, ReferencedSOPInstanceUID: img1.sopInstanceUid }],
+          },
+          {
+            SeriesInstanceUID: img2.seriesInstanceUid,
+            ReferencedSOPSequence: [{ ReferencedSOPClassUID: SopClass.ct, ReferencedSOPInstanceUID: img2.sopInstanceUid }],
+          },
         ],
       },
     ],
     ContentSequence: [
-      { RelationshipType: 'HAS OBS CONTEXT', ValueType: 'PNAME', ConceptNameCodeSequence: [code('121008', 'DCM', 'Person Observer Name')], PersonName: [{ Alphabetic: 'READER^RITA' }] },
+      {
+        RelationshipType: 'HAS OBS CONTEXT',
+        ValueType: 'PNAME',
+        ConceptNameCodeSequence: [code('121008', 'DCM', 'Person Observer Name')],
+        PersonName: [{ Alphabetic: 'READER^RITA' }],
+      },
       {
         RelationshipType: 'CONTAINS',
         ValueType: 'IMAGE',
@@ -282,10 +321,23 @@ describe('PS3.15 basic profile de-identification', function () {
 
   before(() => {
     tmp = makeTempDir('gw-deid-');
-    study = generateStudy(path.join(tmp.dir, 'gen'), { instances: 4, series: 2, rows: 16, columns: 16, patientName: PATIENT_NAME, patientId: PATIENT_ID, accessionNumber: ACCESSION, studyDate: '20240131' });
+    study = generateStudy(path.join(tmp.dir, 'gen'), {
+      instances: 4,
+      series: 2,
+      rows: 16,
+      columns: 16,
+      patientName: PATIENT_NAME,
+      patientId: PATIENT_ID,
+      accessionNumber: ACCESSION,
+      studyDate: '20240131',
+    });
     const first = study.instances[0]!.sopInstanceUid;
     study.instances.forEach((inst, i) => {
-      const bytes = enrichImage(readFileSync(inst.path), { burnedIn: i === 0 ? 'YES' : 'NO', studyUid: study.studyInstanceUid, ...(i === 1 ? { derivedFrom: first } : {}) });
+      const bytes = enrichImage(readFileSync(inst.path), {
+        burnedIn: i === 0 ? 'YES' : 'NO',
+        studyUid: study.studyInstanceUid,
+        ...(i === 1 ? { derivedFrom: first } : {}),
+      });
       const p = path.join(tmp.dir, `img${i}.dcm`);
       writeFileSync(p, bytes);
       inputs.push({ name: `img${i}`, path: p, bytes, ts: Ts.explicitLe });
@@ -350,7 +402,8 @@ describe('PS3.15 basic profile de-identification', function () {
     it('leaves none of the identifying strings anywhere in the output bytes', () => {
       for (const input of inputs) {
         const r = results.get(input.name)!;
-        const raw = input.ts === Ts.deflate ? Buffer.concat([r.bytes, inflateRawSync(r.bytes.subarray(r.bytes.indexOf(Buffer.from('SRGW_DEID_1')) + 12))]) : r.bytes;
+        const raw =
+          input.ts === Ts.deflate ? Buffer.concat([r.bytes, inflateRawSync(r.bytes.subarray(r.bytes.indexOf(Buffer.from('SRGW_DEID_1')) + 12))]) : r.bytes;
         for (const s of SECRETS) expect(raw.includes(Buffer.from(s)), `${input.name} still contains ${s}`).to.equal(false);
       }
     });
@@ -369,7 +422,10 @@ describe('PS3.15 basic profile de-identification', function () {
           const emptiedType2 = REFERENCED_REQUEST_TYPE2.has(tag) && values.every((v) => v === '');
           if (row?.action === 'X' && !emptiedType2) expect.fail(`${input.name}: ${row.name} (${tag}) survived at depth ${depth}`);
           if (row?.action === 'Z' && !['00100010', '00100020', '00080050'].includes(tag)) {
-            expect(values.filter((v) => v !== ''), `${input.name}: ${row.name} not emptied`).to.deep.equal([]);
+            expect(
+              values.filter((v) => v !== ''),
+              `${input.name}: ${row.name} not emptied`,
+            ).to.deep.equal([]);
           }
           if (vr === 'PN') {
             for (const v of values) expect(['', pseudoName, 'ANONYMOUS'], `${input.name} ${tag}`).to.include((v as { Alphabetic?: string }).Alphabetic ?? '');
@@ -406,7 +462,8 @@ describe('PS3.15 basic profile de-identification', function () {
         expect(img(i).uids.get(study.instances[i]!.sopInstanceUid)).to.equal(str(img(i).dict, '00080018'));
       }
       // The same image in four encodings gets the same UIDs.
-      for (const name of ['rle', 'jpegll', 'implicit', 'deflated'].filter((n) => results.has(n))) expect(str(results.get(name)!.dict, '00080018'), name).to.equal(str(img(2).dict, '00080018'));
+      for (const name of ['rle', 'jpegll', 'implicit', 'deflated'].filter((n) => results.has(n)))
+        expect(str(results.get(name)!.dict, '00080018'), name).to.equal(str(img(2).dict, '00080018'));
       // Derivation Image Sequence > Source Image Sequence (nested: X/Z/U* -> U*) points at the replaced UID of image 0.
       const source = items(items(img(1).dict, '00089124')[0]!, '00082112')[0]!;
       expect(str(source, '00081155')).to.equal(str(img(0).dict, '00080018'));
@@ -421,7 +478,8 @@ describe('PS3.15 basic profile de-identification', function () {
       // Class UIDs untouched, and no original UID left anywhere.
       const originals = new Set([study.studyInstanceUid, ...study.seriesInstanceUids, ...study.instances.map((i) => i.sopInstanceUid), srUid]);
       for (const r of results.values()) {
-        for (const { vr, values, tag } of walk(r.dict)) if (vr === 'UI') for (const v of values) expect(originals.has(String(v)), `original UID in ${tag}`).to.equal(false);
+        for (const { vr, values, tag } of walk(r.dict))
+          if (vr === 'UI') for (const v of values) expect(originals.has(String(v)), `original UID in ${tag}`).to.equal(false);
       }
       expect(str(items(sr.dict, '0040A375')[0]!, '0020000D')).to.equal(newStudy);
     });
@@ -446,7 +504,24 @@ describe('PS3.15 basic profile de-identification', function () {
 
     it('removes private tags with their creators, curves and overlays, and empties or removes dates', () => {
       const r = results.get('img1')!;
-      for (const tag of ['00190010', '00191001', '0019100C', '00090010', '60003000', '60004000', '60000010', '00080022', '00080021', '00080032', '00101010', '00101030', '00102160', '00081110', '00400275', '00101002']) {
+      for (const tag of [
+        '00190010',
+        '00191001',
+        '0019100C',
+        '00090010',
+        '60003000',
+        '60004000',
+        '60000010',
+        '00080022',
+        '00080021',
+        '00080032',
+        '00101010',
+        '00101030',
+        '00102160',
+        '00081110',
+        '00400275',
+        '00101002',
+      ]) {
         expect(r.dict[tag], tag).to.equal(undefined);
       }
       for (const tag of ['00080020', '00080023', '00100030', '00100040', '00080030', '00200010', '00080090']) expect(vals(r.dict, tag), tag).to.deep.equal([]);

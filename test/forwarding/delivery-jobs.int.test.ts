@@ -32,7 +32,10 @@ function gatedPool(dir: string): { pool: PoolScp; release: () => void; held: () 
 
 async function push(g: Gateway, study: GeneratedStudy): Promise<void> {
   const stable = new Promise<void>((resolve) => g.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-  const r = await storeFiles({ host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+  const r = await storeFiles(
+    { host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+    study.instances.map((i) => i.path),
+  );
   expect(r.statuses.every((s) => s === 0)).to.equal(true);
   await stable;
 }
@@ -76,14 +79,21 @@ describe(`delivery jobs (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, functio
     tmp.cleanup();
   });
 
-  it('a worker whose claim expired mid-send (database clock) stops sending and does not overwrite the new owner\'s completion', async () => {
+  it("a worker whose claim expired mid-send (database clock) stops sending and does not overwrite the new owner's completion", async () => {
     const { pool, release, held } = gatedPool(path.join(tmp.dir, 'pool'));
     await pool.start();
     closers.push(() => pool.close());
     const gw = createGateway(gatewayConfig(tmp.dir, testDatabaseUrl(path.join(tmp.dir, 'gw.db')), pool.port), { logger: silentLogger });
     await gw.start();
     closers.push(() => gw.stop());
-    const study = generateStudy(path.join(tmp.dir, 'study'), { instances: 3, series: 1, accessionNumber: 'ACCFENCE1', patientId: 'MRNFENCE1', rows: 32, columns: 32 });
+    const study = generateStudy(path.join(tmp.dir, 'study'), {
+      instances: 3,
+      series: 1,
+      accessionNumber: 'ACCFENCE1',
+      patientId: 'MRNFENCE1',
+      rows: 32,
+      columns: 32,
+    });
     await push(gw, study);
     const caseId = await openCase(gw, study.studyInstanceUid);
     await eventually(() => held() > 0, 'the first instance in flight at the pool');
@@ -92,15 +102,27 @@ describe(`delivery jobs (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, functio
     expect(delivery.state).to.equal('sending');
 
     // The lease runs out by the database's clock, and another instance takes the job with the one claim statement.
-    await db.updateTable('jobs').set({ locked_until: dbNow(db, -1) }).where('kind', '=', DELIVER_JOB).where('key', '=', delivery.id).execute();
+    await db
+      .updateTable('jobs')
+      .set({ locked_until: dbNow(db, -1) })
+      .where('kind', '=', DELIVER_JOB)
+      .where('key', '=', delivery.id)
+      .execute();
     const taken = await claimJobs(db, DELIVER_JOB, 'gw-b', 'b-token', 300, 1);
     expect(taken.map((j) => j.key)).to.deep.equal([delivery.id]);
     // The new owner finishes the delivery (as its handler would, under its own claim).
     await db.updateTable('delivery_instances').set({ state: 'sent', sent_at: new Date().toISOString() }).where('delivery_id', '=', delivery.id).execute();
-    await db.updateTable('deliveries').set({ state: 'delivered', instances_sent: 3, delivered_at: new Date().toISOString() }).where('id', '=', delivery.id).execute();
+    await db
+      .updateTable('deliveries')
+      .set({ state: 'delivered', instances_sent: 3, delivered_at: new Date().toISOString() })
+      .where('id', '=', delivery.id)
+      .execute();
 
     release();
-    await eventually(async () => ((await gw.metrics.registry.getSingleMetricAsString('gateway_job_runs_total')).includes('outcome="lost"') ? true : undefined), 'the first worker to learn it lost the claim');
+    await eventually(
+      async () => ((await gw.metrics.registry.getSingleMetricAsString('gateway_job_runs_total')).includes('outcome="lost"') ? true : undefined),
+      'the first worker to learn it lost the claim',
+    );
     await gw.jobs.idle();
     await new Promise((r) => setTimeout(r, 500));
 
@@ -127,7 +149,7 @@ describe('delivery jobs: one destination across two PostgreSQL instances', funct
     tmp?.cleanup();
   });
 
-  it('delivers the destination\'s studies one at a time, in planning order, each instance once', async () => {
+  it("delivers the destination's studies one at a time, in planning order, each instance once", async () => {
     const url = createTestPostgresDatabase(tmp.dir);
     const { pool, release, held } = gatedPool(path.join(tmp.dir, 'pool'));
     await pool.start();
@@ -139,7 +161,14 @@ describe('delivery jobs: one destination across two PostgreSQL instances', funct
     // Six cases on one destination, planned by gw-a while the pool holds the first instance of the first.
     const studies: GeneratedStudy[] = [];
     for (let i = 0; i < 6; i++) {
-      const s = generateStudy(path.join(tmp.dir, `s${i}`), { instances: 2, series: 1, accessionNumber: `ACCORD${i}`, patientId: `MRNORD${i}`, rows: 32, columns: 32 });
+      const s = generateStudy(path.join(tmp.dir, `s${i}`), {
+        instances: 2,
+        series: 1,
+        accessionNumber: `ACCORD${i}`,
+        patientId: `MRNORD${i}`,
+        rows: 32,
+        columns: 32,
+      });
       await push(a, s);
       await openCase(a, s.studyInstanceUid);
       studies.push(s);

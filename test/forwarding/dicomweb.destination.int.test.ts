@@ -13,7 +13,12 @@ import { makeTempDir } from '../helpers/tmp.js';
 const silent = winston.createLogger({ silent: true });
 
 function outgoing(study: GeneratedStudy): OutgoingInstance[] {
-  return study.instances.map((i) => ({ sopClassUid: i.sopClassUid, sopInstanceUid: i.sopInstanceUid, transferSyntaxUid: Ts.explicitLe, bytes: readFileSync(i.path) }));
+  return study.instances.map((i) => ({
+    sopClassUid: i.sopClassUid,
+    sopInstanceUid: i.sopInstanceUid,
+    transferSyntaxUid: Ts.explicitLe,
+    bytes: readFileSync(i.path),
+  }));
 }
 
 function web(url: string, extra: Partial<Extract<Destination, { type: 'dicomweb' }>> = {}) {
@@ -46,7 +51,10 @@ describe('DICOMweb destination (STOW-RS over real sockets)', function () {
   it('POSTs one multipart/related request to {url}/studies: bodies byte-identical, headers sent, all ok on 200', async () => {
     const sender = web(srv.url, { headers: { Authorization: 'Bearer s3cr3t-token' } });
     const results = await sender.send(batch);
-    assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+    assert.deepEqual(
+      results,
+      batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })),
+    );
     assert.equal(srv.requests.length, 1);
     const req = srv.requests[0]!;
     assert.equal(req.method, 'POST');
@@ -68,7 +76,10 @@ describe('DICOMweb destination (STOW-RS over real sockets)', function () {
     // Room for two instances per request, not three.
     const sender = web(srv.url, { maxRequestMegabytes: (size * 2.5) / (1024 * 1024) });
     const results = await sender.send(batch);
-    assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+    assert.deepEqual(
+      results,
+      batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })),
+    );
     assert.equal(srv.requests.length, Math.ceil(batch.length / 2));
     assert.deepEqual(
       srv.requests.flatMap((r) => r.parts.map((p) => p.sopInstanceUid)),
@@ -108,9 +119,18 @@ describe('DICOMweb destination (STOW-RS over real sockets)', function () {
   it('202 with a FailedSOPSequence: per-instance results, reason classified (A700 transient, C000 permanent)', async () => {
     const a = batch[1]!.sopInstanceUid;
     const c = batch[3]!.sopInstanceUid;
-    srv.behaviour = { kind: 'fail', uids: new Map([[a, 0xa700], [c, 0xc000]]) };
+    srv.behaviour = {
+      kind: 'fail',
+      uids: new Map([
+        [a, 0xa700],
+        [c, 0xc000],
+      ]),
+    };
     const results = await web(srv.url).send(batch);
-    assert.deepEqual(results.map((r) => r.ok), [true, false, true, false, true]);
+    assert.deepEqual(
+      results.map((r) => r.ok),
+      [true, false, true, false, true],
+    );
     assert.equal(results[1]!.failure?.transient, true);
     assert.equal(results[3]!.failure?.transient, false);
     assert.match(results[3]!.failure?.message ?? '', /0xC000/);
@@ -138,7 +158,10 @@ describe('DICOMweb destination (STOW-RS over real sockets)', function () {
     await srv.close();
     const sender = web(`http://127.0.0.1:${port}/dicom-web`);
     const results = await sender.send(batch);
-    assert.ok(results.every((r) => !r.ok && r.failure?.transient === true), JSON.stringify(results[0]));
+    assert.ok(
+      results.every((r) => !r.ok && r.failure?.transient === true),
+      JSON.stringify(results[0]),
+    );
     const v = await sender.verify();
     assert.equal(v.ok, false);
     srv = await startStowServer(); // for afterEach
@@ -186,7 +209,10 @@ describe('DICOMweb destination against a real Orthanc (DICOMweb plugin)', functi
     const v = await sender.verify();
     assert.equal(v.ok, true, v.detail);
     const results = [...(await sender.send(all.slice(0, 4))), ...(await sender.send(all.slice(4)))];
-    assert.deepEqual(results.map((r) => [r.sopInstanceUid, r.ok, r.failure?.message]), all.map((a) => [a.sopInstanceUid, true, undefined]));
+    assert.deepEqual(
+      results.map((r) => [r.sopInstanceUid, r.ok, r.failure?.message]),
+      all.map((a) => [a.sopInstanceUid, true, undefined]),
+    );
 
     const qido = (await (await fetch(`${o.dicomwebUrl}/studies?StudyInstanceUID=${study.studyInstanceUid}`)).json()) as Record<string, { Value?: unknown[] }>[];
     assert.equal(qido.length, 1);
@@ -194,7 +220,9 @@ describe('DICOMweb destination against a real Orthanc (DICOMweb plugin)', functi
     const inst = (await (await fetch(`${o.dicomwebUrl}/studies/${study.studyInstanceUid}/instances`)).json()) as Record<string, { Value?: unknown[] }>[];
     assert.deepEqual(new Set(inst.map((i) => i['00080018']?.Value?.[0])), new Set(all.map((a) => a.sopInstanceUid)));
     // byte-level: Orthanc keeps the file as received (StorageCompression off); compare one via the REST API
-    const found = (await (await fetch(`${o.baseUrl}/tools/find`, { method: 'POST', body: JSON.stringify({ Level: 'Instance', Query: { SOPInstanceUID: all[0]!.sopInstanceUid } }) })).json()) as string[];
+    const found = (await (
+      await fetch(`${o.baseUrl}/tools/find`, { method: 'POST', body: JSON.stringify({ Level: 'Instance', Query: { SOPInstanceUID: all[0]!.sopInstanceUid } }) })
+    ).json()) as string[];
     assert.equal(found.length, 1);
     const file = Buffer.from(await (await fetch(`${o.baseUrl}/instances/${found[0]}/file`)).arrayBuffer());
     assert.ok(file.equals(all[0]!.bytes), 'Orthanc stored our bytes');

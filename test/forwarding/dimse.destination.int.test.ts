@@ -108,7 +108,10 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       scp = await startStorescp();
       const batch = ct.instances.map((i) => toOutgoing(i.path));
       const results = await dimseSender(scp.port).send(batch);
-      assert.deepEqual(results, batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })));
+      assert.deepEqual(
+        results,
+        batch.map((b) => ({ sopInstanceUid: b.sopInstanceUid, ok: true })),
+      );
       const got = scp.received();
       assert.equal(got.size, batch.length);
       for (const b of batch) {
@@ -134,8 +137,14 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
         };
       });
       const results = await dimseSender(scp.port).send(batch);
-      assert.deepEqual(calls, batch.map((_, i) => i));
-      assert.deepEqual(results.map((r) => r.ok), batch.map((_, i) => i !== 2));
+      assert.deepEqual(
+        calls,
+        batch.map((_, i) => i),
+      );
+      assert.deepEqual(
+        results.map((r) => r.ok),
+        batch.map((_, i) => i !== 2),
+      );
       assert.equal(results[2]?.failure?.transient, false);
       assert.match(results[2]?.failure?.message ?? '', /disk gone/);
       assert.equal(scp.received().size, batch.length - 1);
@@ -170,11 +179,19 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
         ].join('\n'),
       );
       scp = await startStorescp('POOL', ['-xf', cfg, 'MRONLY']);
-      const batch = [toOutgoing(ct.instances[0]!.path), toOutgoing(mr.instances[0]!.path), toOutgoing(ct.instances[2]!.path), toOutgoing(mr.instances[1]!.path)];
+      const batch = [
+        toOutgoing(ct.instances[0]!.path),
+        toOutgoing(mr.instances[0]!.path),
+        toOutgoing(ct.instances[2]!.path),
+        toOutgoing(mr.instances[1]!.path),
+      ];
       const t0 = Date.now();
       const results = await dimseSender(scp.port).send(batch);
       assert.ok(Date.now() - t0 < 5000, 'no waiting for responses that never come');
-      assert.deepEqual(results.map((r) => r.ok), [false, true, false, true]);
+      assert.deepEqual(
+        results.map((r) => r.ok),
+        [false, true, false, true],
+      );
       for (const r of [results[0]!, results[2]!]) {
         assert.equal(r.failure?.transient, false);
         assert.match(r.failure?.message ?? '', /does not accept SOP class 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2\b/);
@@ -188,7 +205,10 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       assert.equal(batch[0]!.transferSyntaxUid, Ts.rle);
       assert.equal(batch[1]!.transferSyntaxUid, Ts.jpegLossless70);
       const results = await dimseSender(scp.port).send(batch);
-      assert.ok(results.every((r) => r.ok), JSON.stringify(results));
+      assert.ok(
+        results.every((r) => r.ok),
+        JSON.stringify(results),
+      );
       const got = scp.received();
       for (const b of batch) {
         const file = got.get(b.sopInstanceUid)!;
@@ -203,7 +223,10 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       const t0 = Date.now();
       const results = await dimseSender(scp.port).send(batch);
       assert.ok(Date.now() - t0 < 8000);
-      assert.ok(results.every((r) => r.ok), JSON.stringify(results));
+      assert.ok(
+        results.every((r) => r.ok),
+        JSON.stringify(results),
+      );
       const got = scp.received();
       for (const [i, b] of batch.entries()) {
         const file = got.get(b.sopInstanceUid)!;
@@ -245,7 +268,10 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       scp = await startStorescp('POOL', ['--refuse']);
       const batch = ct.instances.slice(0, 2).map((i) => toOutgoing(i.path));
       const results = await dimseSender(scp.port).send(batch);
-      assert.ok(results.every((r) => !r.ok && r.failure?.transient === false && /association rejected/.test(r.failure.message)), JSON.stringify(results));
+      assert.ok(
+        results.every((r) => !r.ok && r.failure?.transient === false && /association rejected/.test(r.failure.message)),
+        JSON.stringify(results),
+      );
       assert.equal((await dimseSender(scp.port).verify()).ok, false);
     });
   });
@@ -276,7 +302,10 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
     it('stores CT and MR instances as sent; rows committed; file datasets byte-identical', async () => {
       const batch = [...ct.instances.map((i) => toOutgoing(i.path)), ...mr.instances.map((i) => toOutgoing(i.path))];
       const results = await dimseSender(scp.port).send(batch);
-      assert.ok(results.every((r) => r.ok), JSON.stringify(results.find((r) => !r.ok)));
+      assert.ok(
+        results.every((r) => r.ok),
+        JSON.stringify(results.find((r) => !r.ok)),
+      );
       for (const b of batch) {
         const row = await findInstance(opened.db, b.sopInstanceUid);
         assert.ok(row, 'row committed');
@@ -289,7 +318,17 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
 
     it('an unknown calling AE is rejected: permanent failure naming the reason', async () => {
       const sender = createDestinationSender(
-        { id: 'x', type: 'dimse', host: '127.0.0.1', port: scp.port, aeTitle: 'POOL', callingAeTitle: 'STRANGER', deidentify: false, timeoutSeconds: 10, batchSize: 10 },
+        {
+          id: 'x',
+          type: 'dimse',
+          host: '127.0.0.1',
+          port: scp.port,
+          aeTitle: 'POOL',
+          callingAeTitle: 'STRANGER',
+          deidentify: false,
+          timeoutSeconds: 10,
+          batchSize: 10,
+        },
         { callingAeTitle: 'SECONDREAD', logger: silent },
       );
       const results = await sender.send([toOutgoing(ct.instances[0]!.path)]);
@@ -315,7 +354,10 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       const batch = ct.instances.slice(0, 3).map((i) => toOutgoing(i.path));
       const results = await sender.send(batch);
       assert.equal(results.length, 3);
-      assert.ok(results.every((r, i) => r.sopInstanceUid === batch[i]!.sopInstanceUid && !r.ok && r.failure?.transient === true), JSON.stringify(results));
+      assert.ok(
+        results.every((r, i) => r.sopInstanceUid === batch[i]!.sopInstanceUid && !r.ok && r.failure?.transient === true),
+        JSON.stringify(results),
+      );
       assert.equal((await sender.verify()).ok, false);
     });
 
@@ -355,4 +397,3 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
     });
   });
 });
-

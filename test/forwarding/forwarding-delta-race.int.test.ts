@@ -36,7 +36,10 @@ describe('a late instance that arrives while its delivery is being sent', functi
 
   async function push(g: Gateway, study: GeneratedStudy): Promise<void> {
     const stable = new Promise<void>((resolve) => g.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     expect(r.statuses.every((s) => s === 0)).to.equal(true);
     await stable;
   }
@@ -83,23 +86,17 @@ describe('a late instance that arrives while its delivery is being sent', functi
 
     const late = generateStudy(path.join(tmp.dir, 'late'), { instances: 1, series: 1, studyInstanceUid: study.studyInstanceUid, ...ids });
     await push(g, late);
-    const delivery = await eventually(
-      async () => {
-        const d = await g.db.selectFrom('deliveries').select(['id', 'instances_total']).where('case_id', '=', caseId).executeTakeFirst();
-        return d && d.instances_total === 3 ? d : undefined;
-      },
-      'the late instance to be added to the delivery in flight',
-    );
+    const delivery = await eventually(async () => {
+      const d = await g.db.selectFrom('deliveries').select(['id', 'instances_total']).where('case_id', '=', caseId).executeTakeFirst();
+      return d && d.instances_total === 3 ? d : undefined;
+    }, 'the late instance to be added to the delivery in flight');
     release();
 
-    await eventually(
-      async () => {
-        const rows = await g.db.selectFrom('delivery_instances').select('state').where('delivery_id', '=', delivery.id).execute();
-        const d = await g.db.selectFrom('deliveries').select('state').where('id', '=', delivery.id).executeTakeFirst();
-        return d?.state === 'delivered' && rows.every((r) => r.state === 'sent') ? true : undefined;
-      },
-      'the delivery delivered with every instance sent',
-    );
+    await eventually(async () => {
+      const rows = await g.db.selectFrom('delivery_instances').select('state').where('delivery_id', '=', delivery.id).execute();
+      const d = await g.db.selectFrom('deliveries').select('state').where('id', '=', delivery.id).executeTakeFirst();
+      return d?.state === 'delivered' && rows.every((r) => r.state === 'sent') ? true : undefined;
+    }, 'the delivery delivered with every instance sent');
     const atPool = new Set(pool.stores.map((s) => s.sopInstanceUid));
     expect([...study.instances, ...late.instances].every((i) => atPool.has(i.sopInstanceUid))).to.equal(true);
   });

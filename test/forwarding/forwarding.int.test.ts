@@ -66,7 +66,10 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
 
   async function push(study: GeneratedStudy): Promise<void> {
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     expect(r.statuses.every((s) => s === 0)).to.equal(true);
     await stable;
   }
@@ -78,10 +81,14 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
   }
 
   const caseWhen = (id: string, what: string, ok: (c: CaseBody) => boolean, timeoutMs = 20_000) =>
-    eventually(async () => {
-      const c = (await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody;
-      return ok(c) ? c : undefined;
-    }, what, timeoutMs);
+    eventually(
+      async () => {
+        const c = (await call('GET', `/api/cases/${id}`)).body as unknown as CaseBody;
+        return ok(c) ? c : undefined;
+      },
+      what,
+      timeoutMs,
+    );
 
   const study = (name: string, o: Partial<Parameters<typeof generateStudy>[1]> = {}) =>
     generateStudy(path.join(tmp.dir, name), { instances: 10, series: 2, rows: 32, columns: 32, ...o });
@@ -135,7 +142,12 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
     const done = await caseWhen(c.id, 'delta', (x) => x.deliveries[0]?.state === 'delivered' && x.deliveries[0].instancesSent === 6);
     expect(done.deliveries[0]!.instancesTotal).to.equal(6);
     const delta = pool.stores.slice(before).map((x) => x.sopInstanceUid);
-    expect(delta.sort()).to.deep.equal(s.instances.slice(4).map((i) => i.sopInstanceUid).sort());
+    expect(delta.sort()).to.deep.equal(
+      s.instances
+        .slice(4)
+        .map((i) => i.sopInstanceUid)
+        .sort(),
+    );
   });
 
   it('de-identifies for a de-identifying destination, with pseudonyms stored so answers link back', async () => {

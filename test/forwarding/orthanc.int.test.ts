@@ -57,8 +57,14 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
   async function push(study: GeneratedStudy): Promise<void> {
     const g = gw!;
     const stable = new Promise<void>((resolve) => g.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
-    expect(r.statuses.every((s) => s === 0), `C-STORE statuses ${JSON.stringify(r)}`).to.equal(true);
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
+    expect(
+      r.statuses.every((s) => s === 0),
+      `C-STORE statuses ${JSON.stringify(r)}`,
+    ).to.equal(true);
     await stable;
   }
 
@@ -101,7 +107,14 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
     tmp = makeTempDir('gw-orthanc-fwd-');
     const destinations: object[] = [{ id: 'orthanc-web', type: 'dicomweb', url: orthanc.dicomwebUrl, deidentify: true, timeoutSeconds: 30, batchSize: 4 }];
     if (orthanc.dicom) {
-      destinations.push({ id: 'orthanc-dimse', type: 'dimse', host: orthanc.dicom.host, port: orthanc.dicom.port, aeTitle: orthanc.dicom.aeTitle, timeoutSeconds: 30 });
+      destinations.push({
+        id: 'orthanc-dimse',
+        type: 'dimse',
+        host: orthanc.dicom.host,
+        port: orthanc.dicom.port,
+        aeTitle: orthanc.dicom.aeTitle,
+        timeoutSeconds: 30,
+      });
     }
     gw = createGateway(
       buildConfig({
@@ -135,7 +148,12 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
     expect(c.deliveries[0]).to.deep.include({ destinationId: 'orthanc-web', state: 'delivered', instancesTotal: 10, instancesSent: 10, deidentified: true });
 
     // The pseudonyms the gateway stored before sending, and the way back from what the reader will quote.
-    const rows = await g.db.selectFrom('pseudonyms').selectAll().where('destination_id', '=', 'orthanc-web').where('study_instance_uid', '=', s.studyInstanceUid).execute();
+    const rows = await g.db
+      .selectFrom('pseudonyms')
+      .selectAll()
+      .where('destination_id', '=', 'orthanc-web')
+      .where('study_instance_uid', '=', s.studyInstanceUid)
+      .execute();
     const pseudo = new Map(rows.filter((r) => r.kind === PseudonymKind.uid).map((r) => [r.original, r.pseudonym]));
     const pseudoStudyUid = pseudo.get(s.studyInstanceUid);
     expect(pseudoStudyUid, 'a stored pseudonym for the StudyInstanceUID').to.be.a('string');
@@ -143,7 +161,10 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
     const back = await resolvePseudonym(g.db, 'orthanc-web', PseudonymKind.uid, pseudoStudyUid!);
     expect(back).to.deep.equal({ studyInstanceUid: s.studyInstanceUid, original: s.studyInstanceUid });
     const expectedSops = s.instances.map((i) => pseudo.get(i.sopInstanceUid));
-    expect(expectedSops.every((u) => typeof u === 'string' && u !== ''), 'a stored pseudonym for every SOPInstanceUID').to.equal(true);
+    expect(
+      expectedSops.every((u) => typeof u === 'string' && u !== ''),
+      'a stored pseudonym for every SOPInstanceUID',
+    ).to.equal(true);
 
     // QIDO-RS: the study is there under its pseudonym only, with every instance.
     const studies = await orthancGet<DicomJson[]>(`${o.dicomwebUrl}/studies?StudyInstanceUID=${pseudoStudyUid}`);
@@ -180,7 +201,7 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
     }
   });
 
-  it('C-STORE to Orthanc\'s DICOM port as stored: original UIDs, every instance', async function () {
+  it("C-STORE to Orthanc's DICOM port as stored: original UIDs, every instance", async function () {
     const o = orthanc!;
     if (!o.dicom) {
       console.log(
@@ -189,7 +210,14 @@ describe('forwarding from the whole gateway to a real Orthanc', function () {
       );
       this.skip();
     }
-    const s = generateStudy(path.join(tmp!.dir, 'dimse'), { instances: 12, series: 3, rows: 32, columns: 32, patientId: 'MRN-ORTH-DIMSE-1', accessionNumber: 'ACC-ORTH-DIMSE-1' });
+    const s = generateStudy(path.join(tmp!.dir, 'dimse'), {
+      instances: 12,
+      series: 3,
+      rows: 32,
+      columns: 32,
+      patientId: 'MRN-ORTH-DIMSE-1',
+      accessionNumber: 'ACC-ORTH-DIMSE-1',
+    });
     await push(s);
     const c = await forward(s, 'orthanc-dimse');
     expect(c.deliveries[0]).to.deep.include({ destinationId: 'orthanc-dimse', state: 'delivered', instancesTotal: 12, instancesSent: 12, deidentified: false });

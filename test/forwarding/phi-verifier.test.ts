@@ -34,7 +34,9 @@ function file(plant: (d: DicomDataDict) => void, ts = EXPLICIT): Buffer {
     Rows: 2,
     Columns: 2,
     BitsAllocated: 16,
-    RequestAttributesSequence: [{ RequestedProcedureID: 'RP-1', ReferencedStudySequence: [{ ReferencedSOPClassUID: '1.2.840.10008.3.1.2.3.1', ReferencedSOPInstanceUID: '2.25.2222' }] }],
+    RequestAttributesSequence: [
+      { RequestedProcedureID: 'RP-1', ReferencedStudySequence: [{ ReferencedSOPClassUID: '1.2.840.10008.3.1.2.3.1', ReferencedSOPInstanceUID: '2.25.2222' }] },
+    ],
     ContentSequence: [
       {
         ValueType: 'CONTAINER',
@@ -64,10 +66,18 @@ const item = (d: DicomDataDict, path: [string, number][]): DicomDataDict => path
 const bytes = (s: string): ArrayBuffer => new TextEncoder().encode(s).buffer as ArrayBuffer;
 
 const CASES: { name: string; plant: (d: DicomDataDict) => void; hits: VerifyHit[] }[] = [
-  { name: 'PN top level', plant: (d) => (d['00100010'] = { vr: 'PN', Value: [{ Alphabetic: 'ZZTESTPERSON^QUENTIN' }] }), hits: [{ path: '00100010', kind: 'patient-name' }] },
+  {
+    name: 'PN top level',
+    plant: (d) => (d['00100010'] = { vr: 'PN', Value: [{ Alphabetic: 'ZZTESTPERSON^QUENTIN' }] }),
+    hits: [{ path: '00100010', kind: 'patient-name' }],
+  },
   { name: 'LO (description)', plant: (d) => (d['00081030'] = { vr: 'LO', Value: ['CT for mrn-7781234'] }), hits: [{ path: '00081030', kind: 'patient-id' }] },
   { name: 'SH', plant: (d) => (d['00200010'] = { vr: 'SH', Value: ['MRN-7781234'] }), hits: [{ path: '00200010', kind: 'patient-id' }] },
-  { name: 'LT (comments, a date spelling)', plant: (d) => (d['00204000'] = { vr: 'LT', Value: ['born 13.03.1957'] }), hits: [{ path: '00204000', kind: 'birth-date' }] },
+  {
+    name: 'LT (comments, a date spelling)',
+    plant: (d) => (d['00204000'] = { vr: 'LT', Value: ['born 13.03.1957'] }),
+    hits: [{ path: '00204000', kind: 'birth-date' }],
+  },
   { name: 'ST', plant: (d) => (d['00400280'] = { vr: 'ST', Value: ['Quentin called'] }), hits: [{ path: '00400280', kind: 'patient-name' }] },
   { name: 'UT', plant: (d) => (d['00189004'] = { vr: 'UT', Value: ['at Saint Zebedee Hospital'] }), hits: [{ path: '00189004', kind: 'institution' }] },
   { name: 'DA', plant: (d) => (d['00100030'] = { vr: 'DA', Value: ['19570313'] }), hits: [{ path: '00100030', kind: 'birth-date' }] },
@@ -94,30 +104,54 @@ const CASES: { name: string; plant: (d: DicomDataDict) => void; hits: VerifyHit[
   },
   {
     name: 'UC one level deep (Long Code Value in a code item)',
-    plant: (d) => (d['00081032'] = { vr: 'SQ', Value: [{ '00080119': { vr: 'UC', Value: ['MRN-7781234'] }, '00080102': { vr: 'SH', Value: ['99X'] }, '00080104': { vr: 'LO', Value: ['x'] } }] }),
+    plant: (d) =>
+      (d['00081032'] = {
+        vr: 'SQ',
+        Value: [{ '00080119': { vr: 'UC', Value: ['MRN-7781234'] }, '00080102': { vr: 'SH', Value: ['99X'] }, '00080104': { vr: 'LO', Value: ['x'] } }],
+      }),
     hits: [{ path: '00081032[0].00080119', kind: 'patient-id' }],
   },
-  { name: 'one level deep', plant: (d) => (item(d, [['00400275', 0]])['00401002'] = { vr: 'LO', Value: ['MRN-7781234'] }), hits: [{ path: '00400275[0].00401002', kind: 'patient-id' }] },
+  {
+    name: 'one level deep',
+    plant: (d) => (item(d, [['00400275', 0]])['00401002'] = { vr: 'LO', Value: ['MRN-7781234'] }),
+    hits: [{ path: '00400275[0].00401002', kind: 'patient-id' }],
+  },
   {
     name: 'two levels deep (SR TEXT)',
-    plant: (d) => (item(d, [['0040A730', 0], ['0040A730', 1]])['0040A160'] = { vr: 'UT', Value: ['Mr Zztestperson'] }),
+    plant: (d) =>
+      (item(d, [
+        ['0040A730', 0],
+        ['0040A730', 1],
+      ])['0040A160'] = { vr: 'UT', Value: ['Mr Zztestperson'] }),
     hits: [{ path: '0040A730[0].0040A730[1].0040A160', kind: 'patient-name' }],
   },
   {
     name: 'three levels deep (a code meaning)',
-    plant: (d) => (item(d, [['0040A730', 0], ['0040A730', 0], ['0040A168', 0]])['00080104'] = { vr: 'LO', Value: ['told Quentin'] }),
+    plant: (d) =>
+      (item(d, [
+        ['0040A730', 0],
+        ['0040A730', 0],
+        ['0040A168', 0],
+      ])['00080104'] = { vr: 'LO', Value: ['told Quentin'] }),
     hits: [{ path: '0040A730[0].0040A730[0].0040A168[0].00080104', kind: 'patient-name' }],
   },
   {
     name: 'a private block inside a nested item',
     plant: (d) => {
-      const i = item(d, [['00400275', 0], ['00081110', 0]]);
+      const i = item(d, [
+        ['00400275', 0],
+        ['00081110', 0],
+      ]);
       i['00330010'] = { vr: 'LO', Value: ['NESTED VENDOR'] };
       i['00331001'] = { vr: 'LO', Value: ['MRN-7781234'] };
     },
     hits: [{ path: '00400275[0].00081110[0].00331001', kind: 'patient-id' }],
   },
-  { name: 'a UID built from an id (whole component)', plant: (d) => (d['00200052'] = { vr: 'UI', Value: ['1.2.826.5566123.4'] }), hits: [{ path: '00200052', kind: 'id' }] },
+  {
+    name: 'a UID built from an id (whole component)',
+    plant: (d) => (d['00200052'] = { vr: 'UI', Value: ['1.2.826.5566123.4'] }),
+    hits: [{ path: '00200052', kind: 'id' }],
+  },
 ];
 
 describe('PHI verifier', () => {
@@ -136,16 +170,36 @@ describe('PHI verifier', () => {
   });
 
   it('the clean base file is clean (so every hit above comes from the planted value)', () => {
-    expect(verifyDeidentified(file(() => {}), ids())).to.deep.equal({ clean: true });
-    expect(verifyDeidentified(file(() => {}, IMPLICIT), ids())).to.deep.equal({ clean: true });
+    expect(
+      verifyDeidentified(
+        file(() => {}),
+        ids(),
+      ),
+    ).to.deep.equal({ clean: true });
+    expect(
+      verifyDeidentified(
+        file(() => {}, IMPLICIT),
+        ids(),
+      ),
+    ).to.deep.equal({ clean: true });
   });
 
   it('does not count: a name inside a longer word, short values, pure numbers under 4 digits, names in CS values, digits inside a UID component', () => {
     const short = new KnownIdentifiers().addPersonName('ANN^LI', 'patient-name').addId('123').addId('AB');
     expect(short.needles().map((n) => n.text)).to.deep.equal(['ann']);
-    expect(verifyDeidentified(file(() => {}), short)).to.deep.equal({ clean: true }); // 'ANNOTATION'
+    expect(
+      verifyDeidentified(
+        file(() => {}),
+        short,
+      ),
+    ).to.deep.equal({ clean: true }); // 'ANNOTATION'
     const text = new KnownIdentifiers().addPersonName('TEXT^CODE', 'patient-name');
-    expect(verifyDeidentified(file(() => {}), text)).to.deep.equal({ clean: true }); // Value Type TEXT and CODE (CS)
+    expect(
+      verifyDeidentified(
+        file(() => {}),
+        text,
+      ),
+    ).to.deep.equal({ clean: true }); // Value Type TEXT and CODE (CS)
     const partial = file((d) => (d['00200052'] = { vr: 'UI', Value: ['1.2.826.155661234.4'] }));
     expect(verifyDeidentified(partial, ids())).to.deep.equal({ clean: true });
   });
@@ -177,7 +231,12 @@ describe('PHI verifier', () => {
     expect(k.needles().map((n) => n.text)).to.include.members(['山田', '太郎', '山田太郎', 'やまだ']);
     const f = file((d) => (d['00204000'] = { vr: 'LT', Value: ['患者 山田太郎様 に説明'] }));
     expect(verifyDeidentified(f, k)).to.deep.equal({ clean: false, hits: [{ path: '00204000', kind: 'patient-name' }] });
-    expect(verifyDeidentified(file(() => {}), k)).to.deep.equal({ clean: true });
+    expect(
+      verifyDeidentified(
+        file(() => {}),
+        k,
+      ),
+    ).to.deep.equal({ clean: true });
   });
 
   it('accented names in any case, in UTF-8 and in ISO 8859-1', () => {
@@ -196,7 +255,17 @@ describe('PHI verifier', () => {
       .addText('17 WOMBATWAY CRESCENT^^ZEBEDEEVILLE^^ZX1 2YY', 'address')
       .addText('+44 20 7946 0958', 'phone');
     const texts = k.needles().map((n) => n.text);
-    expect(texts).to.include.members(['van der berg', 'johanna', 'smithers', 'waylon', '12345', '17 wombatway crescent', 'zebedeeville', '442079460958', '+44 20 7946 0958']);
+    expect(texts).to.include.members([
+      'van der berg',
+      'johanna',
+      'smithers',
+      'waylon',
+      '12345',
+      '17 wombatway crescent',
+      'zebedeeville',
+      '442079460958',
+      '+44 20 7946 0958',
+    ]);
     expect(texts).to.not.include('dr');
   });
 
@@ -208,8 +277,19 @@ describe('PHI verifier', () => {
       d['00080080'] = { vr: 'LO', Value: ['SAINT ZEBEDEE HOSPITAL'] };
       item(d, [['00400275', 0]])['00080050'] = { vr: 'SH', Value: ['ACC-4455667'] };
     });
-    const texts = identifiersFromDataset(f).needles().map((n) => `${n.kind}:${n.text}`);
-    expect(texts).to.include.members(['patient-name:zztestperson', 'patient-name:quentin', 'patient-id:mrn-7781234', 'accession:acc-4455667', 'birth-date:1957-03-13', 'birth-date:13 mar 1957', 'birth-date:03/13/1957', 'institution:saint zebedee hospital']);
+    const texts = identifiersFromDataset(f)
+      .needles()
+      .map((n) => `${n.kind}:${n.text}`);
+    expect(texts).to.include.members([
+      'patient-name:zztestperson',
+      'patient-name:quentin',
+      'patient-id:mrn-7781234',
+      'accession:acc-4455667',
+      'birth-date:1957-03-13',
+      'birth-date:13 mar 1957',
+      'birth-date:03/13/1957',
+      'institution:saint zebedee hospital',
+    ]);
   });
 
   it('is cheap enough for every outgoing instance: a 512x512 CT header', () => {

@@ -15,7 +15,9 @@ describe('StudyPseudonyms (SQLite file)', () => {
   it('gives the same pseudonyms for the same study and destination, other ones for another destination, and links back', async () => {
     const a = await StudyPseudonyms.load(opened.db, 'secret-1', 'pool', '1.2.3');
     const uid = a.uid('1.2.3');
-    expect(uid).to.match(/^2\.25\.\d+$/).and.have.length.below(65);
+    expect(uid)
+      .to.match(/^2\.25\.\d+$/)
+      .and.have.length.below(65);
     expect(a.uid('1.2.3')).to.equal(uid);
     expect(a.uid('1.2.3.4')).to.not.equal(uid);
     const pid = a.patientId('MRN1');

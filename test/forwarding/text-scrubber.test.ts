@@ -31,7 +31,18 @@ describe('text scrubber', () => {
   });
 
   it('removes the birth date in its common spellings', () => {
-    for (const d of ['19570313', '1957-03-13', '13.03.1957', '13/03/1957', '03/13/1957', '13 Mar 1957', '13 March 1957', 'March 13, 1957', '3/13/1957', '13.3.1957']) {
+    for (const d of [
+      '19570313',
+      '1957-03-13',
+      '13.03.1957',
+      '13/03/1957',
+      '03/13/1957',
+      '13 Mar 1957',
+      '13 March 1957',
+      'March 13, 1957',
+      '3/13/1957',
+      '13.3.1957',
+    ]) {
       expect(scrubText(`born ${d}, ok`, ids()), d).to.equal(`born ${T}, ok`);
     }
   });
@@ -44,7 +55,7 @@ describe('text scrubber', () => {
   });
 
   it('removes institution and address lines', () => {
-    expect(scrubText("Seen at Saint Zebedee Hospital, 17 Wombatway Crescent, Zebedeeville.", ids())).to.equal(`Seen at ${T}.`); // adjacent removals read as one
+    expect(scrubText('Seen at Saint Zebedee Hospital, 17 Wombatway Crescent, Zebedeeville.', ids())).to.equal(`Seen at ${T}.`); // adjacent removals read as one
   });
 
   it('keeps clinical text: measurements, levels, short numbers, ordinary dates-like ratios', () => {
@@ -59,7 +70,7 @@ describe('text scrubber', () => {
   });
 
   it('stays linear on long, odd text (no backtracking blow-up): 60 KB in well under a second each', () => {
-    for (const s of [('12.').repeat(20000), ('1-').repeat(30000), ('a1').repeat(30000), ('1/').repeat(30000), 'Jan 1 '.repeat(10000), ('a@').repeat(30000)]) {
+    for (const s of ['12.'.repeat(20000), '1-'.repeat(30000), 'a1'.repeat(30000), '1/'.repeat(30000), 'Jan 1 '.repeat(10000), 'a@'.repeat(30000)]) {
       const t0 = performance.now();
       scrubText(s, ids());
       expect(performance.now() - t0, JSON.stringify(s.slice(0, 6))).to.be.lessThan(500);

@@ -31,7 +31,16 @@ import {
 } from '../helpers/raw-dicom.js';
 import { CommandError, decodeCommand, encodeCommand } from '../../src/dicom/ul/dimse.js';
 import { PduError, PduType as UlPduType, decodePdu, encodePdu } from '../../src/dicom/ul/pdu.js';
-import { HEAP_GROWTH_LIMIT_MB, RSS_GROWTH_LIMIT_MB, fuzzRuns, fuzzSeed, settledHeapMb, settledRssMb, startFuzzGateway, type FuzzGateway } from './fuzz-gateway.js';
+import {
+  HEAP_GROWTH_LIMIT_MB,
+  RSS_GROWTH_LIMIT_MB,
+  fuzzRuns,
+  fuzzSeed,
+  settledHeapMb,
+  settledRssMb,
+  startFuzzGateway,
+  type FuzzGateway,
+} from './fuzz-gateway.js';
 
 const RUNS = fuzzRuns(1000);
 const MAX_PDU_BYTES = 65536;
@@ -145,7 +154,7 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
     expect(responseStatus(r!)).to.equal(0);
   }
 
-  const params = <T,>(): fc.Parameters<T> => {
+  const params = <T>(): fc.Parameters<T> => {
     const seed = fuzzSeed();
     return seed === undefined ? { numRuns: RUNS, endOnFailure: true } : { numRuns: RUNS, endOnFailure: true, seed };
   };
@@ -167,7 +176,11 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
     const mutation = fc.oneof(
       fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
       fc.record({ kind: fc.constant('item-type' as const), item: fc.nat(), type: fc.integer({ min: 0, max: 255 }) }),
-      fc.record({ kind: fc.constant('item-length' as const), item: fc.nat(), length: fc.oneof(fc.constantFrom(0, 1, 3, 0xffff), fc.integer({ min: 0, max: 0xffff })) }),
+      fc.record({
+        kind: fc.constant('item-length' as const),
+        item: fc.nat(),
+        length: fc.oneof(fc.constantFrom(0, 1, 3, 0xffff), fc.integer({ min: 0, max: 0xffff })),
+      }),
       fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
       fc.record({ kind: fc.constant('append' as const), bytes: fc.uint8Array({ maxLength: 64 }) }),
     );
@@ -212,9 +225,22 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
     await fc.assert(
       fc.asyncProperty(
         fc.oneof(
-          fc.record({ kind: fc.constant('unknown-type' as const), type: fc.oneof(fc.constant(0), fc.integer({ min: 8, max: 255 })), body: fc.uint8Array({ maxLength: 200 }) }),
-          fc.record({ kind: fc.constant('out-of-place' as const), type: fc.constantFrom(2, 3, 4, 5, 6), body: fc.uint8Array({ minLength: 4, maxLength: 200 }) }),
-          fc.record({ kind: fc.constant('huge' as const), type: fc.integer({ min: 0, max: 255 }), declared: fc.integer({ min: MAX_PDU_BYTES + 1, max: 0xffffffff }), body: fc.uint8Array({ maxLength: 2000 }) }),
+          fc.record({
+            kind: fc.constant('unknown-type' as const),
+            type: fc.oneof(fc.constant(0), fc.integer({ min: 8, max: 255 })),
+            body: fc.uint8Array({ maxLength: 200 }),
+          }),
+          fc.record({
+            kind: fc.constant('out-of-place' as const),
+            type: fc.constantFrom(2, 3, 4, 5, 6),
+            body: fc.uint8Array({ minLength: 4, maxLength: 200 }),
+          }),
+          fc.record({
+            kind: fc.constant('huge' as const),
+            type: fc.integer({ min: 0, max: 255 }),
+            declared: fc.integer({ min: MAX_PDU_BYTES + 1, max: 0xffffffff }),
+            body: fc.uint8Array({ maxLength: 2000 }),
+          }),
         ),
         async (c) => {
           const declared = c.kind === 'huge' ? c.declared : c.body.length;
@@ -237,14 +263,27 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
       data: fc.uint8Array({ maxLength: 300 }),
     });
     const commandElements = fc.array(
-      fc.record({ tag: fc.oneof(fc.constantFrom(0x0000, 0x0002, 0x0100, 0x0110, 0x0800, 0x1000), fc.integer({ min: 0, max: 0xffff })), value: fc.uint8Array({ maxLength: 70 }) }),
+      fc.record({
+        tag: fc.oneof(fc.constantFrom(0x0000, 0x0002, 0x0100, 0x0110, 0x0800, 0x1000), fc.integer({ min: 0, max: 0xffff })),
+        value: fc.uint8Array({ maxLength: 70 }),
+      }),
       { maxLength: 8 },
     );
     await fc.assert(
       fc.asyncProperty(
         fc.oneof(
-          fc.record({ kind: fc.constant('raw-pdvs' as const), pdvs: fc.array(pdvHeader, { minLength: 1, maxLength: 3 }), declaredDelta: fc.integer({ min: -8, max: 8 }) }),
-          fc.record({ kind: fc.constant('command' as const), contextId: fc.constantFrom(1, 3), elements: commandElements, corruptGroup: fc.boolean(), cut: fc.nat({ max: 20 }) }),
+          fc.record({
+            kind: fc.constant('raw-pdvs' as const),
+            pdvs: fc.array(pdvHeader, { minLength: 1, maxLength: 3 }),
+            declaredDelta: fc.integer({ min: -8, max: 8 }),
+          }),
+          fc.record({
+            kind: fc.constant('command' as const),
+            contextId: fc.constantFrom(1, 3),
+            elements: commandElements,
+            corruptGroup: fc.boolean(),
+            cut: fc.nat({ max: 20 }),
+          }),
           fc.record({ kind: fc.constant('second-rq' as const) }),
           fc.record({ kind: fc.constant('dataset-first' as const), data: fc.uint8Array({ minLength: 1, maxLength: 300 }) }),
         ),
@@ -287,7 +326,7 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
 
   it('C-STORE with a broken dataset header inside a valid association: a failure status, and the association goes on', async () => {
     const uidAt = (d: Buffer, group: number, elem: number): number => {
-      for (let o = 0; o + 8 <= d.length; ) {
+      for (let o = 0; o + 8 <= d.length;) {
         if (d.readUInt16LE(o) === group && d.readUInt16LE(o + 2) === elem) return o;
         const vr = d.toString('latin1', o + 4, o + 6);
         o += ['OB', 'OW', 'OF', 'SQ', 'UT', 'UN'].includes(vr) ? 12 + d.readUInt32LE(o + 8) : 8 + d.readUInt16LE(o + 6);
@@ -310,7 +349,11 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
             fc.record({ kind: fc.constant('no-sop-uid' as const) }),
             fc.record({ kind: fc.constant('wrong-class' as const) }),
             fc.record({ kind: fc.constant('garbage' as const), bytes: fc.uint8Array({ maxLength: 3000 }) }),
-            fc.record({ kind: fc.constant('bad-uid-chars' as const), which: fc.constantFrom(0x000d, 0x000e), junk: fc.string({ minLength: 1, maxLength: 20 }).filter((s) => !/^[0-9.]*$/.test(s.replace(/[\s\0]/g, ''))) }),
+            fc.record({
+              kind: fc.constant('bad-uid-chars' as const),
+              which: fc.constantFrom(0x000d, 0x000e),
+              junk: fc.string({ minLength: 1, maxLength: 20 }).filter((s) => !/^[0-9.]*$/.test(s.replace(/[\s\0]/g, ''))),
+            }),
             // control: valid, fragmented at random points into several PDVs and PDUs
             fc.record({ kind: fc.constant('valid-fragmented' as const), cuts: fc.array(fc.nat(), { maxLength: 5 }), perPdu: fc.integer({ min: 1, max: 3 }) }),
           ),
@@ -346,7 +389,9 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
             if (c.kind === 'valid-fragmented') {
               const cuts = [...new Set(c.cuts.map((x) => x % ds.length))].sort((a, b) => a - b);
               const bounds = [0, ...cuts.filter((x) => x > 0), ds.length];
-              const pdvs = bounds.slice(0, -1).map((b, i) => pdvItem({ contextId: 3, command: false, last: i === bounds.length - 2, data: ds.subarray(b, bounds[i + 1]) }));
+              const pdvs = bounds
+                .slice(0, -1)
+                .map((b, i) => pdvItem({ contextId: 3, command: false, last: i === bounds.length - 2, data: ds.subarray(b, bounds[i + 1]) }));
               for (let i = 0; i < pdvs.length; i += c.perPdu) peer.write(pdu(PduType.pData, Buffer.concat(pdvs.slice(i, i + c.perPdu))));
             } else {
               peer.write(pData([{ contextId: 3, command: false, last: true, data: ds }]));
@@ -361,7 +406,8 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
             } else {
               failures.add(status);
               // 0x0122: a SOP class the presentation context was not negotiated for (the wrong-class case)
-              const failure = status === 0x0122 || (status >= 0xa700 && status <= 0xa7ff) || (status >= 0xa900 && status <= 0xa9ff) || (status >= 0xc000 && status <= 0xcfff);
+              const failure =
+                status === 0x0122 || (status >= 0xa700 && status <= 0xa7ff) || (status >= 0xa900 && status <= 0xa9ff) || (status >= 0xc000 && status <= 0xcfff);
               if (c.kind === 'wrong-class') expect(status, 'SOP class not supported on this context').to.equal(0x0122);
               expect(failure, `status 0x${status.toString(16)} is a failure`).to.equal(true);
               const row = await f.gw.db.selectFrom('instances').select('sop_instance_uid').where('sop_instance_uid', '=', sop).executeTakeFirst();
@@ -375,7 +421,10 @@ describe('fuzz: DICOM upper layer and C-STORE (one in-process gateway)', functio
     } finally {
       peer.destroy();
     }
-    expect([...failures].some((s) => s >= 0xc000), 'some cases were refused as unreadable').to.equal(true);
+    expect(
+      [...failures].some((s) => s >= 0xc000),
+      'some cases were refused as unreadable',
+    ).to.equal(true);
   });
 
   it('left nothing half-written, kept accepting, and memory stayed bounded', async () => {
@@ -411,7 +460,7 @@ function commandElement(tag: number, value: Buffer): Buffer {
 }
 
 describe('fuzz: upper layer decoders (ul/pdu, ul/dimse) on arbitrary and mutated bytes', () => {
-  const params = <T,>(): fc.Parameters<T> => {
+  const params = <T>(): fc.Parameters<T> => {
     const seed = fuzzSeed();
     return seed === undefined ? { numRuns: RUNS } : { numRuns: RUNS, seed };
   };
@@ -422,7 +471,12 @@ describe('fuzz: upper layer decoders (ul/pdu, ul/dimse) on arbitrary and mutated
     callingAe: 'FUZZ',
     applicationContext: '1.2.840.10008.3.1.1.1',
     contexts: CONTEXTS,
-    user: { maxPduLength: 16384, implementationClassUid: '1.2.3', implementationVersionName: 'F', roles: [{ sopClassUid: CT_IMAGE_STORAGE, scu: true, scp: false }] },
+    user: {
+      maxPduLength: 16384,
+      implementationClassUid: '1.2.3',
+      implementationVersionName: 'F',
+      roles: [{ sopClassUid: CT_IMAGE_STORAGE, scu: true, scp: false }],
+    },
   });
 
   it('decodePdu: mutated A-ASSOCIATE-RQ and random PDUs decode or throw PduError; decoded ones round-trip', () => {
@@ -462,7 +516,13 @@ describe('fuzz: upper layer decoders (ul/pdu, ul/dimse) on arbitrary and mutated
 
   it('decodeCommand: random group 0000 elements decode or throw CommandError; decoded ones round-trip', () => {
     const els = fc.array(
-      fc.record({ tag: fc.oneof(fc.constantFrom(0x0000, 0x0002, 0x0100, 0x0110, 0x0120, 0x0600, 0x0800, 0x0900, 0x0902, 0x1000, 0x1020), fc.integer({ min: 0, max: 0xffff })), value: fc.uint8Array({ maxLength: 40 }) }),
+      fc.record({
+        tag: fc.oneof(
+          fc.constantFrom(0x0000, 0x0002, 0x0100, 0x0110, 0x0120, 0x0600, 0x0800, 0x0900, 0x0902, 0x1000, 0x1020),
+          fc.integer({ min: 0, max: 0xffff }),
+        ),
+        value: fc.uint8Array({ maxLength: 40 }),
+      }),
       { maxLength: 12 },
     );
     fc.assert(
@@ -479,7 +539,13 @@ describe('fuzz: upper layer decoders (ul/pdu, ul/dimse) on arbitrary and mutated
         // string values are read trimmed and re-padded: compare what a reader sees
         expect(decodeCommand(encodeCommand(c))).to.deep.equal(decodeCommand(encodeCommand(decodeCommand(encodeCommand(c)))));
         const again = decodeCommand(encodeCommand(c));
-        expect([again.commandField, again.hasDataset, again.messageId, again.status, again.affectedSopInstanceUid]).to.deep.equal([c.commandField, c.hasDataset, c.messageId, c.status, c.affectedSopInstanceUid]);
+        expect([again.commandField, again.hasDataset, again.messageId, again.status, again.affectedSopInstanceUid]).to.deep.equal([
+          c.commandField,
+          c.hasDataset,
+          c.messageId,
+          c.status,
+          c.affectedSopInstanceUid,
+        ]);
       }),
       params(),
     );

@@ -12,7 +12,16 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { RawMllpPeer, frame, parseAck, type ParsedAck } from '../helpers/hl7-peers.js';
 import { adtA40, aiOru, omiO23, ormO01, oruR01 } from '../helpers/hl7-samples.js';
-import { HEAP_GROWTH_LIMIT_MB, RSS_GROWTH_LIMIT_MB, fuzzRuns, fuzzSeed, settledHeapMb, settledRssMb, startFuzzGateway, type FuzzGateway } from './fuzz-gateway.js';
+import {
+  HEAP_GROWTH_LIMIT_MB,
+  RSS_GROWTH_LIMIT_MB,
+  fuzzRuns,
+  fuzzSeed,
+  settledHeapMb,
+  settledRssMb,
+  startFuzzGateway,
+  type FuzzGateway,
+} from './fuzz-gateway.js';
 
 const RUNS = fuzzRuns(1200);
 const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -50,11 +59,22 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     kind: fc.constant('set-field' as const),
     segment: fc.nat(),
     field: fc.integer({ min: 1, max: 40 }),
-    value: fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('', 'ZZZ^Z99', 'ACK', 'ORU', 'ORM^O01^ORM_O01^X^Y', '9.9', '2', 'X'.repeat(300), '^^^^^^', '~~~~', '&&&')),
+    value: fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.constantFrom('', 'ZZZ^Z99', 'ACK', 'ORU', 'ORM^O01^ORM_O01^X^Y', '9.9', '2', 'X'.repeat(300), '^^^^^^', '~~~~', '&&&'),
+    ),
   }),
-  fc.record({ kind: fc.constant('escape-garbage' as const), at: fc.nat(), text: fc.constantFrom('\\', '\\X', '\\X0\\', '\\XZZ\\', '\\Z99\\', '\\.br\\', '\\H\\\\N\\', '\\E\\\\', '\\S\\T\\R\\') }),
+  fc.record({
+    kind: fc.constant('escape-garbage' as const),
+    at: fc.nat(),
+    text: fc.constantFrom('\\', '\\X', '\\X0\\', '\\XZZ\\', '\\Z99\\', '\\.br\\', '\\H\\\\N\\', '\\E\\\\', '\\S\\T\\R\\'),
+  }),
   fc.record({ kind: fc.constant('bytes' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 64 }) }),
-  fc.record({ kind: fc.constant('bad-utf8' as const), at: fc.nat(), bytes: fc.constantFrom([0xc3, 0x28], [0xff, 0xfe], [0x00], [0xe2, 0x82], [0xf0, 0x9f, 0x98], [0xed, 0xa0, 0x80], [0xc0, 0xaf]) }),
+  fc.record({
+    kind: fc.constant('bad-utf8' as const),
+    at: fc.nat(),
+    bytes: fc.constantFrom([0xc3, 0x28], [0xff, 0xfe], [0x00], [0xe2, 0x82], [0xf0, 0x9f, 0x98], [0xed, 0xa0, 0x80], [0xc0, 0xaf]),
+  }),
 );
 
 /** Applies the mutations; bytes VT and FS are left out (framing is fuzzed separately). */
@@ -151,7 +171,7 @@ describe('fuzz: HL7 over MLLP (one in-process gateway)', function () {
   let valid = 0;
   const codes = new Map<string, number>();
 
-  const params = <T,>(runs = RUNS): fc.Parameters<T> => {
+  const params = <T>(runs = RUNS): fc.Parameters<T> => {
     const seed = fuzzSeed();
     return seed === undefined ? { numRuns: runs, endOnFailure: true } : { numRuns: runs, endOnFailure: true, seed };
   };
@@ -188,7 +208,15 @@ describe('fuzz: HL7 over MLLP (one in-process gateway)', function () {
         const n = ++cases;
         const ids = { controlId: `FZ${n}`, accession: `ACCF${n}`, patientId: `PF${n % 50}`, studyUid: `1.2.826.0.1.3680043.10.777.${n}` };
         const text =
-          kind === 'orm' ? ormO01(ids) : kind === 'omi' ? omiO23(ids) : kind === 'oru' ? oruR01(ids) : kind === 'ai' ? aiOru({ ...ids, sendingApplication: 'AI_VENDOR' }) : adtA40({ ...ids, priorPatientId: `PF${(n + 1) % 50}` });
+          kind === 'orm'
+            ? ormO01(ids)
+            : kind === 'omi'
+              ? omiO23(ids)
+              : kind === 'oru'
+                ? oruR01(ids)
+                : kind === 'ai'
+                  ? aiOru({ ...ids, sendingApplication: 'AI_VENDOR' })
+                  : adtA40({ ...ids, priorPatientId: `PF${(n + 1) % 50}` });
         const { bytes, mshTouched } = mutate(text, mutations);
         const before = peer.received.length;
         peer.write(framed(bytes));
@@ -210,15 +238,23 @@ describe('fuzz: HL7 over MLLP (one in-process gateway)', function () {
 
   it('text that is not HL7 at all (random strings, with or without a leading MSH): AR', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.oneof(fc.string({ maxLength: 200 }), fc.string({ unit: 'binary', maxLength: 200 }), fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u).toString('latin1'))), fc.constantFrom('', 'MSH', 'MSH|', 'MSH|^~\\&|'), async (junk, prefix) => {
-        cases++;
-        const bytes = Buffer.from((prefix + junk).replace(/[\x0b\x1c]/g, ''), 'utf8');
-        const before = peer.received.length;
-        peer.write(framed(bytes));
-        const ack = parseAck((await peer.replyCount(before + 1))[before]!);
-        checkAck(ack, JSON.stringify(prefix + junk).slice(0, 100));
-        if (!bytes.toString('latin1').trimStart().startsWith('MSH')) expect(ack.code).to.equal('AR');
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          fc.string({ maxLength: 200 }),
+          fc.string({ unit: 'binary', maxLength: 200 }),
+          fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u).toString('latin1')),
+        ),
+        fc.constantFrom('', 'MSH', 'MSH|', 'MSH|^~\\&|'),
+        async (junk, prefix) => {
+          cases++;
+          const bytes = Buffer.from((prefix + junk).replace(/[\x0b\x1c]/g, ''), 'utf8');
+          const before = peer.received.length;
+          peer.write(framed(bytes));
+          const ack = parseAck((await peer.replyCount(before + 1))[before]!);
+          checkAck(ack, JSON.stringify(prefix + junk).slice(0, 100));
+          if (!bytes.toString('latin1').trimStart().startsWith('MSH')) expect(ack.code).to.equal('AR');
+        },
+      ),
       params(Math.ceil(RUNS / 3)),
     );
     await validStillWorks(peer);
@@ -262,7 +298,9 @@ describe('fuzz: HL7 over MLLP (one in-process gateway)', function () {
     fresh.destroy();
     const heapGrown = heapBefore === undefined ? undefined : (settledHeapMb() ?? 0) - heapBefore;
     const grown = settledRssMb() - rssBefore;
-    console.log(`      hl7 fuzz: ${cases} cases (${[...codes].map(([k, v]) => `${k} ${v}`).join(', ')}), RSS grew ${grown.toFixed(1)} MB${heapGrown === undefined ? '' : `, heap ${heapGrown.toFixed(1)} MB`}`);
+    console.log(
+      `      hl7 fuzz: ${cases} cases (${[...codes].map(([k, v]) => `${k} ${v}`).join(', ')}), RSS grew ${grown.toFixed(1)} MB${heapGrown === undefined ? '' : `, heap ${heapGrown.toFixed(1)} MB`}`,
+    );
     expect(grown).to.be.below(RSS_GROWTH_LIMIT_MB);
     if (heapGrown !== undefined) expect(heapGrown).to.be.below(HEAP_GROWTH_LIMIT_MB);
   });

@@ -10,7 +10,17 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { CT_IMAGE_STORAGE, EXPLICIT_LE, PduType, RawDicomPeer, cStoreRq, ctDataset, pData, responseStatus } from '../helpers/raw-dicom.js';
-import { FUZZ_TOKENS, HEAP_GROWTH_LIMIT_MB, RSS_GROWTH_LIMIT_MB, fuzzRuns, fuzzSeed, settledHeapMb, settledRssMb, startFuzzGateway, type FuzzGateway } from './fuzz-gateway.js';
+import {
+  FUZZ_TOKENS,
+  HEAP_GROWTH_LIMIT_MB,
+  RSS_GROWTH_LIMIT_MB,
+  fuzzRuns,
+  fuzzSeed,
+  settledHeapMb,
+  settledRssMb,
+  startFuzzGateway,
+  type FuzzGateway,
+} from './fuzz-gateway.js';
 
 const RUNS = fuzzRuns(2000);
 const MAX_BODY_BYTES = 64 * 1024;
@@ -19,7 +29,26 @@ const STUDY_UID = '1.2.826.0.1.3680043.10.888.1';
 /** Any JSON-ish value a client might put in a field by mistake. */
 const wrongValue = fc.oneof(
   fc.string({ maxLength: 30 }),
-  fc.constantFrom('', ' ', '1', '2a', '2b', '3a', '3b', '4', 'stat', 'urgent', 'routine', 'oncology', 'pool', STUDY_UID, 'x'.repeat(70), 'x'.repeat(2100), '\u0000', '\ud800'),
+  fc.constantFrom(
+    '',
+    ' ',
+    '1',
+    '2a',
+    '2b',
+    '3a',
+    '3b',
+    '4',
+    'stat',
+    'urgent',
+    'routine',
+    'oncology',
+    'pool',
+    STUDY_UID,
+    'x'.repeat(70),
+    'x'.repeat(2100),
+    '\u0000',
+    '\ud800',
+  ),
   fc.integer(),
   fc.double(),
   fc.boolean(),
@@ -60,8 +89,14 @@ const rule = fc.record(
   },
   { requiredKeys: [] },
 );
-const rulesBody = fc.oneof(fc.array(rule, { maxLength: 4 }), fc.record({ rules: fc.oneof(fc.array(rule, { maxLength: 4 }), wrongValue), comment: wrongValue }, { requiredKeys: [] }));
-const dryRunBody = fc.record({ rules: fc.oneof(fc.array(rule, { maxLength: 3 }), wrongValue), from: wrongValue, to: wrongValue, maxItems: wrongValue, other: wrongValue }, { requiredKeys: [] });
+const rulesBody = fc.oneof(
+  fc.array(rule, { maxLength: 4 }),
+  fc.record({ rules: fc.oneof(fc.array(rule, { maxLength: 4 }), wrongValue), comment: wrongValue }, { requiredKeys: [] }),
+);
+const dryRunBody = fc.record(
+  { rules: fc.oneof(fc.array(rule, { maxLength: 3 }), wrongValue), from: wrongValue, to: wrongValue, maxItems: wrongValue, other: wrongValue },
+  { requiredKeys: [] },
+);
 
 /**
  * Nesting far deeper than any real body: recursion in a validator must not become a 500.
@@ -78,13 +113,41 @@ type Raw = { body: string | Buffer; contentType?: string };
 
 const rawBody: fc.Arbitrary<Raw> = fc.oneof(
   fc.record({ body: fc.string({ maxLength: 200 }), contentType: fc.constantFrom('application/json', 'application/json; charset=utf-8', undefined) }),
-  fc.record({ body: fc.constantFrom('{', '{"a":', '[1,2', '{"reason": "x",}', 'null', '"string"', '123', 'true', '[]', '{}', '\ufeff{}', '{"__proto__": {"x": 1}}', '{"constructor": {"prototype": {}}}') }),
+  fc.record({
+    body: fc.constantFrom(
+      '{',
+      '{"a":',
+      '[1,2',
+      '{"reason": "x",}',
+      'null',
+      '"string"',
+      '123',
+      'true',
+      '[]',
+      '{}',
+      '\ufeff{}',
+      '{"__proto__": {"x": 1}}',
+      '{"constructor": {"prototype": {}}}',
+    ),
+  }),
   fc.record({
     body: fc.constantFrom('{"reason":"x","studyInstanceUid":"1.2"}', 'a=1&b=2', '<xml/>'),
-    contentType: fc.constantFrom('text/plain', 'application/x-www-form-urlencoded', 'application/xml', 'application/json; charset=latin1', 'application/json; charset=utf-16', 'multipart/form-data; boundary=x', 'application/yaml', ''),
+    contentType: fc.constantFrom(
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'application/xml',
+      'application/json; charset=latin1',
+      'application/json; charset=utf-16',
+      'multipart/form-data; boundary=x',
+      'application/yaml',
+      '',
+    ),
   }),
   fc.record({ body: fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)), contentType: fc.constant('application/json') }),
-  fc.record({ body: fc.integer({ min: MAX_BODY_BYTES - 100, max: MAX_BODY_BYTES * 2 }).map((n) => JSON.stringify({ reason: 'x'.repeat(n) })), contentType: fc.constant('application/json') }),
+  fc.record({
+    body: fc.integer({ min: MAX_BODY_BYTES - 100, max: MAX_BODY_BYTES * 2 }).map((n) => JSON.stringify({ reason: 'x'.repeat(n) })),
+    contentType: fc.constant('application/json'),
+  }),
 );
 
 type Route = 'cases' | 'report' | 'report-unknown' | 'rules' | 'dry-run';
@@ -100,7 +163,7 @@ describe('fuzz: HTTP JSON routes (one in-process gateway)', function () {
   let cases = 0;
   const statuses = new Map<number, number>();
 
-  const params = <T,>(runs = RUNS): fc.Parameters<T> => {
+  const params = <T>(runs = RUNS): fc.Parameters<T> => {
     const seed = fuzzSeed();
     return seed === undefined ? { numRuns: runs, endOnFailure: true } : { numRuns: runs, endOnFailure: true, seed };
   };
@@ -157,7 +220,9 @@ describe('fuzz: HTTP JSON routes (one in-process gateway)', function () {
     base = `http://127.0.0.1:${f.gw.ports().http}`;
     // one stored study and a case on it, so report bodies reach validation, not only 404
     const peer = await RawDicomPeer.connect(f.gw.ports().dicom);
-    expect((await peer.associate({ contexts: [{ id: 1, abstractSyntax: CT_IMAGE_STORAGE, transferSyntaxes: [EXPLICIT_LE] }] })).type).to.equal(PduType.associateAc);
+    expect((await peer.associate({ contexts: [{ id: 1, abstractSyntax: CT_IMAGE_STORAGE, transferSyntaxes: [EXPLICIT_LE] }] })).type).to.equal(
+      PduType.associateAc,
+    );
     const sop = `${STUDY_UID}.1.1`;
     peer.write(pData([{ contextId: 1, command: true, last: true, data: cStoreRq(1, CT_IMAGE_STORAGE, sop) }]));
     peer.write(pData([{ contextId: 1, command: false, last: true, data: ctDataset({ sopInstanceUid: sop, studyUid: STUDY_UID }) }]));
@@ -203,12 +268,17 @@ describe('fuzz: HTTP JSON routes (one in-process gateway)', function () {
 
   it('deeply nested bodies: a 4xx (or a stored rule set), never a 500 or a crash', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom<Route>('rules', 'dry-run', 'cases'), fc.constantFrom('array' as const, 'not' as const, 'all' as const), fc.integer({ min: 1, max: 3000 }), async (route, kind, depth) => {
-        const inner = deepBody(kind, depth);
-        const json = route === 'dry-run' ? `{"rules":${inner}}` : inner;
-        if (Buffer.byteLength(json) > MAX_BODY_BYTES) return;
-        await send(route, { body: json, contentType: 'application/json' });
-      }),
+      fc.asyncProperty(
+        fc.constantFrom<Route>('rules', 'dry-run', 'cases'),
+        fc.constantFrom('array' as const, 'not' as const, 'all' as const),
+        fc.integer({ min: 1, max: 3000 }),
+        async (route, kind, depth) => {
+          const inner = deepBody(kind, depth);
+          const json = route === 'dry-run' ? `{"rules":${inner}}` : inner;
+          if (Buffer.byteLength(json) > MAX_BODY_BYTES) return;
+          await send(route, { body: json, contentType: 'application/json' });
+        },
+      ),
       params(Math.ceil(RUNS / 8)),
     );
   });
@@ -218,7 +288,10 @@ describe('fuzz: HTTP JSON routes (one in-process gateway)', function () {
     const heapGrown = heapBefore === undefined ? undefined : (settledHeapMb() ?? 0) - heapBefore;
     const grown = settledRssMb() - rssBefore;
     console.log(
-      `      http fuzz: ${cases} requests (${[...statuses].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}: ${v}`).join(', ')}), RSS grew ${grown.toFixed(1)} MB${heapGrown === undefined ? '' : `, heap ${heapGrown.toFixed(1)} MB`}`,
+      `      http fuzz: ${cases} requests (${[...statuses]
+        .sort((a, b) => a[0] - b[0])
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(', ')}), RSS grew ${grown.toFixed(1)} MB${heapGrown === undefined ? '' : `, heap ${heapGrown.toFixed(1)} MB`}`,
     );
     expect(grown).to.be.below(RSS_GROWTH_LIMIT_MB);
     if (heapGrown !== undefined) expect(heapGrown).to.be.below(HEAP_GROWTH_LIMIT_MB);

@@ -118,7 +118,10 @@ export class ApiGateway {
       modality: 'CT',
     });
     const stable = new Promise<void>((resolve) => this.gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((x) => x.path),
+    );
     expect(r.statuses.every((s) => s === 0)).to.equal(true);
     await stable;
     return study;
@@ -146,17 +149,25 @@ export class ApiGateway {
   }
 
   async caseOf(studyInstanceUid: string): Promise<string> {
-    return eventually(async () => {
-      const s = await this.call('GET', `/api/studies/${studyInstanceUid}`, API_TOKENS.admin);
-      return ((s.body as { caseId?: string | null } | undefined)?.caseId ?? undefined) || undefined;
-    }, 'the case of the study', 20_000);
+    return eventually(
+      async () => {
+        const s = await this.call('GET', `/api/studies/${studyInstanceUid}`, API_TOKENS.admin);
+        return ((s.body as { caseId?: string | null } | undefined)?.caseId ?? undefined) || undefined;
+      },
+      'the case of the study',
+      20_000,
+    );
   }
 
   async awaitingRead(caseId: string): Promise<{ readerId: string }> {
-    return eventually(async () => {
-      const c = (await this.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string; readerId: string | null };
-      return c.state === 'awaiting-read' && c.readerId ? { readerId: c.readerId } : undefined;
-    }, 'the case to await its read', 20_000);
+    return eventually(
+      async () => {
+        const c = (await this.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string; readerId: string | null };
+        return c.state === 'awaiting-read' && c.readerId ? { readerId: c.readerId } : undefined;
+      },
+      'the case to await its read',
+      20_000,
+    );
   }
 
   /** Gives a case to a reader (the assignment strategy is tested elsewhere). */

@@ -98,10 +98,14 @@ export class ConsoleFixture {
   }
 
   async caseWhen(id: string, what: string, ok: (c: Record<string, unknown>) => boolean, timeoutMs = 20_000): Promise<Record<string, unknown>> {
-    return eventually(async () => {
-      const c = await this.caseOf(id);
-      return ok(c) ? c : undefined;
-    }, what, timeoutMs);
+    return eventually(
+      async () => {
+        const c = await this.caseOf(id);
+        return ok(c) ? c : undefined;
+      },
+      what,
+      timeoutMs,
+    );
   }
 
   /** The PACS pushes a small CT study with our SCU; resolves once it is stable. */
@@ -109,10 +113,24 @@ export class ConsoleFixture {
     const i = ++this.n;
     const accession = `ACC-CON-${i}-${Date.now() % 100000}`;
     const mrn = `MRN-CON-${i}`;
-    const study = generateStudy(path.join(this.tmp.dir, `study-${i}`), { instances: 2, series: 1, rows: 16, columns: 16, accessionNumber: accession, patientId: mrn, modality: 'CT' });
+    const study = generateStudy(path.join(this.tmp.dir, `study-${i}`), {
+      instances: 2,
+      series: 1,
+      rows: 16,
+      columns: 16,
+      accessionNumber: accession,
+      patientId: mrn,
+      modality: 'CT',
+    });
     const stable = new Promise<void>((resolve) => this.gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
-    expect(r.statuses.every((s) => s === 0), JSON.stringify(r)).to.equal(true);
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((x) => x.path),
+    );
+    expect(
+      r.statuses.every((s) => s === 0),
+      JSON.stringify(r),
+    ).to.equal(true);
     await stable;
     return { study, accession, mrn, i };
   }
@@ -124,14 +142,21 @@ export class ConsoleFixture {
    */
   async flaggedCase(o: { radiologist?: string } = {}): Promise<{ caseId: string; study: GeneratedStudy; accession: string; mrn: string }> {
     const { study, accession, mrn, i } = await this.pushStudy();
-    for (const msg of [ormO01({ accession, patientId: mrn, controlId: `ORM-C${i}-${accession}` }), oruR01({ accession, patientId: mrn, controlId: `ORU-C${i}-${accession}` }, { status: 'F', radiologist: o.radiologist ?? 'RAD7' })]) {
+    for (const msg of [
+      ormO01({ accession, patientId: mrn, controlId: `ORM-C${i}-${accession}` }),
+      oruR01({ accession, patientId: mrn, controlId: `ORU-C${i}-${accession}` }, { status: 'F', radiologist: o.radiologist ?? 'RAD7' }),
+    ]) {
       const ack = await this.hl7.send(msg);
       expect(ack.code, ack.text).to.equal('AA');
     }
-    const caseId = await eventually(async () => {
-      const s = (await this.call('GET', `/api/studies/${study.studyInstanceUid}`, CONSOLE_TOKENS.admin)).body;
-      return (s['caseId'] as string | null) ?? undefined;
-    }, 'the case', 15_000);
+    const caseId = await eventually(
+      async () => {
+        const s = (await this.call('GET', `/api/studies/${study.studyInstanceUid}`, CONSOLE_TOKENS.admin)).body;
+        return (s['caseId'] as string | null) ?? undefined;
+      },
+      'the case',
+      15_000,
+    );
     await this.caseWhen(caseId, 'forwarding to the pool', (c) => c['state'] === 'awaiting-read');
     return { caseId, study, accession, mrn };
   }

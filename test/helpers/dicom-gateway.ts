@@ -86,7 +86,10 @@ export class Storescp {
   /** `port`: one chosen beforehand (a gateway's destination was configured with it). */
   async start(port?: number): Promise<void> {
     this.port = port ?? (await freePort());
-    this.child = spawn('storescp', ['+xa', '-aet', this.aeTitle, '-od', this.dir, '--fork', String(this.port)], { stdio: 'ignore', env: { ...process.env, TCP_NODELAY: '1' } });
+    this.child = spawn('storescp', ['+xa', '-aet', this.aeTitle, '-od', this.dir, '--fork', String(this.port)], {
+      stdio: 'ignore',
+      env: { ...process.env, TCP_NODELAY: '1' },
+    });
     // listening once a connection is accepted
     for (let i = 0; i < 100; i++) {
       const ok = await new Promise<boolean>((resolve) => {

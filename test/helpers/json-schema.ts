@@ -71,8 +71,26 @@ export const openApiDocument = buildOpenApiDocument() as unknown as OpenApiDocum
  * document cannot grow a constraint that nothing checks.
  */
 const KNOWN = new Set([
-  'type', 'description', 'properties', 'required', 'additionalProperties', 'propertyNames', 'items', 'enum', 'const', '$ref', 'anyOf',
-  'format', 'pattern', 'minimum', 'maximum', 'minLength', 'maxLength', 'minItems', 'maxItems', 'default',
+  'type',
+  'description',
+  'properties',
+  'required',
+  'additionalProperties',
+  'propertyNames',
+  'items',
+  'enum',
+  'const',
+  '$ref',
+  'anyOf',
+  'format',
+  'pattern',
+  'minimum',
+  'maximum',
+  'minLength',
+  'maxLength',
+  'minItems',
+  'maxItems',
+  'default',
 ]);
 
 export function validateJson(schema: JsonSchema, value: unknown, defs: Record<string, JsonSchema>, at = '$'): string[] {
@@ -100,9 +118,11 @@ export function validateJson(schema: JsonSchema, value: unknown, defs: Record<st
   if (typeof value === 'string') {
     if (schema.minLength !== undefined && value.length < schema.minLength) errors.push(`${at}: shorter than ${schema.minLength}`);
     if (schema.maxLength !== undefined && value.length > schema.maxLength) errors.push(`${at}: longer than ${schema.maxLength}`);
-    if (schema.format === 'date-time' && !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(value)) errors.push(`${at}: ${short(value)} is not an RFC 3339 date-time`);
+    if (schema.format === 'date-time' && !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(value))
+      errors.push(`${at}: ${short(value)} is not an RFC 3339 date-time`);
     if (schema.format === 'date' && !/^\d{4}-\d\d-\d\d$/.test(value)) errors.push(`${at}: ${short(value)} is not a date`);
-    if (schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(value)) errors.push(`${at}: ${short(value)} does not match ${schema.pattern.slice(0, 40)}`);
+    if (schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(value))
+      errors.push(`${at}: ${short(value)} does not match ${schema.pattern.slice(0, 40)}`);
   }
   if (typeof value === 'number') {
     if (schema.minimum !== undefined && value < schema.minimum) errors.push(`${at}: ${value} < ${schema.minimum}`);

@@ -29,7 +29,10 @@ export interface CaseBody {
 
 /** A reader pool SCP that takes `delayMs` to store each instance (a slow pool, so a cancel lands mid-delivery). */
 export class SlowPoolScp extends PoolScp {
-  constructor(dir: string, private readonly delayMs: number) {
+  constructor(
+    dir: string,
+    private readonly delayMs: number,
+  ) {
     super(dir);
   }
 
@@ -138,10 +141,14 @@ export class LifecycleGateway {
   }
 
   caseWhen(id: string, what: string, ok: (c: CaseBody) => boolean, timeoutMs = 20_000): Promise<CaseBody> {
-    return eventually(async () => {
-      const c = await this.getCase(id);
-      return ok(c) ? c : undefined;
-    }, what, timeoutMs);
+    return eventually(
+      async () => {
+        const c = await this.getCase(id);
+        return ok(c) ? c : undefined;
+      },
+      what,
+      timeoutMs,
+    );
   }
 
   /** A CT study over C-STORE, waited on until stable. */
@@ -149,9 +156,20 @@ export class LifecycleGateway {
     const i = ++this.n;
     const accession = `ACC-LIFE-${i}`;
     const mrn = `MRN-LIFE-${i}`;
-    const study = generateStudy(path.join(this.tmp.dir, `study-${i}`), { instances, series: 1, rows: 16, columns: 16, accessionNumber: accession, patientId: mrn, modality: 'CT' });
+    const study = generateStudy(path.join(this.tmp.dir, `study-${i}`), {
+      instances,
+      series: 1,
+      rows: 16,
+      columns: 16,
+      accessionNumber: accession,
+      patientId: mrn,
+      modality: 'CT',
+    });
     const stable = new Promise<void>((resolve) => this.gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((x) => x.path),
+    );
     expect(r.statuses.every((s) => s === 0)).to.equal(true);
     await stable;
     return { ...study, accession, mrn };
@@ -181,10 +199,14 @@ export class LifecycleGateway {
   }
 
   async caseOf(studyInstanceUid: string): Promise<string> {
-    return eventually(async () => {
-      const s = await this.call('GET', `/api/studies/${studyInstanceUid}`, LT.admin);
-      return (s.body['caseId'] as string | null | undefined) ?? undefined;
-    }, 'the case of the study', 20_000);
+    return eventually(
+      async () => {
+        const s = await this.call('GET', `/api/studies/${studyInstanceUid}`, LT.admin);
+        return (s.body['caseId'] as string | null | undefined) ?? undefined;
+      },
+      'the case of the study',
+      20_000,
+    );
   }
 
   storesOf(studyInstanceUid: string, deidentified = false): number {

@@ -122,7 +122,10 @@ export class PhiFlow {
 
   oru(p: PhiPatient, controlId: string): string {
     return withPatientName(
-      oruR01({ accession: p.accession, patientId: p.id, controlId }, { status: 'F', radiologist: 'RAD7', lines: [`FINDINGS: ${p.reportText}.`, 'IMPRESSION: Suspicious for primary lung carcinoma.'] }),
+      oruR01(
+        { accession: p.accession, patientId: p.id, controlId },
+        { status: 'F', radiologist: 'RAD7', lines: [`FINDINGS: ${p.reportText}.`, 'IMPRESSION: Suspicious for primary lung carcinoma.'] },
+      ),
       p.name,
     );
   }
@@ -141,18 +144,28 @@ export class PhiFlow {
       modality: p.modality,
     });
     const stable = new Promise<void>((resolve) => this.gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
-    expect(r.statuses.every((s) => s === 0), JSON.stringify(r.statuses)).to.equal(true);
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: this.gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((x) => x.path),
+    );
+    expect(
+      r.statuses.every((s) => s === 0),
+      JSON.stringify(r.statuses),
+    ).to.equal(true);
     await stable;
     for (const msg of [this.orm(p, `ORM-PHI-${i}`), this.oru(p, `ORU-PHI-${i}`)]) {
       const ack = await this.hl7.send(msg);
       expect(ack.code, ack.text).to.equal('AA');
     }
     const uid = study.studyInstanceUid;
-    const caseId = await eventually(async () => {
-      const s = (await this.call('GET', `/api/studies/${uid}`, PHI_TOKENS.admin)).json;
-      return (s['caseId'] as string | null) ?? undefined;
-    }, 'the case', 20_000);
+    const caseId = await eventually(
+      async () => {
+        const s = (await this.call('GET', `/api/studies/${uid}`, PHI_TOKENS.admin)).json;
+        return (s['caseId'] as string | null) ?? undefined;
+      },
+      'the case',
+      20_000,
+    );
     await eventually(async () => (await this.call('GET', `/api/cases/${caseId}`, PHI_TOKENS.admin)).json['state'] === 'awaiting-read', 'forwarding', 20_000);
     return { caseId, study };
   }

@@ -77,7 +77,11 @@ function uid(): string {
   return `2.25.${BigInt(`0x${randomBytes(15).toString('hex')}`).toString(10)}`;
 }
 
-const code = (value: string, scheme: string, meaning: string): Record<string, string> => ({ CodeValue: value, CodingSchemeDesignator: scheme, CodeMeaning: meaning });
+const code = (value: string, scheme: string, meaning: string): Record<string, string> => ({
+  CodeValue: value,
+  CodingSchemeDesignator: scheme,
+  CodeMeaning: meaning,
+});
 
 function part10(dict: DicomDataDict, sopClassUid: string, sopInstanceUid: string): Buffer {
   const meta = DicomMetaDictionary.denaturalizeDataset({
@@ -95,7 +99,13 @@ function part10(dict: DicomDataDict, sopClassUid: string, sopInstanceUid: string
 }
 
 /** Patient, study and equipment attributes every instance of the study carries. */
-function common(study: { studyUid: string; seriesUid: string }, modality: string, seriesNumber: number, sopClassUid: string, sopInstanceUid: string): Record<string, unknown> {
+function common(
+  study: { studyUid: string; seriesUid: string },
+  modality: string,
+  seriesNumber: number,
+  sopClassUid: string,
+  sopInstanceUid: string,
+): Record<string, unknown> {
   return {
     SpecificCharacterSet: 'ISO_IR 192',
     SOPClassUID: sopClassUid,
@@ -245,14 +255,26 @@ function structuredReport(study: { studyUid: string; seriesUid: string }, images
     CurrentRequestedProcedureEvidenceSequence: [
       {
         StudyInstanceUID: study.studyUid,
-        ReferencedSeriesSequence: [{ SeriesInstanceUID: study.seriesUid, ReferencedSOPSequence: images.map((i) => ({ ReferencedSOPClassUID: SOP.ct, ReferencedSOPInstanceUID: i })) }],
+        ReferencedSeriesSequence: [
+          { SeriesInstanceUID: study.seriesUid, ReferencedSOPSequence: images.map((i) => ({ ReferencedSOPClassUID: SOP.ct, ReferencedSOPInstanceUID: i })) },
+        ],
       },
     ],
     PerformedProcedureCodeSequence: [],
     ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '2000' }],
     ContentSequence: [
-      { RelationshipType: 'HAS OBS CONTEXT', ValueType: 'PNAME', ConceptNameCodeSequence: [code('121008', 'DCM', 'Person Observer Name')], PersonName: [{ Alphabetic: PHI.reader }] },
-      { RelationshipType: 'HAS OBS CONTEXT', ValueType: 'PNAME', ConceptNameCodeSequence: [code('121029', 'DCM', 'Subject Name')], PersonName: [{ Alphabetic: PHI.patientName }] },
+      {
+        RelationshipType: 'HAS OBS CONTEXT',
+        ValueType: 'PNAME',
+        ConceptNameCodeSequence: [code('121008', 'DCM', 'Person Observer Name')],
+        PersonName: [{ Alphabetic: PHI.reader }],
+      },
+      {
+        RelationshipType: 'HAS OBS CONTEXT',
+        ValueType: 'PNAME',
+        ConceptNameCodeSequence: [code('121029', 'DCM', 'Subject Name')],
+        PersonName: [{ Alphabetic: PHI.patientName }],
+      },
       { RelationshipType: 'HAS OBS CONTEXT', ValueType: 'DATE', ConceptNameCodeSequence: [code('121033', 'DCM', 'Subject Birth Date')], Date: PHI.birthDate },
       { RelationshipType: 'HAS OBS CONTEXT', ValueType: 'TEXT', ConceptNameCodeSequence: [code('121030', 'DCM', 'Subject ID')], TextValue: PHI.patientId },
       {
@@ -292,7 +314,12 @@ function structuredReport(study: { studyUid: string; seriesUid: string }, images
 
 /** A minimal, valid PDF 1.4 whose page text names the patient (uncompressed content stream). */
 export function requisitionPdf(): Buffer {
-  const text = [`Requisition - ${PHI.institution}`, `Patient: ${PHI.patientName.replace(/\^/g, ' ')}`, `MRN: ${PHI.patientId}  DOB: 13.03.1957`, `Referring: ${PHI.referring.replace('^', ' ')}`];
+  const text = [
+    `Requisition - ${PHI.institution}`,
+    `Patient: ${PHI.patientName.replace(/\^/g, ' ')}`,
+    `MRN: ${PHI.patientId}  DOB: 13.03.1957`,
+    `Referring: ${PHI.referring.replace('^', ' ')}`,
+  ];
   const stream = `BT /F1 12 Tf 50 750 Td 14 TL ${text.map((t) => `(${t.replace(/[()\\]/g, '')}) '`).join(' ')} ET`;
   const objects = [
     '<< /Type /Catalog /Pages 2 0 R >>',

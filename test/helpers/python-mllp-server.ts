@@ -80,7 +80,10 @@ export class PythonMllpServer {
   readonly seen: PythonSeen[] = [];
   private stderr = '';
 
-  private constructor(private readonly child: ChildProcessWithoutNullStreams, readonly port: number) {}
+  private constructor(
+    private readonly child: ChildProcessWithoutNullStreams,
+    readonly port: number,
+  ) {}
 
   static async start(timeoutMs = 10_000): Promise<PythonMllpServer> {
     const child = spawn(PYTHON, ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -44,7 +44,12 @@ export function associateRqBody(o: { calledAe?: string; callingAe?: string; cont
   const items: Buffer[] = [item(0x10, Buffer.from('1.2.840.10008.3.1.1.1', 'latin1'))];
   for (const c of contexts) {
     const head = Buffer.from([c.id, 0, 0, 0]);
-    items.push(item(0x20, Buffer.concat([head, item(0x30, Buffer.from(c.abstractSyntax, 'latin1')), ...c.transferSyntaxes.map((t) => item(0x40, Buffer.from(t, 'latin1')))])));
+    items.push(
+      item(
+        0x20,
+        Buffer.concat([head, item(0x30, Buffer.from(c.abstractSyntax, 'latin1')), ...c.transferSyntaxes.map((t) => item(0x40, Buffer.from(t, 'latin1')))]),
+      ),
+    );
   }
   const maxLen = Buffer.alloc(4);
   maxLen.writeUInt32BE(o.maxPdu ?? 16384, 0);

@@ -118,7 +118,12 @@ export async function startRsyslog(dir: string, pki: { ca: string; cert: string;
   await start();
   return {
     ports,
-    messages: () => (existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter((l) => l.length > 0) : []),
+    messages: () =>
+      existsSync(out)
+        ? readFileSync(out, 'utf8')
+            .split('\n')
+            .filter((l) => l.length > 0)
+        : [],
     stop,
     restart: start,
   };

@@ -71,7 +71,25 @@ export function makeTestPki(): TestPki {
   const makeCa = (name: string): KeyPair => {
     const cert = `${file(name)}.crt`;
     const key = `${file(name)}.key`;
-    openssl(['req', '-x509', '-config', cnf, '-extensions', 'ca', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`]);
+    openssl([
+      'req',
+      '-x509',
+      '-config',
+      cnf,
+      '-extensions',
+      'ca',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+    ]);
     return withPem(cert, key);
   };
   let serial = 1;
@@ -80,7 +98,26 @@ export function makeTestPki(): TestPki {
     const cert = `${base}.crt`;
     const key = `${base}.key`;
     openssl(['req', '-new', '-config', cnf, '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', `${base}.csr`, '-subj', `/CN=${cn}`]);
-    openssl(['x509', '-req', '-in', `${base}.csr`, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(serial++), '-days', '2', '-out', cert, '-extfile', cnf, '-extensions', 'leaf']);
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      `${base}.csr`,
+      '-CA',
+      ca.cert,
+      '-CAkey',
+      ca.key,
+      '-set_serial',
+      String(serial++),
+      '-days',
+      '2',
+      '-out',
+      cert,
+      '-extfile',
+      cnf,
+      '-extensions',
+      'leaf',
+    ]);
     return withPem(cert, key);
   };
   const ca = makeCa('Gateway Test CA');

@@ -32,7 +32,10 @@ function adminSql(statements: string[]): void {
     const c = new pg.Client({ connectionString: process.argv[1] });
     (async () => { await c.connect(); for (const s of JSON.parse(process.argv[2])) await c.query(s); await c.end(); })()
       .catch((e) => { console.error(e.message); process.exit(1); });`;
-  execFileSync(process.execPath, ['-e', script, postgresServerUrl!, JSON.stringify(statements)], { cwd: path.resolve(import.meta.dirname, '../..'), stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, ['-e', script, postgresServerUrl!, JSON.stringify(statements)], {
+    cwd: path.resolve(import.meta.dirname, '../..'),
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
 /** The URL of a database named `name` on the test server (same credentials as GATEWAY_TEST_DATABASE_URL). */

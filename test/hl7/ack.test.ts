@@ -20,7 +20,20 @@ describe('ACK building', () => {
     expect(rest).to.deep.equal([]);
     const m = fields(msh!);
     // m[0] is MSH, m[1] is MSH-2 (MSH-1 is the separator itself).
-    expect(m.slice(0, 12)).to.deep.equal(['MSH', '^~\\&', 'SECONDREAD', 'GATEWAY', 'RIS', 'HOSP', '20260301101530.123+0000', '', 'ACK^R01^ACK', 'ACK1', 'P', '2.5.1']);
+    expect(m.slice(0, 12)).to.deep.equal([
+      'MSH',
+      '^~\\&',
+      'SECONDREAD',
+      'GATEWAY',
+      'RIS',
+      'HOSP',
+      '20260301101530.123+0000',
+      '',
+      'ACK^R01^ACK',
+      'ACK1',
+      'P',
+      '2.5.1',
+    ]);
     expect(fields(msa!)).to.deep.equal(['MSA', 'AA', 'CTRL-77']);
     expect(ack.endsWith('\r')).to.equal(true);
   });
@@ -51,7 +64,11 @@ describe('ACK building', () => {
     const garbage = buildAck(scrapeHeader('not hl7 at all'), { ...ours, code: 'AR', error: { hl7Code: '102', text: 'not HL7' } });
     expect(fields(garbage.split('\r')[0]!)[8]).to.equal('ACK');
     expect(fields(garbage.split('\r')[1]!)).to.deep.equal(['MSA', 'AR', '']);
-    const truncated = buildAck(scrapeHeader('MSH|^~\\&|RIS|HOSP|X|Y|2026||ORU^R01|TRUNC-1|P|2.5.1\rOBX|1|TX|...'), { ...ours, code: 'AR', error: { hl7Code: '207', text: 'too large' } });
+    const truncated = buildAck(scrapeHeader('MSH|^~\\&|RIS|HOSP|X|Y|2026||ORU^R01|TRUNC-1|P|2.5.1\rOBX|1|TX|...'), {
+      ...ours,
+      code: 'AR',
+      error: { hl7Code: '207', text: 'too large' },
+    });
     expect(fields(truncated.split('\r')[1]!)[2]).to.equal('TRUNC-1');
   });
 

@@ -61,7 +61,17 @@ describe('HL7 character sets (MSH-18)', () => {
     expect(charsetFor('EBCDIC')).to.equal(undefined);
     expect(charsetFor('UNICODE')).to.equal(undefined);
     expect(charsetFor(null)).to.equal(defaultCharset);
-    expect(supportedCharsets).to.include.members(['ASCII', '8859/1', '8859/15', 'UNICODE UTF-8', 'ISO IR87', 'ISO IR159', 'GB 18030-2000', 'KS X 1001', 'BIG-5']);
+    expect(supportedCharsets).to.include.members([
+      'ASCII',
+      '8859/1',
+      '8859/15',
+      'UNICODE UTF-8',
+      'ISO IR87',
+      'ISO IR159',
+      'GB 18030-2000',
+      'KS X 1001',
+      'BIG-5',
+    ]);
   });
 
   it('decodes a frame by its MSH-18 and \\X..\\ hex escapes as bytes of that set', () => {
@@ -76,7 +86,9 @@ describe('HL7 character sets (MSH-18)', () => {
     const m = Hl7Message.parse(raw, charset.decode);
     expect(m.text(m.rawField(m.segment('OBX')!, 5))).to.equal('Łódź Łódź');
     // Without MSH-18, hex bytes that are valid UTF-8 are UTF-8; otherwise Latin-1 (as the frame itself).
-    expect(Hl7Message.parse('MSH|^~\\&|A\rOBX|1|TX|||\\XC581\\ \\XE9\\').text(Hl7Message.parse('MSH|^~\\&|A\rOBX|1|TX|||\\XC581\\ \\XE9\\').segments[1]!.fields[5]!)).to.equal('Ł é');
+    expect(
+      Hl7Message.parse('MSH|^~\\&|A\rOBX|1|TX|||\\XC581\\ \\XE9\\').text(Hl7Message.parse('MSH|^~\\&|A\rOBX|1|TX|||\\XC581\\ \\XE9\\').segments[1]!.fields[5]!),
+    ).to.equal('Ł é');
     expect(decodeFrame(`${msh('KLINGON')}\r`, undefined).problem).to.match(/MSH-18 character set "KLINGON" not supported/);
     // Bytes the named set cannot carry (an escape to a set it does not know): a clear problem, not an exception.
     const bad = Buffer.concat([Buffer.from(`${msh('ISO IR87')}\rOBX|1|TX|||`, 'latin1'), Buffer.from('1b2528', 'hex'), Buffer.from('x\r')]);
@@ -87,7 +99,11 @@ describe('HL7 character sets (MSH-18)', () => {
     const h = readHeader(Hl7Message.parse(`${msh('8859/2')}\r`));
     const ack = buildAck(h, { sendingApplication: 'SECONDREAD', sendingFacility: 'GATEWAY', code: 'AA', controlId: 'A1', now: new Date(0) });
     expect(ack.split('\r')[0]!.split('|')[17]).to.equal('8859/2');
-    expect(charsetFor('8859/2')!.encode('Ł').equals(Buffer.from([0xa3]))).to.equal(true);
+    expect(
+      charsetFor('8859/2')!
+        .encode('Ł')
+        .equals(Buffer.from([0xa3])),
+    ).to.equal(true);
   });
 });
 

@@ -64,7 +64,9 @@ describe('HL7 parsing into domain events', () => {
     });
 
     it('falls back along the accession paths (OBR-3.1, else OBR-18, else IPC-1) and honours a changed mapping', () => {
-      const noObr3 = ormO01({ accession: 'A300' }).replace('|PLA300|A300|CTCHEST', '|PLA300||CTCHEST').replace(/^ORC\|NW\|PLA300\|A300\|/m, 'ORC|NW|PLA300||');
+      const noObr3 = ormO01({ accession: 'A300' })
+        .replace('|PLA300|A300|CTCHEST', '|PLA300||CTCHEST')
+        .replace(/^ORC\|NW\|PLA300\|A300\|/m, 'ORC|NW|PLA300||');
       const e = parse(noObr3);
       expect(e.kind === 'order' && e.items[0]!.accessionNumber).to.equal('A300'); // from OBR-18
       const onlyIpc = omiO23({ accession: 'A301' }).replace('|PLA301|A301|MRBRAIN', '|PLA301||MRBRAIN').replace('ORC|NW|PLA301|A301|', 'ORC|NW|PLA301||');
@@ -83,7 +85,9 @@ describe('HL7 parsing into domain events', () => {
     });
 
     it('rejects an order it could never link', () => {
-      const text = ormO01({ accession: 'A1' }).replace(/\|PLA1\|A1\|/g, '|||').replace(/^OBR\|.*$/m, (l) => l.replace('|A1|', '||'));
+      const text = ormO01({ accession: 'A1' })
+        .replace(/\|PLA1\|A1\|/g, '|||')
+        .replace(/^OBR\|.*$/m, (l) => l.replace('|A1|', '||'));
       const err = rejection(() => parse(text));
       expect(err.code).to.equal(ErrorCode.invalidInput);
     });
@@ -261,7 +265,11 @@ describe('HL7 parsing into domain events', () => {
         seg('OBX', { 1: '1', 2: 'TX', 3: 'X', 5: 'a # sign: \\F\\ and star \\S\\' }),
       ].join('\r');
       // The same message with # as field and * as component separator.
-      const text = standard.replace(/#/g, '\u0000').replace(/\|/g, '#').replace(/\^/g, '*').replace(/\u0000/g, '|');
+      const text = standard
+        .replace(/#/g, '\u0000')
+        .replace(/\|/g, '#')
+        .replace(/\^/g, '*')
+        .replace(/\u0000/g, '|');
       const m = Hl7Message.parse(text);
       expect(readHeader(m)).to.include({ messageType: 'ORU', triggerEvent: 'R01', controlId: 'C1' });
       const e = parse(text);

@@ -48,7 +48,13 @@ describe('HL7 identity, character sets and result semantics (real listener and d
    * A study as ingest stores it. Issuer of Patient ID and Other Patient IDs are filled by DICOM ingest on
    * another branch; here they are set on the row directly (the linking code reads only the columns).
    */
-  async function storeStudy(uid: string, accession: string | null, patientId: string | null, issuer: string | null = null, others?: { id: string; issuer: string | null }[]): Promise<void> {
+  async function storeStudy(
+    uid: string,
+    accession: string | null,
+    patientId: string | null,
+    issuer: string | null = null,
+    others?: { id: string; issuer: string | null }[],
+  ): Promise<void> {
     expect(await studies.storeInstance(instance(uid, accession, patientId))).to.equal('stored');
     await settle();
     await stack.opened.db
@@ -76,7 +82,17 @@ describe('HL7 identity, character sets and result semantics (real listener and d
   }
 
   /** A hand-written ORU^R01 (v2.5.1 chapter 7): MSH, PID, OBR, OBX..., with the PID-3 and extra segments given. */
-  function oru(o: { controlId: string; pid3: string; accession: string; studyUid?: string; status?: string; obx?: string[]; nte?: string[]; msh18?: string; name?: string }): string {
+  function oru(o: {
+    controlId: string;
+    pid3: string;
+    accession: string;
+    studyUid?: string;
+    status?: string;
+    obx?: string[];
+    nte?: string[];
+    msh18?: string;
+    name?: string;
+  }): string {
     const msh = `MSH|^~\\&|RIS|HOSP|SECONDREAD|GATEWAY|20260301104500||ORU^R01^ORU_R01|${o.controlId}|P|2.5.1${o.msh18 ? `||||||${o.msh18}` : ''}`;
     return (
       [
@@ -119,7 +135,7 @@ describe('HL7 identity, character sets and result semantics (real listener and d
       expect((s['primaryReport'] as { history: unknown[] }).history).to.have.length(1);
     });
 
-    it('compares the id alone when one side has no authority, and the study\'s other patient ids count', async () => {
+    it("compares the id alone when one side has no authority, and the study's other patient ids count", async () => {
       await storeStudy('1.2.9.2', 'ACC902', 'MRN2', null);
       expect((await peer.send(oru({ controlId: 'ID3', pid3: 'MRN2^^^HOSP^MR', accession: 'ACC902' }))).code).to.equal('AA');
       expect((await reportsOf('ID3'))[0]).to.include({ link_state: 'linked' });
@@ -149,9 +165,19 @@ describe('HL7 identity, character sets and result semantics (real listener and d
       await storeStudy('1.2.9.8', 'ACC908', 'OLD7', 'ELSEWHERE');
       expect((await peer.send(oru({ controlId: 'M1', pid3: 'OLD7^^^HOSP^MR', accession: 'ACC907' }))).code).to.equal('AA');
       // Hand-written A40 (v2.5.1 chapter 3.3.40): PID-3 the survivor, MRG-1 the prior id with its authority.
-      const a40 = ['MSH|^~\\&|PAS|HOSP|SECONDREAD|GATEWAY|20260302090000||ADT^A40^ADT_A39|MRG1|P|2.5.1', 'EVN|A40|20260302090000', 'PID|1||NEW7^^^HOSP^MR||DOE^JANE', 'MRG|OLD7^^^HOSP^MR'].join('\r') + '\r';
+      const a40 =
+        [
+          'MSH|^~\\&|PAS|HOSP|SECONDREAD|GATEWAY|20260302090000||ADT^A40^ADT_A39|MRG1|P|2.5.1',
+          'EVN|A40|20260302090000',
+          'PID|1||NEW7^^^HOSP^MR||DOE^JANE',
+          'MRG|OLD7^^^HOSP^MR',
+        ].join('\r') + '\r';
       expect((await peer.send(a40)).code).to.equal('AA');
-      const rows = await stack.opened.db.selectFrom('studies').select(['study_instance_uid', 'patient_id', 'issuer_of_patient_id']).orderBy('study_instance_uid').execute();
+      const rows = await stack.opened.db
+        .selectFrom('studies')
+        .select(['study_instance_uid', 'patient_id', 'issuer_of_patient_id'])
+        .orderBy('study_instance_uid')
+        .execute();
       expect(rows.filter((r) => r.study_instance_uid.startsWith('1.2.9.'))).to.deep.equal([
         { study_instance_uid: '1.2.9.7', patient_id: 'NEW7', issuer_of_patient_id: 'HOSP' },
         // Another authority's OLD7 is another patient: untouched.
@@ -230,7 +256,13 @@ describe('HL7 identity, character sets and result semantics (real listener and d
         this.skip();
       }
       await storeStudy('1.2.9.23', 'ACC923', 'MRN23', 'HOSP');
-      const text = oru({ controlId: 'CS4', pid3: 'MRN23^^^HOSP^MR', accession: 'ACC923', msh18: '8859/2', obx: ['OBX|1|TX|18782-3^Radiology Study observation^LN||Szczecin, Gdańsk, ŁÓDŹ.||||||F'] });
+      const text = oru({
+        controlId: 'CS4',
+        pid3: 'MRN23^^^HOSP^MR',
+        accession: 'ACC923',
+        msh18: '8859/2',
+        obx: ['OBX|1|TX|18782-3^Radiology Study observation^LN||Szczecin, Gdańsk, ŁÓDŹ.||||||F'],
+      });
       const dir = mkdtempSync(path.join(tmpdir(), 'mllp-send-'));
       const file = path.join(dir, 'm.hl7');
       writeFileSync(file, Buffer.concat([Buffer.from(VT, 'latin1'), iconv.encode(text, 'iso-8859-2'), Buffer.from(`${FS}\r`, 'latin1')]));
@@ -297,7 +329,13 @@ describe('HL7 identity, character sets and result semantics (real listener and d
       expect(await caseState('case-930')).to.equal('awaiting-read');
 
       // The RIS says the result was filed to the wrong patient.
-      const w = oru({ controlId: 'W1', pid3: 'MRN30^^^HOSP^MR', accession: 'ACC930', status: 'C', obx: ['OBX|1|TX|18782-3^Radiology Study observation^LN||Findings: 8 mm nodule right upper lobe.||||||W'] });
+      const w = oru({
+        controlId: 'W1',
+        pid3: 'MRN30^^^HOSP^MR',
+        accession: 'ACC930',
+        status: 'C',
+        obx: ['OBX|1|TX|18782-3^Radiology Study observation^LN||Findings: 8 mm nodule right upper lobe.||||||W'],
+      });
       expect((await peer.send(w)).code).to.equal('AA');
       expect(await caseState('case-930')).to.equal('held');
       const audit = await auditOf('case-930');
@@ -308,7 +346,12 @@ describe('HL7 identity, character sets and result semantics (real listener and d
       expect((after['primaryReport'] as { current: { text: string } }).current.text).to.match(/^Clinical note/);
       expect((await messageRows('W1'))[0]).to.include({ status: 'held' });
       // A later merge of that patient reconsiders held items, but never the one the sender marked wrong-patient.
-      const a40 = ['MSH|^~\\&|PAS|HOSP|SECONDREAD|GATEWAY|20260302090000||ADT^A40^ADT_A39|MRG30|P|2.5.1', 'EVN|A40|20260302090000', 'PID|1||MRN30B^^^HOSP^MR', 'MRG|MRN30^^^HOSP^MR'].join('\r');
+      const a40 = [
+        'MSH|^~\\&|PAS|HOSP|SECONDREAD|GATEWAY|20260302090000||ADT^A40^ADT_A39|MRG30|P|2.5.1',
+        'EVN|A40|20260302090000',
+        'PID|1||MRN30B^^^HOSP^MR',
+        'MRG|MRN30^^^HOSP^MR',
+      ].join('\r');
       expect((await peer.send(a40)).code).to.equal('AA');
       expect((await reportsOf('W1'))[0]).to.include({ link_state: 'held', patient_id: 'MRN30B' });
     });
@@ -336,7 +379,11 @@ describe('HL7 identity, character sets and result semantics (real listener and d
         expect((await peer.send(oru({ controlId: ctl, pid3: 'MRN40^^^HOSP^MR', accession: acc }))).code).to.equal('AA');
         expect((await reportsOf(ctl))[0]).to.include({ link_state: 'linked', linked_study_uid: '1.2.9.40' });
       }
-      const orders = await stack.opened.db.selectFrom('orders').select(['accession_number', 'link_state', 'linked_study_uid']).orderBy('accession_number').execute();
+      const orders = await stack.opened.db
+        .selectFrom('orders')
+        .select(['accession_number', 'link_state', 'linked_study_uid'])
+        .orderBy('accession_number')
+        .execute();
       expect(orders).to.deep.equal([
         { accession_number: 'ACC940', link_state: 'linked', linked_study_uid: '1.2.9.40' },
         { accession_number: 'ACC941', link_state: 'linked', linked_study_uid: '1.2.9.40' },
@@ -366,7 +413,11 @@ describe('HL7 identity, character sets and result semantics (real listener and d
       expect(await caseState('case-950')).to.equal('cancelled');
       const audit = (await auditOf('case-950')).at(-1)!;
       expect(audit).to.include({ action: 'case.cancelled', actor: 'hl7:RIS' });
-      const orders = await stack.opened.db.selectFrom('orders').select(['accession_number', 'order_control', 'cancelled_at']).orderBy('accession_number').execute();
+      const orders = await stack.opened.db
+        .selectFrom('orders')
+        .select(['accession_number', 'order_control', 'cancelled_at'])
+        .orderBy('accession_number')
+        .execute();
       expect(orders.map((o) => [o.accession_number, o.order_control, o.cancelled_at !== null])).to.deep.equal([
         ['ACC950', 'CA', true],
         ['ACC951', 'CA', true],

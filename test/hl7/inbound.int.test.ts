@@ -58,7 +58,10 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
   }
 
   async function count(table: 'hl7_messages' | 'orders' | 'report_versions' | 'ai_results' | 'patient_merges'): Promise<number> {
-    const r = await stack.opened.db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const r = await stack.opened.db
+      .selectFrom(table)
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     return Number(r.n);
   }
 
@@ -128,13 +131,19 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
       expect((await study('1.2.3.105')).primaryReport.current?.status).to.equal('F');
       expect(await count('orders')).to.equal(0);
       await peer.send(oruR01({ controlId: 'R106', accession: 'ACC-NOWHERE' }));
-      const row = await stack.opened.db.selectFrom('report_versions').select(['link_state']).where('accession_number', '=', 'ACC-NOWHERE').executeTakeFirstOrThrow();
+      const row = await stack.opened.db
+        .selectFrom('report_versions')
+        .select(['link_state'])
+        .where('accession_number', '=', 'ACC-NOWHERE')
+        .executeTakeFirstOrThrow();
       expect(row.link_state).to.equal('pending');
       expect((await messageRow('R106'))[0]?.status).to.equal('applied');
     });
 
     it('a study stored through the repository on the same database is found by a later message', async () => {
-      await stack.opened.db.transaction().execute((trx) => insertInstance(trx, { ...instance('1.2.3.107', 'ACC107', 'MRN1001'), filePath: 'x' }, new Date().toISOString()));
+      await stack.opened.db
+        .transaction()
+        .execute((trx) => insertInstance(trx, { ...instance('1.2.3.107', 'ACC107', 'MRN1001'), filePath: 'x' }, new Date().toISOString()));
       await peer.send(oruR01({ controlId: 'R107', accession: 'ACC107' }));
       expect((await study('1.2.3.107')).primaryReport.current?.status).to.equal('F');
     });
@@ -175,7 +184,7 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
       expect((await messageRow('WRONG2'))[0]).to.include({ status: 'held' });
     });
 
-    it("holds a report whose patient id contradicts the order with its accession, and an order update for another patient", async () => {
+    it('holds a report whose patient id contradicts the order with its accession, and an order update for another patient', async () => {
       await peer.send(ormO01({ controlId: 'O122', accession: 'ACC122', patientId: 'MRN1001' }));
       await peer.send(oruR01({ controlId: 'WRONG3', accession: 'ACC122', patientId: 'MRN3333' }));
       expect((await messageRow('WRONG3'))[0]?.reason).to.match(/differs from the order/);
@@ -213,7 +222,9 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
       const rejected = await api('/messages?status=rejected');
       const items = rejected.body['items'] as Record<string, unknown>[];
       expect(items.map((i) => [i['controlId'], i['status'], i['type']])).to.deep.equal([['UNK1', 'rejected', 'ADT^A01']]);
-      expect((await api('/messages?status=rejected&includeRaw=true', ADMIN)).body['items']).to.satisfy((x: Record<string, unknown>[]) => String(x[0]!['raw']).startsWith('MSH|'));
+      expect((await api('/messages?status=rejected&includeRaw=true', ADMIN)).body['items']).to.satisfy((x: Record<string, unknown>[]) =>
+        String(x[0]!['raw']).startsWith('MSH|'),
+      );
       expect((await api('/messages?includeRaw=true', QA)).status).to.equal(403);
       expect((await api('/messages', READER)).status).to.equal(403);
       expect((await api('/messages?status=bogus')).status).to.equal(400);
@@ -254,9 +265,13 @@ describe('HL7 inbound: store, link, acknowledge (real listener, SQLite file)', (
     async function failingTrigger(st: Hl7Stack, name: string, message: string, when?: string): Promise<void> {
       if (st.opened.dialect === 'postgres') {
         await sql.raw(`CREATE FUNCTION ${name}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION '${message}'; END $$ LANGUAGE plpgsql`).execute(st.opened.db);
-        await sql.raw(`CREATE TRIGGER ${name} BEFORE INSERT ON report_versions FOR EACH ROW ${when ? `WHEN (${when})` : ''} EXECUTE FUNCTION ${name}()`).execute(st.opened.db);
+        await sql
+          .raw(`CREATE TRIGGER ${name} BEFORE INSERT ON report_versions FOR EACH ROW ${when ? `WHEN (${when})` : ''} EXECUTE FUNCTION ${name}()`)
+          .execute(st.opened.db);
       } else {
-        await sql.raw(`CREATE TRIGGER ${name} BEFORE INSERT ON report_versions ${when ? `WHEN ${when}` : ''} BEGIN SELECT RAISE(ABORT, '${message}'); END`).execute(st.opened.db);
+        await sql
+          .raw(`CREATE TRIGGER ${name} BEFORE INSERT ON report_versions ${when ? `WHEN ${when}` : ''} BEGIN SELECT RAISE(ABORT, '${message}'); END`)
+          .execute(st.opened.db);
       }
     }
     async function dropTrigger(st: Hl7Stack, name: string): Promise<void> {

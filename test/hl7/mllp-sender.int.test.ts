@@ -85,7 +85,10 @@ class WireRis {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
 
-  constructor(private readonly answer: (message: string, socket: net.Socket) => unknown, private readonly delayMs = 0) {
+  constructor(
+    private readonly answer: (message: string, socket: net.Socket) => unknown,
+    private readonly delayMs = 0,
+  ) {
     this.server = net.createServer((socket) => {
       this.connections++;
       this.sockets.add(socket);

@@ -1,7 +1,20 @@
 import net from 'node:net';
 import { expect } from 'chai';
 import { MllpServer, type MllpHandler } from '../../src/hl7/mllp-server.js';
-import { FS, CR, VT, NodeHl7ClientPeer, RawMllpPeer, frame, havePythonHl7, mllpSend, parseAck, silentLogger, startHl7Stack, type Hl7Stack } from '../helpers/hl7-peers.js';
+import {
+  FS,
+  CR,
+  VT,
+  NodeHl7ClientPeer,
+  RawMllpPeer,
+  frame,
+  havePythonHl7,
+  mllpSend,
+  parseAck,
+  silentLogger,
+  startHl7Stack,
+  type Hl7Stack,
+} from '../helpers/hl7-peers.js';
 import { oruR01, ormO01, seg } from '../helpers/hl7-samples.js';
 
 /** A listener whose handler echoes MSH-10 back as a minimal ACK: tests the framing alone. */
@@ -19,7 +32,8 @@ async function echoServer(o: { handler?: MllpHandler; maxMessageBytes?: number; 
         handled.push(m);
         return `MSH|^~\\&|GW|GW|||2026||ACK|X|P|2.5.1\rMSA|AA|${controlIdOf(m)}\r`;
       }),
-    failureReply: (f) => `MSH|^~\\&|GW|GW|||2026||ACK|X|P|2.5.1\rMSA|${f.kind === 'too-large' ? 'AR' : 'AE'}|${f.kind === 'too-large' ? controlIdOf(f.head) : controlIdOf(f.message)}\r`,
+    failureReply: (f) =>
+      `MSH|^~\\&|GW|GW|||2026||ACK|X|P|2.5.1\rMSA|${f.kind === 'too-large' ? 'AR' : 'AE'}|${f.kind === 'too-large' ? controlIdOf(f.head) : controlIdOf(f.message)}\r`,
     logger: silentLogger,
     stopGraceMs: 1000,
   });
@@ -207,7 +221,10 @@ describe('MllpServer (real sockets on 127.0.0.1)', () => {
       const peers = await Promise.all(Array.from({ length: 200 }, () => RawMllpPeer.connect(stack.port)));
       const acks = await Promise.all(peers.map((p, i) => p.send(oruR01({ controlId: `MANY${i}`, accession: `MANYACC${i}` }))));
       expect(acks.every((a, i) => a.code === 'AA' && a.ackedControlId === `MANY${i}`)).to.equal(true);
-      const n = await stack.opened.db.selectFrom('report_versions').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      const n = await stack.opened.db
+        .selectFrom('report_versions')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow();
       expect(Number(n.n)).to.equal(200);
       for (const p of peers) p.destroy();
     });

@@ -75,7 +75,10 @@ describe('MLLP over TLS (listener, our sender; throwaway PKI from openssl)', fun
       expect(server.port).to.equal(0);
       const client = pki.issue('RIS');
       const ack = parseAck(
-        await tlsExchange({ host: '127.0.0.1', port: server.tlsPort, ca: pki.caPem, cert: client.certPem, key: client.keyPem }, ormO01({ controlId: 'TLS-ORM-1' })),
+        await tlsExchange(
+          { host: '127.0.0.1', port: server.tlsPort, ca: pki.caPem, cert: client.certPem, key: client.keyPem },
+          ormO01({ controlId: 'TLS-ORM-1' }),
+        ),
       );
       expect(ack.code).to.equal('AA');
       expect(ack.ackedControlId).to.equal('TLS-ORM-1');
@@ -110,7 +113,14 @@ describe('MLLP over TLS (listener, our sender; throwaway PKI from openssl)', fun
 
   describe('our sender (MllpSender over TLS, as the gateway wires hl7.ris.tls)', () => {
     const tlsSender = (port: number, t: TlsClientConfig) =>
-      new MllpSender({ host: '127.0.0.1', port, ackTimeoutMs: 3000, connectTimeoutMs: 3000, logger: silentLogger, connect: () => tls.connect(clientTlsOptions(t, '127.0.0.1', port)) });
+      new MllpSender({
+        host: '127.0.0.1',
+        port,
+        ackTimeoutMs: 3000,
+        connectTimeoutMs: 3000,
+        logger: silentLogger,
+        connect: () => tls.connect(clientTlsOptions(t, '127.0.0.1', port)),
+      });
     let ris: TestRis;
 
     beforeEach(async () => {

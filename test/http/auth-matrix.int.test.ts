@@ -94,7 +94,9 @@ describe('route x role matrix (from the OpenAPI x-roles)', function () {
     expect((await api.call('POST', `/api/cases/${otherCase}/report`, r, { text: 'x', radpeerScore: '1' })).status).to.equal(403);
     expect((await api.call('POST', `/api/cases/${otherCase}/decline`, r, {})).status).to.equal(403);
     const list = (await api.call('GET', '/api/cases', r)).body as { items: { id: string }[] };
-    expect(list.items.map((c) => c.id)).to.include(ownCase).and.not.include(otherCase);
+    expect(list.items.map((c) => c.id))
+      .to.include(ownCase)
+      .and.not.include(otherCase);
     // The same case for its own reader, blinded until they have reported.
     expect((await api.call('GET', `/api/cases/${otherCase}`, API_TOKENS.readerB)).status).to.equal(200);
     const blinded = await api.call('GET', `/api/cases/${otherCase}/primary-report`, API_TOKENS.readerB);

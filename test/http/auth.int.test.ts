@@ -13,7 +13,11 @@ const READER = 'reader-secret-token-0123456789';
 const silent = winston.createLogger({ silent: true });
 
 /** fetch cannot choose the local address; other 127/8 addresses play other clients. */
-function request(port: number, p: string, o: { token?: string; from?: string } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function request(
+  port: number,
+  p: string,
+  o: { token?: string; from?: string } = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       { host: '127.0.0.1', port, path: p, localAddress: o.from ?? '127.0.0.1', headers: o.token ? { authorization: `Bearer ${o.token}` } : {} },

@@ -36,10 +36,15 @@ describe('console APIs: me, dashboard, worklist filters, timeline, primary repor
     expect((await fx.call('GET', '/api/me', undefined)).status).to.equal(401);
   });
 
-  it('GET /api/dashboard counts today\'s studies, cases by state and queues; readers are refused', async () => {
+  it("GET /api/dashboard counts today's studies, cases by state and queues; readers are refused", async () => {
     const d = await fx.call('GET', '/api/dashboard', T.qa);
     expect(d.status).to.equal(200);
-    const body = d.body as { today: { studiesReceived: number; casesOpened: number }; casesByState: Record<string, number>; queues: { destinationId: string; delivered: number }[]; deadLetters: number };
+    const body = d.body as {
+      today: { studiesReceived: number; casesOpened: number };
+      casesByState: Record<string, number>;
+      queues: { destinationId: string; delivered: number }[];
+      deadLetters: number;
+    };
     expect(body.today.studiesReceived).to.be.at.least(1);
     expect(body.today.casesOpened).to.be.at.least(1);
     expect(body.casesByState['awaiting-read']).to.be.at.least(1);
@@ -143,7 +148,11 @@ describe('console APIs: me, dashboard, worklist filters, timeline, primary repor
     const t = (await fx.call('GET', `/api/cases/${second.caseId}/timeline`, T.admin)).body['items'] as { kind: string; title: string; actor: string }[];
     expect(t.map((e) => e.kind)).to.include.members(['reported', 'written-back']);
     // The refusal and the manual retry stay in the story through the audited transitions.
-    expect(t.filter((e) => e.kind === 'audit').map((e) => `${e.title} by ${e.actor}`)).to.include.members(['case.failed by write-back', 'case.reported by alice-admin', 'case.written-back by write-back']);
+    expect(t.filter((e) => e.kind === 'audit').map((e) => `${e.title} by ${e.actor}`)).to.include.members([
+      'case.failed by write-back',
+      'case.reported by alice-admin',
+      'case.written-back by write-back',
+    ]);
   });
 
   it('GET /api/stats: second reads, discordance 2+ and 2b+ per radiologist and modality, turnaround; CSV export', async () => {
@@ -173,7 +182,9 @@ describe('console APIs: me, dashboard, worklist filters, timeline, primary repor
     expect(csv.status).to.equal(200);
     expect(csv.type).to.match(/^text\/csv/);
     const lines = csv.text.trim().split('\r\n');
-    expect(lines[0]).to.equal('radiologist,modality,second_reads,discordant_2plus,discordance_rate_2plus,discordant_2b_plus,discordance_rate_2b_plus,turnaround_hours_p50,turnaround_hours_p90,turnaround_hours_p95,weighted_discordance_rate_2plus,discordance_ci_low,discordance_ci_high');
+    expect(lines[0]).to.equal(
+      'radiologist,modality,second_reads,discordant_2plus,discordance_rate_2plus,discordant_2b_plus,discordance_rate_2b_plus,turnaround_hours_p50,turnaround_hours_p90,turnaround_hours_p95,weighted_discordance_rate_2plus,discordance_ci_low,discordance_ci_high',
+    );
     expect(lines[1]).to.match(/^RAD7,CT,2,2,1,1,0\.5,/);
     const empty = await fx.call('GET', '/api/stats?from=2001-01-01&to=2001-02-01', T.qa);
     expect((empty.body['totals'] as { secondReads: number }).secondReads).to.equal(0);
@@ -214,7 +225,17 @@ describe('console APIs: me, dashboard, worklist filters, timeline, primary repor
     expect(index.headers.get('content-security-policy')).to.match(/script-src 'self'/);
     const html = await index.text();
     expect(html).to.include('/console/app.js').and.include('/console/vendor/chart.umd.js');
-    for (const p of ['/console/app.js', '/console/lib.js', '/console/views.js', '/console/rules.js', '/console/stats.js', '/console/style.css', '/console/vendor/chart.umd.js', '/console/vendor/yaml/index.js', '/console/vendor/yaml/dist/index.js']) {
+    for (const p of [
+      '/console/app.js',
+      '/console/lib.js',
+      '/console/views.js',
+      '/console/rules.js',
+      '/console/stats.js',
+      '/console/style.css',
+      '/console/vendor/chart.umd.js',
+      '/console/vendor/yaml/index.js',
+      '/console/vendor/yaml/dist/index.js',
+    ]) {
       const r = await fetch(`${fx.base}${p}`);
       expect(r.status, p).to.equal(200);
       await r.arrayBuffer();

@@ -53,7 +53,7 @@ describe('web console in headless Chromium', function () {
     return page;
   }
 
-  it('login: a wrong token is refused in the form; the right one opens the role\'s menu', async () => {
+  it("login: a wrong token is refused in the form; the right one opens the role's menu", async () => {
     const page = await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
     await page.goto(`${fx.base}/`);
@@ -113,7 +113,9 @@ describe('web console in headless Chromium', function () {
     expect((active.body['rules'] as { id: string; priority: string }[]).find((r) => r.id === 'oncology')?.priority).to.equal('stat');
     await page.click('[data-diff="2"]');
     const diff = await page.textContent('[data-testid=diff]');
-    expect(diff).to.match(/- +priority: urgent/).and.match(/\+ +priority: stat/);
+    expect(diff)
+      .to.match(/- +priority: urgent/)
+      .and.match(/\+ +priority: stat/);
     await page.close();
   });
 
@@ -198,7 +200,9 @@ describe('web console in headless Chromium', function () {
     await page.click('[data-action="Cancel case"]');
     await page.waitForFunction(() => document.querySelector('[data-k=state]')?.textContent === 'cancelled');
     expect((await fx.caseOf(other.caseId))['state']).to.equal('cancelled');
-    const audit = (await fx.call('GET', `/api/audit?entityType=case&entityId=${other.caseId}&action=case.cancelled`, T.admin)).body['items'] as { details: { reason?: string } }[];
+    const audit = (await fx.call('GET', `/api/audit?entityType=case&entityId=${other.caseId}&action=case.cancelled`, T.admin)).body['items'] as {
+      details: { reason?: string };
+    }[];
     expect(audit[0]!.details.reason).to.equal('duplicate request');
     await page.close();
   });
@@ -209,7 +213,11 @@ describe('web console in headless Chromium', function () {
     expect(created.status, created.text).to.equal(201);
     const caseId = String(created.body['id']);
     const c = await fx.caseWhen(caseId, 'forwarded without a primary report', (x) => x['state'] === 'awaiting-read' && !!x['readerId']);
-    const posted = await fx.call('POST', `/api/cases/${caseId}/report`, T.system, { text: 'No acute finding.', radpeerScore: '1', readerId: String(c['readerId']) });
+    const posted = await fx.call('POST', `/api/cases/${caseId}/report`, T.system, {
+      text: 'No acute finding.',
+      radpeerScore: '1',
+      readerId: String(c['readerId']),
+    });
     expect(posted.status, posted.text).to.equal(201);
     const page = await signIn(T.qa);
     await page.goto(`${fx.base}/#/cases/${caseId}`);
@@ -222,7 +230,8 @@ describe('web console in headless Chromium', function () {
   it('case page: QA sees the instances kept back from a de-identified delivery, with reasons, and releases one (audited)', async () => {
     const other = await fx.flaggedCase();
     const d = await fx.gw.db.selectFrom('deliveries').select('id').where('case_id', '=', other.caseId).executeTakeFirstOrThrow();
-    const sop = (await fx.gw.db.selectFrom('delivery_instances').select('sop_instance_uid').where('delivery_id', '=', d.id).executeTakeFirstOrThrow()).sop_instance_uid;
+    const sop = (await fx.gw.db.selectFrom('delivery_instances').select('sop_instance_uid').where('delivery_id', '=', d.id).executeTakeFirstOrThrow())
+      .sop_instance_uid;
     await excludeInstance(fx.gw.db, {
       deliveryId: d.id,
       caseId: other.caseId,
@@ -242,7 +251,12 @@ describe('web console in headless Chromium', function () {
     await page.click(`[data-action=release][data-sop="${sop}"]`);
     await page.waitForFunction(() => document.querySelector('[data-testid=excluded]') === null);
     expect((await fx.caseOf(other.caseId))['excludedInstances']).to.deep.equal([]);
-    const audit = await fx.gw.db.selectFrom('audit_events').select(['actor', 'details']).where('entity_id', '=', other.caseId).where('action', '=', 'case.excluded-instance-released').execute();
+    const audit = await fx.gw.db
+      .selectFrom('audit_events')
+      .select(['actor', 'details'])
+      .where('entity_id', '=', other.caseId)
+      .where('action', '=', 'case.excluded-instance-released')
+      .execute();
     expect(audit).to.have.length(1);
     expect(audit[0]!.details).to.include('looked at it: no text');
     await page.close();

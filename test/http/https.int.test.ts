@@ -19,12 +19,15 @@ const ADMIN = 'admin-token-0123456789abcdef';
 
 function httpsGet(port: number, p: string, o: { ca?: string; token?: string } = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = https.get({ host: '127.0.0.1', port, path: p, ...(o.ca ? { ca: o.ca } : {}), headers: o.token ? { authorization: `Bearer ${o.token}` } : {} }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = https.get(
+      { host: '127.0.0.1', port, path: p, ...(o.ca ? { ca: o.ca } : {}), headers: o.token ? { authorization: `Bearer ${o.token}` } : {} },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('error', reject);
   });
 }
@@ -94,7 +97,17 @@ describe('TLS everywhere, plain listeners off (whole gateway in-process)', funct
   it('C-ECHO over DICOM TLS from a caller whose certificate names its AE', async () => {
     const pacs = pki.issue('PACS1');
     const scu = createDestinationSender(
-      { id: 'echo', type: 'dimse', host: '127.0.0.1', port: gw.ports().dicomTls, aeTitle: 'SECONDREAD', deidentify: false, timeoutSeconds: 5, batchSize: 1, tls: { ca: pki.ca, cert: pacs.cert, key: pacs.key, rejectUnauthorized: true } },
+      {
+        id: 'echo',
+        type: 'dimse',
+        host: '127.0.0.1',
+        port: gw.ports().dicomTls,
+        aeTitle: 'SECONDREAD',
+        deidentify: false,
+        timeoutSeconds: 5,
+        batchSize: 1,
+        tls: { ca: pki.ca, cert: pacs.cert, key: pacs.key, rejectUnauthorized: true },
+      },
       { callingAeTitle: 'PACS1', logger: winston.createLogger({ silent: true }) },
     );
     expect((await scu.verify()).ok).to.equal(true);
@@ -117,7 +130,12 @@ describe('TLS everywhere, plain listeners off (whole gateway in-process)', funct
   });
 
   it('the write-back goes to the RIS over TLS (hl7.ris.tls) with our client certificate', async () => {
-    await gw.outbound.enqueue(gw.db, { kind: OutboundKind.writeBack, caseId: 'no-such-case', controlId: 'WB-GW-TLS', payload: oruR01({ controlId: 'WB-GW-TLS' }) });
+    await gw.outbound.enqueue(gw.db, {
+      kind: OutboundKind.writeBack,
+      caseId: 'no-such-case',
+      controlId: 'WB-GW-TLS',
+      payload: oruR01({ controlId: 'WB-GW-TLS' }),
+    });
     gw.outbound.kick();
     await eventually(() => ris.received.some((m) => m.includes('|WB-GW-TLS|')), 'the write-back at the RIS');
   });

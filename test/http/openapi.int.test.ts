@@ -108,7 +108,8 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     ids.sop = a.study.instances[0]!.sopInstanceUid;
     await api.assign(a.caseId, 'dr-a');
     // Cases for the operations that change a case, one each, so the order the operations run in does not matter.
-    for (const k of ['caseReport', 'caseDecline', 'caseCancel', 'caseDead', 'caseWriteBackFailed', 'caseReassign'] as const) ids[k] = (await api.flaggedStudy()).caseId;
+    for (const k of ['caseReport', 'caseDecline', 'caseCancel', 'caseDead', 'caseWriteBackFailed', 'caseReassign'] as const)
+      ids[k] = (await api.flaggedStudy()).caseId;
     // Instances kept back from the de-identified delivery: one on the reader's case (their view lists it under the
     // pseudonym), one to release.
     const excluded = await api.flaggedStudy();
@@ -138,14 +139,20 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     await api.gw.db.updateTable('cases').set({ state: 'failed' }).where('id', '=', ids.caseDead).execute();
     // A write-back the RIS refuses (AR): a failed write-back to retry.
     api.ris.script.push('AR');
-    const r = await api.call('POST', `/api/cases/${ids.caseWriteBackFailed}/report`, API_TOKENS.system, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-b' });
+    const r = await api.call('POST', `/api/cases/${ids.caseWriteBackFailed}/report`, API_TOKENS.system, {
+      text: 'Concur.',
+      radpeerScore: '1',
+      readerId: 'dr-b',
+    });
     expect(r.status, r.text).to.equal(201);
     await eventually(async () => {
       const c = (await api.call('GET', `/api/cases/${ids.caseWriteBackFailed}`, API_TOKENS.admin)).body as { writeBack: { state: string } | null };
       return c.writeBack?.state === 'failed';
     }, 'the refused write-back');
     // A report for the first study from another patient: held for review.
-    const held = await api.hl7.send(oruR01({ accession: ids.accession, patientId: 'MRN-SOMEONE-ELSE', controlId: 'API-HELD-1', studyUid: ids.study }, { status: 'F' }));
+    const held = await api.hl7.send(
+      oruR01({ accession: ids.accession, patientId: 'MRN-SOMEONE-ELSE', controlId: 'API-HELD-1', studyUid: ids.study }, { status: 'F' }),
+    );
     expect(held.code).to.equal('AA');
     const messages = (await api.call('GET', '/api/messages', API_TOKENS.admin)).body as { items: { id: string; status: string }[] };
     ids.heldMessage = messages.items.find((m) => m.status === 'held')?.id ?? '';
@@ -168,26 +175,51 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     getStudy: () => ({ token: 'qa', url: `/api/studies/${ids.study}`, status: 200 }),
     listMessages: () => ({ token: 'admin', url: '/api/messages?status=applied,held&includeRaw=true', status: 200 }),
     listCases: () => ({ token: 'admin', url: '/api/cases?limit=50', status: 200 }),
-    requestCase: () => ({ token: 'qa', url: '/api/cases', body: { studyInstanceUid: ids.freshStudy, reason: 'clinician asked', priority: 'stat' }, status: 201 }),
+    requestCase: () => ({
+      token: 'qa',
+      url: '/api/cases',
+      body: { studyInstanceUid: ids.freshStudy, reason: 'clinician asked', priority: 'stat' },
+      status: 201,
+    }),
     getCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseRead}`, status: 200 }),
     // Arbitration (200 answers are checked against these schemas in test/reports/arbitration.int.test.ts): here a case without one.
     listArbitrations: () => ({ token: 'admin', url: '/api/arbitrations?limit=10', status: 200 }),
     getCaseArbitration: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/arbitration`, status: 404 }),
-    decideCaseArbitration: () => ({ token: 'qa', url: `/api/cases/${ids.caseRead}/arbitration`, body: { verdict: 'agree-second', text: 'confirmed' }, status: 404 }),
+    decideCaseArbitration: () => ({
+      token: 'qa',
+      url: `/api/cases/${ids.caseRead}/arbitration`,
+      body: { verdict: 'agree-second', text: 'confirmed' },
+      status: 404,
+    }),
     getArbitrationReadings: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/arbitration/readings`, status: 404 }),
     assignCaseArbitration: () => ({ token: 'qa', url: `/api/cases/${ids.caseRead}/arbitration/assign`, body: {}, status: 409 }),
-    submitSecondReport: () => ({ token: 'reader', url: `/api/cases/${ids.caseReport}/report`, body: { text: 'FINDINGS: as before.\nIMPRESSION: concur.', radpeerScore: '2b', impression: 'concur' }, status: 201 }),
+    submitSecondReport: () => ({
+      token: 'reader',
+      url: `/api/cases/${ids.caseReport}/report`,
+      body: { text: 'FINDINGS: as before.\nIMPRESSION: concur.', radpeerScore: '2b', impression: 'concur' },
+      status: 201,
+    }),
     declineCase: () => ({ token: 'reader', url: `/api/cases/${ids.caseDecline}/decline`, body: { reason: 'conflict of interest' }, status: 200 }),
     cancelCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseCancel}/cancel`, status: 200 }),
     retryCase: () => ({ token: 'system', url: `/api/cases/${ids.caseDead}/retry`, status: 200 }),
-    releaseExcludedInstance: () => ({ token: 'qa', url: `/api/cases/${ids.caseExcluded}/excluded/${ids.excludedSop}/release`, body: { reason: 'looked at it: no text' }, status: 200 }),
+    releaseExcludedInstance: () => ({
+      token: 'qa',
+      url: `/api/cases/${ids.caseExcluded}/excluded/${ids.excludedSop}/release`,
+      body: { reason: 'looked at it: no text' },
+      status: 200,
+    }),
     getCaseTimeline: () => ({ token: 'qa', url: `/api/cases/${ids.caseWriteBackFailed}/timeline`, status: 200 }),
     getCasePrimaryReport: () => ({ token: 'admin', url: `/api/cases/${ids.caseRead}/primary-report`, status: 200 }),
     reassignCase: () => ({ token: 'qa', url: `/api/cases/${ids.caseReassign}/reassign`, body: { readerId: 'dr-b', reason: 'workload' }, status: 200 }),
     retryCaseWriteBack: () => ({ token: 'admin', url: `/api/cases/${ids.caseWriteBackFailed}/retry-write-back`, status: 200 }),
     releaseStudy: () => ({ token: 'qa', url: `/api/studies/${ids.heldToRelease}/release`, body: { reason: 'checked with the RIS' }, status: 200 }),
     rejectStudy: () => ({ token: 'admin', url: `/api/studies/${ids.heldToReject}/reject`, body: { reason: 'wrong patient' }, status: 200 }),
-    dismissMessage: () => ({ token: 'qa', url: `/api/messages/${ids.heldMessage}/dismiss`, body: { reason: 'wrong patient: sent back to the RIS' }, status: 200 }),
+    dismissMessage: () => ({
+      token: 'qa',
+      url: `/api/messages/${ids.heldMessage}/dismiss`,
+      body: { reason: 'wrong patient: sent back to the RIS' },
+      status: 200,
+    }),
     getMe: () => ({ token: 'reader', url: '/api/me', status: 200 }),
     getDashboard: () => ({ token: 'qa', url: '/api/dashboard', status: 200 }),
     getStats: () => ({ token: 'admin', url: '/api/stats?bucket=day', status: 200 }),
@@ -197,17 +229,32 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     putRules: () => ({
       token: 'qa',
       url: '/api/rules',
-      body: { rules: [{ id: 'onc', kind: 'oncology', priority: 'urgent' }, { id: 'ct-sample', kind: 'sampling', priority: 'routine', rate: 0.05, period: 'month', when: { modality: ['CT'] } }], comment: 'openapi test' },
+      body: {
+        rules: [
+          { id: 'onc', kind: 'oncology', priority: 'urgent' },
+          { id: 'ct-sample', kind: 'sampling', priority: 'routine', rate: 0.05, period: 'month', when: { modality: ['CT'] } },
+        ],
+        comment: 'openapi test',
+      },
       status: 201,
     }),
     listRuleVersions: () => ({ token: 'qa', url: '/api/rules/versions', status: 200 }),
     getRuleVersion: () => ({ token: 'admin', url: '/api/rules/versions/1', status: 200 }),
     dryRunRules: () => ({ token: 'qa', url: '/api/rules/dry-run', body: { from: '2020-01-01', maxItems: 10 }, status: 200 }),
     listSamplingBuckets: () => ({ token: 'admin', url: '/api/sampling', status: 200 }),
-    previewKeywords: () => ({ token: 'qa', url: '/api/rules/keyword-preview', body: { text: 'No evidence of metastatic disease.', keywords: ['metasta*'] }, status: 200 }),
+    previewKeywords: () => ({
+      token: 'qa',
+      url: '/api/rules/keyword-preview',
+      body: { text: 'No evidence of metastatic disease.', keywords: ['metasta*'] },
+      status: 200,
+    }),
     listAudit: () => ({ token: 'qa', url: '/api/audit?limit=500', status: 200 }),
     // ---- DICOMweb (begin) ----
-    dicomwebSearchStudies: () => ({ token: 'admin', url: `/dicom-web/studies?AccessionNumber=${ids.accession}&includefield=Manufacturer&limit=5`, status: 200 }),
+    dicomwebSearchStudies: () => ({
+      token: 'admin',
+      url: `/dicom-web/studies?AccessionNumber=${ids.accession}&includefield=Manufacturer&limit=5`,
+      status: 200,
+    }),
     dicomwebSearchStudySeries: () => ({ token: 'qa', url: `/dicom-web/studies/${ids.study}/series`, status: 200 }),
     dicomwebSearchStudyInstances: () => ({ token: 'system', url: `/dicom-web/studies/${ids.study}/instances`, status: 200 }),
     dicomwebSearchSeriesInstances: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances`, status: 200 }),
@@ -218,7 +265,11 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     dicomwebRetrieveInstance: () => ({ token: 'system', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances/${ids.sop}`, status: 200 }),
     dicomwebRetrieveStudyMetadata: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}/metadata`, status: 200 }),
     dicomwebRetrieveSeriesMetadata: () => ({ token: 'qa', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/metadata`, status: 200 }),
-    dicomwebRetrieveInstanceMetadata: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances/${ids.sop}/metadata`, status: 200 }),
+    dicomwebRetrieveInstanceMetadata: () => ({
+      token: 'admin',
+      url: `/dicom-web/studies/${ids.study}/series/${ids.series}/instances/${ids.sop}/metadata`,
+      status: 200,
+    }),
     // A JSON body is not a STOW-RS body (the multipart uploads are tested in test/dicomweb/stow.int.test.ts).
     dicomwebStoreInstances: () => ({ token: 'system', url: '/dicom-web/studies', body: {}, status: 415 }),
     dicomwebStoreStudyInstances: () => ({ token: 'admin', url: `/dicom-web/studies/${ids.study}`, body: {}, status: 415 }),
@@ -235,7 +286,11 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     const notRegistered = described.filter((d) => !registered.includes(d)).sort();
     expect({ missingFromSpec, notRegistered }).to.deep.equal({ missingFromSpec: [], notRegistered: [] });
     // The document is the specs': one operation per spec, nothing added by hand.
-    expect(operations().map((o) => o.op.operationId).sort()).to.deep.equal(API_ROUTES.map((r) => r.operationId).sort());
+    expect(
+      operations()
+        .map((o) => o.op.operationId)
+        .sort(),
+    ).to.deep.equal(API_ROUTES.map((r) => r.operationId).sort());
   });
 
   it('refuses bad input with a 400 listing each zod issue by path (body, query, path parameters)', async () => {
@@ -247,7 +302,10 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     expect(errors.details.errors.find((e) => e.path === 'extra')?.message).to.equal('unknown field');
     const query = await api.call('GET', '/api/cases?state=bogus&limit=5000', API_TOKENS.admin);
     expect(query.status).to.equal(400);
-    expect((query.body as { error: { details: { errors: { path: string }[] } } }).error.details.errors.map((e) => e.path).sort()).to.deep.equal(['limit', 'state']);
+    expect((query.body as { error: { details: { errors: { path: string }[] } } }).error.details.errors.map((e) => e.path).sort()).to.deep.equal([
+      'limit',
+      'state',
+    ]);
     expect(query.text).to.match(/state must be one of flagged, /);
     const path = await api.call('GET', '/api/rules/versions/abc', API_TOKENS.admin);
     expect(path.status).to.equal(400);
@@ -260,7 +318,10 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
       const where = `${method} ${path}`;
       expect(seen.has(op.operationId), `${where}: duplicate operationId`).to.equal(false);
       seen.add(op.operationId);
-      expect(op['x-roles'].every((r) => ['admin', 'qa', 'reader', 'system'].includes(r)), where).to.equal(true);
+      expect(
+        op['x-roles'].every((r) => ['admin', 'qa', 'reader', 'system'].includes(r)),
+        where,
+      ).to.equal(true);
       expect(op.security, where).to.deep.equal(op['x-roles'].length > 0 ? [{ bearer: [] }] : []);
       const templated = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
       const declared = (op.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
@@ -293,12 +354,18 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
   it('the schema checker rejects what does not match (so the next test can fail)', () => {
     const bad = { id: 1, state: 'bogus', extra: true };
     const errors = validateJson({ $ref: '#/components/schemas/Case' }, bad, defs);
-    expect(errors.join('\n')).to.match(/\$\.id: expected string/).and.match(/bogus/).and.match(/"extra" is not in the schema/).and.match(/missing required "dueAt"/);
+    expect(errors.join('\n'))
+      .to.match(/\$\.id: expected string/)
+      .and.match(/bogus/)
+      .and.match(/"extra" is not in the schema/)
+      .and.match(/missing required "dueAt"/);
   });
 
   it('answers every operation, called with an allowed role, with a status and body the spec lists', async () => {
     const problems: string[] = [];
-    const missingExamples = operations().filter((o) => !examples[o.op.operationId]).map((o) => o.op.operationId);
+    const missingExamples = operations()
+      .filter((o) => !examples[o.op.operationId])
+      .map((o) => o.op.operationId);
     expect(missingExamples, 'operations without an example call in this test').to.deep.equal([]);
     for (const { method, path, op } of operations()) {
       const ex = examples[op.operationId]!();
@@ -310,7 +377,10 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     }
     expect(problems).to.deep.equal([]);
     // The reader's answers above were the pseudonymous view (the branch with the optional fields).
-    const asReader = (await api.call('GET', `/api/cases/${ids.caseRead}`, API_TOKENS.reader)).body as { deidentified?: boolean; studyInstanceUid: string | null };
+    const asReader = (await api.call('GET', `/api/cases/${ids.caseRead}`, API_TOKENS.reader)).body as {
+      deidentified?: boolean;
+      studyInstanceUid: string | null;
+    };
     expect(asReader.deidentified).to.equal(true);
     expect(asReader.studyInstanceUid).to.not.equal(ids.study);
   });
@@ -319,11 +389,17 @@ describe('OpenAPI description (GET /api/openapi.json), generated from the route 
     const op = openApiDocument.paths['/api/rules']!.put!;
     expect(op.requestBody?.content).to.have.keys('application/json', 'application/yaml');
     const yaml = ['rules:', '  - id: yaml-oncology', '    kind: oncology', '    priority: urgent', ''].join('\n');
-    const res = await fetch(`${api.base}/api/rules`, { method: 'PUT', headers: { authorization: `Bearer ${API_TOKENS.qa}`, 'content-type': 'application/yaml' }, body: yaml });
+    const res = await fetch(`${api.base}/api/rules`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${API_TOKENS.qa}`, 'content-type': 'application/yaml' },
+      body: yaml,
+    });
     const body = (await res.json()) as { rules?: { id: string }[] };
     expect(res.status, JSON.stringify(body)).to.be.oneOf([200, 201]);
     expect(body.rules?.map((r) => r.id)).to.deep.equal(['yaml-oncology']);
-    expect(checkAgainstSpec(op, { status: res.status, contentType: res.headers.get('content-type') ?? '', body, text: '' }, 'PUT /api/rules (YAML)')).to.deep.equal([]);
+    expect(
+      checkAgainstSpec(op, { status: res.status, contentType: res.headers.get('content-type') ?? '', body, text: '' }, 'PUT /api/rules (YAML)'),
+    ).to.deep.equal([]);
   });
 
   it('answers errors (404, 400) with statuses the spec lists and the error body', async () => {

@@ -3,8 +3,20 @@ import { excludeInstance } from '../../src/forwarding/exclusion.repository.js';
 import { PHI_TOKENS as T, PhiFlow, phiFoundIn, type PhiPatient } from '../helpers/phi-flow.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
-const deidPatient: PhiPatient = { name: 'Zebediah^Quackenbush', id: 'PID-PHI-98765', accession: 'ACC-PHI-4242', reportText: 'glioblastoma zygomatic xylophone', modality: 'CT' };
-const plainPatient: PhiPatient = { name: 'Philomena^Wigglesworth', id: 'PID-PHI-13579', accession: 'ACC-PHI-8686', reportText: 'quixotic marmalade obelisk', modality: 'MR' };
+const deidPatient: PhiPatient = {
+  name: 'Zebediah^Quackenbush',
+  id: 'PID-PHI-98765',
+  accession: 'ACC-PHI-4242',
+  reportText: 'glioblastoma zygomatic xylophone',
+  modality: 'CT',
+};
+const plainPatient: PhiPatient = {
+  name: 'Philomena^Wigglesworth',
+  id: 'PID-PHI-13579',
+  accession: 'ACC-PHI-8686',
+  reportText: 'quixotic marmalade obelisk',
+  modality: 'MR',
+};
 
 describe('what a reader sees of cases sent to them de-identified', function () {
   this.timeout(90_000);
@@ -46,12 +58,28 @@ describe('what a reader sees of cases sent to them de-identified', function () {
       now: new Date().toISOString(),
     });
     const one = await flow.call('GET', `/api/cases/${caseId}`, T.drA);
-    const pseudoKept = await flow.gw.db.selectFrom('pseudonyms').select('pseudonym').where('kind', '=', 'uid').where('original', '=', kept).executeTakeFirstOrThrow();
+    const pseudoKept = await flow.gw.db
+      .selectFrom('pseudonyms')
+      .select('pseudonym')
+      .where('kind', '=', 'uid')
+      .where('original', '=', kept)
+      .executeTakeFirstOrThrow();
     expect(one.json['excludedInstances']).to.deep.equal([
-      { sopInstanceUid: pseudoKept.pseudonym, sopClassUid: study.instances[0]!.sopClassUid, seriesDescription: null, reason: 'burned-in-risk', detail: null, destinationId: (one.json['excludedInstances'] as { destinationId: string }[])[0]!.destinationId, excludedAt: (one.json['excludedInstances'] as { excludedAt: string }[])[0]!.excludedAt },
+      {
+        sopInstanceUid: pseudoKept.pseudonym,
+        sopClassUid: study.instances[0]!.sopClassUid,
+        seriesDescription: null,
+        reason: 'burned-in-risk',
+        detail: null,
+        destinationId: (one.json['excludedInstances'] as { destinationId: string }[])[0]!.destinationId,
+        excludedAt: (one.json['excludedInstances'] as { excludedAt: string }[])[0]!.excludedAt,
+      },
     ]);
     const adminView = await flow.call('GET', `/api/cases/${caseId}`, T.admin);
-    expect((adminView.json['excludedInstances'] as { sopInstanceUid: string; seriesDescription: string }[])[0]).to.include({ sopInstanceUid: kept, seriesDescription: `screen of ${deidPatient.name}` });
+    expect((adminView.json['excludedInstances'] as { sopInstanceUid: string; seriesDescription: string }[])[0]).to.include({
+      sopInstanceUid: kept,
+      seriesDescription: `screen of ${deidPatient.name}`,
+    });
     const list = await flow.call('GET', '/api/cases', T.drA);
     expect(one.status).to.equal(200);
     for (const body of [one.text, list.text]) {
@@ -64,7 +92,9 @@ describe('what a reader sees of cases sent to them de-identified', function () {
       accessionNumber: poolStudy.accession_number,
       patientId: poolStudy.patient_id,
     });
-    expect((list.json['items'] as { id: string; studyInstanceUid: string }[]).find((c) => c.id === caseId)?.studyInstanceUid).to.equal(poolStudy.study_instance_uid);
+    expect((list.json['items'] as { id: string; studyInstanceUid: string }[]).find((c) => c.id === caseId)?.studyInstanceUid).to.equal(
+      poolStudy.study_instance_uid,
+    );
     for (const r of one.json['reasons'] as Record<string, unknown>[]) expect(r).to.have.all.keys('ruleId', 'kind');
 
     // The answer to the reader's own report is the same view.
@@ -95,7 +125,16 @@ describe('what a reader sees of cases sent to them de-identified', function () {
 
   it('a reader reaches nothing else that carries identifiers', async () => {
     const uid = (await flow.gw.db.selectFrom('studies').select('study_instance_uid').executeTakeFirstOrThrow()).study_instance_uid;
-    for (const p of ['/api/studies', `/api/studies/${uid}`, `/api/studies?accessionNumber=${deidPatient.accession}`, '/api/messages', '/api/audit', '/api/deliveries', '/api/rules', '/metrics']) {
+    for (const p of [
+      '/api/studies',
+      `/api/studies/${uid}`,
+      `/api/studies?accessionNumber=${deidPatient.accession}`,
+      '/api/messages',
+      '/api/audit',
+      '/api/deliveries',
+      '/api/rules',
+      '/metrics',
+    ]) {
       const r = await flow.call('GET', p, T.drA);
       expect(r.status, p).to.equal(403);
       expect(phiFoundIn(r.text, deidPatient, [uid]), p).to.deep.equal([]);

@@ -84,8 +84,13 @@ describe('rule builder in headless Chromium: discordance, high-stakes and manual
     await page.uncheck('#rb-check-corrected');
 
     expect(await rule('disc-form')).to.deep.equal({
-      id: 'disc-form', kind: 'discordance', priority: 'routine',
-      extraAiFindings: [{ id: 'aortic-aneurysm', synonyms: ['aortic aneurysm', 'AAA'], codes: ['AI-AAA'] }, { id: 'rib-fracture', synonyms: ['rib fracture*'] }],
+      id: 'disc-form',
+      kind: 'discordance',
+      priority: 'routine',
+      extraAiFindings: [
+        { id: 'aortic-aneurysm', synonyms: ['aortic aneurysm', 'AAA'], codes: ['AI-AAA'] },
+        { id: 'rib-fracture', synonyms: ['rib fracture*'] },
+      ],
       aiFindings: defaults.aiFindings.slice(1),
       checks: { correctedReport: false },
     });
@@ -122,7 +127,14 @@ describe('rule builder in headless Chromium: discordance, high-stakes and manual
     await page.fill('#rb-slaHours', '-2');
     expect(await page.textContent('[data-field-error=slaHours]')).to.match(/hours above 0/);
     await page.fill('#rb-slaHours', '24');
-    expect(await rule('hs-form')).to.deep.equal({ id: 'hs-form', kind: 'high-stakes', priority: 'routine', procedureCodes: ['CTA*', 'MRA*'], extraKeywords: ['transplant evaluation'], slaHours: 24 });
+    expect(await rule('hs-form')).to.deep.equal({
+      id: 'hs-form',
+      kind: 'high-stakes',
+      priority: 'routine',
+      procedureCodes: ['CTA*', 'MRA*'],
+      extraKeywords: ['transplant evaluation'],
+      slaHours: 24,
+    });
 
     await editYaml('hs-form', ['procedureCodes'], ['PETCT*']);
     expect(await page.inputValue('#rb-procedureCodes')).to.equal('PETCT*');

@@ -93,10 +93,23 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     const old = (YAML.parse(before) as { rules: RuleJs[] }).rules;
     expect(rules.slice(0, old.length)).to.deep.equal(old);
     expect(rules.find((r) => r.id === 'onc-form')).to.deep.equal({
-      id: 'onc-form', kind: 'oncology', priority: 'urgent', codes: { include: ['C00-C96', 'D00-D09'] }, when: { modality: ['CT'], timeOfDay: { from: '22:00', to: '07:00', timeZone: 'Europe/London' } }, extraKeywords: ['tumour board'],
+      id: 'onc-form',
+      kind: 'oncology',
+      priority: 'urgent',
+      codes: { include: ['C00-C96', 'D00-D09'] },
+      when: { modality: ['CT'], timeOfDay: { from: '22:00', to: '07:00', timeZone: 'Europe/London' } },
+      extraKeywords: ['tumour board'],
     });
     expect(rules.find((r) => r.id === 'qa-precision')).to.deep.equal({
-      id: 'qa-precision', kind: 'sampling', priority: 'routine', rate: 0.1, period: 'month', minimum: 2, mode: 'precision', targetHalfWidth: 0.05, maximum: 20,
+      id: 'qa-precision',
+      kind: 'sampling',
+      priority: 'routine',
+      rate: 0.1,
+      period: 'month',
+      minimum: 2,
+      mode: 'precision',
+      targetHalfWidth: 0.05,
+      maximum: 20,
     });
   });
 
@@ -105,7 +118,9 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     await page.waitForSelector('[data-testid=forecast]');
     expect(Number(await page.textContent('[data-k=cases-per-day]'))).to.be.greaterThan(0);
     // The shipped oncology rule flags the study; onc-form does not: its report was signed at 10:00, not overnight.
-    expect(await page.textContent('[data-testid=forecast-rules]')).to.include('oncology').and.not.include('onc-form');
+    expect(await page.textContent('[data-testid=forecast-rules]'))
+      .to.include('oncology')
+      .and.not.include('onc-form');
     expect(await page.textContent('[data-testid=forecast-load]')).to.match(/Peak open cases/);
     // The flagged study is flagged by the active version too: no difference for it.
     expect(await page.textContent('[data-testid=diff-new]')).to.not.include(flagged.study.studyInstanceUid);
@@ -138,10 +153,14 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     expect((await yamlRules())[idx]!['rate']).to.equal(0.25);
   });
 
-  it('statistics read in sensible units; a radiologist\'s page shows the interval; the peer-review CSV downloads', async () => {
+  it("statistics read in sensible units; a radiologist's page shows the interval; the peer-review CSV downloads", async () => {
     await fx.caseWhen(flagged.caseId, 'awaiting-read', (c) => c['state'] === 'awaiting-read');
     const c = await fx.caseOf(flagged.caseId);
-    const sent = await fx.call('POST', `/api/cases/${flagged.caseId}/report`, T.system, { text: 'Concur.', radpeerScore: '2a', readerId: String(c['readerId']) });
+    const sent = await fx.call('POST', `/api/cases/${flagged.caseId}/report`, T.system, {
+      text: 'Concur.',
+      radpeerScore: '2a',
+      readerId: String(c['readerId']),
+    });
     expect(sent.status, sent.text).to.equal(201);
 
     await page.click('[data-nav=stats]');
@@ -158,7 +177,9 @@ describe('rule builder in headless Chromium: form, forecast, save, YAML round tr
     expect(await page.textContent('[data-k=interval]')).to.match(/^\(95 % CI 20\.6 %–100\.0 %\)$/);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-csv=peer-review]')]);
     const lines = readFileSync((await download.path())!, 'utf8').split('\r\n');
-    expect(lines[0]).to.equal('case_id,first_reader,second_reader,modality,radpeer_score,discrepant_2plus,significant_2b_plus,first_read_at,case_opened_at,second_read_at,arbitrated,selection,weight');
+    expect(lines[0]).to.equal(
+      'case_id,first_reader,second_reader,modality,radpeer_score,discrepant_2plus,significant_2b_plus,first_read_at,case_opened_at,second_read_at,arbitrated,selection,weight',
+    );
     expect(lines[1]).to.match(new RegExp(`^${flagged.caseId},RAD7,${String(c['readerId'])},CT,2a,true,false,.*,false,oncology,1$`));
 
     await page.click('[data-nav=sampling]');

@@ -64,7 +64,10 @@ describe('studies API (whole gateway in-process)', function () {
   it('shows a pushed study as receiving, then stable, with its fields', async () => {
     const study = generateStudy(path.join(tmp.dir, 'study'), { instances: 6, series: 2, rows: 64, columns: 64, accessionNumber: 'ACC-77', modality: 'MR' });
     const stable = new Promise<string>((resolve) => gw.studies.subscribe({ onStable: resolve }));
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     expect(r.statuses).to.deep.equal([0, 0, 0, 0, 0, 0]);
 
     const receiving = (await (await get(`/api/studies/${study.studyInstanceUid}`, tokens.qa)).json()) as Record<string, unknown>;
@@ -75,7 +78,9 @@ describe('studies API (whole gateway in-process)', function () {
     expect(after['state']).to.equal('stable');
     expect(after['stableAt']).to.be.a('string');
 
-    const byAccession = (await (await get('/api/studies?accessionNumber=ACC-77&state=stable', tokens.admin)).json()) as { items: { studyInstanceUid: string }[] };
+    const byAccession = (await (await get('/api/studies?accessionNumber=ACC-77&state=stable', tokens.admin)).json()) as {
+      items: { studyInstanceUid: string }[];
+    };
     expect(byAccession.items.map((s) => s.studyInstanceUid)).to.deep.equal([study.studyInstanceUid]);
     const none = (await (await get('/api/studies?accessionNumber=OTHER', tokens.admin)).json()) as { items: unknown[] };
     expect(none.items).to.deep.equal([]);

@@ -9,10 +9,11 @@ describe('InstanceService start-up (claims of an earlier run)', () => {
   beforeEach(async () => (t = await openTempDatabase()));
   afterEach(async () => t.close());
 
-  it('takes back what a killed run under the same id still held, and leaves other instances\' claims alone', async () => {
+  it("takes back what a killed run under the same id still held, and leaves other instances' claims alone", async () => {
     const db = t.opened.db;
     const now = '2026-03-01T10:01:00.000Z';
-    for (const id of ['d1', 'd2']) await insertJob(db, { id, kind: 'forwarding.deliver', payload: JSON.stringify({ deliveryId: id }), key: id, maxAttempts: 5 });
+    for (const id of ['d1', 'd2'])
+      await insertJob(db, { id, kind: 'forwarding.deliver', payload: JSON.stringify({ deliveryId: id }), key: id, maxAttempts: 5 });
     // The earlier run of "gw-a" claimed d1, "gw-b" claimed d2 (leases of an hour); then gw-a was SIGKILLed.
     expect((await claimJobs(db, 'forwarding.deliver', 'gw-a', 'ta', 3600, 1)).map((j) => j.id)).to.deep.equal(['d1']);
     expect((await claimJobs(db, 'forwarding.deliver', 'gw-b', 'tb', 3600, 1)).map((j) => j.id)).to.deep.equal(['d2']);

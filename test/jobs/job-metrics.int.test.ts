@@ -17,15 +17,23 @@ describe('job metrics', () => {
     const metrics = new GatewayMetrics(db, 'gw-a');
     const runner = new JobRunner({ db, logger: winston.createLogger({ silent: true }), workerId: 'gw-a', metrics, random: () => 0 });
     runner.register('ok', async () => undefined);
-    runner.register('bad', async () => {
-      throw new Error('no');
-    }, { maxAttempts: 1 });
+    runner.register(
+      'bad',
+      async () => {
+        throw new Error('no');
+      },
+      { maxAttempts: 1 },
+    );
     await runner.enqueue(db, 'ok', 1);
     await runner.enqueue(db, 'bad', 1);
     await runner.drain();
     // Not registered here: one due for 120 s (by the database's clock), one for later.
     await runner.enqueue(db, 'evaluate', 1);
-    await db.updateTable('jobs').set({ run_at: dbNow(db, -120) }).where('kind', '=', 'evaluate').execute();
+    await db
+      .updateTable('jobs')
+      .set({ run_at: dbNow(db, -120) })
+      .where('kind', '=', 'evaluate')
+      .execute();
     await runner.enqueue(db, 'evaluate', 2, { runAt: new Date(Date.now() + 3_600_000) });
 
     const text = await metrics.registry.metrics();

@@ -17,9 +17,24 @@ describe('migration 013 (jobs)', () => {
       expect(before.error).to.equal(undefined);
       const at = '2026-03-01T10:00:00.000Z';
       const row = (id: string, state: 'pending' | 'waiting' | 'accepted' | 'failed', kind: 'write-back' | 'webhook' = 'write-back') => ({
-        id, kind, case_id: 'c1', report_id: null, control_id: null, payload: 'x', state, attempts: 0, next_attempt_at: at, last_error: null, response: null, created_at: at, updated_at: at,
+        id,
+        kind,
+        case_id: 'c1',
+        report_id: null,
+        control_id: null,
+        payload: 'x',
+        state,
+        attempts: 0,
+        next_attempt_at: at,
+        last_error: null,
+        response: null,
+        created_at: at,
+        updated_at: at,
       });
-      await db.insertInto('outbound_messages').values([row('m1', 'accepted'), row('m2', 'waiting'), row('m3', 'pending'), row('m4', 'failed'), row('m5', 'pending', 'webhook')]).execute();
+      await db
+        .insertInto('outbound_messages')
+        .values([row('m1', 'accepted'), row('m2', 'waiting'), row('m3', 'pending'), row('m4', 'failed'), row('m5', 'pending', 'webhook')])
+        .execute();
       await migrateToLatest(db);
       const jobs = await jobsOf(db, 'outbound.send');
       expect(jobs.map((j) => [j.id, j.queue, JSON.parse(j.payload) as unknown, j.state])).to.deep.equal([

@@ -59,7 +59,7 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     tmp.cleanup();
   });
 
-  it('enqueues in the caller\'s transaction: a rolled-back job never exists, a committed one runs once', async () => {
+  it("enqueues in the caller's transaction: a rolled-back job never exists, a committed one runs once", async () => {
     const r = runner('gw-a');
     const seen: unknown[] = [];
     r.register('k', async (job: JobContext<{ n: number }>) => {
@@ -99,10 +99,14 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     const r = runner('gw-a');
     const attempts: number[] = [];
     let cure = false;
-    r.register('k', async (job) => {
-      attempts.push(job.attempt);
-      if (!cure) throw new Error(`refused ${job.attempt}`);
-    }, { maxAttempts: 3 });
+    r.register(
+      'k',
+      async (job) => {
+        attempts.push(job.attempt);
+        if (!cure) throw new Error(`refused ${job.attempt}`);
+      },
+      { maxAttempts: 3 },
+    );
     await r.enqueue(db, 'k', {});
     await r.drain();
     expect(attempts).to.deep.equal([1, 2, 3]);
@@ -120,10 +124,14 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
   it('waits out the backoff by the database clock before the retry', async () => {
     const r = runner('gw-a', { random: () => 1 });
     let runs = 0;
-    r.register('k', async () => {
-      runs++;
-      throw new Error('down');
-    }, { backoffBaseSeconds: 600 });
+    r.register(
+      'k',
+      async () => {
+        runs++;
+        throw new Error('down');
+      },
+      { backoffBaseSeconds: 600 },
+    );
     await r.enqueue(db, 'k', {});
     await r.drain();
     expect(runs).to.equal(1);
@@ -131,7 +139,10 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     const now = Date.parse(await databaseNow(db));
     expect(Date.parse(job!.run_at) - now).to.be.within(595_000, 600_500);
     // The retry comes due when the database says so.
-    await db.updateTable('jobs').set({ run_at: dbNow(db, -1) }).execute();
+    await db
+      .updateTable('jobs')
+      .set({ run_at: dbNow(db, -1) })
+      .execute();
     await r.drain();
     expect(runs).to.equal(2);
   });
@@ -143,44 +154,57 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     });
     await r.enqueue(db, 'k', {});
     await r.drain();
-    expect(await jobsOf(db, 'k')).to.have.length(1).and.to.satisfy((rows: { state: string; attempts: number }[]) => rows[0]!.state === 'dead' && rows[0]!.attempts === 1);
+    expect(await jobsOf(db, 'k'))
+      .to.have.length(1)
+      .and.to.satisfy((rows: { state: string; attempts: number }[]) => rows[0]!.state === 'dead' && rows[0]!.attempts === 1);
   });
 
   it('runs a job again at runAgainAt without counting an attempt', async () => {
     const r = runner('gw-a');
     let runs = 0;
-    r.register('k', async (job) => {
-      runs++;
-      expect(job.attempt).to.equal(1);
-      if (runs < 3) return { runAgainAt: new Date(Date.now() - 1000) };
-    }, { maxAttempts: 1 });
+    r.register(
+      'k',
+      async (job) => {
+        runs++;
+        expect(job.attempt).to.equal(1);
+        if (runs < 3) return { runAgainAt: new Date(Date.now() - 1000) };
+      },
+      { maxAttempts: 1 },
+    );
     await r.enqueue(db, 'k', {});
     await r.drain();
     expect(runs).to.equal(3);
     expect(await jobsOf(db, 'k')).to.deep.equal([]);
   });
 
-  it('runs one queue\'s jobs one at a time in order (an earlier job waiting for its retry holds the later ones); other queues run alongside', async () => {
+  it("runs one queue's jobs one at a time in order (an earlier job waiting for its retry holds the later ones); other queues run alongside", async () => {
     const r = runner('gw-a', { random: () => 1 });
     const log: string[] = [];
     let running = 0;
     let maxRunning = 0;
     let failFirst = true;
-    r.register('k', async (job: JobContext<string>) => {
-      running++;
-      maxRunning = Math.max(maxRunning, running);
-      await new Promise((res) => setTimeout(res, 5));
-      running--;
-      if (job.payload === 'a1' && failFirst) {
-        failFirst = false;
-        throw new Error('once');
-      }
-      log.push(job.payload);
-    }, { concurrency: 4, backoffBaseSeconds: 600 });
+    r.register(
+      'k',
+      async (job: JobContext<string>) => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await new Promise((res) => setTimeout(res, 5));
+        running--;
+        if (job.payload === 'a1' && failFirst) {
+          failFirst = false;
+          throw new Error('once');
+        }
+        log.push(job.payload);
+      },
+      { concurrency: 4, backoffBaseSeconds: 600 },
+    );
     for (const p of ['a1', 'a2', 'b1', 'a3', 'b2']) await r.enqueue(db, 'k', p, { queue: p[0] });
     await r.drain();
     expect(log, 'a1 waits for its retry: a2, a3 wait behind it').to.deep.equal(['b1', 'b2']);
-    await db.updateTable('jobs').set({ run_at: dbNow(db, -1) }).execute();
+    await db
+      .updateTable('jobs')
+      .set({ run_at: dbNow(db, -1) })
+      .execute();
     await r.drain();
     expect(log).to.deep.equal(['b1', 'b2', 'a1', 'a2', 'a3']);
     expect(maxRunning, 'two queues ran side by side').to.equal(2);
@@ -190,19 +214,23 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     const r = runner('gw-a');
     let running = 0;
     let maxRunning = 0;
-    r.register('k', async () => {
-      running++;
-      maxRunning = Math.max(maxRunning, running);
-      await new Promise((res) => setTimeout(res, 10));
-      running--;
-    }, { concurrency: 3 });
+    r.register(
+      'k',
+      async () => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await new Promise((res) => setTimeout(res, 10));
+        running--;
+      },
+      { concurrency: 3 },
+    );
     for (let i = 0; i < 10; i++) await r.enqueue(db, 'k', i);
     await r.drain();
     expect(maxRunning).to.equal(3);
     expect(await jobsOf(db, 'k')).to.deep.equal([]);
   });
 
-  it('fencing: a worker whose lease expired mid-send stops sending and cannot overwrite the new owner\'s completion', async () => {
+  it("fencing: a worker whose lease expired mid-send stops sending and cannot overwrite the new owner's completion", async () => {
     const a = runner('gw-a');
     const b = runner('gw-b');
     const sentByA: number[] = [];
@@ -211,31 +239,42 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     let aError: unknown;
     let aSignal: AbortSignal | undefined;
     // A sends in chunks, renewing its lease as it goes ("progress renews the lease"), and records the result fenced.
-    a.register('send', async (job) => {
-      aSignal = job.signal;
-      try {
-        for (let chunk = 1; chunk <= 3; chunk++) {
-          await job.renew();
-          sentByA.push(chunk);
-          if (chunk === 1) {
-            started.open();
-            await resume.wait;
+    a.register(
+      'send',
+      async (job) => {
+        aSignal = job.signal;
+        try {
+          for (let chunk = 1; chunk <= 3; chunk++) {
+            await job.renew();
+            sentByA.push(chunk);
+            if (chunk === 1) {
+              started.open();
+              await resume.wait;
+            }
           }
+          await job.fenced((trx) => writeResult(trx, 'delivery', 'sent by a'));
+        } catch (err) {
+          aError = err;
+          throw err;
         }
-        await job.fenced((trx) => writeResult(trx, 'delivery', 'sent by a'));
-      } catch (err) {
-        aError = err;
-        throw err;
-      }
-    }, { leaseSeconds: 60 });
-    b.register('send', async (job) => {
-      await job.fenced((trx) => writeResult(trx, 'delivery', 'sent by b'));
-    }, { leaseSeconds: 60 });
+      },
+      { leaseSeconds: 60 },
+    );
+    b.register(
+      'send',
+      async (job) => {
+        await job.fenced((trx) => writeResult(trx, 'delivery', 'sent by b'));
+      },
+      { leaseSeconds: 60 },
+    );
     await a.enqueue(db, 'send', {});
     const aRun = a.drain();
     await started.wait;
     // A stalls (a long GC, a network partition); its lease runs out by the database's clock, and B takes the job over.
-    await db.updateTable('jobs').set({ locked_until: dbNow(db, -1) }).execute();
+    await db
+      .updateTable('jobs')
+      .set({ locked_until: dbNow(db, -1) })
+      .execute();
     await b.drain();
     expect(await result(db, 'delivery')).to.equal('sent by b');
     expect(await jobsOf(db, 'send'), 'B completed the job').to.deep.equal([]);
@@ -252,16 +291,23 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     const started = gate();
     const resume = gate();
     let aWrite: unknown;
-    a.register('send', async (job) => {
-      started.open();
-      await resume.wait;
-      aWrite = await job.fenced((trx) => writeResult(trx, 'delivery', 'sent by a')).catch((e: unknown) => e);
-    }, { leaseSeconds: 60 });
+    a.register(
+      'send',
+      async (job) => {
+        started.open();
+        await resume.wait;
+        aWrite = await job.fenced((trx) => writeResult(trx, 'delivery', 'sent by a')).catch((e: unknown) => e);
+      },
+      { leaseSeconds: 60 },
+    );
     await a.enqueue(db, 'send', {});
     const aRun = a.drain();
     await started.wait;
     // Another instance took the job over (its lease expired there): a new owner and a new token.
-    await db.updateTable('jobs').set({ locked_by: 'gw-b', lock_token: 'b-token', locked_until: dbNow(db, 60) }).execute();
+    await db
+      .updateTable('jobs')
+      .set({ locked_by: 'gw-b', lock_token: 'b-token', locked_until: dbNow(db, 60) })
+      .execute();
     resume.open();
     await aRun;
     expect(aWrite).to.be.instanceOf(JobClaimLostError);
@@ -270,15 +316,19 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     expect(job, 'A neither completed nor failed the job B holds').to.include({ state: 'running', locked_by: 'gw-b', lock_token: 'b-token' });
   });
 
-  it('a renewal that finds the claim gone aborts the handler\'s signal', async () => {
+  it("a renewal that finds the claim gone aborts the handler's signal", async () => {
     const a = runner('gw-a');
     const started = gate();
     let abortedWith: unknown;
-    a.register('send', async (job) => {
-      started.open();
-      await new Promise<void>((res) => job.signal.addEventListener('abort', () => res()));
-      abortedWith = job.signal.reason;
-    }, { leaseSeconds: 0.3 });
+    a.register(
+      'send',
+      async (job) => {
+        started.open();
+        await new Promise<void>((res) => job.signal.addEventListener('abort', () => res()));
+        abortedWith = job.signal.reason;
+      },
+      { leaseSeconds: 0.3 },
+    );
     await a.enqueue(db, 'send', {});
     const aRun = a.drain();
     await started.wait;
@@ -297,7 +347,10 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     const r = runner('gw-a');
     await r.enqueue(db, 'crash', {}, { maxAttempts: 3 });
     for (let i = 0; i < 4; i++) {
-      const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'test/jobs/fixtures/crash-worker.ts'), url, marker], { cwd: root, encoding: 'utf8' });
+      const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'test/jobs/fixtures/crash-worker.ts'), url, marker], {
+        cwd: root,
+        encoding: 'utf8',
+      });
       if (i < 3) expect(child.signal, child.stderr).to.equal('SIGKILL');
       // The next process may take the job only once the dead one's lease has run out (database clock).
       await new Promise((res) => setTimeout(res, 250));
@@ -308,13 +361,17 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     expect(job).to.include({ state: 'dead', attempts: 3, last_error: CRASHED, active_key: null });
   });
 
-  it('a restarted worker with the same id takes its earlier run\'s jobs back at once, not after their lease', async () => {
+  it("a restarted worker with the same id takes its earlier run's jobs back at once, not after their lease", async () => {
     const dead = runner('gw-a');
     const started = gate();
-    dead.register('k', async () => {
-      started.open();
-      await new Promise(() => undefined);
-    }, { leaseSeconds: 3600 });
+    dead.register(
+      'k',
+      async () => {
+        started.open();
+        await new Promise(() => undefined);
+      },
+      { leaseSeconds: 3600 },
+    );
     await dead.enqueue(db, 'k', {});
     void dead.drain();
     await started.wait;
@@ -366,19 +423,23 @@ describe('job engine: two instances on PostgreSQL', function () {
     tmp?.cleanup();
   });
 
-  it('one queue\'s jobs run in order, one at a time, across two instances; no job runs twice', async () => {
+  it("one queue's jobs run in order, one at a time, across two instances; no job runs twice", async () => {
     const events: string[] = [];
     const running = new Map<string, number>();
     const runners = dbs.map((d, i) => {
       const r = new JobRunner({ db: d.db, logger: quiet, workerId: `gw-${i}`, pollMs: 20 });
-      r.register('deliver', async (job: JobContext<{ q: string; n: number }>) => {
-        const { q, n } = job.payload;
-        running.set(q, (running.get(q) ?? 0) + 1);
-        if (running.get(q)! > 1) events.push(`OVERLAP ${q}`);
-        await new Promise((res) => setTimeout(res, Math.floor(Math.random() * 4)));
-        events.push(`${q}:${n}`);
-        running.set(q, running.get(q)! - 1);
-      }, { concurrency: 4 });
+      r.register(
+        'deliver',
+        async (job: JobContext<{ q: string; n: number }>) => {
+          const { q, n } = job.payload;
+          running.set(q, (running.get(q) ?? 0) + 1);
+          if (running.get(q)! > 1) events.push(`OVERLAP ${q}`);
+          await new Promise((res) => setTimeout(res, Math.floor(Math.random() * 4)));
+          events.push(`${q}:${n}`);
+          running.set(q, running.get(q)! - 1);
+        },
+        { concurrency: 4 },
+      );
       return r;
     });
     const queues = ['p1', 'p2', 'p3'];

@@ -4,7 +4,14 @@ import { buildFhirBundle, FhirSystems, patientIdentifierSystem, type FhirReportI
 import { fhirErrors } from './fhir-schema.js';
 
 const input = (over: Partial<FhirReportInput> = {}): FhirReportInput => ({
-  report: { id: 'rep-1', version: 1, text: 'Missed 9 mm nodule in the left lower lobe.', impression: 'Nodule, follow-up CT.', radpeerScore: '3b', createdAt: new Date('2026-11-28T12:00:00Z') },
+  report: {
+    id: 'rep-1',
+    version: 1,
+    text: 'Missed 9 mm nodule in the left lower lobe.',
+    impression: 'Nodule, follow-up CT.',
+    radpeerScore: '3b',
+    createdAt: new Date('2026-11-28T12:00:00Z'),
+  },
   reader: { id: 'r-smith', name: 'Jane Smith' },
   patient: { id: 'MRN-4711', system: 'urn:oid:1.2.3.4.5' },
   accession: { value: 'ACC-4711', system: 'urn:oid:1.2.3.4.6' },
@@ -27,7 +34,9 @@ describe('outputs: the FHIR R4 DiagnosticReport of the second read', function ()
     broken.entry[1]!.resource['status'] = 'done';
     (broken.entry[1]!.resource['subject'] as { identifier: { value: unknown } }).identifier.value = 4711;
     const errors = fhirErrors(broken as never);
-    expect(errors.join('\n')).to.match(/status/).and.match(/value/);
+    expect(errors.join('\n'))
+      .to.match(/status/)
+      .and.match(/value/);
   });
 
   it('names the patient by identifier with system, the order by accession, the reader as performer, the report as conclusion', () => {
@@ -49,9 +58,15 @@ describe('outputs: the FHIR R4 DiagnosticReport of the second read', function ()
     expect(obs.valueCodeableConcept!.coding![0]).to.include({ code: '3b', system: FhirSystems.codes });
     expect(obs.component!.map((c) => c.valueCodeableConcept!.coding![0]!.code)).to.deep.equal(['DISCORDANT', 'ARB-SECOND']);
     // Conditional creates on our identifiers: a retry after a lost answer does not store a second copy.
-    expect(drEntry!.request).to.deep.equal({ method: 'POST', url: 'DiagnosticReport', ifNoneExist: `identifier=${encodeURIComponent(`${FhirSystems.report}|rep-1`)}` });
+    expect(drEntry!.request).to.deep.equal({
+      method: 'POST',
+      url: 'DiagnosticReport',
+      ifNoneExist: `identifier=${encodeURIComponent(`${FhirSystems.report}|rep-1`)}`,
+    });
     expect(buildFhirBundle(input()).entry![1]!.fullUrl).to.equal(drEntry!.fullUrl);
-    expect((buildFhirBundle(input({ report: { ...input().report, id: 'rep-2', version: 2 } })).entry![1]!.resource as DiagnosticReport).status).to.equal('amended');
+    expect((buildFhirBundle(input({ report: { ...input().report, id: 'rep-2', version: 2 } })).entry![1]!.resource as DiagnosticReport).status).to.equal(
+      'amended',
+    );
   });
 
   it('without an accession there is no basedOn; concordant reads say so', () => {

@@ -43,13 +43,16 @@ describe('outputs of the second read to a DICOMweb PACS (STOW-RS)', function () 
     const accession = `ACC-STOW-${n}`;
     const study = generateStudy(path.join(tmp.dir, `s${n}`), { instances: 2, series: 1, rows: 32, columns: 32, accessionNumber: accession, patientId });
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'MODALITY', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'MODALITY', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     await stable;
     for (const m of [ormO01({ accession, patientId, controlId: `O${n}` }), oruR01({ accession, patientId, controlId: `R${n}` })]) {
       expect((await hl7.send(m)).code).to.equal('AA');
     }
     const caseId = await eventually(async () => ((await api(`/api/studies/${study.studyInstanceUid}`))['caseId'] as string | null) ?? undefined, 'the case');
-    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read') || undefined, 'delivery to the pool', 30_000);
+    await eventually(async () => (await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read' || undefined, 'delivery to the pool', 30_000);
     return { study, caseId, patientId };
   }
 
@@ -73,7 +76,12 @@ describe('outputs of the second read to a DICOMweb PACS (STOW-RS)', function () 
         // The PACS here is the outputs' target only: no prior lookups (QIDO) in its request log.
         priors: { maxStudies: 0 },
         outputs: { dicomSr: { destination: 'pacs' }, maxAttempts: 3, backoffBaseSeconds: 0.05, backoffMaxSeconds: 0.2 },
-        auth: { tokens: [{ token: admin, role: 'admin' }, { token: system, role: 'system', name: 'pool-system' }] },
+        auth: {
+          tokens: [
+            { token: admin, role: 'admin' },
+            { token: system, role: 'system', name: 'pool-system' },
+          ],
+        },
       }),
       { logger: silentLogger },
     );
@@ -94,10 +102,14 @@ describe('outputs of the second read to a DICOMweb PACS (STOW-RS)', function () 
     const key = study.instances[1]!.sopInstanceUid;
     const posted = await call('POST', `/api/cases/${caseId}/report`, system, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-x', keyImages: [key] });
     expect(posted.status, JSON.stringify(posted.body)).to.equal(201);
-    const parts = await eventually(() => {
-      const all = pacs.requests.flatMap((r) => r.parts);
-      return all.length >= 2 && all;
-    }, 'the SR and KOS at the PACS', 30_000);
+    const parts = await eventually(
+      () => {
+        const all = pacs.requests.flatMap((r) => r.parts);
+        return all.length >= 2 && all;
+      },
+      'the SR and KOS at the PACS',
+      30_000,
+    );
     // The PACS also answers the priors lookup of each new case (QIDO-RS GETs, src/priors): the outputs are its POSTs.
     const stows = pacs.requests.filter((r) => r.method === 'POST');
     expect(stows.length).to.be.greaterThan(0);

@@ -47,7 +47,10 @@ class FhirReceiver {
         JSON.stringify(
           status < 300
             ? { resourceType: 'Bundle', type: 'transaction-response', entry: (body.entry ?? []).map(() => ({ response: { status: '201 Created' } })) }
-            : { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: status < 500 ? 'invalid' : 'transient', diagnostics: 'MRN-REAL quoted back' }] },
+            : {
+                resourceType: 'OperationOutcome',
+                issue: [{ severity: 'error', code: status < 500 ? 'invalid' : 'transient', diagnostics: 'MRN-REAL quoted back' }],
+              },
         ),
       );
     });
@@ -90,21 +93,32 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
   // A GET is retried once on a connection reset: a kept-alive socket the server closed just as it was reused (loaded machine).
   const api = async (p: string) => (await call('GET', p, admin).catch(() => call('GET', p, admin))).body;
   const audit = async (caseId: string, action: string) =>
-    (((await api(`/api/audit?entityType=case&entityId=${caseId}&action=${action}`))['items'] ?? []) as { details: Record<string, unknown> }[]);
+    ((await api(`/api/audit?entityType=case&entityId=${caseId}&action=${action}`))['items'] ?? []) as { details: Record<string, unknown> }[];
 
   /** A study stored, ordered and reported by the RIS, forwarded to the pool: its case, awaiting the second read. */
   async function openCase(n: number): Promise<{ study: GeneratedStudy; caseId: string; patientId: string; accession: string }> {
     const patientId = `MRN-REAL-${n}`;
     const accession = `ACC-REAL-${n}`;
-    const study = generateStudy(path.join(tmp.dir, `s${n}`), { instances: 3, series: 2, rows: 32, columns: 32, accessionNumber: accession, patientId, patientName: `Real^Patient${n}` });
+    const study = generateStudy(path.join(tmp.dir, `s${n}`), {
+      instances: 3,
+      series: 2,
+      rows: 32,
+      columns: 32,
+      accessionNumber: accession,
+      patientId,
+      patientName: `Real^Patient${n}`,
+    });
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'MODALITY', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'MODALITY', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     await stable;
     for (const m of [ormO01({ accession, patientId, controlId: `O${n}` }), oruR01({ accession, patientId, controlId: `R${n}` })]) {
       expect((await hl7.send(m)).code).to.equal('AA');
     }
     const caseId = await eventually(async () => ((await api(`/api/studies/${study.studyInstanceUid}`))['caseId'] as string | null) ?? undefined, 'the case');
-    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read') || undefined, 'delivery to the pool', 30_000);
+    await eventually(async () => (await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read' || undefined, 'delivery to the pool', 30_000);
     return { study, caseId, patientId, accession };
   }
 
@@ -143,7 +157,12 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
           backoffBaseSeconds: 0.05,
           backoffMaxSeconds: 0.2,
         },
-        auth: { tokens: [{ token: admin, role: 'admin' }, { token: system, role: 'system', name: 'pool-system' }] },
+        auth: {
+          tokens: [
+            { token: admin, role: 'admin' },
+            { token: system, role: 'system', name: 'pool-system' },
+          ],
+        },
       }),
       { logger: silentLogger },
     );
@@ -175,7 +194,11 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
       ].join('\r') + '\r';
     expect((await hl7.send(oru)).code).to.equal('AA');
 
-    const sr = await eventually(() => [...pacs.received().values()].find((b) => b.includes(Buffer.from(BASIC_TEXT_SR)) && b.includes(Buffer.from(patientId))), 'the SR at the PACS', 30_000);
+    const sr = await eventually(
+      () => [...pacs.received().values()].find((b) => b.includes(Buffer.from(BASIC_TEXT_SR)) && b.includes(Buffer.from(patientId))),
+      'the SR at the PACS',
+      30_000,
+    );
     const file = writeTemp(tmp.dir, 'received-sr.dcm', sr);
     const dump = dsrdump(file);
     expect(dump.code, dump.text).to.equal(0);
@@ -203,20 +226,34 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     await eventually(async () => (await audit(caseId, 'output.sent')).length === 2 || undefined, 'both outputs audited');
   });
 
-  it('key images from the API go as a Key Object Selection; UIDs that are not the study\'s are refused; FHIR 5xx is retried', async () => {
+  it("key images from the API go as a Key Object Selection; UIDs that are not the study's are refused; FHIR 5xx is retried", async () => {
     const { study, caseId, patientId } = await openCase(2);
-    const bogus = await call('POST', `/api/cases/${caseId}/report`, system, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-jones', keyImages: ['1.2.3.4.5'] });
+    const bogus = await call('POST', `/api/cases/${caseId}/report`, system, {
+      text: 'Concur.',
+      radpeerScore: '1',
+      readerId: 'dr-jones',
+      keyImages: ['1.2.3.4.5'],
+    });
     expect(bogus.status).to.equal(400);
     expect(JSON.stringify(bogus.body)).to.include('not instances of this study: 1.2.3.4.5');
     expect((await call('POST', `/api/cases/${caseId}/report`, system, { text: 'x', radpeerScore: '1', keyImages: 'nope' })).status).to.equal(400);
-    expect(((await api(`/api/cases/${caseId}`))['state'])).to.equal('awaiting-read');
+    expect((await api(`/api/cases/${caseId}`))['state']).to.equal('awaiting-read');
 
     fhir.statuses.push(503, 502);
     const marked = [study.instances[2]!.sopInstanceUid, study.instances[0]!.sopInstanceUid];
-    const ok = await call('POST', `/api/cases/${caseId}/report`, system, { text: 'Concur with the primary report.', radpeerScore: '1', readerId: 'dr-jones', keyImages: marked });
+    const ok = await call('POST', `/api/cases/${caseId}/report`, system, {
+      text: 'Concur with the primary report.',
+      radpeerScore: '1',
+      readerId: 'dr-jones',
+      keyImages: marked,
+    });
     expect(ok.status, JSON.stringify(ok.body)).to.equal(201);
 
-    const kos = await eventually(() => [...pacs.received().values()].find((b) => b.includes(Buffer.from(KOS)) && b.includes(Buffer.from(patientId))), 'the KOS at the PACS', 30_000);
+    const kos = await eventually(
+      () => [...pacs.received().values()].find((b) => b.includes(Buffer.from(KOS)) && b.includes(Buffer.from(patientId))),
+      'the KOS at the PACS',
+      30_000,
+    );
     const file = writeTemp(tmp.dir, 'received-kos.dcm', kos);
     const dump = dsrdump(file);
     expect(dump.code, dump.text).to.equal(0);
@@ -228,7 +265,11 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     if (hasDciodvfy()) expect(dciodvfy(file).errors).to.deep.equal([]);
 
     // Two 5xx answers, then accepted: the third attempt.
-    const sent = await eventually(async () => (await audit(caseId, 'output.sent')).find((a) => a.details['output'] === 'fhir'), 'the FHIR output after retries', 30_000);
+    const sent = await eventually(
+      async () => (await audit(caseId, 'output.sent')).find((a) => a.details['output'] === 'fhir'),
+      'the FHIR output after retries',
+      30_000,
+    );
     expect(sent.details['attempt']).to.equal(3);
     expect(fhir.reportsFor(patientId)).to.have.length(1);
     expect(fhir.posted.filter((p) => JSON.stringify(p.body).includes(patientId)).map((p) => p.status)).to.deep.equal([503, 502, 200]);
@@ -245,7 +286,14 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     // The audit is written before the handler throws; the engine dead-letters the job just after.
     const reportId = (ok.body['report'] as { id: string }).id;
     const job = await eventually(
-      async () => (await gw.db.selectFrom('jobs').selectAll().where('kind', '=', 'output.fhir').where('payload', 'like', `%${reportId}%`).where('state', '=', 'dead').executeTakeFirst()) ?? undefined,
+      async () =>
+        (await gw.db
+          .selectFrom('jobs')
+          .selectAll()
+          .where('kind', '=', 'output.fhir')
+          .where('payload', 'like', `%${reportId}%`)
+          .where('state', '=', 'dead')
+          .executeTakeFirst()) ?? undefined,
       'the dead-lettered FHIR job',
     );
     expect(job.attempts).to.equal(1);
@@ -270,7 +318,11 @@ describe('outputs of the second read: SR and KOS to the PACS (DCMTK storescp), F
     expect(cancelled.status, JSON.stringify(cancelled.body)).to.equal(200);
     fhir.holding = undefined;
     release();
-    const audited = await eventually(async () => (await audit(caseId, 'output.cancelled')).find((a) => a.details['output'] === 'fhir'), 'the cancelled output', 30_000);
+    const audited = await eventually(
+      async () => (await audit(caseId, 'output.cancelled')).find((a) => a.details['output'] === 'fhir'),
+      'the cancelled output',
+      30_000,
+    );
     expect(audited.details['version']).to.equal(1);
     expect(fhir.posted.filter((p) => JSON.stringify(p.body).includes(patientId)).map((p) => p.status)).to.deep.equal([503]);
     expect(await audit(caseId, 'output.failed')).to.deep.equal([]);

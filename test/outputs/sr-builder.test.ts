@@ -34,7 +34,14 @@ const sampleSrInput = (): SecondReadSrInput => ({
     { seriesInstanceUid: '1.2.826.0.1.3680043.8.498.2002', sopClassUid: CT, sopInstanceUid: '1.2.826.0.1.3680043.8.498.3003' },
   ],
   reader: { id: 'r-smith', name: 'Jane Smith' },
-  report: { id: 'rep-1', version: 1, text: 'Missed 9 mm nodule in the left lower lobe.\nGröße unverändert.', impression: 'Nodule, follow-up CT.', radpeerScore: '3b', createdAt: new Date('2026-11-28T12:00:00Z') },
+  report: {
+    id: 'rep-1',
+    version: 1,
+    text: 'Missed 9 mm nodule in the left lower lobe.\nGröße unverändert.',
+    impression: 'Nodule, follow-up CT.',
+    radpeerScore: '3b',
+    createdAt: new Date('2026-11-28T12:00:00Z'),
+  },
   manufacturer: 'Second-read gateway',
   verifyingOrganization: 'TELERAD',
 });
@@ -55,7 +62,9 @@ describe('outputs: the DICOM SR and KOS of the second read', function () {
     const a = buildSecondReadSr(input);
     const b = buildSecondReadSr(input);
     expect(a.sopInstanceUid).to.equal(b.sopInstanceUid);
-    expect(a.sopInstanceUid).to.match(/^2\.25\.\d+$/).and.have.length.at.most(64);
+    expect(a.sopInstanceUid)
+      .to.match(/^2\.25\.\d+$/)
+      .and.have.length.at.most(64);
     expect(a.seriesInstanceUid).to.not.equal('1.2.826.0.1.3680043.8.498.2001');
     expect(buildSecondReadSr({ ...input, report: { ...input.report, id: 'rep-2', version: 2 } }).seriesInstanceUid).to.equal(a.seriesInstanceUid);
     expect(outputUids(input.study.studyInstanceUid, 'rep-2', 'sr').sopInstanceUid).to.not.equal(a.sopInstanceUid);
@@ -66,7 +75,10 @@ describe('outputs: the DICOM SR and KOS of the second read', function () {
     expect(ds['IssuerOfPatientID']).to.equal('HOSP');
     expect(ds['AccessionNumber']).to.equal('ACC-4711');
     expect(ds['Modality']).to.equal('SR');
-    const evidence = ds['CurrentRequestedProcedureEvidenceSequence'] as { StudyInstanceUID: string; ReferencedSeriesSequence: { ReferencedSOPSequence: unknown[] }[] }[];
+    const evidence = ds['CurrentRequestedProcedureEvidenceSequence'] as {
+      StudyInstanceUID: string;
+      ReferencedSeriesSequence: { ReferencedSOPSequence: unknown[] }[];
+    }[];
     expect(evidence).to.have.length(1);
     expect(evidence[0]!.StudyInstanceUID).to.equal(input.study.studyInstanceUid);
     expect(evidence[0]!.ReferencedSeriesSequence.map((s) => s.ReferencedSOPSequence.length)).to.deep.equal([2, 1]);
@@ -146,8 +158,13 @@ describe('outputs: the DICOM SR and KOS of the second read', function () {
     const ds = naturalized(kos.bytes);
     expect(ds['SOPClassUID']).to.equal(KEY_OBJECT_SELECTION);
     expect(ds['Modality']).to.equal('KO');
-    expect((ds['ConceptNameCodeSequence'] as { CodeValue: string; CodingSchemeDesignator: string }[])[0]).to.include({ CodeValue: '113000', CodingSchemeDesignator: 'DCM' });
-    const images = (ds['ContentSequence'] as { ValueType: string; ReferencedSOPSequence?: { ReferencedSOPInstanceUID: string }[] }[]).filter((i) => i.ValueType === 'IMAGE');
+    expect((ds['ConceptNameCodeSequence'] as { CodeValue: string; CodingSchemeDesignator: string }[])[0]).to.include({
+      CodeValue: '113000',
+      CodingSchemeDesignator: 'DCM',
+    });
+    const images = (ds['ContentSequence'] as { ValueType: string; ReferencedSOPSequence?: { ReferencedSOPInstanceUID: string }[] }[]).filter(
+      (i) => i.ValueType === 'IMAGE',
+    );
     expect(images.map((i) => i.ReferencedSOPSequence![0]!.ReferencedSOPInstanceUID)).to.deep.equal([input.evidence[2]!.sopInstanceUid]);
     expect(kos.sopInstanceUid).to.not.equal(buildSecondReadSr(input).sopInstanceUid);
     expect(() => buildKeyObjectSelection({ ...input, keyImages: [] })).to.throw(/at least one image/);

@@ -7,14 +7,14 @@ import { validateRuleSet } from '../../src/rules/rule.schema.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
 import { openTempDatabase } from '../helpers/tmp.js';
 
-describe('priors settings: the gateway\'s, overridden per rule', () => {
+describe("priors settings: the gateway's, overridden per rule", () => {
   let temp: Awaited<ReturnType<typeof openTempDatabase>>;
   beforeEach(async () => {
     temp = await openTempDatabase();
   });
   afterEach(() => temp.close());
 
-  it('a rule\'s `priors` block overrides the keys it sets; the first of the case\'s rules with one applies', async () => {
+  it("a rule's `priors` block overrides the keys it sets; the first of the case's rules with one applies", async () => {
     const rules = [
       { id: 'qa', kind: 'sampling', priority: 'routine', rate: 0.1, period: 'month', minimum: 0 },
       { id: 'onc', kind: 'oncology', priority: 'urgent', priors: { maxStudies: 6, lookbackDays: 3650 } },
@@ -24,7 +24,16 @@ describe('priors settings: the gateway\'s, overridden per rule', () => {
     const newId = createIdSource();
     const ruleService = new RulesService({ db: temp.opened.db, logger: silentLogger, config, newId });
     await ruleService.init();
-    const priors = new PriorsService({ db: temp.opened.db, logger: silentLogger, config, pacs: undefined, rules: ruleService, sink: { storeInstance: async () => 'stored' }, spool: undefined as never, newId });
+    const priors = new PriorsService({
+      db: temp.opened.db,
+      logger: silentLogger,
+      config,
+      pacs: undefined,
+      rules: ruleService,
+      sink: { storeInstance: async () => 'stored' },
+      spool: undefined as never,
+      newId,
+    });
     expect(await priors.policyFor(['qa'])).to.deep.equal({ maxStudies: 2, lookbackDays: 365, sameModality: true });
     expect(await priors.policyFor(['qa', 'onc', 'stakes'])).to.deep.equal({ maxStudies: 6, lookbackDays: 3650, sameModality: true });
     expect(await priors.policyFor(['stakes', 'onc'])).to.deep.include({ maxStudies: 0 });

@@ -26,7 +26,10 @@ for (const type of ['dimse', 'dicomweb'] as const) {
       gw = new DicomGateway({
         rules: [],
         destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: poolPort, aeTitle: 'STORESCP', deidentify: false }],
-        pacs: type === 'dimse' ? { type, host: '127.0.0.1', port: dead, aeTitle: 'PACS', timeoutSeconds: 5 } : { type, url: `http://127.0.0.1:${dead}/dicom-web`, timeoutSeconds: 5 },
+        pacs:
+          type === 'dimse'
+            ? { type, host: '127.0.0.1', port: dead, aeTitle: 'PACS', timeoutSeconds: 5 }
+            : { type, url: `http://127.0.0.1:${dead}/dicom-web`, timeoutSeconds: 5 },
       });
       await gw.start();
       pool = new Storescp(path.join(gw.tmp.dir, 'pool'));
@@ -46,16 +49,24 @@ for (const type of ['dimse', 'dicomweb'] as const) {
       await eventually(async () => (await g.call('GET', `/api/studies/${study.studyInstanceUid}`)).body?.state === 'stable', 'stable');
       const opened = await g.call('POST', '/api/cases', { studyInstanceUid: study.studyInstanceUid, reason: 'pacs down' });
       expect(opened.status).to.equal(201);
-      const c = await eventually(async () => {
-        const x = await g.call('GET', `/api/cases/${opened.body.id}`);
-        return x.body.state === 'awaiting-read' ? x.body : undefined;
-      }, 'awaiting read', 30_000);
+      const c = await eventually(
+        async () => {
+          const x = await g.call('GET', `/api/cases/${opened.body.id}`);
+          return x.body.state === 'awaiting-read' ? x.body : undefined;
+        },
+        'awaiting read',
+        30_000,
+      );
       expect(c.priors).to.deep.equal([]);
       expect(pool!.files()).to.have.length(2);
-      const audit = await eventually(async () => {
-        const a = await g.call('GET', `/api/audit?entityId=${opened.body.id}`);
-        return (a.body.items as { action: string; details: { error?: string } }[]).find((x) => x.action === 'priors.query-failed');
-      }, 'lookup failure audited', 30_000);
+      const audit = await eventually(
+        async () => {
+          const a = await g.call('GET', `/api/audit?entityId=${opened.body.id}`);
+          return (a.body.items as { action: string; details: { error?: string } }[]).find((x) => x.action === 'priors.query-failed');
+        },
+        'lookup failure audited',
+        30_000,
+      );
       expect(audit.details.error).to.be.a('string').and.not.equal('');
     });
   });

@@ -29,7 +29,17 @@ interface Fixture {
 /** Studies of patient PRI-1 (issuer HOSP) and others, made with the study generator, issuer set with dcmodify. */
 async function makeStudies(dir: string): Promise<Fixture> {
   const make = async (name: string, o: { modality?: 'CT' | 'MR'; date: string; patientId?: string; issuer?: string }) => {
-    const s = generateStudy(path.join(dir, name), { instances: 2, series: 1, rows: 8, columns: 8, modality: o.modality ?? 'CT', studyDate: o.date, patientId: o.patientId ?? 'PRI-1', patientName: 'PRIOR^PATIENT', bodyPartExamined: 'CHEST' });
+    const s = generateStudy(path.join(dir, name), {
+      instances: 2,
+      series: 1,
+      rows: 8,
+      columns: 8,
+      modality: o.modality ?? 'CT',
+      studyDate: o.date,
+      patientId: o.patientId ?? 'PRI-1',
+      patientName: 'PRIOR^PATIENT',
+      bodyPartExamined: 'CHEST',
+    });
     for (const i of s.instances) {
       const r = await runDcmtk('dcmodify', ['-nb', '-i', `(0010,0021)=${o.issuer ?? 'HOSP'}`, i.path]);
       expect(r.code, r.stderr).to.equal(0);
@@ -102,7 +112,15 @@ for (const transport of ['dicomweb', 'dimse'] as const) {
 
     it('the pool receives the current study and its relevant priors under one pseudonym; the rest stays behind', async () => {
       const g = gw!;
-      const r = await runDcmtk('storescu', ['-aet', 'MODALITY', '-aec', 'SECONDREAD', '127.0.0.1', String(g.dicomPort), ...fx.current.instances.map((i) => i.path)]);
+      const r = await runDcmtk('storescu', [
+        '-aet',
+        'MODALITY',
+        '-aec',
+        'SECONDREAD',
+        '127.0.0.1',
+        String(g.dicomPort),
+        ...fx.current.instances.map((i) => i.path),
+      ]);
       expect(r.code, r.stderr).to.equal(0);
       await eventually(async () => (await g.call('GET', `/api/studies/${fx.current.studyInstanceUid}`)).body?.state === 'stable', 'current study stable');
       const opened = await g.call('POST', '/api/cases', { studyInstanceUid: fx.current.studyInstanceUid, reason: 'priors test' });
@@ -110,11 +128,15 @@ for (const transport of ['dicomweb', 'dimse'] as const) {
       const caseId = opened.body.id as string;
 
       // The case shows its priors, most recent first, retrieved.
-      const c = await eventually(async () => {
-        const x = await g.call('GET', `/api/cases/${caseId}`);
-        const priors = x.body.priors as { state: string }[];
-        return priors.length === 2 && priors.every((p) => p.state === 'retrieved') ? x.body : undefined;
-      }, 'priors retrieved', 60_000);
+      const c = await eventually(
+        async () => {
+          const x = await g.call('GET', `/api/cases/${caseId}`);
+          const priors = x.body.priors as { state: string }[];
+          return priors.length === 2 && priors.every((p) => p.state === 'retrieved') ? x.body : undefined;
+        },
+        'priors retrieved',
+        60_000,
+      );
       expect(c.priors.map((p: { studyInstanceUid: string }) => p.studyInstanceUid)).to.deep.equal(fx.relevant.map((s) => s.studyInstanceUid));
       expect(c.priors[0]).to.include({ studyDate: daysAgo(30) });
       expect(c.priors[0].modalities).to.deep.equal(['CT']);
@@ -159,7 +181,9 @@ for (const transport of ['dicomweb', 'dimse'] as const) {
       const audit = await g.call('GET', `/api/audit?entityId=${caseId}`);
       const actions = (audit.body.items as { action: string; details?: Record<string, unknown> }[]).map((a) => a.action);
       expect(actions).to.include.members(['priors.found', 'prior.retrieved', 'prior.forward-planned']);
-      const found = (audit.body.items as { action: string; details: { answered: number; relevant: number; leftOut: Record<string, number> } }[]).find((a) => a.action === 'priors.found')!;
+      const found = (audit.body.items as { action: string; details: { answered: number; relevant: number; leftOut: Record<string, number> } }[]).find(
+        (a) => a.action === 'priors.found',
+      )!;
       // Orthanc matched the issuer and the date range itself; the gateway left out the current study and the MR.
       expect(found.details).to.deep.include({ answered: 4, relevant: 2, leftOut: { 'current-study': 1, 'other-modality': 1 } });
     });
@@ -208,15 +232,20 @@ describe('priors: a prior the PACS cannot send (C-MOVE to an AE it does not know
     const dir = path.join(g.tmp.dir, 'studies');
     const current = generateStudy(path.join(dir, 'current'), { instances: 2, series: 1, rows: 8, columns: 8, studyDate: daysAgo(0), patientId: 'PRI-9' });
     const prior = generateStudy(path.join(dir, 'prior'), { instances: 2, series: 1, rows: 8, columns: 8, studyDate: daysAgo(40), patientId: 'PRI-9' });
-    for (const i of prior.instances) expect((await fetch(`${orthanc!.baseUrl}/instances`, { method: 'POST', body: readFileSync(i.path) })).status).to.equal(200);
+    for (const i of prior.instances)
+      expect((await fetch(`${orthanc!.baseUrl}/instances`, { method: 'POST', body: readFileSync(i.path) })).status).to.equal(200);
     const r = await runDcmtk('storescu', ['-aet', 'MODALITY', '-aec', 'SECONDREAD', '127.0.0.1', String(g.dicomPort), ...current.instances.map((i) => i.path)]);
     expect(r.code, r.stderr).to.equal(0);
     await eventually(async () => (await g.call('GET', `/api/studies/${current.studyInstanceUid}`)).body?.state === 'stable', 'stable');
     const opened = await g.call('POST', '/api/cases', { studyInstanceUid: current.studyInstanceUid, reason: 'prior cannot be moved' });
-    const c = await eventually(async () => {
-      const x = await g.call('GET', `/api/cases/${opened.body.id}`);
-      return x.body.state === 'awaiting-read' && x.body.priors[0]?.state === 'failed' ? x.body : undefined;
-    }, 'case awaiting read with a failed prior', 60_000);
+    const c = await eventually(
+      async () => {
+        const x = await g.call('GET', `/api/cases/${opened.body.id}`);
+        return x.body.state === 'awaiting-read' && x.body.priors[0]?.state === 'failed' ? x.body : undefined;
+      },
+      'case awaiting read with a failed prior',
+      60_000,
+    );
     expect(c.priors).to.have.length(1);
     expect(c.priors[0]).to.include({ studyInstanceUid: prior.studyInstanceUid });
     expect(c.priors[0].detail).to.match(/C-MOVE|PACS/);

@@ -151,14 +151,16 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     expect((await fx.call('POST', `/api/cases/${c1.caseId}/report`, T.drC, { text: 'x', radpeerScore: '1' })).status).to.equal(403);
     // The second reader may not see or decide the arbitration.
     expect((await fx.call('GET', `/api/cases/${c1.caseId}/arbitration`, TOKEN_OF[c1.second]!)).status).to.equal(403);
-    expect((await fx.call('POST', `/api/cases/${c1.caseId}/arbitration`, TOKEN_OF[c1.second]!, { verdict: 'agree-second', text: 'mine' })).status).to.equal(403);
+    expect((await fx.call('POST', `/api/cases/${c1.caseId}/arbitration`, TOKEN_OF[c1.second]!, { verdict: 'agree-second', text: 'mine' })).status).to.equal(
+      403,
+    );
     // A bad verdict lists its problems.
     const bad = await fx.call('POST', `/api/cases/${c1.caseId}/arbitration`, T.drC, { verdict: 'other', text: '' });
     expect(bad.status).to.equal(400);
     expect(JSON.stringify(bad.body)).to.include('radpeerScore').and.include('text');
   });
 
-  it('console: the third reader\'s page is blinded until they ask for the readings (logged); their verdict closes it', async function () {
+  it("console: the third reader's page is blinded until they ask for the readings (logged); their verdict closes it", async function () {
     if (!existsSync('/usr/bin/chromium')) {
       console.log('skipped: chromium not installed');
       // Without a browser the verdict goes through the API, so the write-back and statistics tests still run.
@@ -185,7 +187,10 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     // The verdict form lists every RADPEER score to choose from: the rest of the page must name none.
     expect(await page.$('#verdict-form')).not.to.equal(null);
     const outsideForm = await page.evaluate(() => {
-      const main = document.querySelector('main')!.cloneNode(true) as unknown as { querySelector(s: string): { remove(): void } | null; textContent: string | null };
+      const main = document.querySelector('main')!.cloneNode(true) as unknown as {
+        querySelector(s: string): { remove(): void } | null;
+        textContent: string | null;
+      };
       main.querySelector('#verdict-form')?.remove();
       return main.textContent ?? '';
     });
@@ -208,7 +213,12 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     await page.waitForSelector('[data-k=verdict]');
     expect(await page.textContent('[data-k=verdict]')).to.include('agree-second');
     expect(await page.textContent('[data-k=arbitration-state]')).to.equal('done');
-    const revealed = await fx.gw.db.selectFrom('audit_events').select('actor').where('entity_id', '=', c1.caseId).where('action', '=', 'case.arbitration-readings-revealed').execute();
+    const revealed = await fx.gw.db
+      .selectFrom('audit_events')
+      .select('actor')
+      .where('entity_id', '=', c1.caseId)
+      .where('action', '=', 'case.arbitration-readings-revealed')
+      .execute();
     expect(revealed.map((r) => r.actor)).to.deep.equal(['cleo']);
     expect(pageErrors).to.deep.equal([]);
     await page.close();
@@ -220,21 +230,34 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     const oru = fx.ris.received.filter((m) => m.includes(c1.accession) && /ORU\^R01/.test(m));
     expect(oru).to.have.length(1);
     const m = Hl7Message.parse(oru[0]!);
-    const obx = (code: string) => m.all('OBX').filter((s) => m.read(s, { field: 3 }) === code).map((s) => m.rawField(s, 5));
+    const obx = (code: string) =>
+      m
+        .all('OBX')
+        .filter((s) => m.read(s, { field: 3 }) === code)
+        .map((s) => m.rawField(s, 5));
     expect(obx('RADPEER')).to.deep.equal(['3a^RADPEER 3a^RADPEER']);
     expect(obx('ARBVERD')).to.deep.equal(['second^Agrees with the second read^L']);
     expect(obx('RADPEERF')).to.deep.equal(['3a^RADPEER 3a^RADPEER']);
     expect(obx('ARBTXT')).to.deep.equal(['Nodule confirmed on review.']);
     // The SR builder's input (arbitrationOf) says the same.
     const { arbitrationOf } = await import('../../src/reports/arbitration.service.js');
-    expect(await arbitrationOf(fx.gw.db, c1.caseId, fx.gw.config.readers)).to.deep.include({ verdict: 'second', readerName: 'Cleo Arbiter', text: 'Nodule confirmed on review.', finalScore: '3a', arbitratorId: 'dr-c' });
+    expect(await arbitrationOf(fx.gw.db, c1.caseId, fx.gw.config.readers)).to.deep.include({
+      verdict: 'second',
+      readerName: 'Cleo Arbiter',
+      text: 'Nodule confirmed on review.',
+      finalScore: '3a',
+      arbitratorId: 'dr-c',
+    });
     // The SR is issued again with the verdict: a new object (its own UID) beside the second read's first SR.
     const reportId = String((done['secondReport'] as Record<string, unknown>)['id']);
     const study = String(done['studyInstanceUid']);
     const firstSr = outputUids(study, reportId, 'sr').sopInstanceUid;
     const arbitratedSr = outputUids(study, `${reportId}:arbitrated`, 'sr').sopInstanceUid;
     await eventually(() => fx.pool.stores.some((x) => x.sopInstanceUid === arbitratedSr), 'the arbitrated SR at the archive', 20_000);
-    expect(fx.pool.stores.some((x) => x.sopInstanceUid === firstSr), 'the first SR').to.equal(true);
+    expect(
+      fx.pool.stores.some((x) => x.sopInstanceUid === firstSr),
+      'the first SR',
+    ).to.equal(true);
     const file = await fx.pool.db.selectFrom('instances').select('file_path').where('sop_instance_uid', '=', arbitratedSr).executeTakeFirstOrThrow();
     const sr = readFileSync(path.isAbsolute(file.file_path) ? file.file_path : path.join(fx.pool.dir, 'spool', file.file_path)).toString('utf8');
     expect(sr).to.include('Nodule confirmed on review.').and.to.include('Cleo');
@@ -262,7 +285,14 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     expectSpec('/api/stats', 'get', stats);
     expect(stats['arbitration']).to.deep.equal({ requested: 2, decided: 2, confirmedFirst: 1, confirmedSecond: 1, other: 0, confirmedSecondShare: 0.5 });
     expect(stats).to.have.property('totals'); // existing fields kept
-    const pairs = stats['interReaderAgreement'] as { radiologistId: string; readerId: string; modality: string; n: number; table: Record<string, number>; kappa: number | null }[];
+    const pairs = stats['interReaderAgreement'] as {
+      radiologistId: string;
+      readerId: string;
+      modality: string;
+      n: number;
+      table: Record<string, number>;
+      kappa: number | null;
+    }[];
     const all = pairs.reduce((n, p) => n + p.n, 0);
     expect(all).to.equal(2);
     for (const p of pairs) expect(p).to.include({ radiologistId: 'RAD7', modality: 'CT' });
@@ -307,7 +337,9 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     {
       const { caseId } = await fx.flaggedCase();
       const second = String((await fx.caseOf(caseId))['readerId']);
-      expect((await fx.call('POST', `/api/cases/${caseId}/report`, TOKEN_OF[second]!, { text: 'SECOND-READ: missed', radpeerScore: '3b' })).status).to.equal(201);
+      expect((await fx.call('POST', `/api/cases/${caseId}/report`, TOKEN_OF[second]!, { text: 'SECOND-READ: missed', radpeerScore: '3b' })).status).to.equal(
+        201,
+      );
       const c = await fx.caseOf(caseId);
       expect(c['state']).to.equal('arbitration');
       expect(c['arbitration']).to.include({ state: 'unassigned', arbitratorId: null });
@@ -323,7 +355,12 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
       expect((await fx.call('POST', `/api/cases/${caseId}/cancel`, T.qa, { reason: 'test' })).status).to.equal(200);
       const after = await fx.caseOf(caseId);
       expect(after['arbitration']).to.include({ state: 'cancelled' });
-      expect(await eventually(async () => ((await fx.call('GET', '/api/arbitrations', TOKEN_OF[other]!)).body['items'] as unknown[]).length === 0 || undefined, 'off the worklist')).to.equal(true);
+      expect(
+        await eventually(
+          async () => ((await fx.call('GET', '/api/arbitrations', TOKEN_OF[other]!)).body['items'] as unknown[]).length === 0 || undefined,
+          'off the worklist',
+        ),
+      ).to.equal(true);
     }
   });
 });

@@ -11,12 +11,18 @@ const uid = '1.2.826.0.1.3680043.8.498.78';
 
 describe('arbitration: rule option, third reader choice, ORU', () => {
   it('validates arbitration {when, readerGroup?} on any rule kind; YAML numbers count as scores; unknown scores and keys are errors', () => {
-    const ok = validateRuleSet([{ id: 'onc', kind: 'oncology', priority: 'urgent', arbitration: { when: ['2b', '3a', '3b', '3b'], readerGroup: 'neuro' } }, { id: 'm', kind: 'manual', priority: 'routine', arbitration: { when: [1, '2a'] } }]);
+    const ok = validateRuleSet([
+      { id: 'onc', kind: 'oncology', priority: 'urgent', arbitration: { when: ['2b', '3a', '3b', '3b'], readerGroup: 'neuro' } },
+      { id: 'm', kind: 'manual', priority: 'routine', arbitration: { when: [1, '2a'] } },
+    ]);
     expect(ok.ok, JSON.stringify(ok)).to.equal(true);
     if (!ok.ok) return;
     expect(ok.rules[0]!.arbitration).to.deep.equal({ when: ['2b', '3a', '3b'], readerGroup: 'neuro' });
     expect(ok.rules[1]!.arbitration).to.deep.equal({ when: ['1', '2a'] });
-    const bad = validateRuleSet([{ id: 'onc', kind: 'oncology', priority: 'urgent', arbitration: { when: ['4'], group: 'x' } }, { id: 'x', kind: 'manual', priority: 'routine', arbitration: { when: [] } }]);
+    const bad = validateRuleSet([
+      { id: 'onc', kind: 'oncology', priority: 'urgent', arbitration: { when: ['4'], group: 'x' } },
+      { id: 'x', kind: 'manual', priority: 'routine', arbitration: { when: [] } },
+    ]);
     expect(bad.ok).to.equal(false);
     if (bad.ok) return;
     const paths = bad.errors.map((e) => e.path);
@@ -39,14 +45,35 @@ describe('arbitration: rule option, third reader choice, ORU', () => {
   });
 
   it('never chooses the first or second reader, nor (avoidSameGroup) one of their groups', () => {
-    const r = (id: string, o: Partial<ReaderLoad> = {}): ReaderLoad => ({ id, name: id, subspecialties: [], modalities: ['CT'], maxOpenCases: 5, available: true, openCases: 0, ...o });
-    const readers = [r('first', { group: 'h1' }), r('second', { group: 'h2' }), r('colleague1', { group: 'h1' }), r('colleague2', { group: 'h2' }), r('outside', { group: 'h3', openCases: 4 })];
+    const r = (id: string, o: Partial<ReaderLoad> = {}): ReaderLoad => ({
+      id,
+      name: id,
+      subspecialties: [],
+      modalities: ['CT'],
+      maxOpenCases: 5,
+      available: true,
+      openCases: 0,
+      ...o,
+    });
+    const readers = [
+      r('first', { group: 'h1' }),
+      r('second', { group: 'h2' }),
+      r('colleague1', { group: 'h1' }),
+      r('colleague2', { group: 'h2' }),
+      r('outside', { group: 'h3', openCases: 4 }),
+    ];
     const req = { modalities: ['CT'], exclude: [], firstReaderId: 'first', secondReaderId: 'second' };
     expect(chooseReader(readers, { ...req, avoidSameGroup: true })).to.deep.include({ ok: true, readerId: 'outside' });
     const any = chooseReader(readers, { ...req, avoidSameGroup: false });
     expect(any.ok && ['colleague1', 'colleague2']).to.include(any.ok ? any.readerId : '');
-    expect(chooseReader([readers[0]!, readers[1]!, readers[3]!], { ...req, avoidSameGroup: true })).to.deep.equal({ ok: false, reason: "no reader outside the first and second readers' groups" });
-    expect(chooseReader([readers[0]!, readers[1]!], { ...req, avoidSameGroup: false })).to.deep.equal({ ok: false, reason: 'only the first or second reader or readers who already had the case are left' });
+    expect(chooseReader([readers[0]!, readers[1]!, readers[3]!], { ...req, avoidSameGroup: true })).to.deep.equal({
+      ok: false,
+      reason: "no reader outside the first and second readers' groups",
+    });
+    expect(chooseReader([readers[0]!, readers[1]!], { ...req, avoidSameGroup: false })).to.deep.equal({
+      ok: false,
+      reason: 'only the first or second reader or readers who already had the case are left',
+    });
   });
 
   it('writes the verdict, the final score and the arbitrator text as OBX after the concordance (OBX-16 the arbitrator)', () => {
@@ -63,8 +90,14 @@ describe('arbitration: rule option, third reader choice, ORU', () => {
     };
     const plain = buildSecondReportOru(base);
     expect(plain).not.to.include('ARBVERD');
-    const oru = buildSecondReportOru({ ...base, arbitration: { verdict: 'second', finalScore: '3a', arbitratorId: 'DRC', text: 'Nodule present | confirmed.\nFollow-up CT advised.' } });
-    const obx = oru.split('\r').filter((s) => s.startsWith('OBX|')).map((s) => s.split('|'));
+    const oru = buildSecondReportOru({
+      ...base,
+      arbitration: { verdict: 'second', finalScore: '3a', arbitratorId: 'DRC', text: 'Nodule present | confirmed.\nFollow-up CT advised.' },
+    });
+    const obx = oru
+      .split('\r')
+      .filter((s) => s.startsWith('OBX|'))
+      .map((s) => s.split('|'));
     const codes = obx.map((f) => f[3]!.split('^')[0]);
     expect(codes).to.deep.equal(['18782-3', 'RADPEER', 'SRCONC', 'ARBVERD', 'RADPEERF', 'ARBTXT', 'ARBTXT']);
     const verdict = obx[3]!;
@@ -74,7 +107,10 @@ describe('arbitration: rule option, third reader choice, ORU', () => {
     expect(obx[4]![5]).to.equal('3a^RADPEER 3a^RADPEER');
     // Our parser reads the escaped text back.
     const m = Hl7Message.parse(oru);
-    const texts = m.all('OBX').filter((s) => m.read(s, { field: 3 }) === 'ARBTXT').map((s) => m.read(s, { field: 5 }));
+    const texts = m
+      .all('OBX')
+      .filter((s) => m.read(s, { field: 3 }) === 'ARBTXT')
+      .map((s) => m.read(s, { field: 5 }));
     expect(texts).to.deep.equal(['Nodule present | confirmed.', 'Follow-up CT advised.']);
     expect(() => buildSecondReportOru({ ...base, arbitration: { verdict: 'second', finalScore: '9' as never } })).to.throw(/finalScore/);
   });

@@ -4,7 +4,14 @@ import { defaultConfig } from '../../src/config/schema.js';
 import { ErrorCode } from '../../src/errors.js';
 import { Hl7Message } from '../../src/hl7/hl7-message.js';
 import { readHeader, toInboundEvent } from '../../src/hl7/hl7-parse.js';
-import { buildSecondReportOru, concordanceOf, radpeerScores, writeBackDefect, type RadpeerScore, type SecondReportOruInput } from '../../src/reports/oru-builder.js';
+import {
+  buildSecondReportOru,
+  concordanceOf,
+  radpeerScores,
+  writeBackDefect,
+  type RadpeerScore,
+  type SecondReportOruInput,
+} from '../../src/reports/oru-builder.js';
 import { oruR01 } from '../helpers/hl7-samples.js';
 import { thrownGatewayError as rejection } from '../helpers/expect-error.js';
 
@@ -30,7 +37,10 @@ function input(o: Partial<SecondReportOruInput> = {}): SecondReportOruInput {
 
 const segments = (text: string) => text.split('\r').filter(Boolean);
 const fieldsOf = (seg: string) => seg.split('|');
-const obxs = (text: string) => segments(text).filter((s) => s.startsWith('OBX|')).map(fieldsOf);
+const obxs = (text: string) =>
+  segments(text)
+    .filter((s) => s.startsWith('OBX|'))
+    .map(fieldsOf);
 
 describe('buildSecondReportOru (ORU^R01 v2.5.1 second report)', () => {
   it('writes the header: MSH-3/4 from config, MSH-5/6 default RIS/HOSP, MSH-7 now, type, MSH-10 as given, P, 2.5.1; segments end with CR', () => {
@@ -39,7 +49,20 @@ describe('buildSecondReportOru (ORU^R01 v2.5.1 second report)', () => {
     expect(text).not.to.include('\n');
     const msh = fieldsOf(segments(text)[0]!);
     // Split on `|`: index 1 is MSH-2 (MSH-1 is the separator itself).
-    expect(msh.slice(0, 12)).to.deep.equal(['MSH', '^~\\&', 'SECONDREAD', 'GATEWAY', 'RIS', 'HOSP', '20260302093015.123+0000', '', 'ORU^R01^ORU_R01', 'SR0001', 'P', '2.5.1']);
+    expect(msh.slice(0, 12)).to.deep.equal([
+      'MSH',
+      '^~\\&',
+      'SECONDREAD',
+      'GATEWAY',
+      'RIS',
+      'HOSP',
+      '20260302093015.123+0000',
+      '',
+      'ORU^R01^ORU_R01',
+      'SR0001',
+      'P',
+      '2.5.1',
+    ]);
     expect(msh.length, 'no MSH-18 for ASCII text').to.equal(12);
     expect(segments(text).map((s) => s.slice(0, 3))).to.deep.equal(['MSH', 'PID', 'OBR', 'OBX', 'OBX', 'OBX', 'OBX', 'ZDS']);
 
@@ -86,7 +109,10 @@ describe('buildSecondReportOru (ORU^R01 v2.5.1 second report)', () => {
     expect(tx.every((f) => f[3] === '18782-3^Radiology Study observation^LN' && f[11] === 'F' && f[16] === 'DRB^READER^BEA')).to.equal(true);
 
     const m = Hl7Message.parse(text);
-    const back = m.all('OBX').filter((s) => m.rawField(s, 2) === 'TX').map((s) => m.text(m.rawField(s, 5)));
+    const back = m
+      .all('OBX')
+      .filter((s) => m.rawField(s, 2) === 'TX')
+      .map((s) => m.text(m.rawField(s, 5)));
     expect(back).to.deep.equal([line1, '  indented line', '', 'after a blank line', 'last line']);
   });
 
@@ -134,7 +160,8 @@ describe('buildSecondReportOru (ORU^R01 v2.5.1 second report)', () => {
 
   it('re-encodes identifiers from a primary that used other delimiters (and escapes its plain ^)', () => {
     // Component `$`, subcomponent `#`: a literal `^` in a name is plain text there.
-    const odd = 'MSH|$~\\#|RIS|HOSP|SECONDREAD|GATEWAY|20260301||ORU$R01|ODD1|P|2.5.1\rPID|1||M9$$$HOSP$MR||O^NEIL$ANN\rOBR|1|P9|A9|CT$CT Head$L||20260301\rOBX|1|TX|x||text||||||F\r';
+    const odd =
+      'MSH|$~\\#|RIS|HOSP|SECONDREAD|GATEWAY|20260301||ORU$R01|ODD1|P|2.5.1\rPID|1||M9$$$HOSP$MR||O^NEIL$ANN\rOBR|1|P9|A9|CT$CT Head$L||20260301\rOBX|1|TX|x||text||||||F\r';
     const pid = segments(buildSecondReportOru(input({ primaryReport: odd, accessionNumber: 'A9' }))).find((s) => s.startsWith('PID|'));
     expect(pid).to.equal('PID|1||M9^^^HOSP^MR||O\\S\\NEIL^ANN');
     const obr = fieldsOf(segments(buildSecondReportOru(input({ primaryReport: odd, accessionNumber: 'A9' }))).find((s) => s.startsWith('OBR|'))!);

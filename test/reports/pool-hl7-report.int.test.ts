@@ -71,24 +71,41 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
   });
 
   it('links the pool report back to the real study and writes it back to the RIS under the real identifiers', async () => {
-    const study = generateStudy(path.join(tmp.dir, 's1'), { instances: 3, series: 1, rows: 32, columns: 32, accessionNumber: 'ACC-REAL-1', patientId: 'MRN-REAL-1' });
+    const study = generateStudy(path.join(tmp.dir, 's1'), {
+      instances: 3,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      accessionNumber: 'ACC-REAL-1',
+      patientId: 'MRN-REAL-1',
+    });
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: () => resolve() }));
-    await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     await stable;
-    for (const m of [ormO01({ accession: 'ACC-REAL-1', patientId: 'MRN-REAL-1', controlId: 'O1' }), oruR01({ accession: 'ACC-REAL-1', patientId: 'MRN-REAL-1', controlId: 'R1' })]) {
+    for (const m of [
+      ormO01({ accession: 'ACC-REAL-1', patientId: 'MRN-REAL-1', controlId: 'O1' }),
+      oruR01({ accession: 'ACC-REAL-1', patientId: 'MRN-REAL-1', controlId: 'R1' }),
+    ]) {
       expect((await hl7.send(m)).code).to.equal('AA');
     }
     const caseId = await eventually(async () => ((await api(`/api/studies/${study.studyInstanceUid}`))['caseId'] as string | null) ?? undefined, 'the case');
-    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read') || undefined, 'delivery');
+    await eventually(async () => (await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read' || undefined, 'delivery');
 
     // What the pool holds: pseudonyms only.
     const seen = (await pool.db.selectFrom('studies').selectAll().execute())[0]!;
     expect(seen.accession_number).to.not.equal('ACC-REAL-1');
     expect(seen.patient_id).to.not.equal('MRN-REAL-1');
 
-    const wrongPatient = await hl7.send(poolOru({ controlId: 'P0', patientId: 'SOMEONE-ELSE', accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '1', lines: ['x'] }));
+    const wrongPatient = await hl7.send(
+      poolOru({ controlId: 'P0', patientId: 'SOMEONE-ELSE', accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '1', lines: ['x'] }),
+    );
     expect(wrongPatient.code).to.equal('AR');
-    const unknown = await hl7.send(poolOru({ controlId: 'P00', patientId: seen.patient_id!, accession: 'NOPE', studyUid: '1.2.3.4.5.6.7', score: '1', lines: ['x'] }));
+    const unknown = await hl7.send(
+      poolOru({ controlId: 'P00', patientId: seen.patient_id!, accession: 'NOPE', studyUid: '1.2.3.4.5.6.7', score: '1', lines: ['x'] }),
+    );
     expect(unknown.code).to.equal('AR');
     // Neither is taken as a real identifier: both are stored and listed among held messages, with why.
     const held = (await api('/api/messages?status=held'))['items'] as { controlId: string; reason: string }[];
@@ -96,16 +113,39 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
     expect(held.find((m) => m.controlId === 'P00')?.reason).to.match(/^unresolved pseudonym: the StudyInstanceUID, accession number/);
     // Without PID-3 the report is never matched on accession alone.
     const noPid = await hl7.send(
-      poolOru({ controlId: 'P0000', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '1', lines: ['x'] }).replace(/^PID\|1\|\|[^|]*\|/m, 'PID|1|||'),
+      poolOru({
+        controlId: 'P0000',
+        patientId: seen.patient_id!,
+        accession: seen.accession_number!,
+        studyUid: seen.study_instance_uid,
+        score: '1',
+        lines: ['x'],
+      }).replace(/^PID\|1\|\|[^|]*\|/m, 'PID|1|||'),
     );
     expect(noPid.code).to.equal('AR');
     expect(noPid.err?.[8]).to.match(/patient-id-missing/);
     expect(((await api('/api/messages?status=held'))['items'] as { controlId: string }[]).map((m) => m.controlId)).to.include('P0000');
-    const badScore = await hl7.send(poolOru({ controlId: 'P000', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '5', lines: ['x'] }));
+    const badScore = await hl7.send(
+      poolOru({
+        controlId: 'P000',
+        patientId: seen.patient_id!,
+        accession: seen.accession_number!,
+        studyUid: seen.study_instance_uid,
+        score: '5',
+        lines: ['x'],
+      }),
+    );
     expect(badScore.code).to.equal('AR');
 
     const ack = await hl7.send(
-      poolOru({ controlId: 'P1', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '3b', lines: ['Missed 9 mm nodule in the left lower lobe.', 'Recommend CT follow-up.'] }),
+      poolOru({
+        controlId: 'P1',
+        patientId: seen.patient_id!,
+        accession: seen.accession_number!,
+        studyUid: seen.study_instance_uid,
+        score: '3b',
+        lines: ['Missed 9 mm nodule in the left lower lobe.', 'Recommend CT follow-up.'],
+      }),
     );
     expect(ack.code, ack.text).to.equal('AA');
     const c = await eventually(async () => {
@@ -113,7 +153,11 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
       return body['state'] === 'written-back' ? body : undefined;
     }, 'the write-back');
     expect(c['discrepant']).to.equal(true);
-    expect((c['secondReport'] as { readerId: string; radpeerScore: string; source: string })).to.deep.include({ readerId: 'pool-reader-9', radpeerScore: '3b', source: 'hl7' });
+    expect(c['secondReport'] as { readerId: string; radpeerScore: string; source: string }).to.deep.include({
+      readerId: 'pool-reader-9',
+      radpeerScore: '3b',
+      source: 'hl7',
+    });
 
     const oru = Hl7Message.parse(ris.received.find((m) => m.includes('ORU^R01'))!);
     expect(oru.get('PID-3.1')).to.equal('MRN-REAL-1');
@@ -122,34 +166,68 @@ describe('second reports from the reader pool over HL7, through the pseudonyms',
 
     // The same message again: AA and nothing changes.
     const dup = await hl7.send(
-      poolOru({ controlId: 'P1', patientId: seen.patient_id!, accession: seen.accession_number!, studyUid: seen.study_instance_uid, score: '3b', lines: ['Missed 9 mm nodule in the left lower lobe.', 'Recommend CT follow-up.'] }),
+      poolOru({
+        controlId: 'P1',
+        patientId: seen.patient_id!,
+        accession: seen.accession_number!,
+        studyUid: seen.study_instance_uid,
+        score: '3b',
+        lines: ['Missed 9 mm nodule in the left lower lobe.', 'Recommend CT follow-up.'],
+      }),
     );
     expect(dup.code).to.equal('AA');
     expect(((await api(`/api/cases/${caseId}`))['secondReport'] as { versions: number }).versions).to.equal(1);
   });
 
   it('an ADT^A40 while the case is open: the pool report (under the old pseudonym) links, and the write-back PID carries the surviving id', async () => {
-    const study = generateStudy(path.join(tmp.dir, 's2'), { instances: 2, series: 1, rows: 32, columns: 32, accessionNumber: 'ACC-REAL-2', patientId: 'MRN-REAL-2' });
+    const study = generateStudy(path.join(tmp.dir, 's2'), {
+      instances: 2,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      accessionNumber: 'ACC-REAL-2',
+      patientId: 'MRN-REAL-2',
+    });
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-    await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     await stable;
-    for (const m of [ormO01({ accession: 'ACC-REAL-2', patientId: 'MRN-REAL-2', controlId: 'O2' }), oruR01({ accession: 'ACC-REAL-2', patientId: 'MRN-REAL-2', controlId: 'R2' })]) {
+    for (const m of [
+      ormO01({ accession: 'ACC-REAL-2', patientId: 'MRN-REAL-2', controlId: 'O2' }),
+      oruR01({ accession: 'ACC-REAL-2', patientId: 'MRN-REAL-2', controlId: 'R2' }),
+    ]) {
       expect((await hl7.send(m)).code).to.equal('AA');
     }
     const caseId = await eventually(async () => ((await api(`/api/studies/${study.studyInstanceUid}`))['caseId'] as string | null) ?? undefined, 'the case');
-    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read') || undefined, 'delivery');
+    await eventually(async () => (await api(`/api/cases/${caseId}`))['state'] === 'awaiting-read' || undefined, 'delivery');
     const pseudo = async (kind: string) =>
-      (await gw.db.selectFrom('pseudonyms').select('pseudonym').where('study_instance_uid', '=', study.studyInstanceUid).where('kind', '=', kind).executeTakeFirstOrThrow()).pseudonym;
+      (
+        await gw.db
+          .selectFrom('pseudonyms')
+          .select('pseudonym')
+          .where('study_instance_uid', '=', study.studyInstanceUid)
+          .where('kind', '=', kind)
+          .executeTakeFirstOrThrow()
+      ).pseudonym;
 
     // The hospital's MPI merges MRN-REAL-2 into MRN-MERGED-2 (same authority) while the pool is reading.
     expect((await hl7.send(adtA40({ controlId: 'MRG2', patientId: 'MRN-MERGED-2', priorPatientId: 'MRN-REAL-2' }))).code).to.equal('AA');
     expect((await api(`/api/studies/${study.studyInstanceUid}`))['patientId']).to.equal('MRN-MERGED-2');
 
     const ack = await hl7.send(
-      poolOru({ controlId: 'P2', patientId: await pseudo('patient-id'), accession: await pseudo('accession'), studyUid: await pseudo('uid'), score: '1', lines: ['Agree with the primary report.'] }),
+      poolOru({
+        controlId: 'P2',
+        patientId: await pseudo('patient-id'),
+        accession: await pseudo('accession'),
+        studyUid: await pseudo('uid'),
+        score: '1',
+        lines: ['Agree with the primary report.'],
+      }),
     );
     expect(ack.code, ack.text).to.equal('AA');
-    await eventually(async () => ((await api(`/api/cases/${caseId}`))['state'] === 'written-back') || undefined, 'the write-back');
+    await eventually(async () => (await api(`/api/cases/${caseId}`))['state'] === 'written-back' || undefined, 'the write-back');
     const oru = Hl7Message.parse(ris.received.filter((m) => m.includes('ORU^R01') && m.includes('ACC-REAL-2')).at(-1)!);
     expect(oru.get('PID-3.1')).to.equal('MRN-MERGED-2');
     expect(oru.get('PID-3.4')).to.equal('HOSP');

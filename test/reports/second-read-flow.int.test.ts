@@ -56,10 +56,14 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
   };
   const getCase = async (id: string) => (await call('GET', `/api/cases/${id}`, T.admin)).body as unknown as CaseBody;
   const caseWhen = (id: string, what: string, ok: (c: CaseBody) => boolean, timeoutMs = 20_000) =>
-    eventually(async () => {
-      const c = await getCase(id);
-      return ok(c) ? c : undefined;
-    }, what, timeoutMs);
+    eventually(
+      async () => {
+        const c = await getCase(id);
+        return ok(c) ? c : undefined;
+      },
+      what,
+      timeoutMs,
+    );
 
   function makeConfig(risPort: number) {
     return buildConfig({
@@ -105,17 +109,39 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     const i = ++n;
     const accession = `ACC-FLOW-${i}`;
     const mrn = `MRN-FLOW-${i}`;
-    const study = generateStudy(path.join(tmp.dir, `study-${i}`), { instances: 4, series: 1, rows: 32, columns: 32, accessionNumber: accession, patientId: mrn, modality: 'CT' });
+    const study = generateStudy(path.join(tmp.dir, `study-${i}`), {
+      instances: 4,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      accessionNumber: accession,
+      patientId: mrn,
+      modality: 'CT',
+    });
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
     if (hasDcmtk()) {
-      const r = await runDcmtk('storescu', ['-aet', 'PACS1', '-aec', 'SECONDREAD', '127.0.0.1', String(gw.ports().dicom), ...study.instances.map((x) => x.path)]);
+      const r = await runDcmtk('storescu', [
+        '-aet',
+        'PACS1',
+        '-aec',
+        'SECONDREAD',
+        '127.0.0.1',
+        String(gw.ports().dicom),
+        ...study.instances.map((x) => x.path),
+      ]);
       expect(r.code, r.stderr).to.equal(0);
     } else {
-      const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
+      const r = await storeFiles(
+        { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+        study.instances.map((x) => x.path),
+      );
       expect(r.statuses.every((s) => s === 0)).to.equal(true);
     }
     await stable;
-    for (const msg of [ormO01({ accession, patientId: mrn, controlId: `ORM-${i}` }), oruR01({ accession, patientId: mrn, controlId: `ORU-${i}` }, { status: 'F', radiologist: 'RAD7' })]) {
+    for (const msg of [
+      ormO01({ accession, patientId: mrn, controlId: `ORM-${i}` }),
+      oruR01({ accession, patientId: mrn, controlId: `ORU-${i}` }, { status: 'F', radiologist: 'RAD7' }),
+    ]) {
       const ack = await hl7.send(msg);
       expect(ack.code, ack.text).to.equal('AA');
     }
@@ -210,7 +236,7 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     const { caseId } = await flaggedCase();
     const bad = await call('POST', `/api/cases/${caseId}/report`, T.system, { text: '', radpeerScore: '4', foo: 1 });
     expect(bad.status).to.equal(400);
-    const paths = ((bad.body['error'] as { details: { errors: { path: string }[] } }).details.errors).map((e) => e.path);
+    const paths = (bad.body['error'] as { details: { errors: { path: string }[] } }).details.errors.map((e) => e.path);
     expect(paths).to.include.members(['text', 'radpeerScore', 'foo']);
     const self = await call('POST', `/api/cases/${caseId}/report`, T.system, { text: 'ok', radpeerScore: '1', readerId: 'RAD7' });
     expect(self.status).to.equal(409);
@@ -275,8 +301,19 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     const i = ++n;
     const accession = `ACC-FLOW-US-${i}`;
     // The generator makes CT or MR images; only the Modality attribute (US, which no reader reads) matters here.
-    const study = generateStudy(path.join(tmp.dir, `study-us-${i}`), { instances: 2, series: 1, rows: 16, columns: 16, accessionNumber: accession, patientId: `MRN-US-${i}`, modality: 'US' as 'MR' });
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((x) => x.path));
+    const study = generateStudy(path.join(tmp.dir, `study-us-${i}`), {
+      instances: 2,
+      series: 1,
+      rows: 16,
+      columns: 16,
+      accessionNumber: accession,
+      patientId: `MRN-US-${i}`,
+      modality: 'US' as 'MR',
+    });
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((x) => x.path),
+    );
     expect(r.statuses.every((s) => s === 0)).to.equal(true);
     const created = await call('POST', '/api/cases', T.admin, { studyInstanceUid: study.studyInstanceUid, reason: 'QA asked for it' });
     expect(created.status, JSON.stringify(created.body)).to.equal(201);
@@ -286,7 +323,11 @@ describe('second read: from C-STORE to the ORU^R01 at the RIS', function () {
     const retried = await call('POST', `/api/cases/${caseId}/retry`, T.admin);
     expect(retried.status, JSON.stringify(retried.body)).to.equal(200);
     // Back to flagged by the retry, planned again, and held again (still nobody reads US): two holds around it.
-    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`, T.admin)).body['items'] as { action: string; actor: string; details?: { from?: string } }[];
+    const audit = (await call('GET', `/api/audit?entityType=case&entityId=${caseId}`, T.admin)).body['items'] as {
+      action: string;
+      actor: string;
+      details?: { from?: string };
+    }[];
     const actions = audit.map((a) => `${a.action} by ${a.actor}`).reverse();
     expect(actions.slice(0, 2)).to.deep.equal(['case.created by alice', 'case.held by forwarding']);
     expect(actions).to.include('case.flagged by alice');

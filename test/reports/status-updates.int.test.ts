@@ -19,13 +19,27 @@ interface StatusMsg {
 /** The ORC-1 SC messages among what the simulated RIS received (the ORU write-backs are the other traffic). */
 function statusMessages(received: readonly string[], accession: string): StatusMsg[] {
   return received
-    .map((raw) => raw.split('\r').filter((s) => s.length > 0).map((s) => s.split('|')))
+    .map((raw) =>
+      raw
+        .split('\r')
+        .filter((s) => s.length > 0)
+        .map((s) => s.split('|')),
+    )
     .filter((segs) => segs.find((s) => s[0] === 'ORC')?.[1] === 'SC' && segs.find((s) => s[0] === 'OBR')?.[3] === accession)
     .map((segs) => {
       const seg = (name: string) => segs.find((s) => s[0] === name) ?? [];
       const msh = seg('MSH');
       const orc = seg('ORC');
-      return { controlId: msh[9] ?? '', orc1: orc[1] ?? '', orc2: orc[2] ?? '', orc3: orc[3] ?? '', orc5: orc[5] ?? '', obr3: seg('OBR')[3] ?? '', nte3: seg('NTE')[3] ?? '', pid3: seg('PID')[3] ?? '' };
+      return {
+        controlId: msh[9] ?? '',
+        orc1: orc[1] ?? '',
+        orc2: orc[2] ?? '',
+        orc3: orc[3] ?? '',
+        orc5: orc[5] ?? '',
+        obr3: seg('OBR')[3] ?? '',
+        nte3: seg('NTE')[3] ?? '',
+        pid3: seg('PID')[3] ?? '',
+      };
     });
 }
 
@@ -36,7 +50,11 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
 
   describe('with the simulated RIS', () => {
     const fx: ApiGateway = new ApiGateway({
-      configure: (c) => ({ ...c, database: { url: testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db')) }, writeBack: { ...c.writeBack, statusUpdates: true, statusText: 'second read in progress: {rule}' } }),
+      configure: (c) => ({
+        ...c,
+        database: { url: testDatabaseUrl(path.join(fx.tmp.dir, 'gw.db')) },
+        writeBack: { ...c.writeBack, statusUpdates: true, statusText: 'second read in progress: {rule}' },
+      }),
     });
     before(() => fx.start());
     after(() => fx.stop());
@@ -47,10 +65,14 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
       const c = (await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { ruleIds: string[] };
       expect(c.ruleIds.length).to.be.greaterThan(0);
       expect((await fx.call('POST', `/api/cases/${caseId}/report`, tokenOf(readerId), { text: 'Agree.', radpeerScore: '1' })).status).to.equal(201);
-      const msgs = await eventually(() => {
-        const m = statusMessages(fx.ris.received, acc);
-        return m.length > 0 && m[m.length - 1]!.orc5 === 'CM' ? m : undefined;
-      }, 'the CM status update', 30_000);
+      const msgs = await eventually(
+        () => {
+          const m = statusMessages(fx.ris.received, acc);
+          return m.length > 0 && m[m.length - 1]!.orc5 === 'CM' ? m : undefined;
+        },
+        'the CM status update',
+        30_000,
+      );
       // One message per event that changes what the worklist shows, in the order they happened.
       const audited = await fx.gw.db
         .selectFrom('audit_events')
@@ -86,18 +108,29 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
         return c.readerId && c.readerId !== readerId ? c.readerId : undefined;
       }, 'the case to go to the other reader');
       expect((await fx.call('POST', `/api/cases/${caseId}/decline`, tokenOf(other), { reason: 'on leave' })).status).to.be.lessThan(300);
-      await eventually(async () => ((await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string }).state === 'held', 'the case held');
-      const held = await eventually(() => {
-        const m = statusMessages(fx.ris.received, acc);
-        return m.some((x) => x.orc5 === 'HD') ? m : undefined;
-      }, 'the HD status update', 30_000);
+      await eventually(
+        async () => ((await fx.call('GET', `/api/cases/${caseId}`, API_TOKENS.admin)).body as { state: string }).state === 'held',
+        'the case held',
+      );
+      const held = await eventually(
+        () => {
+          const m = statusMessages(fx.ris.received, acc);
+          return m.some((x) => x.orc5 === 'HD') ? m : undefined;
+        },
+        'the HD status update',
+        30_000,
+      );
       expect(held[held.length - 1]!.orc5).to.equal('HD');
       expect(held[held.length - 1]!.nte3).to.include('on hold: ');
       expect((await fx.call('POST', `/api/cases/${caseId}/cancel`, API_TOKENS.qa, { reason: 'not needed' })).status).to.equal(200);
-      const all = await eventually(() => {
-        const m = statusMessages(fx.ris.received, acc);
-        return m.length > 0 && m[m.length - 1]!.orc5 === 'CA' ? m : undefined;
-      }, 'the CA status update', 30_000);
+      const all = await eventually(
+        () => {
+          const m = statusMessages(fx.ris.received, acc);
+          return m.length > 0 && m[m.length - 1]!.orc5 === 'CA' ? m : undefined;
+        },
+        'the CA status update',
+        30_000,
+      );
       const codes = all.map((m) => m.orc5);
       expect(codes[0]).to.equal('IP');
       expect(codes.slice(-2)).to.deep.equal(['HD', 'CA']);
@@ -134,10 +167,14 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
       const { study, caseId, readerId } = await fx!.flaggedStudy();
       const acc = study.accessionNumber;
       expect((await fx!.call('POST', `/api/cases/${caseId}/report`, tokenOf(readerId), { text: 'Agree.', radpeerScore: '1' })).status).to.equal(201);
-      const seen = await eventually(() => {
-        const m = py!.seen.filter((s) => s.orc1 === 'SC' && s.obr3 === acc);
-        return m.length > 0 && m[m.length - 1]!.orc5 === 'CM' ? m : undefined;
-      }, 'the CM update at the python server', 30_000);
+      const seen = await eventually(
+        () => {
+          const m = py!.seen.filter((s) => s.orc1 === 'SC' && s.obr3 === acc);
+          return m.length > 0 && m[m.length - 1]!.orc5 === 'CM' ? m : undefined;
+        },
+        'the CM update at the python server',
+        30_000,
+      );
       expect(seen[0]!.orc5).to.equal('IP');
       for (const s of seen) {
         expect(s.messageType).to.equal('ORM^O01');

@@ -8,7 +8,13 @@ const engine = process.env['GATEWAY_TEST_DATABASE_URL'] ? 'PostgreSQL' : 'SQLite
 
 const statusesOf = (oru: string) => {
   const m = Hl7Message.parse(oru);
-  return { obr25: m.get('OBR-25'), obx11: [...new Set(m.all('OBX').map((s) => m.read(s, { field: 11 })))], pid3: m.get('PID-3.1'), obr3: m.get('OBR-3.1'), controlId: m.get('MSH-10') };
+  return {
+    obr25: m.get('OBR-25'),
+    obx11: [...new Set(m.all('OBX').map((s) => m.read(s, { field: 11 })))],
+    pid3: m.get('PID-3.1'),
+    obr3: m.get('OBR-3.1'),
+    controlId: m.get('MSH-10'),
+  };
 };
 
 describe(`write-back rules: waiting for the primary, addenda as corrections, the hold gate (${engine})`, function () {
@@ -27,7 +33,12 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
       const waiting = posted.body['case'] as { state: string; writeBack: { state: string } };
       expect(waiting.state).to.equal('reported');
       expect(waiting.writeBack.state).to.equal('waiting');
-      const add = await f.call('POST', `/api/cases/${caseId}/report`, LT.system, { text: 'Addendum: small nodule, follow up.', radpeerScore: '2a', readerId: 'dr-x', addendum: true });
+      const add = await f.call('POST', `/api/cases/${caseId}/report`, LT.system, {
+        text: 'Addendum: small nodule, follow up.',
+        radpeerScore: '2a',
+        readerId: 'dr-x',
+        addendum: true,
+      });
       expect(add.status, JSON.stringify(add.body)).to.equal(201);
       await f.passes(4);
       // Nothing goes to the RIS without the primary's PID and OBR; the case stays reported, not failed.
@@ -39,7 +50,11 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
       expect(timeline.filter((t) => t.kind === 'write-back-waiting')).to.have.length(2);
 
       await f.sendPrimary(study, `ORU-LATE-${study.accession}`);
-      const done = await f.caseWhen(caseId, 'both written back', (c) => c.state === 'written-back' && c.writeBack?.state === 'accepted' && c.secondReport?.version === 2);
+      const done = await f.caseWhen(
+        caseId,
+        'both written back',
+        (c) => c.state === 'written-back' && c.writeBack?.state === 'accepted' && c.secondReport?.version === 2,
+      );
       expect(done.writeBack!.attempts).to.equal(1);
       const orus = f.ris.received.filter((m) => m.includes('ORU^R01'));
       expect(orus).to.have.length(2);
@@ -59,10 +74,18 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
       const before = f.ris.received.length;
       await f.call('POST', `/api/cases/${caseId}/report`, LT.system, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-x' });
       await f.caseWhen(caseId, 'written back', (c) => c.state === 'written-back');
-      const add = await f.call('POST', `/api/cases/${caseId}/report`, LT.system, { text: 'Addendum: a missed rib fracture.', radpeerScore: '2b', readerId: 'dr-x', addendum: true });
+      const add = await f.call('POST', `/api/cases/${caseId}/report`, LT.system, {
+        text: 'Addendum: a missed rib fracture.',
+        radpeerScore: '2b',
+        readerId: 'dr-x',
+        addendum: true,
+      });
       expect(add.status).to.equal(201);
       await f.caseWhen(caseId, 'addendum written back', (c) => c.state === 'written-back' && c.secondReport?.version === 2);
-      const orus = f.ris.received.slice(before).filter((m) => m.includes('ORU^R01')).map(statusesOf);
+      const orus = f.ris.received
+        .slice(before)
+        .filter((m) => m.includes('ORU^R01'))
+        .map(statusesOf);
       expect(orus.map((o) => [o.obr25, o.obx11])).to.deep.equal([
         ['F', ['F']],
         ['C', ['C']],
@@ -76,7 +99,10 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
       const bare = 'MSH|^~\\&|SECONDREAD|GATEWAY|RIS|HOSP|20261202120000||ORU^R01^ORU_R01|GUARD1|P|2.5.1\rPID|1||\rOBR|1|||X\rOBX|1|TX|x||text||||||F\r';
       const id = await f.gw.db.transaction().execute((trx) => f.gw.outbound.enqueue(trx, { kind: 'write-back', caseId, controlId: 'GUARD1', payload: bare }));
       await f.passes(2);
-      const row = await eventually(() => f.gw.db.selectFrom('outbound_messages').selectAll().where('id', '=', id).where('state', '=', 'failed').executeTakeFirst(), 'the guard to refuse it');
+      const row = await eventually(
+        () => f.gw.db.selectFrom('outbound_messages').selectAll().where('id', '=', id).where('state', '=', 'failed').executeTakeFirst(),
+        'the guard to refuse it',
+      );
       expect(row.last_error).to.match(/not sent: the ORU has no PID-3 .* and no OBR-3/);
       expect(f.ris.received.length).to.equal(before);
     });
@@ -87,7 +113,11 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
     before(() => f.start());
     after(() => f.stop());
     const setStudy = (uid: string, state: StudyState) =>
-      f.gw.db.updateTable('studies').set({ state, hold_reason: state === StudyState.held ? 'identity-conflict' : null }).where('study_instance_uid', '=', uid).execute();
+      f.gw.db
+        .updateTable('studies')
+        .set({ state, hold_reason: state === StudyState.held ? 'identity-conflict' : null })
+        .where('study_instance_uid', '=', uid)
+        .execute();
 
     it('no delivery claimed and no write-back sent while held; back to stable, both proceed', async () => {
       const { caseId, study } = await f.flaggedCase(3);

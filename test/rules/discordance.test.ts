@@ -17,7 +17,11 @@ describe('rules/evaluate: discordance', () => {
     it('fires when the report never mentions the AI finding', () => {
       const d = run({ reports: [CLEAR_CHEST], aiResults: [{ findingCode: 'LN', findingText: 'Pulmonary nodule', positive: true }] });
       expect(d.reasons).to.deep.equal([
-        { ruleId: 'disc', kind: 'discordance', detail: 'AI finding "Pulmonary nodule" (pulmonary-nodule) positive, report does not affirm it: report does not mention it' },
+        {
+          ruleId: 'disc',
+          kind: 'discordance',
+          detail: 'AI finding "Pulmonary nodule" (pulmonary-nodule) positive, report does not affirm it: report does not mention it',
+        },
       ]);
     });
 
@@ -29,7 +33,9 @@ describe('rules/evaluate: discordance', () => {
 
     it('does not fire when the report affirms it with a synonym, or only hedges', () => {
       const ai = [{ findingText: 'Pulmonary nodule', positive: true }];
-      expect(run({ reports: [finalReport('IMPRESSION: 7 mm solid nodule in the right upper lobe. Follow-up CT in 6-12 months.')], aiResults: ai }).flagged).to.equal(false);
+      expect(
+        run({ reports: [finalReport('IMPRESSION: 7 mm solid nodule in the right upper lobe. Follow-up CT in 6-12 months.')], aiResults: ai }).flagged,
+      ).to.equal(false);
       expect(run({ reports: [finalReport('IMPRESSION: Possible 4 mm nodule in the lingula, likely a vessel.')], aiResults: ai }).flagged).to.equal(false);
       const strict = engine(`[ { id: disc, kind: discordance, priority: urgent, uncertainCountsAsPositive: false } ]`);
       expect(strict({ reports: [finalReport('IMPRESSION: Possible 4 mm nodule in the lingula.')], aiResults: ai }).flagged).to.equal(true);
@@ -46,7 +52,9 @@ describe('rules/evaluate: discordance', () => {
   priority: urgent
   aiFindings: [ { id: intracranial-hemorrhage, codes: ["AIDOC-ICH"], synonyms: [hemorrhage, haemorrhage, hematoma, bleed] } ]
 `);
-      const head = finalReport('CT HEAD WITHOUT CONTRAST\nFINDINGS: No acute intracranial hemorrhage, mass effect or midline shift.\nIMPRESSION: No acute intracranial abnormality.');
+      const head = finalReport(
+        'CT HEAD WITHOUT CONTRAST\nFINDINGS: No acute intracranial hemorrhage, mass effect or midline shift.\nIMPRESSION: No acute intracranial abnormality.',
+      );
       const ai = [
         { findingCode: 'AIDOC-ICH^Intracranial hemorrhage^AIDOC', positive: true },
         { findingCode: 'AIDOC-ICH', positive: true },
@@ -74,7 +82,9 @@ describe('rules/evaluate: discordance', () => {
 
     it('fires for "r/o PE" with "No pulmonary embolism"', () => {
       const d = run({ order: makeOrder({ indication: 'Shortness of breath, tachycardia. r/o PE' }), reports: [ctpa] });
-      expect(d.reasons[0]!.detail).to.equal('indication asks about pulmonary-embolism ("PE"), report is negative for it (impression: "pulmonary embolism" negated)');
+      expect(d.reasons[0]!.detail).to.equal(
+        'indication asks about pulmonary-embolism ("PE"), report is negative for it (impression: "pulmonary embolism" negated)',
+      );
     });
 
     it('fires for "?pulmonary embolism" and "evaluate for appendicitis"', () => {
@@ -97,7 +107,10 @@ describe('rules/evaluate: discordance', () => {
     });
 
     it('reads the reason for study (OBR-31) text as part of the indication', () => {
-      expect(run({ order: makeOrder({ reasonForStudy: { text: 'eval for aortic dissection' } }), reports: [finalReport('IMPRESSION: No aortic dissection.')] }).flagged).to.equal(true);
+      expect(
+        run({ order: makeOrder({ reasonForStudy: { text: 'eval for aortic dissection' } }), reports: [finalReport('IMPRESSION: No aortic dissection.')] })
+          .flagged,
+      ).to.equal(true);
     });
   });
 
@@ -112,7 +125,9 @@ describe('rules/evaluate: discordance', () => {
   });
 
   it('each sub-check can be switched off', () => {
-    const off = engine(`[ { id: disc, kind: discordance, priority: urgent, checks: { aiFinding: false, indicationNegative: false, correctedReport: false } } ]`);
+    const off = engine(
+      `[ { id: disc, kind: discordance, priority: urgent, checks: { aiFinding: false, indicationNegative: false, correctedReport: false } } ]`,
+    );
     const f = finalReport('IMPRESSION: No pulmonary embolism.');
     const c = finalReport('IMPRESSION: No pulmonary embolism. Addendum.', { status: 'C' });
     const d = off({ order: makeOrder({ indication: 'r/o PE' }), reports: [f, c], aiResults: [{ findingText: 'pulmonary nodule', positive: true }] });

@@ -28,7 +28,16 @@ rules:
       'ICD-10 C34.11 in DG1; keyword "Staging" in indication; keyword "Staging" in report; keyword "adenocarcinoma" in report',
     );
     expect(d.reasons[1]!.detail).to.include('AI finding "Pneumothorax"');
-    expect(d).to.deep.include({ flagged: true, priority: 'stat', slaHours: 24, destinationId: 'pool-web', readerGroup: 'oncology', blinded: true, deidentify: true, basis: 'final-report' });
+    expect(d).to.deep.include({
+      flagged: true,
+      priority: 'stat',
+      slaHours: 24,
+      destinationId: 'pool-web',
+      readerGroup: 'oncology',
+      blinded: true,
+      deidentify: true,
+      basis: 'final-report',
+    });
   });
 
   it('an unflagged decision is explicit about it', () => {
@@ -80,7 +89,9 @@ rules:
       expect(ruleIds(conditional({ ...ask, order: makeOrder(), study: makeStudy({ callingAe: 'PACS2' }) }))).to.include('from-pacs2');
       expect(ruleIds(conditional({ ...ask, order: makeOrder(), study: makeStudy({ callingAe: 'PACS1' }) }))).not.to.include('from-pacs2');
       expect(ruleIds(conditional({ ...ask, study: makeStudy({ callingAe: 'PACS2' }) }))).not.to.include('from-pacs2'); // no order, no procedure code
-      expect(ruleIds(conditional({ ...ask, study: makeStudy({ callingAe: 'PACS2' }), order: makeOrder({ procedureCode: 'MRBRAIN' }) }))).not.to.include('from-pacs2');
+      expect(ruleIds(conditional({ ...ask, study: makeStudy({ callingAe: 'PACS2' }), order: makeOrder({ procedureCode: 'MRBRAIN' }) }))).not.to.include(
+        'from-pacs2',
+      );
     });
   });
 

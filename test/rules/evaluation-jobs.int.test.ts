@@ -47,21 +47,35 @@ describe(`rule evaluations cannot be lost (${testPostgresUrl ? 'PostgreSQL' : 'S
     running.push(gw);
     // The evaluation reads and writes `decisions`: while it is gone, every evaluation fails (as on a database outage).
     await sql`alter table decisions rename to decisions_away`.execute(gw.db);
-    const study = generateStudy(path.join(tmp.dir, 'study'), { instances: 2, series: 1, rows: 32, columns: 32, accessionNumber: 'ACCJOB1', patientId: 'MRNJOB1' });
+    const study = generateStudy(path.join(tmp.dir, 'study'), {
+      instances: 2,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      accessionNumber: 'ACCJOB1',
+      patientId: 'MRNJOB1',
+    });
     const peer = await RawMllpPeer.connect(gw.ports().hl7);
     const ack = await peer.send(oruR01({ controlId: 'JOBORU1', accession: 'ACCJOB1', patientId: 'MRNJOB1' }));
     expect(ack.code, ack.text).to.equal('AA');
     peer.end();
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     expect(r.statuses).to.deep.equal([0, 0]);
     const failed = await eventually(async () => (await jobsOf(gw.db, EVALUATE_JOB)).find((j) => j.last_error !== null), 'a failed evaluation');
     expect(failed.state).to.equal('pending');
     expect(await gw.db.selectFrom('cases').select('id').execute()).to.have.length(0);
     await sql`alter table decisions_away rename to decisions`.execute(gw.db);
-    const cases = await eventually(async () => {
-      const rows = await gw.db.selectFrom('cases').select(['study_instance_uid', 'state']).execute();
-      return rows.length > 0 ? rows : undefined;
-    }, 'the case', 30_000);
+    const cases = await eventually(
+      async () => {
+        const rows = await gw.db.selectFrom('cases').select(['study_instance_uid', 'state']).execute();
+        return rows.length > 0 ? rows : undefined;
+      },
+      'the case',
+      30_000,
+    );
     expect(cases).to.deep.equal([{ study_instance_uid: study.studyInstanceUid, state: 'flagged' }]);
     await gw.decisions.idle();
     expect(await gw.db.selectFrom('cases').select('id').execute()).to.have.length(1);
@@ -106,8 +120,18 @@ describe('rule evaluations: two instances on PostgreSQL deciding the same study'
   it('evaluations of one study enqueued and run on both instances at once record one decision and one case', async () => {
     const a = await start('gw-a');
     const b = await start('gw-b');
-    const study = generateStudy(path.join(tmp.dir, 'study'), { instances: 1, series: 1, rows: 32, columns: 32, accessionNumber: 'ACCTWO1', patientId: 'MRNTWO1' });
-    const r = await storeFiles({ host: '127.0.0.1', port: a.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+    const study = generateStudy(path.join(tmp.dir, 'study'), {
+      instances: 1,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      accessionNumber: 'ACCTWO1',
+      patientId: 'MRNTWO1',
+    });
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: a.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
     expect(r.statuses).to.deep.equal([0]);
     const peer = await RawMllpPeer.connect(b.ports().hl7);
     expect((await peer.send(oruR01({ controlId: 'TWOORU1', accession: 'ACCTWO1', patientId: 'MRNTWO1' }))).code).to.equal('AA');
@@ -123,7 +147,10 @@ describe('rule evaluations: two instances on PostgreSQL deciding the same study'
       for (let i = 0; i < 3; i++) await enqueueEvaluation(b.jobs, trx, study.studyInstanceUid, EvaluationTrigger.stable);
     });
     // And, beside the jobs, direct evaluations on both (as a manual request would run), all at once.
-    await Promise.all([a.decisions.evaluateStudy(study.studyInstanceUid, EvaluationTrigger.stable), b.decisions.evaluateStudy(study.studyInstanceUid, EvaluationTrigger.stable)]);
+    await Promise.all([
+      a.decisions.evaluateStudy(study.studyInstanceUid, EvaluationTrigger.stable),
+      b.decisions.evaluateStudy(study.studyInstanceUid, EvaluationTrigger.stable),
+    ]);
     await eventually(async () => ((await jobsOf(a.db, EVALUATE_JOB)).length === 0 ? true : undefined), 'every evaluation job done', 30_000);
     expect(await a.db.selectFrom('decisions').select('id').execute()).to.have.length(1);
     expect(await a.db.selectFrom('cases').select('id').execute()).to.have.length(1);

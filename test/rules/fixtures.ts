@@ -12,7 +12,10 @@ export function rulesFromYaml(yamlText: string): Rule[] {
   return result.rules;
 }
 
-export function engine(yamlText: string, options: CompileOptions = { samplingSecret: SECRET }): (input: Partial<EvaluationInput> & { order?: OrderInput }) => Decision {
+export function engine(
+  yamlText: string,
+  options: CompileOptions = { samplingSecret: SECRET },
+): (input: Partial<EvaluationInput> & { order?: OrderInput }) => Decision {
   const compiled = compileRuleSet(rulesFromYaml(yamlText), options);
   return (partial) => evaluate(compiled, makeInput(partial));
 }

@@ -70,18 +70,45 @@ describe('dry-run forecast and diff equal what the live engine did', function ()
     hl7 = await RawMllpPeer.connect(gw.ports().hl7);
     // Two MR studies (flagged by mr-review) and six CT studies of RAD7 (drawn at 50 %, at most 2 a month).
     const plan: [string, 'CT' | 'MR'][] = [
-      ['FMR1', 'MR'], ['FCT1', 'CT'], ['FCT2', 'CT'], ['FMR2', 'MR'], ['FCT3', 'CT'], ['FCT4', 'CT'], ['FCT5', 'CT'], ['FCT6', 'CT'],
+      ['FMR1', 'MR'],
+      ['FCT1', 'CT'],
+      ['FCT2', 'CT'],
+      ['FMR2', 'MR'],
+      ['FCT3', 'CT'],
+      ['FCT4', 'CT'],
+      ['FCT5', 'CT'],
+      ['FCT6', 'CT'],
     ];
     let control = 0;
     for (const [acc, modality] of plan) {
-      const study = generateStudy(path.join(tmp.dir, acc), { instances: 1, series: 1, rows: 16, columns: 16, accessionNumber: acc, patientId: `MRN-${acc}`, modality });
+      const study = generateStudy(path.join(tmp.dir, acc), {
+        instances: 1,
+        series: 1,
+        rows: 16,
+        columns: 16,
+        accessionNumber: acc,
+        patientId: `MRN-${acc}`,
+        modality,
+      });
       const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-      const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+      const r = await storeFiles(
+        { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+        study.instances.map((i) => i.path),
+      );
       expect(r.statuses).to.deep.equal([0]);
       await stable;
-      const ack = await hl7.send(oruR01({ accession: acc, patientId: `MRN-${acc}`, controlId: `F${++control}` }, { status: 'F', radiologist: 'RAD7', lines: ['IMPRESSION: No acute abnormality.'] }));
+      const ack = await hl7.send(
+        oruR01(
+          { accession: acc, patientId: `MRN-${acc}`, controlId: `F${++control}` },
+          { status: 'F', radiologist: 'RAD7', lines: ['IMPRESSION: No acute abnormality.'] },
+        ),
+      );
       expect(ack.code, ack.text).to.equal('AA');
-      await eventually(async () => ((await gw.db.selectFrom('decisions').select('id').where('study_instance_uid', '=', study.studyInstanceUid).execute()).length > 0 ? true : undefined), `decision ${acc}`);
+      await eventually(
+        async () =>
+          (await gw.db.selectFrom('decisions').select('id').where('study_instance_uid', '=', study.studyInstanceUid).execute()).length > 0 ? true : undefined,
+        `decision ${acc}`,
+      );
       await gw.decisions.idle();
       uids[acc] = study.studyInstanceUid;
     }
@@ -95,7 +122,10 @@ describe('dry-run forecast and diff equal what the live engine did', function ()
   it('studies flagged per rule, cases per day, reader load and quota use are the live numbers', async () => {
     const cases = await gw.db.selectFrom('cases').select(['study_instance_uid', 'reader_group']).execute();
     const buckets = await gw.db.selectFrom('sampling_buckets').selectAll().execute();
-    const sampled = cases.filter((c) => c.reader_group === null).map((c) => c.study_instance_uid).sort();
+    const sampled = cases
+      .filter((c) => c.reader_group === null)
+      .map((c) => c.study_instance_uid)
+      .sort();
     expect(cases.filter((c) => c.reader_group === 'neuro')).to.have.length(2);
     // The seeded draw takes some CTs but never more than the maximum.
     expect(sampled.length).to.be.within(1, 2);
@@ -105,7 +135,10 @@ describe('dry-run forecast and diff equal what the live engine did', function ()
     const dry = r.body as unknown as DryRun;
     expect(dry.flagged).to.equal(cases.length);
     expect(dry.byRule).to.deep.equal({ 'mr-review': 2, qa: sampled.length });
-    expect(dry.forecast.byRule.map((x) => [x.ruleId, x.flagged])).to.deep.equal([['mr-review', 2], ['qa', sampled.length]]);
+    expect(dry.forecast.byRule.map((x) => [x.ruleId, x.flagged])).to.deep.equal([
+      ['mr-review', 2],
+      ['qa', sampled.length],
+    ]);
     // Without from/to the period is first to last study received, at least a day.
     expect(dry.forecast.days).to.equal(1);
     expect(dry.forecast.casesPerDay).to.equal(cases.length);
@@ -115,14 +148,25 @@ describe('dry-run forecast and diff equal what the live engine did', function ()
       { readerGroup: 'neuro', openCasesPeak: 2, capacity: 4 },
     ]);
     expect(dry.forecast.quota).to.deep.equal(
-      buckets.map((b) => ({ ruleId: b.rule_id, radiologist: b.radiologist_id, modality: b.modality, period: b.period_key, seen: b.seen, drawn: b.selected, min: 0, max: 2 })),
+      buckets.map((b) => ({
+        ruleId: b.rule_id,
+        radiologist: b.radiologist_id,
+        modality: b.modality,
+        period: b.period_key,
+        seen: b.seen,
+        drawn: b.selected,
+        min: 0,
+        max: 2,
+      })),
     );
     expect(dry.forecast.quota[0]).to.deep.include({ radiologist: 'RAD7', modality: 'CT', seen: 6 });
     expect(dry.diff).to.deep.equal({ activeVersion: 1, newlyFlagged: [], noLongerFlagged: [], truncated: false });
   });
 
   it('a candidate shows the studies it newly flags and no longer flags against the active version', async () => {
-    const sampled = (await gw.db.selectFrom('cases').select(['study_instance_uid', 'reader_group']).execute()).filter((c) => c.reader_group === null).map((c) => c.study_instance_uid);
+    const sampled = (await gw.db.selectFrom('cases').select(['study_instance_uid', 'reader_group']).execute())
+      .filter((c) => c.reader_group === null)
+      .map((c) => c.study_instance_uid);
     const withoutSampling = (await call('POST', '/api/rules/dry-run', { rules: [RULES[0]] })).body as unknown as DryRun;
     expect(withoutSampling.diff.newlyFlagged).to.deep.equal([]);
     expect(withoutSampling.diff.noLongerFlagged).to.deep.equal([...sampled].sort());

@@ -7,7 +7,9 @@ describe('rules/evaluate: high-stakes', () => {
 `);
 
   it('fires on a configured procedure code, exact or by pattern', () => {
-    expect(run({ order: makeOrder({ procedureCode: 'CTPANC-PLAN', procedureText: 'CT pancreas protocol' }) }).reasons[0]!.detail).to.equal('procedure code CTPANC-PLAN');
+    expect(run({ order: makeOrder({ procedureCode: 'CTPANC-PLAN', procedureText: 'CT pancreas protocol' }) }).reasons[0]!.detail).to.equal(
+      'procedure code CTPANC-PLAN',
+    );
     expect(run({ order: makeOrder({ procedureCode: 'mrlivtx01', procedureText: 'MR liver' }) }).flagged).to.equal(true);
     expect(run({ order: makeOrder({ procedureCode: 'CTCHESTC' }) }).flagged).to.equal(false);
   });
@@ -16,8 +18,12 @@ describe('rules/evaluate: high-stakes', () => {
     expect(run({ order: makeOrder({ procedureText: 'CTA abdomen - living donor transplant evaluation' }) }).reasons[0]!.detail).to.equal(
       'keyword "transplant evaluation" in procedure',
     );
-    expect(run({ order: makeOrder({ indication: 'Pre-operative assessment before right hemicolectomy.' }) }).reasons[0]!.detail).to.equal('keyword "Pre-operative" in indication');
-    expect(run({ study: makeStudy({ studyDescription: 'MR PROSTATE BIOPSY PLANNING' }), order: makeOrder({ procedureText: undefined }) }).flagged).to.equal(true);
+    expect(run({ order: makeOrder({ indication: 'Pre-operative assessment before right hemicolectomy.' }) }).reasons[0]!.detail).to.equal(
+      'keyword "Pre-operative" in indication',
+    );
+    expect(run({ study: makeStudy({ studyDescription: 'MR PROSTATE BIOPSY PLANNING' }), order: makeOrder({ procedureText: undefined }) }).flagged).to.equal(
+      true,
+    );
   });
 
   it('does not fire on negated planning language', () => {
@@ -32,7 +38,10 @@ describe('rules/evaluate: high-stakes', () => {
 
   it('a prospective rule decides on the order alone', () => {
     const prospective = engine(`[ { id: hs, kind: high-stakes, priority: stat, prospective: true } ]`);
-    expect(prospective({ order: makeOrder({ indication: 'Biopsy planning, left renal mass' }), reports: [] })).to.deep.include({ flagged: true, basis: 'order-only' });
+    expect(prospective({ order: makeOrder({ indication: 'Biopsy planning, left renal mass' }), reports: [] })).to.deep.include({
+      flagged: true,
+      basis: 'order-only',
+    });
   });
 });
 

@@ -33,7 +33,26 @@ describe('rules/icd10', () => {
   describe('default oncology ranges (C00-C96, D00-D09, D37-D49)', () => {
     const { include, exclude } = defaultLists().oncologyCodes;
     const m = new Icd10Matcher(include, exclude);
-    const trigger = ['C00', 'C000', 'C34.1', 'C4A.9', 'C7A.010', 'C7B.02', 'C96.9', 'C96', 'D00.0', 'D05.11', 'D09', 'D09.9', 'D37', 'D37.1', 'D44.0', 'D48.5', 'D49', 'D49.9'];
+    const trigger = [
+      'C00',
+      'C000',
+      'C34.1',
+      'C4A.9',
+      'C7A.010',
+      'C7B.02',
+      'C96.9',
+      'C96',
+      'D00.0',
+      'D05.11',
+      'D09',
+      'D09.9',
+      'D37',
+      'D37.1',
+      'D44.0',
+      'D48.5',
+      'D49',
+      'D49.9',
+    ];
     const quiet = ['B99.9', 'C97', 'D10', 'D10.0', 'D12.6', 'D36', 'D36.9', 'D3A', 'D3A.0', 'D3A.010', 'D50.9', 'Z85', 'Z85.3', 'Z80.0', 'R91.1', 'J18.9'];
     for (const code of trigger) it(`${code} triggers`, () => expect(m.matches(normalizeIcd10(code)!)).to.equal(true));
     for (const code of quiet) it(`${code} does not trigger`, () => expect(m.matches(normalizeIcd10(code)!)).to.equal(false));

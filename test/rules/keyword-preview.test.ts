@@ -4,7 +4,12 @@ import { keywordPreview } from '../../src/rules/keyword-preview.js';
 
 describe('rules/keyword-preview: the negation preview of the rule builder', () => {
   it('reads each keyword as the engine does: negated, affirmed, uncertain, absent', () => {
-    expect(keywordPreview({ text: 'No evidence of metastatic disease. Possible lymphoma. Discussed at the tumour board.', keywords: ['metasta*', 'lymphoma*', 'tumour board', 'staging'] })).to.deep.equal([
+    expect(
+      keywordPreview({
+        text: 'No evidence of metastatic disease. Possible lymphoma. Discussed at the tumour board.',
+        keywords: ['metasta*', 'lymphoma*', 'tumour board', 'staging'],
+      }),
+    ).to.deep.equal([
       { keyword: 'metasta*', class: 'negated' },
       { keyword: 'lymphoma*', class: 'uncertain' },
       { keyword: 'tumour board', class: 'affirmed' },

@@ -18,13 +18,24 @@ describe('rules/evaluate: oncology', () => {
 
   it('reads codes from OBR-31 reason for study and OBR-13, dotted or not, with coding-system components', () => {
     const d = run({
-      order: makeOrder({ reasonForStudy: { code: 'C50911^Malignant neoplasm of right female breast^I10', text: 'breast ca' }, diagnoses: [{ code: 'c18.7', source: 'OBR-13' }] }),
+      order: makeOrder({
+        reasonForStudy: { code: 'C50911^Malignant neoplasm of right female breast^I10', text: 'breast ca' },
+        diagnoses: [{ code: 'c18.7', source: 'OBR-13' }],
+      }),
     });
     expect(d.reasons[0]!.detail).to.equal('ICD-10 C18.7 in OBR-13; ICD-10 C50.911 in OBR-31');
   });
 
   const boundaries: Array<[string, boolean]> = [
-    ['C00', true], ['C96.9', true], ['D09', true], ['D10', false], ['D36', false], ['D3A.0', false], ['D37', true], ['D49', true], ['Z85.3', false],
+    ['C00', true],
+    ['C96.9', true],
+    ['D09', true],
+    ['D10', false],
+    ['D36', false],
+    ['D3A.0', false],
+    ['D37', true],
+    ['D49', true],
+    ['Z85.3', false],
   ];
   for (const [code, fires] of boundaries) {
     it(`${code} in DG1 ${fires ? 'fires' : 'does not fire'}`, () => {
@@ -80,7 +91,9 @@ describe('rules/evaluate: oncology', () => {
     expect(custom({ reports: [finalReport('Diffuse lytic lesions compatible with multiple myeloma.')] }).flagged).to.equal(true);
     expect(custom({ reports: [finalReport('Hepatic metastases.')] }).flagged).to.equal(false);
     const extra = engine(`[ { id: onc, kind: oncology, priority: urgent, extraKeywords: [sarcoma] } ]`);
-    expect(extra({ reports: [finalReport('Large retroperitoneal liposarcoma. Hepatic metastases.')] }).reasons[0]!.detail).to.equal('keyword "metastases" in report');
+    expect(extra({ reports: [finalReport('Large retroperitoneal liposarcoma. Hepatic metastases.')] }).reasons[0]!.detail).to.equal(
+      'keyword "metastases" in report',
+    );
     expect(extra({ reports: [finalReport('Known sarcoma of the thigh.')] }).flagged).to.equal(true);
   });
 

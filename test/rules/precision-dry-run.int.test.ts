@@ -15,7 +15,10 @@ const QA = 'qa-token-precision-dry-0123456';
 const SYSTEM = 'system-token-precision-dry-0123';
 const RULE = { id: 'precise', kind: 'sampling', priority: 'routine', rate: 1, period: 'month', mode: 'precision', targetHalfWidth: 0.1, confidence: 0.9 };
 
-interface Reason { ruleId: string; detail: string }
+interface Reason {
+  ruleId: string;
+  detail: string;
+}
 interface DryRun {
   items: { studyInstanceUid: string; reasons: Reason[] }[];
   byRule: Record<string, number>;
@@ -48,12 +51,26 @@ describe('dry run of a precision-sampling rule reads the reviews the live engine
   };
   /** One CT of RAD7 whose final report was signed at `signed` (HL7 TS): the cell's period is that month. */
   const study = async (acc: string, signed: string) => {
-    const s = generateStudy(path.join(tmp.dir, acc), { instances: 1, series: 1, rows: 16, columns: 16, accessionNumber: acc, patientId: `MRN-${acc}`, modality: 'CT' });
+    const s = generateStudy(path.join(tmp.dir, acc), {
+      instances: 1,
+      series: 1,
+      rows: 16,
+      columns: 16,
+      accessionNumber: acc,
+      patientId: `MRN-${acc}`,
+      modality: 'CT',
+    });
     const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === s.studyInstanceUid ? resolve() : undefined) }));
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, s.instances.map((i) => i.path));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      s.instances.map((i) => i.path),
+    );
     expect(r.statuses).to.deep.equal([0]);
     await stable;
-    const msg = oruR01({ accession: acc, patientId: `MRN-${acc}`, controlId: `D${++control}` }, { status: 'F', radiologist: 'RAD7', lines: ['IMPRESSION: No acute abnormality.'] });
+    const msg = oruR01(
+      { accession: acc, patientId: `MRN-${acc}`, controlId: `D${++control}` },
+      { status: 'F', radiologist: 'RAD7', lines: ['IMPRESSION: No acute abnormality.'] },
+    );
     // OBR-7 (then OBR-22) is when the report was observed: the sampling period's date.
     const ack = await hl7.send(msg.replace('20260301103000+0100', signed).replace('20260301110000+0100', signed));
     expect(ack.code, ack.text).to.equal('AA');
@@ -76,7 +93,12 @@ describe('dry run of a precision-sampling rule reads the reviews the live engine
         forwarding: { pollIntervalSeconds: 0.1 },
         rules: [RULE],
         sampling: { secret: 'precision-dry-run-sampling-secret' },
-        auth: { tokens: [{ token: QA, role: 'qa', name: 'quinn-qa' }, { token: SYSTEM, role: 'system', name: 'pool-system' }] },
+        auth: {
+          tokens: [
+            { token: QA, role: 'qa', name: 'quinn-qa' },
+            { token: SYSTEM, role: 'system', name: 'pool-system' },
+          ],
+        },
       }),
       { logger: silentLogger },
     );
@@ -86,14 +108,20 @@ describe('dry run of a precision-sampling rule reads the reviews the live engine
     // February: the cell's first period, every study drawn (rate 1); the pool reads all three, none discrepant.
     for (const acc of ['PD1', 'PD2', 'PD3']) {
       const uid = await study(acc, '20260210110000+0100');
-      const row = await eventually(async () => gw.db.selectFrom('cases').select(['id']).where('study_instance_uid', '=', uid).where('state', '=', 'awaiting-read').executeTakeFirst(), `case of ${acc} awaiting read`);
+      const row = await eventually(
+        async () => gw.db.selectFrom('cases').select(['id']).where('study_instance_uid', '=', uid).where('state', '=', 'awaiting-read').executeTakeFirst(),
+        `case of ${acc} awaiting read`,
+      );
       const r = await call('POST', `/api/cases/${row.id}/report`, SYSTEM, { text: 'Second read.', radpeerScore: '1', readerId: 'dr-pool' });
       expect(r.status, r.text).to.equal(201);
     }
     // March: the live engine plans from February's volume and reviews.
     for (const acc of ['PD4', 'PD5']) {
       const uid = await study(acc, '20260310110000+0100');
-      await eventually(async () => ((await gw.db.selectFrom('decisions').select('id').where('study_instance_uid', '=', uid).execute()).length > 0 ? true : undefined), `decision ${acc}`);
+      await eventually(
+        async () => ((await gw.db.selectFrom('decisions').select('id').where('study_instance_uid', '=', uid).execute()).length > 0 ? true : undefined),
+        `decision ${acc}`,
+      );
       await gw.decisions.idle();
     }
   });
@@ -112,11 +140,20 @@ describe('dry run of a precision-sampling rule reads the reviews the live engine
 
   it('the forecast draws what the live engine drew, with the reviews-based sample size in its reasons', async () => {
     const buckets = await gw.db.selectFrom('sampling_buckets').selectAll().orderBy('period_key').execute();
-    expect(buckets.map((b) => [b.period_key, b.seen, b.selected])).to.deep.equal([['2026-02', 3, 3], ['2026-03', 2, 2]]);
+    expect(buckets.map((b) => [b.period_key, b.seen, b.selected])).to.deep.equal([
+      ['2026-02', 3, 3],
+      ['2026-03', 2, 2],
+    ]);
     const live = new Map<string, Reason[]>();
     for (const acc of ['PD4', 'PD5']) {
       // The decision that drew the study (a later re-evaluation only keeps that draw).
-      const d = await gw.db.selectFrom('decisions').select(['reasons']).where('study_instance_uid', '=', uids[acc]!).where('sampling_slots', '<>', '[]').orderBy('id').executeTakeFirstOrThrow();
+      const d = await gw.db
+        .selectFrom('decisions')
+        .select(['reasons'])
+        .where('study_instance_uid', '=', uids[acc]!)
+        .where('sampling_slots', '<>', '[]')
+        .orderBy('id')
+        .executeTakeFirstOrThrow();
       live.set(uids[acc]!, JSON.parse(d.reasons) as Reason[]);
     }
     // Three reviews, none discrepant: planning rate 2/7, not the 0.5 of a cell nobody has reviewed.

@@ -61,7 +61,12 @@ describe('precision sampling in the running gateway: reviews feed the cells, the
         // Rate 1 in the cell's first period (no volume estimate yet): every CT of RAD7 is drawn.
         rules: [{ id: 'precise', kind: 'sampling', priority: 'routine', rate: 1, period: 'month', mode: 'precision', targetHalfWidth: 0.1, confidence: 0.9 }],
         sampling: { secret: 'precision-test-sampling-secret' },
-        auth: { tokens: [{ token: QA, role: 'qa', name: 'quinn-qa' }, { token: SYSTEM, role: 'system', name: 'pool-system' }] },
+        auth: {
+          tokens: [
+            { token: QA, role: 'qa', name: 'quinn-qa' },
+            { token: SYSTEM, role: 'system', name: 'pool-system' },
+          ],
+        },
       }),
       { logger: silentLogger },
     );
@@ -70,14 +75,39 @@ describe('precision sampling in the running gateway: reviews feed the cells, the
     hl7 = await RawMllpPeer.connect(gw.ports().hl7);
     let control = 0;
     for (const acc of ['PS1', 'PS2', 'PS3']) {
-      const study = generateStudy(path.join(tmp.dir, acc), { instances: 1, series: 1, rows: 16, columns: 16, accessionNumber: acc, patientId: `MRN-${acc}`, modality: 'CT' });
+      const study = generateStudy(path.join(tmp.dir, acc), {
+        instances: 1,
+        series: 1,
+        rows: 16,
+        columns: 16,
+        accessionNumber: acc,
+        patientId: `MRN-${acc}`,
+        modality: 'CT',
+      });
       const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
-      const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
+      const r = await storeFiles(
+        { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+        study.instances.map((i) => i.path),
+      );
       expect(r.statuses).to.deep.equal([0]);
       await stable;
-      const ack = await hl7.send(oruR01({ accession: acc, patientId: `MRN-${acc}`, controlId: `P${++control}` }, { status: 'F', radiologist: 'RAD7', lines: ['IMPRESSION: No acute abnormality.'] }));
+      const ack = await hl7.send(
+        oruR01(
+          { accession: acc, patientId: `MRN-${acc}`, controlId: `P${++control}` },
+          { status: 'F', radiologist: 'RAD7', lines: ['IMPRESSION: No acute abnormality.'] },
+        ),
+      );
       expect(ack.code, ack.text).to.equal('AA');
-      const row = await eventually(async () => gw.db.selectFrom('cases').select(['id', 'state']).where('study_instance_uid', '=', study.studyInstanceUid).where('state', '=', 'awaiting-read').executeTakeFirst(), `case of ${acc} awaiting read`);
+      const row = await eventually(
+        async () =>
+          gw.db
+            .selectFrom('cases')
+            .select(['id', 'state'])
+            .where('study_instance_uid', '=', study.studyInstanceUid)
+            .where('state', '=', 'awaiting-read')
+            .executeTakeFirst(),
+        `case of ${acc} awaiting read`,
+      );
       caseIds.push(row.id);
     }
   });
@@ -88,7 +118,7 @@ describe('precision sampling in the running gateway: reviews feed the cells, the
     tmp?.cleanup();
   });
 
-  it('second reads of drawn studies come back as the cell\'s reviews; the cell shows its Wilson interval and the planned sample', async () => {
+  it("second reads of drawn studies come back as the cell's reviews; the cell shows its Wilson interval and the planned sample", async () => {
     const scores = ['2a', '1', '1'];
     for (const [i, id] of caseIds.entries()) {
       const r = await call('POST', `/api/cases/${id}/report`, SYSTEM, { text: 'Second read.', radpeerScore: scores[i], readerId: 'dr-pool' });
@@ -103,7 +133,16 @@ describe('precision sampling in the running gateway: reviews feed the cells, the
     const cells = s.body['cells'] as Cell[];
     expect(cells).to.have.length(1);
     const ci = wilsonInterval(1, 3, 0.9);
-    expect(cells[0]).to.deep.include({ ruleId: 'precise', radiologist: 'RAD7', modality: 'CT', reviewed: 3, discrepant: 1, mode: 'precision', ciLow: ci.low, ciHigh: ci.high });
+    expect(cells[0]).to.deep.include({
+      ruleId: 'precise',
+      radiologist: 'RAD7',
+      modality: 'CT',
+      reviewed: 3,
+      discrepant: 1,
+      mode: 'precision',
+      ciLow: ci.low,
+      ciHigh: ci.high,
+    });
     expect(cells[0]!.rate).to.be.closeTo(1 / 3, 1e-12);
     // planning rate (1 + 2) / (3 + 4) = 3/7; no previous period yet, so the rule's rate (1) still applies.
     expect(cells[0]!.needed).to.equal(wilsonSampleSize(planningRate({ reviewed: 3, discrepant: 1 }), 0.1, 0.9));
@@ -124,7 +163,11 @@ describe('precision sampling in the running gateway: reviews feed the cells, the
     expect(csv.status).to.equal(200);
     const lines = csv.text.split('\r\n').filter((l) => l !== '');
     expect(lines).to.have.length(4);
-    expect(lines.slice(1).map((l) => l.split(',').slice(1, 7).join(','))).to.have.members(['RAD7,dr-pool,CT,2a,true,false', 'RAD7,dr-pool,CT,1,false,false', 'RAD7,dr-pool,CT,1,false,false']);
+    expect(lines.slice(1).map((l) => l.split(',').slice(1, 7).join(','))).to.have.members([
+      'RAD7,dr-pool,CT,2a,true,false',
+      'RAD7,dr-pool,CT,1,false,false',
+      'RAD7,dr-pool,CT,1,false,false',
+    ]);
     for (const l of lines.slice(1)) expect(l).to.match(/,false,sampling,1$/);
   });
 });

@@ -49,12 +49,21 @@ describe('rules/sampling: precision mode', () => {
       // 3 of 96 reviewed discrepant: planning rate (3 + 2) / (96 + 4) = 0.05 -> 83 needed.
       // 20 drawn after 100 of last period's 1000 studies: (83 - 20) / (1000 - 100) = 63 / 900 = 0.07.
       expect(planningRate({ reviewed: 96, discrepant: 3 })).to.equal(0.05);
-      const p = precisionDrawProbability({ targetHalfWidth: 0.05, confidence: 0.95, rate: 0.05 }, { seen: 100, selected: 20 }, 1000, { reviewed: 96, discrepant: 3 });
+      const p = precisionDrawProbability({ targetHalfWidth: 0.05, confidence: 0.95, rate: 0.05 }, { seen: 100, selected: 20 }, 1000, {
+        reviewed: 96,
+        discrepant: 3,
+      });
       expect(p.needed).to.equal(83);
       expect(p.probability).to.be.closeTo(0.07, 1e-12);
       // first period: the rule's rate; target already drawn: 0
-      expect(precisionDrawProbability({ targetHalfWidth: 0.05, confidence: 0.95, rate: 0.1 }, { seen: 5, selected: 1 }, undefined, { reviewed: 0, discrepant: 0 }).probability).to.equal(0.1);
-      expect(precisionDrawProbability({ targetHalfWidth: 0.05, confidence: 0.95, rate: 0.1 }, { seen: 500, selected: 90 }, 1000, { reviewed: 96, discrepant: 3 }).probability).to.equal(0);
+      expect(
+        precisionDrawProbability({ targetHalfWidth: 0.05, confidence: 0.95, rate: 0.1 }, { seen: 5, selected: 1 }, undefined, { reviewed: 0, discrepant: 0 })
+          .probability,
+      ).to.equal(0.1);
+      expect(
+        precisionDrawProbability({ targetHalfWidth: 0.05, confidence: 0.95, rate: 0.1 }, { seen: 500, selected: 90 }, 1000, { reviewed: 96, discrepant: 3 })
+          .probability,
+      ).to.equal(0);
       // ... and the rule's minimum and maximum bound it
       expect(selectionProbability({ rate: 0, minimum: 5, maximum: 10 }, { seen: 700, selected: 2 }, 1000)).to.be.closeTo(3 / 50, 1e-12); // horizon 750
       expect(selectionProbability({ rate: 0, minimum: 5, maximum: 10 }, { seen: 748, selected: 2 }, 1000)).to.equal(1);
@@ -114,7 +123,12 @@ describe('rules/sampling: precision mode', () => {
             const uid = `2.25.${month}${i}${rad.length}${Math.floor(rnd() * 1e12)}`;
             const d = evaluate(
               compiled,
-              makeInput({ study: makeStudy({ studyInstanceUid: uid, modalities: ['CT'] }), reports: [finalReport('no acute findings', { radiologistId: rad, observedAt: signedAt })], samplingState: state, now: signedAt }),
+              makeInput({
+                study: makeStudy({ studyInstanceUid: uid, modalities: ['CT'] }),
+                reports: [finalReport('no acute findings', { radiologistId: rad, observedAt: signedAt })],
+                samplingState: state,
+                now: signedAt,
+              }),
             );
             for (const slot of d.samplingSlots) {
               const c = state.get(slot.bucketKey) ?? { seen: 0, selected: 0 };
@@ -162,7 +176,11 @@ describe('rules/sampling: precision mode', () => {
           const cur = state.get(`precision|${rad}|CT|${period}`)!;
           // The plan is remade before every study from the reviews so far (this and the previous period pooled),
           // so a period ends having drawn the sample size at its final planning rate, give or take the draws' luck.
-          const needed = wilsonSampleSize(planningRate({ reviewed: prev.reviewed! + cur.reviewed!, discrepant: prev.discrepant! + cur.discrepant! }), TARGET, 0.95);
+          const needed = wilsonSampleSize(
+            planningRate({ reviewed: prev.reviewed! + cur.reviewed!, discrepant: prev.discrepant! + cur.discrepant! }),
+            TARGET,
+            0.95,
+          );
           expect(cur.selected, `${rad} ${period}: drawn ${cur.selected}, formula ${needed}`).to.be.within(needed * 0.93, needed * 1.07);
           expect(rate(rad, period)).to.be.closeTo(needed / 900, 0.01);
         }

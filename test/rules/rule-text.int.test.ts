@@ -25,8 +25,7 @@ describe('rule-set versions keep the YAML text as written (comments survive a sa
   });
   afterEach(() => temp.close());
 
-  const service = (rules: unknown) =>
-    new RulesService({ db: temp.opened.db, logger: silentLogger, config: buildConfig({ rules }), newId: createIdSource() });
+  const service = (rules: unknown) => new RulesService({ db: temp.opened.db, logger: silentLogger, config: buildConfig({ rules }), newId: createIdSource() });
 
   it('stores the config file text, the text of a YAML save, and null for a JSON save; a comment-only change is a new version', async () => {
     const file = path.join(temp.dir, 'rules.yaml');
@@ -36,7 +35,12 @@ describe('rule-set versions keep the YAML text as written (comments survive a sa
     expect((await s.current()).yaml).to.equal(TEXT);
 
     const edited = TEXT.replace("# the committee's number", '# raised from 3 % in February');
-    const saved = await s.update({ rules: [{ id: 'qa', kind: 'sampling', priority: 'routine', rate: 0.05, period: 'month', minimum: 3 }] }, 'quinn', 'comment only', edited);
+    const saved = await s.update(
+      { rules: [{ id: 'qa', kind: 'sampling', priority: 'routine', rate: 0.05, period: 'month', minimum: 3 }] },
+      'quinn',
+      'comment only',
+      edited,
+    );
     expect(saved.created).to.equal(true);
     expect(saved.change).to.deep.equal({ added: [], removed: [], changed: [] });
     expect(saved.active.yaml).to.equal(edited);

@@ -39,11 +39,20 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
   };
 
   async function pushStudy(accession: string, patientId: string, modality: 'CT' | 'MR' = 'CT'): Promise<string> {
-    const study = generateStudy(path.join(tmp.dir, accession), { instances: 2, series: 1, rows: 32, columns: 32, accessionNumber: accession, patientId, modality });
-    const stable = new Promise<void>((resolve) =>
-      gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }),
+    const study = generateStudy(path.join(tmp.dir, accession), {
+      instances: 2,
+      series: 1,
+      rows: 32,
+      columns: 32,
+      accessionNumber: accession,
+      patientId,
+      modality,
+    });
+    const stable = new Promise<void>((resolve) => gw.studies.subscribe({ onStable: (uid) => (uid === study.studyInstanceUid ? resolve() : undefined) }));
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
     );
-    const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, study.instances.map((i) => i.path));
     expect(r.statuses).to.deep.equal([0, 0]);
     await stable;
     await gw.decisions.idle();
@@ -193,7 +202,12 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
     const current = (await call('GET', '/api/rules')).body;
     const rules = current['rules'] as Record<string, unknown>[];
 
-    const invalid = await call('PUT', '/api/rules', { rules: [...rules, { id: 'oncology', kind: 'oncology', priority: 'whenever', destinaton: 'pool' }] }, tokens.qa);
+    const invalid = await call(
+      'PUT',
+      '/api/rules',
+      { rules: [...rules, { id: 'oncology', kind: 'oncology', priority: 'whenever', destinaton: 'pool' }] },
+      tokens.qa,
+    );
     expect(invalid.status).to.equal(400);
     const errors = (invalid.body['error'] as { details: { errors: { path: string; message: string }[] } }).details.errors;
     const paths = errors.map((e) => e.path);
@@ -226,7 +240,10 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
   });
 
   it('dry-run returns what the live path decided, changes nothing, and previews a candidate set', async () => {
-    const decisionsBefore = await gw.db.selectFrom('decisions').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const decisionsBefore = await gw.db
+      .selectFrom('decisions')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     const versionsBefore = (await call('GET', '/api/rules/versions', undefined, tokens.qa)).body['items'] as unknown[];
 
     const live = await call('POST', '/api/rules/dry-run', {}, tokens.qa);
@@ -244,11 +261,18 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
     }
     expect((live.body['byRule'] as Record<string, number>)['oncology']).to.equal(1);
 
-    const candidate = await call('POST', '/api/rules/dry-run', { rules: [{ id: 'mr-only', kind: 'high-stakes', priority: 'routine', procedureCodes: ['*'], when: { modality: ['MR'] } }] }, tokens.qa);
+    const candidate = await call(
+      'POST',
+      '/api/rules/dry-run',
+      { rules: [{ id: 'mr-only', kind: 'high-stakes', priority: 'routine', procedureCodes: ['*'], when: { modality: ['MR'] } }] },
+      tokens.qa,
+    );
     expect(candidate.status).to.equal(200);
     // MR-only flags the knee MR; the manual request stored for MAN1 is data, so it still flags that study.
     expect(candidate.body['byRule']).to.deep.equal({ 'mr-only': 1, 'manual-request': 1 });
-    expect((candidate.body['byRadiologistModality'] as { radiologistId: string; modality: string; flagged: number }[]).find((x) => x.modality === 'MR')).to.deep.include({
+    expect(
+      (candidate.body['byRadiologistModality'] as { radiologistId: string; modality: string; flagged: number }[]).find((x) => x.modality === 'MR'),
+    ).to.deep.include({
       radiologistId: 'RAD9',
       flagged: 1,
     });
@@ -258,7 +282,10 @@ describe('rules in the running gateway: decisions, cases, rule versions, dry-run
     const empty = await call('POST', '/api/rules/dry-run', { from: '2000-01-01', to: '2000-01-02' }, tokens.qa);
     expect(empty.body['evaluated']).to.equal(0);
 
-    const decisionsAfter = await gw.db.selectFrom('decisions').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const decisionsAfter = await gw.db
+      .selectFrom('decisions')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     expect(decisionsAfter.n).to.equal(decisionsBefore.n);
     expect((await call('GET', '/api/rules/versions', undefined, tokens.qa)).body['items']).to.deep.equal(versionsBefore);
   });

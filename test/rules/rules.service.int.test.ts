@@ -24,7 +24,11 @@ describe('RulesService: rules from the config file or inline, versioned in the d
     new RulesService({
       db: opened.db,
       logger: silentLogger,
-      config: buildConfig({ rules, destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: 104, aeTitle: 'POOL' }], sampling: secret ? { secret } : {} }),
+      config: buildConfig({
+        rules,
+        destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: 104, aeTitle: 'POOL' }],
+        sampling: secret ? { secret } : {},
+      }),
       newId: createIdSource(),
     });
 
@@ -60,7 +64,10 @@ describe('RulesService: rules from the config file or inline, versioned in the d
 
   it('refuses to start on an invalid rules file, listing every problem with its path', async () => {
     const file = path.join(tmp.dir, 'rules.yaml');
-    writeFileSync(file, 'rules:\n  - { id: a, kind: oncology, priority: soon }\n  - { id: a, kind: sampling, priority: routine, rate: 2, period: year, minimum: 0, destination: mars }\n');
+    writeFileSync(
+      file,
+      'rules:\n  - { id: a, kind: oncology, priority: soon }\n  - { id: a, kind: sampling, priority: routine, rate: 2, period: year, minimum: 0, destination: mars }\n',
+    );
     let err: unknown;
     try {
       await service(file).init();

@@ -196,7 +196,9 @@ rules:
     });
 
     it('lists the counters it will read, so the caller can load them first', () => {
-      const withMinimum = compileRuleSet(rulesFromYaml(`[ { id: qa, kind: sampling, priority: routine, rate: 0.05, period: week, minimum: 1 } ]`), { samplingSecret: SECRET });
+      const withMinimum = compileRuleSet(rulesFromYaml(`[ { id: qa, kind: sampling, priority: routine, rate: 0.05, period: week, minimum: 1 } ]`), {
+        samplingSecret: SECRET,
+      });
       const input = makeInput({ study: makeStudy({ modalities: ['SR', 'PT', 'CT'] }) });
       expect(samplingBucketKeys(withMinimum, input)).to.deep.equal(['qa|dr-smith|PT|2024-W11', 'qa|dr-smith|PT|2024-W10']);
       const read: string[] = [];
@@ -208,7 +210,10 @@ rules:
       const now = evaluate(compiled, makeInput({ manualRequests: [{ reason: 'r', requestedBy: 'u' }] }));
       expect(now.reasons.map((r) => r.ruleId)).to.deep.equal(['manual']);
       expect(now.samplingSlots).to.deep.equal([]);
-      const before = evaluate(compiled, makeInput({ priorDecisions: [{ flagged: true, reasons: [{ ruleId: 'onc', kind: 'oncology', detail: 'x' }], samplingSlots: [] }] }));
+      const before = evaluate(
+        compiled,
+        makeInput({ priorDecisions: [{ flagged: true, reasons: [{ ruleId: 'onc', kind: 'oncology', detail: 'x' }], samplingSlots: [] }] }),
+      );
       expect(before.samplingSlots).to.deep.equal([]);
     });
 
@@ -233,7 +238,9 @@ rules:
     });
 
     it('does not sample without a final report', () => {
-      expect(evaluate(compiled, makeInput({ reports: [{ status: 'P', text: 'prelim', radiologistId: 'dr-smith' }], order: makeOrder() })).samplingSlots).to.deep.equal([]);
+      expect(
+        evaluate(compiled, makeInput({ reports: [{ status: 'P', text: 'prelim', radiologistId: 'dr-smith' }], order: makeOrder() })).samplingSlots,
+      ).to.deep.equal([]);
     });
   });
 });

@@ -53,7 +53,10 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
   });
   afterEach(() => tmp?.cleanup());
 
-  function config(instanceId: string, o: { destinations?: unknown[]; rules?: unknown[]; leaseSeconds?: number; stableAfterSeconds?: number; risPort?: number }) {
+  function config(
+    instanceId: string,
+    o: { destinations?: unknown[]; rules?: unknown[]; leaseSeconds?: number; stableAfterSeconds?: number; risPort?: number },
+  ) {
     return buildConfig({
       instanceId,
       dicom: { port: 0, stableAfterSeconds: o.stableAfterSeconds ?? 0.3 },
@@ -66,7 +69,12 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
       destinations: o.destinations ?? [],
       forwarding: { pollIntervalSeconds: 0.1, backoffBaseSeconds: 0.2, backoffMaxSeconds: 0.5, leaseSeconds: o.leaseSeconds ?? 30 },
       ...(o.rules ? { rules: o.rules } : {}),
-      auth: { tokens: [{ token: admin, role: 'admin', name: 'alice' }, { token: system, role: 'system', name: 'pool-system' }] },
+      auth: {
+        tokens: [
+          { token: admin, role: 'admin', name: 'alice' },
+          { token: system, role: 'system', name: 'pool-system' },
+        ],
+      },
     });
   }
 
@@ -88,21 +96,37 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
       await Promise.all(
         studies.map(async (s, i) => {
           const gw = gws[i % 2]!;
-          const r = await storeFiles({ host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, s.instances.map((x) => x.path));
+          const r = await storeFiles(
+            { host: '127.0.0.1', port: gw.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+            s.instances.map((x) => x.path),
+          );
           expect(r.statuses.every((x) => x === 0)).to.equal(true);
         }),
       );
-      await eventually(async () => (await a.db.selectFrom('studies').select('state').where('state', '=', 'stable').execute()).length === 12, 'all stable', 20_000);
+      await eventually(
+        async () => (await a.db.selectFrom('studies').select('state').where('state', '=', 'stable').execute()).length === 12,
+        'all stable',
+        20_000,
+      );
       // The primary reports (the write-back copies PID and OBR from them), to either instance.
       const peers = await Promise.all(gws.map((g) => RawMllpPeer.connect(g.ports().hl7)));
       for (const [i, s] of studies.entries()) {
-        const ack = await peers[i % 2]!.send(oruR01({ controlId: `P${i}`, accession: s.accessionNumber, patientId: s.patientId, studyUid: s.studyInstanceUid }, { lines: ['IMPRESSION: normal.'] }));
+        const ack = await peers[i % 2]!.send(
+          oruR01(
+            { controlId: `P${i}`, accession: s.accessionNumber, patientId: s.patientId, studyUid: s.studyInstanceUid },
+            { lines: ['IMPRESSION: normal.'] },
+          ),
+        );
         expect(ack.code).to.equal('AA');
       }
       for (const p of peers) p.destroy();
       const caseIds = await Promise.all(
         studies.map(async (s, i) => {
-          const r = await call(`http://127.0.0.1:${gws[(i + 1) % 2]!.ports().http}`, 'POST', '/api/cases', { studyInstanceUid: s.studyInstanceUid, reason: 'burst', destinationId: `pool${(i % 2) + 1}` });
+          const r = await call(`http://127.0.0.1:${gws[(i + 1) % 2]!.ports().http}`, 'POST', '/api/cases', {
+            studyInstanceUid: s.studyInstanceUid,
+            reason: 'burst',
+            destinationId: `pool${(i % 2) + 1}`,
+          });
           expect(r.status, JSON.stringify(r.body)).to.be.oneOf([200, 201]);
           return r.body['id'] as string;
         }),
@@ -118,7 +142,10 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
       for (const s of stores) perSop.set(s.sopInstanceUid, (perSop.get(s.sopInstanceUid) ?? 0) + 1);
       const all = studies.flatMap((s) => s.instances.map((x) => x.sopInstanceUid));
       expect(perSop.size).to.equal(all.length);
-      expect([...perSop.values()].every((n) => n === 1), 'each instance sent exactly once').to.equal(true);
+      expect(
+        [...perSop.values()].every((n) => n === 1),
+        'each instance sent exactly once',
+      ).to.equal(true);
       const deliveries = await a.db.selectFrom('deliveries').select(['state', 'attempts']).execute();
       expect(deliveries).to.have.length(12);
       expect(deliveries.every((d) => d.state === 'delivered' && d.attempts === 0)).to.equal(true);
@@ -135,11 +162,21 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
       // Second reports through both instances: both outbound workers poll the same queue; each ORU goes out once.
       await Promise.all(
         caseIds.map(async (id, i) => {
-          const r = await call(`http://127.0.0.1:${gws[i % 2]!.ports().http}`, 'POST', `/api/cases/${id}/report`, { text: 'Concur.', radpeerScore: '1', readerId: 'dr-x' }, system);
+          const r = await call(
+            `http://127.0.0.1:${gws[i % 2]!.ports().http}`,
+            'POST',
+            `/api/cases/${id}/report`,
+            { text: 'Concur.', radpeerScore: '1', readerId: 'dr-x' },
+            system,
+          );
           expect(r.status, JSON.stringify(r.body)).to.equal(201);
         }),
       );
-      await eventually(async () => (await a.db.selectFrom('cases').select('state').where('state', '=', 'written-back').execute()).length === 12, 'every case written back', 30_000);
+      await eventually(
+        async () => (await a.db.selectFrom('cases').select('state').where('state', '=', 'written-back').execute()).length === 12,
+        'every case written back',
+        30_000,
+      );
       await new Promise((r) => setTimeout(r, 500));
       const controlIds = ris.received.filter((m) => m.includes('ORU^R01')).map((m) => m.split('\r')[0]!.split('|')[9]);
       expect(controlIds).to.have.length(12);
@@ -174,7 +211,10 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
     try {
       procA = await startGatewayProcess(writeGatewayConfig(dirA, common));
       const s = generateStudy(path.join(tmp.dir, 'big'), { instances: 30, series: 2, rows: 32, columns: 32 });
-      const r = await storeFiles({ host: '127.0.0.1', port: procA.ports.dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' }, s.instances.map((x) => x.path));
+      const r = await storeFiles(
+        { host: '127.0.0.1', port: procA.ports.dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+        s.instances.map((x) => x.path),
+      );
       expect(r.statuses.every((x) => x === 0)).to.equal(true);
       const baseA = `http://127.0.0.1:${procA.ports.http}`;
       await eventually(async () => (await call(baseA, 'GET', `/api/studies/${s.studyInstanceUid}`)).body['state'] === 'stable', 'stable', 20_000);
@@ -192,7 +232,9 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
       const baseB = `http://127.0.0.1:${procB.ports.http}`;
       // B sees A's claims (and A not beating any more) until the lease runs out.
       const view = await call(baseB, 'GET', '/api/instances');
-      const a = (view.body['items'] as { instanceId: string; claims: { deliveries: { caseId: string; leaseExpiresAt: string | null }[] } }[]).find((x) => x.instanceId === 'gw-a');
+      const a = (view.body['items'] as { instanceId: string; claims: { deliveries: { caseId: string; leaseExpiresAt: string | null }[] } }[]).find(
+        (x) => x.instanceId === 'gw-a',
+      );
       // The claim is the delivery's running job (its destination's queue keeps B from any other delivery meanwhile).
       expect(a?.claims.deliveries.map((d) => d.caseId)).to.deep.equal([caseId]);
       expect(a?.claims.deliveries[0]?.leaseExpiresAt).to.be.a('string');
@@ -271,7 +313,12 @@ describe('two gateway instances on one PostgreSQL (shared spool)', function () {
       // One radiologist's final reports, linked to the studies (rules do not run yet: the studies are not stable).
       const peer = await RawMllpPeer.connect(a.ports().hl7);
       for (let i = 0; i < n; i++) {
-        const ack = await peer.send(oruR01({ controlId: `QA${i}`, accession: `QA${i}`, patientId: `MRN${i}`, studyUid: uids[i] }, { radiologist: 'RAD-Q', lines: ['IMPRESSION: normal.'] }));
+        const ack = await peer.send(
+          oruR01(
+            { controlId: `QA${i}`, accession: `QA${i}`, patientId: `MRN${i}`, studyUid: uids[i] },
+            { radiologist: 'RAD-Q', lines: ['IMPRESSION: normal.'] },
+          ),
+        );
         expect(ack.code).to.equal('AA');
       }
       peer.destroy();

@@ -22,14 +22,32 @@ describe("Cohen's kappa and arbitration statistics", () => {
     // 0 / 5 / 5 / 0: po = 0, pe = (5*5 + 5*5) / 100 = 0.5, kappa = (0 - 0.5) / 0.5 = -1.
     expect(cohensKappa({ agreeAgree: 0, agreeDiscrepant: 5, discrepantAgree: 5, discrepantDiscrepant: 0 }).kappa).to.equal(-1);
     // Every item 2+ by both: pe = 1, kappa has no value.
-    expect(cohensKappa({ agreeAgree: 0, agreeDiscrepant: 0, discrepantAgree: 0, discrepantDiscrepant: 7 })).to.deep.equal({ n: 7, observedAgreement: 1, chanceAgreement: 1, kappa: null });
+    expect(cohensKappa({ agreeAgree: 0, agreeDiscrepant: 0, discrepantAgree: 0, discrepantDiscrepant: 7 })).to.deep.equal({
+      n: 7,
+      observedAgreement: 1,
+      chanceAgreement: 1,
+      kappa: null,
+    });
     expect(cohensKappa({ agreeAgree: 0, agreeDiscrepant: 0, discrepantAgree: 0, discrepantDiscrepant: 0 }).kappa).to.equal(null);
   });
 
   it('groups arbitrated reads per first reader, second reader and modality, and counts confirmed second reads', () => {
     const base = { caseCreatedAt: '2026-03-02T08:00:00.000Z', reportedAt: '2026-03-02T09:00:00.000Z', writtenBackAt: null };
-    const f = (i: number, o: Partial<SecondReadFact>): SecondReadFact => ({ ...base, caseId: `c${i}`, radpeerScore: '2b', readerId: 'dr-a', radiologistId: 'RAD7', modality: 'CT', ...o });
-    const arb = (triggerScore: string, verdict: string | null, finalScore: string | null, secondReaderId = 'dr-a') => ({ triggerScore, secondReaderId, verdict, finalScore });
+    const f = (i: number, o: Partial<SecondReadFact>): SecondReadFact => ({
+      ...base,
+      caseId: `c${i}`,
+      radpeerScore: '2b',
+      readerId: 'dr-a',
+      radiologistId: 'RAD7',
+      modality: 'CT',
+      ...o,
+    });
+    const arb = (triggerScore: string, verdict: string | null, finalScore: string | null, secondReaderId = 'dr-a') => ({
+      triggerScore,
+      secondReaderId,
+      verdict,
+      finalScore,
+    });
     const facts = [
       // RAD7 / dr-a / CT: second reader 2+ (2b, 3a, 2a) and 1; arbitrator: 1 (agree-first), 2b (agree-second), 2a (other), 1 (agree-first).
       f(1, { arbitration: arb('2b', 'agree-first', '1') }),
@@ -52,7 +70,11 @@ describe("Cohen's kappa and arbitration statistics", () => {
     expect(mr).to.include({ modality: 'MR', n: 1, kappa: null });
     expect(s.interReaderAgreementTotal.n).to.equal(5);
     // The peer-review export marks the decided ones (an open arbitration is not yet one).
-    const arbitrated = peerReviewCsv(facts).trim().split('\r\n').slice(1).map((l) => l.split(',')[10]);
+    const arbitrated = peerReviewCsv(facts)
+      .trim()
+      .split('\r\n')
+      .slice(1)
+      .map((l) => l.split(',')[10]);
     expect(arbitrated).to.deep.equal(['true', 'true', 'true', 'true', 'true', 'false', 'false']);
   });
 });

@@ -46,13 +46,24 @@ describe('second-read statistics', () => {
     const rad7ct = s.byRadiologistModality.find((g) => g.radiologistId === 'RAD7' && g.modality === 'CT')!;
     expect(rad7ct).to.deep.include({ secondReads: 3, discordant: 2, significant: 1 });
     expect(s.byRadiologist.map((g) => g.key)).to.deep.equal(['(unknown)', 'RAD7', 'RAD9']);
-    expect(s.byReader.map((g) => [g.key, g.secondReads])).to.deep.equal([['dr-a', 4], ['dr-b', 1]]);
+    expect(s.byReader.map((g) => [g.key, g.secondReads])).to.deep.equal([
+      ['dr-a', 4],
+      ['dr-b', 1],
+    ]);
     expect(s.writeBackTurnaroundHours).to.deep.equal({ n: 1, p50: 4, p90: 4, p95: 4 });
-    expect(s.overTime.map((b) => [b.start.slice(0, 10), b.secondReads])).to.deep.equal([['2026-03-01', 0], ['2026-03-02', 4], ['2026-03-03', 1]]);
+    expect(s.overTime.map((b) => [b.start.slice(0, 10), b.secondReads])).to.deep.equal([
+      ['2026-03-01', 0],
+      ['2026-03-02', 4],
+      ['2026-03-03', 1],
+    ]);
   });
 
   it('CSV: header, one row per group, quoted cells and no spreadsheet formulas', () => {
-    const s = computeStats([fact({ h: 2, radiologistId: '=HYPERLINK("x")', modality: 'CT' })], { from: '2026-03-01T00:00:00.000Z', to: '2026-03-03T00:00:00.000Z', bucket: 'day' });
+    const s = computeStats([fact({ h: 2, radiologistId: '=HYPERLINK("x")', modality: 'CT' })], {
+      from: '2026-03-01T00:00:00.000Z',
+      to: '2026-03-03T00:00:00.000Z',
+      bucket: 'day',
+    });
     const lines = statsCsv(s, 'radiologist-modality').split('\r\n');
     expect(lines[0]).to.match(/^radiologist,modality,second_reads,/);
     expect(lines[1]).to.equal(`"'=HYPERLINK(""x"")",CT,1,0,0,0,0,2,2,2,0,0,0.7935`);

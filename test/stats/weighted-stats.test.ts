@@ -8,11 +8,14 @@ import { finalReport, makeInput, makeOrder, makeStudy, rulesFromYaml, SECRET } f
 describe('statistics with enrichment: inverse-probability weights', () => {
   it('a random draw weighs 1/p, enrichment 1', () => {
     expect(selectionWeight({ kinds: new Set(['sampling']), probability: 0.05 })).to.deep.equal({ selection: 'sampling', weight: 20 });
-    expect(selectionWeight({ kinds: new Set(['oncology', 'discordance']), probability: undefined })).to.deep.equal({ selection: 'discordance,oncology', weight: 1 });
+    expect(selectionWeight({ kinds: new Set(['oncology', 'discordance']), probability: undefined })).to.deep.equal({
+      selection: 'discordance,oncology',
+      weight: 1,
+    });
     expect(selectionWeight(undefined)).to.deep.equal({ selection: 'unknown', weight: 1 });
   });
 
-  it('recovers each radiologist\'s simulated rate with oncology enrichment on, where the plain rate is biased', () => {
+  it("recovers each radiologist's simulated rate with oncology enrichment on, where the plain rate is biased", () => {
     // Oncology studies (30 %) are all read twice and are harder (25 % discrepant); the rest are
     // drawn at 10 % and 5 % (dr-a) or 10 % (dr-b) are discrepant. The rules and draws are the engine's.
     const rules = rulesFromYaml(`
@@ -42,8 +45,16 @@ describe('statistics with enrichment: inverse-probability weights', () => {
       const slot = d.samplingSlots.find((s) => s.selected);
       const { selection, weight } = selectionWeight({ kinds: new Set(d.reasons.map((r) => r.kind)), probability: slot?.probability });
       facts.push({
-        caseId: `c${i}`, caseCreatedAt: '2024-03-12T12:00:00.000Z', reportedAt: '2024-03-12T12:30:00.000Z', radpeerScore: discrepant ? '2a' : '1',
-        readerId: 'dr-z', radiologistId: rad, modality: 'CT', writtenBackAt: null, selection, weight,
+        caseId: `c${i}`,
+        caseCreatedAt: '2024-03-12T12:00:00.000Z',
+        reportedAt: '2024-03-12T12:30:00.000Z',
+        radpeerScore: discrepant ? '2a' : '1',
+        readerId: 'dr-z',
+        radiologistId: rad,
+        modality: 'CT',
+        writtenBackAt: null,
+        selection,
+        weight,
       });
     }
     const s = computeStats(facts, { from: '2024-03-01T00:00:00.000Z', to: '2024-04-01T00:00:00.000Z', bucket: 'week' });
@@ -63,19 +74,53 @@ describe('statistics with enrichment: inverse-probability weights', () => {
   });
 
   it('turnaround keeps seconds and minutes (four decimals of an hour)', () => {
-    const f: SecondReadFact = { caseId: 'c', caseCreatedAt: '2026-03-02T08:00:00.000Z', reportedAt: '2026-03-02T08:00:45.000Z', radpeerScore: '1', readerId: 'r', radiologistId: 'x', modality: 'CT', writtenBackAt: null };
+    const f: SecondReadFact = {
+      caseId: 'c',
+      caseCreatedAt: '2026-03-02T08:00:00.000Z',
+      reportedAt: '2026-03-02T08:00:45.000Z',
+      radpeerScore: '1',
+      readerId: 'r',
+      radiologistId: 'x',
+      modality: 'CT',
+      writtenBackAt: null,
+    };
     const s = computeStats([f], { from: '2026-03-01T00:00:00.000Z', to: '2026-03-03T00:00:00.000Z', bucket: 'day' });
     expect(s.totals.turnaroundHours.p50).to.equal(0.0125);
   });
 
   it('peer-review CSV: one row per second read in the documented columns, arbitrated false', () => {
     const facts: SecondReadFact[] = [
-      { caseId: 'c1', caseCreatedAt: '2026-03-02T08:00:00.000Z', reportedAt: '2026-03-02T09:00:00.000Z', radpeerScore: '2b', readerId: 'dr-b', radiologistId: 'RAD7', modality: 'CT', writtenBackAt: null, firstReadAt: '2026-03-02T07:00:00.000Z', selection: 'sampling', weight: 20 },
-      { caseId: 'c2', caseCreatedAt: '2026-03-03T08:00:00.000Z', reportedAt: '2026-03-03T10:00:00.000Z', radpeerScore: '1', readerId: 'dr-a', radiologistId: null, modality: 'MR', writtenBackAt: null, selection: 'oncology', weight: 1 },
+      {
+        caseId: 'c1',
+        caseCreatedAt: '2026-03-02T08:00:00.000Z',
+        reportedAt: '2026-03-02T09:00:00.000Z',
+        radpeerScore: '2b',
+        readerId: 'dr-b',
+        radiologistId: 'RAD7',
+        modality: 'CT',
+        writtenBackAt: null,
+        firstReadAt: '2026-03-02T07:00:00.000Z',
+        selection: 'sampling',
+        weight: 20,
+      },
+      {
+        caseId: 'c2',
+        caseCreatedAt: '2026-03-03T08:00:00.000Z',
+        reportedAt: '2026-03-03T10:00:00.000Z',
+        radpeerScore: '1',
+        readerId: 'dr-a',
+        radiologistId: null,
+        modality: 'MR',
+        writtenBackAt: null,
+        selection: 'oncology',
+        weight: 1,
+      },
     ];
     const lines = peerReviewCsv(facts).split('\r\n');
     expect(lines[0]).to.equal(PEER_REVIEW_COLUMNS.join(','));
-    expect(lines[0]).to.equal('case_id,first_reader,second_reader,modality,radpeer_score,discrepant_2plus,significant_2b_plus,first_read_at,case_opened_at,second_read_at,arbitrated,selection,weight');
+    expect(lines[0]).to.equal(
+      'case_id,first_reader,second_reader,modality,radpeer_score,discrepant_2plus,significant_2b_plus,first_read_at,case_opened_at,second_read_at,arbitrated,selection,weight',
+    );
     expect(lines[1]).to.equal('c1,RAD7,dr-b,CT,2b,true,true,2026-03-02T07:00:00.000Z,2026-03-02T08:00:00.000Z,2026-03-02T09:00:00.000Z,false,sampling,20');
     expect(lines[2]).to.equal('c2,,dr-a,MR,1,false,false,,2026-03-03T08:00:00.000Z,2026-03-03T10:00:00.000Z,false,oncology,1');
     expect(lines).to.have.length(4);

@@ -20,7 +20,12 @@ describe('completeness (MPPS against the instances that arrived)', () => {
   });
 
   it('a COMPLETED step with instances missing waits, then is incomplete after the quiet period', () => {
-    expect(decideCompleteness([done('1', '2', '3')], here('1'), false)).to.deep.include({ verdict: Verdict.waiting, referenced: 3, arrived: 1, missing: ['2', '3'] });
+    expect(decideCompleteness([done('1', '2', '3')], here('1'), false)).to.deep.include({
+      verdict: Verdict.waiting,
+      referenced: 3,
+      arrived: 1,
+      missing: ['2', '3'],
+    });
     expect(decideCompleteness([done('1', '2', '3')], here('1'), true)).to.deep.include({ verdict: Verdict.incomplete, missing: ['2', '3'] });
   });
 

@@ -60,9 +60,20 @@ describe('identity conflict: an instance re-sent under another patient id (dcmod
     await pool.start(poolPort);
     work = path.join(gw.tmp.dir, 'work');
     mkdirSync(work);
-    study = generateStudy(path.join(gw.tmp.dir, 'study'), { instances: 2, series: 1, rows: 8, columns: 8, patientId: 'MRN-1', accessionNumber: 'ACC-ID-1', modality: 'CT' });
+    study = generateStudy(path.join(gw.tmp.dir, 'study'), {
+      instances: 2,
+      series: 1,
+      rows: 8,
+      columns: 8,
+      patientId: 'MRN-1',
+      accessionNumber: 'ACC-ID-1',
+      modality: 'CT',
+    });
     for (const i of study.instances) await send(gw.dicomPort, i.path);
-    await eventually(async () => ((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body?.state === 'stable' ? true : undefined), 'study stable');
+    await eventually(
+      async () => ((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body?.state === 'stable' ? true : undefined),
+      'study stable',
+    );
     const c = await gw.call('POST', '/api/cases', { studyInstanceUid: study.studyInstanceUid, reason: 'identity test' });
     expect(c.status).to.equal(201);
     await eventually(async () => (pool.files().length === 2 ? true : undefined), 'both instances at the pool', 20_000);
@@ -154,4 +165,3 @@ describe('identity conflict: an instance re-sent under another patient id (dcmod
     expect(audit.map((a: any) => a.action)).to.include('study.rejected');
   });
 });
-

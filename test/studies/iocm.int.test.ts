@@ -76,14 +76,28 @@ describe('IOCM rejection notes (KOS titled by CID 7011)', function () {
       this.skip();
     }
     const poolPort = await freePort();
-    gw = new DicomGateway({ rules: [], destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: poolPort, aeTitle: 'STORESCP', deidentify: false }] });
+    gw = new DicomGateway({
+      rules: [],
+      destinations: [{ id: 'pool', type: 'dimse', host: '127.0.0.1', port: poolPort, aeTitle: 'STORESCP', deidentify: false }],
+    });
     await gw.start();
     pool = new Storescp(path.join(gw.tmp.dir, 'pool'));
     mkdirSync(pool.dir);
     await pool.start(poolPort);
-    study = generateStudy(path.join(gw.tmp.dir, 'study'), { instances: 4, series: 1, rows: 8, columns: 8, patientId: 'MRN-IOCM', accessionNumber: 'ACC-IOCM', modality: 'CT' });
+    study = generateStudy(path.join(gw.tmp.dir, 'study'), {
+      instances: 4,
+      series: 1,
+      rows: 8,
+      columns: 8,
+      patientId: 'MRN-IOCM',
+      accessionNumber: 'ACC-IOCM',
+      modality: 'CT',
+    });
     for (const i of study.instances) await send(gw.dicomPort, i.path);
-    await eventually(async () => ((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body?.state === 'stable' ? true : undefined), 'study stable');
+    await eventually(
+      async () => ((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body?.state === 'stable' ? true : undefined),
+      'study stable',
+    );
     expect((await gw.call('POST', '/api/cases', { studyInstanceUid: study.studyInstanceUid, reason: 'iocm test' })).status).to.equal(201);
     await eventually(async () => (pool.files().length === 4 ? true : undefined), 'the study at the pool', 20_000);
   });
@@ -94,12 +108,21 @@ describe('IOCM rejection notes (KOS titled by CID 7011)', function () {
 
   it('113001 Rejected for Quality Reasons: 2 instances leave the study, shown rejected; the note is stored, not forwarded', async () => {
     const [a, b] = study.instances;
-    const note = rejectionNote(path.join(gw.tmp.dir, 'kos-quality.dcm'), study, [a!, b!].map((i) => ({ sop: i.sopInstanceUid, series: i.seriesInstanceUid })), '113001', 'Rejected for Quality Reasons');
+    const note = rejectionNote(
+      path.join(gw.tmp.dir, 'kos-quality.dcm'),
+      study,
+      [a!, b!].map((i) => ({ sop: i.sopInstanceUid, series: i.seriesInstanceUid })),
+      '113001',
+      'Rejected for Quality Reasons',
+    );
     await send(gw.dicomPort, path.join(gw.tmp.dir, 'kos-quality.dcm'));
     const s = (await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body;
     expect(s.instanceCount).to.equal(2);
     expect(s.state).to.not.equal('held');
-    const rejected = s.versions.filter((v: any) => v.rejectionCode === 'DCM:113001').map((v: any) => v.sopInstanceUid).sort();
+    const rejected = s.versions
+      .filter((v: any) => v.rejectionCode === 'DCM:113001')
+      .map((v: any) => v.sopInstanceUid)
+      .sort();
     expect(rejected).to.deep.equal([a!.sopInstanceUid, b!.sopInstanceUid].sort());
     expect(s.versions.filter((v: any) => v.current).map((v: any) => v.sopInstanceUid)).to.deep.equal([]);
     expect(s.versions.filter((v: any) => v.kind === 'iocm-rejection').map((v: any) => v.sopInstanceUid)).to.deep.equal([note]);
@@ -109,7 +132,11 @@ describe('IOCM rejection notes (KOS titled by CID 7011)', function () {
     await eventually(async () => ((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state === 'stable' ? true : undefined), 'stable again');
     await new Promise((r) => setTimeout(r, 1500));
     expect(pool.files()).to.have.length(4);
-    const delivery = await gw.gw.db.selectFrom('deliveries').select(['instances_total', 'instances_sent']).where('study_instance_uid', '=', study.studyInstanceUid).executeTakeFirstOrThrow();
+    const delivery = await gw.gw.db
+      .selectFrom('deliveries')
+      .select(['instances_total', 'instances_sent'])
+      .where('study_instance_uid', '=', study.studyInstanceUid)
+      .executeTakeFirstOrThrow();
     expect(delivery).to.deep.equal({ instances_total: 2, instances_sent: 2 });
     // the same note again changes nothing
     await send(gw.dicomPort, path.join(gw.tmp.dir, 'kos-quality.dcm'));
@@ -118,7 +145,13 @@ describe('IOCM rejection notes (KOS titled by CID 7011)', function () {
 
   it('113038 Incorrect Modality Worklist Entry: the instance is withdrawn and the study held', async () => {
     const c = study.instances[2]!;
-    rejectionNote(path.join(gw.tmp.dir, 'kos-mwl.dcm'), study, [{ sop: c.sopInstanceUid, series: c.seriesInstanceUid }], '113038', 'Incorrect Modality Worklist Entry');
+    rejectionNote(
+      path.join(gw.tmp.dir, 'kos-mwl.dcm'),
+      study,
+      [{ sop: c.sopInstanceUid, series: c.seriesInstanceUid }],
+      '113038',
+      'Incorrect Modality Worklist Entry',
+    );
     await send(gw.dicomPort, path.join(gw.tmp.dir, 'kos-mwl.dcm'));
     const s = (await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body;
     expect(s).to.include({ instanceCount: 1, state: 'held', holdReason: 'iocm-incorrect-patient' });

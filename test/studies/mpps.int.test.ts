@@ -34,7 +34,9 @@ function ended(study: GeneratedStudy, status: 'COMPLETED' | 'DISCONTINUED', list
     PerformedProcedureStepStatus: status,
     PerformedSeriesSequence: study.seriesInstanceUids.map((series) => ({
       SeriesInstanceUID: series,
-      ReferencedImageSequence: listed.filter((i) => i.seriesInstanceUid === series).map((i) => ({ ReferencedSOPClassUID: i.sopClassUid, ReferencedSOPInstanceUID: i.sopInstanceUid })),
+      ReferencedImageSequence: listed
+        .filter((i) => i.seriesInstanceUid === series)
+        .map((i) => ({ ReferencedSOPClassUID: i.sopClassUid, ReferencedSOPInstanceUID: i.sopInstanceUid })),
     })),
   };
 }
@@ -60,7 +62,10 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       const study = generateStudy(path.join(gw.tmp.dir, 'early'), { instances: 4, series: 2, rows: 8, columns: 8 });
       const mppsUid = `${study.studyInstanceUid}.99`;
       expect((await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER })).status).to.equal(0);
-      await send(gw.dicomPort, study.instances.slice(0, 3).map((i) => i.path));
+      await send(
+        gw.dicomPort,
+        study.instances.slice(0, 3).map((i) => i.path),
+      );
       expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0);
       // three of four: still receiving, and the study page says what is missing
       const waiting = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
@@ -69,10 +74,14 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       expect(waiting.body.completeness.mpps).to.deep.equal([{ sopInstanceUid: mppsUid, status: 'COMPLETED', referenced: 4 }]);
       const t0 = Date.now();
       await send(gw.dicomPort, [study.instances[3]!.path]);
-      const stable = await eventually(async () => {
-        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
-        return s.body.state === 'stable' ? s.body : undefined;
-      }, 'study stable by MPPS', 15_000);
+      const stable = await eventually(
+        async () => {
+          const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+          return s.body.state === 'stable' ? s.body : undefined;
+        },
+        'study stable by MPPS',
+        15_000,
+      );
       expect(Date.now() - t0).to.be.below(30_000);
       expect(stable.completeness).to.deep.include({ verdict: 'complete', referenced: 4, arrived: 4, missing: 0 });
       const audit = await gw.call('GET', `/api/audit?entityId=${study.studyInstanceUid}`);
@@ -84,7 +93,10 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       const study = generateStudy(path.join(gw.tmp.dir, 'nset-last'), { instances: 2, rows: 8, columns: 8 });
       const mppsUid = `${study.studyInstanceUid}.98`;
       await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER });
-      await send(gw.dicomPort, study.instances.map((i) => i.path));
+      await send(
+        gw.dicomPort,
+        study.instances.map((i) => i.path),
+      );
       expect((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state).to.equal('receiving');
       await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER });
       await eventually(async () => (await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state === 'stable', 'stable after the N-SET', 15_000);
@@ -93,7 +105,10 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
     it('DISCONTINUED is recorded and completes nothing early; the port answers the PS3.4 statuses', async () => {
       const study = generateStudy(path.join(gw.tmp.dir, 'disc'), { instances: 2, rows: 8, columns: 8 });
       const mppsUid = `${study.studyInstanceUid}.97`;
-      await send(gw.dicomPort, study.instances.map((i) => i.path));
+      await send(
+        gw.dicomPort,
+        study.instances.map((i) => i.path),
+      );
       expect((await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER })).status).to.equal(0);
       expect((await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER })).status, 'duplicate').to.equal(0x0111);
       expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'DISCONTINUED'), callingAeTitle: CALLER })).status).to.equal(0);
@@ -108,11 +123,19 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       // a step that ended may no longer be updated; an unknown one does not exist; a step is created IN PROGRESS
       expect((await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0x0110);
       expect((await gw.gw.mpps.nSet({ sopInstanceUid: `${mppsUid}.404`, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER })).status).to.equal(0x0112);
-      expect((await gw.gw.mpps.nCreate({ sopInstanceUid: `${mppsUid}.2`, dataset: { ...created(study), PerformedProcedureStepStatus: 'COMPLETED' }, callingAeTitle: CALLER })).status).to.equal(0x0106);
+      expect(
+        (
+          await gw.gw.mpps.nCreate({
+            sopInstanceUid: `${mppsUid}.2`,
+            dataset: { ...created(study), PerformedProcedureStepStatus: 'COMPLETED' },
+            callingAeTitle: CALLER,
+          })
+        ).status,
+      ).to.equal(0x0106);
     });
   });
 
-  describe('over the wire: N-CREATE / N-SET from a modality (our SCU through dicom/ul) to the gateway\'s DICOM port', () => {
+  describe("over the wire: N-CREATE / N-SET from a modality (our SCU through dicom/ul) to the gateway's DICOM port", () => {
     let gw: DicomGateway;
     before(async () => {
       gw = new DicomGateway({ rules: [], dicom: { port: 0, stableAfterSeconds: 60, allowedCallers: [] } });
@@ -123,22 +146,36 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
     it('the modality reports the step on the DICOM port: the study completes early; a duplicate N-CREATE and an unknown N-SET get the PS3.4 statuses', async () => {
       const study = generateStudy(path.join(gw.tmp.dir, 'wire'), { instances: 3, series: 1, rows: 8, columns: 8 });
       const mppsUid = `${study.studyInstanceUid}.77`;
-      const scu = await DimseClient.connect({ host: '127.0.0.1', port: gw.dicomPort, callingAe: CALLER, calledAe: 'SECONDREAD', contexts: proposeContexts([MPPS_SOP_CLASS_UID]), timeoutMs: 10_000 });
+      const scu = await DimseClient.connect({
+        host: '127.0.0.1',
+        port: gw.dicomPort,
+        callingAe: CALLER,
+        calledAe: 'SECONDREAD',
+        contexts: proposeContexts([MPPS_SOP_CLASS_UID]),
+        timeoutMs: 10_000,
+      });
       try {
         expect((await scu.nCreate(mppsUid, created(study))).status).to.equal(0);
         // 0x0111 duplicate SOP instance: the step exists already
         expect((await scu.nCreate(mppsUid, created(study))).status).to.equal(0x0111);
         // 0x0112 no such SOP instance
         expect((await scu.nSet(`${mppsUid}.404`, ended(study, 'COMPLETED'))).status).to.equal(0x0112);
-        await send(gw.dicomPort, study.instances.map((i) => i.path));
+        await send(
+          gw.dicomPort,
+          study.instances.map((i) => i.path),
+        );
         expect((await scu.nSet(mppsUid, ended(study, 'COMPLETED'))).status).to.equal(0);
       } finally {
         await scu.release();
       }
-      const stable = await eventually(async () => {
-        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
-        return s.body.state === 'stable' ? s.body : undefined;
-      }, 'study stable by an MPPS received on the DICOM port', 15_000);
+      const stable = await eventually(
+        async () => {
+          const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+          return s.body.state === 'stable' ? s.body : undefined;
+        },
+        'study stable by an MPPS received on the DICOM port',
+        15_000,
+      );
       expect(stable.completeness).to.deep.include({ verdict: 'complete', referenced: 3, arrived: 3, missing: 0 });
       expect(stable.completeness.mpps).to.deep.equal([{ sopInstanceUid: mppsUid, status: 'COMPLETED', referenced: 3 }]);
     });
@@ -157,31 +194,46 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       const mppsUid = `${study.studyInstanceUid}.96`;
       await gw.gw.mpps.nCreate({ sopInstanceUid: mppsUid, dataset: created(study), callingAeTitle: CALLER });
       await gw.gw.mpps.nSet({ sopInstanceUid: mppsUid, dataset: ended(study, 'COMPLETED'), callingAeTitle: CALLER });
-      await send(gw.dicomPort, study.instances.slice(0, 2).map((i) => i.path));
-      const held = await eventually(async () => {
-        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
-        return s.body.state === 'held' ? s.body : s.body.state === 'stable' ? { stableInstead: true } : undefined;
-      }, 'study held', 15_000);
+      await send(
+        gw.dicomPort,
+        study.instances.slice(0, 2).map((i) => i.path),
+      );
+      const held = await eventually(
+        async () => {
+          const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+          return s.body.state === 'held' ? s.body : s.body.state === 'stable' ? { stableInstead: true } : undefined;
+        },
+        'study held',
+        15_000,
+      );
       expect(held).to.deep.include({ state: 'held', holdReason: 'incomplete' });
       expect(held.holdDetail).to.match(/1 of 3 instances/);
       expect(held.completeness).to.deep.include({ verdict: 'incomplete', referenced: 3, arrived: 2, missing: 1 });
       await new Promise((r) => setTimeout(r, 1200)); // past another quiet period: still held, not turned stable
       expect((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state).to.equal('held');
       await send(gw.dicomPort, [study.instances[2]!.path]);
-      const done = await eventually(async () => {
-        const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
-        return s.body.state === 'stable' ? s.body : undefined;
-      }, 'released by the last instance', 15_000);
+      const done = await eventually(
+        async () => {
+          const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+          return s.body.state === 'stable' ? s.body : undefined;
+        },
+        'released by the last instance',
+        15_000,
+      );
       expect(done.holdReason).to.equal(null);
     });
 
     it('without MPPS the quiet period stays: a study goes stable with whatever arrived', async () => {
       const study = generateStudy(path.join(gw.tmp.dir, 'nompps'), { instances: 2, rows: 8, columns: 8 });
       await send(gw.dicomPort, [study.instances[0]!.path]);
-      const s = await eventually(async () => {
-        const r = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
-        return r.body.state === 'stable' ? r.body : undefined;
-      }, 'stable by quiet period', 15_000);
+      const s = await eventually(
+        async () => {
+          const r = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+          return r.body.state === 'stable' ? r.body : undefined;
+        },
+        'stable by quiet period',
+        15_000,
+      );
       expect(s.completeness).to.equal(null);
       expect(s.instanceCount).to.equal(1);
     });

@@ -21,7 +21,13 @@ describe('reconcile: identity with its authority (real database)', () => {
   });
   afterEach(async () => temp.close());
 
-  async function study(uid: string, accession: string | null, patientId: string | null, issuer: string | null = null, others: { id: string; issuer: string | null; type: string }[] = []): Promise<void> {
+  async function study(
+    uid: string,
+    accession: string | null,
+    patientId: string | null,
+    issuer: string | null = null,
+    others: { id: string; issuer: string | null; type: string }[] = [],
+  ): Promise<void> {
     await db
       .insertInto('studies')
       .values({
@@ -47,15 +53,51 @@ describe('reconcile: identity with its authority (real database)', () => {
   }
 
   async function merge(prior: string, priorAuthority: string | null, survivor: string, authority: string | null, id: string): Promise<void> {
-    await db.insertInto('hl7_messages').values({ id: `m-${id}`, sender_application: 'PAS', sender_facility: 'HOSP', control_id: id, message_type: 'ADT^A40', kind: 'patient-merge', hl7_version: '2.5.1', status: 'applied', reason: null, ack_code: 'AA', study_instance_uid: null, accession_number: null, remote_address: null, raw: 'MSH|', reuse_of: null, received_at: now, updated_at: now }).execute();
-    await db.insertInto('patient_merges').values({ id, message_id: `m-${id}`, patient_id: survivor, prior_patient_id: prior, authority, prior_authority: priorAuthority, studies_updated: 0, records_updated: 0, applied_at: now }).execute();
+    await db
+      .insertInto('hl7_messages')
+      .values({
+        id: `m-${id}`,
+        sender_application: 'PAS',
+        sender_facility: 'HOSP',
+        control_id: id,
+        message_type: 'ADT^A40',
+        kind: 'patient-merge',
+        hl7_version: '2.5.1',
+        status: 'applied',
+        reason: null,
+        ack_code: 'AA',
+        study_instance_uid: null,
+        accession_number: null,
+        remote_address: null,
+        raw: 'MSH|',
+        reuse_of: null,
+        received_at: now,
+        updated_at: now,
+      })
+      .execute();
+    await db
+      .insertInto('patient_merges')
+      .values({
+        id,
+        message_id: `m-${id}`,
+        patient_id: survivor,
+        prior_patient_id: prior,
+        authority,
+        prior_authority: priorAuthority,
+        studies_updated: 0,
+        records_updated: 0,
+        applied_at: now,
+      })
+      .execute();
   }
 
   const ids = (...pairs: [string, string | null][]) => pairs.map(([id, authority]) => ({ id, authority }));
 
   it('links when a repetition equals the study in id and authority; the same id under another authority is held', async () => {
     await study('1.9.1', 'A1', 'MRN1', 'HOSP');
-    expect(await decideLink(db, { accessionNumber: 'A1', studyInstanceUid: null, patientId: '555', patientIds: ids(['555', 'OTHERHOSP'], ['MRN1', 'HOSP']) })).to.deep.equal({
+    expect(
+      await decideLink(db, { accessionNumber: 'A1', studyInstanceUid: null, patientId: '555', patientIds: ids(['555', 'OTHERHOSP'], ['MRN1', 'HOSP']) }),
+    ).to.deep.equal({
       state: LinkState.linked,
       studyInstanceUid: '1.9.1',
     });
@@ -79,7 +121,10 @@ describe('reconcile: identity with its authority (real database)', () => {
     // A report alone naming the study under another accession: a contradiction.
     expect((await decideLink(db, { accessionNumber: 'A4B', studyInstanceUid: '1.9.4', ...p })).state).to.equal(LinkState.held);
     // The RIS's order pairing A4B with the study: linked.
-    expect(await decideLink(db, { accessionNumber: 'A4B', studyInstanceUid: '1.9.4', ...p, isOrder: true })).to.deep.equal({ state: LinkState.linked, studyInstanceUid: '1.9.4' });
+    expect(await decideLink(db, { accessionNumber: 'A4B', studyInstanceUid: '1.9.4', ...p, isOrder: true })).to.deep.equal({
+      state: LinkState.linked,
+      studyInstanceUid: '1.9.4',
+    });
   });
 
   it('follows merges with their authority, and compares as sent before following them', async () => {
@@ -95,7 +140,9 @@ describe('reconcile: identity with its authority (real database)', () => {
   });
 
   it('reads identifier lists as stored by orders ({authority}) and by DICOM ingest ({issuer})', () => {
-    expect(patientKeys('P1', 'HOSP', JSON.stringify([{ id: 'P1', authority: 'HOSP', type: 'MR' }, { id: 'X9', issuer: 'NHS', type: 'NH' }, { id: '' }]))).to.deep.equal(ids(['P1', 'HOSP'], ['X9', 'NHS']));
+    expect(
+      patientKeys('P1', 'HOSP', JSON.stringify([{ id: 'P1', authority: 'HOSP', type: 'MR' }, { id: 'X9', issuer: 'NHS', type: 'NH' }, { id: '' }])),
+    ).to.deep.equal(ids(['P1', 'HOSP'], ['X9', 'NHS']));
     expect(patientKeys(null, null, 'not json')).to.deep.equal([]);
   });
 });

@@ -125,7 +125,11 @@ describe('StudyService (SQLite file, real spool)', () => {
     ]);
     expect(readFileSync(spool.absolute(versions[0]!.file_path))).to.deep.equal(firstBytes);
     // no identity changed: not held
-    expect((await findStudy(opened.db, '1.2.3'))).to.include({ state: 'receiving', instance_count: 1, size_bytes: first.sizeBytes + (second.sizeBytes - first.sizeBytes) });
+    expect(await findStudy(opened.db, '1.2.3')).to.include({
+      state: 'receiving',
+      instance_count: 1,
+      size_bytes: first.sizeBytes + (second.sizeBytes - first.sizeBytes),
+    });
   });
 
   it('a re-send under another patient id holds the study (identity-conflict, attribute names only); release and reject', async () => {
@@ -154,7 +158,12 @@ describe('StudyService (SQLite file, real spool)', () => {
     s = await service.release('1.2.3', 'quinn', 'checked with the RIS');
     expect(s.state).to.equal('receiving');
     expect((await instancesOfStudy(opened.db, '1.2.3')).find((r) => r.sop_instance_uid === '1.2.3.1.1')).to.include({ version: 3, sha256: again.sha256 });
-    const audit = await opened.db.selectFrom('audit_events').select(['action', 'entity_id', 'details']).where('entity_type', '=', 'study').orderBy('id').execute();
+    const audit = await opened.db
+      .selectFrom('audit_events')
+      .select(['action', 'entity_id', 'details'])
+      .where('entity_type', '=', 'study')
+      .orderBy('id')
+      .execute();
     expect(audit.map((a) => a.action)).to.deep.equal(['study.held', 'study.rejected', 'study.held', 'study.released']);
     // the audit names attributes, never the values
     expect(JSON.stringify(audit)).to.not.include('PID2');
@@ -180,7 +189,12 @@ describe('StudyService (SQLite file, real spool)', () => {
   it('a new instance of a known study with another patient id holds it', async () => {
     await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.1'));
     await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.2', { patientId: 'OTHER' }));
-    expect(await findStudy(opened.db, '1.2.3')).to.include({ state: 'held', hold_reason: 'identity-conflict', hold_detail: 'changed: PatientID', instance_count: 2 });
+    expect(await findStudy(opened.db, '1.2.3')).to.include({
+      state: 'held',
+      hold_reason: 'identity-conflict',
+      hold_detail: 'changed: PatientID',
+      instance_count: 2,
+    });
     await service.reject('1.2.3', 'quinn', 'not this patient');
     expect(await findStudy(opened.db, '1.2.3')).to.include({ state: 'receiving', instance_count: 1 });
     expect((await instancesOfStudy(opened.db, '1.2.3')).map((r) => r.sop_instance_uid)).to.deep.equal(['1.2.3.1.1']);

@@ -4,7 +4,10 @@ import type { Kysely } from 'kysely';
 // gateway sends out besides images: the HL7 write-back to the RIS and discrepancy notifications.
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable('cases').addColumn('sla_breached_at', 'varchar(32)').execute();
-  await db.schema.alterTable('cases').addColumn('escalation_level', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+  await db.schema
+    .alterTable('cases')
+    .addColumn('escalation_level', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute();
 
   await db.schema
     .createTable('case_assignments')

@@ -38,7 +38,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addPrimaryKeyConstraint('instance_versions_pk', ['sop_instance_uid', 'version'])
     .execute();
   await db.schema.createIndex('instance_versions_study').on('instance_versions').column('study_instance_uid').execute();
-  await db.schema.alterTable('instances').addColumn('version', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+  await db.schema
+    .alterTable('instances')
+    .addColumn('version', 'integer', (c) => c.notNull().defaultTo(1))
+    .execute();
   await db.schema.alterTable('studies').addColumn('patient_name', 'varchar(256)').execute();
   await db.schema.alterTable('studies').addColumn('patient_birth_date', 'varchar(8)').execute();
   await db.schema.alterTable('studies').addColumn('held_from_state', 'varchar(16)').execute();

@@ -60,5 +60,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
   // A case's priors go to its destination as deliveries of their own (one per study), beside the case's own.
   await db.schema.dropIndex('deliveries_case_destination').execute();
-  await db.schema.createIndex('deliveries_case_destination_study').on('deliveries').columns(['case_id', 'destination_id', 'study_instance_uid']).unique().execute();
+  await db.schema
+    .createIndex('deliveries_case_destination_study')
+    .on('deliveries')
+    .columns(['case_id', 'destination_id', 'study_instance_uid'])
+    .unique()
+    .execute();
 }

@@ -190,7 +190,11 @@ export class DimseClient {
    * QueryRetrieveLevel set to `level`; resolves with the pending matches' data
    * sets, naturalized, and the final status.
    */
-  async find(identifier: NaturalDataset, level: 'PATIENT' | 'STUDY' | 'SERIES' | 'IMAGE', sopClassUid: string = SopClass.studyRootFind): Promise<{ status: number; matches: NaturalDataset[] }> {
+  async find(
+    identifier: NaturalDataset,
+    level: 'PATIENT' | 'STUDY' | 'SERIES' | 'IMAGE',
+    sopClassUid: string = SopClass.studyRootFind,
+  ): Promise<{ status: number; matches: NaturalDataset[] }> {
     const ctx = this.contextFor(sopClassUid);
     if (!ctx) throw new Error(`${this.peer} does not accept C-FIND ${sopClassUid}`);
     const responses = await this.request(
@@ -230,7 +234,12 @@ export class DimseClient {
     return this.normalized(CommandField.nSetRq, sopClassUid, sopInstanceUid, dataset);
   }
 
-  private async normalized(commandField: number, sopClassUid: string, sopInstanceUid: string, dataset: NaturalDataset): Promise<{ status: number; dataset?: NaturalDataset }> {
+  private async normalized(
+    commandField: number,
+    sopClassUid: string,
+    sopInstanceUid: string,
+    dataset: NaturalDataset,
+  ): Promise<{ status: number; dataset?: NaturalDataset }> {
     const ctx = this.contextFor(sopClassUid);
     if (!ctx) throw new Error(`${this.peer} does not accept ${sopClassUid}`);
     const command: Command =

@@ -200,8 +200,15 @@ function encodeAssociate(p: AssociateRq | AssociateAc): Buffer {
   ae(p.callingAe).copy(fixed, 20);
   const contexts =
     p.type === PduType.associateRq
-      ? p.contexts.map((c) => item(0x20, Buffer.concat([Buffer.from([c.id, 0, 0, 0]), item(0x30, ascii(c.abstractSyntax)), ...c.transferSyntaxes.map((ts) => item(0x40, ascii(ts)))])))
-      : p.contexts.map((c) => item(0x21, Buffer.concat([Buffer.from([c.id, 0, c.result, 0]), item(0x40, ascii(c.result === ContextResult.acceptance ? c.transferSyntax : ''))])));
+      ? p.contexts.map((c) =>
+          item(
+            0x20,
+            Buffer.concat([Buffer.from([c.id, 0, 0, 0]), item(0x30, ascii(c.abstractSyntax)), ...c.transferSyntaxes.map((ts) => item(0x40, ascii(ts)))]),
+          ),
+        )
+      : p.contexts.map((c) =>
+          item(0x21, Buffer.concat([Buffer.from([c.id, 0, c.result, 0]), item(0x40, ascii(c.result === ContextResult.acceptance ? c.transferSyntax : ''))])),
+        );
   return pduBytes(p.type, Buffer.concat([fixed, item(0x10, ascii(p.applicationContext)), ...contexts, encodeUser(p.user)]));
 }
 
@@ -245,7 +252,11 @@ export function encodePdu(p: Pdu): Buffer {
 // ---------------------------------------------------------------------------------------------
 // decoding
 
-const text = (b: Buffer): string => b.toString('latin1').replace(/[\0 ]+$/, '').replace(/^ +/, '');
+const text = (b: Buffer): string =>
+  b
+    .toString('latin1')
+    .replace(/[\0 ]+$/, '')
+    .replace(/^ +/, '');
 
 /** Walks the items of `b` from `start`: 1-byte type, 1 reserved, 2-byte big-endian length (PS3.8 9.3.2). */
 function* items(b: Buffer, start = 0): Generator<{ type: number; value: Buffer }> {

@@ -52,32 +52,49 @@ function renderNav() {
 function loginView(message) {
   const input = h('input', { type: 'password', name: 'token', id: 'token', autocomplete: 'off', required: true, 'aria-label': 'Access token' });
   const err = h('div');
-  const form = h('form', { class: 'panel login', id: 'login-form', onsubmit: async (e) => {
-    e.preventDefault();
-    session.token = input.value.trim();
-    try {
-      session.me = await api('GET', '/me');
-      location.hash = home(session.me.role);
-      await route();
-    } catch (ex) {
-      session.token = null;
-      session.me = null;
-      err.replaceChildren(errorBox(ex.status === 401 ? { message: 'That token was not accepted.', status: 401, code: 'unauthorized' } : ex));
-    }
-  } },
-  h('h1', {}, 'Sign in'),
-  h('p', { class: 'muted' }, 'Paste the access token you were given. It is kept for this browser tab only.'),
-  message ? h('div', { class: 'error' }, message) : null,
-  h('label', {}, 'Access token', input),
-  h('p', {}, h('button', { type: 'submit', id: 'login' }, 'Sign in')),
-  err);
+  const form = h(
+    'form',
+    {
+      class: 'panel login',
+      id: 'login-form',
+      onsubmit: async (e) => {
+        e.preventDefault();
+        session.token = input.value.trim();
+        try {
+          session.me = await api('GET', '/me');
+          location.hash = home(session.me.role);
+          await route();
+        } catch (ex) {
+          session.token = null;
+          session.me = null;
+          err.replaceChildren(errorBox(ex.status === 401 ? { message: 'That token was not accepted.', status: 401, code: 'unauthorized' } : ex));
+        }
+      },
+    },
+    h('h1', {}, 'Sign in'),
+    h('p', { class: 'muted' }, 'Paste the access token you were given. It is kept for this browser tab only.'),
+    message ? h('div', { class: 'error' }, message) : null,
+    h('label', {}, 'Access token', input),
+    h('p', {}, h('button', { type: 'submit', id: 'login' }, 'Sign in')),
+    err,
+  );
   main.replaceChildren(form);
   input.focus();
 }
 
 async function route() {
-  if (cleanup) { try { cleanup(); } catch { /* a view's timer */ } cleanup = null; }
-  if (!session.token) { renderNav(); return loginView(); }
+  if (cleanup) {
+    try {
+      cleanup();
+    } catch {
+      /* a view's timer */
+    }
+    cleanup = null;
+  }
+  if (!session.token) {
+    renderNav();
+    return loginView();
+  }
   if (!session.me) {
     try {
       session.me = await api('GET', '/me');
@@ -89,9 +106,17 @@ async function route() {
   }
   const parts = location.hash.replace(/^#\/?/, '').split('/');
   const [first, id] = parts;
-  if (!first) { location.hash = home(session.me.role); return; }
+  if (!first) {
+    location.hash = home(session.me.role);
+    return;
+  }
   renderNav();
-  const ctx = { me: session.me, setCleanup: (f) => { cleanup = f; } };
+  const ctx = {
+    me: session.me,
+    setCleanup: (f) => {
+      cleanup = f;
+    },
+  };
   main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
   try {
     let view;
@@ -102,8 +127,14 @@ async function route() {
     else if (first === 'studies' && id && STAFF.includes(session.me.role)) view = () => studyView(ctx, decodeURIComponent(id));
     else {
       const r = ROUTES.find((x) => x.path === first);
-      if (!r) { main.replaceChildren(h('p', {}, 'Nothing here for your role.')); return; }
-      if (!r.roles.includes(session.me.role)) { main.replaceChildren(errorBox({ status: 403, code: 'forbidden', message: `the ${session.me.role} role may not open ${r.label}` })); return; }
+      if (!r) {
+        main.replaceChildren(h('p', {}, 'Nothing here for your role.'));
+        return;
+      }
+      if (!r.roles.includes(session.me.role)) {
+        main.replaceChildren(errorBox({ status: 403, code: 'forbidden', message: `the ${session.me.role} role may not open ${r.label}` }));
+        return;
+      }
       view = () => r.view(ctx);
     }
     const node = await view();
@@ -119,6 +150,11 @@ document.getElementById('logout').addEventListener('click', () => {
   location.hash = '#/';
   route();
 });
-window.addEventListener('gw:unauthorized', () => { session.token = null; session.me = null; loginView('Your session has ended; sign in again.'); renderNav(); });
+window.addEventListener('gw:unauthorized', () => {
+  session.token = null;
+  session.me = null;
+  loginView('Your session has ended; sign in again.');
+  renderNav();
+});
 window.addEventListener('hashchange', route);
 route();

@@ -4,8 +4,13 @@
 const TOKEN_KEY = 'gw.token';
 
 export const session = {
-  get token() { return sessionStorage.getItem(TOKEN_KEY); },
-  set token(v) { if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY); },
+  get token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  },
+  set token(v) {
+    if (v) sessionStorage.setItem(TOKEN_KEY, v);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  },
   me: null,
 };
 
@@ -64,11 +69,32 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 export function table(columns, rows, o = {}) {
-  return h('table', { class: o.class, 'data-testid': o.testid },
-    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: c.num ? 'num' : undefined }, c.label)))),
-    h('tbody', {}, rows.length === 0
-      ? h('tr', {}, h('td', { colspan: columns.length, class: 'muted' }, o.empty || 'nothing to show'))
-      : rows.map((r) => h('tr', {}, columns.map((c) => h('td', { class: c.num ? 'num' : undefined }, c.value(r)))))));
+  return h(
+    'table',
+    { class: o.class, 'data-testid': o.testid },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        columns.map((c) => h('th', { class: c.num ? 'num' : undefined }, c.label)),
+      ),
+    ),
+    h(
+      'tbody',
+      {},
+      rows.length === 0
+        ? h('tr', {}, h('td', { colspan: columns.length, class: 'muted' }, o.empty || 'nothing to show'))
+        : rows.map((r) =>
+            h(
+              'tr',
+              {},
+              columns.map((c) => h('td', { class: c.num ? 'num' : undefined }, c.value(r))),
+            ),
+          ),
+    ),
+  );
 }
 
 export function errorBox(err) {
@@ -82,7 +108,9 @@ export function flash(message, kind = 'ok') {
   el.className = kind;
   el.textContent = message;
   clearTimeout(flash.timer);
-  flash.timer = setTimeout(() => { el.className = 'hidden'; }, 6000);
+  flash.timer = setTimeout(() => {
+    el.className = 'hidden';
+  }, 6000);
 }
 
 export const fmt = {

@@ -51,7 +51,13 @@ describe('upper layer: our SCU against our SCP', function () {
     spool.open();
     port = new RecordingMppsPort();
     const config = { ...defaultConfig().dicom, host: '127.0.0.1', port: 0, aeTitle: 'SECONDREAD', allowedCallers: [], idleTimeoutSeconds };
-    scp = new DicomScp({ config, sink: { storeInstance: () => Promise.reject(new Error('not expected')) }, spool, logger: silent, ...(withMpps ? { mpps: port } : {}) });
+    scp = new DicomScp({
+      config,
+      sink: { storeInstance: () => Promise.reject(new Error('not expected')) },
+      spool,
+      logger: silent,
+      ...(withMpps ? { mpps: port } : {}),
+    });
     await scp.start();
   }
   afterEach(async () => {
@@ -60,7 +66,14 @@ describe('upper layer: our SCU against our SCP', function () {
   });
 
   const connect = (calledAe = 'SECONDREAD'): Promise<DimseClient> =>
-    DimseClient.connect({ host: '127.0.0.1', port: scp.port, callingAe: 'MODALITY', calledAe, contexts: proposeContexts([SopClass.verification, MPPS_SOP_CLASS_UID]), timeoutMs: 5000 });
+    DimseClient.connect({
+      host: '127.0.0.1',
+      port: scp.port,
+      callingAe: 'MODALITY',
+      calledAe,
+      contexts: proposeContexts([SopClass.verification, MPPS_SOP_CLASS_UID]),
+      timeoutMs: 5000,
+    });
 
   const inProgress = {
     PerformedProcedureStepStatus: 'IN PROGRESS',
@@ -175,7 +188,14 @@ describe('upper layer: our SCU against our SCP', function () {
         contexts: [{ id: 1, abstractSyntax: SopClass.ctImage, transferSyntaxes: ['1.2.840.10008.1.2.1'] }],
         user: { maxPduLength: 16384, implementationClassUid: '1.2.3' },
       });
-      const cmd = encodeCommand({ commandField: CommandField.cStoreRq, messageId: 1, affectedSopClassUid: SopClass.ctImage, affectedSopInstanceUid: '1.2.3.4', priority: 0, hasDataset: true });
+      const cmd = encodeCommand({
+        commandField: CommandField.cStoreRq,
+        messageId: 1,
+        affectedSopClassUid: SopClass.ctImage,
+        affectedSopInstanceUid: '1.2.3.4',
+        priority: 0,
+        hasDataset: true,
+      });
       const t0 = Date.now();
       const r = await raw(
         [

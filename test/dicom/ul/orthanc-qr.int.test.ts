@@ -38,8 +38,15 @@ describe('DimseClient find() / move() against a real Orthanc', function () {
     }
     tmp = makeTempDir('gw-qr-');
     study = generateStudy(path.join(tmp.dir, 'study'), { instances: 4, series: 2, rows: 32, columns: 32, accessionNumber: 'ACC-QR-1', patientId: 'PID-QR-1' });
-    const stored = await storeFiles({ host: o.dicom!.host, port: o.dicom!.port, callingAe: 'SECONDREAD', calledAe: 'ORTHANC' }, study.instances.map((i) => i.path));
-    assert.deepEqual(stored.statuses, study.instances.map(() => 0), stored.error);
+    const stored = await storeFiles(
+      { host: o.dicom!.host, port: o.dicom!.port, callingAe: 'SECONDREAD', calledAe: 'ORTHANC' },
+      study.instances.map((i) => i.path),
+    );
+    assert.deepEqual(
+      stored.statuses,
+      study.instances.map(() => 0),
+      stored.error,
+    );
   });
   after(async () => {
     await o?.stop();

@@ -171,7 +171,11 @@ describe('PduFramer', () => {
   it('refuses a PDU declaring more than the limit before its bytes arrive, and reads nothing after', () => {
     let tooLarge = -1;
     let delivered = 0;
-    const f = new PduFramer(() => delivered++, 1000, (n) => (tooLarge = n));
+    const f = new PduFramer(
+      () => delivered++,
+      1000,
+      (n) => (tooLarge = n),
+    );
     const head = Buffer.from([0x04, 0, 0, 0, 0x10, 0]);
     f.push(head);
     assert.equal(tooLarge, 0x1000);
