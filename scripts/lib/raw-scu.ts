@@ -55,11 +55,16 @@ class RawDataset extends Dataset {
   }
 }
 
-function run(
-  target: ScuTarget,
-  requests: InstanceType<typeof dimse.requests.CStoreRequest | typeof dimse.requests.CEchoRequest>[],
-  timeoutMs: number,
-): Promise<ScuResult> {
+type AnyRequest = InstanceType<
+  typeof dimse.requests.CStoreRequest | typeof dimse.requests.CEchoRequest | typeof dimse.requests.NCreateRequest | typeof dimse.requests.NSetRequest
+>;
+
+/** Any dcmjs-dimse requests on one association (an independent implementation: N-CREATE / N-SET for MPPS, say); each status. */
+export function sendRequests(target: ScuTarget, requests: AnyRequest[], timeoutMs = 30_000): Promise<ScuResult> {
+  return run(target, requests, timeoutMs);
+}
+
+function run(target: ScuTarget, requests: AnyRequest[], timeoutMs: number): Promise<ScuResult> {
   return new Promise((resolve) => {
     const result: ScuResult = { statuses: requests.map(() => undefined) };
     const client = new Client();

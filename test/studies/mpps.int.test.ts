@@ -12,6 +12,8 @@ import { DicomGateway } from '../helpers/dicom-gateway.js';
 import { eventually } from '../helpers/eventually.js';
 import { DimseClient, proposeContexts } from '../../src/dicom/ul/client.js';
 import { MPPS_SOP_CLASS_UID } from '../../src/dicom/mpps.port.js';
+import dimse from 'dcmjs-dimse';
+import { sendRequests } from '../../scripts/lib/raw-scu.js';
 
 const CALLER = 'MODALITY1';
 
@@ -178,6 +180,43 @@ describe('MPPS: completeness from the modality (storescu + the MPPS port)', func
       );
       expect(stable.completeness).to.deep.include({ verdict: 'complete', referenced: 3, arrived: 3, missing: 0 });
       expect(stable.completeness.mpps).to.deep.equal([{ sopInstanceUid: mppsUid, status: 'COMPLETED', referenced: 3 }]);
+    });
+  });
+
+  describe("cross-check: the same steps from a second implementation (dcmjs-dimse's Client, N-CREATE / N-SET)", () => {
+    let gw: DicomGateway;
+    before(async () => {
+      gw = new DicomGateway({ rules: [], dicom: { port: 0, stableAfterSeconds: 60, allowedCallers: [] } });
+      await gw.start();
+    });
+    after(async () => gw?.stop());
+
+    it('dcmjs-dimse reports IN PROGRESS then COMPLETED: accepted, and the study completes early', async () => {
+      const study = generateStudy(path.join(gw.tmp.dir, 'dcmjs-dimse'), { instances: 2, series: 1, rows: 8, columns: 8 });
+      const mppsUid = `${study.studyInstanceUid}.55`;
+      const target = { host: '127.0.0.1', port: gw.dicomPort, callingAe: CALLER, calledAe: 'SECONDREAD' };
+      const create = new dimse.requests.NCreateRequest(MPPS_SOP_CLASS_UID, mppsUid);
+      create.setDataset(new dimse.Dataset(created(study)));
+      const r1 = await sendRequests(target, [create]);
+      expect(r1.error, r1.error).to.equal(undefined);
+      expect(r1.statuses).to.deep.equal([0]);
+      await send(
+        gw.dicomPort,
+        study.instances.map((i) => i.path),
+      );
+      const set = new dimse.requests.NSetRequest(MPPS_SOP_CLASS_UID, mppsUid);
+      set.setDataset(new dimse.Dataset(ended(study, 'COMPLETED')));
+      const r2 = await sendRequests(target, [set]);
+      expect(r2.statuses).to.deep.equal([0]);
+      const stable = await eventually(
+        async () => {
+          const s = await gw.call('GET', `/api/studies/${study.studyInstanceUid}`);
+          return s.body.state === 'stable' ? s.body : undefined;
+        },
+        'study stable by an MPPS from dcmjs-dimse',
+        15_000,
+      );
+      expect(stable.completeness).to.deep.include({ verdict: 'complete', referenced: 2, arrived: 2, missing: 0 });
     });
   });
 
