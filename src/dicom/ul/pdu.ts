@@ -292,9 +292,12 @@ function decodeUser(v: Buffer): UserInformation {
         (u.roles ??= []).push({ sopClassUid: text(s.value.subarray(2, 2 + n)), scu: s.value[2 + n] === 1, scp: s.value[3 + n] === 1 });
         break;
       }
-      case 0x55:
-        u.implementationVersionName = text(s.value);
+      case 0x55: {
+        // A blank name (padding only) is no name: the encoder leaves an absent one out, so a decode round-trips.
+        const name = text(s.value);
+        if (name) u.implementationVersionName = name;
         break;
+      }
       default:
         (u.other ??= []).push({ type: s.type, value: Buffer.from(s.value) });
     }

@@ -102,6 +102,15 @@ describe('upper layer PDUs (ul/pdu): symmetric encode / decode', () => {
     assert.equal(back.contexts.length, 2);
   });
 
+  it('a blank implementation version name (padding only) reads as none, so the PDU round-trips (found by the fuzzer)', () => {
+    const named = encodePdu({ ...rq, user: { maxPduLength: 16384, implementationClassUid: '1.2.3', implementationVersionName: 'X' } });
+    // the name's one byte becomes a NUL: the value of sub-item 0x55 is the PDU's last byte
+    named[named.length - 1] = 0;
+    const back = decodePdu(named) as AssociateRq;
+    assert.equal(back.user.implementationVersionName, undefined);
+    assert.deepEqual(decodePdu(encodePdu(back)), back);
+  });
+
   it('refuses what does not read as its type, with the A-ABORT reason to answer', () => {
     const cases: [Buffer, number][] = [
       [Buffer.from([0x09, 0, 0, 0, 0, 0]), AbortReason.unrecognizedPdu],
