@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import { priorsOfCases } from './prior.repository.js';
+import { priorsOfCases, reportsLinkedToStudies } from './prior.repository.js';
 import type { PriorState } from './prior.table.js';
 
 export interface PriorView {
@@ -18,15 +18,7 @@ export interface PriorView {
 export async function priorsViewOfCases(db: Db, caseIds: readonly string[]): Promise<Map<string, PriorView[]>> {
   const rows = await priorsOfCases(db, caseIds);
   const uids = [...new Set(rows.map((r) => r.study_instance_uid))];
-  const reports = uids.length
-    ? await db
-        .selectFrom('report_versions')
-        .select(['id', 'linked_study_uid', 'result_status', 'observed_at', 'received_at'])
-        .where('link_state', '=', 'linked')
-        .where('linked_study_uid', 'in', uids)
-        .orderBy('received_at')
-        .execute()
-    : [];
+  const reports = await reportsLinkedToStudies(db, uids);
   const out = new Map<string, PriorView[]>();
   for (const r of rows) {
     const report = reports.filter((x) => x.linked_study_uid === r.study_instance_uid && x.result_status !== 'W' && x.result_status !== 'D').at(-1);

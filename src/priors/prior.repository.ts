@@ -37,6 +37,18 @@ export async function setPriorState(db: Db, caseId: string, studyInstanceUid: st
     .execute();
 }
 
+/** The report versions the RIS sent for these studies (linked to them in the gateway), oldest first. */
+export async function reportsLinkedToStudies(db: Db, studyUids: readonly string[]) {
+  if (studyUids.length === 0) return [];
+  return db
+    .selectFrom('report_versions')
+    .select(['id', 'linked_study_uid', 'result_status', 'observed_at', 'received_at'])
+    .where('link_state', '=', 'linked')
+    .where('linked_study_uid', 'in', studyUids)
+    .orderBy('received_at')
+    .execute();
+}
+
 export async function priorsOfCases(db: Db, caseIds: readonly string[]): Promise<CasePriorRow[]> {
   if (caseIds.length === 0) return [];
   return db.selectFrom('case_priors').selectAll().where('case_id', 'in', caseIds).orderBy('study_date', 'desc').orderBy('study_instance_uid').execute();
