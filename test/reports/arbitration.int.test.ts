@@ -119,7 +119,8 @@ describe('arbitration: a discrepant second read goes to a blinded third reader w
     c1 = await discrepantCase('3a', SECOND_TEXT);
     const c = await fx.caseOf(c1.caseId);
     expect(c['writeBack'], 'no write-back before the verdict').to.equal(null);
-    await new Promise((r) => setTimeout(r, 500));
+    // Every job due now has run (a write-back would be one, and is sent by it): the RIS still has nothing of this case.
+    await fx.gw.jobs.drain();
     expect(fx.ris.received.filter((m) => m.includes(c1.accession))).to.deep.equal([]);
     const audit = await fx.gw.db.selectFrom('audit_events').select(['action', 'details']).where('entity_id', '=', c1.caseId).execute();
     const actions = audit.map((a) => a.action);
