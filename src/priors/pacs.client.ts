@@ -1,8 +1,13 @@
-import dimse from 'dcmjs-dimse';
+import type tls from 'node:tls';
 import { api } from 'dicomweb-client';
 import XMLHttpRequest from 'xhr2';
 import type { GatewayConfig } from '../config/schema.js';
+import { DimseClient, AssociationRejected, proposeContexts } from '../dicom/ul/client.js';
+import { Status, describeQueryRetrieveStatus, type NaturalDataset } from '../dicom/ul/dimse.js';
+import { RejectReason, RejectSource } from '../dicom/ul/pdu.js';
+import { SopClass } from '../dicom/uids.js';
 import type { Logger } from '../logger.js';
+import { clientTlsOptions } from '../tls.js';
 
 type PacsConfig = NonNullable<GatewayConfig['pacs']>;
 
@@ -65,93 +70,128 @@ const STUDY_KEYS = {
 } as const;
 
 /**
- * C-FIND (Study Root, study level) and C-MOVE with dcmjs-dimse's Client, unmodified. The gateway's own
- * upper layer (dicom/ul) will replace it; until then this is the one place that uses the library's SCU.
+ * C-FIND (Study Root, study level) and C-MOVE on the gateway's own upper layer (dicom/ul), one association
+ * per operation. Only a final Success counts: a C-FIND that ends in any other status (cancel 0xFE00, out of
+ * resources 0xA7xx, unable to process 0xCxxx, ...) or is cut off after pending answers fails as a whole, so
+ * a partial list of priors is never taken for the full one; a C-MOVE fails unless it ends in Success with no
+ * failed sub-operation. The messages say which status it was, in words and hex, with the PACS's Error Comment.
  */
 export class DimsePacsClient implements PacsClient {
   private readonly timeoutMs: number;
+  private readonly peer: string;
+  private readonly secure: (() => tls.ConnectionOptions) | undefined;
   constructor(
     private readonly config: Extract<PacsConfig, { type: 'dimse' }>,
     private readonly o: { callingAeTitle: string; logger: Logger },
   ) {
     this.timeoutMs = config.timeoutSeconds * 1000;
+    this.peer = `PACS ${config.aeTitle}@${config.host}:${config.port}${config.tls ? ' (TLS)' : ''}`;
+    const t = config.tls;
+    this.secure = t ? () => clientTlsOptions(t, config.host, config.port) : undefined;
   }
 
   private get callingAe(): string {
     return this.config.callingAeTitle ?? this.o.callingAeTitle;
   }
 
-  findStudies(q: PriorQuery): Promise<FoundStudy[]> {
-    const keys: Record<string, unknown> = { ...STUDY_KEYS, PatientID: q.patientId, StudyDate: `${q.fromDate}-` };
+  async findStudies(q: PriorQuery): Promise<FoundStudy[]> {
+    const keys: NaturalDataset = { ...STUDY_KEYS, PatientID: q.patientId, StudyDate: `${q.fromDate}-` };
     if (q.issuerOfPatientId) keys['IssuerOfPatientID'] = q.issuerOfPatientId;
-    const request = dimse.requests.CFindRequest.createStudyFindRequest(keys);
-    const found: FoundStudy[] = [];
-    let failure: string | undefined;
-    request.on('response', (res: InstanceType<typeof dimse.responses.CFindResponse>) => {
-      const status = res.getStatus();
-      if ((status === dimse.constants.Status.Pending || status === 0xff01) && res.hasDataset()) {
-        const s = fromNatural(res.getDataset()!.getElements());
-        if (s) found.push(s);
-      } else if (status !== dimse.constants.Status.Success && status !== dimse.constants.Status.Pending && status !== 0xff01) {
-        failure = `C-FIND status 0x${status.toString(16).padStart(4, '0')}`;
-      }
+    // A query still answering after the timeout is cancelled (C-CANCEL): it ends with 0xFE00 and fails.
+    const r = await this.session('C-FIND', SopClass.studyRootFind, (client, signal) => client.find(keys, 'STUDY', SopClass.studyRootFind, { signal }), {
+      deadlineMs: this.timeoutMs,
     });
-    return this.run(request).then(() => {
-      if (failure) throw new Error(failure);
-      return found;
+    if (r.status !== Status.success) {
+      const partial = r.matches.length ? ` after ${r.matches.length} matches (not used: the list is incomplete)` : '';
+      throw new Error(`${this.peer} ended the C-FIND with ${describeQueryRetrieveStatus(r.status)}${partial}${comment(r.errorComment)}`);
+    }
+    return r.matches.flatMap((m) => {
+      const s = fromNatural(m);
+      return s ? [s] : [];
     });
   }
 
   async retrieveStudy(studyInstanceUid: string): Promise<RetrieveOutcome> {
     const destination = this.config.moveDestination ?? this.o.callingAeTitle;
-    const request = dimse.requests.CMoveRequest.createStudyMoveRequest(destination, studyInstanceUid);
-    let last: { status: number; completed: number; failed: number } | undefined;
-    request.on('response', (res: InstanceType<typeof dimse.responses.CMoveResponse>) => {
-      last = { status: res.getStatus(), completed: res.getCompleted(), failed: res.getFailures() };
-    });
+    let last = { completed: 0, failed: 0 };
+    let r;
     try {
-      await this.run(request);
+      r = await this.session(
+        'C-MOVE',
+        SopClass.studyRootMove,
+        (client, signal) =>
+          client.move({ StudyInstanceUID: studyInstanceUid }, destination, 'STUDY', SopClass.studyRootMove, {
+            signal,
+            onPending: (c) => (last = { completed: c.completed, failed: c.failed }),
+          }),
+        { progress: () => last.completed },
+      );
     } catch (err) {
-      return { completed: last?.completed ?? 0, failed: last?.failed ?? 0, error: (err as Error).message };
+      return { ...last, error: (err as Error).message };
     }
-    if (!last) return { completed: 0, failed: 0, error: 'no C-MOVE response' };
-    const ok = last.status === dimse.constants.Status.Success || (last.status & 0xf000) === 0xb000;
-    return ok && last.failed === 0
-      ? { completed: last.completed, failed: 0 }
-      : { completed: last.completed, failed: last.failed, error: `C-MOVE status 0x${last.status.toString(16).padStart(4, '0')}, ${last.failed} failed` };
+    if (r.status === Status.success && r.failed === 0) return { completed: r.completed, failed: 0 };
+    return {
+      completed: r.completed,
+      failed: r.failed,
+      error: `${this.peer} ended the C-MOVE to ${destination} with ${describeQueryRetrieveStatus(r.status)}, ${r.failed} failed, ${r.warning} with warnings${comment(r.errorComment)}`,
+    };
   }
 
-  /** One association with one request; resolves when it is released, rejects on a network error, rejection or timeout. */
-  private run(request: InstanceType<typeof dimse.requests.Request>): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const client = new dimse.Client();
-      let settled = false;
-      const done = (err?: Error): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolve();
-      };
-      const timer = setTimeout(() => {
-        try {
-          client.abort();
-        } catch {
-          /* not connected */
-        }
-        done(new Error(`PACS did not answer within ${this.timeoutMs / 1000}s`));
-      }, this.timeoutMs);
-      client.on('networkError', (e: Error) => done(new Error(`PACS network error: ${e.message}`)));
-      client.on('associationRejected', () => done(new Error('PACS rejected the association')));
-      client.on('closed', () => done());
-      client.addRequest(request);
-      client.send(this.config.host, this.config.port, this.callingAe, this.config.aeTitle, {
-        connectTimeout: this.timeoutMs,
-        associationTimeout: this.timeoutMs,
-        pduTimeout: this.timeoutMs,
+  /**
+   * One association for one operation: dial, negotiate `sopClassUid`, run, release. Silence longer than the
+   * timeout ends it (the association's idle timer); `deadlineMs` also cancels an operation that keeps
+   * answering past it (a C-MOVE has none: a large study keeps answering pending). Errors name the PACS and
+   * say how far it got (`progress`).
+   */
+  private async session<T>(
+    op: string,
+    sopClassUid: string,
+    run: (client: DimseClient, signal: AbortSignal) => Promise<T>,
+    o: { deadlineMs?: number; progress?: () => number } = {},
+  ): Promise<T> {
+    let client: DimseClient;
+    try {
+      client = await DimseClient.connect({
+        host: this.config.host,
+        port: this.config.port,
+        callingAe: this.callingAe,
+        calledAe: this.config.aeTitle,
+        contexts: proposeContexts([sopClassUid]),
+        timeoutMs: this.timeoutMs,
+        peer: this.peer,
+        ...(this.secure ? { tls: this.secure } : {}),
       });
-    });
+    } catch (err) {
+      if (err instanceof AssociationRejected) throw new Error(`${this.peer} rejected the association: ${rejectReason(err.rejection)}`);
+      throw new Error(`${this.peer}: ${(err as Error).message}`);
+    }
+    if (!client.contextFor(sopClassUid)) {
+      await client.release();
+      throw new Error(`${this.peer} does not accept ${op} (${sopClassUid})`);
+    }
+    const controller = new AbortController();
+    const deadline = o.deadlineMs === undefined ? undefined : setTimeout(() => controller.abort(), o.deadlineMs);
+    try {
+      const result = await run(client, controller.signal);
+      await client.release();
+      return result;
+    } catch (err) {
+      client.abort();
+      const n = o.progress?.() ?? 0;
+      throw new Error(`${op} with ${this.peer} did not finish${n ? ` (${n} sub-operations completed)` : ''}: ${(err as Error).message}`);
+    } finally {
+      clearTimeout(deadline);
+    }
   }
+}
+
+const comment = (c: string | undefined): string => (c ? `: ${c}` : '');
+
+/** PS3.8 Table 9-21, the reasons a PACS gives when it does not know us or itself by those AE titles. */
+function rejectReason(r: { result: number; source: number; reason: number }): string {
+  if (r.source === RejectSource.serviceUser && r.reason === RejectReason.callingAeNotRecognized) return 'calling AE title not recognized';
+  if (r.source === RejectSource.serviceUser && r.reason === RejectReason.calledAeNotRecognized) return 'called AE title not recognized';
+  return `result ${r.result}, source ${r.source}, reason ${r.reason}`;
 }
 
 /** What we call on dicomweb-client (its typings omit `request`). */

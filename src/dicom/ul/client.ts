@@ -188,40 +188,84 @@ export class DimseClient {
   /**
    * C-FIND (study root unless `sopClassUid` says otherwise): the identifier with
    * QueryRetrieveLevel set to `level`; resolves with the pending matches' data
-   * sets, naturalized, and the final status.
+   * sets, naturalized, and the final status (with its Error Comment, when the
+   * peer sent one). When `signal` aborts, a C-CANCEL is sent: the peer ends
+   * with 0xFE00 (or whatever it answers), and the matches so far are returned
+   * with that status.
    */
   async find(
     identifier: NaturalDataset,
     level: 'PATIENT' | 'STUDY' | 'SERIES' | 'IMAGE',
     sopClassUid: string = SopClass.studyRootFind,
-  ): Promise<{ status: number; matches: NaturalDataset[] }> {
+    o: { signal?: AbortSignal } = {},
+  ): Promise<{ status: number; matches: NaturalDataset[]; errorComment?: string }> {
     const ctx = this.contextFor(sopClassUid);
     if (!ctx) throw new Error(`${this.peer} does not accept C-FIND ${sopClassUid}`);
-    const responses = await this.request(
-      ctx.id,
-      { commandField: CommandField.cFindRq, affectedSopClassUid: sopClassUid, priority: Priority.medium, hasDataset: true },
-      encodeDataset({ ...identifier, QueryRetrieveLevel: level }, ctx.transferSyntax),
+    const messageId = this.nextMessageId();
+    const responses = await this.cancellable(ctx.id, messageId, o.signal, () =>
+      this.request(
+        ctx.id,
+        { commandField: CommandField.cFindRq, messageId, affectedSopClassUid: sopClassUid, priority: Priority.medium, hasDataset: true },
+        encodeDataset({ ...identifier, QueryRetrieveLevel: level }, ctx.transferSyntax),
+      ),
     );
     const matches = responses.filter((r) => r.dataset && isPending(r.command.status ?? 0)).map((r) => decodeDataset(r.dataset!, ctx.transferSyntax));
-    return { status: responses.at(-1)!.command.status ?? -1, matches };
+    const last = responses.at(-1)!.command;
+    return { status: last.status ?? -1, matches, ...(last.errorComment ? { errorComment: last.errorComment } : {}) };
   }
 
-  /** C-MOVE to `destinationAe`: resolves with the final status and sub-operation counts. */
+  /**
+   * C-MOVE to `destinationAe`: resolves with the final status, sub-operation
+   * counts and Error Comment. `onPending` sees the counts of each pending
+   * response; `signal` cancels as for find().
+   */
   async move(
     identifier: NaturalDataset,
     destinationAe: string,
     level: 'PATIENT' | 'STUDY' | 'SERIES' | 'IMAGE' = 'STUDY',
     sopClassUid: string = SopClass.studyRootMove,
-  ): Promise<{ status: number; completed: number; failed: number; warning: number; remaining: number }> {
+    o: { signal?: AbortSignal; onPending?: (counts: { completed: number; failed: number; warning: number; remaining: number }) => void } = {},
+  ): Promise<{ status: number; completed: number; failed: number; warning: number; remaining: number; errorComment?: string }> {
     const ctx = this.contextFor(sopClassUid);
     if (!ctx) throw new Error(`${this.peer} does not accept C-MOVE ${sopClassUid}`);
-    const responses = await this.request(
-      ctx.id,
-      { commandField: CommandField.cMoveRq, affectedSopClassUid: sopClassUid, priority: Priority.medium, moveDestination: destinationAe, hasDataset: true },
-      encodeDataset({ ...identifier, QueryRetrieveLevel: level }, ctx.transferSyntax),
+    const messageId = this.nextMessageId();
+    const responses = await this.cancellable(ctx.id, messageId, o.signal, () =>
+      this.request(
+        ctx.id,
+        {
+          commandField: CommandField.cMoveRq,
+          messageId,
+          affectedSopClassUid: sopClassUid,
+          priority: Priority.medium,
+          moveDestination: destinationAe,
+          hasDataset: true,
+        },
+        encodeDataset({ ...identifier, QueryRetrieveLevel: level }, ctx.transferSyntax),
+        (r) => o.onPending?.(counts(r.command)),
+      ),
     );
     const last = responses.at(-1)!.command;
-    return { status: last.status ?? -1, completed: last.completed ?? 0, failed: last.failed ?? 0, warning: last.warning ?? 0, remaining: last.remaining ?? 0 };
+    return { status: last.status ?? -1, ...counts(last), ...(last.errorComment ? { errorComment: last.errorComment } : {}) };
+  }
+
+  /** C-CANCEL-RQ for the request `messageId` on `contextId` (PS3.7 9.3.2.3): no response of its own; the request ends with its final status. */
+  cancel(contextId: number, messageId: number): void {
+    if (this.failure || !this.association.established) return;
+    this.association.send(contextId, true, encodeCommand({ commandField: CommandField.cCancelRq, messageIdBeingRespondedTo: messageId, hasDataset: false }));
+  }
+
+  /** Runs `run`, sending a C-CANCEL for `messageId` if `signal` aborts before it settles. */
+  private async cancellable<T>(contextId: number, messageId: number, signal: AbortSignal | undefined, run: () => Promise<T>): Promise<T> {
+    if (!signal) return run();
+    const onAbort = (): void => this.cancel(contextId, messageId);
+    const pending = run();
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await pending;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /** N-CREATE of `sopInstanceUid` (MPPS by default). */
@@ -309,6 +353,13 @@ export class DimseClient {
     w?.reject(this.failure);
   }
 }
+
+const counts = (c: Command): { completed: number; failed: number; warning: number; remaining: number } => ({
+  completed: c.completed ?? 0,
+  failed: c.failed ?? 0,
+  warning: c.warning ?? 0,
+  remaining: c.remaining ?? 0,
+});
 
 /** The usual proposal for a query/retrieve or MPPS association: one context per SOP class, implicit and explicit LE. */
 export function proposeContexts(sopClassUids: string[]): ProposedContext[] {

@@ -56,6 +56,34 @@ export const Status = {
 
 export const isPending = (status: number): boolean => status === Status.pending || status === Status.pendingWarning;
 
+/**
+ * What a C-FIND / C-MOVE / C-GET status means (PS3.4 C.4.1.1.4, C.4.2.1.5,
+ * C.4.3.1.4; PS3.7 C): the words a person reading a failure needs, with the
+ * code in hex. Pending statuses are not final; seen as the last answer they
+ * say the operation was cut off.
+ */
+export function describeQueryRetrieveStatus(status: number): string {
+  const hex = `0x${status.toString(16).padStart(4, '0')}`;
+  const what = ((): string => {
+    if (status === Status.success) return 'success';
+    if (status === Status.pending) return 'pending (matches or sub-operations continuing)';
+    if (status === Status.pendingWarning) return 'pending, with optional keys not supported';
+    if (status === Status.cancel) return 'cancelled (matching or sub-operations terminated by a C-CANCEL)';
+    if (status === 0xa701) return 'refused: out of resources, unable to calculate the number of matches';
+    if (status === 0xa702) return 'refused: out of resources, unable to perform sub-operations';
+    if ((status & 0xff00) === 0xa700) return 'refused: out of resources';
+    if (status === 0xa801) return 'refused: move destination unknown';
+    if (status === 0xa900) return 'identifier does not match the SOP class';
+    if (status === 0xb000) return 'sub-operations complete, one or more failures or warnings';
+    if (status === 0x0122) return 'SOP class not supported';
+    if (status === 0x0211) return 'unrecognized operation';
+    if ((status & 0xf000) === 0xc000) return 'unable to process';
+    if ((status & 0xf000) === 0xb000) return 'warning';
+    return 'failure';
+  })();
+  return `${what} (${hex})`;
+}
+
 /** A command set: the elements of PS3.7 Table E.1-1 we read and write. */
 export interface Command {
   commandField: number;
