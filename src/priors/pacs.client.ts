@@ -98,17 +98,44 @@ export class DimsePacsClient implements PacsClient {
     const keys: NaturalDataset = { ...STUDY_KEYS, PatientID: q.patientId, StudyDate: `${q.fromDate}-` };
     if (q.issuerOfPatientId) keys['IssuerOfPatientID'] = q.issuerOfPatientId;
     // A query still answering after the timeout is cancelled (C-CANCEL): it ends with 0xFE00 and fails.
-    const r = await this.session('C-FIND', SopClass.studyRootFind, (client, signal) => client.find(keys, 'STUDY', SopClass.studyRootFind, { signal }), {
-      deadlineMs: this.timeoutMs,
-    });
-    if (r.status !== Status.success) {
-      const partial = r.matches.length ? ` after ${r.matches.length} matches (not used: the list is incomplete)` : '';
-      throw new Error(`${this.peer} ended the C-FIND with ${describeQueryRetrieveStatus(r.status)}${partial}${comment(r.errorComment)}`);
-    }
-    return r.matches.flatMap((m) => {
-      const s = fromNatural(m);
-      return s ? [s] : [];
-    });
+    return this.session(
+      'C-FIND',
+      SopClass.studyRootFind,
+      async (client, signal) => {
+        const r = await client.find(keys, 'STUDY', SopClass.studyRootFind, { signal });
+        if (r.status !== Status.success) {
+          const partial = r.matches.length ? ` after ${r.matches.length} matches (not used: the list is incomplete)` : '';
+          throw new Error(`${this.peer} ended the C-FIND with ${describeQueryRetrieveStatus(r.status)}${partial}${comment(r.errorComment)}`);
+        }
+        const found = r.matches.flatMap((m) => {
+          const s = fromNatural(m);
+          return s ? [s] : [];
+        });
+        for (const s of found) if (s.modalities.length === 0) await this.fillFromSeries(client, s, signal);
+        return found;
+      },
+      { deadlineMs: this.timeoutMs },
+    );
+  }
+
+  /**
+   * ModalitiesInStudy is optional for a PACS (DCMTK's dcmqrscp does not keep it): without it the relevance
+   * rules could not match on modality, so the study's series are asked for theirs (and their body parts) on
+   * the same association. A series query that fails leaves the study as it was: it then says nothing.
+   */
+  private async fillFromSeries(client: DimseClient, s: FoundStudy, signal: AbortSignal): Promise<void> {
+    const r = await client.find(
+      { StudyInstanceUID: s.studyInstanceUid, SeriesInstanceUID: '', Modality: '', BodyPartExamined: '' },
+      'SERIES',
+      SopClass.studyRootFind,
+      {
+        signal,
+      },
+    );
+    if (r.status !== Status.success) return;
+    const series = r.matches.flatMap((m) => fromNatural({ ...m, ModalitiesInStudy: m['Modality'] }) ?? []);
+    s.modalities = [...new Set(series.flatMap((x) => x.modalities))];
+    if (s.bodyParts.length === 0) s.bodyParts = [...new Set(series.flatMap((x) => x.bodyParts))];
   }
 
   async retrieveStudy(studyInstanceUid: string): Promise<RetrieveOutcome> {

@@ -123,8 +123,9 @@ describe('priors: DCMTK dcmqrscp as the hospital PACS (our C-FIND and C-MOVE)', 
     expect(found, qrLog).to.have.length(1);
     // dcmqrscp pads the UID to even length with a space; the client reads it trimmed
     expect(found[0]).to.include({ studyInstanceUid: CT.studyUid, patientId: CT.patientId, studyDate: CT.studyDate });
-    // optional keys dcmqrscp's index does not keep come back empty, not invented
-    expect(found[0]!.modalities).to.deep.equal([]);
+    // dcmqrscp's index keeps no ModalitiesInStudy: the client asked the study's series for theirs
+    expect(found[0]!.modalities).to.deep.equal(['CT']);
+    // nor NumberOfStudyRelatedInstances: left unknown, not invented
     expect(found[0]!.numberOfInstances).to.equal(null);
   });
 

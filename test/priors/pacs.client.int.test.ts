@@ -57,6 +57,22 @@ describe('priors: DimsePacsClient against a scripted PACS', function () {
     expect(rq.identifier).to.have.property('ModalitiesInStudy');
   });
 
+  it('C-FIND: a study answered without ModalitiesInStudy gets its modalities from a SERIES query on the same association', async () => {
+    const client = await pacs((rq, x) => {
+      if (rq.identifier?.QueryRetrieveLevel === 'STUDY') x.reply(Status.pending, { identifier: { StudyInstanceUID: '1.2.3.1', PatientID: 'PRI-1' } });
+      else {
+        x.reply(Status.pending, { identifier: { StudyInstanceUID: '1.2.3.1', SeriesInstanceUID: '1.2.3.1.1', Modality: 'CT', BodyPartExamined: 'CHEST' } });
+        x.reply(Status.pending, { identifier: { StudyInstanceUID: '1.2.3.1', SeriesInstanceUID: '1.2.3.1.2', Modality: 'SR' } });
+      }
+      x.reply(Status.success);
+    });
+    const found = await client.findStudies(query);
+    expect(found[0]!.modalities).to.deep.equal(['CT', 'SR']);
+    expect(found[0]!.bodyParts).to.deep.equal(['CHEST']);
+    expect(scp!.requests.map((r) => r.identifier?.QueryRetrieveLevel)).to.deep.equal(['STUDY', 'SERIES']);
+    expect(scp!.requests[1]!.identifier).to.include({ StudyInstanceUID: '1.2.3.1' });
+  });
+
   it('C-FIND ending 0xA700 after a match: fails as a whole, saying out of resources, the code, the comment, and that the list is incomplete', async () => {
     const client = await pacs((_rq, x) => {
       x.reply(Status.pending, { identifier: { StudyInstanceUID: '1.2.3.1', PatientID: 'PRI-1' } });
