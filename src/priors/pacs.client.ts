@@ -105,7 +105,7 @@ export class DimsePacsClient implements PacsClient {
         const r = await client.find(keys, 'STUDY', SopClass.studyRootFind, { signal });
         if (r.status !== Status.success) {
           const partial = r.matches.length ? ` after ${r.matches.length} matches (not used: the list is incomplete)` : '';
-          throw new Error(`${this.peer} ended the C-FIND with ${describeQueryRetrieveStatus(r.status)}${partial}${comment(r.errorComment)}`);
+          throw new PacsAnswered(`${this.peer} ended the C-FIND with ${describeQueryRetrieveStatus(r.status)}${partial}${comment(r.errorComment)}`);
         }
         const found = r.matches.flatMap((m) => {
           const s = fromNatural(m);
@@ -203,6 +203,11 @@ export class DimsePacsClient implements PacsClient {
       await client.release();
       return result;
     } catch (err) {
+      if (err instanceof PacsAnswered) {
+        // the PACS answered, just not with Success: the association is sound and ends normally
+        await client.release();
+        throw err;
+      }
       client.abort();
       const n = o.progress?.() ?? 0;
       throw new Error(`${op} with ${this.peer} did not finish${n ? ` (${n} sub-operations completed)` : ''}: ${(err as Error).message}`);
@@ -213,6 +218,9 @@ export class DimsePacsClient implements PacsClient {
 }
 
 const comment = (c: string | undefined): string => (c ? `: ${c}` : '');
+
+/** A final answer other than Success: the operation failed, the association did not. */
+class PacsAnswered extends Error {}
 
 /** PS3.8 Table 9-21, the reasons a PACS gives when it does not know us or itself by those AE titles. */
 function rejectReason(r: { result: number; source: number; reason: number }): string {

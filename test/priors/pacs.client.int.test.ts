@@ -82,7 +82,9 @@ describe('priors: DimsePacsClient against a scripted PACS', function () {
       () => undefined,
       (e: Error) => e,
     );
-    expect(err?.message).to.match(/C-FIND with refused: out of resources \(0xa700\) after 1 matches \(not used: the list is incomplete\): database busy/);
+    expect(err?.message).to.match(
+      /^PACS PACS@127.0.0.1:[0-9]+ ended the C-FIND with refused: out of resources \(0xa700\) after 1 matches \(not used: the list is incomplete\): database busy/,
+    );
     expect(err?.message).to.include('PACS PACS@127.0.0.1');
   });
 
