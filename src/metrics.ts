@@ -3,6 +3,15 @@ import type { Db } from './db/database.js';
 import type { ForwardingMetrics } from './forwarding/forwarding.service.js';
 import type { JobMetrics } from './jobs/job-runner.js';
 import { jobCounts, oldestDue } from './jobs/job.repository.js';
+import {
+  caseCountsByState,
+  deliveryCounts,
+  hl7MessageCounts,
+  instanceCount,
+  outboundCounts,
+  slaBreachedCaseCount,
+  studyCountsByState,
+} from './metrics.repository.js';
 import { CaseState } from './states.js';
 
 /** What the listeners report about their resource guards. */
@@ -54,12 +63,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db
-          .selectFrom('studies')
-          .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
-          .groupBy('state')
-          .execute();
-        for (const r of rows) this.set({ state: r.state }, Number(r.n));
+        for (const r of await studyCountsByState(db)) this.set({ state: r.state }, r.n);
       },
     });
     new Gauge({
@@ -67,11 +71,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       help: 'DICOM instances stored (acknowledged)',
       registers,
       async collect() {
-        const r = await db
-          .selectFrom('instances')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .executeTakeFirst();
-        this.set(Number(r?.n ?? 0));
+        this.set(await instanceCount(db));
       },
     });
     new Gauge({
@@ -81,12 +81,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db
-          .selectFrom('hl7_messages')
-          .select(['message_type', 'status', (eb) => eb.fn.countAll<number>().as('n')])
-          .groupBy(['message_type', 'status'])
-          .execute();
-        for (const r of rows) this.set({ type: r.message_type, status: r.status }, Number(r.n));
+        for (const r of await hl7MessageCounts(db)) this.set({ type: r.message_type, status: r.status }, r.n);
       },
     });
     new Gauge({
@@ -98,12 +93,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
         this.reset();
         // Every state, zeros included: a dashboard shows "0 failed", not a gap that reads as "no data".
         for (const state of Object.values(CaseState)) this.set({ state }, 0);
-        const rows = await db
-          .selectFrom('cases')
-          .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
-          .groupBy('state')
-          .execute();
-        for (const r of rows) this.set({ state: r.state }, Number(r.n));
+        for (const r of await caseCountsByState(db)) this.set({ state: r.state }, r.n);
       },
     });
     new Gauge({
@@ -113,12 +103,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db
-          .selectFrom('deliveries')
-          .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
-          .groupBy(['destination_id', 'state'])
-          .execute();
-        for (const r of rows) this.set({ destination: r.destination_id, state: r.state }, Number(r.n));
+        for (const r of await deliveryCounts(db)) this.set({ destination: r.destination_id, state: r.state }, r.n);
       },
     });
     new Gauge({
@@ -128,15 +113,10 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db
-          .selectFrom('deliveries')
-          .select(['destination_id', 'state', (eb) => eb.fn.countAll<number>().as('n')])
-          .groupBy(['destination_id', 'state'])
-          .execute();
+        const rows = await deliveryCounts(db);
         // Every destination that has had a delivery shows, with 0 when nothing waits.
         const depth = new Map<string, number>();
-        for (const r of rows)
-          depth.set(r.destination_id, (depth.get(r.destination_id) ?? 0) + (r.state === 'pending' || r.state === 'sending' ? Number(r.n) : 0));
+        for (const r of rows) depth.set(r.destination_id, (depth.get(r.destination_id) ?? 0) + (r.state === 'pending' || r.state === 'sending' ? r.n : 0));
         for (const [destination, n] of depth) this.set({ destination }, n);
       },
     });
@@ -145,13 +125,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       help: 'Open cases past their SLA (on a reader desk and not yet reported)',
       registers,
       async collect() {
-        const r = await db
-          .selectFrom('cases')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .where('state', 'in', ['forwarding', 'awaiting-read'])
-          .where('sla_breached_at', 'is not', null)
-          .executeTakeFirst();
-        this.set(Number(r?.n ?? 0));
+        this.set(await slaBreachedCaseCount(db, [CaseState.forwarding, CaseState.awaitingRead]));
       },
     });
     new Gauge({
@@ -161,12 +135,7 @@ export class GatewayMetrics implements ForwardingMetrics, GuardMetrics, JobMetri
       registers,
       async collect() {
         this.reset();
-        const rows = await db
-          .selectFrom('outbound_messages')
-          .select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('n')])
-          .groupBy(['kind', 'state'])
-          .execute();
-        for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
+        for (const r of await outboundCounts(db)) this.set({ kind: r.kind, state: r.state }, r.n);
       },
     });
     // The job engine (src/jobs/): counts and the oldest due job come from the table, so they agree across instances.

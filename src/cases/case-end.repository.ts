@@ -27,11 +27,7 @@ export async function endCaseWork(trx: Db, caseId: string, now: string, why: str
   const ids = live.map((d) => d.id);
   let instancesDropped = 0;
   if (ids.length > 0) {
-    await trx
-      .updateTable('deliveries')
-      .set({ state: DeliveryState.cancelled, last_error: why, lease_owner: null, lease_expires_at: null, updated_at: now })
-      .where('id', 'in', ids)
-      .execute();
+    await trx.updateTable('deliveries').set({ state: DeliveryState.cancelled, last_error: why, updated_at: now }).where('id', 'in', ids).execute();
     // A delivery being sent right now keeps its rows until its worker has recorded the batch on the wire
     // (forwarding.service.ts drops the rest when it stops), so what arrived stays counted.
     const idle = live.filter((d) => d.state !== DeliveryState.sending).map((d) => d.id);
@@ -39,7 +35,7 @@ export async function endCaseWork(trx: Db, caseId: string, now: string, why: str
   }
   const wb = await trx
     .updateTable('outbound_messages')
-    .set({ state: OutboundState.cancelled, last_error: why, lease_owner: null, lease_expires_at: null, updated_at: now })
+    .set({ state: OutboundState.cancelled, last_error: why, updated_at: now })
     .where('case_id', '=', caseId)
     .where('kind', '=', OutboundKind.writeBack)
     .where('state', 'in', UNSENT_WRITE_BACKS)

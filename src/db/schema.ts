@@ -8,7 +8,7 @@ import type { DecisionTable, RuleSetTable, SamplingBucketTable, SettingTable } f
 import type { StudyTable, SeriesTable, InstanceTable, InstanceVersionTable } from '../studies/study.table.js';
 import type { MppsInstanceTable, MppsTable } from '../studies/mpps.table.js';
 import type { CasePriorTable } from '../priors/prior.table.js';
-import type { GatewayInstanceTable, WorkLeaseTable } from '../instances/instance.table.js';
+import type { GatewayInstanceTable } from '../instances/instance.table.js';
 import type { JobTable } from '../jobs/job.table.js';
 import type { SecondReportKeyImageTable } from '../outputs/output.table.js';
 
@@ -41,7 +41,6 @@ export interface Database {
   outbound_messages: OutboundMessageTable;
   case_arbitrations: CaseArbitrationTable;
   gateway_instances: GatewayInstanceTable;
-  work_leases: WorkLeaseTable;
   jobs: JobTable;
   second_report_key_images: SecondReportKeyImageTable;
   mpps: MppsTable;

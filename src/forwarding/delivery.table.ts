@@ -12,9 +12,6 @@ export interface DeliveryTable {
   attempts: number;
   next_attempt_at: string;
   last_error: string | null;
-  /** The instance working on it and until when; an expired lease may be taken over. */
-  lease_owner: string | null;
-  lease_expires_at: string | null;
   instances_total: number;
   instances_sent: number;
   created_at: string;

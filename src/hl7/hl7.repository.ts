@@ -162,6 +162,22 @@ export async function setMessageAckCode(db: Db, id: string, ackCode: string): Pr
   await db.updateTable('hl7_messages').set({ ack_code: ackCode }).where('id', '=', id).execute();
 }
 
+/** The studies the items (orders, reports, AI results) of these messages are linked to, each once. */
+export async function linkedStudiesOfMessages(db: Db, messageIds: readonly string[]): Promise<string[]> {
+  if (messageIds.length === 0) return [];
+  const out = new Set<string>();
+  for (const table of ['orders', 'report_versions', 'ai_results'] as const) {
+    const rows = await db
+      .selectFrom(table)
+      .select('linked_study_uid')
+      .where('message_id', 'in', [...messageIds])
+      .where('linked_study_uid', 'is not', null)
+      .execute();
+    for (const r of rows) if (r.linked_study_uid) out.add(r.linked_study_uid);
+  }
+  return [...out];
+}
+
 /** The order an incoming ORM/OMI updates: same accession, else same placer order number (held ones never). */
 export async function findOrderToUpdate(
   db: Db,

@@ -1,6 +1,7 @@
-import { CompiledQuery, type Insertable } from 'kysely';
+import type { Insertable } from 'kysely';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
+import { beginSavepoint, releaseSavepoint, rollbackToSavepoint } from '../db/savepoint.js';
 import { ErrorCode, GatewayError, hl7AckCodeFor, toGatewayError } from '../errors.js';
 import type { GuardMetrics } from '../metrics.js';
 import { hashId, phiFields, type Logger } from '../logger.js';
@@ -13,10 +14,10 @@ import {
   patientKeys,
   refreshMessageStatus,
   type PatientKey,
-  studiesWithPendingItems,
   WRONG_PATIENT_RESULT,
   type LinkDecision,
 } from '../studies/reconcile.js';
+import { studiesWithPendingItems } from '../studies/reconcile.repository.js';
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
 import { GroupCommitQueue } from './group-commit.js';
 import { charsetFor, defaultCharset, peekMsh18, supportedCharsets, type Hl7Charset } from './charset.js';
@@ -46,6 +47,7 @@ import {
   setMessageAckCode,
   setMessageStatus,
   insertAiResults,
+  linkedStudiesOfMessages,
   insertMessage,
   insertOrder,
   insertPatientMerge,
@@ -112,16 +114,6 @@ interface Work {
   raw: string;
   prepared: Prepared;
   remoteAddress: string;
-}
-
-/** The savepoint statements for the i-th message of a batch, built once (not a `sql` template compiled per message). */
-const savepoints: { begin: CompiledQuery; release: CompiledQuery; rollback: CompiledQuery }[] = [];
-function savepoint(i: number): { begin: CompiledQuery; release: CompiledQuery; rollback: CompiledQuery } {
-  return (savepoints[i] ??= {
-    begin: CompiledQuery.raw(`savepoint m${i}`),
-    release: CompiledQuery.raw(`release savepoint m${i}`),
-    rollback: CompiledQuery.raw(`rollback to savepoint m${i}`),
-  });
 }
 
 interface Outcome {
@@ -358,18 +350,18 @@ export class Hl7InboundService {
     try {
       for (let i = 0; i < batch.length; i++) {
         const w = batch[i]!;
-        const sp = batch.length > 1 ? savepoint(i) : undefined;
-        if (sp) await trx.executeQuery(sp.begin);
+        const sp = batch.length > 1 ? `m${i}` : undefined;
+        if (sp) await beginSavepoint(trx, sp);
         try {
           const outcome = await this.applyOne(trx, w, now);
           // In the message's savepoint: its follow-up work rolls back with it.
           for (const uid of new Set(outcome.linkedStudies)) await this.linkedHook?.(trx, uid);
           outcomes.push(outcome);
-          if (sp) await trx.executeQuery(sp.release);
+          if (sp) await releaseSavepoint(trx, sp);
         } catch (err) {
           if (!sp) throw err;
-          await trx.executeQuery(sp.rollback);
-          await trx.executeQuery(sp.release);
+          await rollbackToSavepoint(trx, sp);
+          await releaseSavepoint(trx, sp);
           outcomes.push(this.failed(err));
         }
       }
@@ -462,12 +454,12 @@ export class Hl7InboundService {
       case 'second-report': {
         const studies: string[] = [];
         // Its own savepoint: a held item undoes the items applied before it (a report is taken whole or not at all), the message row stays.
-        await db.executeQuery(secondReportSavepoint.begin);
+        await beginSavepoint(db, SECOND_REPORT_SAVEPOINT);
         for (const it of e.items) {
           const r = await this.secondReports!.apply(db, it, { senderApplication: base.sender_application, patient: e.patient });
           if ('held' in r) {
-            await db.executeQuery(secondReportSavepoint.rollback);
-            await db.executeQuery(secondReportSavepoint.release);
+            await rollbackToSavepoint(db, SECOND_REPORT_SAVEPOINT);
+            await releaseSavepoint(db, SECOND_REPORT_SAVEPOINT);
             await setMessageStatus(db, id, MessageStatus.held, r.held, null, now);
             await setMessageAckCode(db, id, 'AR');
             return {
@@ -480,7 +472,7 @@ export class Hl7InboundService {
           }
           studies.push(r.studyUid);
         }
-        await db.executeQuery(secondReportSavepoint.release);
+        await releaseSavepoint(db, SECOND_REPORT_SAVEPOINT);
         if (studies[0]) await setMessageStatus(db, id, MessageStatus.applied, null, studies[0], now);
         return { ack: 'AA', status: MessageStatus.applied, studyUid: studies[0] ?? null, linkedStudies: [] };
       }
@@ -579,7 +571,7 @@ export class Hl7InboundService {
           });
           const r = await reconsiderHeldForPatient(db, m.patient.id!, now);
           changed.push(...r.messageIds);
-          if (r.linked > 0) linked.push(...(await this.studiesOfMessages(db, r.messageIds)));
+          if (r.linked > 0) linked.push(...(await linkedStudiesOfMessages(db, r.messageIds)));
         }
         await refreshMessageStatus(db, changed, now);
         return { ack: 'AA', status: MessageStatus.applied, studyUid: null, linkedStudies: linked };
@@ -777,21 +769,6 @@ export class Hl7InboundService {
     }
   }
 
-  private async studiesOfMessages(db: Db, messageIds: string[]): Promise<string[]> {
-    if (messageIds.length === 0) return [];
-    const out = new Set<string>();
-    for (const table of ['orders', 'report_versions', 'ai_results'] as const) {
-      const rows = await db
-        .selectFrom(table)
-        .select('linked_study_uid')
-        .where('message_id', 'in', messageIds)
-        .where('linked_study_uid', 'is not', null)
-        .execute();
-      for (const r of rows) if (r.linked_study_uid) out.add(r.linked_study_uid);
-    }
-    return [...out];
-  }
-
   private emitLinked(uids: string[]): void {
     for (const l of this.listeners) {
       const fn = l.onLinked;
@@ -845,11 +822,7 @@ export function messageContentKey(raw: string): string {
   return segs.join('\r');
 }
 
-const secondReportSavepoint = {
-  begin: CompiledQuery.raw('savepoint second_report'),
-  release: CompiledQuery.raw('release savepoint second_report'),
-  rollback: CompiledQuery.raw('rollback to savepoint second_report'),
-};
+const SECOND_REPORT_SAVEPOINT = 'second_report';
 
 /** ORC-1 order control codes that end an order: cancel, discontinue, cancelled as requested. */
 const CANCEL_CONTROLS = new Set(['CA', 'DC', 'OC']);

@@ -1,8 +1,9 @@
 import { hostname } from 'node:os';
 import type { Db } from '../db/database.js';
 import type { Logger } from '../logger.js';
+import { expireJobClaimsOf } from '../jobs/job.repository.js';
 import { PollLoop } from '../poll-loop.js';
-import { currentClaims, expireClaimsOfEarlierRun, heartbeat, listInstances, markStopped, upsertInstance } from './instance.repository.js';
+import { currentClaims, heartbeat, listInstances, markStopped, upsertInstance } from './instance.repository.js';
 
 export interface InstanceServiceOptions {
   db: Db;
@@ -28,6 +29,7 @@ export interface InstanceView {
   /** The instance that answered this request. */
   self: boolean;
   claims: {
+    /** Every other job it holds (name: `kind:key`); acquiredAt is not kept (null). */
     leases: { name: string; acquiredAt: string | null; expiresAt: string | null; expired: boolean }[];
     deliveries: {
       id: string;
@@ -70,7 +72,10 @@ export class InstanceService {
 
   async start(): Promise<void> {
     const now = this.clock().toISOString();
-    const released = await expireClaimsOfEarlierRun(this.o.db, this.o.instanceId, now);
+    // Jobs still claimed under this id were claimed by an earlier process under the same id, which is gone (ids are
+    // unique per running instance, README: Several instances). Their leases end now, so the work resumes at once
+    // instead of after its lease; a SIGKILLed single gateway would otherwise sit on its deliveries for minutes.
+    const released = await expireJobClaimsOf(this.o.db, this.o.instanceId);
     if (released > 0) this.log.info('took back the claims an earlier run of this instance left', { instanceId: this.o.instanceId, claims: released });
     await upsertInstance(this.o.db, {
       instance_id: this.o.instanceId,
@@ -107,28 +112,28 @@ export class InstanceService {
       alive: r.stopped_at === null && r.heartbeat_at >= aliveAfter,
       self: r.instance_id === this.o.instanceId,
       claims: {
-        leases: claims.leases
-          .filter((l) => l.owner === r.instance_id)
-          .map((l) => ({ name: l.name, acquiredAt: l.acquired_at, expiresAt: l.expires_at, expired: expired(l.expires_at) })),
+        leases: claims.jobs
+          .filter((j) => j.owner === r.instance_id)
+          .map((j) => ({ name: `${j.kind}:${j.key}`, acquiredAt: null, expiresAt: j.expires_at, expired: expired(j.expires_at) })),
         deliveries: claims.deliveries
-          .filter((d) => d.lease_owner === r.instance_id)
+          .filter((d) => d.owner === r.instance_id)
           .map((d) => ({
             id: d.id,
             caseId: d.case_id,
             destinationId: d.destination_id,
-            leaseExpiresAt: d.lease_expires_at,
-            expired: expired(d.lease_expires_at),
+            leaseExpiresAt: d.expires_at,
+            expired: expired(d.expires_at),
             instancesSent: d.instances_sent,
             instancesTotal: d.instances_total,
           })),
         outbound: claims.outbound
-          .filter((m) => m.lease_owner === r.instance_id)
+          .filter((m) => m.owner === r.instance_id)
           .map((m) => ({
             id: m.id,
             caseId: m.case_id,
             kind: m.kind,
-            leaseExpiresAt: m.lease_expires_at,
-            expired: expired(m.lease_expires_at),
+            leaseExpiresAt: m.expires_at,
+            expired: expired(m.expires_at),
             attempts: m.attempts,
           })),
       },

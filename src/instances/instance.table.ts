@@ -11,16 +11,4 @@ export interface GatewayInstanceTable {
   stopped_at: string | null;
 }
 
-/**
- * A named lease (`destination:<id>`): held by one instance until `expires_at`,
- * renewed while it works, free when `owner` is null or the time has passed.
- */
-export interface WorkLeaseTable {
-  name: string;
-  owner: string | null;
-  acquired_at: string | null;
-  expires_at: string | null;
-}
-
 export type GatewayInstanceRow = Selectable<GatewayInstanceTable>;
-export type WorkLeaseRow = Selectable<WorkLeaseTable>;

@@ -48,9 +48,6 @@ export interface OutboundMessageTable {
   response: string | null;
   /** The destination whose `hl7` channel a pool-cancel goes to; NULL for the RIS and QA channels. */
   destination_id: string | null;
-  /** The instance sending it right now, until when (another takes over after that). */
-  lease_owner: string | null;
-  lease_expires_at: string | null;
   created_at: string;
   updated_at: string;
 }

@@ -1,7 +1,25 @@
-import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { LinkState, MessageStatus } from '../states.js';
-import { param, precompiled } from '../hl7/precompiled.js';
+import {
+  heldItemOfMessage,
+  heldItemsOfPatient,
+  linkTables,
+  mergeSuccessors,
+  orderAccessionsOfStudy,
+  ordersAndStudiesByAccession,
+  ordersByStudyUid,
+  pendingItemsNaming,
+  setLink,
+  setLinkedMessageStatus,
+  studiesByAccession,
+  studyAccession,
+  studyKeysByUid,
+  type LinkColumns,
+  type LinkItem,
+  type LinkTable,
+  type OrderKeys,
+  type StudyKeys,
+} from './reconcile.repository.js';
 
 /**
  * Linking orders, primary reports and AI results to studies. They arrive in
@@ -72,82 +90,8 @@ function requestKeys(req: LinkRequest): PatientKey[] {
 export type LinkDecision =
   { state: typeof LinkState.linked; studyInstanceUid: string } | { state: typeof LinkState.pending } | { state: typeof LinkState.held; reason: string };
 
-const linkTables = ['orders', 'report_versions', 'ai_results'] as const;
-
 /** Hold reason (prefix) of a report with an OBX-11 W observation. */
 export const WRONG_PATIENT_RESULT = 'wrong-patient-result';
-type LinkTable = (typeof linkTables)[number];
-
-// The linking look-ups run for every order, report and AI result: built once (precompiled.ts).
-const mergeSuccessorsQ = precompiled<{ prior: string }, { patient_id: string; authority: string | null; prior_authority: string | null }>((db) =>
-  db
-    .selectFrom('patient_merges')
-    .select(['patient_id', 'authority', 'prior_authority'])
-    .where('prior_patient_id', '=', param('prior'))
-    .orderBy('applied_at', 'desc')
-    .orderBy('id', 'desc')
-    .limit(20),
-);
-type OrderKeys = {
-  id: string;
-  accession_number: string | null;
-  study_instance_uid: string | null;
-  patient_id: string | null;
-  patient_id_authority: string | null;
-  patient_identifiers: string | null;
-};
-const orderKeyColumns = ['id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'] as const;
-const ordersWith = (column: 'accession_number' | 'study_instance_uid', excluding: boolean) =>
-  precompiled<{ key: string; exclude?: string }, OrderKeys>((db) => {
-    const q = db.selectFrom('orders').select(orderKeyColumns).where('link_state', '<>', LinkState.held).where(column, '=', param('key'));
-    return excluding ? q.where('id', '<>', param('exclude')) : q;
-  });
-const ordersByStudyUidQ = ordersWith('study_instance_uid', false);
-const ordersByStudyUidExcludingQ = ordersWith('study_instance_uid', true);
-type StudyKeys = {
-  study_instance_uid: string;
-  accession_number: string | null;
-  patient_id: string | null;
-  issuer_of_patient_id: string | null;
-  other_patient_ids: string | null;
-};
-const studyKeyColumns = ['study_instance_uid', 'accession_number', 'patient_id', 'issuer_of_patient_id', 'other_patient_ids'] as const;
-const studiesByAccessionQ = precompiled<{ accession: string }, StudyKeys>((db) =>
-  db.selectFrom('studies').select(studyKeyColumns).where('accession_number', '=', param('accession')).limit(10),
-);
-/**
- * With an accession number (almost always), the orders and the studies that
- * carry it come back from one statement: the study look-up uses the same
- * accession whatever the orders say, so the two need not wait for each other.
- */
-const ordersAndStudiesWith = (excluding: boolean) =>
-  precompiled<{ accession: string; exclude?: string }, OrderKeys & { source: 'order' | 'study' }>((db) => {
-    let orders = db
-      .selectFrom('orders')
-      .select([sql.lit('order').as('source'), ...orderKeyColumns])
-      .where('link_state', '<>', LinkState.held)
-      .where('accession_number', '=', param('accession'));
-    if (excluding) orders = orders.where('id', '<>', param('exclude'));
-    // A compound SELECT takes LIMIT only on the whole, hence the subquery (same limit as studiesByAccessionQ).
-    const studies = db
-      .selectFrom((eb) => eb.selectFrom('studies').select(studyKeyColumns).where('accession_number', '=', param('accession')).limit(10).as('s'))
-      // The study's issuer and other ids ride in the order columns' places (same shape for the UNION).
-      .select([
-        sql.lit('study').as('source'),
-        sql<string>`null`.as('id'),
-        's.accession_number',
-        's.study_instance_uid',
-        's.patient_id',
-        's.issuer_of_patient_id as patient_id_authority',
-        's.other_patient_ids as patient_identifiers',
-      ]);
-    return orders.unionAll(studies as never);
-  });
-const ordersAndStudiesByAccessionQ = ordersAndStudiesWith(false);
-const ordersAndStudiesByAccessionExcludingQ = ordersAndStudiesWith(true);
-const studyByUidQ = precompiled<{ uid: string }, StudyKeys>((db) =>
-  db.selectFrom('studies').select(studyKeyColumns).where('study_instance_uid', '=', param('uid')),
-);
 
 /** Two authorities are compatible when they are equal or either is unknown (then the id alone decides). */
 function authoritiesAgree(a: string | null, b: string | null): boolean {
@@ -163,7 +107,7 @@ export async function canonicalPatient(db: Db, key: PatientKey): Promise<Patient
   let current = key;
   const seen = new Set<string>([`${key.id}\u0000${key.authority ?? ''}`]);
   for (let hop = 0; hop < 8; hop++) {
-    const merges = (await mergeSuccessorsQ(db, { prior: current.id })).rows;
+    const merges = await mergeSuccessors(db, current.id);
     const next = merges.find((m) => authoritiesAgree(m.prior_authority, current.authority));
     if (!next) break;
     const k: PatientKey = { id: next.patient_id, authority: next.authority ?? current.authority };
@@ -245,21 +189,11 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
   if (accession || uid) {
     let orders: OrderKeys[];
     if (accession) {
-      const q = req.excludeOrderId ? ordersAndStudiesByAccessionExcludingQ : ordersAndStudiesByAccessionQ;
-      const rows = (await q(db, { accession, exclude: req.excludeOrderId })).rows;
-      orders = rows.filter((r) => r.source === 'order');
-      studiesWithAccession = rows
-        .filter((r) => r.source === 'study')
-        .map((r) => ({
-          study_instance_uid: r.study_instance_uid!,
-          accession_number: r.accession_number,
-          patient_id: r.patient_id,
-          issuer_of_patient_id: r.patient_id_authority,
-          other_patient_ids: r.patient_identifiers,
-        }));
+      const both = await ordersAndStudiesByAccession(db, accession, req.excludeOrderId);
+      orders = both.orders;
+      studiesWithAccession = both.studies;
     } else {
-      const q = req.excludeOrderId ? ordersByStudyUidExcludingQ : ordersByStudyUidQ;
-      orders = (await q(db, { key: uid!, exclude: req.excludeOrderId })).rows;
+      orders = await ordersByStudyUid(db, uid!, req.excludeOrderId);
     }
     for (const o of orders) {
       const orderKeys = patientKeys(o.patient_id, o.patient_id_authority, o.patient_identifiers);
@@ -278,7 +212,7 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
 
   let study: StudyKeys | undefined;
   if (accession) {
-    const byAccession = studiesWithAccession ?? (await studiesByAccessionQ(db, { accession })).rows;
+    const byAccession = studiesWithAccession ?? (await studiesByAccession(db, accession));
     if (byAccession.length > 1) {
       study = uid ? byAccession.find((s) => s.study_instance_uid === uid) : undefined;
       if (!study) return { state: LinkState.held, reason: `accession number matches ${byAccession.length} studies` };
@@ -290,7 +224,7 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
     }
   }
   if (!study && uid) {
-    study = (await studyByUidQ(db, { uid })).rows[0];
+    study = await studyKeysByUid(db, uid);
     const s = study;
     if (
       s &&
@@ -313,7 +247,7 @@ export async function decideLink(db: Db, req: LinkRequest): Promise<LinkDecision
   return { state: LinkState.linked, studyInstanceUid: study.study_instance_uid };
 }
 
-export function linkColumns(d: LinkDecision): { link_state: LinkState; linked_study_uid: string | null; hold_reason: string | null } {
+export function linkColumns(d: LinkDecision): LinkColumns {
   return {
     link_state: d.state,
     linked_study_uid: d.state === LinkState.linked ? d.studyInstanceUid : null,
@@ -334,35 +268,15 @@ export interface ReconcileResult {
  * because a report may reach the study only through its order.
  */
 export async function linkPendingForStudy(db: Db, studyInstanceUid: string, now: string): Promise<ReconcileResult> {
-  const study = await db
-    .selectFrom('studies')
-    .select(['study_instance_uid', 'accession_number'])
-    .where('study_instance_uid', '=', studyInstanceUid)
-    .executeTakeFirst();
+  const study = await studyAccession(db, studyInstanceUid);
   const result: ReconcileResult = { linked: 0, held: 0, messageIds: [] };
   if (!study) return result;
   const accessions = new Set<string>();
   if (study.accession_number) accessions.add(study.accession_number);
-  const viaOrders = await db
-    .selectFrom('orders')
-    .select('accession_number')
-    .where('study_instance_uid', '=', studyInstanceUid)
-    .where('link_state', '<>', LinkState.held)
-    .execute();
-  for (const o of viaOrders) if (o.accession_number) accessions.add(o.accession_number);
+  for (const a of await orderAccessionsOfStudy(db, studyInstanceUid)) if (a) accessions.add(a);
 
   for (const table of linkTables) {
-    const rows = await db
-      .selectFrom(table)
-      .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'])
-      .where('link_state', '=', LinkState.pending)
-      .where((eb) => {
-        const ors = [eb('study_instance_uid', '=', studyInstanceUid)];
-        if (accessions.size > 0) ors.push(eb('accession_number', 'in', [...accessions]));
-        return eb.or(ors);
-      })
-      .orderBy('id')
-      .execute();
+    const rows = await pendingItemsNaming(db, table, studyInstanceUid, [...accessions]);
     await redecide(db, table, rows, LinkState.pending, now, result);
   }
   return result;
@@ -375,15 +289,8 @@ export async function linkPendingForStudy(db: Db, studyInstanceUid: string, now:
 export async function reconsiderHeldForPatient(db: Db, patientId: string, now: string): Promise<ReconcileResult> {
   const result: ReconcileResult = { linked: 0, held: 0, messageIds: [] };
   for (const table of linkTables) {
-    const rows = await db
-      .selectFrom(table)
-      .select(['id', 'message_id', 'accession_number', 'study_instance_uid', 'patient_id', 'patient_id_authority', 'patient_identifiers'])
-      .where('link_state', '=', LinkState.held)
-      .where('patient_id', '=', patientId)
-      // A result the sender itself marked wrong-patient (OBX-11 W) stays held whatever a merge says.
-      .where((eb) => eb.or([eb('hold_reason', 'is', null), eb('hold_reason', 'not like', `${WRONG_PATIENT_RESULT}%`)]))
-      .orderBy('id')
-      .execute();
+    // A result the sender itself marked wrong-patient (OBX-11 W) stays held whatever a merge says.
+    const rows = await heldItemsOfPatient(db, table, patientId, WRONG_PATIENT_RESULT);
     await redecide(db, table, rows, LinkState.held, now, result);
   }
   return result;
@@ -393,22 +300,7 @@ export async function reconsiderHeldForPatient(db: Db, patientId: string, now: s
  * Decides each row's link again and stores the decisions that move it out of
  * `unchanged` (its current state), counting them in `result`.
  */
-async function redecide(
-  db: Db,
-  table: LinkTable,
-  rows: readonly {
-    id: string;
-    message_id: string;
-    accession_number: string | null;
-    study_instance_uid: string | null;
-    patient_id: string | null;
-    patient_id_authority: string | null;
-    patient_identifiers: string | null;
-  }[],
-  unchanged: LinkState,
-  now: string,
-  result: ReconcileResult,
-): Promise<void> {
+async function redecide(db: Db, table: LinkTable, rows: readonly LinkItem[], unchanged: LinkState, now: string, result: ReconcileResult): Promise<void> {
   for (const row of rows) {
     const d = await decideLink(db, {
       accessionNumber: row.accession_number,
@@ -419,19 +311,11 @@ async function redecide(
       isOrder: table === 'orders',
     });
     if (d.state === unchanged) continue;
-    await setLink(db, table, row.id, d, now);
+    await setLink(db, table, row.id, linkColumns(d), now);
     if (d.state === LinkState.linked) result.linked++;
     else if (d.state === LinkState.held) result.held++;
     result.messageIds.push(row.message_id);
   }
-}
-
-async function setLink(db: Db, table: LinkTable, id: string, d: LinkDecision, now: string): Promise<void> {
-  await db
-    .updateTable(table)
-    .set({ ...linkColumns(d), updated_at: now })
-    .where('id', '=', id)
-    .execute();
 }
 
 /**
@@ -442,38 +326,12 @@ export async function refreshMessageStatus(db: Db, messageIds: readonly string[]
   for (const id of new Set(messageIds)) {
     let reason: string | null = null;
     for (const table of linkTables) {
-      const held = await db.selectFrom(table).select('hold_reason').where('message_id', '=', id).where('link_state', '=', LinkState.held).executeTakeFirst();
+      const held = await heldItemOfMessage(db, table, id);
       if (held) {
         reason = held.hold_reason ?? 'held';
         break;
       }
     }
-    await db
-      .updateTable('hl7_messages')
-      .set({ status: reason ? MessageStatus.held : MessageStatus.applied, reason, updated_at: now })
-      .where('id', '=', id)
-      .where('status', 'in', [MessageStatus.applied, MessageStatus.held])
-      .execute();
+    await setLinkedMessageStatus(db, id, reason ? MessageStatus.held : MessageStatus.applied, reason, now);
   }
-}
-
-/** Pending items whose study exists already (a missed study event, or one that failed): used at start-up. */
-export async function studiesWithPendingItems(db: Db): Promise<string[]> {
-  const uids = new Set<string>();
-  for (const table of linkTables) {
-    const byUid = await db
-      .selectFrom(table)
-      .innerJoin('studies', 'studies.study_instance_uid', `${table}.study_instance_uid`)
-      .select('studies.study_instance_uid as uid')
-      .where(`${table}.link_state`, '=', LinkState.pending)
-      .execute();
-    const byAccession = await db
-      .selectFrom(table)
-      .innerJoin('studies', 'studies.accession_number', `${table}.accession_number`)
-      .select('studies.study_instance_uid as uid')
-      .where(`${table}.link_state`, '=', LinkState.pending)
-      .execute();
-    for (const r of [...byUid, ...byAccession]) uids.add(r.uid);
-  }
-  return [...uids];
 }

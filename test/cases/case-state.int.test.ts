@@ -85,8 +85,6 @@ describe('case state machine', () => {
       attempts: 3,
       next_attempt_at: t,
       last_error: 'refused',
-      lease_owner: state === DeliveryState.sending ? 'gw-a' : null,
-      lease_expires_at: null,
       instances_total: 2,
       instances_sent: state === DeliveryState.delivered ? 2 : 1,
       created_at: t,

@@ -15,6 +15,7 @@ import * as m015 from './015-priors-mpps.js';
 import * as m016 from './016-output-key-images.js';
 import * as m017 from './017-audit-outbox.js';
 import * as m018 from './018-arbitration.js';
+import * as m019 from './019-drop-leases.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -38,4 +39,5 @@ export const migrations = {
   '016-output-key-images': m016,
   '017-audit-outbox': m017,
   '018-arbitration': m018,
+  '019-drop-leases': m019,
 };
