@@ -93,9 +93,13 @@ describe('The RIS worklist knows: order status updates (ORM^O01, ORC-1 SC) over 
         expect(m.nte3.startsWith(`second read in progress: ${c.ruleIds.join(', ')}`), m.nte3).to.equal(true);
       }
       expect(new Set(msgs.map((m) => m.controlId)).size, 'each its own MSH-10').to.equal(msgs.length);
-      // Acknowledged: nothing left to send.
-      const left = await fx.gw.db.selectFrom('outbound_messages').select('state').where('case_id', '=', caseId).where('kind', '=', 'status-update').execute();
-      expect(left.map((l) => l.state)).to.deep.equal(msgs.map(() => 'accepted'));
+      // Acknowledged: nothing left to send. The RIS has the last message before the gateway has read its ACK, so wait for that.
+      const states = async () =>
+        (await fx.gw.db.selectFrom('outbound_messages').select('state').where('case_id', '=', caseId).where('kind', '=', 'status-update').execute()).map(
+          (l) => l.state,
+        );
+      await eventually(async () => ((await states()).every((st) => st === 'accepted') ? true : undefined), 'every status update accepted');
+      expect(await states()).to.deep.equal(msgs.map(() => 'accepted'));
     });
 
     it('held (no reader left), then cancelled: HD with why, then CA', async () => {
