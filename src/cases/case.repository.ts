@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { OPEN_CASE_STATES, type CaseState } from '../states.js';
+import { CaseState, OPEN_CASE_STATES } from '../states.js';
 import type { Reason } from '../rules/rule.types.js';
 import type { CaseRow, ManualRequestRow } from './case.table.js';
 
@@ -29,6 +29,23 @@ export async function updateCase(
   set: Partial<Pick<CaseRow, 'reasons' | 'priority' | 'sla_hours' | 'due_at' | 'state' | 'updated_at' | 'reader_id' | 'rule_set_version' | 'destination_id'>>,
 ): Promise<void> {
   await db.updateTable('cases').set(set).where('id', '=', id).execute();
+}
+
+/** Marks the case as having had a discrepant second read (RADPEER 2b, 3a, 3b). */
+export async function markCaseDiscrepant(db: Db, id: string): Promise<void> {
+  await db.updateTable('cases').set({ discrepant: 1 }).where('id', '=', id).execute();
+}
+
+/** The id of the study's latest case that was not cancelled. */
+export async function latestUncancelledCaseId(db: Db, studyInstanceUid: string): Promise<string | undefined> {
+  const c = await db
+    .selectFrom('cases')
+    .select(['id'])
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .where('state', '!=', CaseState.cancelled)
+    .orderBy('id', 'desc')
+    .executeTakeFirst();
+  return c?.id;
 }
 
 export interface CaseFilter {
