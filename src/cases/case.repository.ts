@@ -48,6 +48,17 @@ export async function latestUncancelledCaseId(db: Db, studyInstanceUid: string):
   return c?.id;
 }
 
+/** The case's state; undefined when there is no such case. */
+export async function caseState(db: Db, id: string): Promise<CaseState | undefined> {
+  return (await db.selectFrom('cases').select('state').where('id', '=', id).executeTakeFirst())?.state;
+}
+
+/** Compare-and-set: moves the case to `to` only while it is still in `from`. False: it had moved on (nothing written). */
+export async function compareAndSetState(db: Db, id: string, from: CaseState, to: CaseState, now: string): Promise<boolean> {
+  const r = await db.updateTable('cases').set({ state: to, updated_at: now }).where('id', '=', id).where('state', '=', from).executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
 export interface CaseFilter {
   state?: CaseState;
   readerId?: string;
