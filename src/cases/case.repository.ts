@@ -108,6 +108,24 @@ export async function insertManualRequest(db: Db, row: ManualRequestRow): Promis
   await db.insertInto('manual_requests').values(row).execute();
 }
 
+/** Links a manual request to the case it opened or joined. */
+export async function linkManualRequest(db: Db, requestId: string, caseId: string): Promise<void> {
+  await db.updateTable('manual_requests').set({ case_id: caseId }).where('id', '=', requestId).execute();
+}
+
+/** Whether a study with this StudyInstanceUID has been received (its UID as stored). */
+export async function receivedStudyUid(db: Db, studyInstanceUid: string): Promise<string | undefined> {
+  return (await db.selectFrom('studies').select('study_instance_uid').where('study_instance_uid', '=', studyInstanceUid).executeTakeFirst())
+    ?.study_instance_uid;
+}
+
+/** The received studies with this accession number: at most `limit`, enough to tell one from several. */
+export async function receivedStudyUidsByAccession(db: Db, accessionNumber: string, limit: number): Promise<string[]> {
+  return (await db.selectFrom('studies').select('study_instance_uid').where('accession_number', '=', accessionNumber).limit(limit).execute()).map(
+    (s) => s.study_instance_uid,
+  );
+}
+
 export async function manualRequestsOfStudies(db: Db, studyUids: readonly string[]): Promise<ManualRequestRow[]> {
   if (studyUids.length === 0) return [];
   return db.selectFrom('manual_requests').selectAll().where('study_instance_uid', 'in', studyUids).orderBy('id').execute();
