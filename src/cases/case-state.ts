@@ -3,6 +3,7 @@ import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { CaseState } from '../states.js';
 import { endCaseWork } from './case-end.repository.js';
+import { caseState, compareAndSetState } from './case.repository.js';
 
 /**
  * The case life cycle, in one place. Every change goes through
@@ -52,18 +53,17 @@ export async function transitionCase(
   for (const f of o.from) {
     if (!canTransition(f, o.to)) throw new GatewayError(ErrorCode.conflict, `a case cannot go from ${f} to ${o.to}`);
   }
-  const row = await db.selectFrom('cases').select('state').where('id', '=', o.caseId).executeTakeFirst();
-  if (!row) throw new GatewayError(ErrorCode.notFound, 'no such case');
-  if (!o.from.includes(row.state)) return false;
-  const r = await db.updateTable('cases').set({ state: o.to, updated_at: o.now }).where('id', '=', o.caseId).where('state', '=', row.state).executeTakeFirst();
-  if (Number(r.numUpdatedRows) !== 1) return false;
+  const state = await caseState(db, o.caseId);
+  if (!state) throw new GatewayError(ErrorCode.notFound, 'no such case');
+  if (!o.from.includes(state)) return false;
+  if (!(await compareAndSetState(db, o.caseId, state, o.to, o.now))) return false;
   const ended = o.to === CaseState.cancelled ? await endCaseWork(db, o.caseId, o.now, `case cancelled by ${o.actor}`) : undefined;
   await recordAudit(db, o.auditId, o.now, {
     actor: o.actor,
     action: `case.${o.to}`,
     entityType: 'case',
     entityId: o.caseId,
-    details: { from: row.state, ...o.details, ...(ended ? { stopped: ended } : {}) },
+    details: { from: state, ...o.details, ...(ended ? { stopped: ended } : {}) },
   });
   return true;
 }

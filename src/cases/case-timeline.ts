@@ -1,5 +1,17 @@
 import type { Db } from '../db/database.js';
 import { OutboundKind } from '../states.js';
+import { findStudy } from '../studies/study.repository.js';
+import {
+  aiResultsLinkedToStudy,
+  assignmentsOfCase,
+  auditEventsOfCase,
+  decisionsOfStudy,
+  deliveriesOfCase,
+  ordersLinkedToStudy,
+  outboundMessagesOfCase,
+  reportVersionsLinkedToStudy,
+  secondReportSummariesOfCase,
+} from './case-timeline.repository.js';
 import type { CaseRow } from './case.table.js';
 
 export interface TimelineEvent {
@@ -21,7 +33,7 @@ export interface TimelineEvent {
 export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]> {
   const uid = c.study_instance_uid;
   const ev: TimelineEvent[] = [];
-  const study = await db.selectFrom('studies').selectAll().where('study_instance_uid', '=', uid).executeTakeFirst();
+  const study = await findStudy(db, uid);
   if (study) {
     ev.push({ at: study.first_received_at, kind: 'received', title: 'first instance received', details: { callingAe: study.calling_ae } });
     if (study.last_received_at !== study.first_received_at) {
@@ -34,11 +46,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
     }
     if (study.stable_at) ev.push({ at: study.stable_at, kind: 'stable', title: 'study stable' });
   }
-  for (const o of await db
-    .selectFrom('orders')
-    .select(['created_at', 'order_control', 'procedure_code', 'link_state'])
-    .where('linked_study_uid', '=', uid)
-    .execute()) {
+  for (const o of await ordersLinkedToStudy(db, uid)) {
     ev.push({
       at: o.created_at,
       kind: 'order',
@@ -46,12 +54,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       details: { procedureCode: o.procedure_code },
     });
   }
-  for (const r of await db
-    .selectFrom('report_versions')
-    .select(['received_at', 'result_status', 'radiologist_id'])
-    .where('linked_study_uid', '=', uid)
-    .orderBy('id')
-    .execute()) {
+  for (const r of await reportVersionsLinkedToStudy(db, uid)) {
     ev.push({
       at: r.received_at,
       kind: 'report-linked',
@@ -59,24 +62,14 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       details: { resultStatus: r.result_status, radiologistId: r.radiologist_id },
     });
   }
-  for (const a of await db
-    .selectFrom('ai_results')
-    .select(['received_at', 'finding_code', 'finding_text', 'positive'])
-    .where('linked_study_uid', '=', uid)
-    .orderBy('id')
-    .execute()) {
+  for (const a of await aiResultsLinkedToStudy(db, uid)) {
     ev.push({
       at: a.received_at,
       kind: 'ai-result',
       title: `AI result: ${a.finding_text ?? a.finding_code ?? 'finding'} ${a.positive === 1 ? 'positive' : 'negative'}`,
     });
   }
-  for (const d of await db
-    .selectFrom('decisions')
-    .select(['evaluated_at', 'flagged', 'reasons', 'trigger', 'rule_set_version', 'case_id'])
-    .where('study_instance_uid', '=', uid)
-    .orderBy('id')
-    .execute()) {
+  for (const d of await decisionsOfStudy(db, uid)) {
     // Only decisions that flagged, or that are this case's, tell its story; the others are noise.
     if (d.flagged !== 1 && d.case_id !== c.id) continue;
     const reasons = JSON.parse(d.reasons) as { ruleId: string; kind: string; detail: string }[];
@@ -87,7 +80,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       details: { trigger: d.trigger, ruleSetVersion: d.rule_set_version, reasons },
     });
   }
-  for (const d of await db.selectFrom('deliveries').selectAll().where('case_id', '=', c.id).orderBy('id').execute()) {
+  for (const d of await deliveriesOfCase(db, c.id)) {
     ev.push({
       at: d.created_at,
       kind: 'forwarding',
@@ -118,7 +111,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       });
     }
   }
-  for (const a of await db.selectFrom('case_assignments').selectAll().where('case_id', '=', c.id).orderBy('id').execute()) {
+  for (const a of await assignmentsOfCase(db, c.id)) {
     ev.push({
       at: a.assigned_at,
       kind: 'assigned',
@@ -134,12 +127,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
         details: { readerId: a.reader_id },
       });
   }
-  for (const r of await db
-    .selectFrom('second_reports')
-    .select(['created_at', 'version', 'reader_id', 'radpeer_score', 'source', 'submitted_by'])
-    .where('case_id', '=', c.id)
-    .orderBy('version')
-    .execute()) {
+  for (const r of await secondReportSummariesOfCase(db, c.id)) {
     ev.push({
       at: r.created_at,
       kind: 'reported',
@@ -148,12 +136,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       details: { version: r.version, radpeerScore: r.radpeer_score, source: r.source },
     });
   }
-  for (const m of await db
-    .selectFrom('outbound_messages')
-    .select(['kind', 'state', 'attempts', 'last_error', 'created_at', 'updated_at', 'destination_id'])
-    .where('case_id', '=', c.id)
-    .orderBy('id')
-    .execute()) {
+  for (const m of await outboundMessagesOfCase(db, c.id)) {
     const what =
       m.kind === OutboundKind.writeBack
         ? 'write-back'
@@ -176,7 +159,7 @@ export async function caseTimeline(db: Db, c: CaseRow): Promise<TimelineEvent[]>
       ev.push({ at: m.updated_at, kind: 'write-back-failed', title: `${what} failed`, details: { attempts: m.attempts, lastError: m.last_error } });
     else ev.push({ at: m.created_at, kind: 'write-back-pending', title: `${what} queued`, details: { attempts: m.attempts, lastError: m.last_error } });
   }
-  for (const a of await db.selectFrom('audit_events').selectAll().where('entity_type', '=', 'case').where('entity_id', '=', c.id).orderBy('id').execute()) {
+  for (const a of await auditEventsOfCase(db, c.id)) {
     ev.push({
       at: a.at,
       kind: 'audit',

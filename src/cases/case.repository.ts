@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { OPEN_CASE_STATES, type CaseState } from '../states.js';
+import { CaseState, OPEN_CASE_STATES } from '../states.js';
 import type { Reason } from '../rules/rule.types.js';
 import type { CaseRow, ManualRequestRow } from './case.table.js';
 
@@ -29,6 +29,34 @@ export async function updateCase(
   set: Partial<Pick<CaseRow, 'reasons' | 'priority' | 'sla_hours' | 'due_at' | 'state' | 'updated_at' | 'reader_id' | 'rule_set_version' | 'destination_id'>>,
 ): Promise<void> {
   await db.updateTable('cases').set(set).where('id', '=', id).execute();
+}
+
+/** Marks the case as having had a discrepant second read (RADPEER 2b, 3a, 3b). */
+export async function markCaseDiscrepant(db: Db, id: string): Promise<void> {
+  await db.updateTable('cases').set({ discrepant: 1 }).where('id', '=', id).execute();
+}
+
+/** The id of the study's latest case that was not cancelled. */
+export async function latestUncancelledCaseId(db: Db, studyInstanceUid: string): Promise<string | undefined> {
+  const c = await db
+    .selectFrom('cases')
+    .select(['id'])
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .where('state', '!=', CaseState.cancelled)
+    .orderBy('id', 'desc')
+    .executeTakeFirst();
+  return c?.id;
+}
+
+/** The case's state; undefined when there is no such case. */
+export async function caseState(db: Db, id: string): Promise<CaseState | undefined> {
+  return (await db.selectFrom('cases').select('state').where('id', '=', id).executeTakeFirst())?.state;
+}
+
+/** Compare-and-set: moves the case to `to` only while it is still in `from`. False: it had moved on (nothing written). */
+export async function compareAndSetState(db: Db, id: string, from: CaseState, to: CaseState, now: string): Promise<boolean> {
+  const r = await db.updateTable('cases').set({ state: to, updated_at: now }).where('id', '=', id).where('state', '=', from).executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
 }
 
 export interface CaseFilter {
@@ -78,6 +106,24 @@ export async function latestCaseOfStudy(db: Db, studyInstanceUid: string): Promi
 
 export async function insertManualRequest(db: Db, row: ManualRequestRow): Promise<void> {
   await db.insertInto('manual_requests').values(row).execute();
+}
+
+/** Links a manual request to the case it opened or joined. */
+export async function linkManualRequest(db: Db, requestId: string, caseId: string): Promise<void> {
+  await db.updateTable('manual_requests').set({ case_id: caseId }).where('id', '=', requestId).execute();
+}
+
+/** Whether a study with this StudyInstanceUID has been received (its UID as stored). */
+export async function receivedStudyUid(db: Db, studyInstanceUid: string): Promise<string | undefined> {
+  return (await db.selectFrom('studies').select('study_instance_uid').where('study_instance_uid', '=', studyInstanceUid).executeTakeFirst())
+    ?.study_instance_uid;
+}
+
+/** The received studies with this accession number: at most `limit`, enough to tell one from several. */
+export async function receivedStudyUidsByAccession(db: Db, accessionNumber: string, limit: number): Promise<string[]> {
+  return (await db.selectFrom('studies').select('study_instance_uid').where('accession_number', '=', accessionNumber).limit(limit).execute()).map(
+    (s) => s.study_instance_uid,
+  );
 }
 
 export async function manualRequestsOfStudies(db: Db, studyUids: readonly string[]): Promise<ManualRequestRow[]> {

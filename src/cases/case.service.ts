@@ -3,7 +3,7 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import { PRIORITIES, type Priority } from '../rules/rule.types.js';
 import type { DecisionService } from '../rules/decision.service.js';
 import { EvaluationTrigger } from '../states.js';
-import { findCase, findOpenCase, insertManualRequest } from './case.repository.js';
+import { findCase, findOpenCase, insertManualRequest, linkManualRequest, receivedStudyUid, receivedStudyUidsByAccession } from './case.repository.js';
 import type { CaseRow } from './case.table.js';
 
 export interface ManualRequest {
@@ -90,7 +90,7 @@ export class CaseService {
     });
     const outcome = await this.o.decisions.evaluateStudy(uid, EvaluationTrigger.manual, requestedBy);
     if (!outcome?.caseId) throw new GatewayError(ErrorCode.internal, 'manual request did not open a case');
-    await this.o.db.updateTable('manual_requests').set({ case_id: outcome.caseId }).where('id', '=', requestId).execute();
+    await linkManualRequest(this.o.db, requestId, outcome.caseId);
     const row = await findCase(this.o.db, outcome.caseId);
     if (!row) throw new GatewayError(ErrorCode.internal, 'case vanished');
     return { case: row, created: !openBefore };
@@ -98,13 +98,13 @@ export class CaseService {
 
   private async resolveStudy(req: ManualRequest): Promise<string> {
     if (req.studyInstanceUid) {
-      const s = await this.o.db.selectFrom('studies').select('study_instance_uid').where('study_instance_uid', '=', req.studyInstanceUid).executeTakeFirst();
-      if (!s) throw new GatewayError(ErrorCode.notFound, 'no study with that StudyInstanceUID has been received');
-      return s.study_instance_uid;
+      const uid = await receivedStudyUid(this.o.db, req.studyInstanceUid);
+      if (!uid) throw new GatewayError(ErrorCode.notFound, 'no study with that StudyInstanceUID has been received');
+      return uid;
     }
-    const rows = await this.o.db.selectFrom('studies').select('study_instance_uid').where('accession_number', '=', req.accessionNumber!).limit(2).execute();
+    const rows = await receivedStudyUidsByAccession(this.o.db, req.accessionNumber!, 2);
     if (rows.length === 0) throw new GatewayError(ErrorCode.notFound, 'no study with that accession number has been received');
     if (rows.length > 1) throw new GatewayError(ErrorCode.conflict, 'several studies share that accession number: give studyInstanceUid');
-    return rows[0]!.study_instance_uid;
+    return rows[0]!;
   }
 }

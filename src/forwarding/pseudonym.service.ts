@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { Db } from '../db/database.js';
+import { findPseudonym, insertPseudonyms, pseudonymsOfStudy } from './pseudonym.repository.js';
 
 export const PseudonymKind = { uid: 'uid', patientId: 'patient-id', accession: 'accession' } as const;
 
@@ -22,13 +23,7 @@ export class StudyPseudonyms {
 
   static async load(db: Db, secret: string, destinationId: string, studyInstanceUid: string): Promise<StudyPseudonyms> {
     const p = new StudyPseudonyms(secret, destinationId, studyInstanceUid);
-    const rows = await db
-      .selectFrom('pseudonyms')
-      .select(['kind', 'original', 'pseudonym'])
-      .where('destination_id', '=', destinationId)
-      .where('study_instance_uid', '=', studyInstanceUid)
-      .execute();
-    for (const r of rows) p.known.set(`${r.kind}|${r.original}`, r.pseudonym);
+    for (const r of await pseudonymsOfStudy(db, destinationId, studyInstanceUid)) p.known.set(`${r.kind}|${r.original}`, r.pseudonym);
     return p;
   }
 
@@ -65,13 +60,7 @@ export class StudyPseudonyms {
       study_instance_uid: this.studyInstanceUid,
       created_at: now,
     }));
-    for (let i = 0; i < rows.length; i += 200) {
-      await db
-        .insertInto('pseudonyms')
-        .values(rows.slice(i, i + 200))
-        .onConflict((oc) => oc.columns(['destination_id', 'kind', 'original']).doNothing())
-        .execute();
-    }
+    await insertPseudonyms(db, rows);
     return rows.length;
   }
 
@@ -98,8 +87,6 @@ export async function resolvePseudonym(
   kind: string,
   pseudonym: string,
 ): Promise<{ studyInstanceUid: string; original: string } | undefined> {
-  let q = db.selectFrom('pseudonyms').select(['study_instance_uid', 'original']).where('kind', '=', kind).where('pseudonym', '=', pseudonym);
-  if (destinationId) q = q.where('destination_id', '=', destinationId);
-  const row = await q.executeTakeFirst();
+  const row = await findPseudonym(db, destinationId, kind, pseudonym);
   return row ? { studyInstanceUid: row.study_instance_uid, original: row.original } : undefined;
 }

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { recordAudit } from '../audit/audit.repository.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
+import { dismissHeldMessage, messageStatus } from '../hl7/held-message.repository.js';
 import { MessageStatus } from '../states.js';
 import { mount } from './api-schema.js';
 import { messagesRoutes as spec } from './messages.schemas.js';
@@ -16,15 +17,9 @@ export function messageActionsRouter(db: Db, newId: () => string, clock: () => D
   mount(r, spec.dismissMessage, async ({ params: { id }, body: { reason }, principal }) => {
     const now = clock().toISOString();
     await db.transaction().execute(async (trx) => {
-      const m = await trx.selectFrom('hl7_messages').select(['status']).where('id', '=', id).executeTakeFirst();
-      if (!m) throw new GatewayError(ErrorCode.notFound, 'no such message');
-      const moved = await trx
-        .updateTable('hl7_messages')
-        .set({ status: MessageStatus.dismissed, updated_at: now })
-        .where('id', '=', id)
-        .where('status', '=', MessageStatus.held)
-        .executeTakeFirst();
-      if (Number(moved.numUpdatedRows) !== 1) throw new GatewayError(ErrorCode.conflict, `only a held message can be dismissed (this one is ${m.status})`);
+      const status = await messageStatus(trx, id);
+      if (!status) throw new GatewayError(ErrorCode.notFound, 'no such message');
+      if (!(await dismissHeldMessage(trx, id, now))) throw new GatewayError(ErrorCode.conflict, `only a held message can be dismissed (this one is ${status})`);
       await recordAudit(trx, newId(), now, {
         actor: principal.name,
         action: 'message.dismissed',

@@ -5,9 +5,22 @@ import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { forClaim, lockKey } from '../db/dialect.js';
+import { lockKey } from '../db/dialect.js';
+import { findCase, updateCase } from '../cases/case.repository.js';
 import { CaseState } from '../states.js';
 import { chooseReader, type AssignmentResult, type ReaderLoad } from './assignment.js';
+import {
+  casesPastDue,
+  caseCountsByReader,
+  claimBreachedCase,
+  endOpenAssignments,
+  insertAssignment,
+  latestFinalReportRadiologist,
+  openArbitrationsByArbitrator,
+  readersOfCase,
+  seriesModalities,
+  setEscalation,
+} from './reader.repository.js';
 
 export interface ReaderServiceOptions {
   db: Db;
@@ -49,37 +62,21 @@ export class ReaderService {
   async assign(trx: Db, c: Pick<CaseRow, 'id' | 'study_instance_uid' | 'reader_group'>, actor: string, reason: string): Promise<AssignmentResult> {
     // Readers' open-case counts are read and then added to: one assignment at a time across instances.
     await lockKey(trx, 'reader-assignment');
-    const previous = await trx.selectFrom('case_assignments').select('reader_id').where('case_id', '=', c.id).execute();
-    const modalities = (await trx.selectFrom('series').select('modality').where('study_instance_uid', '=', c.study_instance_uid).execute())
-      .map((s) => s.modality)
-      .filter((m): m is string => !!m);
-    const firstReader = await trx
-      .selectFrom('report_versions')
-      .select('radiologist_id')
-      .where('linked_study_uid', '=', c.study_instance_uid)
-      .where('result_status', 'in', ['F', 'C'])
-      .orderBy('id', 'desc')
-      .executeTakeFirst();
+    const previous = await readersOfCase(trx, c.id);
+    const modalities = (await seriesModalities(trx, c.study_instance_uid)).filter((m): m is string => !!m);
+    const firstReaderId = await latestFinalReportRadiologist(trx, c.study_instance_uid);
     const result = chooseReader(await this.loads(trx), {
       modalities,
       subspecialty: c.reader_group,
-      firstReaderId: firstReader?.radiologist_id,
+      firstReaderId,
       avoidSameGroup: this.o.config.assignment.avoidSameGroup,
-      exclude: previous.map((p) => p.reader_id),
+      exclude: previous,
     });
     if (!result.ok) return result;
     const now = this.clock().toISOString();
-    await trx
-      .updateTable('case_assignments')
-      .set({ ended_at: now, end_reason: 'reassigned' })
-      .where('case_id', '=', c.id)
-      .where('ended_at', 'is', null)
-      .execute();
-    await trx
-      .insertInto('case_assignments')
-      .values({ id: this.o.newId(), case_id: c.id, reader_id: result.readerId, assigned_by: actor, reason, assigned_at: now, ended_at: null, end_reason: null })
-      .execute();
-    await trx.updateTable('cases').set({ reader_id: result.readerId, updated_at: now }).where('id', '=', c.id).execute();
+    await endOpenAssignments(trx, c.id, now, 'reassigned');
+    await insertAssignment(trx, { id: this.o.newId(), caseId: c.id, readerId: result.readerId, assignedBy: actor, reason, assignedAt: now });
+    await updateCase(trx, c.id, { reader_id: result.readerId, updated_at: now });
     await recordAudit(trx, this.o.newId(), now, {
       actor,
       action: 'case.assigned',
@@ -102,17 +99,8 @@ export class ReaderService {
     o: { firstReaderId: string | null; secondReaderId: string; readerGroup: string | null },
   ): Promise<AssignmentResult> {
     await lockKey(trx, 'reader-assignment');
-    const modalities = (await trx.selectFrom('series').select('modality').where('study_instance_uid', '=', c.study_instance_uid).execute())
-      .map((s) => s.modality)
-      .filter((m): m is string => !!m && !['SR', 'PR', 'KO'].includes(m));
-    const open = await trx
-      .selectFrom('case_arbitrations')
-      .select(['arbitrator_id', (eb) => eb.fn.countAll<number>().as('n')])
-      .where('state', '=', 'open')
-      .where('arbitrator_id', 'is not', null)
-      .groupBy('arbitrator_id')
-      .execute();
-    const arbitrating = new Map(open.map((a) => [a.arbitrator_id, Number(a.n)]));
+    const modalities = (await seriesModalities(trx, c.study_instance_uid)).filter((m): m is string => !!m && !['SR', 'PR', 'KO'].includes(m));
+    const arbitrating = await openArbitrationsByArbitrator(trx);
     const loads = (await this.loads(trx))
       .filter((r) => !r.destination || !c.destination_id || r.destination === c.destination_id)
       .map((r) => ({ ...r, openCases: r.openCases + (arbitrating.get(r.id) ?? 0) }));
@@ -136,20 +124,15 @@ export class ReaderService {
   async decline(caseId: string, readerId: string, actor: string, why: string): Promise<{ readerId: string | null; held: boolean }> {
     const now = this.clock().toISOString();
     return this.db.transaction().execute(async (trx) => {
-      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      const c = await findCase(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       if (c.reader_id !== readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
       if (!READING.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case cannot be declined`);
-      await trx
-        .updateTable('case_assignments')
-        .set({ ended_at: now, end_reason: 'declined' })
-        .where('case_id', '=', caseId)
-        .where('ended_at', 'is', null)
-        .execute();
+      await endOpenAssignments(trx, caseId, now, 'declined');
       await recordAudit(trx, this.o.newId(), now, { actor, action: 'case.declined', entityType: 'case', entityId: caseId, details: { readerId, why } });
       const next = await this.assign(trx, c, 'readers', `reassigned after ${readerId} declined`);
       if (next.ok) return { readerId: next.readerId, held: false };
-      await trx.updateTable('cases').set({ reader_id: null }).where('id', '=', caseId).execute();
+      await updateCase(trx, caseId, { reader_id: null });
       await transitionCase(trx, {
         caseId,
         from: READING,
@@ -172,7 +155,7 @@ export class ReaderService {
   async reassign(caseId: string, actor: string, o: { readerId?: string; reason: string }): Promise<{ readerId: string; previousReaderId: string | null }> {
     const now = this.clock().toISOString();
     return this.db.transaction().execute(async (trx) => {
-      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      const c = await findCase(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       if (!READING.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case cannot be reassigned`);
       let readerId: string;
@@ -180,37 +163,14 @@ export class ReaderService {
         const reader = this.o.config.readers.find((r) => r.id === o.readerId);
         if (!reader) throw new GatewayError(ErrorCode.invalidInput, `unknown reader "${o.readerId}"`);
         if (reader.id === c.reader_id) throw new GatewayError(ErrorCode.conflict, `the case is already assigned to ${reader.id}`);
-        const first = await trx
-          .selectFrom('report_versions')
-          .select('radiologist_id')
-          .where('linked_study_uid', '=', c.study_instance_uid)
-          .where('result_status', 'in', ['F', 'C'])
-          .orderBy('id', 'desc')
-          .executeTakeFirst();
-        if (first?.radiologist_id === reader.id) throw new GatewayError(ErrorCode.conflict, 'the second reader cannot be the first reader');
+        const firstReaderId = await latestFinalReportRadiologist(trx, c.study_instance_uid);
+        if (firstReaderId === reader.id) throw new GatewayError(ErrorCode.conflict, 'the second reader cannot be the first reader');
         if (reader.destination && c.destination_id && reader.destination !== c.destination_id) {
           throw new GatewayError(ErrorCode.conflict, `${reader.id} reads from ${reader.destination}; the study was sent to ${c.destination_id}`);
         }
-        await trx
-          .updateTable('case_assignments')
-          .set({ ended_at: now, end_reason: 'reassigned' })
-          .where('case_id', '=', caseId)
-          .where('ended_at', 'is', null)
-          .execute();
-        await trx
-          .insertInto('case_assignments')
-          .values({
-            id: this.o.newId(),
-            case_id: caseId,
-            reader_id: reader.id,
-            assigned_by: actor,
-            reason: o.reason,
-            assigned_at: now,
-            ended_at: null,
-            end_reason: null,
-          })
-          .execute();
-        await trx.updateTable('cases').set({ reader_id: reader.id, updated_at: now }).where('id', '=', caseId).execute();
+        await endOpenAssignments(trx, caseId, now, 'reassigned');
+        await insertAssignment(trx, { id: this.o.newId(), caseId, readerId: reader.id, assignedBy: actor, reason: o.reason, assignedAt: now });
+        await updateCase(trx, caseId, { reader_id: reader.id, updated_at: now });
         readerId = reader.id;
       } else {
         const next = await this.assign(trx, c, actor, o.reason);
@@ -238,30 +198,14 @@ export class ReaderService {
   async checkSla(): Promise<{ reassigned: number; notified: number }> {
     const now = this.clock();
     const nowIso = now.toISOString();
-    const due = await this.db
-      .selectFrom('cases')
-      .selectAll()
-      .where('state', 'in', READING)
-      .where('due_at', '<', nowIso)
-      .where('escalation_level', '<', 2)
-      .execute();
+    const due = await casesPastDue(this.db, READING, nowIso);
     let reassigned = 0;
     let notified = 0;
     for (const c of due) {
       await this.db.transaction().execute(async (trx) => {
         // The claim: still breached at the level we read, and not being escalated by another instance right now
         // (its row lock; it is skipped, not waited for). A crashed claimer's transaction rolls back, freeing the row.
-        const still = await forClaim(
-          trx,
-          trx
-            .selectFrom('cases')
-            .select('id')
-            .where('id', '=', c.id)
-            .where('state', 'in', READING)
-            .where('due_at', '<', nowIso)
-            .where('escalation_level', '=', c.escalation_level),
-        ).executeTakeFirst();
-        if (!still) return;
+        if (!(await claimBreachedCase(trx, c.id, READING, nowIso, c.escalation_level))) return;
         const breachedAt = c.sla_breached_at ?? nowIso;
         if (c.escalation_level === 0) {
           await recordAudit(trx, this.o.newId(), nowIso, {
@@ -273,25 +217,16 @@ export class ReaderService {
           });
         }
         if (c.escalation_level === 0 && this.assigns && c.reader_id) {
-          await trx
-            .updateTable('case_assignments')
-            .set({ ended_at: nowIso, end_reason: 'sla-breach' })
-            .where('case_id', '=', c.id)
-            .where('ended_at', 'is', null)
-            .execute();
+          await endOpenAssignments(trx, c.id, nowIso, 'sla-breach');
           const next = await this.assign(trx, c, 'sla', `SLA breached by ${c.reader_id}`);
           if (next.ok) {
             const dueAt = new Date(now.getTime() + c.sla_hours * 3_600_000).toISOString();
-            await trx
-              .updateTable('cases')
-              .set({ escalation_level: 1, sla_breached_at: breachedAt, due_at: dueAt, updated_at: nowIso })
-              .where('id', '=', c.id)
-              .execute();
+            await setEscalation(trx, c.id, { escalationLevel: 1, slaBreachedAt: breachedAt, dueAt, now: nowIso });
             reassigned++;
             return;
           }
         }
-        await trx.updateTable('cases').set({ escalation_level: 2, sla_breached_at: breachedAt, updated_at: nowIso }).where('id', '=', c.id).execute();
+        await setEscalation(trx, c.id, { escalationLevel: 2, slaBreachedAt: breachedAt, now: nowIso });
         await this.o.notify(trx, c.id, 'sla-breach', { dueAt: c.due_at, priority: c.priority, readerId: c.reader_id });
         notified++;
       });
@@ -301,14 +236,7 @@ export class ReaderService {
   }
 
   private async loads(db: Db): Promise<ReaderLoad[]> {
-    const counts = await db
-      .selectFrom('cases')
-      .select(['reader_id', (eb) => eb.fn.countAll<number>().as('n')])
-      .where('state', 'in', READING)
-      .where('reader_id', 'is not', null)
-      .groupBy('reader_id')
-      .execute();
-    const byReader = new Map(counts.map((c) => [c.reader_id, Number(c.n)]));
+    const byReader = await caseCountsByReader(db, READING);
     return this.o.config.readers.map((r) => ({ ...r, openCases: byReader.get(r.id) ?? 0 }));
   }
 }

@@ -59,6 +59,11 @@ export async function secondReportText(db: Db, reportId: string): Promise<{ text
   return db.selectFrom('second_reports').select(['text', 'impression']).where('id', '=', reportId).executeTakeFirst();
 }
 
+/** Who wrote a second report (the second reader). */
+export async function secondReportReaderId(db: Db, reportId: string): Promise<string | undefined> {
+  return (await db.selectFrom('second_reports').select('reader_id').where('id', '=', reportId).executeTakeFirst())?.reader_id;
+}
+
 /** The text of the study's latest final or corrected primary report. */
 export async function primaryReportText(db: Db, studyInstanceUid: string): Promise<string | undefined> {
   const r = await db

@@ -10,10 +10,12 @@ import type { ReaderService } from '../readers/reader.service.js';
 import type { Rule } from '../rules/rule.types.js';
 import { CaseState } from '../states.js';
 import { radpeerScores, type RadpeerScore } from './oru-builder.js';
-import { firstReaderOf, insertArbitration, latestArbitration, rulesJsonOfVersion, updateArbitration } from './arbitration.repository.js';
+import { findCase } from '../cases/case.repository.js';
+import { firstReaderOf, insertArbitration, latestArbitration, rulesJsonOfVersion, secondReportReaderId, updateArbitration } from './arbitration.repository.js';
 import { ARBITRATION_VERDICTS, ArbitrationState, type ArbitrationVerdict, type CaseArbitrationRow } from './arbitration.table.js';
 import type { OutboundService } from './outbound.service.js';
 import type { SecondReportRow } from './report.table.js';
+import { findSecondReport } from './second-report.repository.js';
 import type { SecondReportService, Submitter } from './second-report.service.js';
 
 export interface ArbitrationInput {
@@ -186,7 +188,7 @@ export class ArbitrationService {
   async decide(caseId: string, input: ArbitrationInput, by: Submitter): Promise<CaseArbitrationRow> {
     const now = this.clock().toISOString();
     const row = await this.o.db.transaction().execute(async (trx) => {
-      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      const c = await findCase(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       const a = await latestArbitration(trx, caseId);
       if (!a) throw new GatewayError(ErrorCode.notFound, 'this case has no arbitration');
@@ -194,7 +196,7 @@ export class ArbitrationService {
       if (c.state !== CaseState.arbitration || (a.state !== ArbitrationState.open && a.state !== ArbitrationState.unassigned)) {
         throw new GatewayError(ErrorCode.conflict, `the arbitration is ${a.state === ArbitrationState.done ? 'already decided' : a.state} (case ${c.state})`);
       }
-      const report = await trx.selectFrom('second_reports').selectAll().where('id', '=', a.report_id).executeTakeFirst();
+      const report = await findSecondReport(trx, a.report_id);
       if (!report) throw new GatewayError(ErrorCode.conflict, 'the second report of this arbitration is gone');
       const finalScore: RadpeerScore =
         input.verdict === 'agree-first' ? '1' : input.verdict === 'agree-second' ? (report.radpeer_score as RadpeerScore) : input.radpeerScore!;
@@ -232,26 +234,26 @@ export class ArbitrationService {
   async assign(caseId: string, actor: string, readerId: string | undefined, reason: string): Promise<CaseArbitrationRow> {
     const now = this.clock().toISOString();
     return this.o.db.transaction().execute(async (trx) => {
-      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      const c = await findCase(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       const a = await latestArbitration(trx, caseId);
       if (!a || c.state !== CaseState.arbitration || (a.state !== ArbitrationState.open && a.state !== ArbitrationState.unassigned)) {
         throw new GatewayError(ErrorCode.conflict, 'the case has no open arbitration');
       }
-      const report = await trx.selectFrom('second_reports').select('reader_id').where('id', '=', a.report_id).executeTakeFirst();
+      const secondReaderId = await secondReportReaderId(trx, a.report_id);
       const firstReaderId = await firstReaderOf(trx, c.study_instance_uid);
       let chosen: string;
       if (readerId) {
         const r = this.o.config.readers.find((x) => x.id === readerId);
         if (!r) throw new GatewayError(ErrorCode.invalidInput, `unknown reader "${readerId}"`);
-        if (r.id === firstReaderId || r.id === report?.reader_id)
+        if (r.id === firstReaderId || r.id === secondReaderId)
           throw new GatewayError(ErrorCode.conflict, 'the third reader cannot be the first or second reader');
         if (r.destination && c.destination_id && r.destination !== c.destination_id) {
           throw new GatewayError(ErrorCode.conflict, `${r.id} reads from ${r.destination}; the study was sent to ${c.destination_id}`);
         }
         chosen = r.id;
       } else {
-        const next = await this.o.readers.chooseArbitrator(trx, c, { firstReaderId, secondReaderId: report?.reader_id ?? '', readerGroup: a.reader_group });
+        const next = await this.o.readers.chooseArbitrator(trx, c, { firstReaderId, secondReaderId: secondReaderId ?? '', readerGroup: a.reader_group });
         if (!next.ok) throw new GatewayError(ErrorCode.conflict, `no reader fits: ${next.reason}`);
         chosen = next.readerId;
       }

@@ -4,7 +4,7 @@ import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { CaseState, OutboundKind, OutboundState } from '../states.js';
+import { CaseState, OutboundKind } from '../states.js';
 import { buildSecondReportOru, concordanceOf, radpeerScores, type RadpeerScore } from './oru-builder.js';
 import type { OutboundService } from './outbound.service.js';
 import type { SecondReportRow } from './report.table.js';
@@ -14,25 +14,21 @@ import type { PatientRef, SecondReportItem } from '../hl7/hl7-parse.js';
 import { samePatient, survivingPatientId } from '../studies/reconcile.js';
 import { keyImagesProblem } from '../outputs/outputs.service.js';
 import { arbitrationOf } from './arbitration.service.js';
+import { findCase, latestUncancelledCaseId, markCaseDiscrepant } from '../cases/case.repository.js';
+import { endOpenAssignments } from '../readers/reader.repository.js';
+import {
+  failWriteBack,
+  findSecondReport,
+  hasSecondReport,
+  insertSecondReport,
+  latestSecondReportVersion,
+  primaryReportOf,
+  studyPatientByUid,
+  studyPatientsByAccession,
+} from './second-report.repository.js';
 
 /** Opens an arbitration when the case's rules ask for one at the report's score (reports/arbitration.service.ts); true: the write-back waits for the verdict. */
 export type ArbitrationStarter = (trx: Db, c: CaseRow, report: SecondReportRow, actor: string, now: string) => Promise<boolean>;
-
-/** The study's latest final or corrected primary report, as received (raw HL7). */
-async function primaryReportOf(
-  db: Db,
-  studyInstanceUid: string,
-): Promise<{ radiologist_id: string | null; patient_id: string | null; patient_id_authority: string | null; raw: string } | undefined> {
-  return db
-    .selectFrom('report_versions as r')
-    .innerJoin('hl7_messages as m', 'm.id', 'r.message_id')
-    .select(['r.radiologist_id', 'r.patient_id', 'r.patient_id_authority', 'm.raw'])
-    .where('r.linked_study_uid', '=', studyInstanceUid)
-    .where('r.link_state', '=', 'linked')
-    .where('r.result_status', 'in', ['F', 'C'])
-    .orderBy('r.id', 'desc')
-    .executeTakeFirst();
-}
 
 /** RADPEER 2b, 3a, 3b: a discrepancy likely to matter, reviewed by QA (DESIGN.md section 2). */
 export const DISCREPANT_SCORES: readonly RadpeerScore[] = ['2b', '3a', '3b'];
@@ -84,8 +80,8 @@ export class SecondReportService {
     this.clock = o.clock ?? (() => new Date());
     // A write-back that waited for its primary report is built by the same code as one built at once.
     o.outbound.useWriteBackBuilder(async (trx, m) => {
-      const c = await trx.selectFrom('cases').selectAll().where('id', '=', m.case_id).executeTakeFirst();
-      const report = m.report_id ? await trx.selectFrom('second_reports').selectAll().where('id', '=', m.report_id).executeTakeFirst() : undefined;
+      const c = await findCase(trx, m.case_id);
+      const report = m.report_id ? await findSecondReport(trx, m.report_id) : undefined;
       if (!c || !report || !m.control_id) return { problem: 'the case or second report of this write-back is gone' };
       return this.buildWriteBackFor(trx, c, report, m.control_id);
     });
@@ -160,7 +156,7 @@ export class SecondReportService {
     } else {
       // Visible rather than silent: the report is kept, the write-back shows why it cannot be sent.
       const id = await this.o.outbound.enqueue(trx, { kind: OutboundKind.writeBack, caseId, reportId: report.id, controlId, payload: '' });
-      await trx.updateTable('outbound_messages').set({ state: OutboundState.failed, last_error: built.problem }).where('id', '=', id).execute();
+      await failWriteBack(trx, id, built.problem);
       await transitionCase(trx, {
         caseId,
         from: [CaseState.reported],
@@ -220,15 +216,14 @@ export class SecondReportService {
   async submit(caseId: string, input: SecondReportInput, by: Submitter, source: 'api' | 'hl7', inTrx?: Db): Promise<SecondReportRow> {
     const now = this.clock().toISOString();
     const store = async (trx: Db): Promise<SecondReportRow> => {
-      const c = await trx.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+      const c = await findCase(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       if (by.role === 'reader') {
         if (c.reader_id !== by.readerId) throw new GatewayError(ErrorCode.forbidden, 'this case is not assigned to you');
         if (input.readerId && input.readerId !== by.readerId) throw new GatewayError(ErrorCode.forbidden, 'a reader reports under their own id');
       }
       const readerId = by.role === 'reader' ? by.readerId! : (input.readerId ?? c.reader_id ?? by.name);
-      const versions = await trx.selectFrom('second_reports').select(['version']).where('case_id', '=', caseId).orderBy('version', 'desc').execute();
-      const version = (versions[0]?.version ?? 0) + 1;
+      const version = (await latestSecondReportVersion(trx, caseId)) + 1;
       if (version === 1) {
         if (!FIRST_REPORT_STATES.includes(c.state)) throw new GatewayError(ErrorCode.conflict, `a ${c.state} case takes no second report`);
         if (input.addendum) throw new GatewayError(ErrorCode.conflict, 'there is no report to add an addendum to');
@@ -256,15 +251,10 @@ export class SecondReportService {
         submitted_by: by.name,
         created_at: now,
       };
-      await trx.insertInto('second_reports').values(report).execute();
+      await insertSecondReport(trx, report);
       await this.o.outputs?.onReportStored(trx, c, report, input.keyImages ?? []);
-      await trx
-        .updateTable('case_assignments')
-        .set({ ended_at: now, end_reason: 'reported' })
-        .where('case_id', '=', caseId)
-        .where('ended_at', 'is', null)
-        .execute();
-      if (discrepant && c.discrepant !== 1) await trx.updateTable('cases').set({ discrepant: 1 }).where('id', '=', caseId).execute();
+      await endOpenAssignments(trx, caseId, now, 'reported');
+      if (discrepant && c.discrepant !== 1) await markCaseDiscrepant(trx, caseId);
       const details = { version, radpeerScore: input.radpeerScore, concordance: concordanceOf(input.radpeerScore), source };
       if (c.state === CaseState.reported) {
         // An addendum while the write-back of the report is still under way: the case is already where it belongs.
@@ -328,11 +318,9 @@ export class SecondReportService {
     if (unresolved.length > 0) {
       return { held: `unresolved pseudonym: the ${unresolved.join(', ')} sent back matches nothing this gateway sent to ${destination!.id}`, hl7Code: '204' };
     }
-    let study = uid
-      ? await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('study_instance_uid', '=', uid).executeTakeFirst()
-      : undefined;
+    let study = uid ? await studyPatientByUid(trx, uid) : undefined;
     if (!study && accession) {
-      const rows = await trx.selectFrom('studies').select(['study_instance_uid', 'patient_id']).where('accession_number', '=', accession).limit(2).execute();
+      const rows = await studyPatientsByAccession(trx, accession, 2);
       if (rows.length > 1) throw new GatewayError(ErrorCode.conflict, 'several studies share that accession number');
       study = rows[0];
     }
@@ -342,22 +330,16 @@ export class SecondReportService {
     if (!patientId || !(await samePatient(trx, patientId, study.patient_id))) {
       throw new GatewayError(ErrorCode.conflict, 'the patient id of this second report differs from its study');
     }
-    const c = await trx
-      .selectFrom('cases')
-      .select(['id'])
-      .where('study_instance_uid', '=', study.study_instance_uid)
-      .where('state', '!=', CaseState.cancelled)
-      .orderBy('id', 'desc')
-      .executeTakeFirst();
-    if (!c) throw new GatewayError(ErrorCode.notFound, 'the study has no second-read case');
-    const hasReport = await trx.selectFrom('second_reports').select('id').where('case_id', '=', c.id).executeTakeFirst();
+    const caseId = await latestUncancelledCaseId(trx, study.study_instance_uid);
+    if (!caseId) throw new GatewayError(ErrorCode.notFound, 'the study has no second-read case');
+    const hasReport = await hasSecondReport(trx, caseId);
     const input = this.parse({
       text: item.text,
       radpeerScore: item.radpeerScore ?? undefined,
       ...(item.reader?.id ? { readerId: item.reader.id } : {}),
       ...(hasReport ? { addendum: true } : {}),
     });
-    await this.submit(c.id, input, { role: 'system', name: `hl7:${from.senderApplication}` }, 'hl7', trx);
+    await this.submit(caseId, input, { role: 'system', name: `hl7:${from.senderApplication}` }, 'hl7', trx);
     return { studyUid: study.study_instance_uid };
   }
 }

@@ -1,8 +1,7 @@
 import type { Db } from '../db/database.js';
-import type { StudyRow } from '../studies/study.table.js';
 import { honourManualRequests } from './decision.service.js';
 import { evaluate, type CompiledRuleSet } from './evaluate.js';
-import { loadEvaluationInputs } from './evaluation-input.repository.js';
+import { loadEvaluationInputs, studiesReceivedPage } from './evaluation-input.repository.js';
 import type { BucketCounters, Priority, Reason, Rule, SamplingStateReader } from './rule.types.js';
 import { OUTCOME_WINDOW_MS, samplingOutcomes } from './rules.repository.js';
 
@@ -89,14 +88,7 @@ export async function dryRun(db: Db, compiled: CompiledRuleSet, o: DryRunOptions
   const byRm = new Map<string, { radiologistId: string; modality: string; evaluated: number; flagged: number }>();
   let after: { at: string; uid: string } | undefined;
   for (;;) {
-    let q = db.selectFrom('studies').selectAll();
-    if (o.from) q = q.where('first_received_at', '>=', o.from);
-    if (o.to) q = q.where('first_received_at', '<', o.to);
-    if (after) {
-      const a = after;
-      q = q.where((eb) => eb.or([eb('first_received_at', '>', a.at), eb.and([eb('first_received_at', '=', a.at), eb('study_instance_uid', '>', a.uid)])]));
-    }
-    const page: StudyRow[] = await q.orderBy('first_received_at').orderBy('study_instance_uid').limit(PAGE).execute();
+    const page = await studiesReceivedPage(db, { from: o.from, to: o.to, after }, PAGE);
     if (page.length === 0) break;
     const inputs = await loadEvaluationInputs(db, page, { withPriorDecisions: false });
     for (const s of page) {

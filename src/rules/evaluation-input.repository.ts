@@ -126,6 +126,21 @@ export async function loadEvaluationInputs(db: Db, studies: readonly StudyRow[],
   return out;
 }
 
+/**
+ * One page of the studies first received in [from, to) (either bound may be absent), oldest first
+ * (then by UID), after the keyset `after` (the last study of the previous page): the dry run's input.
+ */
+export async function studiesReceivedPage(db: Db, o: { from?: string; to?: string; after?: { at: string; uid: string } }, limit: number): Promise<StudyRow[]> {
+  let q = db.selectFrom('studies').selectAll();
+  if (o.from) q = q.where('first_received_at', '>=', o.from);
+  if (o.to) q = q.where('first_received_at', '<', o.to);
+  if (o.after) {
+    const a = o.after;
+    q = q.where((eb) => eb.or([eb('first_received_at', '>', a.at), eb.and([eb('first_received_at', '=', a.at), eb('study_instance_uid', '>', a.uid)])]));
+  }
+  return q.orderBy('first_received_at').orderBy('study_instance_uid').limit(limit).execute();
+}
+
 function codes(values: readonly CodedValue[], source: DiagnosisInput['source']): DiagnosisInput[] {
   return values.filter((v) => !!v.code).map((v) => ({ code: v.code!, text: v.text ?? undefined, source }));
 }
