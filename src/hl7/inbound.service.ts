@@ -18,7 +18,7 @@ import {
   type LinkDecision,
 } from '../studies/reconcile.js';
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
-import { GroupCommitQueue } from './group-commit.js';
+import { GroupCommitQueue } from '../db/group-commit.js';
 import { charsetFor, defaultCharset, peekMsh18, supportedCharsets, type Hl7Charset } from './charset.js';
 import { Hl7Message } from './hl7-message.js';
 import {
