@@ -194,10 +194,15 @@ export class StudyService implements InstanceSink {
         const onNew = (filePath: string): void => {
           // Once the copy is known to be kept (the same bytes again never overwrite the stored copy; other bytes
           // go to a new file, the older copy stays).
-          folders.push(...this.spool.moveIntoPlace(item.inst.tmpPath, filePath));
+          const dirs = this.spool.moveIntoPlace(item.inst.tmpPath, filePath);
           item.movedTo = filePath;
-          if (!item.dataSynced) {
-            const s = this.spool.syncData(this.spool.absolute(filePath), item.inst.fd);
+          const started: Promise<void>[] = [];
+          if (!item.dataSynced) started.push(this.spool.syncData(this.spool.absolute(filePath), item.inst.fd));
+          // Alone, the folder's sync starts now, beside the data's (one journal commit for both), and overlaps the
+          // inserts; in a group, after every rename, once per folder.
+          if (batch.length === 1) started.push(this.spool.syncFolders(dirs));
+          else folders.push(...dirs);
+          for (const s of started) {
             s.catch(() => undefined); // awaited below; never unhandled
             syncs.push(s);
           }
