@@ -135,16 +135,6 @@ export class Spool {
     }
   }
 
-  /**
-   * Moves a temp file to its place and makes both its data and the rename
-   * durable (rename first, then both syncs together); resolves only then, so
-   * the caller may commit the row after it.
-   */
-  async place(tmpPath: string, relativePath: string, dataFd?: number): Promise<void> {
-    const dirs = this.moveIntoPlace(tmpPath, relativePath);
-    await Promise.all([this.syncData(path.join(this.root, relativePath), dataFd), this.syncFolders(dirs)]);
-  }
-
   discard(tmpPath: string): void {
     try {
       unlinkSync(tmpPath);
