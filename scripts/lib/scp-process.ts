@@ -1,7 +1,7 @@
 /**
  * Runs one DicomScp (real SQLite file, StudyService, Spool) in its own process
  * so a benchmark can read the receiver's own peak RSS. Talks over IPC:
- * sends {port} when listening; on 'stop' it stops and sends {maxRssBytes, ...}.
+ * sends {port} when listening; on 'stop' it stops and sends {maxRssBytes, commits (group-commit figures), ...}.
  * Usage: fork scp-process.js <dir> [maxPduLength]  (the benchmark forks its tsc output)
  */
 import { readFileSync } from 'node:fs';
@@ -57,7 +57,10 @@ async function main(): Promise<void> {
       await opened.close();
       // CPU (user + system, all threads) spent between listening and stopping: less sensitive to other load than wall time.
       const cpu = process.cpuUsage(cpuAtReady);
-      process.send?.({ maxRssBytes: peakRssBytes(), instances: Number(rows?.n ?? 0), cpuMs: (cpu.user + cpu.system) / 1000 }, () => process.exit(0));
+      process.send?.(
+        { maxRssBytes: peakRssBytes(), instances: Number(rows?.n ?? 0), cpuMs: (cpu.user + cpu.system) / 1000, commits: studies.ingestStats },
+        () => process.exit(0),
+      );
     })();
   });
 }

@@ -81,40 +81,57 @@ export class Spool {
   }
 
   /**
-   * Moves a temp file to its place and makes both its data and the rename
-   * durable; resolves only then, so the caller may commit the row after it.
-   * The rename comes first so that one journal commit can carry the file's
-   * blocks and the new directory entry: fdatasync of the file and fsync of
-   * the folder(s) run together in the thread pool (about one disk flush
-   * instead of two in a row). A crash before this resolves leaves a placed
-   * file without a row, which was never acknowledged (see the class comment).
-   * `dataFd`: an open descriptor of `tmpPath` (the caller still closes it);
-   * without it the file is opened here for the sync.
+   * Moves a temp file to its place (creating its folders) and returns the
+   * folders whose entries changed: the file's own folder, and every folder
+   * created for it up to the first that already existed (a new folder's entry
+   * lives in its parent). The rename is durable only once those folders are
+   * synced (syncFolders) and the data once the file is (syncData); the caller
+   * does both before it commits the row. Renaming first lets one journal commit
+   * carry the file's blocks and the new directory entry when both syncs run
+   * together. A crash before they resolve leaves a placed file without a row,
+   * which was never acknowledged (see the class comment).
    */
-  async place(tmpPath: string, relativePath: string, dataFd?: number): Promise<void> {
+  moveIntoPlace(tmpPath: string, relativePath: string): string[] {
     const target = path.join(this.root, relativePath);
     const dir = path.dirname(target);
-    const ownFd = dataFd === undefined ? openSync(tmpPath, 'r') : undefined;
-    const dirs: number[] = [];
-    try {
-      const created = mkdirSync(dir, { recursive: true });
-      renameSync(tmpPath, target);
-      dirs.push(openSync(dir, 'r'));
-      // A new folder's own entry lives in its parent: sync up to the first folder that already existed.
-      if (created) {
-        let d = path.dirname(dir);
-        const stop = path.resolve(created, '..');
-        while (d.length >= stop.length) {
-          dirs.push(openSync(d, 'r'));
-          if (d === stop) break;
-          d = path.dirname(d);
-        }
+    const created = mkdirSync(dir, { recursive: true });
+    renameSync(tmpPath, target);
+    const dirs = [dir];
+    if (created) {
+      let d = path.dirname(dir);
+      const stop = path.resolve(created, '..');
+      while (d.length >= stop.length) {
+        dirs.push(d);
+        if (d === stop) break;
+        d = path.dirname(d);
       }
-      const fd = (dataFd ?? ownFd) as number;
-      await Promise.all([syncFd(fd, fdatasync), ...dirs.map((d) => syncFd(d, fsync))]);
+    }
+    return dirs;
+  }
+
+  /**
+   * fdatasync of a received file, in the thread pool. `dataFd`: an open
+   * descriptor of the file (the caller still closes it); without it `file`
+   * is opened for the sync.
+   */
+  async syncData(file: string, dataFd?: number): Promise<void> {
+    if (dataFd !== undefined) return syncFd(dataFd, fdatasync);
+    const fd = openSync(file, 'r');
+    try {
+      await syncFd(fd, fdatasync);
     } finally {
-      for (const d of dirs) closeQuietly(d);
-      if (ownFd !== undefined) closeQuietly(ownFd);
+      closeQuietly(fd);
+    }
+  }
+
+  /** fsync of each folder once, all at once in the thread pool: several renames into one folder share its sync. */
+  async syncFolders(dirs: Iterable<string>): Promise<void> {
+    const fds: number[] = [];
+    try {
+      for (const d of new Set(dirs)) fds.push(openSync(d, 'r'));
+      await Promise.all(fds.map((fd) => syncFd(fd, fsync)));
+    } finally {
+      for (const fd of fds) closeQuietly(fd);
     }
   }
 

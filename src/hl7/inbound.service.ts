@@ -19,7 +19,7 @@ import {
 } from '../studies/reconcile.js';
 import { studiesWithPendingItems } from '../studies/reconcile.repository.js';
 import { buildAck, createControlIdSource, type AckCode, type AckError } from './ack.js';
-import { GroupCommitQueue } from './group-commit.js';
+import { GroupCommitQueue } from '../db/group-commit.js';
 import { charsetFor, defaultCharset, peekMsh18, supportedCharsets, type Hl7Charset } from './charset.js';
 import { Hl7Message } from './hl7-message.js';
 import {

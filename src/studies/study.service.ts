@@ -10,6 +10,7 @@ import type { StudyRow } from './study.table.js';
 import { hashId, type Logger } from '../logger.js';
 import { discardCopy, endHold, findInstance, findStudy, insertInstance, markStable, oldestReceiving, type InsertResult } from './study.repository.js';
 import { isUniqueViolation } from '../db/dialect.js';
+import { GroupCommitQueue } from '../db/group-commit.js';
 import { decideCompleteness, Verdict } from './completeness.js';
 import { completeNow, completenessInputs, hasCompletedMpps, holdIncomplete, quietStudiesWithCompletedMpps } from './mpps.repository.js';
 
@@ -31,6 +32,26 @@ export interface StudyTransactionHooks {
   /** The study is being marked stable (quiet period over, or a hold ended on a stable study). */
   stable?(trx: Db, studyInstanceUid: string): Promise<void>;
 }
+
+/** One instance waiting for (or in) its group commit. */
+interface PendingStore {
+  inst: ReceivedInstance;
+  firstCopyPath: string;
+  /** When it arrived: its received_at. */
+  now: string;
+  /** Its data was synced before it joined the group. */
+  dataSynced: boolean;
+  /** Where its file was moved in the group (relative): removed again when the instance is not committed. */
+  movedTo?: string;
+}
+
+type StoreResult = { ok: true; result: InsertResult } | { ok: false; error: unknown };
+
+const compareStores = (a: PendingStore, b: PendingStore): number =>
+  cmp(a.inst.studyInstanceUid, b.inst.studyInstanceUid) ||
+  cmp(a.inst.seriesInstanceUid, b.inst.seriesInstanceUid) ||
+  cmp(a.inst.sopInstanceUid, b.inst.sopInstanceUid);
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 export interface StudyServiceOptions {
   db: Db;
@@ -59,6 +80,8 @@ export class StudyService implements InstanceSink {
   private running = false;
   private readonly newId = createIdSource();
   private readonly hooks: StudyTransactionHooks;
+  /** Instances from every association and STOW-RS request share durable commits (see storeInstance). */
+  private readonly ingest = new GroupCommitQueue<PendingStore, StoreResult>((batch) => this.commitStores(batch), 64, 0);
   /** Transfer audits being written: stop() waits for them. */
   private readonly auditing = new Set<Promise<void>>();
 
@@ -75,60 +98,47 @@ export class StudyService implements InstanceSink {
     this.listeners.push(listener);
   }
 
+  /** Group-commit figures for ingest: how many instances shared each durable commit. */
+  get ingestStats(): Readonly<{ batches: number; items: number; largestBatch: number; depth: number }> {
+    return { ...this.ingest.stats, depth: this.ingest.depth };
+  }
+
+  /**
+   * Stores one received instance: resolves only once its file's data and folder
+   * entry are synced and its row committed. Instances arriving on several
+   * associations (or STOW-RS requests) at once share one transaction and one
+   * commit (group commit, db/group-commit.ts); each keeps its own savepoint, so
+   * one that fails fails alone, and a group whose commit fails fails every
+   * instance in it (none is acknowledged).
+   */
   async storeInstance(inst: ReceivedInstance): Promise<StoreOutcome> {
-    const firstCopyPath = this.spool.relativePathFor(inst.studyInstanceUid, inst.seriesInstanceUid, inst.sopInstanceUid);
-    const now = this.clock().toISOString();
-    // Set once the file is being moved into place: from then on a failure must take it away again.
-    let placing: Promise<void> | undefined;
-    let placedAt: string | undefined;
+    const item: PendingStore = {
+      inst,
+      firstCopyPath: this.spool.relativePathFor(inst.studyInstanceUid, inst.seriesInstanceUid, inst.sopInstanceUid),
+      now: this.clock().toISOString(),
+      dataSynced: false,
+    };
     let result: InsertResult;
     try {
-      result = await this.db.transaction().execute(async (trx) => {
-        const r = await insertInstance(trx, { ...inst, filePath: firstCopyPath }, now, (filePath) => {
-          // Inside the transaction, once the copy is known to be kept (the same bytes again never overwrite
-          // the stored copy; other bytes go to a new file, the older copy stays). The rename happens now; the
-          // data and folder syncs overlap the inserts and are awaited before COMMIT, so a committed row always
-          // has its file on disk.
-          placedAt = filePath;
-          placing = this.spool.place(inst.tmpPath, filePath, inst.fd);
-          placing.catch(() => undefined); // awaited below or in the catch; never unhandled
-        });
-        for (const h of r.held) {
-          await recordAudit(trx, this.newId(), now, {
-            actor: `dicom:${inst.callingAe}`,
-            action: 'study.held',
-            entityType: 'study',
-            entityId: h.studyInstanceUid,
-            details: { reason: h.reason, attributes: h.attributes, sopInstanceUid: inst.sopInstanceUid, version: r.version },
-          });
-        }
-        for (const x of r.rejected) {
-          await recordAudit(trx, this.newId(), now, {
-            actor: `dicom:${inst.callingAe}`,
-            action: 'study.instances-rejected',
-            entityType: 'study',
-            entityId: x.studyInstanceUid,
-            details: { code: x.code, sopInstanceUids: x.sopInstanceUids, rejectionNote: inst.sopInstanceUid },
-          });
-        }
-        if (r.studyCreated) await this.hooks.studyCreated?.(trx, inst.studyInstanceUid);
-        if (placing) await placing;
-        return r;
-      });
+      // Others are committing: this file's data is synced now, in the thread pool, while their group commits, so
+      // the group it joins waits for no data sync. Alone, the sync runs after the rename, beside the folder's.
+      if (!this.ingest.idle) {
+        await this.spool.syncData(inst.tmpPath, inst.fd);
+        item.dataSynced = true;
+      }
+      const r = await this.ingest.submit(item);
+      if (!r.ok) throw r.error;
+      result = r.result;
     } catch (err) {
       // The same instance committed meanwhile by another instance sharing the spool and database (PostgreSQL):
       // the file in place is that committed copy (the same bytes), so it stays, and the answer is a duplicate.
       const sameInstanceCommitted = isUniqueViolation(err) && (await findInstance(this.db, inst.sopInstanceUid).catch(() => undefined))?.sha256 === inst.sha256;
       if (sameInstanceCommitted) {
-        if (placing) await (placing as Promise<void>).catch(() => undefined);
         this.spool.discard(inst.tmpPath);
         return 'duplicate';
       }
-      // Let a sync still in flight end before the descriptor is closed and the file removed.
-      if (placing) {
-        await (placing as Promise<void>).catch(() => undefined);
-        if (placedAt) this.spool.remove(placedAt);
-      }
+      // Not committed: the copy moved into place for it goes again (the group waited for its syncs to end).
+      if (item.movedTo) this.spool.remove(item.movedTo);
       this.spool.discard(inst.tmpPath);
       const ge = toGatewayError(err);
       this.log.error('instance not stored', { studyUid: hashId(inst.studyInstanceUid), code: ge.code, error: (err as Error).message });
@@ -159,9 +169,97 @@ export class StudyService implements InstanceSink {
     for (const x of result.rejected) {
       this.log.info('instances rejected by an IOCM note', { studyUid: hashId(x.studyInstanceUid), code: x.code, instances: x.sopInstanceUids.length });
     }
-    this.armTimer(Date.parse(now) + this.stableAfterMs);
+    this.armTimer(Date.parse(item.now) + this.stableAfterMs);
     this.checkCompletenessSoon(inst.studyInstanceUid);
     return 'stored';
+  }
+
+  /**
+   * One group: one transaction, a savepoint per instance (in study, series, SOP
+   * order, so that on PostgreSQL two instances' groups take their locks in the
+   * same order), each file moved into place as its row is decided, then the
+   * data syncs still owed and one fsync per folder touched, then COMMIT.
+   * An instance that fails rolls back to its savepoint and fails alone; a
+   * failure outside the savepoints (a sync, COMMIT) fails the whole group.
+   */
+  private async commitStores(batch: PendingStore[]): Promise<StoreResult[]> {
+    const order = batch.map((_, i) => i).sort((a, b) => compareStores(batch[a]!, batch[b]!));
+    const results: StoreResult[] = [];
+    const syncs: Promise<void>[] = [];
+    const folders: string[] = [];
+    const trx = await this.db.startTransaction().execute();
+    try {
+      for (const i of order) {
+        const item = batch[i]!;
+        const onNew = (filePath: string): void => {
+          // Once the copy is known to be kept (the same bytes again never overwrite the stored copy; other bytes
+          // go to a new file, the older copy stays).
+          const dirs = this.spool.moveIntoPlace(item.inst.tmpPath, filePath);
+          item.movedTo = filePath;
+          const started: Promise<void>[] = [];
+          if (!item.dataSynced) started.push(this.spool.syncData(this.spool.absolute(filePath), item.inst.fd));
+          // Alone, the folder's sync starts now, beside the data's (one journal commit for both), and overlaps the
+          // inserts; in a group, after every rename, once per folder.
+          if (batch.length === 1) started.push(this.spool.syncFolders(dirs));
+          else folders.push(...dirs);
+          for (const s of started) {
+            s.catch(() => undefined); // awaited below; never unhandled
+            syncs.push(s);
+          }
+        };
+        if (batch.length === 1) {
+          results[i] = { ok: true, result: await this.applyStore(trx, item, onNew) };
+          continue;
+        }
+        const sp = await trx.savepoint('instance').execute();
+        try {
+          results[i] = { ok: true, result: await this.applyStore(sp, item, onNew) };
+          await sp.releaseSavepoint('instance').execute();
+        } catch (err) {
+          await sp.rollbackToSavepoint('instance').execute();
+          await sp.releaseSavepoint('instance').execute();
+          results[i] = { ok: false, error: err };
+        }
+      }
+      // A committed row always has its file's data and folder entry on disk.
+      await Promise.all([...syncs, this.spool.syncFolders(folders)]);
+      await trx.commit().execute();
+    } catch (err) {
+      await trx
+        .rollback()
+        .execute()
+        .catch(() => undefined);
+      // The callers close the descriptors and remove the files once this settles: let every sync end first.
+      await Promise.allSettled(syncs);
+      throw err;
+    }
+    return results;
+  }
+
+  /** One instance inside its group's transaction: rows, audit and follow-up work. */
+  private async applyStore(trx: Db, item: PendingStore, onNew: (filePath: string) => void): Promise<InsertResult> {
+    const { inst, now } = item;
+    const r = await insertInstance(trx, { ...inst, filePath: item.firstCopyPath }, now, onNew);
+    for (const h of r.held) {
+      await recordAudit(trx, this.newId(), now, {
+        actor: `dicom:${inst.callingAe}`,
+        action: 'study.held',
+        entityType: 'study',
+        entityId: h.studyInstanceUid,
+        details: { reason: h.reason, attributes: h.attributes, sopInstanceUid: inst.sopInstanceUid, version: r.version },
+      });
+    }
+    for (const x of r.rejected) {
+      await recordAudit(trx, this.newId(), now, {
+        actor: `dicom:${inst.callingAe}`,
+        action: 'study.instances-rejected',
+        entityType: 'study',
+        entityId: x.studyInstanceUid,
+        details: { code: x.code, sopInstanceUids: x.sopInstanceUids, rejectionNote: inst.sopInstanceUid },
+      });
+    }
+    if (r.studyCreated) await this.hooks.studyCreated?.(trx, inst.studyInstanceUid);
+    return r;
   }
 
   /**

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { GroupCommitQueue } from '../../src/hl7/group-commit.js';
+import { GroupCommitQueue } from '../../src/db/group-commit.js';
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

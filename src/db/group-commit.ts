@@ -11,6 +11,10 @@
  * joins it); until then it waits at most `windowMs` for the rest. A lone
  * sender (last batch 1) therefore never waits, and when senders go quiet the
  * expectation drops to what actually came, so the wait is paid at most once.
+ *
+ * Used by HL7 inbound (one transaction per batch, a savepoint per message) and
+ * by C-STORE / STOW-RS ingest (StudyService.storeInstance: windowMs 0, as the
+ * instances of several associations arrive milliseconds apart anyway).
  */
 export class GroupCommitQueue<I, O> {
   private pending: { item: I; resolve: (o: O) => void; reject: (e: unknown) => void }[] = [];
@@ -39,6 +43,11 @@ export class GroupCommitQueue<I, O> {
 
   get depth(): number {
     return this.pending.length;
+  }
+
+  /** Nothing queued and no batch committing: an item submitted now starts a batch of its own on the next turn. */
+  get idle(): boolean {
+    return !this.running && this.pending.length === 0;
   }
 
   private schedule(): void {
