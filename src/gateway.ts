@@ -129,6 +129,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
       stable: async (trx, uid) => {
         await enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.stable);
         await enqueueForwardingPlan(jobs, trx, { studyUid: uid });
+        // ... and, where it is a case's retrieved prior, forwarded beside that case (priors is built below; called only once running).
+        await priors.priorStudyStable(trx, uid);
       },
     },
   });
@@ -149,7 +151,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     spool,
     newId,
     jobs,
-    deliveryPlanned: (trx, deliveryId, destinationId) => forwarding.enqueueDelivery(trx, deliveryId, destinationId),
+    deliveryPlanned: (trx, deliveryId, destinationId): Promise<void> => forwarding.enqueueDelivery(trx, deliveryId, destinationId),
   });
   priors.register(jobs);
   const decisions = new DecisionService({
@@ -233,6 +235,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           return r.ok ? { ok: true, destinationId: readers.destinationOf(r.readerId) } : r;
         }
       : undefined,
+    // A case's priors go out beside its own delivery: planned by a job enqueued with that delivery.
+    casePlanned: (trx, caseId): Promise<void> => priors.enqueueForward(trx, caseId),
   });
   // One job per delivery, queued per destination (forwarding.service.ts, register).
   forwarding.register();
@@ -415,9 +419,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           await scp.start();
           stoppers.push(() => scp.stop());
         }
-        // After the SCP (C-MOVE brings priors through it), stopped before it.
-        priors.start();
-        stoppers.push(() => priors.stop());
+        // Ready priors from before forwarding them was a job get their jobs.
+        await priors.start();
         const reconciled = await hl7.reconcileAll();
         if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
         if (mllp) {

@@ -141,6 +141,8 @@ export interface ForwardingServiceOptions {
     trx: Db,
     c: { id: string; study_instance_uid: string; reader_group: string | null },
   ) => Promise<{ ok: true; destinationId?: string } | { ok: false; reason: string }>;
+  /** In the transaction that plans a case's own delivery: what waited for it (its priors' forwarding) is enqueued there. */
+  casePlanned?: (trx: Db, caseId: string) => Promise<void>;
   clock?: () => Date;
 }
 
@@ -303,6 +305,7 @@ export class ForwardingService {
           now,
         });
         await this.enqueueDelivery(trx, deliveryId, destination.id);
+        await this.o.casePlanned?.(trx, c.id);
         await transitionCase(trx, {
           caseId: c.id,
           from: [CaseState.flagged],
