@@ -120,6 +120,8 @@ export class StudyService implements InstanceSink {
           });
         }
         for (const x of r.rejected) {
+          // Instances withdrawn by an IOCM note re-open their study (held ones stay held): a new stability episode.
+          await this.enqueueStability(trx, x.studyInstanceUid, Date.parse(now) + this.stableAfterMs);
           await recordAudit(trx, this.newId(), now, {
             actor: `dicom:${inst.callingAe}`,
             action: 'study.instances-rejected',
