@@ -345,10 +345,11 @@ export class StudyService implements InstanceSink {
   async start(): Promise<void> {
     if (!this.jobs) return;
     const rows = await receivingWithoutStabilityJob(this.db, STABILITY_JOB);
-    for (const r of rows) {
-      await this.db.transaction().execute((trx) => this.enqueueStability(trx, r.study_instance_uid, Date.parse(r.last_received_at) + this.stableAfterMs));
-    }
-    if (rows.length > 0) this.log.info('stability jobs enqueued for studies received before', { studies: rows.length });
+    if (rows.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const r of rows) await this.enqueueStability(trx, r.study_instance_uid, Date.parse(r.last_received_at) + this.stableAfterMs);
+    });
+    this.log.info('stability jobs enqueued for studies received before', { studies: rows.length });
   }
 
   async stop(): Promise<void> {
