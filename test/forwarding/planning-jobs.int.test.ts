@@ -110,10 +110,14 @@ describe(`stability and forwarding planning as jobs (${testPostgresUrl ? 'Postgr
     await store(gw, [s.instances[2]!.path]);
     expect(await studyState(gw, s.studyInstanceUid)).to.equal('receiving');
     expect(await jobCount(gw, STABILITY_JOB)).to.equal(1);
-    await eventually(async () => {
-      await gw.studies.settle();
-      return (await studyState(gw, s.studyInstanceUid)) === 'stable' ? true : undefined;
-    }, 'stable again by its job');
+    await eventually(
+      async () => {
+        await gw.studies.settle();
+        return (await studyState(gw, s.studyInstanceUid)) === 'stable' ? true : undefined;
+      },
+      'stable again by its job',
+      30_000,
+    );
     await gw.forwarding.idle();
     expect((await deliveriesOf(gw, caseId)).map((d) => [d.state, d.instances_sent])).to.deep.equal([['delivered', 3]]);
     expect(pool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(3);
@@ -152,10 +156,14 @@ describe(`stability and forwarding planning as jobs (${testPostgresUrl ? 'Postgr
     expect((await db.selectFrom('cases').select('state').where('id', '=', caseId).executeTakeFirstOrThrow()).state).to.equal('flagged');
 
     await sql`drop trigger inject_failure${dialectOf(db) === 'postgres' ? sql` on delivery_instances` : sql``}`.execute(db);
-    await eventually(async () => {
-      await gw.forwarding.idle();
-      return (await deliveriesOf(gw, caseId)).some((d) => d.state === 'delivered') ? true : undefined;
-    }, 'planned and delivered after the retry');
+    await eventually(
+      async () => {
+        await gw.forwarding.idle();
+        return (await deliveriesOf(gw, caseId)).some((d) => d.state === 'delivered') ? true : undefined;
+      },
+      'planned and delivered after the retry',
+      60_000,
+    );
     const ds = await deliveriesOf(gw, caseId);
     expect(ds).to.have.length(1);
     expect(
@@ -170,10 +178,14 @@ describe(`stability and forwarding planning as jobs (${testPostgresUrl ? 'Postgr
     ).to.equal(2);
     expect(pool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(2);
     // The other planning job's retry finds the case planned: nothing more.
-    await eventually(async () => {
-      await gw.forwarding.idle();
-      return (await jobCount(gw, PLAN_JOB)) === 0 ? true : undefined;
-    }, 'every planning job done');
+    await eventually(
+      async () => {
+        await gw.forwarding.idle();
+        return (await jobCount(gw, PLAN_JOB)) === 0 ? true : undefined;
+      },
+      'every planning job done',
+      60_000,
+    );
     expect(await deliveriesOf(gw, caseId)).to.have.length(1);
     expect(await jobCount(gw, DELIVER_JOB)).to.equal(0);
     expect(pool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(2);
@@ -227,10 +239,14 @@ describe('stability and planning jobs: two PostgreSQL instances on one database'
     // Both planning jobs that may plan this case (its own, and its stable study's) at once on both instances.
     await a.db.transaction().execute((trx) => enqueueForwardingPlan(a.jobs, trx, { studyUid: s.studyInstanceUid }));
     await Promise.all([a.forwarding.idle(), b.forwarding.idle(), a.forwarding.idle(), b.forwarding.idle()]);
-    await eventually(async () => {
-      await Promise.all([a.forwarding.idle(), b.forwarding.idle()]);
-      return (await deliveriesOf(a, caseId)).every((d) => d.state === 'delivered') ? true : undefined;
-    }, 'delivered');
+    await eventually(
+      async () => {
+        await Promise.all([a.forwarding.idle(), b.forwarding.idle()]);
+        return (await deliveriesOf(a, caseId)).every((d) => d.state === 'delivered') ? true : undefined;
+      },
+      'delivered',
+      60_000,
+    );
     expect(await deliveriesOf(a, caseId)).to.have.length(1);
     expect(pool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid)).to.have.length(3);
   });
