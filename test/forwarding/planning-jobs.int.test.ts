@@ -149,7 +149,9 @@ describe(`stability and forwarding planning as jobs (${testPostgresUrl ? 'Postgr
     // the other and skip it): what failed did so once and waits for its retry.
     expect(failed.length).to.be.greaterThan(0);
     for (const j of failed) {
-      expect([j.state, j.attempts]).to.deep.equal(['pending', 1]);
+      // Once at least (on a loaded machine its retry may have come due and failed again within the same drain).
+      expect(j.state).to.equal('pending');
+      expect(j.attempts).to.be.at.least(1);
       expect(j.last_error).to.include('injected failure');
     }
     expect(await deliveriesOf(gw, caseId)).to.deep.equal([]);
@@ -208,14 +210,15 @@ describe('stability and planning jobs: two PostgreSQL instances on one database'
   });
 
   it('mark one study stable exactly once and plan one delivery, with both runners draining at the same time', async () => {
+    // One spool shared by both instances, as deployed (README: Several instances).
     const url = createTestPostgresDatabase(tmp.dir);
     const pool = new PoolScp(path.join(tmp.dir, 'pool'));
     await pool.start();
     closers.push(() => pool.close());
-    const a = createGateway(gatewayConfig(path.join(tmp.dir, 'a'), url, pool.port, 'gw-a'), { logger: silentLogger });
+    const a = createGateway(gatewayConfig(tmp.dir, url, pool.port, 'gw-a'), { logger: silentLogger });
     await a.start();
     closers.push(() => a.stop());
-    const b = createGateway(gatewayConfig(path.join(tmp.dir, 'b'), url, pool.port, 'gw-b'), { logger: silentLogger });
+    const b = createGateway(gatewayConfig(tmp.dir, url, pool.port, 'gw-b'), { logger: silentLogger });
     await b.start();
     closers.push(() => b.stop());
     await a.jobs.stop();
