@@ -30,7 +30,7 @@ import { RulesService } from './rules/rules.service.js';
 import { deidPort } from './forwarding/deid-port.js';
 import { type DestinationSender } from './forwarding/destination.js';
 import { createDestinationSender } from './forwarding/destination.factory.js';
-import { ForwardingService } from './forwarding/forwarding.service.js';
+import { enqueueForwardingPlan, ForwardingService } from './forwarding/forwarding.service.js';
 import { ensureSetting } from './rules/rules.repository.js';
 import { GatewayMetrics } from './metrics.js';
 import { randomBytes } from 'node:crypto';
@@ -119,14 +119,22 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     spool,
     logger,
     stableAfterSeconds: config.dicom.stableAfterSeconds,
+    // Stability is a job per study episode, enqueued with the instance that starts it.
+    jobs,
     // Follow-up work is a job enqueued in the transaction of the change that calls for it, never an in-memory event.
     hooks: {
       // Orders and reports that arrived before their study link as soon as it exists.
       studyCreated: (trx, uid) => jobs.enqueue(trx, RECONCILE_STUDY_JOB, { studyUid: uid }, { key: uid }),
-      // The rules run when the study is complete ...
-      stable: (trx, uid) => enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.stable),
+      // The rules run when the study is complete, and its flagged cases and late instances are planned for forwarding ...
+      stable: async (trx, uid) => {
+        await enqueueEvaluation(jobs, trx, uid, EvaluationTrigger.stable);
+        await enqueueForwardingPlan(jobs, trx, { studyUid: uid });
+        // ... and, where it is a case's retrieved prior, forwarded beside that case (priors is built below; called only once running).
+        await priors.priorStudyStable(trx, uid);
+      },
     },
   });
+  studies.register();
   const newId = createIdSource();
   // A step that ended may make its study complete before the quiet period.
   const mpps = new MppsService({ db, logger, newId, onStepEnded: (uid) => studies.checkCompleteness(uid).then(() => undefined) });
@@ -143,10 +151,22 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     spool,
     newId,
     jobs,
-    deliveryPlanned: (trx, deliveryId, destinationId) => forwarding.enqueueDelivery(trx, deliveryId, destinationId),
+    deliveryPlanned: (trx, deliveryId, destinationId): Promise<void> => forwarding.enqueueDelivery(trx, deliveryId, destinationId),
   });
   priors.register(jobs);
-  const decisions = new DecisionService({ db, logger, rules, config, newId, jobs, onCaseOpened: (trx, caseId) => priors.enqueueLookup(trx, caseId) });
+  const decisions = new DecisionService({
+    db,
+    logger,
+    rules,
+    config,
+    newId,
+    jobs,
+    // A new case: its priors are looked up and its deliveries planned, each a job enqueued with the case.
+    onCaseOpened: async (trx, caseId) => {
+      await priors.enqueueLookup(trx, caseId);
+      await enqueueForwardingPlan(jobs, trx, { caseId });
+    },
+  });
   const cases = new CaseService({ db, decisions, knownDestinations: config.destinations.map((d) => d.id), newId });
   const senders = new Map<string, DestinationSender>(
     config.destinations.map((d) => [d.id, createDestinationSender(d, { callingAeTitle: config.dicom.aeTitle, logger })]),
@@ -215,18 +235,18 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
           return r.ok ? { ok: true, destinationId: readers.destinationOf(r.readerId) } : r;
         }
       : undefined,
+    // A case's priors go out beside its own delivery: planned by a job enqueued with that delivery.
+    casePlanned: (trx, caseId): Promise<void> => priors.enqueueForward(trx, caseId),
   });
   // One job per delivery, queued per destination (forwarding.service.ts, register).
   forwarding.register();
-  // Retried until they succeed (a database error must not lose a decision); a new case is forwarded at once.
-  jobs.register<EvaluationJobPayload>(
-    EVALUATE_JOB,
-    async (job) => {
-      await decisions.runJob(job);
-      forwarding.kick();
-    },
-    { concurrency: 2, maxAttempts: 100, backoffBaseSeconds: 1, backoffMaxSeconds: 300 },
-  );
+  // Retried until they succeed (a database error must not lose a decision); a new case's planning job is enqueued with it.
+  jobs.register<EvaluationJobPayload>(EVALUATE_JOB, (job) => decisions.runJob(job).then(() => undefined), {
+    concurrency: 2,
+    maxAttempts: 100,
+    backoffBaseSeconds: 1,
+    backoffMaxSeconds: 300,
+  });
   jobs.register<{ studyUid: string }>(RECONCILE_STUDY_JOB, async (job) => hl7.reconcileStudy(job.payload.studyUid), {
     maxAttempts: 100,
     backoffBaseSeconds: 1,
@@ -373,8 +393,8 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         // Registered before any claim is taken, so the console can always name a claim's owner.
         await instances.start();
         stoppers.push(() => instances.stop());
-        forwarding.start();
-        stoppers.push(() => forwarding.stop());
+        // Forwarding work from before planning was a job gets its jobs (no loop: jobs are enqueued with their changes).
+        await forwarding.start();
         outbound.start();
         stoppers.push(() => outbound.stop());
         stoppers.push(async () => {
@@ -393,15 +413,14 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         }
         const { sweptTmpFiles } = spool.open();
         if (sweptTmpFiles > 0) log.warn('removed unacknowledged partial files from an earlier run', { count: sweptTmpFiles });
-        studies.start();
+        await studies.start();
         stoppers.push(() => studies.stop());
         if (scp) {
           await scp.start();
           stoppers.push(() => scp.stop());
         }
-        // After the SCP (C-MOVE brings priors through it), stopped before it.
-        priors.start();
-        stoppers.push(() => priors.stop());
+        // Ready priors from before forwarding them was a job get their jobs.
+        await priors.start();
         const reconciled = await hl7.reconcileAll();
         if (reconciled > 0) log.info('linked HL7 items waiting for studies stored earlier', { studies: reconciled });
         if (mllp) {

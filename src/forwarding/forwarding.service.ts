@@ -1,4 +1,3 @@
-import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
 import { dropUnsentInstances } from '../cases/case-end.repository.js';
 import type { GatewayConfig } from '../config/schema.js';
@@ -16,24 +15,33 @@ import { readSourceHeader, type SourceHeader } from './source-header.js';
 import { rawHl7OfStudy } from './study-identifiers.repository.js';
 import {
   addMissingInstances,
+  caseStateOf,
   casesReadyToForward,
+  claimDelivery,
+  claimFlaggedCase,
   deliveriesNeedingDelta,
   deliveriesOfCases,
   deliveriesWithoutJob,
   deliveryById,
   deliveryStop,
+  hasPendingInstances,
   insertDelivery,
+  instancesSentOf,
+  isInstanceOfStudy,
   markInstances,
   parkDelivery,
   pendingInstances,
+  resetFailedInstances,
+  setCaseDestination,
   updateDelivery,
+  waitForPlanTrigger,
   type PendingInstance,
+  type PlanScope,
 } from './outbox.repository.js';
 import { StudyPseudonyms } from './pseudonym.service.js';
 import { isPriorDelivery, setPriorState } from '../priors/prior.repository.js';
 import { PriorState } from '../priors/prior.table.js';
-import { forClaim } from '../db/dialect.js';
-import { deleteDeadJobs } from '../jobs/job.repository.js';
+import { deleteDeadJobs, releaseJobKey } from '../jobs/job.repository.js';
 import { JobClaimLostError, JobPermanentError, type JobContext, type JobOutcome, type JobQueue } from '../jobs/job.types.js';
 
 /** The job kind that sends one delivery (its key is the delivery id). */
@@ -41,6 +49,26 @@ export const DELIVER_JOB = 'forwarding.deliver';
 
 export interface DeliverJobPayload {
   deliveryId: string;
+}
+
+/**
+ * The job kind that plans deliveries: for one case (key `case:<id>`: it was
+ * flagged, or retried back to flagged), or for one study (key `study:<uid>`: it
+ * became stable, again with late instances or after a hold: new cases of it,
+ * deltas, and deliveries that lost their job while it was held).
+ */
+export const PLAN_JOB = 'forwarding.plan';
+
+export type PlanJobPayload = { caseId: string } | { studyUid: string };
+
+/**
+ * In the caller's transaction, after it changed the case or study row (see
+ * runPlanJob): plan deliveries for this case, or for this study. De-duplicated
+ * while one is waiting.
+ */
+export async function enqueueForwardingPlan(jobs: JobQueue, trx: Db, target: PlanJobPayload): Promise<void> {
+  const key = 'caseId' in target ? `case:${target.caseId}` : `study:${target.studyUid}`;
+  await jobs.enqueue(trx, PLAN_JOB, target, { key, maxAttempts: 100 });
 }
 
 /**
@@ -113,15 +141,17 @@ export interface ForwardingServiceOptions {
     trx: Db,
     c: { id: string; study_instance_uid: string; reader_group: string | null },
   ) => Promise<{ ok: true; destinationId?: string } | { ok: false; reason: string }>;
+  /** In the transaction that plans a case's own delivery: what waited for it (its priors' forwarding) is enqueued there. */
+  casePlanned?: (trx: Db, caseId: string) => Promise<void>;
   clock?: () => Date;
 }
 
 const ACTOR = 'forwarding';
 
 /**
- * The durable outbox. Deliveries are rows; this loop plans them for flagged
- * cases of stable studies and enqueues a `forwarding.deliver` job per delivery
- * in the same transaction; the job engine runs it under a fenced claim, and the
+ * The durable outbox. Deliveries are rows; a `forwarding.plan` job, enqueued in
+ * the transaction that flags a case or makes its study stable, plans them and
+ * enqueues a `forwarding.deliver` job per delivery in the same transaction; the job engine runs it under a fenced claim, and the
  * handler sends what the delivery still misses in batches, recording every
  * outcome (fenced) before moving on.
  * A crash anywhere resumes from the rows: at worst an instance whose success
@@ -132,17 +162,11 @@ export class ForwardingService {
   private readonly db: Db;
   private readonly log: Logger;
   private readonly clock: () => Date;
-  private readonly loop: PollLoop;
 
   constructor(private readonly o: ForwardingServiceOptions) {
     this.db = o.db;
     this.log = o.logger.child({ component: 'forwarding' });
     this.clock = o.clock ?? (() => new Date());
-    this.loop = new PollLoop(
-      () => this.tick(),
-      o.config.forwarding.pollIntervalSeconds * 1000,
-      (err) => this.log.error('forwarding pass failed', { error: (err as Error).message }),
-    );
   }
 
   /**
@@ -163,6 +187,17 @@ export class ForwardingService {
       backoffBaseSeconds: f.backoffBaseSeconds,
       backoffMaxSeconds: f.backoffMaxSeconds,
     });
+    // Planning is cheap and idempotent (every step under a row claim): retried quickly until it succeeds.
+    this.o.jobs.register<PlanJobPayload>(PLAN_JOB, (job) => this.runPlanJob(job), {
+      concurrency: 2,
+      maxAttempts: 100,
+      backoffBaseSeconds: 1,
+      backoffMaxSeconds: 60,
+    });
+  }
+
+  private enqueuePlan(trx: Db, target: PlanJobPayload): Promise<void> {
+    return enqueueForwardingPlan(this.o.jobs, trx, target);
   }
 
   /** In the caller's transaction: the delivery's job exists if and only if the change that calls for it commits. */
@@ -174,47 +209,60 @@ export class ForwardingService {
     });
   }
 
-  start(): void {
-    this.loop.start();
+  /**
+   * Work from before planning was a job (rows of an older version, a crash of
+   * one): a planning job for every case ready to forward and every study whose
+   * deliveries miss instances, and a delivery job for every pending delivery
+   * without one. Idempotent; run once at start.
+   */
+  async start(): Promise<void> {
+    const cases = await casesReadyToForward(this.db);
+    const studies = new Set((await deliveriesNeedingDelta(this.db)).map((d) => d.study_instance_uid));
+    const orphans = await deliveriesWithoutJob(this.db, DELIVER_JOB);
+    if (cases.length + studies.size + orphans.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const c of cases) await this.enqueuePlan(trx, { caseId: c.id });
+      for (const uid of studies) await this.enqueuePlan(trx, { studyUid: uid });
+      for (const d of orphans) await this.enqueueDelivery(trx, d.id, d.destination_id);
+    });
+    this.log.info('forwarding work found at start enqueued', { cases: cases.length, studies: studies.size, deliveries: orphans.length });
   }
 
-  async stop(): Promise<void> {
-    await this.loop.stop();
-  }
-
-  /** Something changed (a case flagged, a study stable): look now rather than at the next poll. */
-  kick(): void {
-    this.loop.kick();
-  }
-
-  /** Waits until no planning pass is under way and the due delivery jobs have run (tests, shutdown). */
+  /** Runs the due planning and delivery jobs, and what they enqueue, until none is left (tests, tools). */
   async idle(): Promise<void> {
-    await this.loop.current;
-    await this.o.jobs.drain([DELIVER_JOB]);
+    await this.o.jobs.drain([PLAN_JOB, DELIVER_JOB]);
   }
 
   /**
-   * One planning pass: new deliveries and deltas, each enqueuing its job in its
-   * own transaction; then a job for every pending delivery that has none (a study
-   * released from a hold, a prior planned by the priors helper, rows from before
-   * the job engine).
+   * The `forwarding.plan` handler. It first gives up its key and waits for the
+   * row its trigger changed (PostgreSQL: a trigger still committing), so a
+   * change committed after that enqueues a new job rather than being absorbed
+   * by this one, which reads only after it. Then the planning for its scope:
+   * new deliveries, deltas, and a job for each pending delivery that has none
+   * (a study released from a hold).
    */
-  async tick(): Promise<void> {
-    await this.planDeliveries();
-    await this.planDeltas();
-    for (const d of await deliveriesWithoutJob(this.db, DELIVER_JOB, 100)) {
-      await this.db.transaction().execute((trx) => this.enqueueDelivery(trx, d.id, d.destination_id));
+  async runPlanJob(job: JobContext<PlanJobPayload>): Promise<JobOutcome> {
+    const scope: PlanScope = job.payload;
+    await job.fenced(async (trx) => {
+      await releaseJobKey(trx, job.id);
+      await waitForPlanTrigger(trx, scope);
+    });
+    await this.planDeliveries(scope);
+    if (scope.studyUid !== undefined) {
+      await this.planDeltas(scope.studyUid);
+      for (const d of await deliveriesWithoutJob(this.db, DELIVER_JOB, scope.studyUid)) {
+        await this.db.transaction().execute((trx) => this.enqueueDelivery(trx, d.id, d.destination_id));
+      }
     }
   }
 
-  private async planDeliveries(): Promise<void> {
-    const ready = await casesReadyToForward(this.db, 100);
+  private async planDeliveries(scope: PlanScope): Promise<void> {
+    const ready = await casesReadyToForward(this.db, scope);
     for (const c of ready) {
       const now = this.clock().toISOString();
       const planned = await this.db.transaction().execute(async (trx) => {
         // Another instance may be planning the same case: whoever locks it first plans it, the other skips it.
-        const mine = await forClaim(trx, trx.selectFrom('cases').select('id').where('id', '=', c.id).where('state', '=', CaseState.flagged)).executeTakeFirst();
-        if (!mine) return false;
+        if (!(await claimFlaggedCase(trx, c.id))) return false;
         let destinationId = c.destination_id;
         if (this.o.assignReader) {
           const assigned = await this.o.assignReader(trx, c);
@@ -231,7 +279,7 @@ export class ForwardingService {
             return false;
           }
           destinationId = assigned.destinationId ?? destinationId;
-          if (destinationId !== c.destination_id) await trx.updateTable('cases').set({ destination_id: destinationId }).where('id', '=', c.id).execute();
+          if (destinationId !== c.destination_id) await setCaseDestination(trx, c.id, destinationId);
         }
         const destination = this.o.config.destinations.find((d) => d.id === destinationId);
         if (!destination) {
@@ -257,6 +305,7 @@ export class ForwardingService {
           now,
         });
         await this.enqueueDelivery(trx, deliveryId, destination.id);
+        await this.o.casePlanned?.(trx, c.id);
         await transitionCase(trx, {
           caseId: c.id,
           from: [CaseState.flagged],
@@ -273,13 +322,12 @@ export class ForwardingService {
     }
   }
 
-  private async planDeltas(): Promise<void> {
-    for (const d of await deliveriesNeedingDelta(this.db, 100)) {
+  private async planDeltas(studyUid: string): Promise<void> {
+    for (const d of await deliveriesNeedingDelta(this.db, studyUid)) {
       const now = this.clock().toISOString();
       const added = await this.db.transaction().execute(async (trx) => {
         // Two instances may see the same delta: the one that locks the delivery adds it, the other skips.
-        const mine = await forClaim(trx, trx.selectFrom('deliveries').select('id').where('id', '=', d.id)).executeTakeFirst();
-        if (!mine) return 0;
+        if (!(await claimDelivery(trx, d.id))) return 0;
         const n = await addMissingInstances(trx, d.id, d.study_instance_uid);
         if (n > 0 && d.state === DeliveryState.delivered) {
           await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
@@ -614,23 +662,16 @@ export class ForwardingService {
   private async delivered(job: JobContext<DeliverJobPayload>, d: DeliveryRow, log: Logger): Promise<JobOutcome> {
     const now = this.clock().toISOString();
     const requeued = await job.fenced(async (trx) => {
-      // Late instances that planDeltas added while this attempt was sending (it runs on every pass, beside a
+      // Late instances that planDeltas added while this attempt was sending (a planning job runs beside a
       // delivery in flight) are not in the list this attempt read. Closing the delivery left them pending for
       // good: deliveriesNeedingDelta counts them as planned. Found by scripts/chaos.ts.
-      const left = await trx
-        .selectFrom('delivery_instances')
-        .select('sop_instance_uid')
-        .where('delivery_id', '=', d.id)
-        .where('state', '=', DeliveryInstanceState.pending)
-        .executeTakeFirst();
-      if (left) {
+      if (await hasPendingInstances(trx, d.id)) {
         await updateDelivery(trx, d.id, { state: DeliveryState.pending, next_attempt_at: now, updated_at: now });
         return true;
       }
       if (d.deidentify === 1) {
         // Everything kept back: a reader would get an empty study. Held for a person instead (release or cancel).
-        const counts = await trx.selectFrom('deliveries').select(['instances_sent']).where('id', '=', d.id).executeTakeFirstOrThrow();
-        if (Number(counts.instances_sent) === 0 && (await hasOpenExclusions(trx, d.id))) return 'hold' as const;
+        if ((await instancesSentOf(trx, d.id)) === 0 && (await hasOpenExclusions(trx, d.id))) return 'hold' as const;
       }
       await updateDelivery(trx, d.id, { state: DeliveryState.delivered, delivered_at: now, last_error: null, updated_at: now });
       // A prior's delivery (priors.service.ts) is context: the case is awaiting its read once its own study is there.
@@ -728,17 +769,12 @@ export class ForwardingService {
   async releaseExcluded(caseId: string, sopInstanceUid: string, actor: string, reason: string | null): Promise<{ deliveries: string[] }> {
     const now = this.clock().toISOString();
     const released = await this.db.transaction().execute(async (trx) => {
-      const c = await trx.selectFrom('cases').select(['state', 'study_instance_uid']).where('id', '=', caseId).executeTakeFirst();
+      const c = await caseStateOf(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       const rows = await exclusionsOfInstance(trx, caseId, sopInstanceUid);
       if (rows.length === 0) {
-        const inStudy = await trx
-          .selectFrom('instances')
-          .select('sop_instance_uid')
-          .where('sop_instance_uid', '=', sopInstanceUid)
-          .where('study_instance_uid', '=', c.study_instance_uid)
-          .executeTakeFirst();
-        if (!inStudy) throw new GatewayError(ErrorCode.notFound, "no such instance in this case's study");
+        if (!(await isInstanceOfStudy(trx, sopInstanceUid, c.study_instance_uid)))
+          throw new GatewayError(ErrorCode.notFound, "no such instance in this case's study");
         throw new GatewayError(ErrorCode.conflict, 'this instance is not excluded from any delivery of the case');
       }
       const open = rows.filter((r) => r.released_at === null);
@@ -789,7 +825,6 @@ export class ForwardingService {
       return done;
     });
     this.log.info('excluded instance released', { caseId, actor, sop: hashId(sopInstanceUid), deliveries: released.length });
-    this.kick();
     return { deliveries: released };
   }
 
@@ -800,19 +835,14 @@ export class ForwardingService {
   async retryCase(caseId: string, actor: string): Promise<{ deliveries: number }> {
     const now = this.clock().toISOString();
     const n = await this.db.transaction().execute(async (trx) => {
-      const c = await trx.selectFrom('cases').select(['state']).where('id', '=', caseId).executeTakeFirst();
+      const c = await caseStateOf(trx, caseId);
       if (!c) throw new GatewayError(ErrorCode.notFound, 'no such case');
       const retryable = (await deliveriesOfCases(trx, [caseId])).filter((x) => x.state === DeliveryState.dead || x.state === DeliveryState.held);
       if (retryable.length === 0 && c.state !== CaseState.held) {
         throw new GatewayError(ErrorCode.conflict, `nothing to retry: the case is ${c.state} and no delivery is dead or held`);
       }
       for (const x of retryable) {
-        await trx
-          .updateTable('delivery_instances')
-          .set({ state: DeliveryInstanceState.pending, error: null })
-          .where('delivery_id', '=', x.id)
-          .where('state', '=', DeliveryInstanceState.failed)
-          .execute();
+        await resetFailedInstances(trx, x.id);
         await updateDelivery(trx, x.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
         // The dead job gives way to a fresh one with a fresh attempt count, at the back of its destination's queue.
         await deleteDeadJobs(trx, DELIVER_JOB, x.id);
@@ -823,10 +853,11 @@ export class ForwardingService {
       // Only a held case may go back to flagged (failed -> flagged is not a transition: a failed case had deliveries).
       const from = to === CaseState.flagged ? [CaseState.held] : [CaseState.failed, CaseState.held];
       await transitionCase(trx, { caseId, from, to, actor, now, auditId: this.o.newId(), details: { retried: retryable.map((x) => x.id) } });
+      // Flagged again: planned by its own job, enqueued with the change (after the case row, see runPlanJob).
+      if (to === CaseState.flagged) await this.enqueuePlan(trx, { caseId });
       return retryable.length;
     });
     this.log.info('case retried', { caseId, actor, deliveries: n });
-    this.kick();
     return { deliveries: n };
   }
 }

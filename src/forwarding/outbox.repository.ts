@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
+import { forClaim, forUpdate } from '../db/dialect.js';
 import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
 import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
 
@@ -12,19 +13,25 @@ export interface NewDelivery {
   now: string;
 }
 
+/** What one planning job looks at: one case, or the cases and deliveries of one study; everything when absent (start-up). */
+export interface PlanScope {
+  caseId?: string;
+  studyUid?: string;
+}
+
 /** Flagged cases whose study is stable and that have no delivery yet: the next work to plan. */
-export async function casesReadyToForward(db: Db, limit: number) {
-  return db
+export async function casesReadyToForward(db: Db, scope: PlanScope = {}) {
+  let q = db
     .selectFrom('cases as c')
     .innerJoin('studies as s', 's.study_instance_uid', 'c.study_instance_uid')
     .select(['c.id', 'c.study_instance_uid', 'c.destination_id', 'c.deidentify', 'c.reader_group'])
     .where('c.state', '=', CaseState.flagged)
     .where('s.state', '=', StudyState.stable)
     .where('c.destination_id', 'is not', null)
-    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as d').select('d.id').whereRef('d.case_id', '=', 'c.id'))))
-    .orderBy('c.id')
-    .limit(limit)
-    .execute();
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as d').select('d.id').whereRef('d.case_id', '=', 'c.id'))));
+  if (scope.caseId !== undefined) q = q.where('c.id', '=', scope.caseId);
+  if (scope.studyUid !== undefined) q = q.where('c.study_instance_uid', '=', scope.studyUid);
+  return q.orderBy('c.id').execute();
 }
 
 /** Creates the delivery with every instance of the study pending. Run in a transaction. */
@@ -86,29 +93,30 @@ export async function addMissingInstances(db: Db, deliveryId: string, studyInsta
 }
 
 /** Deliveries of open cases whose stable study now has instances they do not list: late instances to send as a delta. */
-export async function deliveriesNeedingDelta(db: Db, limit: number): Promise<Pick<DeliveryRow, 'id' | 'study_instance_uid' | 'state' | 'destination_id'>[]> {
-  return (
-    db
-      .selectFrom('deliveries as d')
-      .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
-      .select(['d.id', 'd.study_instance_uid', 'd.state', 'd.destination_id'])
-      // A cancelled case takes no delta, even where its delivery had completed.
-      .innerJoin('cases as c', 'c.id', 'd.case_id')
-      .where('c.state', '!=', CaseState.cancelled)
-      .where('s.state', '=', StudyState.stable)
-      .where('d.state', 'in', [DeliveryState.delivered, DeliveryState.pending, DeliveryState.sending])
-      .where(({ eb, selectFrom }) =>
-        eb(
-          selectFrom('instances as i')
-            .select((e) => e.fn.countAll<number>().as('n'))
-            .whereRef('i.study_instance_uid', '=', 'd.study_instance_uid'),
-          '>',
-          eb.ref('d.instances_total'),
-        ),
-      )
-      .limit(limit)
-      .execute()
-  );
+export async function deliveriesNeedingDelta(
+  db: Db,
+  studyUid?: string,
+): Promise<Pick<DeliveryRow, 'id' | 'study_instance_uid' | 'state' | 'destination_id'>[]> {
+  let q = db
+    .selectFrom('deliveries as d')
+    .innerJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
+    .select(['d.id', 'd.study_instance_uid', 'd.state', 'd.destination_id'])
+    // A cancelled case takes no delta, even where its delivery had completed.
+    .innerJoin('cases as c', 'c.id', 'd.case_id')
+    .where('c.state', '!=', CaseState.cancelled)
+    .where('s.state', '=', StudyState.stable)
+    .where('d.state', 'in', [DeliveryState.delivered, DeliveryState.pending, DeliveryState.sending])
+    .where(({ eb, selectFrom }) =>
+      eb(
+        selectFrom('instances as i')
+          .select((e) => e.fn.countAll<number>().as('n'))
+          .whereRef('i.study_instance_uid', '=', 'd.study_instance_uid'),
+        '>',
+        eb.ref('d.instances_total'),
+      ),
+    );
+  if (studyUid !== undefined) q = q.where('d.study_instance_uid', '=', studyUid);
+  return q.orderBy('d.id').execute();
 }
 
 /**
@@ -148,28 +156,25 @@ export async function deliveryById(db: Db, id: string): Promise<DeliveryRow | un
  * job engine. A held study's deliveries wait. A dead job counts: a delivery whose
  * runs kept killing the process is not given a fresh one (a person retries it).
  */
-export async function deliveriesWithoutJob(db: Db, kind: string, limit: number): Promise<Pick<DeliveryRow, 'id' | 'destination_id'>[]> {
-  return (
-    db
-      .selectFrom('deliveries as d')
-      .select(['d.id', 'd.destination_id'])
-      .where('d.state', 'in', [DeliveryState.pending, DeliveryState.sending])
-      // The hold gate: nothing of a study in state `held` (identity conflict, ...) is sent; its deliveries wait, unchanged.
-      .where(({ not, exists, selectFrom }) =>
-        not(
-          exists(
-            selectFrom('studies as hs')
-              .select('hs.study_instance_uid')
-              .whereRef('hs.study_instance_uid', '=', 'd.study_instance_uid')
-              .where('hs.state', '=', StudyState.held),
-          ),
+export async function deliveriesWithoutJob(db: Db, kind: string, studyUid?: string): Promise<Pick<DeliveryRow, 'id' | 'destination_id'>[]> {
+  let q = db
+    .selectFrom('deliveries as d')
+    .select(['d.id', 'd.destination_id'])
+    .where('d.state', 'in', [DeliveryState.pending, DeliveryState.sending])
+    // The hold gate: nothing of a study in state `held` (identity conflict, ...) is sent; its deliveries wait, unchanged.
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('studies as hs')
+            .select('hs.study_instance_uid')
+            .whereRef('hs.study_instance_uid', '=', 'd.study_instance_uid')
+            .where('hs.state', '=', StudyState.held),
         ),
-      )
-      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.key', '=', 'd.id'))))
-      .orderBy('d.id')
-      .limit(limit)
-      .execute()
-  );
+      ),
+    )
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('jobs as j').select('j.id').where('j.kind', '=', kind).whereRef('j.key', '=', 'd.id'))));
+  if (studyUid !== undefined) q = q.where('d.study_instance_uid', '=', studyUid);
+  return q.orderBy('d.id').execute();
 }
 
 export interface PendingInstance {
@@ -250,4 +255,73 @@ export async function listDeliveries(
   if (f.state) q = q.where('state', '=', f.state);
   if (f.destinationId) q = q.where('destination_id', '=', f.destinationId);
   return q.orderBy('updated_at', 'desc').limit(f.limit).offset(f.offset).execute();
+}
+
+/**
+ * Waits for (PostgreSQL: locks until COMMIT) the row a planning trigger changes
+ * before it enqueues: a trigger still in flight commits before the planning
+ * job reads.
+ */
+export async function waitForPlanTrigger(trx: Db, scope: PlanScope): Promise<void> {
+  if (scope.caseId !== undefined) await forUpdate(trx, trx.selectFrom('cases').select('id').where('id', '=', scope.caseId)).execute();
+  if (scope.studyUid !== undefined) {
+    await forUpdate(trx, trx.selectFrom('studies').select('study_instance_uid').where('study_instance_uid', '=', scope.studyUid)).execute();
+  }
+}
+
+/** The case, if still flagged and not being planned by another instance (locked until COMMIT; skipped when locked). */
+export async function claimFlaggedCase(trx: Db, caseId: string): Promise<boolean> {
+  return (
+    (await forClaim(trx, trx.selectFrom('cases').select('id').where('id', '=', caseId).where('state', '=', CaseState.flagged)).executeTakeFirst()) !== undefined
+  );
+}
+
+/** Gateway assignment chose a reader whose destination differs from the rules'. */
+export async function setCaseDestination(trx: Db, caseId: string, destinationId: string | null): Promise<void> {
+  await trx.updateTable('cases').set({ destination_id: destinationId }).where('id', '=', caseId).execute();
+}
+
+/** The delivery, unless another instance holds it (locked until COMMIT; skipped when locked). */
+export async function claimDelivery(trx: Db, deliveryId: string): Promise<boolean> {
+  return (await forClaim(trx, trx.selectFrom('deliveries').select('id').where('id', '=', deliveryId)).executeTakeFirst()) !== undefined;
+}
+
+/** Whether any instance of the delivery is still pending. */
+export async function hasPendingInstances(db: Db, deliveryId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('delivery_instances')
+    .select('sop_instance_uid')
+    .where('delivery_id', '=', deliveryId)
+    .where('state', '=', DeliveryInstanceState.pending)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+export async function instancesSentOf(db: Db, deliveryId: string): Promise<number> {
+  const row = await db.selectFrom('deliveries').select(['instances_sent']).where('id', '=', deliveryId).executeTakeFirstOrThrow();
+  return Number(row.instances_sent);
+}
+
+export async function caseStateOf(db: Db, caseId: string): Promise<{ state: CaseState; study_instance_uid: string } | undefined> {
+  return db.selectFrom('cases').select(['state', 'study_instance_uid']).where('id', '=', caseId).executeTakeFirst();
+}
+
+export async function isInstanceOfStudy(db: Db, sopInstanceUid: string, studyUid: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('instances')
+    .select('sop_instance_uid')
+    .where('sop_instance_uid', '=', sopInstanceUid)
+    .where('study_instance_uid', '=', studyUid)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** A person's retry: the delivery's failed instances are pending again. */
+export async function resetFailedInstances(db: Db, deliveryId: string): Promise<void> {
+  await db
+    .updateTable('delivery_instances')
+    .set({ state: DeliveryInstanceState.pending, error: null })
+    .where('delivery_id', '=', deliveryId)
+    .where('state', '=', DeliveryInstanceState.failed)
+    .execute();
 }

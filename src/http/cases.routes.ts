@@ -99,8 +99,8 @@ export function casesRouter(db: Db, deps: CaseRouteDeps): Router {
   mount(r, spec.requestCase, async ({ body, principal: p }) => {
     // The service checks what the schema cannot: that the destination is configured.
     const request = cases.parseManualRequest(body);
+    // A case it opens enqueues its own planning job (DecisionService.onCaseOpened).
     const { case: row, created } = await cases.requestManual(request, p.name);
-    forwarding.kick();
     const [view] = await presentCases(db, [row]);
     return created ? { status: 201, body: view! } : { status: 200, body: view! };
   });

@@ -314,3 +314,17 @@ export async function databaseNow(db: Db): Promise<string> {
   const r = await sql<{ now: string }>`select ${dbNow(db)} as now`.execute(db);
   return r.rows[0]!.now;
 }
+
+/**
+ * The running job `id` gives up its key, in the transaction that ends the work it
+ * stood for: a change committed after it enqueues a fresh job instead of being
+ * absorbed by one that has already read its inputs. Completion deletes the row as usual.
+ */
+export async function releaseJobKey(trx: Db, id: string): Promise<void> {
+  await trx.updateTable('jobs').set({ active_key: null }).where('id', '=', id).where('state', '=', 'running').execute();
+}
+
+/** Keys of the unfinished jobs of `kind` (start-up checks for work that predates its job). */
+export function activeKeysOf(db: Db, kind: string) {
+  return db.selectFrom('jobs').select('active_key').where('kind', '=', kind).where('active_key', 'is not', null);
+}

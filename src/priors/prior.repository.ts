@@ -90,8 +90,8 @@ export async function procedureCodesOfStudy(db: Db, studyInstanceUid: string): P
  * own study has a live delivery to the case's destination, and the prior has none yet. The prior goes the
  * same way as that delivery (same destination, same de-identification).
  */
-export async function priorsReadyToForward(db: Db, limit: number) {
-  return db
+export async function priorsReadyToForward(db: Db, caseId?: string) {
+  let q = db
     .selectFrom('case_priors as p')
     .innerJoin('cases as c', 'c.id', 'p.case_id')
     .innerJoin('studies as s', 's.study_instance_uid', 'p.study_instance_uid')
@@ -107,9 +107,24 @@ export async function priorsReadyToForward(db: Db, limit: number) {
           selectFrom('deliveries as x').select('x.id').whereRef('x.case_id', '=', 'p.case_id').whereRef('x.study_instance_uid', '=', 'p.study_instance_uid'),
         ),
       ),
-    )
-    .limit(limit)
+    );
+  if (caseId !== undefined) q = q.where('p.case_id', '=', caseId);
+  return q.orderBy('p.case_id').orderBy('p.study_instance_uid').execute();
+}
+
+/** Cases that retrieved this study as a prior (it may now be forwarded beside them). */
+export async function casesWithRetrievedPrior(db: Db, studyInstanceUid: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom('case_priors')
+    .select('case_id')
+    .where('study_instance_uid', '=', studyInstanceUid)
+    .where('state', '=', PriorState.retrieved)
     .execute();
+  return rows.map((r) => r.case_id);
+}
+
+export async function findCase(db: Db, caseId: string) {
+  return db.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
 }
 
 /** A delivery of a case's prior (not of the case's own study). */

@@ -8,11 +8,18 @@ import type { InstanceSink } from '../dicom/instance-record.js';
 import type { Spool } from '../dicom/spool.js';
 import { insertDelivery } from '../forwarding/outbox.repository.js';
 import { hashId, type Logger } from '../logger.js';
-import { PollLoop } from '../poll-loop.js';
 import type { RulesService } from '../rules/rules.service.js';
 import { findStudy, seriesOfStudies } from '../studies/study.repository.js';
 import type { PacsClient } from './pacs.client.js';
-import { insertFoundPriors, localInstanceCount, priorsReadyToForward, procedureCodesOfStudy, setPriorState } from './prior.repository.js';
+import {
+  casesWithRetrievedPrior,
+  findCase,
+  insertFoundPriors,
+  localInstanceCount,
+  priorsReadyToForward,
+  procedureCodesOfStudy,
+  setPriorState,
+} from './prior.repository.js';
 import { PriorState } from './prior.table.js';
 import type { JobQueue } from '../jobs/job.types.js';
 
@@ -20,6 +27,17 @@ import type { JobQueue } from '../jobs/job.types.js';
 export const PRIORS_LOOKUP_JOB = 'priors.lookup';
 
 export interface PriorsLookupPayload {
+  caseId: string;
+}
+
+/**
+ * The job kind that plans the deliveries of a case's ready priors (retrieved,
+ * stable, and the case's own delivery planned). Enqueued by each of the three
+ * changes, in its transaction; one case's jobs run one at a time (its queue).
+ */
+export const PRIORS_FORWARD_JOB = 'priors.forward';
+
+export interface PriorsForwardPayload {
   caseId: string;
 }
 import { lookbackStart, selectRelevantPriors, type PriorsPolicy } from './relevance.js';
@@ -38,8 +56,6 @@ export interface PriorsServiceOptions {
   sink: InstanceSink;
   spool: Spool;
   newId: () => string;
-  /** How often retrieved priors are checked for forwarding beside their case. */
-  pollIntervalMs?: number;
   /** The job engine the lookups run on (the gateway's); without it only direct calls of findAndRetrieve look up (tools, tests). */
   jobs?: JobQueue;
   /** In the transaction that plans a prior's delivery: its sending job is enqueued there (ForwardingService.enqueueDelivery). */
@@ -55,28 +71,41 @@ export interface PriorsServiceOptions {
 export class PriorsService {
   private readonly log: Logger;
   private readonly clock: () => Date;
-  private readonly loop: PollLoop;
 
   constructor(private readonly o: PriorsServiceOptions) {
     this.log = o.logger.child({ component: 'priors' });
     this.clock = o.clock ?? (() => new Date());
-    this.loop = new PollLoop(
-      () => this.forwardReadyPriors().then(() => undefined),
-      o.pollIntervalMs ?? 2000,
-      (err) => this.log.error('prior forwarding pass failed', { error: (err as Error).message }),
-    );
   }
 
   get enabled(): boolean {
     return this.o.pacs !== undefined;
   }
 
-  start(): void {
-    if (this.enabled) this.loop.start();
+  /** Priors that became ready while no job stood for them (rows of an older version): a forwarding job per case, once at start. */
+  async start(): Promise<void> {
+    if (!this.enabled || !this.o.jobs) return;
+    const cases = new Set((await priorsReadyToForward(this.o.db)).map((p) => p.case_id));
+    if (cases.size === 0) return;
+    await this.o.db.transaction().execute(async (trx) => {
+      for (const caseId of cases) await this.enqueueForward(trx, caseId);
+    });
   }
 
-  async stop(): Promise<void> {
-    await this.loop.stop();
+  /**
+   * In the transaction of a change that may make a case's priors ready to
+   * forward (a prior retrieved, the case's own delivery planned): a job plans
+   * them. Not de-duplicated by key: each job runs after its change committed,
+   * so none can miss it; a case's jobs share a queue and plan nothing twice.
+   */
+  async enqueueForward(trx: Db, caseId: string): Promise<void> {
+    if (!this.enabled || !this.o.jobs) return;
+    await this.o.jobs.enqueue(trx, PRIORS_FORWARD_JOB, { caseId } satisfies PriorsForwardPayload, { queue: `priors:${caseId}` });
+  }
+
+  /** In the transaction that makes a study stable: the cases that retrieved it as a prior may forward it now. */
+  async priorStudyStable(trx: Db, studyInstanceUid: string): Promise<void> {
+    if (!this.enabled || !this.o.jobs) return;
+    for (const caseId of await casesWithRetrievedPrior(trx, studyInstanceUid)) await this.enqueueForward(trx, caseId);
   }
 
   /**
@@ -99,6 +128,12 @@ export class PriorsService {
       backoffBaseSeconds: 5,
       backoffMaxSeconds: 300,
     });
+    jobs.register<PriorsForwardPayload>(PRIORS_FORWARD_JOB, (job) => this.forwardReadyPriors(job.payload.caseId).then(() => undefined), {
+      concurrency: 2,
+      maxAttempts: 100,
+      backoffBaseSeconds: 1,
+      backoffMaxSeconds: 60,
+    });
   }
 
   /** The priors settings for a case: the gateway's, overridden by the first of the case's rules that has its own. */
@@ -117,7 +152,7 @@ export class PriorsService {
     const pacs = this.o.pacs;
     if (!pacs) return;
     const db = this.o.db;
-    const c = await db.selectFrom('cases').selectAll().where('id', '=', caseId).executeTakeFirst();
+    const c = await findCase(db, caseId);
     if (!c) return;
     const ruleIds = [...new Set((JSON.parse(c.reasons) as { ruleId: string }[]).map((r) => r.ruleId))];
     const policy = await this.policyFor(ruleIds);
@@ -178,7 +213,10 @@ export class PriorsService {
       const uid = prior.studyInstanceUid;
       const local = await localInstanceCount(db, uid);
       if (local !== undefined && prior.numberOfInstances !== null && local >= prior.numberOfInstances) {
-        await setPriorState(db, caseId, uid, PriorState.retrieved, 'already in the gateway', this.clock().toISOString());
+        await db.transaction().execute(async (trx) => {
+          await setPriorState(trx, caseId, uid, PriorState.retrieved, 'already in the gateway', this.clock().toISOString());
+          await this.enqueueForward(trx, caseId);
+        });
         continue;
       }
       await setPriorState(db, caseId, uid, PriorState.retrieving, null, this.clock().toISOString());
@@ -203,6 +241,7 @@ export class PriorsService {
       }
       await db.transaction().execute(async (trx) => {
         await setPriorState(trx, caseId, uid, PriorState.retrieved, `${outcome.completed} instances`, at);
+        await this.enqueueForward(trx, caseId);
         await recordAudit(trx, this.o.newId(), at, {
           actor: 'priors',
           action: 'prior.retrieved',
@@ -213,7 +252,6 @@ export class PriorsService {
       });
       this.log.info('prior retrieved', { caseId, studyUid: hashId(uid), instances: outcome.completed });
     }
-    this.loop.kick();
   }
 
   /** A WADO-RS instance into the normal ingest: spool tmp file, header, StudyService (synced and committed there). */
@@ -235,10 +273,10 @@ export class PriorsService {
     }
   }
 
-  /** Plans a delivery for every retrieved, stable prior beside its case's own delivery. Returns how many. */
-  async forwardReadyPriors(): Promise<number> {
+  /** Plans a delivery for every retrieved, stable prior beside the case's own delivery (every case's when absent). Returns how many. */
+  async forwardReadyPriors(caseId?: string): Promise<number> {
     let planned = 0;
-    for (const p of await priorsReadyToForward(this.o.db, 100)) {
+    for (const p of await priorsReadyToForward(this.o.db, caseId)) {
       const now = this.clock().toISOString();
       try {
         await this.o.db.transaction().execute(async (trx) => {

@@ -195,3 +195,18 @@ export async function sentPseudonyms(db: Db, destinationId: string, studyInstanc
     .execute();
   return new Map(rows.map((r) => [`${r.kind}|${r.original}`, r.pseudonym]));
 }
+
+/** What an escalation notice may say about a case (no patient identifiers). */
+export async function caseForNotice(db: Db, caseId: string) {
+  return db.selectFrom('cases').select(['accession_number', 'study_instance_uid', 'priority', 'reader_id']).where('id', '=', caseId).executeTakeFirst();
+}
+
+export async function failedWriteBacksOf(db: Db, caseId: string): Promise<{ id: string }[]> {
+  return db
+    .selectFrom('outbound_messages')
+    .select('id')
+    .where('case_id', '=', caseId)
+    .where('kind', '=', OutboundKind.writeBack)
+    .where('state', '=', OutboundState.failed)
+    .execute();
+}

@@ -13,6 +13,8 @@ import { CaseState, OutboundKind, OutboundState } from '../states.js';
 import { writeBackDefect } from './oru-builder.js';
 import type { OutboundMessageRow } from './report.table.js';
 import {
+  caseForNotice,
+  failedWriteBacksOf,
   findOutbound,
   hasPoolCancel,
   insertOutbound,
@@ -148,11 +150,7 @@ export class OutboundService {
 
   /** Announces an event on every configured escalation channel (durably, retried). */
   readonly notify = async (trx: Db, caseId: string, event: string, details: Record<string, unknown>): Promise<void> => {
-    const c = await trx
-      .selectFrom('cases')
-      .select(['accession_number', 'study_instance_uid', 'priority', 'reader_id'])
-      .where('id', '=', caseId)
-      .executeTakeFirst();
+    const c = await caseForNotice(trx, caseId);
     const esc = this.o.config.escalation;
     if (esc.webhook) {
       // No patient identifiers: the QA channel gets the case id and what happened; the console shows the rest to whoever may see it.
@@ -202,13 +200,7 @@ export class OutboundService {
   async retryWriteBack(caseId: string, actor: string): Promise<{ messages: number }> {
     const now = this.clock().toISOString();
     const n = await this.db.transaction().execute(async (trx) => {
-      const failed = await trx
-        .selectFrom('outbound_messages')
-        .select('id')
-        .where('case_id', '=', caseId)
-        .where('kind', '=', OutboundKind.writeBack)
-        .where('state', '=', OutboundState.failed)
-        .execute();
+      const failed = await failedWriteBacksOf(trx, caseId);
       if (failed.length === 0) throw new GatewayError(ErrorCode.conflict, 'no failed write-back for this case');
       // The case first: a cancelled case's failed write-back must not become pending again.
       const moved = await transitionCase(trx, {

@@ -8,11 +8,26 @@ import { StudyState } from '../states.js';
 import { decideConflict, openConflicts } from './instance-version.repository.js';
 import type { StudyRow } from './study.table.js';
 import { hashId, type Logger } from '../logger.js';
-import { discardCopy, endHold, findInstance, findStudy, insertInstance, markStable, oldestReceiving, type InsertResult } from './study.repository.js';
+import { discardCopy, endHold, findInstance, findStudy, insertInstance, type InsertResult } from './study.repository.js';
+import { lockForStability, markOneStable, receivingWithoutStabilityJob } from './stability.repository.js';
+import { releaseJobKey } from '../jobs/job.repository.js';
+import type { JobContext, JobOutcome, JobQueue } from '../jobs/job.types.js';
 import { isUniqueViolation } from '../db/dialect.js';
 import { GroupCommitQueue } from '../db/group-commit.js';
 import { decideCompleteness, Verdict } from './completeness.js';
-import { completeNow, completenessInputs, hasCompletedMpps, holdIncomplete, quietStudiesWithCompletedMpps } from './mpps.repository.js';
+import { completeNow, completenessInputs, hasCompletedMpps, holdIncomplete } from './mpps.repository.js';
+
+/** The job kind that makes one study stable once it has gone quiet (its key is the study UID). */
+export const STABILITY_JOB = 'studies.stability';
+
+export interface StabilityJobPayload {
+  studyUid: string;
+}
+
+/** What stability needs of the job engine: enqueue with the instance that starts an episode, and run what is due (tests). */
+export interface StabilityJobs extends JobQueue {
+  drain(kinds?: readonly string[]): Promise<void>;
+}
 
 export interface StudyEvents {
   /** A study (new, or re-opened by a late instance) has gone quiet for the stability period. */
@@ -60,12 +75,16 @@ export interface StudyServiceOptions {
   stableAfterSeconds: number;
   clock?: () => Date;
   hooks?: StudyTransactionHooks;
+  /** The engine stability runs on; without it (peers in tests, tools) studies stay `receiving`. */
+  jobs?: StabilityJobs;
 }
 
 /**
- * Ingest and stability. Stability is derived from the database (the last
- * arrival per study), so the one timer here is only a wake-up call: after a
- * restart the first sweep finds whatever went quiet while we were down.
+ * Ingest and stability. Stability is a job per study episode (`studies.stability`,
+ * key = study UID), enqueued in the transaction that creates or re-opens the
+ * study, never per instance: its handler compares the last arrival with the
+ * database's clock and either marks the study stable or runs again when the
+ * quiet period can have passed. No timer: the rows are the truth across restarts.
  */
 export class StudyService implements InstanceSink {
   private readonly db: Db;
@@ -74,19 +93,17 @@ export class StudyService implements InstanceSink {
   private readonly stableAfterMs: number;
   private readonly clock: () => Date;
   private readonly listeners: StudyEvents[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private timerDue = Infinity;
-  private sweeping: Promise<void> | undefined;
-  private running = false;
   private readonly newId = createIdSource();
   private readonly hooks: StudyTransactionHooks;
   /** Instances from every association and STOW-RS request share durable commits (see storeInstance). */
   private readonly ingest = new GroupCommitQueue<PendingStore, StoreResult>((batch) => this.commitStores(batch), 64, 0);
+  private readonly jobs: StabilityJobs | undefined;
   /** Transfer audits being written: stop() waits for them. */
   private readonly auditing = new Set<Promise<void>>();
 
   constructor(o: StudyServiceOptions) {
     this.hooks = o.hooks ?? {};
+    this.jobs = o.jobs;
     this.db = o.db;
     this.spool = o.spool;
     this.log = o.logger.child({ component: 'studies' });
@@ -169,7 +186,6 @@ export class StudyService implements InstanceSink {
     for (const x of result.rejected) {
       this.log.info('instances rejected by an IOCM note', { studyUid: hashId(x.studyInstanceUid), code: x.code, instances: x.sopInstanceUids.length });
     }
-    this.armTimer(Date.parse(item.now) + this.stableAfterMs);
     this.checkCompletenessSoon(inst.studyInstanceUid);
     return 'stored';
   }
@@ -250,6 +266,8 @@ export class StudyService implements InstanceSink {
       });
     }
     for (const x of r.rejected) {
+      // Instances withdrawn by an IOCM note re-open their study (held ones stay held): a new stability episode.
+      await this.enqueueStability(trx, x.studyInstanceUid, Date.parse(now) + this.stableAfterMs);
       await recordAudit(trx, this.newId(), now, {
         actor: `dicom:${inst.callingAe}`,
         action: 'study.instances-rejected',
@@ -259,6 +277,8 @@ export class StudyService implements InstanceSink {
       });
     }
     if (r.studyCreated) await this.hooks.studyCreated?.(trx, inst.studyInstanceUid);
+    // Once per episode (a new study, or a late instance re-opening a stable one), never per instance.
+    if (r.studyCreated || r.reopened) await this.enqueueStability(trx, inst.studyInstanceUid, Date.parse(now) + this.stableAfterMs);
     return r;
   }
 
@@ -330,28 +350,6 @@ export class StudyService implements InstanceSink {
     );
   }
 
-  /** Before the quiet period turns studies stable: those a COMPLETED step lists missing instances for are held `incomplete`. */
-  private async holdIncompleteStudies(cutoff: string, now: string): Promise<void> {
-    for (const uid of await quietStudiesWithCompletedMpps(this.db, cutoff)) {
-      const held = await this.db.transaction().execute(async (trx) => {
-        const { steps, arrived } = await completenessInputs(trx, uid);
-        const c = decideCompleteness(steps, arrived, true);
-        if (c.verdict !== Verdict.incomplete) return false;
-        const detail = `${c.missing.length} of ${c.referenced} instances listed by the modality's MPPS (COMPLETED) have not arrived`;
-        if (!(await holdIncomplete(trx, uid, detail, now))) return false;
-        await recordAudit(trx, this.newId(), now, {
-          actor: 'studies',
-          action: 'study.held',
-          entityType: 'study',
-          entityId: uid,
-          details: { reason: 'incomplete', referenced: c.referenced, arrived: c.arrived },
-        });
-        return true;
-      });
-      if (held) this.log.warn('study held', { studyUid: hashId(uid), reason: 'incomplete' });
-    }
-  }
-
   /**
    * QA checked a held study and lets it go on: open identity conflicts are accepted as they are (the newest
    * copies stay current), the study returns to the state the hold interrupted and the rules run again
@@ -385,6 +383,8 @@ export class StudyService implements InstanceSink {
       }
       const to = await endHold(trx, studyInstanceUid, now);
       if (to === StudyState.stable) await this.hooks.stable?.(trx, studyInstanceUid);
+      // Back to receiving: a new episode, its quiet period counted from the last arrival.
+      else if (to === StudyState.receiving) await this.enqueueStability(trx, studyInstanceUid, Date.parse(now));
       await recordAudit(trx, this.newId(), now, {
         actor,
         action: decision === 'released' ? 'study.released' : 'study.rejected',
@@ -404,6 +404,7 @@ export class StudyService implements InstanceSink {
         const otherTo = (await openConflicts(trx, other)).length === 0 ? await endHold(trx, other, now) : undefined;
         if (otherTo) {
           if (otherTo === StudyState.stable) await this.hooks.stable?.(trx, other);
+          else if (otherTo === StudyState.receiving) await this.enqueueStability(trx, other, Date.parse(now));
           alsoEnded.push(other);
           await recordAudit(trx, this.newId(), now, {
             actor,
@@ -422,62 +423,102 @@ export class StudyService implements InstanceSink {
       // Stable again: the rules run now (enqueued with the change above); observers hear it as a study going quiet.
       if (row?.state === StudyState.stable) this.emit('onStable', uid);
     }
-    this.armTimer(this.clock().getTime());
     return out.row;
   }
 
-  start(): void {
-    this.running = true;
-    // Whatever went quiet while we were stopped becomes stable now; the sweep re-arms the timer.
-    this.armTimer(0);
+  /** Registers the stability handler with the engine. */
+  register(): void {
+    this.jobs?.register<StabilityJobPayload>(STABILITY_JOB, (job) => this.stabilityStep(job), {
+      concurrency: 2,
+      maxAttempts: 100,
+      backoffBaseSeconds: 1,
+      backoffMaxSeconds: 60,
+    });
+  }
+
+  /**
+   * Studies still receiving without a stability job (written before stability
+   * was a job, or by a process without one) get one: one query, at start.
+   */
+  async start(): Promise<void> {
+    if (!this.jobs) return;
+    const rows = await receivingWithoutStabilityJob(this.db, STABILITY_JOB);
+    if (rows.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const r of rows) await this.enqueueStability(trx, r.study_instance_uid, Date.parse(r.last_received_at) + this.stableAfterMs);
+    });
+    this.log.info('stability jobs enqueued for studies received before', { studies: rows.length });
   }
 
   async stop(): Promise<void> {
-    this.running = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Infinity;
-    await this.sweeping;
     await Promise.allSettled([...this.auditing]);
   }
 
-  /** Runs one stability sweep now; tests and the timer both come through here. */
-  async sweep(): Promise<string[]> {
-    const now = this.clock();
-    const cutoff = new Date(now.getTime() - this.stableAfterMs).toISOString();
-    await this.holdIncompleteStudies(cutoff, now.toISOString());
-    // Marked stable and its follow-up work (the rules) committed together: a crash cannot separate them.
-    const changed = await this.db.transaction().execute(async (trx) => {
-      const rows = await markStable(trx, cutoff, now.toISOString());
-      for (const s of rows) await this.hooks.stable?.(trx, s.study_instance_uid);
-      return rows;
-    });
-    for (const s of changed) {
-      this.log.info('study stable', { studyUid: hashId(s.study_instance_uid), instances: s.instance_count });
-      this.emit('onStable', s.study_instance_uid);
-    }
-    const oldest = await oldestReceiving(this.db);
-    if (oldest) this.armTimer(Date.parse(oldest) + this.stableAfterMs);
-    return changed.map((s) => s.study_instance_uid);
+  /** Runs the stability jobs that are due now, on this process (tests, tools): what has gone quiet becomes stable. */
+  async settle(): Promise<void> {
+    await this.jobs?.drain([STABILITY_JOB]);
   }
 
-  private armTimer(dueMs: number): void {
-    if (!this.running || dueMs >= this.timerDue) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timerDue = dueMs;
-    // A little slack so the sweep's cutoff is past the last arrival, not on it.
-    const delay = Math.max(0, dueMs - this.clock().getTime() + 5);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.timerDue = Infinity;
-      this.sweeping = this.sweep()
-        .then(() => undefined)
-        .catch((err: unknown) => {
-          this.log.error('stability sweep failed; retrying', { error: (err as Error).message });
-          this.armTimer(this.clock().getTime() + 1000);
-        });
-    }, delay);
-    this.timer.unref?.();
+  private async enqueueStability(trx: Db, studyInstanceUid: string, dueMs: number): Promise<void> {
+    await this.jobs?.enqueue(trx, STABILITY_JOB, { studyUid: studyInstanceUid } satisfies StabilityJobPayload, {
+      key: studyInstanceUid,
+      runAt: new Date(dueMs),
+      maxAttempts: 100,
+    });
+  }
+
+  /**
+   * The `studies.stability` handler, under the study's row lock, against the
+   * database's clock: not quiet yet, it runs again when the last arrival is
+   * `stableAfterSeconds` old; quiet, a study a COMPLETED MPPS step lists missing
+   * instances for is held `incomplete`, any other is marked stable with its
+   * follow-up work (hooks.stable: the rules, forwarding's planning) in the same
+   * transaction. The job gives up its key in that transaction, so a late instance
+   * committed right after it starts a new episode with a new job.
+   */
+  async stabilityStep(job: JobContext<StabilityJobPayload>): Promise<JobOutcome> {
+    const uid = job.payload.studyUid;
+    const now = this.clock().toISOString();
+    const r = await job.fenced(async (trx): Promise<{ again?: Date; done?: 'not-receiving' | 'held' | 'stable'; instances?: number }> => {
+      const s = await lockForStability(trx, uid);
+      if (!s || s.state !== StudyState.receiving) {
+        await releaseJobKey(trx, job.id);
+        return { done: 'not-receiving' };
+      }
+      const dueMs = Date.parse(s.last_received_at) + this.stableAfterMs;
+      if (dueMs > Date.parse(s.db_now)) return { again: new Date(dueMs) };
+      if (await hasCompletedMpps(trx, uid)) {
+        const { steps, arrived } = await completenessInputs(trx, uid);
+        const c = decideCompleteness(steps, arrived, true);
+        if (c.verdict === Verdict.incomplete) {
+          const detail = `${c.missing.length} of ${c.referenced} instances listed by the modality's MPPS (COMPLETED) have not arrived`;
+          const held = await holdIncomplete(trx, uid, detail, now);
+          if (held) {
+            await recordAudit(trx, this.newId(), now, {
+              actor: 'studies',
+              action: 'study.held',
+              entityType: 'study',
+              entityId: uid,
+              details: { reason: 'incomplete', referenced: c.referenced, arrived: c.arrived },
+            });
+          }
+          await releaseJobKey(trx, job.id);
+          return { done: held ? 'held' : 'not-receiving' };
+        }
+      }
+      // Marked stable and its follow-up work committed together: a crash cannot separate them.
+      const marked = await markOneStable(trx, uid, now);
+      if (marked) await this.hooks.stable?.(trx, uid);
+      await releaseJobKey(trx, job.id);
+      return { done: marked ? 'stable' : 'not-receiving', instances: s.instance_count };
+    });
+    if (r.again) return { runAgainAt: r.again };
+    if (r.done === 'held') this.log.warn('study held', { studyUid: hashId(uid), reason: 'incomplete' });
+    if (r.done === 'stable') {
+      this.log.info('study stable', { studyUid: hashId(uid), instances: r.instances });
+      this.emit('onStable', uid);
+    }
+    return undefined;
   }
 
   private emit(event: keyof StudyEvents, studyInstanceUid: string): void {

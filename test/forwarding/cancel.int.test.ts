@@ -140,7 +140,7 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       await eventually(() => f.storesOf(study.studyInstanceUid) >= 2, 'two instances at the slow pool', 30_000);
       await f.gw.db
         .updateTable('studies')
-        .set({ state: 'held', hold_reason: 'identity-conflict' })
+        .set({ state: 'held', hold_reason: 'identity-conflict', held_from_state: 'stable' })
         .where('study_instance_uid', '=', study.studyInstanceUid)
         .execute();
       const atHold = f.storesOf(study.studyInstanceUid);
@@ -153,7 +153,9 @@ describe(`a cancelled case stops everything (${engine})`, function () {
       expect(paused.deliveries[0]).to.deep.include({ state: 'pending', instancesSent: f.storesOf(study.studyInstanceUid) });
       expect(f.storesOf(study.studyInstanceUid)).to.be.lessThan(6);
 
-      await f.gw.db.updateTable('studies').set({ state: 'stable', hold_reason: null }).where('study_instance_uid', '=', study.studyInstanceUid).execute();
+      // Released as QA does it: the study is stable again and its planning job gives the parked delivery its job back.
+      const released = await f.call('POST', `/api/studies/${study.studyInstanceUid}/release`, LT.qa, { reason: 'checked' });
+      expect(released.status, JSON.stringify(released.body)).to.equal(200);
       await f.caseWhen(caseId, 'delivered after the release', (c) => c.state === 'awaiting-read', 30_000);
       const uids = f.pool.stores.filter((x) => x.studyInstanceUid === study.studyInstanceUid).map((x) => x.sopInstanceUid);
       expect(uids).to.have.length(6);

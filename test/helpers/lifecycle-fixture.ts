@@ -216,7 +216,6 @@ export class LifecycleGateway {
   /** Lets both workers run a few passes of their own (the loops also run by themselves). */
   async passes(n = 5): Promise<void> {
     for (let i = 0; i < n; i++) {
-      await this.gw.forwarding.tick();
       await this.gw.forwarding.idle();
       await this.gw.outbound.tick();
       await new Promise((r) => setTimeout(r, 150));

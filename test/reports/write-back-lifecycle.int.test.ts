@@ -115,7 +115,11 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
     const setStudy = (uid: string, state: StudyState) =>
       f.gw.db
         .updateTable('studies')
-        .set({ state, hold_reason: state === StudyState.held ? 'identity-conflict' : null })
+        .set({
+          state,
+          hold_reason: state === StudyState.held ? 'identity-conflict' : null,
+          held_from_state: state === StudyState.held ? StudyState.stable : null,
+        })
         .where('study_instance_uid', '=', uid)
         .execute();
 
@@ -133,7 +137,9 @@ describe(`write-back rules: waiting for the primary, addenda as corrections, the
       expect(held.deliveries[0]).to.deep.include({ state: 'pending', attempts });
       expect(held.state).to.equal('forwarding');
 
-      await setStudy(study.studyInstanceUid, StudyState.stable);
+      // Released as QA does it: stable again, the study's planning job gives the parked delivery its job back.
+      const released = await f.call('POST', `/api/studies/${study.studyInstanceUid}/release`, LT.qa, { reason: 'checked' });
+      expect(released.status, JSON.stringify(released.body)).to.equal(200);
       await f.caseWhen(caseId, 'delivered after the release', (c) => c.state === 'awaiting-read');
       expect(f.storesOf(study.studyInstanceUid)).to.equal(3);
 

@@ -25,7 +25,6 @@ async function tag(file: string, t: string): Promise<string | undefined> {
 /** Forwarding passes run to completion: what they would send has arrived when this returns. */
 async function forwardingPasses(gw: DicomGateway, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
-    await gw.gw.forwarding.tick();
     await gw.gw.forwarding.idle();
   }
 }
@@ -111,10 +110,10 @@ describe('identity conflict: an instance re-sent under another patient id (dcmod
     expect(audit.map((a: any) => a.action)).to.include('study.held');
     expect(JSON.stringify(audit)).to.not.include('MRN-2');
 
-    // The quiet period is time itself (0.3 s here); past it, a stability sweep and forwarding passes run by hand
+    // The quiet period is time itself (0.3 s here); past it, the due stability jobs and forwarding passes run by hand
     // (not left to the timers) must send the pool nothing while the study is held.
     await new Promise((r) => setTimeout(r, 400));
-    await gw.gw.studies.sweep();
+    await gw.gw.studies.settle();
     await forwardingPasses(gw, 3);
     expect((await gw.call('GET', `/api/studies/${study.studyInstanceUid}`)).body.state).to.equal('held');
     expect(await poolPatientIds(pool.dir)).to.deep.equal(['MRN-1', 'MRN-1']);

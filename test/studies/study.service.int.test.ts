@@ -8,7 +8,9 @@ import type { ReceivedInstance } from '../../src/dicom/instance-record.js';
 import { Spool } from '../../src/dicom/spool.js';
 import { versionsOfStudy } from '../../src/studies/instance-version.repository.js';
 import { findStudy, instancesOfStudy } from '../../src/studies/study.repository.js';
-import { StudyService } from '../../src/studies/study.service.js';
+import { STABILITY_JOB, StudyService } from '../../src/studies/study.service.js';
+import { JobRunner } from '../../src/jobs/job-runner.js';
+import { jobsOf } from '../../src/jobs/job.repository.js';
 import { makeTempDir, testDatabaseUrl } from '../helpers/tmp.js';
 
 const silent = winston.createLogger({ silent: true });
@@ -24,14 +26,30 @@ describe('StudyService (SQLite file, real spool)', () => {
   let spool: Spool;
   let clock: ManualClock;
   let service: StudyService;
+  let runner: JobRunner;
   let n = 0;
+
+  /** A service on a job runner that is not started: its stability jobs run only when the test drains them (settle). */
+  function build(o: { stableAfterSeconds: number; clock?: () => Date; jobs?: boolean }): StudyService {
+    runner = new JobRunner({ db: opened.db, logger: silent, workerId: 'test', pollMs: 50 });
+    const s = new StudyService({
+      db: opened.db,
+      spool,
+      logger: silent,
+      stableAfterSeconds: o.stableAfterSeconds,
+      ...(o.clock ? { clock: o.clock } : {}),
+      ...(o.jobs === false ? {} : { jobs: runner }),
+    });
+    s.register();
+    return s;
+  }
 
   async function open(): Promise<void> {
     opened = openDatabase(testDatabaseUrl(path.join(tmp.dir, 'gw.db')));
     await migrateToLatest(opened.db);
     spool = new Spool(tmp.dir, 0);
     spool.open();
-    service = new StudyService({ db: opened.db, spool, logger: silent, stableAfterSeconds: 60, clock: clock.now });
+    service = build({ stableAfterSeconds: 60, clock: clock.now });
   }
 
   function received(study: string, series: string, sop: string, extra: Partial<ReceivedInstance> = {}): ReceivedInstance {
@@ -68,6 +86,7 @@ describe('StudyService (SQLite file, real spool)', () => {
     await open();
   });
   afterEach(async () => {
+    await runner.stop();
     await service.stop();
     await opened.close();
     tmp.cleanup();
@@ -139,9 +158,10 @@ describe('StudyService (SQLite file, real spool)', () => {
     expect(await service.storeInstance(moved)).to.equal('stored');
     let s = await findStudy(opened.db, '1.2.3');
     expect(s).to.include({ state: 'held', hold_reason: 'identity-conflict', hold_detail: 'changed: PatientID, PatientName', held_from_state: 'receiving' });
-    // a sweep never makes a held study stable
-    clock.ms += 120_000;
-    expect(await service.sweep()).to.deep.equal([]);
+    // its stability job never makes a held study stable (the manual clock is days behind the database's: quiet)
+    await service.settle();
+    expect((await findStudy(opened.db, '1.2.3'))?.state).to.equal('held');
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(0);
     const rejected = await service.reject('1.2.3', 'quinn', 'wrong patient at the modality');
     expect(rejected).to.include({ state: 'receiving', hold_reason: null });
     const row = (await instancesOfStudy(opened.db, '1.2.3')).find((r) => r.sop_instance_uid === '1.2.3.1.1')!;
@@ -200,48 +220,60 @@ describe('StudyService (SQLite file, real spool)', () => {
     expect((await instancesOfStudy(opened.db, '1.2.3')).map((r) => r.sop_instance_uid)).to.deep.equal(['1.2.3.1.1']);
   });
 
-  it('becomes stable after the quiet period, not before; a late instance re-opens it', async () => {
+  it('becomes stable after the quiet period (database clock), not before; a late instance re-opens it with one job', async () => {
+    await runner.stop();
+    service = build({ stableAfterSeconds: 1 });
     const stable: string[] = [];
     service.subscribe({ onStable: (uid) => void stable.push(uid) });
     await service.storeInstance(received('1.2.3', '1.2.3.1', '1.2.3.1.1'));
-    clock.ms += 30_000;
     await service.storeInstance(received('1.2.3', '1.2.3.2', '1.2.3.2.1'));
-    clock.ms += 59_000;
-    expect(await service.sweep()).to.deep.equal([]);
-    clock.ms += 1_000;
-    expect(await service.sweep()).to.deep.equal(['1.2.3']);
+    // one job for the episode, not one per instance, due a quiet period after the first arrival
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(1);
+    await service.settle();
+    expect((await findStudy(opened.db, '1.2.3'))?.state).to.equal('receiving');
+    await new Promise((r) => setTimeout(r, 1_100));
+    await service.settle();
+    expect((await findStudy(opened.db, '1.2.3'))?.state).to.equal('stable');
     await new Promise((r) => setImmediate(r));
     expect(stable).to.deep.equal(['1.2.3']);
-    expect((await findStudy(opened.db, '1.2.3'))?.state).to.equal('stable');
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(0);
 
-    clock.ms += 5_000;
     await service.storeInstance(received('1.2.3', '1.2.3.2', '1.2.3.2.2'));
+    await service.storeInstance(received('1.2.3', '1.2.3.2', '1.2.3.2.3'));
     const reopened = await findStudy(opened.db, '1.2.3');
-    expect(reopened).to.include({ state: 'receiving', instance_count: 3, late_instance_count: 1 });
+    expect(reopened).to.include({ state: 'receiving', instance_count: 4, late_instance_count: 1 });
     const late = (await instancesOfStudy(opened.db, '1.2.3')).filter((i) => i.late === 1).map((i) => i.sop_instance_uid);
     expect(late).to.deep.equal(['1.2.3.2.2']);
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(1);
+    await service.settle();
+    expect((await findStudy(opened.db, '1.2.3'))?.state).to.equal('receiving');
   });
 
-  it('the timer makes a study stable without a manual sweep', async () => {
-    await service.stop();
-    service = new StudyService({ db: opened.db, spool, logger: silent, stableAfterSeconds: 0.2 });
+  it('the job engine alone makes a study stable (no timer in the service)', async () => {
+    await runner.stop();
+    service = build({ stableAfterSeconds: 0.2 });
     const became = new Promise<string>((resolve) => service.subscribe({ onStable: resolve }));
-    service.start();
+    await runner.start();
     await service.storeInstance(received('1.9.9', '1.9.9.1', '1.9.9.1.1'));
     expect(await became).to.equal('1.9.9');
     expect((await findStudy(opened.db, '1.9.9'))?.state).to.equal('stable');
   });
 
-  it('after a restart, studies that went quiet while stopped become stable at start', async () => {
+  it('studies received without a stability job (before this version) get one at start and become stable', async () => {
+    await runner.stop();
+    service = build({ stableAfterSeconds: 60, clock: clock.now, jobs: false });
     await service.storeInstance(received('1.2.4', '1.2.4.1', '1.2.4.1.1'));
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(0);
     await service.stop();
     await opened.close();
-    clock.ms += 120_000;
     await open();
-    const became = new Promise<string>((resolve) => service.subscribe({ onStable: resolve }));
-    service.start();
-    expect(await became).to.equal('1.2.4');
-    expect((await findStudy(opened.db, '1.2.4'))?.instance_count).to.equal(1);
+    await service.start();
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(1);
+    // a second start finds the job there: no second one
+    await service.start();
+    expect(await jobsOf(opened.db, STABILITY_JOB)).to.have.length(1);
+    await service.settle();
+    expect(await findStudy(opened.db, '1.2.4')).to.include({ state: 'stable', instance_count: 1 });
   });
 
   it('leaves neither file nor row when the commit fails', async () => {
