@@ -33,10 +33,7 @@ export default tseslint.config(
     // connection, the dialect differences, migrations). Services and routes call repositories. test/ and scripts/
     // may query directly (fixtures, assertions, benches), so this block covers src/ only.
     files: ['src/**/*.ts'],
-    ignores: [
-      'src/**/*.repository.ts',
-      'src/db/**',
-    ],
+    ignores: ['src/**/*.repository.ts', 'src/db/**'],
     rules: {
       'no-restricted-syntax': [
         'error',
