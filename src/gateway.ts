@@ -195,6 +195,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
     newControlId,
     jobs,
   });
+  outbound.register();
   jobs.register<OutboundJobPayload>(OUTBOUND_SEND_JOB, (job) => outbound.runJob(job), { concurrency: 4, leaseSeconds: config.forwarding.leaseSeconds });
   const statusUpdates = new StatusUpdateService({ db, logger, config, jobs, outbound, newControlId });
   const readers = new ReaderService({ db, logger, config, newId, notify: outbound.notify });
@@ -395,7 +396,6 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
         stoppers.push(() => instances.stop());
         // Forwarding work from before planning was a job gets its jobs (no loop: jobs are enqueued with their changes).
         await forwarding.start();
-        outbound.start();
         stoppers.push(() => outbound.stop());
         stoppers.push(async () => {
           for (const s of senders.values()) await s.close?.();

@@ -3,7 +3,7 @@ import type { Db } from '../db/database.js';
 import { createIdSource } from '../db/sortable-id.js';
 import type { Logger } from '../logger.js';
 import { PollLoop } from '../poll-loop.js';
-import { claimJobs, completeJob, holdsClaim, insertJob, killJob, renewJob, rescheduleJob, retryJob, type Claim } from './job.repository.js';
+import { claimJobs, completeJob, holdsClaim, insertJob, killJob, renewJob, rescheduleJob, retryJob, runPendingNow, type Claim } from './job.repository.js';
 import type { JobRow } from './job.table.js';
 import {
   JobClaimLostError,
@@ -105,6 +105,12 @@ export class JobRunner implements JobQueue {
       options,
     );
     this.recurringKinds.push(kind);
+  }
+
+  /** Brings a recurring job's next run forward to now (database clock); a run under way is left to finish. */
+  async runNow(kind: string): Promise<void> {
+    await runPendingNow(this.o.db, kind, kind);
+    if (this.started && this.kinds.has(kind)) this.loop.kick();
   }
 
   async enqueue(trx: Db, kind: string, payload: unknown, options: EnqueueOptions = {}): Promise<void> {

@@ -1,5 +1,4 @@
 import { backoffMs } from '../backoff.js';
-import { PollLoop } from '../poll-loop.js';
 import { transitionCase } from '../cases/case-state.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
@@ -43,8 +42,18 @@ export interface OutboundJobPayload {
   messageId: string;
 }
 
-/** The job engine as this service uses it: enqueue, and (tests, a manual pass) run this kind's due jobs now. */
-export type OutboundJobs = JobQueue & { drain(kinds?: readonly string[]): Promise<void> };
+/**
+ * The job engine as this service uses it: enqueue; a recurring job for the planner and a way to bring its next
+ * run forward; and (tests, a manual pass) run this kind's due jobs now.
+ */
+export type OutboundJobs = JobQueue & {
+  drain(kinds?: readonly string[]): Promise<void>;
+  recurring(kind: string, everySeconds: number, task: () => Promise<unknown>): void;
+  runNow(kind: string): Promise<void>;
+};
+
+/** The planner (waiting write-backs built, pool-cancels queued): one recurring job, on whichever instance claims it. */
+export const OUTBOUND_PLAN_JOB = 'outbound.plan';
 
 /**
  * Builds a waiting write-back's ORU once its primary report is linked
@@ -84,7 +93,6 @@ export class OutboundService {
   private readonly log: Logger;
   private readonly clock: () => Date;
   private readonly random: () => number;
-  private readonly loop: PollLoop;
   private buildWriteBack: WriteBackBuilder | undefined;
 
   constructor(private readonly o: OutboundServiceOptions) {
@@ -92,11 +100,6 @@ export class OutboundService {
     this.log = o.logger.child({ component: 'outbound' });
     this.clock = o.clock ?? (() => new Date());
     this.random = o.random ?? Math.random;
-    this.loop = new PollLoop(
-      () => this.plan(),
-      o.config.writeBack.pollIntervalSeconds * 1000,
-      (err) => this.log.error('outbound pass failed', { error: (err as Error).message }),
-    );
   }
 
   /** How a waiting write-back gets its ORU (the second-report service, built after this one). */
@@ -181,19 +184,24 @@ export class OutboundService {
     }
   };
 
-  start(): void {
-    this.loop.start();
+  /**
+   * The planner as a recurring job (`writeBack.pollIntervalSeconds`): its triggers (a primary report linked, a case
+   * cancelled, an instance delivered after a cancel) live in many places, so they bring its next run forward
+   * (`kick`) rather than each enqueuing work of its own; the recurring run is the backstop.
+   */
+  register(): void {
+    this.o.jobs.recurring(OUTBOUND_PLAN_JOB, this.o.config.writeBack.pollIntervalSeconds, () => this.plan());
   }
 
   async stop(): Promise<void> {
-    await this.loop.stop();
     await this.o.ris.close();
     await this.o.qa?.close();
     for (const p of this.o.pools?.values() ?? []) await p.close();
   }
 
+  /** Something the planner acts on has committed: its next run now rather than at the next interval. */
   kick(): void {
-    this.loop.kick();
+    this.o.jobs.runNow(OUTBOUND_PLAN_JOB).catch((err: unknown) => this.log.warn('outbound planner not brought forward', { error: (err as Error).message }));
   }
 
   /** A person sends a failed write-back again (same bytes, same MSH-10) after the RIS side is fixed. */
@@ -223,7 +231,7 @@ export class OutboundService {
   /** Waits for the planning pass under way and for the sends due now, on any instance (tests). */
   async idle(timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while (this.loop.current) await this.loop.current;
+    await this.o.jobs.drain([OUTBOUND_PLAN_JOB]);
     while (Date.now() < deadline && (await hasUnfinishedDueJobs(this.db, OUTBOUND_SEND_JOB))) await new Promise((r) => setTimeout(r, 20));
   }
 
@@ -239,8 +247,8 @@ export class OutboundService {
     await this.o.jobs.drain([OUTBOUND_SEND_JOB]);
   }
 
-  /** A pass of the planner only (its loop). */
-  private async plan(): Promise<void> {
+  /** A pass of the planner only (its recurring job). */
+  async plan(): Promise<void> {
     await this.buildWaiting();
     await this.queuePoolCancels();
   }

@@ -388,6 +388,28 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     expect(ran).to.equal(1);
   });
 
+  it('a recurring job runs at start, waits its interval, and runNow brings its next run forward (once, on one runner)', async () => {
+    const runs: string[] = [];
+    const a = runner('rec-a');
+    const b = runner('rec-b');
+    for (const [r, name] of [
+      [a, 'a'],
+      [b, 'b'],
+    ] as const)
+      r.recurring('test.recurring', 3600, async () => void runs.push(name));
+    await a.start();
+    await b.start();
+    await eventually(() => (runs.length === 1 ? true : undefined), 'the first run');
+    const rows = await db.selectFrom('jobs').select(['state', 'run_at']).where('kind', '=', 'test.recurring').execute();
+    expect(rows, 'one job for the kind, however many runners').to.have.length(1);
+    expect(Date.parse(rows[0]!.run_at) - Date.now(), 'next run an interval away').to.be.greaterThan(3500_000);
+    await a.runNow('test.recurring');
+    await eventually(() => (runs.length === 2 ? true : undefined), 'the run brought forward');
+    await a.idle();
+    await b.idle();
+    expect(runs).to.have.length(2);
+  });
+
   it('full jitter: a retry delay is anywhere between 0 and the capped exponential', () => {
     expect(backoffSeconds(1, 5, 600, () => 1)).to.equal(5);
     expect(backoffSeconds(4, 5, 600, () => 1)).to.equal(40);
