@@ -8,6 +8,8 @@ import dimse from 'dcmjs-dimse';
 import { splitPart10 } from '../../src/dicom/part10.js';
 
 const { Client, Dataset } = dimse;
+// dcmjs-dimse logs every PDU at INFO by default: on stdout of a benchmark that is load on the cores it measures.
+dimse.log.setLevel('silent');
 const { CStoreRequest, CEchoRequest } = dimse.requests;
 
 export interface ScuTarget {

@@ -3,7 +3,19 @@ import type { Db } from '../db/database.js';
 import { createIdSource } from '../db/sortable-id.js';
 import type { Logger } from '../logger.js';
 import { PollLoop } from '../poll-loop.js';
-import { claimJobs, completeJob, holdsClaim, insertJob, killJob, renewJob, rescheduleJob, retryJob, runPendingNow, type Claim } from './job.repository.js';
+import {
+  claimJobs,
+  completeJob,
+  dueJobKinds,
+  holdsClaim,
+  insertJob,
+  killJob,
+  renewJob,
+  rescheduleJob,
+  retryJob,
+  runPendingNow,
+  type Claim,
+} from './job.repository.js';
 import type { JobRow } from './job.table.js';
 import {
   JobClaimLostError,
@@ -192,8 +204,10 @@ export class JobRunner implements JobQueue {
   /** One look at the table: for each kind (of `only`) with a free slot, one claim. Returns how many jobs were claimed. */
   private async pass(only?: readonly string[]): Promise<number> {
     let claimed = 0;
+    const due = new Set(await dueJobKinds(this.o.db));
     for (const [kind, k] of this.kinds) {
       if (only && !only.includes(kind)) continue;
+      if (!due.has(kind)) continue;
       const free = k.options.concurrency - k.running;
       if (free <= 0) continue;
       const token = randomBytes(12).toString('hex');

@@ -59,6 +59,23 @@ export async function insertJob(db: Db, job: NewJob): Promise<boolean> {
 }
 
 /**
+ * The kinds that have a job to claim now (due, or running with its lease run out), by one read: a pass claims only
+ * for those, instead of one locking UPDATE per registered kind (on PostgreSQL a round trip each).
+ */
+export async function dueJobKinds(db: Db): Promise<string[]> {
+  const now = dbNow(db);
+  const rows = await db
+    .selectFrom('jobs')
+    .select('kind')
+    .distinct()
+    .where((eb) =>
+      eb.or([eb.and([eb('state', '=', 'pending'), eb('run_at', '<=', now)]), eb.and([eb('state', '=', 'running'), eb('locked_until', '<=', now)])]),
+    )
+    .execute();
+  return rows.map((r) => r.kind);
+}
+
+/**
  * The one claim statement: up to `limit` due jobs of `kind`, oldest due first,
  * taken by `workerId` with a fresh `token` until now + `leaseSeconds` (database
  * clock). Due: pending with `run_at` passed, or running with its lease expired

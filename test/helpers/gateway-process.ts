@@ -34,7 +34,9 @@ export function writeGatewayConfig(dir: string, overrides: Record<string, unknow
 
 /** Runs `src/main.ts` as `npm start` would (through tsx, no build), resolving once it logged its ports. */
 export function startGatewayProcess(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/main.ts'), '--config', configFile], {
+  // BENCH_CPU_PROF=<dir>: each gateway process writes a V8 CPU profile there when it stops (benchmarks).
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(root, 'src/main.ts'), '--config', configFile], {
     cwd: root,
     // GATEWAY_TEST_* configure the tests, not the gateway (whose loader takes every GATEWAY_* as a config key).
     env: Object.fromEntries(Object.entries({ ...process.env, ...env }).filter(([k]) => !k.startsWith('GATEWAY_TEST_'))),
