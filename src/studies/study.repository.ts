@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import { forClaim, lockKey, storableText } from '../db/dialect.js';
+import { forClaim, forUpdate, lockKey, storableText } from '../db/dialect.js';
 import type { InstanceHeader } from '../dicom/instance-record.js';
 import { StudyState } from '../states.js';
 import {
@@ -281,7 +281,7 @@ async function resend(
  * release goes through the quiet period and the rules again).
  */
 async function addToStudy(db: Db, inst: NewInstance, now: string): Promise<{ studyCreated: boolean; reopened: boolean; study: StudyRow | undefined }> {
-  const study = await findStudy(db, inst.studyInstanceUid);
+  const study = await findStudyForUpdate(db, inst.studyInstanceUid);
   const studyCreated = study === undefined;
   const reopened = !studyCreated && study.state !== StudyState.receiving;
   const others = inst.otherPatientIds && inst.otherPatientIds.length ? JSON.stringify(inst.otherPatientIds) : null;
@@ -343,7 +343,7 @@ async function addToStudy(db: Db, inst: NewInstance, now: string): Promise<{ stu
 
 /** A new copy of an instance already counted in this study: an arrival, with the size difference. */
 async function touchStudy(db: Db, studyInstanceUid: string, sizeDelta: number, now: string): Promise<{ studyCreated: boolean; reopened: boolean }> {
-  const study = await findStudy(db, studyInstanceUid);
+  const study = await findStudyForUpdate(db, studyInstanceUid);
   const held = study?.state === StudyState.held;
   await db
     .updateTable('studies')
@@ -545,6 +545,16 @@ export async function listStudies(db: Db, f: StudyFilter): Promise<StudyRow[]> {
   if (f.patientId) q = q.where('patient_id', '=', f.patientId);
   if (f.state) q = q.where('state', '=', f.state as StudyRow['state']);
   return q.orderBy('last_received_at', 'desc').orderBy('study_instance_uid').limit(f.limit).offset(f.offset).execute();
+}
+
+/**
+ * The study row, locked until the transaction ends (PostgreSQL; SQLite's transaction is the only writer): an arrival
+ * decides from it whether it re-opens the study, and a stability job marking the study stable meanwhile must wait
+ * for that decision, or be waited for; otherwise the arrival would set `receiving` again believing it never
+ * stopped, and no stability job would be left to end the episode.
+ */
+async function findStudyForUpdate(db: Db, studyInstanceUid: string): Promise<StudyRow | undefined> {
+  return forUpdate(db, db.selectFrom('studies').selectAll().where('study_instance_uid', '=', studyInstanceUid)).executeTakeFirst();
 }
 
 export async function findStudy(db: Db, studyInstanceUid: string): Promise<StudyRow | undefined> {
