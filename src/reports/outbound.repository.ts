@@ -50,13 +50,7 @@ export async function settleOutbound(
 
 /** A person's retry: the case's failed write-backs become pending again, attempts from zero. Returns their ids. */
 export async function reopenFailedWriteBacks(trx: Db, caseId: string, now: string): Promise<string[]> {
-  const failed = await trx
-    .selectFrom('outbound_messages')
-    .select('id')
-    .where('case_id', '=', caseId)
-    .where('kind', '=', OutboundKind.writeBack)
-    .where('state', '=', OutboundState.failed)
-    .execute();
+  const failed = await failedWriteBacksOf(trx, caseId);
   if (failed.length === 0) return [];
   await trx
     .updateTable('outbound_messages')
@@ -70,7 +64,7 @@ export async function reopenFailedWriteBacks(trx: Db, caseId: string, now: strin
   return failed.map((f) => f.id);
 }
 
-export async function insertOutbound(trx: Db, row: Omit<OutboundMessageRow, 'lease_owner' | 'lease_expires_at'>): Promise<void> {
+export async function insertOutbound(trx: Db, row: OutboundMessageRow): Promise<void> {
   await trx.insertInto('outbound_messages').values(row).execute();
 }
 
