@@ -17,7 +17,6 @@ import {
   addMissingInstances,
   caseStateOf,
   casesReadyToForward,
-  claimDelivery,
   claimFlaggedCase,
   deliveriesNeedingDelta,
   deliveriesOfCases,
@@ -26,6 +25,7 @@ import {
   deliveryStop,
   hasPendingInstances,
   insertDelivery,
+  lockDelivery,
   instancesSentOf,
   isInstanceOfStudy,
   markInstances,
@@ -326,10 +326,11 @@ export class ForwardingService {
     for (const d of await deliveriesNeedingDelta(this.db, studyUid)) {
       const now = this.clock().toISOString();
       const added = await this.db.transaction().execute(async (trx) => {
-        // Two instances may see the same delta: the one that locks the delivery adds it, the other skips.
-        if (!(await claimDelivery(trx, d.id))) return 0;
+        // The state as committed by whoever held the delivery (its job closing it, or another instance adding this delta).
+        const state = await lockDelivery(trx, d.id);
+        if (state === undefined) return 0;
         const n = await addMissingInstances(trx, d.id, d.study_instance_uid);
-        if (n > 0 && d.state === DeliveryState.delivered) {
+        if (n > 0 && state === DeliveryState.delivered) {
           await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
         }
         // A no-op while the delivery's job is unfinished: a running one sends the new instances before it closes (delivered()).

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { forClaim, forUpdate } from '../db/dialect.js';
+import { forUpdate } from '../db/dialect.js';
 import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
 import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
 
@@ -269,10 +269,16 @@ export async function waitForPlanTrigger(trx: Db, scope: PlanScope): Promise<voi
   }
 }
 
-/** The case, if still flagged and not being planned by another instance (locked until COMMIT; skipped when locked). */
+/**
+ * Locks the case until COMMIT and says whether it is still flagged. A row
+ * another transaction holds is waited for, not skipped: the holder may be a
+ * re-evaluation that only updates the case's reasons (nothing would plan it
+ * after), and a second planner finds it `forwarding` once the first commits.
+ */
 export async function claimFlaggedCase(trx: Db, caseId: string): Promise<boolean> {
   return (
-    (await forClaim(trx, trx.selectFrom('cases').select('id').where('id', '=', caseId).where('state', '=', CaseState.flagged)).executeTakeFirst()) !== undefined
+    (await forUpdate(trx, trx.selectFrom('cases').select('id').where('id', '=', caseId).where('state', '=', CaseState.flagged)).executeTakeFirst()) !==
+    undefined
   );
 }
 
@@ -281,9 +287,14 @@ export async function setCaseDestination(trx: Db, caseId: string, destinationId:
   await trx.updateTable('cases').set({ destination_id: destinationId }).where('id', '=', caseId).execute();
 }
 
-/** The delivery, unless another instance holds it (locked until COMMIT; skipped when locked). */
-export async function claimDelivery(trx: Db, deliveryId: string): Promise<boolean> {
-  return (await forClaim(trx, trx.selectFrom('deliveries').select('id').where('id', '=', deliveryId)).executeTakeFirst()) !== undefined;
+/**
+ * Locks the delivery until COMMIT, waiting for another holder (its own job
+ * recording progress, or another instance adding the same delta: adding the
+ * missing instances again then adds none).
+ */
+export async function lockDelivery(trx: Db, deliveryId: string): Promise<DeliveryState | undefined> {
+  return (await forUpdate(trx, trx.selectFrom('deliveries').select('state').where('id', '=', deliveryId)).executeTakeFirst())?.state as
+    DeliveryState | undefined;
 }
 
 /** Whether any instance of the delivery is still pending. */

@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import { forClaim, forUpdate, lockKey, storableText } from '../db/dialect.js';
+import { forUpdate, lockKey, storableText } from '../db/dialect.js';
 import type { InstanceHeader } from '../dicom/instance-record.js';
 import { StudyState } from '../states.js';
 import {
@@ -496,39 +496,6 @@ export async function discardCopy(db: Db, v: InstanceVersionRow, now: string): P
     .where('series_instance_uid', '=', prior.series_instance_uid)
     .execute();
   await forgetDeliveredCopies(db, [v.sop_instance_uid], true);
-}
-
-/**
- * Marks every receiving study quiet since `cutoff` as stable; returns those it
- * changed. Several instances may sweep at once: each study changes (and is
- * reported) in exactly one of them, and on PostgreSQL a sweep skips the rows
- * another is changing instead of waiting (dialect.ts).
- */
-export async function markStable(db: Db, cutoff: string, now: string): Promise<Pick<StudyRow, 'study_instance_uid' | 'instance_count'>[]> {
-  return (
-    db
-      .updateTable('studies')
-      .set({ state: StudyState.stable, stable_at: now, updated_at: now })
-      .where(
-        'study_instance_uid',
-        'in',
-        forClaim(db, db.selectFrom('studies').select('study_instance_uid').where('state', '=', StudyState.receiving).where('last_received_at', '<=', cutoff)),
-      )
-      // Re-checked on the row itself: PostgreSQL re-evaluates this after a concurrent change of the row.
-      .where('state', '=', StudyState.receiving)
-      .returning(['study_instance_uid', 'instance_count'])
-      .execute()
-  );
-}
-
-/** The oldest last-arrival among receiving studies: when the next one can become stable. */
-export async function oldestReceiving(db: Db): Promise<string | null> {
-  const row = await db
-    .selectFrom('studies')
-    .select((eb) => eb.fn.min<string>('last_received_at').as('oldest'))
-    .where('state', '=', StudyState.receiving)
-    .executeTakeFirst();
-  return row?.oldest ?? null;
 }
 
 export interface StudyFilter {
