@@ -14,7 +14,7 @@ import { EVALUATE_JOB, type EvaluationJobPayload } from './evaluation.job.js';
 import { isPriorStudy } from '../priors/prior.repository.js';
 import { evaluate } from './evaluate.js';
 import { loadEvaluationInputs } from './evaluation-input.repository.js';
-import { PRIORITY_RANK, type Decision, type Priority, type Reason } from './rule.types.js';
+import { PRIORITY_RANK, type Decision, type Priority, type Reason, type SamplingStateReader } from './rule.types.js';
 import {
   applySamplingSlots,
   decisionsOfStudies,
@@ -24,6 +24,9 @@ import {
   samplingCountersOfRadiologist,
 } from './rules.repository.js';
 import type { RulesService } from './rules.service.js';
+
+/** The counters of a rule set with no sampling rule: none is ever read. */
+const NO_COUNTERS: SamplingStateReader = { get: () => undefined };
 
 export interface EvaluationOutcome {
   decision: Decision;
@@ -122,14 +125,20 @@ export class DecisionService {
       const input = (await loadEvaluationInputs(trx, [study], { withPriorDecisions: true })).get(uid);
       if (!input) return undefined;
       const radiologist = [...input.reports].reverse().find((r) => r.status === 'F' || r.status === 'C')?.radiologistId;
-      await lockKey(trx, `sampling:${radiologist ?? 'unknown'}`);
+      // Without an enabled sampling rule no counter is read or drawn from: no lock, no read. The rule set is the
+      // one this evaluation decides with, so a set published meanwhile changes nothing here.
+      const sampling = active.rules.some((r) => r.kind === 'sampling' && r.enabled);
       // Reviews of drawn studies matter only to precision rules, so only they pay for reading them.
       const precision = active.rules.some((r) => r.kind === 'sampling' && r.mode === 'precision' && r.enabled);
-      const samplingState = await samplingCountersOfRadiologist(
-        trx,
-        radiologist ?? 'unknown',
-        precision ? { outcomesSince: new Date(now.getTime() - OUTCOME_WINDOW_MS).toISOString() } : {},
-      );
+      let samplingState: SamplingStateReader = NO_COUNTERS;
+      if (sampling) {
+        await lockKey(trx, `sampling:${radiologist ?? 'unknown'}`);
+        samplingState = await samplingCountersOfRadiologist(
+          trx,
+          radiologist ?? 'unknown',
+          precision ? { outcomesSince: new Date(now.getTime() - OUTCOME_WINDOW_MS).toISOString() } : {},
+        );
+      }
       const decision = evaluate(active.compiled, { ...input, samplingState, now });
       honourManualRequests(decision, input.manualRequests);
       const last = (await decisionsOfStudies(trx, [uid])).at(-1);

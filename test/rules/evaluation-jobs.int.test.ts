@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { expect } from 'chai';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { generateStudy } from '../../scripts/lib/study-generator.js';
 import { buildConfig } from '../../src/config/load.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
@@ -154,5 +155,72 @@ describe('rule evaluations: two instances on PostgreSQL deciding the same study'
     await eventually(async () => ((await jobsOf(a.db, EVALUATE_JOB)).length === 0 ? true : undefined), 'every evaluation job done', 30_000);
     expect(await a.db.selectFrom('decisions').select('id').execute()).to.have.length(1);
     expect(await a.db.selectFrom('cases').select('id').execute()).to.have.length(1);
+  });
+});
+
+/**
+ * The radiologist's sampling lock serialises evaluations that draw from the same quota (two instances, one last
+ * slot). A rule set with no enabled sampling rule draws nothing, so its evaluations must not queue on that lock:
+ * every manual request with no report shares the key `sampling:unknown`, and waiting on it made requests one at a time.
+ */
+describe('the sampling lock is taken only when a sampling rule can draw (PostgreSQL)', function () {
+  this.timeout(60_000);
+  let tmp: ReturnType<typeof makeTempDir>;
+  let url: string;
+  const running: Gateway[] = [];
+  let holder: pg.Client | undefined;
+
+  beforeEach(function () {
+    requirePostgres(this);
+    tmp = makeTempDir('gw-lock-');
+    url = createTestPostgresDatabase(tmp.dir);
+  });
+  afterEach(async () => {
+    await holder?.end().catch(() => undefined);
+    holder = undefined;
+    for (const g of running.splice(0)) await g.stop().catch(() => undefined);
+    tmp?.cleanup();
+  });
+
+  const evaluateWhileLockHeld = async (rules: unknown[]): Promise<'decided' | 'waiting'> => {
+    const g = createGateway(
+      buildConfig({
+        dicom: { port: 0, stableAfterSeconds: 3600 },
+        hl7: { port: 0 },
+        http: { port: 0 },
+        storage: { dir: path.join(tmp.dir, `data-${running.length}`), minFreeMb: 0 },
+        database: { url },
+        rules,
+        sampling: { secret: 'a-test-sampling-secret-000' },
+      }),
+      { logger: silentLogger },
+    );
+    await g.start();
+    running.push(g);
+    const study = generateStudy(path.join(tmp.dir, `study-${running.length}`), { instances: 1, series: 1, rows: 16, columns: 16, modality: 'CT' });
+    const r = await storeFiles(
+      { host: '127.0.0.1', port: g.ports().dicom, callingAe: 'PACS1', calledAe: 'SECONDREAD' },
+      study.instances.map((i) => i.path),
+    );
+    expect(r.statuses).to.deep.equal([0]);
+    await g.db.updateTable('studies').set({ state: 'stable', stable_at: new Date().toISOString() }).execute();
+    // Another session holds the lock an evaluation of a study with no report would take.
+    holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    await holder.query(`select pg_advisory_lock(hashtextextended('sampling:unknown', 0))`);
+    const evaluation = g.decisions.evaluateStudy(study.studyInstanceUid, EvaluationTrigger.stable).then(() => 'decided' as const);
+    const verdict = await Promise.race([evaluation, new Promise<'waiting'>((resolve) => setTimeout(() => resolve('waiting'), 1500))]);
+    await holder.end();
+    holder = undefined;
+    await evaluation;
+    return verdict;
+  };
+
+  it('no sampling rule: the evaluation does not wait for the lock', async () => {
+    expect(await evaluateWhileLockHeld([{ id: 'hs', kind: 'high-stakes', priority: 'routine', procedureCodes: ['CTA*'] }])).to.equal('decided');
+  });
+
+  it('a sampling rule: the evaluation waits for the lock, then decides', async () => {
+    expect(await evaluateWhileLockHeld([{ id: 'qa', kind: 'sampling', priority: 'routine', rate: 0.5, period: 'month' }])).to.equal('waiting');
   });
 });
