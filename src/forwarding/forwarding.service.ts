@@ -41,7 +41,7 @@ import {
 import { StudyPseudonyms } from './pseudonym.service.js';
 import { isPriorDelivery, setPriorState } from '../priors/prior.repository.js';
 import { PriorState } from '../priors/prior.table.js';
-import { deleteDeadJobs, releaseJobKey } from '../jobs/job.repository.js';
+import { deleteDeadJobs } from '../jobs/job.repository.js';
 import { JobClaimLostError, JobPermanentError, type JobContext, type JobOutcome, type JobQueue } from '../jobs/job.types.js';
 
 /** The job kind that sends one delivery (its key is the delivery id). */
@@ -234,55 +234,42 @@ export class ForwardingService {
   }
 
   /**
-   * The `forwarding.plan` handler. It first gives up its key and waits for the
-   * row its trigger changed (PostgreSQL: a trigger still committing), so a
-   * change committed after that enqueues a new job rather than being absorbed
-   * by this one, which reads only after it. Then the planning for its scope:
-   * new deliveries, deltas, and a job for each pending delivery that has none
-   * (a study released from a hold).
+   * The `forwarding.plan` handler: one transaction, fenced by the claim, that
+   * first locks the row its trigger changed (PostgreSQL: waits for a trigger
+   * still committing), then plans its scope (new deliveries, deltas, a job for
+   * each pending delivery that has none: a study released from a hold) and
+   * completes the job. The job's row, and with it its key, goes at that commit:
+   * a change committed after it enqueues a new job; one committed before it was
+   * read here. A trigger that changes the row waits for this transaction.
    */
   async runPlanJob(job: JobContext<PlanJobPayload>): Promise<JobOutcome> {
     const scope: PlanScope = job.payload;
-    await job.fenced(async (trx) => {
-      await releaseJobKey(trx, job.id);
+    const done = await job.fenced(async (trx) => {
       await waitForPlanTrigger(trx, scope);
-    });
-    await this.planDeliveries(scope);
-    if (scope.studyUid !== undefined) {
-      await this.planDeltas(scope.studyUid);
-      for (const d of await deliveriesWithoutJob(this.db, DELIVER_JOB, scope.studyUid)) {
-        await this.db.transaction().execute((trx) => this.enqueueDelivery(trx, d.id, d.destination_id));
+      const planned = await this.planDeliveries(trx, scope);
+      const deltas = scope.studyUid === undefined ? [] : await this.planDeltas(trx, scope.studyUid);
+      if (scope.studyUid !== undefined) {
+        for (const d of await deliveriesWithoutJob(trx, DELIVER_JOB, scope.studyUid)) await this.enqueueDelivery(trx, d.id, d.destination_id);
       }
-    }
+      await job.completeIn(trx);
+      return { planned, deltas };
+    });
+    for (const c of done.planned) this.log.info('delivery planned', { caseId: c.caseId, destinationId: c.destinationId, studyUid: hashId(c.studyUid) });
+    for (const d of done.deltas)
+      this.log.info('late instances queued as a delta', { deliveryId: d.deliveryId, instances: d.added, studyUid: hashId(d.studyUid) });
   }
 
-  private async planDeliveries(scope: PlanScope): Promise<void> {
-    const ready = await casesReadyToForward(this.db, scope);
-    for (const c of ready) {
-      const now = this.clock().toISOString();
-      const planned = await this.db.transaction().execute(async (trx) => {
-        // Another instance may be planning the same case: whoever locks it first plans it, the other skips it.
-        if (!(await claimFlaggedCase(trx, c.id))) return false;
-        let destinationId = c.destination_id;
-        if (this.o.assignReader) {
-          const assigned = await this.o.assignReader(trx, c);
-          if (!assigned.ok) {
-            await transitionCase(trx, {
-              caseId: c.id,
-              from: [CaseState.flagged],
-              to: CaseState.held,
-              actor: ACTOR,
-              now,
-              auditId: this.o.newId(),
-              details: { reason: `no reader: ${assigned.reason}` },
-            });
-            return false;
-          }
-          destinationId = assigned.destinationId ?? destinationId;
-          if (destinationId !== c.destination_id) await setCaseDestination(trx, c.id, destinationId);
-        }
-        const destination = this.o.config.destinations.find((d) => d.id === destinationId);
-        if (!destination) {
+  /** In the planning transaction: a delivery for each flagged case of the scope whose study is stable. */
+  private async planDeliveries(trx: Db, scope: PlanScope): Promise<{ caseId: string; destinationId: string; studyUid: string }[]> {
+    const planned: { caseId: string; destinationId: string; studyUid: string }[] = [];
+    const now = this.clock().toISOString();
+    for (const c of await casesReadyToForward(trx, scope)) {
+      // Another instance may be planning the same case: whoever locks it first plans it, the other finds it planned.
+      if (!(await claimFlaggedCase(trx, c.id))) continue;
+      let destinationId = c.destination_id;
+      if (this.o.assignReader) {
+        const assigned = await this.o.assignReader(trx, c);
+        if (!assigned.ok) {
           await transitionCase(trx, {
             caseId: c.id,
             from: [CaseState.flagged],
@@ -290,55 +277,70 @@ export class ForwardingService {
             actor: ACTOR,
             now,
             auditId: this.o.newId(),
-            details: { reason: `destination "${destinationId ?? ''}" is not configured` },
+            details: { reason: `no reader: ${assigned.reason}` },
           });
-          return false;
+          continue;
         }
-        const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
-        const deliveryId = this.o.newId();
-        const instances = await insertDelivery(trx, {
-          id: deliveryId,
-          caseId: c.id,
-          destinationId: destination.id,
-          studyInstanceUid: c.study_instance_uid,
-          deidentify,
-          now,
-        });
-        await this.enqueueDelivery(trx, deliveryId, destination.id);
-        await this.o.casePlanned?.(trx, c.id);
+        destinationId = assigned.destinationId ?? destinationId;
+        if (destinationId !== c.destination_id) await setCaseDestination(trx, c.id, destinationId);
+      }
+      const destination = this.o.config.destinations.find((d) => d.id === destinationId);
+      if (!destination) {
         await transitionCase(trx, {
           caseId: c.id,
           from: [CaseState.flagged],
-          to: CaseState.forwarding,
+          to: CaseState.held,
           actor: ACTOR,
           now,
           auditId: this.o.newId(),
-          details: { destinationId: destination.id, deidentify, instances },
+          details: { reason: `destination "${destinationId ?? ''}" is not configured` },
         });
-        return true;
+        continue;
+      }
+      const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
+      const deliveryId = this.o.newId();
+      const instances = await insertDelivery(trx, {
+        id: deliveryId,
+        caseId: c.id,
+        destinationId: destination.id,
+        studyInstanceUid: c.study_instance_uid,
+        deidentify,
+        now,
       });
-      if (!planned) continue;
-      this.log.info('delivery planned', { caseId: c.id, destinationId: c.destination_id, studyUid: hashId(c.study_instance_uid) });
+      await this.enqueueDelivery(trx, deliveryId, destination.id);
+      await this.o.casePlanned?.(trx, c.id);
+      await transitionCase(trx, {
+        caseId: c.id,
+        from: [CaseState.flagged],
+        to: CaseState.forwarding,
+        actor: ACTOR,
+        now,
+        auditId: this.o.newId(),
+        details: { destinationId: destination.id, deidentify, instances },
+      });
+      planned.push({ caseId: c.id, destinationId: destination.id, studyUid: c.study_instance_uid });
     }
+    return planned;
   }
 
-  private async planDeltas(studyUid: string): Promise<void> {
-    for (const d of await deliveriesNeedingDelta(this.db, studyUid)) {
-      const now = this.clock().toISOString();
-      const added = await this.db.transaction().execute(async (trx) => {
-        // The state as committed by whoever held the delivery (its job closing it, or another instance adding this delta).
-        const state = await lockDelivery(trx, d.id);
-        if (state === undefined) return 0;
-        const n = await addMissingInstances(trx, d.id, d.study_instance_uid);
-        if (n > 0 && state === DeliveryState.delivered) {
-          await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
-        }
-        // A no-op while the delivery's job is unfinished: a running one sends the new instances before it closes (delivered()).
-        if (n > 0) await this.enqueueDelivery(trx, d.id, d.destination_id);
-        return n;
-      });
-      if (added > 0) this.log.info('late instances queued as a delta', { deliveryId: d.id, instances: added, studyUid: hashId(d.study_instance_uid) });
+  /** In the planning transaction: late instances of the study added to its deliveries (deltas). */
+  private async planDeltas(trx: Db, studyUid: string): Promise<{ deliveryId: string; added: number; studyUid: string }[]> {
+    const out: { deliveryId: string; added: number; studyUid: string }[] = [];
+    const now = this.clock().toISOString();
+    for (const d of await deliveriesNeedingDelta(trx, studyUid)) {
+      // The state as committed by whoever held the delivery (its job closing it, or another instance adding this delta).
+      const state = await lockDelivery(trx, d.id);
+      if (state === undefined) continue;
+      const n = await addMissingInstances(trx, d.id, d.study_instance_uid);
+      if (n === 0) continue;
+      if (state === DeliveryState.delivered) {
+        await updateDelivery(trx, d.id, { state: DeliveryState.pending, attempts: 0, next_attempt_at: now, last_error: null, updated_at: now });
+      }
+      // A no-op while the delivery's job is unfinished: a running one sends the new instances before it closes (delivered()).
+      await this.enqueueDelivery(trx, d.id, d.destination_id);
+      out.push({ deliveryId: d.id, added: n, studyUid: d.study_instance_uid });
     }
+    return out;
   }
 
   /** The `forwarding.deliver` handler: one attempt at one delivery. */

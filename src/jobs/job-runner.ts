@@ -4,9 +4,8 @@ import { createIdSource } from '../db/sortable-id.js';
 import type { Logger } from '../logger.js';
 import { PollLoop } from '../poll-loop.js';
 import {
-  claimJobs,
+  claimDueJobs,
   completeJob,
-  dueJobKinds,
   holdsClaim,
   insertJob,
   killJob,
@@ -15,6 +14,7 @@ import {
   retryJob,
   runPendingNow,
   type Claim,
+  type ClaimWant,
 } from './job.repository.js';
 import type { JobRow } from './job.table.js';
 import {
@@ -201,34 +201,35 @@ export class JobRunner implements JobQueue {
     }
   }
 
-  /** One look at the table: for each kind (of `only`) with a free slot, one claim. Returns how many jobs were claimed. */
+  /** One look at the table: one claim statement for every kind (of `only`) with a free slot. Returns how many jobs were claimed. */
   private async pass(only?: readonly string[]): Promise<number> {
-    let claimed = 0;
-    const due = new Set(await dueJobKinds(this.o.db));
+    const wants: ClaimWant[] = [];
     for (const [kind, k] of this.kinds) {
       if (only && !only.includes(kind)) continue;
-      if (!due.has(kind)) continue;
       const free = k.options.concurrency - k.running;
-      if (free <= 0) continue;
-      const token = randomBytes(12).toString('hex');
-      const rows = await claimJobs(this.o.db, kind, this.o.workerId, token, k.options.leaseSeconds, free);
-      for (const row of rows) {
-        if (row.state === 'dead') {
-          this.log.warn('job dead-lettered: its runs never finished', { jobId: row.id, kind, attempts: row.attempts });
-          this.o.metrics?.jobFinished(kind, 'dead');
-          continue;
-        }
-        claimed++;
-        this.o.metrics?.jobClaimed(kind, Math.max(0, (Date.parse(row.locked_until!) - k.options.leaseSeconds * 1000 - Date.parse(row.run_at)) / 1000));
-        k.running++;
-        const run = this.run(k, row, { id: row.id, workerId: this.o.workerId, token }).finally(() => {
-          k.running--;
-          this.inflight.delete(run);
-          // A slot is free: more of this kind (or the next in its queue) may be due.
-          if (this.started) this.loop.kick();
-        });
-        this.inflight.add(run);
+      if (free > 0) wants.push({ kind, limit: free, leaseSeconds: k.options.leaseSeconds });
+    }
+    if (wants.length === 0) return 0;
+    const token = randomBytes(12).toString('hex');
+    const rows = await claimDueJobs(this.o.db, wants, this.o.workerId, token);
+    let claimed = 0;
+    for (const row of rows) {
+      const k = this.kinds.get(row.kind)!;
+      if (row.state === 'dead') {
+        this.log.warn('job dead-lettered: its runs never finished', { jobId: row.id, kind: row.kind, attempts: row.attempts });
+        this.o.metrics?.jobFinished(row.kind, 'dead');
+        continue;
       }
+      claimed++;
+      this.o.metrics?.jobClaimed(row.kind, Math.max(0, (Date.parse(row.locked_until!) - k.options.leaseSeconds * 1000 - Date.parse(row.run_at)) / 1000));
+      k.running++;
+      const run = this.run(k, row, { id: row.id, workerId: this.o.workerId, token }).finally(() => {
+        k.running--;
+        this.inflight.delete(run);
+        // A slot is free: more of this kind (or the next in its queue) may be due.
+        if (this.started) this.loop.kick();
+      });
+      this.inflight.add(run);
     }
     return claimed;
   }
@@ -261,6 +262,9 @@ export class JobRunner implements JobQueue {
       Math.max(50, Math.floor(leaseMs / 3)),
     );
     timer.unref?.();
+    // Set when the handler completed the job inside a fenced transaction and that transaction committed.
+    let completedIn: Db | undefined;
+    let completed = false;
     const context: JobContext<unknown> = {
       id: row.id,
       kind: row.kind,
@@ -271,10 +275,21 @@ export class JobRunner implements JobQueue {
       renew,
       fenced: async <T>(fn: (trx: Db) => Promise<T>): Promise<T> => {
         if (abort.signal.aborted) throw lost();
-        return db.transaction().execute(async (trx) => {
-          if (!(await holdsClaim(trx, claim))) throw lost();
-          return fn(trx);
-        });
+        try {
+          const result = await db.transaction().execute(async (trx) => {
+            if (!(await holdsClaim(trx, claim))) throw lost();
+            return fn(trx);
+          });
+          if (completedIn !== undefined) completed = true;
+          return result;
+        } finally {
+          completedIn = undefined;
+        }
+      },
+      completeIn: async (trx: Db): Promise<void> => {
+        // The fenced transaction holds the row (holdsClaim): the delete finds it unless the claim was lost.
+        if (!(await completeJob(trx, claim))) throw lost();
+        completedIn = trx;
       },
     };
     let outcome: JobOutcome = undefined;
@@ -289,6 +304,12 @@ export class JobRunner implements JobQueue {
       clearInterval(timer);
     }
     try {
+      if (completed) {
+        // The row went with the handler's last transaction: nothing left to write.
+        if (failed) log.warn('job completed, then its handler failed (not retried)', { error: errorText(failure) });
+        this.o.metrics?.jobFinished(row.kind, 'done');
+        return;
+      }
       if (abort.signal.aborted || failure instanceof JobClaimLostError) {
         log.warn('job claim lost: another worker owns it now; this run wrote nothing more');
         this.o.metrics?.jobFinished(row.kind, 'lost');

@@ -58,59 +58,73 @@ export async function insertJob(db: Db, job: NewJob): Promise<boolean> {
   return Number(result.numInsertedOrUpdatedRows ?? 0) > 0;
 }
 
-/**
- * The kinds that have a job to claim now (due, or running with its lease run out), by one read: a pass claims only
- * for those, instead of one locking UPDATE per registered kind (on PostgreSQL a round trip each).
- */
-export async function dueJobKinds(db: Db): Promise<string[]> {
-  const now = dbNow(db);
-  const rows = await db
-    .selectFrom('jobs')
-    .select('kind')
-    .distinct()
-    .where((eb) =>
-      eb.or([eb.and([eb('state', '=', 'pending'), eb('run_at', '<=', now)]), eb.and([eb('state', '=', 'running'), eb('locked_until', '<=', now)])]),
-    )
-    .execute();
-  return rows.map((r) => r.kind);
+/** What one pass wants to claim of one kind: at most `limit` jobs (its free slots), each leased for `leaseSeconds`. */
+export interface ClaimWant {
+  kind: string;
+  limit: number;
+  leaseSeconds: number;
 }
 
 /**
- * The one claim statement: up to `limit` due jobs of `kind`, oldest due first,
- * taken by `workerId` with a fresh `token` until now + `leaseSeconds` (database
- * clock). Due: pending with `run_at` passed, or running with its lease expired
- * (its worker died or stalled). A job whose `queue` holds an earlier unfinished
- * job is not due: a queue runs one job at a time, in creation order. Attempts
- * are counted here, so a run that kills the process counts; a job that would
- * exceed its attempts is dead-lettered by this same statement instead of being
- * run again (returned with state 'dead' so the caller can report it).
+ * The one claim statement, for every kind a pass has room for at once (one
+ * round trip, however many kinds are registered): per kind, up to its `limit`
+ * due jobs, oldest due first, taken by `workerId` with a fresh `token` until
+ * now + the kind's `leaseSeconds` (database clock). Due: pending with `run_at`
+ * passed, or running with its lease expired (its worker died or stalled). A job
+ * whose `queue` holds an earlier unfinished job is not due: a queue runs one job
+ * at a time, in creation order. Attempts are counted here, so a run that kills
+ * the process counts; a job that would exceed its attempts is dead-lettered by
+ * this same statement instead of being run again (returned with state 'dead' so
+ * the caller can report it).
  */
-export async function claimJobs(db: Db, kind: string, workerId: string, token: string, leaseSeconds: number, limit: number): Promise<JobRow[]> {
+export async function claimDueJobs(db: Db, wants: readonly ClaimWant[], workerId: string, token: string): Promise<JobRow[]> {
+  const wanted = wants.filter((w) => w.limit > 0);
+  if (wanted.length === 0) return [];
   const now = dbNow(db);
   const exhausted = sql<boolean>`attempts + 1 > max_attempts`;
-  const candidates = forClaim(
-    db,
+  // Each kind's candidates in a derived table of their own: its LIMIT applies to that kind alone, and on PostgreSQL
+  // its rows are locked there, skipping rows another instance has locked.
+  const arm = (w: ClaimWant) =>
     db
-      .selectFrom('jobs as j')
-      .select('j.id')
-      .where('j.kind', '=', kind)
-      .where((eb) =>
-        eb.or([eb.and([eb('j.state', '=', 'pending'), eb('j.run_at', '<=', now)]), eb.and([eb('j.state', '=', 'running'), eb('j.locked_until', '<=', now)])]),
+      .selectFrom(
+        forClaim(
+          db,
+          db
+            .selectFrom('jobs as j')
+            .select('j.id')
+            .where('j.kind', '=', w.kind)
+            .where((eb) =>
+              eb.or([
+                eb.and([eb('j.state', '=', 'pending'), eb('j.run_at', '<=', now)]),
+                eb.and([eb('j.state', '=', 'running'), eb('j.locked_until', '<=', now)]),
+              ]),
+            )
+            .where((eb) =>
+              eb.or([
+                eb('j.queue', 'is', null),
+                eb.not(
+                  eb.exists(
+                    eb.selectFrom('jobs as e').select('e.id').whereRef('e.queue', '=', 'j.queue').whereRef('e.id', '<', 'j.id').where('e.state', '<>', 'dead'),
+                  ),
+                ),
+              ]),
+            )
+            .orderBy('j.run_at')
+            .orderBy('j.id')
+            .limit(w.limit),
+        ).as('k'),
       )
-      .where((eb) =>
-        eb.or([
-          eb('j.queue', 'is', null),
-          eb.not(
-            eb.exists(
-              eb.selectFrom('jobs as e').select('e.id').whereRef('e.queue', '=', 'j.queue').whereRef('e.id', '<', 'j.id').where('e.state', '<>', 'dead'),
-            ),
-          ),
-        ]),
-      )
-      .orderBy('j.run_at')
-      .orderBy('j.id')
-      .limit(limit),
-  );
+      .select('k.id');
+  let candidates = arm(wanted[0]!);
+  for (const w of wanted.slice(1)) candidates = candidates.unionAll(arm(w));
+  const leases = new Set(wanted.map((w) => w.leaseSeconds));
+  const lockedUntil =
+    leases.size === 1
+      ? dbNow(db, wanted[0]!.leaseSeconds)
+      : sql<string>`case kind ${sql.join(
+          wanted.map((w) => sql`when ${w.kind} then ${dbNow(db, w.leaseSeconds)}`),
+          sql` `,
+        )} end`;
   return db
     .updateTable('jobs')
     .set({
@@ -120,12 +134,17 @@ export async function claimJobs(db: Db, kind: string, workerId: string, token: s
       last_error: sql<string | null>`case when ${exhausted} then ${CRASHED} else last_error end`,
       locked_by: workerId,
       lock_token: token,
-      locked_until: dbNow(db, leaseSeconds),
+      locked_until: lockedUntil,
       updated_at: now,
     })
     .where('id', 'in', candidates)
     .returningAll()
     .execute();
+}
+
+/** The claim of one kind (claimDueJobs with one want): up to `limit` due jobs of `kind`. */
+export async function claimJobs(db: Db, kind: string, workerId: string, token: string, leaseSeconds: number, limit: number): Promise<JobRow[]> {
+  return claimDueJobs(db, [{ kind, limit, leaseSeconds }], workerId, token);
 }
 
 /** Done: the job is removed. False if the claim was no longer this worker's. */
@@ -330,15 +349,6 @@ export async function oldestDue(db: Db): Promise<{ kind: string; runAt: string; 
 export async function databaseNow(db: Db): Promise<string> {
   const r = await sql<{ now: string }>`select ${dbNow(db)} as now`.execute(db);
   return r.rows[0]!.now;
-}
-
-/**
- * The running job `id` gives up its key, in the transaction that ends the work it
- * stood for: a change committed after it enqueues a fresh job instead of being
- * absorbed by one that has already read its inputs. Completion deletes the row as usual.
- */
-export async function releaseJobKey(trx: Db, id: string): Promise<void> {
-  await trx.updateTable('jobs').set({ active_key: null }).where('id', '=', id).where('state', '=', 'running').execute();
 }
 
 /** Keys of the unfinished jobs of `kind` (start-up checks for work that predates its job). */

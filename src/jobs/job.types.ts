@@ -21,6 +21,12 @@ export interface JobContext<P = unknown> {
   renew(): Promise<void>;
   /** Runs `fn` in a transaction that first checks the claim is still this worker's (fencing); throws JobClaimLostError otherwise. */
   fenced<T>(fn: (trx: Db) => Promise<T>): Promise<T>;
+  /**
+   * Completes the job inside `trx`, the handler's last fenced transaction: the job row goes with the handler's
+   * writes (one commit, no completion of its own after it). Once that transaction commits the run is done,
+   * whatever the handler returns or throws afterwards.
+   */
+  completeIn(trx: Db): Promise<void>;
 }
 
 /**

@@ -85,11 +85,18 @@ export class DecisionService {
   /**
    * The handler of the evaluation job kind: the decision is written in a
    * transaction fenced by the job's claim, so a worker that lost the job to
-   * another writes nothing. A thrown error (the database unavailable) is
+   * another writes nothing, and the job completes in that same transaction. A thrown error (the database unavailable) is
    * retried by the engine until the evaluation succeeds.
    */
   runJob(job: JobContext<EvaluationJobPayload>): Promise<EvaluationOutcome | undefined> {
-    return this.run(job.payload.studyUid, job.payload.trigger, 'rules', (fn) => job.fenced(fn));
+    // The job completes in the decision's own transaction: nothing after it needs a retry.
+    return this.run(job.payload.studyUid, job.payload.trigger, 'rules', (fn) =>
+      job.fenced(async (trx) => {
+        const result = await fn(trx);
+        await job.completeIn(trx);
+        return result;
+      }),
+    );
   }
 
   /** Waits for every evaluation under way or due now, in this process or (jobs) in the database (tests). */

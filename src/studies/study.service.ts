@@ -10,7 +10,6 @@ import type { StudyRow } from './study.table.js';
 import { hashId, type Logger } from '../logger.js';
 import { discardCopy, endHold, findInstance, findStudy, insertInstance, type InsertResult } from './study.repository.js';
 import { lockForStability, markOneStable, receivingWithoutStabilityJob } from './stability.repository.js';
-import { releaseJobKey } from '../jobs/job.repository.js';
 import type { JobContext, JobOutcome, JobQueue } from '../jobs/job.types.js';
 import { isUniqueViolation } from '../db/dialect.js';
 import { GroupCommitQueue } from '../db/group-commit.js';
@@ -473,8 +472,9 @@ export class StudyService implements InstanceSink {
    * `stableAfterSeconds` old; quiet, a study a COMPLETED MPPS step lists missing
    * instances for is held `incomplete`, any other is marked stable with its
    * follow-up work (hooks.stable: the rules, forwarding's planning) in the same
-   * transaction. The job gives up its key in that transaction, so a late instance
-   * committed right after it starts a new episode with a new job.
+   * transaction. The job completes in that transaction (its row, and with it its
+   * key, go), so a late instance committed right after it starts a new episode
+   * with a new job.
    */
   async stabilityStep(job: JobContext<StabilityJobPayload>): Promise<JobOutcome> {
     const uid = job.payload.studyUid;
@@ -482,7 +482,7 @@ export class StudyService implements InstanceSink {
     const r = await job.fenced(async (trx): Promise<{ again?: Date; done?: 'not-receiving' | 'held' | 'stable'; instances?: number }> => {
       const s = await lockForStability(trx, uid);
       if (!s || s.state !== StudyState.receiving) {
-        await releaseJobKey(trx, job.id);
+        await job.completeIn(trx);
         return { done: 'not-receiving' };
       }
       const dueMs = Date.parse(s.last_received_at) + this.stableAfterMs;
@@ -502,14 +502,14 @@ export class StudyService implements InstanceSink {
               details: { reason: 'incomplete', referenced: c.referenced, arrived: c.arrived },
             });
           }
-          await releaseJobKey(trx, job.id);
+          await job.completeIn(trx);
           return { done: held ? 'held' : 'not-receiving' };
         }
       }
       // Marked stable and its follow-up work committed together: a crash cannot separate them.
       const marked = await markOneStable(trx, uid, now);
       if (marked) await this.hooks.stable?.(trx, uid);
-      await releaseJobKey(trx, job.id);
+      await job.completeIn(trx);
       return { done: marked ? 'stable' : 'not-receiving', instances: s.instance_count };
     });
     if (r.again) return { runAgainAt: r.again };

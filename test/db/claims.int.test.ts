@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { openDatabase, type Db } from '../../src/db/database.js';
 import { dialectOf, storableText } from '../../src/db/dialect.js';
 import { insertDelivery } from '../../src/forwarding/outbox.repository.js';
-import { claimJobs, insertJob } from '../../src/jobs/job.repository.js';
+import { claimDueJobs, claimJobs, insertJob } from '../../src/jobs/job.repository.js';
 import { openTempDatabase, openTempPostgresDatabase, postgresServerUrl, requirePostgres, testPostgresUrl } from '../helpers/tmp.js';
 
 // The same repository code must give the same answers on both engines (SQLite, or PostgreSQL with
@@ -62,6 +62,30 @@ describe('PostgreSQL specifics', () => {
       );
       const ids = rounds.flat().map((d) => d.id);
       expect(new Set(ids).size, 'no delivery claimed twice').to.equal(ids.length);
+      expect(ids.length).to.equal(60);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('two pools claiming several kinds in one statement at the same moment never take the same job', async () => {
+    const db = t.opened.db;
+    const kinds = ['forwarding.deliver', 'outbound.send', 'priors.lookup'];
+    for (let i = 0; i < 60; i++) await insertJob(db, { id: `j${String(i).padStart(3, '0')}`, kind: kinds[i % 3]!, payload: 'null', maxAttempts: 5 });
+    const other = openDatabase(await currentUrl(db));
+    try {
+      const rounds = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          claimDueJobs(
+            i % 2 === 0 ? db : other.db,
+            kinds.map((kind) => ({ kind, limit: 2, leaseSeconds: 600 })),
+            i % 2 === 0 ? 'gw-a' : 'gw-b',
+            `token-${i}`,
+          ),
+        ),
+      );
+      const ids = rounds.flat().map((d) => d.id);
+      expect(new Set(ids).size, 'no job claimed twice').to.equal(ids.length);
       expect(ids.length).to.equal(60);
     } finally {
       await other.close();

@@ -7,7 +7,7 @@ import winston from 'winston';
 import { migrateToLatest, openDatabase, type Db, type OpenedDatabase } from '../../src/db/database.js';
 import { dbNow } from '../../src/db/dialect.js';
 import { JobRunner, backoffSeconds } from '../../src/jobs/job-runner.js';
-import { CRASHED, databaseNow, expireJobClaimsOf, findJob, jobsOf, reviveJob } from '../../src/jobs/job.repository.js';
+import { CRASHED, claimDueJobs, databaseNow, expireJobClaimsOf, findJob, insertJob, jobsOf, reviveJob } from '../../src/jobs/job.repository.js';
 import { JobClaimLostError, JobPermanentError, type JobContext } from '../../src/jobs/job.types.js';
 import { eventually } from '../helpers/eventually.js';
 import { createTestPostgresDatabase, makeTempDir, requirePostgres, testDatabaseUrl, testPostgresUrl } from '../helpers/tmp.js';
@@ -76,6 +76,40 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     await r.drain();
     expect(seen).to.deep.equal([2]);
     expect(await jobsOf(db, 'k'), 'a completed job is removed').to.deep.equal([]);
+  });
+
+  it("completes in the handler's own transaction: the row goes with its writes; rolled back, the job stays and runs again", async () => {
+    const outcomes: string[] = [];
+    const r = runner('gw-a', { defaults: { backoffBaseSeconds: 0 }, metrics: { jobClaimed: () => undefined, jobFinished: (_k, o) => void outcomes.push(o) } });
+    let runs = 0;
+    let duringCommit: number | undefined;
+    r.register('k', async (job: JobContext<null>) => {
+      runs++;
+      const first = runs === 1;
+      await job
+        .fenced(async (trx) => {
+          await writeResult(trx, 'effect', `run ${runs}`);
+          await job.completeIn(trx);
+          duringCommit = (await trx.selectFrom('jobs').select('id').where('kind', '=', 'k').execute()).length;
+          // The first run fails after completing: its effect and its completion are undone together.
+          if (first) throw new Error('after completeIn');
+        })
+        .catch((err: unknown) => {
+          if (!first) throw err;
+        });
+      if (first) throw new Error('retry me');
+      // Whatever a completed run does afterwards, the engine writes nothing more for it.
+      throw new Error('ignored: the job is already complete');
+    });
+    await r.enqueue(db, 'k', null, { key: 'once' });
+    await r.drain();
+    expect(duringCommit, 'the row is gone inside the transaction').to.equal(0);
+    expect(runs, 'the rolled-back completion left the job to run again').to.equal(2);
+    expect(await result(db, 'effect')).to.equal('run 2');
+    expect(await jobsOf(db, 'k'), 'completed: no row, no retry after the later error').to.deep.equal([]);
+    expect(outcomes).to.deep.equal(['retried', 'done']);
+    await r.enqueue(db, 'k', null, { key: 'once' });
+    expect((await jobsOf(db, 'k')).length, 'its key is free').to.equal(1);
   });
 
   it('de-duplicates by key while the job is unfinished, not after', async () => {
@@ -416,6 +450,47 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     expect(backoffSeconds(20, 5, 600, () => 1)).to.equal(600);
     expect(backoffSeconds(4, 5, 600, () => 0)).to.equal(0);
     expect(backoffSeconds(4, 5, 600, () => 0.5)).to.equal(20);
+  });
+
+  it("one claim statement takes each kind's due jobs up to that kind's limit, oldest first, leased for that kind's time, one per queue", async () => {
+    const add = (id: string, kind: string, o: { queue?: string; runAt?: string } = {}) =>
+      insertJob(db, { id, kind, payload: 'null', maxAttempts: 5, queue: o.queue, runAt: o.runAt });
+    await add('a1', 'alpha', { runAt: '2026-01-01T00:00:03.000Z' });
+    await add('a2', 'alpha', { runAt: '2026-01-01T00:00:01.000Z' });
+    await add('a3', 'alpha', { runAt: '2026-01-01T00:00:02.000Z' });
+    await add('a4', 'alpha', { runAt: '2999-01-01T00:00:00.000Z' }); // not due
+    await add('b1', 'beta', { queue: 'q' });
+    await add('b2', 'beta', { queue: 'q' }); // behind b1 in its queue
+    await add('b3', 'beta', { queue: 'r' });
+    await add('g1', 'gamma');
+    const before = Date.parse(await databaseNow(db));
+    const rows = await claimDueJobs(
+      db,
+      [
+        { kind: 'alpha', limit: 2, leaseSeconds: 60 },
+        { kind: 'beta', limit: 5, leaseSeconds: 600 },
+        { kind: 'gamma', limit: 0, leaseSeconds: 60 }, // no free slot: not claimed
+      ],
+      'gw-a',
+      'token-1',
+    );
+    expect(rows.map((r) => r.id).sort()).to.deep.equal(['a2', 'a3', 'b1', 'b3']);
+    for (const r of rows) {
+      expect([r.state, r.locked_by, r.lock_token, r.attempts]).to.deep.equal(['running', 'gw-a', 'token-1', 1]);
+      const lease = (Date.parse(r.locked_until!) - before) / 1000;
+      expect(lease, r.id).to.be.within(r.kind === 'alpha' ? 59 : 599, r.kind === 'alpha' ? 62 : 602);
+    }
+    // What is left: a1 (alpha's limit), b2 once b1 is done, g1; a4 is not due.
+    expect((await claimDueJobs(db, [{ kind: 'beta', limit: 5, leaseSeconds: 60 }], 'gw-b', 'token-2')).map((r) => r.id)).to.deep.equal([]);
+    await db.deleteFrom('jobs').where('id', '=', 'b1').execute();
+    const next = await claimDueJobs(
+      db,
+      ['alpha', 'beta', 'gamma'].map((kind) => ({ kind, limit: 5, leaseSeconds: 60 })),
+      'gw-b',
+      'token-2',
+    );
+    expect(next.map((r) => r.id).sort()).to.deep.equal(['a1', 'b2', 'g1']);
+    expect(await claimDueJobs(db, [], 'gw-b', 'token-3')).to.deep.equal([]);
   });
 
   it('uses the database clock as ISO-8601 UTC text comparable with stored times', async () => {
