@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { CompiledQuery } from 'kysely';
 import type { Db } from '../db/database.js';
 import { createIdSource } from '../db/sortable-id.js';
 import type { Logger } from '../logger.js';
@@ -84,6 +85,8 @@ export class JobRunner implements JobQueue {
   private started = false;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeDue = Infinity;
+  /** The claim statement compiled for each set of kinds, limits and leases this runner has asked with (claimDueJobs). */
+  private readonly claimStatements = new Map<string, CompiledQuery>();
 
   constructor(private readonly o: JobRunnerOptions) {
     this.log = o.logger.child({ component: 'jobs' });
@@ -211,7 +214,7 @@ export class JobRunner implements JobQueue {
     }
     if (wants.length === 0) return 0;
     const token = randomBytes(12).toString('hex');
-    const rows = await claimDueJobs(this.o.db, wants, this.o.workerId, token);
+    const rows = await claimDueJobs(this.o.db, wants, this.o.workerId, token, this.claimStatements);
     let claimed = 0;
     for (const row of rows) {
       const k = this.kinds.get(row.kind)!;

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { sql, type CompiledQuery } from 'kysely';
 import type { Db } from '../db/database.js';
 import { dbNow, forClaim, forUpdate } from '../db/dialect.js';
 import type { JobRow, JobState } from './job.table.js';
@@ -77,9 +77,35 @@ export interface ClaimWant {
  * this same statement instead of being run again (returned with state 'dead' so
  * the caller can report it).
  */
-export async function claimDueJobs(db: Db, wants: readonly ClaimWant[], workerId: string, token: string): Promise<JobRow[]> {
+export async function claimDueJobs(
+  db: Db,
+  wants: readonly ClaimWant[],
+  workerId: string,
+  token: string,
+  cache?: Map<string, CompiledQuery>,
+): Promise<JobRow[]> {
   const wanted = wants.filter((w) => w.limit > 0);
   if (wanted.length === 0) return [];
+  // Building this statement costs more than running it (a derived table per kind), and a runner claims with the same
+  // kinds, limits and leases pass after pass: compiled once per such set, with placeholders for the worker and token.
+  const signature = wanted.map((w) => `${w.kind}:${w.limit}:${w.leaseSeconds}`).join('|');
+  let compiled = cache?.get(signature);
+  if (!compiled) {
+    compiled = buildClaim(db, wanted, WORKER_PLACEHOLDER, TOKEN_PLACEHOLDER).compile();
+    if (cache) {
+      if (cache.size >= 256) cache.clear();
+      cache.set(signature, compiled);
+    }
+  }
+  const parameters = compiled.parameters.map((p) => (p === WORKER_PLACEHOLDER ? workerId : p === TOKEN_PLACEHOLDER ? token : p));
+  const result = await db.executeQuery<JobRow>({ ...compiled, parameters });
+  return result.rows;
+}
+
+const WORKER_PLACEHOLDER = '\u0000worker';
+const TOKEN_PLACEHOLDER = '\u0000token';
+
+function buildClaim(db: Db, wanted: readonly ClaimWant[], workerId: string, token: string) {
   const now = dbNow(db);
   const exhausted = sql<boolean>`attempts + 1 > max_attempts`;
   // Each kind's candidates in a derived table of their own: its LIMIT applies to that kind alone, and on PostgreSQL
@@ -138,8 +164,7 @@ export async function claimDueJobs(db: Db, wants: readonly ClaimWant[], workerId
       updated_at: now,
     })
     .where('id', 'in', candidates)
-    .returningAll()
-    .execute();
+    .returningAll();
 }
 
 /** The claim of one kind (claimDueJobs with one want): up to `limit` due jobs of `kind`. */

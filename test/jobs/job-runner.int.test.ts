@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { sql } from 'kysely';
+import { sql, type CompiledQuery } from 'kysely';
 import winston from 'winston';
 import { migrateToLatest, openDatabase, type Db, type OpenedDatabase } from '../../src/db/database.js';
 import { dbNow } from '../../src/db/dialect.js';
@@ -483,13 +483,16 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     // What is left: a1 (alpha's limit), b2 once b1 is done, g1; a4 is not due.
     expect((await claimDueJobs(db, [{ kind: 'beta', limit: 5, leaseSeconds: 60 }], 'gw-b', 'token-2')).map((r) => r.id)).to.deep.equal([]);
     await db.deleteFrom('jobs').where('id', '=', 'b1').execute();
-    const next = await claimDueJobs(
-      db,
-      ['alpha', 'beta', 'gamma'].map((kind) => ({ kind, limit: 5, leaseSeconds: 60 })),
-      'gw-b',
-      'token-2',
-    );
+    // Compiled once per set of kinds, limits and leases (the runner's cache): the worker and token still vary.
+    const cache = new Map<string, CompiledQuery>();
+    const all = ['alpha', 'beta', 'gamma'].map((kind) => ({ kind, limit: 5, leaseSeconds: 60 }));
+    const next = await claimDueJobs(db, all, 'gw-b', 'token-2', cache);
     expect(next.map((r) => r.id).sort()).to.deep.equal(['a1', 'b2', 'g1']);
+    await add('g2', 'gamma');
+    const again = await claimDueJobs(db, all, 'gw-c', 'token-4', cache);
+    expect(again.map((r) => [r.id, r.locked_by, r.lock_token])).to.deep.equal([['g2', 'gw-c', 'token-4']]);
+    expect(cache.size).to.equal(1);
+    expect((await findJob(db, 'g1'))?.lock_token, 'the earlier claim is untouched').to.equal('token-2');
     expect(await claimDueJobs(db, [], 'gw-b', 'token-3')).to.deep.equal([]);
   });
 
