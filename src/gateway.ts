@@ -109,7 +109,7 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   // Built first: the listeners count their guard refusals in it.
   const metrics = new GatewayMetrics(db, config.instanceId);
   // Every background task is a job of a kind registered below, run under a lease on the database's clock.
-  const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics });
+  const jobs = new JobRunner({ db, logger, workerId: config.instanceId, metrics, commits: opened.commits });
   const atna = new AtnaService({ db, logger, config, jobs });
   const instances = new InstanceService({ db, logger, instanceId: config.instanceId, leaseSeconds: config.forwarding.leaseSeconds });
   // Instances sharing PostgreSQL share the spool too (README: Several instances): each receives into its own tmp/<instanceId>/.

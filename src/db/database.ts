@@ -4,6 +4,7 @@ import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
 import pg from 'pg';
 import { SQLITE_CACHE_MB_DEFAULT } from '../config/schema.js';
+import { CommitListeners, notifyingCommits } from './commit-notifier.js';
 import type { Database } from './schema.js';
 import { migrations } from './migrations/index.js';
 
@@ -12,6 +13,8 @@ export type Db = Kysely<Database>;
 export interface OpenedDatabase {
   db: Db;
   dialect: 'sqlite' | 'postgres';
+  /** Told after each transaction of `db` commits (the job runner wakes up for what was enqueued in it). */
+  commits: CommitListeners;
   close(): Promise<void>;
 }
 
@@ -50,10 +53,12 @@ function openPostgres(url: string): OpenedDatabase {
   });
   // An idle connection dropped by the server must not crash the process; the next query gets a fresh one.
   pool.on('error', () => undefined);
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const commits = new CommitListeners();
+  const db = new Kysely<Database>({ dialect: notifyingCommits(new PostgresDialect({ pool }), commits) });
   return {
     db,
     dialect: 'postgres',
+    commits,
     close: async () => {
       await db.destroy();
     },
@@ -74,10 +79,12 @@ function openSqlite(file: string, cacheMb: number): OpenedDatabase {
   // Negative: KiB. The page cache is native memory that fills up to this bound as pages are read, so an
   // explicit, small bound keeps RSS flat soon after start (better-sqlite3's own default is 16 MB; schema.ts).
   sqlite.pragma(`cache_size = -${Math.round(cacheMb * 1024)}`);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const commits = new CommitListeners();
+  const db = new Kysely<Database>({ dialect: notifyingCommits(new SqliteDialect({ database: withStatementCache(sqlite) }), commits) });
   return {
     db,
     dialect: 'sqlite',
+    commits,
     close: async () => {
       await db.destroy();
     },

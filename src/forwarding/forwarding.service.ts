@@ -408,7 +408,8 @@ export class ForwardingService {
     let sent = 0;
     for (let i = 0; i < pending.length; i += destination.batchSize) {
       // Progress renews the claim; a worker that lost it (its lease ran out and another took the job) stops here.
-      await job.renew();
+      // The first batch follows the claim and the fenced `sending` write: the lease is fresh (the timer renews it too).
+      if (i > 0) await job.renew();
       if (await this.stopped(job, d, [], log)) return { outcome: undefined };
       const batch = pending.slice(i, i + destination.batchSize);
       const outgoing = await this.prepare(job, d, batch, deid, log);

@@ -45,6 +45,11 @@ export interface JobRunnerOptions {
   /** How often the table is looked at when nothing woke the runner (other instances' enqueues, retries coming due). */
   pollMs?: number;
   metrics?: JobMetrics | undefined;
+  /**
+   * The database's commit notifications (OpenedDatabase.commits): a job enqueued in a transaction is claimable
+   * once it commits, so the runner looks right then instead of guessing with a timer.
+   */
+  commits?: { add(listener: () => void): () => void } | undefined;
   /** Defaults for kinds that do not set their own. */
   defaults?: Partial<Required<JobKindOptions>>;
   random?: () => number;
@@ -85,6 +90,9 @@ export class JobRunner implements JobQueue {
   private started = false;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeDue = Infinity;
+  /** A job was enqueued since the last commit this runner was told of. */
+  private enqueuedSinceCommit = false;
+  private stopListening: (() => void) | undefined;
   /** The claim statement compiled for each set of kinds, limits and leases this runner has asked with (claimDueJobs). */
   private readonly claimStatements = new Map<string, CompiledQuery>();
 
@@ -139,12 +147,14 @@ export class JobRunner implements JobQueue {
       runAt: options.runAt?.toISOString(),
       maxAttempts,
     });
-    // The caller's transaction commits after this returns: on SQLite a claim waits for it (one connection); on
-    // PostgreSQL it may not see the row yet, so look once more a little later. The poll is the backstop.
+    // Outside a transaction the row is there now; in one, it is claimable once the caller's transaction commits:
+    // the commit notification kicks then. Another transaction may commit first and take that kick (it reports
+    // only that some transaction committed), so a look a little later covers the rest; the poll is the backstop.
     if (this.started && this.kinds.has(kind)) {
       if (options.runAt && options.runAt.getTime() > Date.now()) {
         this.wakeAt(options.runAt.getTime());
       } else {
+        this.enqueuedSinceCommit = true;
         setImmediate(() => this.loop.kick());
         setTimeout(() => this.loop.kick(), 50).unref?.();
       }
@@ -171,8 +181,16 @@ export class JobRunner implements JobQueue {
     this.wakeTimer.unref?.();
   }
 
+  /** A transaction committed: what it enqueued can be claimed now. */
+  private committed(): void {
+    if (!this.started || !this.enqueuedSinceCommit) return;
+    this.enqueuedSinceCommit = false;
+    this.loop.kick();
+  }
+
   async start(): Promise<void> {
     for (const kind of this.recurringKinds) await this.enqueue(this.o.db, kind, null, { key: kind });
+    this.stopListening = this.o.commits?.add(() => this.committed());
     this.started = true;
     this.loop.start();
   }
@@ -180,6 +198,8 @@ export class JobRunner implements JobQueue {
   /** Stops claiming and waits for the jobs under way to finish (their handlers see no abort: they end as usual). */
   async stop(): Promise<void> {
     this.started = false;
+    this.stopListening?.();
+    this.stopListening = undefined;
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.wakeTimer = undefined;
     this.wakeDue = Infinity;

@@ -112,6 +112,20 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     expect((await jobsOf(db, 'k')).length, 'its key is free').to.equal(1);
   });
 
+  it("a job enqueued in a transaction that stays open past the runner's looks is claimed when that transaction commits", async () => {
+    // No poll in the test's time: only the commit notification can start the job once the early looks found nothing.
+    const r = runner('gw-a', { pollMs: 3_600_000, commits: opened.commits });
+    const ran = gate();
+    r.register('k', async () => ran.open());
+    await r.start();
+    await db.transaction().execute(async (trx) => {
+      await r.enqueue(trx, 'k', null);
+      // Past the immediate look and the one 50 ms later (PostgreSQL: other connections cannot see the row yet).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    });
+    await Promise.race([ran.wait, new Promise((_, reject) => setTimeout(() => reject(new Error('not claimed after the commit')), 5000))]);
+  });
+
   it('de-duplicates by key while the job is unfinished, not after', async () => {
     const r = runner('gw-a');
     const seen: string[] = [];
