@@ -266,19 +266,14 @@ export class ForwardingService {
     for (const c of await casesReadyToForward(trx, scope)) {
       // Another instance may be planning the same case: whoever locks it first plans it, the other finds it planned.
       if (!(await claimFlaggedCase(trx, c.id))) continue;
+      // A case that cannot go out waits, held with the reason, for a person.
+      const hold = (reason: string) =>
+        transitionCase(trx, { caseId: c.id, from: [CaseState.flagged], to: CaseState.held, actor: ACTOR, now, auditId: this.o.newId(), details: { reason } });
       let destinationId = c.destination_id;
       if (this.o.assignReader) {
         const assigned = await this.o.assignReader(trx, c);
         if (!assigned.ok) {
-          await transitionCase(trx, {
-            caseId: c.id,
-            from: [CaseState.flagged],
-            to: CaseState.held,
-            actor: ACTOR,
-            now,
-            auditId: this.o.newId(),
-            details: { reason: `no reader: ${assigned.reason}` },
-          });
+          await hold(`no reader: ${assigned.reason}`);
           continue;
         }
         destinationId = assigned.destinationId ?? destinationId;
@@ -286,15 +281,7 @@ export class ForwardingService {
       }
       const destination = this.o.config.destinations.find((d) => d.id === destinationId);
       if (!destination) {
-        await transitionCase(trx, {
-          caseId: c.id,
-          from: [CaseState.flagged],
-          to: CaseState.held,
-          actor: ACTOR,
-          now,
-          auditId: this.o.newId(),
-          details: { reason: `destination "${destinationId ?? ''}" is not configured` },
-        });
+        await hold(`destination "${destinationId ?? ''}" is not configured`);
         continue;
       }
       const deidentify = c.deidentify === null ? destination.deidentify : c.deidentify === 1;
