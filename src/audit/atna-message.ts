@@ -8,6 +8,8 @@
  * never into the gateway's own info logs.
  */
 
+import { SopClass, TransferSyntax } from '../dicom/uids.js';
+
 export interface Code {
   readonly code: string;
   readonly scheme: string;
@@ -225,8 +227,7 @@ export interface AtnaNode {
 }
 
 /** Study Root Query/Retrieve Information Model - FIND: what QIDO-RS and the API's study search answer. */
-const STUDY_ROOT_FIND = '1.2.840.10008.5.1.4.1.2.2.1';
-const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
+const STUDY_ROOT_FIND = SopClass.studyRootFind;
 
 /** Actors that are parts of the gateway itself; any other actor is a person (a token's name) or a peer. */
 const SYSTEM_ACTORS = new Set(['system', 'config-file', 'forwarding', 'readers', 'write-back', 'sla', 'rules', 'hl7', 'gateway', 'decisions', 'studies']);
@@ -367,7 +368,7 @@ export function auditMessageFor(row: AtnaEventRow, ctx: AtnaContext, node: AtnaN
       typeCodeRole: 3,
       idType: IdType.sopClassUid,
       query: JSON.stringify({ via: details['via'], level: details['level'], keys: details['keys'] ?? {} }),
-      details: [{ type: 'TransferSyntax', value: EXPLICIT_VR_LE }],
+      details: [{ type: 'TransferSyntax', value: TransferSyntax.explicitLe }],
       description: `results: ${Number(details['results'] ?? 0)}`,
     });
   }

@@ -4,7 +4,9 @@
  * set; the studies domain records it and decides completeness. Data sets are
  * dcmjs "naturalized" objects (keyword keys, sequences as arrays of objects).
  */
-export const MPPS_SOP_CLASS_UID = '1.2.840.10008.3.1.2.3.3';
+import { SopClass } from './uids.js';
+
+export const MPPS_SOP_CLASS_UID = SopClass.mpps;
 
 export type NaturalDataset = Record<string, unknown>;
 

@@ -41,6 +41,7 @@ export const SopClass = {
   ctImage: '1.2.840.10008.5.1.4.1.1.2',
   mrImage: '1.2.840.10008.5.1.4.1.1.4',
   secondaryCapture: '1.2.840.10008.5.1.4.1.1.7',
+  basicTextSr: '1.2.840.10008.5.1.4.1.1.88.11',
   keyObjectSelection: '1.2.840.10008.5.1.4.1.1.88.59',
 } as const;
 

@@ -5,6 +5,7 @@ import { recordAudit } from '../audit/audit.repository.js';
 import type { CaseRow } from '../cases/case.table.js';
 import type { Destination, GatewayConfig } from '../config/schema.js';
 import type { Db } from '../db/database.js';
+import { TransferSyntax } from '../dicom/uids.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { type DestinationSender } from '../forwarding/destination.js';
 import { createDestinationSender } from '../forwarding/destination.factory.js';
@@ -16,7 +17,7 @@ import type { SecondReportRow } from '../reports/report.table.js';
 import { CaseState, StudyState } from '../states.js';
 import { buildFhirBundle, patientIdentifierSystem } from './fhir-builder.js';
 import { insertKeyImages, instancesOfStudy, keyImagesOf, loadOutputSource, studyInstances, type OutputSource } from './outputs.repository.js';
-import { buildKeyObjectSelection, buildSecondReadSr, outputUids, type Arbitration, type SrStudy } from './sr-builder.js';
+import { BASIC_TEXT_SR, buildKeyObjectSelection, buildSecondReadSr, KEY_OBJECT_SELECTION, outputUids, type Arbitration, type SrStudy } from './sr-builder.js';
 
 /** The job kinds of the outputs of a second report version (one job per output and version). */
 export const OutputJobKind = {
@@ -169,9 +170,9 @@ export class OutputsService {
           evidence: instances,
           // The arbitrated SR replaces the same version's first SR; an addendum's replaces the previous version's.
           ...(job.payload.arbitration
-            ? { predecessor: { ...outputUids(study.studyInstanceUid, src.report.id, 'sr'), sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11' } }
+            ? { predecessor: { ...outputUids(study.studyInstanceUid, src.report.id, 'sr'), sopClassUid: BASIC_TEXT_SR } }
             : src.previousReportId
-              ? { predecessor: { ...outputUids(study.studyInstanceUid, src.previousReportId, 'sr'), sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11' } }
+              ? { predecessor: { ...outputUids(study.studyInstanceUid, src.previousReportId, 'sr'), sopClassUid: BASIC_TEXT_SR } }
               : {}),
           ...(job.payload.arbitration ? { arbitration: job.payload.arbitration } : {}),
         },
@@ -182,8 +183,10 @@ export class OutputsService {
       if (keyImages.length === 0) return this.fail(job, output, src, 'the report has no key images', true);
       built = buildKeyObjectSelection({ ...common, keyImages }, this.clock());
     }
-    const sopClassUid = what === 'sr' ? '1.2.840.10008.5.1.4.1.1.88.11' : '1.2.840.10008.5.1.4.1.1.88.59';
-    const [result] = await sender.send([{ sopClassUid, sopInstanceUid: built.sopInstanceUid, transferSyntaxUid: '1.2.840.10008.1.2.1', bytes: built.bytes }]);
+    const sopClassUid = what === 'sr' ? BASIC_TEXT_SR : KEY_OBJECT_SELECTION;
+    const [result] = await sender.send([
+      { sopClassUid, sopInstanceUid: built.sopInstanceUid, transferSyntaxUid: TransferSyntax.explicitLe, bytes: built.bytes },
+    ]);
     if (!result?.ok) {
       const failure = result?.failure ?? { transient: true, message: 'no result from the sender' };
       return this.fail(job, output, src, `${target}: ${failure.message}`, !failure.transient);

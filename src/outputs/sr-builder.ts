@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import dcmjs from 'dcmjs';
 import { concordanceOf, type RadpeerScore } from '../reports/oru-builder.js';
-import { IMPLEMENTATION_CLASS_UID } from '../dicom/uids.js';
+import { IMPLEMENTATION_CLASS_UID, SopClass, TransferSyntax } from '../dicom/uids.js';
 
 /**
  * The second read as DICOM objects stored in the study it reads: a Basic Text
@@ -11,9 +11,8 @@ import { IMPLEMENTATION_CLASS_UID } from '../dicom/uids.js';
  * patient and study attributes and the study's instances.
  */
 
-export const BASIC_TEXT_SR = '1.2.840.10008.5.1.4.1.1.88.11';
-export const KEY_OBJECT_SELECTION = '1.2.840.10008.5.1.4.1.1.88.59';
-const EXPLICIT_LE = '1.2.840.10008.1.2.1';
+export const BASIC_TEXT_SR = SopClass.basicTextSr;
+export const KEY_OBJECT_SELECTION = SopClass.keyObjectSelection;
 
 /**
  * No coding scheme of the ACR has RADPEER scores (RADPEER is published as a
@@ -256,7 +255,7 @@ function part10(dataset: Item, sopClassUid: string, sopInstanceUid: string): Buf
     FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
     MediaStorageSOPClassUID: sopClassUid,
     MediaStorageSOPInstanceUID: sopInstanceUid,
-    TransferSyntaxUID: EXPLICIT_LE,
+    TransferSyntaxUID: TransferSyntax.explicitLe,
     ImplementationClassUID: IMPLEMENTATION_CLASS_UID,
     ImplementationVersionName: 'SECONDREAD',
   });
