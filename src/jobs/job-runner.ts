@@ -90,19 +90,30 @@ export class JobRunner implements JobQueue {
   private started = false;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeDue = Infinity;
-  /** A job was enqueued since the last commit this runner was told of. */
-  private enqueuedSinceCommit = false;
+  /** The kinds of the jobs enqueued since the last commit this runner was told of. */
+  private readonly enqueuedSinceCommit = new Set<string>();
+  /**
+   * The kinds the next pass looks for when it is not a full one: those this process enqueued or finished a job of
+   * since the last pass. A claim names every kind it looks for, and PostgreSQL plans it anew each time (planning
+   * the claim for all kinds cost several times its execution); other instances' jobs, retries and later runs are
+   * found by the full pass (every `pollMs`, or at once after wakeAt/runNow).
+   */
+  private readonly hinted = new Set<string>();
+  private fullPassDue = true;
+  private lastFullPass = 0;
   private stopListening: (() => void) | undefined;
   /** The claim statement compiled for each set of kinds, limits and leases this runner has asked with (claimDueJobs). */
   private readonly claimStatements = new Map<string, CompiledQuery>();
+  private readonly pollMs: number;
 
   constructor(private readonly o: JobRunnerOptions) {
     this.log = o.logger.child({ component: 'jobs' });
     this.defaults = { ...DEFAULTS, ...o.defaults };
     this.random = o.random ?? Math.random;
+    this.pollMs = o.pollMs ?? 1000;
     this.loop = new PollLoop(
       () => this.pass().then(() => undefined),
-      o.pollMs ?? 1000,
+      this.pollMs,
       (err) => this.log.error('job claim failed', { error: (err as Error).message }),
     );
   }
@@ -133,6 +144,7 @@ export class JobRunner implements JobQueue {
   /** Brings a recurring job's next run forward to now (database clock); a run under way is left to finish. */
   async runNow(kind: string): Promise<void> {
     await runPendingNow(this.o.db, kind, kind);
+    this.hinted.add(kind);
     if (this.started && this.kinds.has(kind)) this.loop.kick();
   }
 
@@ -150,13 +162,17 @@ export class JobRunner implements JobQueue {
     // Outside a transaction the row is there now; in one, it is claimable once the caller's transaction commits:
     // the commit notification kicks then. Another transaction may commit first and take that kick (it reports
     // only that some transaction committed), so a look a little later covers the rest; the poll is the backstop.
+    this.hinted.add(kind);
     if (this.started && this.kinds.has(kind)) {
       if (options.runAt && options.runAt.getTime() > Date.now()) {
         this.wakeAt(options.runAt.getTime());
       } else {
-        this.enqueuedSinceCommit = true;
+        this.enqueuedSinceCommit.add(kind);
         setImmediate(() => this.loop.kick());
-        setTimeout(() => this.loop.kick(), 50).unref?.();
+        setTimeout(() => {
+          this.hinted.add(kind);
+          this.loop.kick();
+        }, 50).unref?.();
       }
     }
   }
@@ -174,6 +190,7 @@ export class JobRunner implements JobQueue {
       () => {
         this.wakeTimer = undefined;
         this.wakeDue = Infinity;
+        this.fullPassDue = true;
         this.loop.kick();
       },
       Math.max(0, ms - Date.now() + 5),
@@ -183,8 +200,9 @@ export class JobRunner implements JobQueue {
 
   /** A transaction committed: what it enqueued can be claimed now. */
   private committed(): void {
-    if (!this.started || !this.enqueuedSinceCommit) return;
-    this.enqueuedSinceCommit = false;
+    if (!this.started || this.enqueuedSinceCommit.size === 0) return;
+    for (const kind of this.enqueuedSinceCommit) this.hinted.add(kind);
+    this.enqueuedSinceCommit.clear();
     this.loop.kick();
   }
 
@@ -218,7 +236,8 @@ export class JobRunner implements JobQueue {
    */
   async drain(kinds?: readonly string[]): Promise<void> {
     for (;;) {
-      const claimed = await this.pass(kinds);
+      // Every kind (of `kinds`) each round: draining looks at the whole table, whatever this process knows of.
+      const claimed = await this.pass(kinds ?? [...this.kinds.keys()]);
       await this.idle();
       if (claimed === 0) return;
     }
@@ -226,9 +245,16 @@ export class JobRunner implements JobQueue {
 
   /** One look at the table: one claim statement for every kind (of `only`) with a free slot. Returns how many jobs were claimed. */
   private async pass(only?: readonly string[]): Promise<number> {
+    const full = only !== undefined || this.fullPassDue || Date.now() - this.lastFullPass >= this.pollMs;
+    const hinted = new Set(this.hinted);
+    this.hinted.clear();
+    if (full && only === undefined) {
+      this.fullPassDue = false;
+      this.lastFullPass = Date.now();
+    }
     const wants: ClaimWant[] = [];
     for (const [kind, k] of this.kinds) {
-      if (only && !only.includes(kind)) continue;
+      if (only ? !only.includes(kind) : !full && !hinted.has(kind)) continue;
       const free = k.options.concurrency - k.running;
       if (free > 0) wants.push({ kind, limit: free, leaseSeconds: k.options.leaseSeconds });
     }
@@ -249,6 +275,7 @@ export class JobRunner implements JobQueue {
       const run = this.run(k, row, { id: row.id, workerId: this.o.workerId, token }).finally(() => {
         k.running--;
         this.inflight.delete(run);
+        this.hinted.add(row.kind);
         // A slot is free: more of this kind (or the next in its queue) may be due.
         if (this.started) this.loop.kick();
       });
@@ -300,8 +327,12 @@ export class JobRunner implements JobQueue {
         if (abort.signal.aborted) throw lost();
         try {
           const result = await db.transaction().execute(async (trx) => {
-            if (!(await holdsClaim(trx, claim))) throw lost();
-            return fn(trx);
+            const r = await fn(trx);
+            // The fence is checked last, just before COMMIT: the check locks the job row (PostgreSQL) until the commit,
+            // so a takeover cannot slip between it and the commit, and a lost claim rolls back everything `fn` wrote.
+            // A transaction that completed the job needs no check: the fenced delete found the claim ours.
+            if (completedIn !== trx && !(await holdsClaim(trx, claim))) throw lost();
+            return r;
           });
           if (completedIn !== undefined) completed = true;
           return result;
@@ -310,7 +341,7 @@ export class JobRunner implements JobQueue {
         }
       },
       completeIn: async (trx: Db): Promise<void> => {
-        // The fenced transaction holds the row (holdsClaim): the delete finds it unless the claim was lost.
+        // Fenced like every completion: the delete finds the row only while the claim is ours, and locks it to the commit.
         if (!(await completeJob(trx, claim))) throw lost();
         completedIn = trx;
       },

@@ -19,7 +19,11 @@ export interface JobContext<P = unknown> {
   readonly signal: AbortSignal;
   /** Extends the lease (database clock); throws JobClaimLostError and aborts `signal` if the claim is no longer this worker's. */
   renew(): Promise<void>;
-  /** Runs `fn` in a transaction that first checks the claim is still this worker's (fencing); throws JobClaimLostError otherwise. */
+  /**
+   * Runs `fn` in a transaction that commits only while the claim is still this worker's (fencing: checked before
+   * COMMIT, with the job row locked to it); otherwise rolls back what `fn` wrote and throws JobClaimLostError.
+   * `fn` writes to the database only (no sends): its effects must be undone by the rollback.
+   */
   fenced<T>(fn: (trx: Db) => Promise<T>): Promise<T>;
   /**
    * Completes the job inside `trx`, the handler's last fenced transaction: the job row goes with the handler's

@@ -126,6 +126,33 @@ describe(`job engine (${testPostgresUrl ? 'PostgreSQL' : 'SQLite'})`, function (
     await Promise.race([ran.wait, new Promise((_, reject) => setTimeout(() => reject(new Error('not claimed after the commit')), 5000))]);
   });
 
+  it("a kicked pass looks only for the kinds this process enqueued or finished; another process's job is found by the full look within pollMs, even while kicks never stop", async () => {
+    const r = runner('gw-a', { pollMs: 400, commits: opened.commits });
+    let stop = false;
+    let busyRuns = 0;
+    // A kind that keeps this runner kicked: each run enqueues the next, so a quiet moment for the poll timer never comes.
+    r.register('busy', async () => {
+      busyRuns++;
+      if (!stop) await r.enqueue(db, 'busy', null);
+    });
+    const foreign = gate();
+    r.register('foreign', async () => foreign.open());
+    await r.start();
+    await r.enqueue(db, 'busy', null);
+    await eventually(() => busyRuns > 3, 'the busy kind running');
+    // Written by another process (no enqueue through this runner, so no hint): only a full look can find it.
+    const startedAt = Date.now();
+    await insertJob(db, { id: 'zz-foreign-1', kind: 'foreign', payload: 'null', maxAttempts: 3 });
+    try {
+      await Promise.race([foreign.wait, new Promise((_, reject) => setTimeout(() => reject(new Error('foreign job not claimed')), 5000))]);
+      expect(Date.now() - startedAt, 'within about one pollMs').to.be.below(2000);
+      const before = busyRuns;
+      await eventually(() => busyRuns > before, 'the busy kind still running');
+    } finally {
+      stop = true;
+    }
+  });
+
   it('de-duplicates by key while the job is unfinished, not after', async () => {
     const r = runner('gw-a');
     const seen: string[] = [];
