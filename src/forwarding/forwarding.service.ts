@@ -396,8 +396,9 @@ export class ForwardingService {
     for (let i = 0; i < pending.length; i += destination.batchSize) {
       // Progress renews the claim; a worker that lost it (its lease ran out and another took the job) stops here.
       // The first batch follows the claim and the fenced `sending` write: the lease is fresh (the timer renews it too).
+      // No stop check here: runJob made one before the first batch and each batch ends with one, and every
+      // instance is checked again just before it goes on the wire (fenceInstances).
       if (i > 0) await job.renew();
-      if (await this.stopped(job, d, [], log)) return { outcome: undefined };
       const batch = pending.slice(i, i + destination.batchSize);
       const outgoing = await this.prepare(job, d, batch, deid, log);
       this.fenceInstances(
@@ -426,9 +427,15 @@ export class ForwardingService {
         else permanent ??= r.failure?.message ?? 'refused';
       });
       if (results.length !== outgoing.instances.length) transient ??= `destination answered ${results.length} of ${outgoing.instances.length} instances`;
+      sent += ok.length;
+      if (i + destination.batchSize >= pending.length && !outgoing.stopped && !permanent && !transient) {
+        // The last batch, all through: recorded in the transaction that closes the delivery.
+        const outcome = await this.delivered(job, d, log, { sentUids: ok, at: now.toISOString() });
+        this.o.metrics?.delivered(d.destination_id, sent, (Date.now() - started) / 1000);
+        return { outcome };
+      }
       // One transaction, fenced: the rows and the delivery's counter commit together, and only while the claim is ours.
       await job.fenced((trx) => markInstances(trx, d.id, ok, DeliveryInstanceState.sent, now.toISOString(), null));
-      sent += ok.length;
       // An instance that could not be prepared stopped the batch there (nothing after it was sent): what went
       // through is recorded above; the delivery fails as an unreadable file always did.
       if (outgoing.stopped) throw outgoing.stopped;
@@ -650,9 +657,16 @@ export class ForwardingService {
     return dedupeHl7Identifiers(ids);
   }
 
-  private async delivered(job: JobContext<DeliverJobPayload>, d: DeliveryRow, log: Logger): Promise<JobOutcome> {
+  /** Closes the delivery (fenced), recording `lastBatch` first when the caller has one to record. */
+  private async delivered(
+    job: JobContext<DeliverJobPayload>,
+    d: DeliveryRow,
+    log: Logger,
+    lastBatch?: { sentUids: string[]; at: string },
+  ): Promise<JobOutcome> {
     const now = this.clock().toISOString();
     const requeued = await job.fenced(async (trx) => {
+      if (lastBatch) await markInstances(trx, d.id, lastBatch.sentUids, DeliveryInstanceState.sent, lastBatch.at, null);
       // Late instances that planDeltas added while this attempt was sending (a planning job runs beside a
       // delivery in flight) are not in the list this attempt read. Closing the delivery left them pending for
       // good: deliveriesNeedingDelta counts them as planned. Found by scripts/chaos.ts.
@@ -678,6 +692,8 @@ export class ForwardingService {
           details: { deliveryId: d.id },
         });
       }
+      // The job ends with the delivery's outcome, in the same commit.
+      await job.completeIn(trx);
       return false;
     });
     if (requeued === 'hold') return await this.hold(job, d, 'every instance was excluded from the de-identified delivery (see excludedInstances)', log);
