@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { AuditEventRow } from './audit.table.js';
 
@@ -10,7 +9,11 @@ export interface AuditEntry {
   details?: unknown;
 }
 
-/** Appends one audit event; call it inside the transaction of the change it records. */
+/**
+ * Appends one audit event; call it inside the transaction of the change it records. The database queues it for
+ * every configured sink (ATNA syslog, RIS status) in the same insert (trigger of migration 020), so it goes out
+ * exactly when the event commits.
+ */
 export async function recordAudit(db: Db, id: string, at: string, e: AuditEntry): Promise<void> {
   await db
     .insertInto('audit_events')
@@ -23,17 +26,6 @@ export async function recordAudit(db: Db, id: string, at: string, e: AuditEntry)
       entity_id: e.entityId ?? null,
       details: e.details === undefined ? null : JSON.stringify(e.details),
     })
-    .execute();
-  // Queued for every configured sink (ATNA syslog, RIS status) in this same transaction: it goes out exactly when the event commits.
-  await db
-    .insertInto('audit_outbox')
-    .columns(['sink', 'audit_id'])
-    .expression(
-      db
-        .selectFrom('audit_sinks')
-        .select(['sink', sql<string>`cast(${id} as text)`.as('audit_id')])
-        .where(sql<boolean>`cast(${e.action} as text) like action_prefix || '%'`),
-    )
     .execute();
 }
 

@@ -88,3 +88,18 @@ export function dbNow(db: Db, plusSeconds = 0): RawBuilder<string> {
 export function forUpdate<DB, TB extends keyof DB, O>(db: Db, q: SelectQueryBuilder<DB, TB, O>): SelectQueryBuilder<DB, TB, O> {
   return supportsSkipLocked(db) ? q.forUpdate() : q;
 }
+
+/**
+ * A trigger that runs `statement` (plain SQL that may name the new row as `NEW`) after each insert into `table`,
+ * in the inserting transaction. SQLite takes the statement inline; PostgreSQL needs it wrapped in a plpgsql function.
+ * For a write that must always accompany another (an outbox row for every event), done by the database in the
+ * same statement's round trip instead of a second one from every caller.
+ */
+export async function createAfterInsertTrigger(db: Db, name: string, table: string, statement: string): Promise<void> {
+  if (dialectOf(db) === 'postgres') {
+    await sql.raw(`create function ${name}() returns trigger language plpgsql as $body$ begin ${statement}; return null; end $body$`).execute(db);
+    await sql.raw(`create trigger ${name} after insert on ${table} for each row execute function ${name}()`).execute(db);
+  } else {
+    await sql.raw(`create trigger ${name} after insert on ${table} begin ${statement}; end`).execute(db);
+  }
+}

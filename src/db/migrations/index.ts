@@ -16,6 +16,7 @@ import * as m016 from './016-output-key-images.js';
 import * as m017 from './017-audit-outbox.js';
 import * as m018 from './018-arbitration.js';
 import * as m019 from './019-drop-leases.js';
+import * as m020 from './020-audit-outbox-trigger.js';
 
 /**
  * Numbered, forward-only. Imported statically (not read from a folder) so the
@@ -40,4 +41,5 @@ export const migrations = {
   '017-audit-outbox': m017,
   '018-arbitration': m018,
   '019-drop-leases': m019,
+  '020-audit-outbox-trigger': m020,
 };
