@@ -153,6 +153,7 @@ async function scenario(name: string, kind: 'sqlite' | 'postgres', instances: nu
       60_000,
     );
 
+    if (process.env['BENCH_PSS'] && kind === 'postgres') await admin('select pg_stat_statements_reset()');
     const t0 = performance.now();
     const caseIds = await pooled(studies.length, 8, async (i) => {
       const r = await api(bases[i % bases.length]!, 'POST', '/api/cases', {
@@ -173,6 +174,13 @@ async function scenario(name: string, kind: 'sqlite' | 'postgres', instances: nu
       300_000,
     );
     const t2 = performance.now();
+    if (process.env['BENCH_PSS'] && kind === 'postgres') {
+      const c = new pg.Client({ connectionString: args.pg });
+      await c.connect();
+      const r = await c.query("select calls, round(total_exec_time::numeric,1) || '|' || round(total_plan_time::numeric,1) as ms, left(regexp_replace(query,'\\s+',' ','g'),200) as q from pg_stat_statements where query not like '%pg_stat_statements%' order by calls desc");
+      await c.end();
+      (await import('node:fs')).writeFileSync(process.env['BENCH_PSS'], r.rows.map((x) => `${x.calls}|${x.ms}|${x.q}`).join('\n'));
+    }
     const total = studies.length * INSTANCES;
     const seen = new Map<string, number>();
     for (const s of pool.stores) seen.set(s.sopInstanceUid, (seen.get(s.sopInstanceUid) ?? 0) + 1);
