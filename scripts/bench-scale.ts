@@ -177,7 +177,9 @@ async function scenario(name: string, kind: 'sqlite' | 'postgres', instances: nu
     if (process.env['BENCH_PSS'] && kind === 'postgres') {
       const c = new pg.Client({ connectionString: args.pg });
       await c.connect();
-      const r = await c.query("select calls, round(total_exec_time::numeric,1) || '|' || round(total_plan_time::numeric,1) as ms, left(regexp_replace(query,'\\s+',' ','g'),200) as q from pg_stat_statements where query not like '%pg_stat_statements%' order by calls desc");
+      const r = await c.query(
+        "select calls, round(total_exec_time::numeric,1) || '|' || round(total_plan_time::numeric,1) as ms, left(regexp_replace(query,'\\s+',' ','g'),200) as q from pg_stat_statements where query not like '%pg_stat_statements%' order by calls desc",
+      );
       await c.end();
       (await import('node:fs')).writeFileSync(process.env['BENCH_PSS'], r.rows.map((x) => `${x.calls}|${x.ms}|${x.q}`).join('\n'));
     }
