@@ -21,7 +21,7 @@ import {
   deliveriesNeedingDelta,
   deliveriesOfCases,
   deliveriesWithoutJob,
-  deliveryById,
+  deliveryWithStop,
   deliveryStop,
   hasPendingInstances,
   insertDelivery,
@@ -332,7 +332,8 @@ export class ForwardingService {
 
   /** The `forwarding.deliver` handler: one attempt at one delivery. */
   async runJob(job: JobContext<DeliverJobPayload>): Promise<JobOutcome> {
-    const d = await deliveryById(this.db, job.payload.deliveryId);
+    const found = await deliveryWithStop(this.db, job.payload.deliveryId);
+    const d = found?.delivery;
     // Cancelled while its job waited (a retry's backoff, a dead worker's lease): what it had not sent is dropped here,
     // since the cancel leaves a delivery it saw `sending` to its worker.
     if (d?.state === DeliveryState.cancelled) return void (await job.fenced((trx) => dropUnsentInstances(trx, [d.id])));
@@ -343,7 +344,7 @@ export class ForwardingService {
       // The engine allows one run more than forwarding.maxAttempts: earlier runs ended without an outcome (the process died).
       throw await this.fail(job, d, 'every attempt ended without finishing (the worker stopped or the process died)', false, log);
     }
-    if (await this.stopped(job, d, [], log)) return;
+    if (await this.stopped(job, d, [], log, { stop: found!.stop })) return;
     await job.fenced((trx) => updateDelivery(trx, d.id, { state: DeliveryState.sending, updated_at: this.clock().toISOString() }));
     let failure: { message: string; transient: boolean };
     try {
@@ -557,8 +558,15 @@ export class ForwardingService {
    * stops the delivery here. What went through is recorded; a held study's
    * delivery waits as pending for its release, a cancelled one stays cancelled.
    */
-  private async stopped(job: JobContext<DeliverJobPayload>, d: DeliveryRow, sentUids: string[], log: Logger): Promise<boolean> {
-    const why = await deliveryStop(this.db, d.id);
+  private async stopped(
+    job: JobContext<DeliverJobPayload>,
+    d: DeliveryRow,
+    sentUids: string[],
+    log: Logger,
+    // What the caller's own read of the delivery just found, instead of reading again.
+    known?: { stop: 'cancelled' | 'held' | undefined },
+  ): Promise<boolean> {
+    const why = known ? known.stop : await deliveryStop(this.db, d.id);
     if (!why) return false;
     const now = this.clock().toISOString();
     await job.fenced(async (trx) => {

@@ -131,9 +131,27 @@ export async function deliveryStop(db: Db, deliveryId: string): Promise<'cancell
     .select(['d.state as delivery', 's.state as study'])
     .where('d.id', '=', deliveryId)
     .executeTakeFirst();
-  if (!row || row.delivery === DeliveryState.cancelled) return 'cancelled';
-  if (row.study === StudyState.held) return 'held';
+  return stopReason(row?.delivery, row?.study ?? null);
+}
+
+function stopReason(delivery: string | undefined, study: string | null): 'cancelled' | 'held' | undefined {
+  if (delivery === undefined || delivery === DeliveryState.cancelled) return 'cancelled';
+  if (study === StudyState.held) return 'held';
   return undefined;
+}
+
+/** A delivery and, in the same read, what would stop it now (deliveryStop). */
+export async function deliveryWithStop(db: Db, id: string): Promise<{ delivery: DeliveryRow; stop: 'cancelled' | 'held' | undefined } | undefined> {
+  const row = await db
+    .selectFrom('deliveries as d')
+    .leftJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
+    .selectAll('d')
+    .select('s.state as study_state')
+    .where('d.id', '=', id)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const { study_state, ...delivery } = row;
+  return { delivery, stop: stopReason(delivery.state, study_state) };
 }
 
 /** A delivery stopped mid-send because its study was held: due again (from what is missing) once the study is released. */
@@ -144,10 +162,6 @@ export async function parkDelivery(db: Db, deliveryId: string, now: string): Pro
     .where('id', '=', deliveryId)
     .where('state', 'in', [DeliveryState.sending, DeliveryState.pending])
     .execute();
-}
-
-export async function deliveryById(db: Db, id: string): Promise<DeliveryRow | undefined> {
-  return db.selectFrom('deliveries').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
 /**
