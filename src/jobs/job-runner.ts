@@ -96,10 +96,10 @@ export class JobRunner implements JobQueue {
    * The kinds the next pass looks for when it is not a full one: those this process enqueued or finished a job of
    * since the last pass. A claim names every kind it looks for, and PostgreSQL plans it anew each time (planning
    * the claim for all kinds cost several times its execution); other instances' jobs, retries and later runs are
-   * found by the full pass (every `pollMs`, or at once after wakeAt/runNow).
+   * found by the full pass (every `pollMs`, and at once when a wakeAt timer fires; runNow hints its own kind).
    */
   private readonly hinted = new Set<string>();
-  private fullPassDue = true;
+  /** When the last pass that looked for every kind ran (0: one is due now). */
   private lastFullPass = 0;
   private stopListening: (() => void) | undefined;
   /** The claim statement compiled for each set of kinds, limits and leases this runner has asked with (claimDueJobs). */
@@ -190,7 +190,7 @@ export class JobRunner implements JobQueue {
       () => {
         this.wakeTimer = undefined;
         this.wakeDue = Infinity;
-        this.fullPassDue = true;
+        this.lastFullPass = 0;
         this.loop.kick();
       },
       Math.max(0, ms - Date.now() + 5),
@@ -245,13 +245,10 @@ export class JobRunner implements JobQueue {
 
   /** One look at the table: one claim statement for every kind (of `only`) with a free slot. Returns how many jobs were claimed. */
   private async pass(only?: readonly string[]): Promise<number> {
-    const full = only !== undefined || this.fullPassDue || Date.now() - this.lastFullPass >= this.pollMs;
+    const full = only !== undefined || Date.now() - this.lastFullPass >= this.pollMs;
     const hinted = new Set(this.hinted);
     this.hinted.clear();
-    if (full && only === undefined) {
-      this.fullPassDue = false;
-      this.lastFullPass = Date.now();
-    }
+    if (full && only === undefined) this.lastFullPass = Date.now();
     const wants: ClaimWant[] = [];
     for (const [kind, k] of this.kinds) {
       if (only ? !only.includes(kind) : !full && !hinted.has(kind)) continue;
