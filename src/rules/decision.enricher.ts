@@ -4,8 +4,10 @@ import { decisionsOfStudies, parseDecisionRow } from './rules.repository.js';
 
 /** Adds `decision` (the latest, with every reason) and `caseId` to the study resource. */
 export async function decisionStudyEnricher(db: Db, studyInstanceUid: string): Promise<Record<string, unknown>> {
-  const last = (await decisionsOfStudies(db, [studyInstanceUid])).at(-1);
+  // The case first: it commits with its decision, so once a case is read the decision that opened it is there to
+  // read too (two reads, two snapshots on PostgreSQL: the other order could show a case without its decision).
   const c = await latestCaseOfStudy(db, studyInstanceUid);
+  const last = (await decisionsOfStudies(db, [studyInstanceUid])).at(-1);
   const parsed = last ? parseDecisionRow(last) : undefined;
   return {
     decision: last
