@@ -103,7 +103,10 @@ export function createGateway(config: Readonly<GatewayConfig>, options: GatewayO
   const logger = options.logger ?? createLogger(config.log, options.logSink);
   const log = logger.child({ component: 'gateway' });
   let started = false;
-  const opened: OpenedDatabase = openDatabase(config.database.url, { sqliteCacheMb: config.database.sqliteCacheMb });
+  const opened: OpenedDatabase = openDatabase(config.database.url, {
+    sqliteCacheMb: config.database.sqliteCacheMb,
+    postgresNamedStatements: config.database.postgresNamedStatements,
+  });
   const db = opened.db;
 
   // Built first: the listeners count their guard refusals in it.

@@ -216,6 +216,12 @@ const databaseSchema = z
      * to fill: RSS then climbs for that long before it levels off. The OS file cache serves pages beyond it.
      */
     sqliteCacheMb: z.number().min(1).max(1024).default(SQLITE_CACHE_MB_DEFAULT),
+    /**
+     * PostgreSQL only: give the frequent statements a name so that each connection parses them once and PostgreSQL
+     * can reuse their plans (db/pg-named-statements.ts). Turn off behind a proxy that pools transactions without
+     * tracking prepared statements (PgBouncer before 1.21, or without max_prepared_statements).
+     */
+    postgresNamedStatements: z.boolean().default(true),
   })
   .prefault({});
 

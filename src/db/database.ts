@@ -5,6 +5,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type 
 import pg from 'pg';
 import { SQLITE_CACHE_MB_DEFAULT } from '../config/schema.js';
 import { CommitListeners, notifyingCommits } from './commit-notifier.js';
+import { NamedStatementPool } from './pg-named-statements.js';
 import type { Database } from './schema.js';
 import { migrations } from './migrations/index.js';
 
@@ -23,9 +24,9 @@ export interface OpenedDatabase {
  * PostgreSQL (`postgres://user:pass@host:port/db`) lets several instances share
  * one state. The differences that matter to queries are in dialect.ts.
  */
-export function openDatabase(url: string, options: { sqliteCacheMb?: number } = {}): OpenedDatabase {
+export function openDatabase(url: string, options: { sqliteCacheMb?: number; postgresNamedStatements?: boolean } = {}): OpenedDatabase {
   if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length), options.sqliteCacheMb ?? SQLITE_CACHE_MB_DEFAULT);
-  if (url.startsWith('postgres:') || url.startsWith('postgresql:')) return openPostgres(url);
+  if (url.startsWith('postgres:') || url.startsWith('postgresql:')) return openPostgres(url, options.postgresNamedStatements ?? true);
   throw new Error(`database.url: ${url.split(':')[0]} is not supported (sqlite: or postgres://)`);
 }
 
@@ -42,7 +43,7 @@ const pgTypes: pg.CustomTypesConfig = {
   }) as pg.CustomTypesConfig['getTypeParser'],
 };
 
-function openPostgres(url: string): OpenedDatabase {
+function openPostgres(url: string, namedStatements: boolean): OpenedDatabase {
   const pool = new pg.Pool({
     connectionString: url,
     types: pgTypes,
@@ -54,7 +55,7 @@ function openPostgres(url: string): OpenedDatabase {
   // An idle connection dropped by the server must not crash the process; the next query gets a fresh one.
   pool.on('error', () => undefined);
   const commits = new CommitListeners();
-  const db = new Kysely<Database>({ dialect: notifyingCommits(new PostgresDialect({ pool }), commits) });
+  const db = new Kysely<Database>({ dialect: notifyingCommits(new PostgresDialect({ pool: namedStatements ? new NamedStatementPool(pool) : pool }), commits) });
   return {
     db,
     dialect: 'postgres',

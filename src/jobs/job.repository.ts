@@ -1,7 +1,7 @@
 import { sql, type CompiledQuery } from 'kysely';
 import type { Db } from '../db/database.js';
 import { dbNow, forClaim, forUpdate } from '../db/dialect.js';
-import type { JobRow, JobState } from './job.table.js';
+import { JOB_COLUMNS, type JobRow, type JobState } from './job.table.js';
 
 /**
  * All SQL of the job engine. Every time comparison and every time written for
@@ -164,7 +164,7 @@ function buildClaim(db: Db, wanted: readonly ClaimWant[], workerId: string, toke
       updated_at: now,
     })
     .where('id', 'in', candidates)
-    .returningAll();
+    .returning(JOB_COLUMNS);
 }
 
 /** The claim of one kind (claimDueJobs with one want): up to `limit` due jobs of `kind`. */

@@ -26,3 +26,26 @@ export interface JobTable {
 }
 
 export type JobRow = Selectable<JobTable>;
+
+/**
+ * Every column, named: the claim returns these rather than `*`, so that its text can be a named statement on
+ * PostgreSQL (db/pg-named-statements.ts names no `*` text). `satisfies` fails the build when a column is missing here.
+ */
+export const JOB_COLUMNS = Object.keys({
+  id: true,
+  kind: true,
+  key: true,
+  active_key: true,
+  queue: true,
+  payload: true,
+  state: true,
+  run_at: true,
+  attempts: true,
+  max_attempts: true,
+  locked_by: true,
+  lock_token: true,
+  locked_until: true,
+  last_error: true,
+  created_at: true,
+  updated_at: true,
+} satisfies Record<keyof JobTable, true>) as (keyof JobTable)[];
