@@ -79,8 +79,15 @@ export async function* readPieces(stream: Part10Stream, from = 0, chunkBytes = 1
 /** Reads a whole stream into memory (transcoding, tests): only where a whole instance is unavoidable. */
 export async function streamToBuffer(stream: Part10Stream): Promise<Buffer> {
   const parts: Buffer[] = [];
-  for await (const c of readPieces(stream)) parts.push(c);
-  return Buffer.concat(parts, stream.length);
+  let n = 0;
+  for await (const c of readPieces(stream)) {
+    parts.push(c);
+    n += c.length;
+  }
+  // Buffer.concat would pad a short read with zeros (or cut a long one) to the announced length: a file changed or
+  // truncated since it was measured must fail, as sending it streamed does, never go out padded.
+  if (n !== stream.length) throw new Error(`the data set source gave ${n} of ${stream.length} bytes (changed or truncated)`);
+  return Buffer.concat(parts, n);
 }
 
 /** Where the dataset starts in a Part 10 file: past the preamble, DICM and the group 0002 elements (PS3.10 7.1). */

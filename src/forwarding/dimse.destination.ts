@@ -11,6 +11,7 @@ import { clientTlsOptions } from '../tls.js';
 import {
   failAll,
   loadBytes,
+  part10Stream,
   readPieces,
   streamToBuffer,
   type DestinationSender,
@@ -27,6 +28,19 @@ const { Dataset, Transcoding, log: dimseLog } = dimse;
 type DimseConfig = Extract<Destination, { type: 'dimse' }>;
 
 const UNCOMPRESSED = UNCOMPRESSED_SYNTAXES;
+
+/**
+ * A streamed instance up to this size is read into memory as the prefetch of the next instance, while the
+ * receiver answers the current one: the file's open, read and close then cost no time on the wire. Larger
+ * ones are read as they are sent, so memory stays at two such instances at most.
+ */
+export const PREFETCH_MAX_BYTES = 8 * 1024 * 1024;
+
+/** The stream's bytes in memory when it is small enough to prefetch; otherwise the stream as it is. */
+export async function prefetched(stream: Part10Stream): Promise<Part10Stream> {
+  if (stream.length > PREFETCH_MAX_BYTES || stream.pieces.every(Buffer.isBuffer)) return stream;
+  return part10Stream([await streamToBuffer(stream)], stream.datasetOffset);
+}
 
 /** PS3.8 9.3.2.2: at most 128 presentation contexts (odd ids 1..255) in one A-ASSOCIATE-RQ. */
 const MAX_CONTEXTS = 128;
@@ -252,7 +266,8 @@ export class DimseDestinationSender implements DestinationSender {
       const accepted = ul.contexts;
       const contextFor = (sopClassUid: string, ts: string): number | undefined => ul?.contextFor(sopClassUid, ts)?.id;
 
-      // Prefetch: the next instance is loaded while the receiver stores the current one.
+      // Prefetch: the next instance is loaded (read into memory up to PREFETCH_MAX_BYTES) while the receiver
+      // stores the current one.
       const load = (i: number): Promise<Loaded> | undefined => {
         const p = chunk[i];
         if (!p || !accepted.some((c) => c.abstractSyntax === p.sopClassUid)) return undefined;
@@ -260,7 +275,7 @@ export class DimseDestinationSender implements DestinationSender {
         const parts: Promise<Loaded> = p.parts
           ? Promise.resolve({ parts: p.parts })
           : 'stream' in inst
-            ? Promise.resolve({ stream: inst.stream, transferSyntaxUid: p.transferSyntaxUid })
+            ? prefetched(inst.stream).then((stream) => ({ stream, transferSyntaxUid: p.transferSyntaxUid }))
             : loadBytes(inst).then((b) => ({ parts: splitPart10(b) }));
         parts.catch(() => undefined); // observed below; never an unhandled rejection if the association ends first
         return parts;
