@@ -230,14 +230,19 @@ export class Association extends EventEmitter<AssociationEvents> {
       if (chunk.length === 0) continue;
       pending.push(chunk);
       pendingLength += chunk.length;
+      // The fragments cut from this chunk go out corked into one writev, as send() does: not two writes a PDU.
+      let more = true;
+      this.socket.cork();
       while (pendingLength >= this.maxPdv || (pendingLength > 0 && sent + pendingLength >= length)) {
         const n = Math.min(this.maxPdv, pendingLength);
         const data = take(n);
         sent += n;
         this.socket.write(pDataHeader(contextId, false, sent >= length, n));
-        this.lastSent = Date.now();
-        if (!this.socket.write(data)) await this.drained();
+        more = this.socket.write(data);
       }
+      this.socket.uncork();
+      this.lastSent = Date.now();
+      if (!more) await this.drained();
     }
     if (sent !== length) throw new Error(`the data set source gave ${sent} of ${length} bytes (changed or truncated)`);
   }
