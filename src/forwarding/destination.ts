@@ -87,7 +87,9 @@ export async function streamToBuffer(stream: Part10Stream): Promise<Buffer> {
   // Buffer.concat would pad a short read with zeros (or cut a long one) to the announced length: a file changed or
   // truncated since it was measured must fail, as sending it streamed does, never go out padded.
   if (n !== stream.length) throw new Error(`the data set source gave ${n} of ${stream.length} bytes (changed or truncated)`);
-  return Buffer.concat(parts, n);
+  // One chunk read from a file (up to readPieces' chunk size) is a fresh buffer and already the whole: no copy.
+  // A caller's in-memory piece is still copied, so the result never shares memory with the caller.
+  return parts.length === 1 && !stream.pieces.some((p) => Buffer.isBuffer(p)) ? parts[0]! : Buffer.concat(parts, n);
 }
 
 /** Where the dataset starts in a Part 10 file: past the preamble, DICM and the group 0002 elements (PS3.10 7.1). */
