@@ -45,7 +45,7 @@ function poisonsStatements(err: unknown): boolean {
  * is unknown on the next.
  */
 export class NamedStatementPool implements PostgresPool {
-  private readonly names = new Map<string, string | null>();
+  private readonly names = new Map<string, string>();
   private readonly wrapped = new WeakMap<pg.PoolClient, NamingClient>();
 
   constructor(
@@ -69,15 +69,16 @@ export class NamedStatementPool implements PostgresPool {
     return this.pool.end();
   }
 
-  /** The name for `text`, or null when it stays unnamed; decided once per text while the bound allows. */
+  /**
+   * The name for `text`, or null when it stays unnamed. Only named texts are kept and count towards the bound, so
+   * the unnamed ones (`select *`, long IN lists, one-off texts) never use up the room of a frequent text.
+   */
   nameOf(text: string): string | null {
     const known = this.names.get(text);
     if (known !== undefined) return known;
     if (this.names.size >= this.max) return null;
-    const name =
-      DML.test(text) && !LONG_IN_LIST.test(text) && !STAR.test(text.replace(/count\(\*\)/gi, ''))
-        ? 'gw_' + createHash('sha1').update(text).digest('hex').slice(0, 24)
-        : null;
+    if (!DML.test(text) || LONG_IN_LIST.test(text) || STAR.test(text.replace(/count\(\*\)/gi, ''))) return null;
+    const name = 'gw_' + createHash('sha1').update(text).digest('hex').slice(0, 24);
     this.names.set(text, name);
     return name;
   }
