@@ -233,14 +233,17 @@ export class Association extends EventEmitter<AssociationEvents> {
       // The fragments cut from this chunk go out corked into one writev, as send() does: not two writes a PDU.
       let more = true;
       this.socket.cork();
-      while (pendingLength >= this.maxPdv || (pendingLength > 0 && sent + pendingLength >= length)) {
-        const n = Math.min(this.maxPdv, pendingLength);
-        const data = take(n);
-        sent += n;
-        this.socket.write(pDataHeader(contextId, false, sent >= length, n));
-        more = this.socket.write(data);
+      try {
+        while (pendingLength >= this.maxPdv || (pendingLength > 0 && sent + pendingLength >= length)) {
+          const n = Math.min(this.maxPdv, pendingLength);
+          const data = take(n);
+          sent += n;
+          this.socket.write(pDataHeader(contextId, false, sent >= length, n));
+          more = this.socket.write(data);
+        }
+      } finally {
+        this.socket.uncork();
       }
-      this.socket.uncork();
       this.lastSent = Date.now();
       if (!more) await this.drained();
     }
