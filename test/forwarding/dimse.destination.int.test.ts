@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import dcmjs from 'dcmjs';
@@ -119,6 +119,44 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
         assert.ok(file, 'received');
         assert.equal(rawFromPart10(file).transferSyntaxUid, Ts.explicitLe);
         assert.ok(rawFromPart10(file).dataset.equals(rawFromPart10(b.bytes).dataset), 'dataset bytes identical');
+      }
+    });
+
+    it("pydicom's vendor files (explicit and implicit LE, JPEG 2000, RLE) streamed from disk as the forwarding service sends them: storescp +B receives each dataset byte for byte", async function () {
+      const corpus = '/usr/lib/python3/dist-packages/pydicom/data/test_files';
+      if (!existsSync(corpus)) {
+        console.log(`      skipped: pydicom's corpus is not installed (${corpus}; apt-get install python3-pydicom)`);
+        this.skip();
+      }
+      // Distinct SOP Instance UIDs; several syntaxes, so each goes out on a context of its own stored syntax.
+      const files = ['CT_small.dcm', 'MR_small.dcm', 'JPEG2000.dcm', 'rtplan.dcm', 'SC_rgb_rle.dcm'].map((f) => path.join(corpus, f));
+      scp = await startStorescp('POOL', ['+B', '+xa']);
+      const batch = await Promise.all(
+        files.map(async (file) => {
+          const raw = rawFromPart10(readFileSync(file));
+          return {
+            raw,
+            instance: {
+              sopClassUid: raw.sopClassUid,
+              sopInstanceUid: raw.sopInstanceUid,
+              transferSyntaxUid: raw.transferSyntaxUid,
+              stream: await fileStream(file),
+            },
+          };
+        }),
+      );
+      const results = await dimseSender(scp.port).send(batch.map((b) => b.instance));
+      assert.deepEqual(
+        results,
+        batch.map((b) => ({ sopInstanceUid: b.raw.sopInstanceUid, ok: true })),
+      );
+      const got = scp.received();
+      for (const b of batch) {
+        const file = got.get(b.raw.sopInstanceUid);
+        assert.ok(file, `received ${b.raw.sopInstanceUid}`);
+        const received = rawFromPart10(file);
+        assert.equal(received.transferSyntaxUid, b.raw.transferSyntaxUid, 'sent in its stored syntax');
+        assert.ok(received.dataset.equals(b.raw.dataset), `dataset bytes identical (${b.raw.sopInstanceUid})`);
       }
     });
 
