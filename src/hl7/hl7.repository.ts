@@ -2,7 +2,7 @@ import { sql, type Insertable } from 'kysely';
 import type { Db } from '../db/database.js';
 import { storableText } from '../db/dialect.js';
 import type { CodedValue, Person } from './hl7-parse.js';
-import { param, precompiled } from './precompiled.js';
+import { param, precompiled } from '../db/precompiled.js';
 import { LinkState, MessageStatus, type CaseState } from '../states.js';
 import {
   type AiResultRow,

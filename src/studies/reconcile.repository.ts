@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { param, precompiled } from '../hl7/precompiled.js';
+import { param, precompiled } from '../db/precompiled.js';
 import { LinkState, MessageStatus } from '../states.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { Compilable, CompiledQuery, QueryResult } from 'kysely';
-import type { Db } from '../db/database.js';
+import type { Db } from './database.js';
 
 const MARK = '\u0000param:';
 
