@@ -76,19 +76,37 @@ export async function* readPieces(stream: Part10Stream, from = 0, chunkBytes = 1
   }
 }
 
-/** Reads a whole stream into memory (transcoding, tests): only where a whole instance is unavoidable. */
+/** A file's byte range [start, end) in one buffer, or less if the file ends first: one open, its reads, one close. */
+async function readRange(path: string, start: number, end: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const out = Buffer.allocUnsafe(end - start);
+    let n = 0;
+    while (n < out.length) {
+      const { bytesRead } = await fh.read(out, n, out.length - n, start + n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return n === out.length ? out : out.subarray(0, n);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Reads a whole stream into memory (the prefetch, transcoding, tests): only where a whole instance is wanted. */
 export async function streamToBuffer(stream: Part10Stream): Promise<Buffer> {
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const c of readPieces(stream)) {
+  for (const p of stream.pieces) {
+    const c = Buffer.isBuffer(p) ? p : await readRange(p.path, p.start, p.end);
     parts.push(c);
     n += c.length;
   }
   // Buffer.concat would pad a short read with zeros (or cut a long one) to the announced length: a file changed or
   // truncated since it was measured must fail, as sending it streamed does, never go out padded.
   if (n !== stream.length) throw new Error(`the data set source gave ${n} of ${stream.length} bytes (changed or truncated)`);
-  // One chunk read from a file (up to readPieces' chunk size) is a fresh buffer and already the whole: no copy.
-  // A caller's in-memory piece is still copied, so the result never shares memory with the caller.
+  // One file range is a fresh buffer and already the whole: no copy. A caller's in-memory piece is still copied,
+  // so the result never shares memory with the caller.
   return parts.length === 1 && !stream.pieces.some((p) => Buffer.isBuffer(p)) ? parts[0]! : Buffer.concat(parts, n);
 }
 

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { forUpdate } from '../db/dialect.js';
+import { param, precompiled } from '../db/precompiled.js';
 import { CaseState, DeliveryInstanceState, DeliveryState, StudyState } from '../states.js';
 import type { DeliveryInstanceRow, DeliveryRow } from './delivery.table.js';
 
@@ -124,13 +125,17 @@ export async function deliveriesNeedingDelta(
  * cancelled (the delivery is `cancelled`), or its study was held. Read by the
  * sender between instances and batches.
  */
-export async function deliveryStop(db: Db, deliveryId: string): Promise<'cancelled' | 'held' | undefined> {
-  const row = await db
+// Run before every instance a delivery sends: built and compiled once, then only bound.
+const stopQuery = precompiled<{ id: string }, { delivery: string; study: string | null }>((db) =>
+  db
     .selectFrom('deliveries as d')
     .leftJoin('studies as s', 's.study_instance_uid', 'd.study_instance_uid')
     .select(['d.state as delivery', 's.state as study'])
-    .where('d.id', '=', deliveryId)
-    .executeTakeFirst();
+    .where('d.id', '=', param('id')),
+);
+
+export async function deliveryStop(db: Db, deliveryId: string): Promise<'cancelled' | 'held' | undefined> {
+  const row = (await stopQuery(db, { id: deliveryId })).rows[0];
   return stopReason(row?.delivery, row?.study ?? null);
 }
 
