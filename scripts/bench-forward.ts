@@ -21,7 +21,11 @@
  * request, i.e. the peak while forwarding; the process's RSS at that moment
  * is printed too.
  *
- * Usage: npx tsx scripts/bench-forward.ts [--instances 200] [--runs 3] [--batch-size N] [--poll-ms N (0: log line)]
+ * With --associations K (K > 1) the destination's maxAssociations is K and every storescp runs with --fork (a process
+ * per association); (b) then also runs K storescu processes at once, each sending every K-th file, and the gateway's
+ * ratio is printed against both.
+ *
+ * Usage: npx tsx scripts/bench-forward.ts [--instances 200] [--runs 3] [--batch-size N] [--associations K] [--poll-ms N (0: log line)]
  *          [--skip-orthanc] [--skip-memory] [--cpu-prof dir] [--keep-compiled]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -47,11 +51,24 @@ function storescu(port: number, dir: string, calledAe: string): Promise<{ code: 
   return timed('storescu', ['-aet', 'BENCH', '-aec', calledAe, '+sd', '+r', '127.0.0.1', String(port), dir]);
 }
 
+/** `k` storescu processes started together, each sending every k-th file on its own association: the wall time of all. */
+async function storescuParallel(port: number, files: string[], calledAe: string, k: number): Promise<{ ms: number }> {
+  const t0 = process.hrtime.bigint();
+  const runs = await Promise.all(
+    Array.from({ length: k }, (_, j) =>
+      timed('storescu', ['-aet', 'BENCH', '-aec', calledAe, '127.0.0.1', String(port), ...files.filter((_, i) => i % k === j)]),
+    ),
+  );
+  const failed = runs.find((r) => r.code !== 0);
+  if (failed) throw new Error(`storescu (one of ${k}) -> storescp failed: ${failed.stderr}`);
+  return { ms: Number(process.hrtime.bigint() - t0) / 1e6 };
+}
+
 /** DCMTK storescp on a free port writing to a fresh folder; `count()` is how many files it wrote. */
-async function startStorescp(work: string): Promise<{ port: number; count: () => number; stop: () => Promise<void> }> {
+async function startStorescp(work: string, fork = false): Promise<{ port: number; count: () => number; stop: () => Promise<void> }> {
   const out = mkdtempSync(path.join(work, 'storescp-'));
   const port = await freePort();
-  const child = spawn('storescp', ['-od', out, String(port)], { env: { ...process.env, TCP_NODELAY: '1' }, stdio: 'ignore' });
+  const child = spawn('storescp', [...(fork ? ['--fork'] : []), '-od', out, String(port)], { env: { ...process.env, TCP_NODELAY: '1' }, stdio: 'ignore' });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   await waitForPort(port);
   return {
@@ -328,6 +345,7 @@ async function main(): Promise<void> {
       instances: { type: 'string', default: '200' },
       runs: { type: 'string', default: '3' },
       'batch-size': { type: 'string' },
+      associations: { type: 'string', default: '1' },
       'poll-ms': { type: 'string', default: '0' },
       'skip-orthanc': { type: 'boolean', default: false },
       'skip-memory': { type: 'boolean', default: false },
@@ -338,6 +356,9 @@ async function main(): Promise<void> {
   const n = Number(values.instances);
   const runs = Number(values.runs);
   const batchSize = values['batch-size'] ? Number(values['batch-size']) : undefined;
+  const associations = Number(values.associations);
+  if (!Number.isInteger(associations) || associations < 1 || associations > 16) throw new Error('--associations: a count from 1 to 16');
+  const fork = associations > 1;
   const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
   if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
   const o: Options = { pollMs: Number(values['poll-ms']), cpuProfDir, label: 'cstore' };
@@ -356,6 +377,7 @@ async function main(): Promise<void> {
       port,
       aeTitle: 'ANY-SCP',
       ...(batchSize ? { batchSize } : {}),
+      ...(fork ? { maxAssociations: associations } : {}),
     });
     console.log(
       `load average before: ${loadavg()
@@ -363,14 +385,15 @@ async function main(): Promise<void> {
         .join(' ')} on ${cpus().length} CPUs (wall times below are from a shared machine)`,
     );
     console.log(
-      `study: ${n} CT instances 512x512x16, ${(bytes / 1e6).toFixed(1)} MB; DIMSE batchSize ${batchSize ?? 'default (100)'}; storescu: one association, TCP_NODELAY=1; ${runs} runs each, interleaved; a gateway run ends at ${o.pollMs > 0 ? `GET /api/cases/:id every ${o.pollMs} ms` : "its 'delivered' log line"}`,
+      `study: ${n} CT instances 512x512x16, ${(bytes / 1e6).toFixed(1)} MB; DIMSE batchSize ${batchSize ?? 'default (100)'}, maxAssociations ${associations}${fork ? ', storescp --fork' : ''}; storescu: one association${fork ? ` (and ${associations} storescu processes)` : ''}, TCP_NODELAY=1; ${runs} runs each, interleaved; a gateway run ends at ${o.pollMs > 0 ? `GET /api/cases/:id every ${o.pollMs} ms` : "its 'delivered' log line"}`,
     );
 
     // (a) + (b)
     const scuMs: number[] = [];
+    const scuKMs: number[] = [];
     const gw: ForwardRun[] = [];
     for (let i = 0; i < runs; i++) {
-      const a = await startStorescp(work);
+      const a = await startStorescp(work, fork);
       try {
         const r = await storescu(a.port, studyDir, 'ANY-SCP');
         if (r.code !== 0) throw new Error(`storescu -> storescp failed: ${r.stderr}`);
@@ -379,7 +402,25 @@ async function main(): Promise<void> {
       } finally {
         await a.stop();
       }
-      const b = await startStorescp(work);
+      if (fork) {
+        const k = await startStorescp(work, fork);
+        try {
+          scuKMs.push(
+            (
+              await storescuParallel(
+                k.port,
+                study.instances.map((x) => x.path),
+                'ANY-SCP',
+                associations,
+              )
+            ).ms,
+          );
+          if (k.count() !== n) throw new Error(`storescp stored ${k.count()} of ${n} from ${associations} storescu`);
+        } finally {
+          await k.stop();
+        }
+      }
+      const b = await startStorescp(work, fork);
       try {
         gw.push(await gatewayForward(study, studyDir, dimse(b.port), work, { ...o, label: `cstore-${i}` }));
         if (b.count() !== n) throw new Error(`storescp stored ${b.count()} of ${n} from the gateway`);
@@ -388,14 +429,16 @@ async function main(): Promise<void> {
       }
     }
     line('storescu -> storescp', n, bytes, scuMs);
+    if (fork) line(`${associations} x storescu -> storescp`, n, bytes, scuKMs);
     line(
-      'gateway C-STORE -> storescp',
+      fork ? `gateway, ${associations} assoc. -> storescp` : 'gateway C-STORE -> storescp',
       n,
       bytes,
       gw.map((g) => g.ms),
     );
     const ratio = median(scuMs) / median(gw.map((g) => g.ms));
     console.log(`ratio gateway/storescu (throughput): ${ratio.toFixed(2)}   (target >= 0.8)`);
+    if (fork) console.log(`ratio gateway/${associations} x storescu (throughput): ${(median(scuKMs) / median(gw.map((g) => g.ms))).toFixed(2)}`);
     console.log(
       `gateway CPU while forwarding: ${gw.map((g) => g.cpuMs.toFixed(0)).join(', ')} ms (${gw.map((g) => ((100 * g.cpuMs) / g.ms).toFixed(0)).join(', ')}% of the wall time; ${gw.map((g) => (g.cpuMs / n).toFixed(2)).join(', ')} ms per instance, case creation and planning included)`,
     );
@@ -446,7 +489,7 @@ async function main(): Promise<void> {
       for (const size of [50, 400]) {
         const dir = path.join(work, `study-${size}`);
         const s = generateStudy(dir, { instances: size, series: 2, modality: 'CT', rows: 512, columns: 512, bitsAllocated: 16 });
-        const scp = await startStorescp(work);
+        const scp = await startStorescp(work, fork);
         try {
           const g = await gatewayForward(s, dir, dimse(scp.port), work, { ...o, label: `mem-${size}` });
           if (scp.count() !== size) throw new Error(`storescp stored ${scp.count()} of ${size}`);

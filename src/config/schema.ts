@@ -256,6 +256,11 @@ const dimseDestination = z.strictObject({
   hl7: poolHl7Channel.optional(),
   timeoutSeconds: z.number().positive().default(60),
   batchSize: z.number().int().positive().default(100),
+  /**
+   * Associations a batch is sent over at once (each takes the next instance of the batch when it is free). More than
+   * one keeps a receiver that stores in parallel busy; deliveries to one destination still go one after another.
+   */
+  maxAssociations: z.number().int().min(1).max(16).default(1),
   /** DICOM TLS to the destination: the association starts once the handshake is done. */
   tls: tlsClientSchema.optional(),
 });

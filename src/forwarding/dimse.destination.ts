@@ -128,6 +128,8 @@ export class DimseDestinationSender implements DestinationSender {
   /** tls.connect options, read per connection (a renewed certificate is picked up); undefined for plain TCP. */
   private readonly secure: (() => tls.ConnectionOptions) | undefined;
   private messageId = 0;
+  /** Why an association of several ended early, logged once each (a receiver's association limit repeats per batch). */
+  private readonly warnedEndings = new Set<string>();
 
   constructor(
     private readonly config: DimseConfig,
@@ -236,7 +238,11 @@ export class DimseDestinationSender implements DestinationSender {
     }
   }
 
-  /** One association for the chunk: propose, then per instance load, pick a context (or transcode), C-STORE, read the status. */
+  /**
+   * The chunk over up to `maxAssociations` associations at once: each takes the next instance not yet taken when it is
+   * free (so every association sends in batch order), and an association that cannot open or breaks leaves the rest to
+   * the others. With one association (the default) this is storescu's order and pace.
+   */
   private async storeChunk(chunk: Prepared[]): Promise<InstanceResult[]> {
     const results: (InstanceResult | undefined)[] = chunk.map(() => undefined);
     const done = (i: number, r: { ok: true } | { ok: false; failure: SendFailure }): void => {
@@ -258,18 +264,57 @@ export class DimseDestinationSender implements DestinationSender {
       propose(p.sopClassUid, [p.transferSyntaxUid]);
       propose(p.sopClassUid, [TransferSyntax.explicitLe, TransferSyntax.implicitLe]);
     }
+    const work: Work = { chunk, proposals, done, cursor: 0, returned: [], stopped: undefined };
+    const width = Math.min(this.config.maxAssociations, chunk.length);
+    const endings = await Promise.all(Array.from({ length: width }, () => this.storeOver(work)));
+    // Not sent: the stop (a cancelled case) if there was one, else why the associations ended.
+    const ended = work.stopped ?? endings.find((e) => e !== undefined);
+    if (width > 1) {
+      // A receiver that refuses associations beyond its own limit is served by the ones it took: said once per reason.
+      for (const e of endings) {
+        if (!e || this.warnedEndings.has(e.message)) continue;
+        if (this.warnedEndings.size >= 64) this.warnedEndings.clear();
+        this.warnedEndings.add(e.message);
+        this.log.warn('an association of a batch ended early; the others carried on with its instances', {
+          reason: e.message,
+          maxAssociations: this.config.maxAssociations,
+        });
+      }
+    }
+    return results.map(
+      (r, i) =>
+        r ?? {
+          sopInstanceUid: chunk[i]!.instance.sopInstanceUid,
+          ok: false,
+          failure: { ...(ended ?? { transient: true, message: 'association ended before a response' }) },
+        },
+    );
+  }
 
+  /**
+   * One association: propose, then per instance taken load, pick a context (or transcode), C-STORE, read the status.
+   * Returns why it ended early (association rejected, broken, timed out), or undefined once nothing is left.
+   */
+  private async storeOver(work: Work): Promise<SendFailure | undefined> {
+    const { chunk, done } = work;
+    // The next instance for this association: one another association gave back first, then the batch's next.
+    const take = (): number | undefined => {
+      if (work.stopped) return undefined;
+      if (work.returned.length > 0) return work.returned.shift();
+      return work.cursor < chunk.length ? work.cursor++ : undefined;
+    };
     let ul: DimseClient | undefined;
-    let ended: SendFailure | undefined;
+    /** Taken for the prefetch and not yet sent: given back if this association ends first. */
+    let upcoming: number | undefined;
     try {
-      ul = await this.connect(proposals);
+      ul = await this.connect(work.proposals);
       const accepted = ul.contexts;
       const contextFor = (sopClassUid: string, ts: string): number | undefined => ul?.contextFor(sopClassUid, ts)?.id;
 
       // Prefetch: the next instance is loaded (read into memory up to PREFETCH_MAX_BYTES) while the receiver
       // stores the current one.
-      const load = (i: number): Promise<Loaded> | undefined => {
-        const p = chunk[i];
+      const load = (i: number | undefined): Promise<Loaded> | undefined => {
+        const p = i === undefined ? undefined : chunk[i];
         if (!p || !accepted.some((c) => c.abstractSyntax === p.sopClassUid)) return undefined;
         const inst = p.instance;
         const parts: Promise<Loaded> = p.parts
@@ -280,24 +325,32 @@ export class DimseDestinationSender implements DestinationSender {
         parts.catch(() => undefined); // observed below; never an unhandled rejection if the association ends first
         return parts;
       };
-      let nextLoad = load(0);
-      for (let i = 0; i < chunk.length; i++) {
+      upcoming = take();
+      let nextLoad = load(upcoming);
+      while (upcoming !== undefined) {
+        const i = upcoming;
+        upcoming = undefined;
         const p = chunk[i]!;
-        // The caller's stop check (a cancelled case): the instance answered before this one was the last sent.
+        // The caller's stop check (a cancelled case): the instance answered before this one was the last this
+        // association sent; the others stop at their own next check.
         const check = 'beforeSend' in p.instance ? p.instance.beforeSend : undefined;
         if (check) {
           try {
             await check();
           } catch (err) {
-            ended = { transient: true, message: `stopped before sending: ${(err as Error).message}` };
+            work.stopped ??= { transient: true, message: `stopped before sending: ${(err as Error).message}` };
             break;
           }
         }
         const loading = nextLoad;
         nextLoad = undefined;
+        const next = (): void => {
+          upcoming = take();
+          nextLoad = load(upcoming);
+        };
         if (!loading) {
           done(i, { ok: false, failure: { transient: false, message: `receiver does not accept SOP class ${p.sopClassUid}` } });
-          nextLoad = load(i + 1);
+          next();
           continue;
         }
         let loaded: Loaded;
@@ -305,7 +358,7 @@ export class DimseDestinationSender implements DestinationSender {
           loaded = await loading;
         } catch (err) {
           done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${(err as Error).message}` } });
-          nextLoad = load(i + 1);
+          next();
           continue;
         }
         p.parts = undefined;
@@ -320,7 +373,7 @@ export class DimseDestinationSender implements DestinationSender {
             dataset = 'parts' in loaded ? loaded.parts.dataset : splitPart10(await streamToBuffer(loaded.stream)).dataset;
           } catch (err) {
             done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${(err as Error).message}` } });
-            nextLoad = load(i + 1);
+            next();
             continue;
           }
         }
@@ -341,7 +394,7 @@ export class DimseDestinationSender implements DestinationSender {
             }
           }
           if (contextId === undefined) {
-            nextLoad = load(i + 1);
+            next();
             continue;
           }
         }
@@ -357,7 +410,7 @@ export class DimseDestinationSender implements DestinationSender {
           },
           stream ? { chunks: readPieces(stream, stream.datasetOffset), length: stream.length - stream.datasetOffset } : dataset,
         );
-        nextLoad = load(i + 1);
+        next();
         const rsp = (await answered).at(-1)!.command;
         const status = rsp.status ?? -1;
         const c =
@@ -370,21 +423,31 @@ export class DimseDestinationSender implements DestinationSender {
         if (!c.ok && rsp.errorComment) c.failure.message += `: ${rsp.errorComment}`;
         done(i, c);
       }
+      if (upcoming !== undefined) work.returned.push(upcoming);
+      upcoming = undefined;
       await ul.release();
+      return undefined;
     } catch (err) {
       ul?.abort();
-      if (err instanceof AssociationRejected) ended = classifyReject(err.rejection);
-      else ended = { transient: true, message: err instanceof Error ? err.message : String(err) };
+      // The instance in flight has no answer (it fails with the others not sent); the prefetched one was never sent.
+      if (upcoming !== undefined) work.returned.push(upcoming);
+      if (err instanceof AssociationRejected) return classifyReject(err.rejection);
+      return { transient: true, message: err instanceof Error ? err.message : String(err) };
     }
-    return results.map(
-      (r, i) =>
-        r ?? {
-          sopInstanceUid: chunk[i]!.instance.sopInstanceUid,
-          ok: false,
-          failure: { ...(ended ?? { transient: true, message: 'association ended before a response' }) },
-        },
-    );
   }
+}
+
+/** A chunk shared by the associations sending it. */
+interface Work {
+  chunk: Prepared[];
+  proposals: { id: number; abstractSyntax: string; transferSyntaxes: string[] }[];
+  done: (i: number, r: { ok: true } | { ok: false; failure: SendFailure }) => void;
+  /** The next instance no association has taken yet. */
+  cursor: number;
+  /** Taken (prefetched) by an association that then ended, not sent: the next association to be free takes them. */
+  returned: number[];
+  /** Set by the first failed stop check: no association takes another instance. */
+  stopped: SendFailure | undefined;
 }
 
 /** Splits a batch only when its SOP class / syntax mix needs more than 128 presentation contexts. */

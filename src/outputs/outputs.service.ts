@@ -306,6 +306,7 @@ export class OutputsService {
             deidentify: false,
             timeoutSeconds: p.timeoutSeconds,
             batchSize: 1,
+            maxAssociations: 1,
             ...(p.tls ? { tls: p.tls } : {}),
           }
         : {

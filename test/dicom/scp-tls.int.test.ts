@@ -69,7 +69,7 @@ function toOutgoing(file: string): OutgoingInstance {
 
 function tlsSender(port: number, tls: NonNullable<Extract<GatewayConfig['destinations'][number], { type: 'dimse' }>['tls']>, aeTitle = 'POOL') {
   return createDestinationSender(
-    { id: 'pool-tls', type: 'dimse', host: '127.0.0.1', port, aeTitle, deidentify: false, timeoutSeconds: 10, batchSize: 100, tls },
+    { id: 'pool-tls', type: 'dimse', host: '127.0.0.1', port, aeTitle, deidentify: false, timeoutSeconds: 10, batchSize: 100, maxAssociations: 1, tls },
     { callingAeTitle: 'SECONDREAD', logger: winston.createLogger({ silent: true }) },
   );
 }

@@ -28,7 +28,7 @@ function toOutgoing(file: string): OutgoingInstance {
 
 function dimseSender(port: number, aeTitle = 'POOL', timeoutSeconds = 10): DestinationSender {
   return createDestinationSender(
-    { id: 'pool-dimse', type: 'dimse', host: '127.0.0.1', port, aeTitle, deidentify: false, timeoutSeconds, batchSize: 100 },
+    { id: 'pool-dimse', type: 'dimse', host: '127.0.0.1', port, aeTitle, deidentify: false, timeoutSeconds, batchSize: 100, maxAssociations: 1 },
     { callingAeTitle: 'SECONDREAD', logger: silent },
   );
 }
@@ -366,6 +366,7 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
           deidentify: false,
           timeoutSeconds: 10,
           batchSize: 10,
+          maxAssociations: 1,
         },
         { callingAeTitle: 'SECONDREAD', logger: silent },
       );

@@ -106,6 +106,7 @@ describe('TLS everywhere, plain listeners off (whole gateway in-process)', funct
         deidentify: false,
         timeoutSeconds: 5,
         batchSize: 1,
+        maxAssociations: 1,
         tls: { ca: pki.ca, cert: pacs.cert, key: pacs.key, rejectUnauthorized: true },
       },
       { callingAeTitle: 'PACS1', logger: winston.createLogger({ silent: true }) },
