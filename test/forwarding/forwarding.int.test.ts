@@ -58,6 +58,7 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
         { id: 'anon', type: 'dimse', host: '127.0.0.1', port: anonPool.port, aeTitle: 'ANONPOOL', deidentify: true },
         { id: 'flaky', type: 'dimse', host: '127.0.0.1', port: downPort, aeTitle: 'FLAKY' },
         { id: 'wrong-ae', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'NOT-POOL' },
+        { id: 'wide', type: 'dimse', host: '127.0.0.1', port: pool.port, aeTitle: 'POOL', batchSize: 4, maxAssociations: 3 },
       ],
       forwarding: { pollIntervalSeconds: 0.1, backoffBaseSeconds: 0.2, backoffMaxSeconds: 0.5, maxAttempts: 50, holdBurnedInModalities: ['MR'] },
       auth: { tokens: [{ token: admin, role: 'admin', name: 'alice' }] },
@@ -129,6 +130,17 @@ describe('forwarding through the durable outbox to a real DIMSE pool', function 
     const metrics = (await call('GET', '/metrics')).body as unknown as string;
     expect(metrics).to.match(/gateway_delivery_queue\{[^}]*destination="pool"[^}]*state="delivered"[^}]*\} 1/);
     expect(metrics).to.match(/gateway_delivered_instances_total\{[^}]*destination="pool"[^}]*\} 10/);
+  });
+
+  it('a destination with maxAssociations 3: each batch goes over three associations; every instance once, case awaiting-read', async () => {
+    const s = study('wide', { instances: 11 });
+    await push(s);
+    const c = await request(s, 'wide');
+    const done = await caseWhen(c.id, 'delivery', (x) => x.state === 'awaiting-read');
+    expect(done.deliveries[0]).to.deep.include({ destinationId: 'wide', state: 'delivered', instancesTotal: 11, instancesSent: 11, attempts: 0 });
+    const got = pool.stores.filter((x) => x.studyInstanceUid === s.studyInstanceUid);
+    expect(got.map((x) => x.sopInstanceUid).sort()).to.deep.equal(s.instances.map((i) => i.sopInstanceUid).sort());
+    expect(got.every((x) => x.outcome === 'stored')).to.equal(true);
   });
 
   it('sends late instances of a forwarded study as a delta, not a whole resend', async () => {
