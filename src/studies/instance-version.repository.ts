@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { param, precompiled } from '../db/precompiled.js';
 import { OPEN_CASE_STATES } from '../states.js';
 import type { ConflictState, InstanceVersionRow, InstanceVersionTable } from './study.table.js';
 
@@ -8,9 +9,46 @@ export async function insertVersion(db: Db, v: NewVersion): Promise<void> {
   await db.insertInto('instance_versions').values(v).execute();
 }
 
+/** Every column of a version but `kind` (its default): the shape of a first arrival's version, compiled once. */
+const FIRST_VERSION_COLUMNS = {
+  sop_instance_uid: true,
+  version: true,
+  study_instance_uid: true,
+  series_instance_uid: true,
+  sop_class_uid: true,
+  transfer_syntax_uid: true,
+  instance_number: true,
+  sha256: true,
+  size_bytes: true,
+  file_path: true,
+  received_at: true,
+  calling_ae: true,
+  superseded_at: true,
+  patient_id: true,
+  issuer_of_patient_id: true,
+  patient_name: true,
+  patient_birth_date: true,
+  accession_number: true,
+  identity_changes: true,
+  conflict_state: true,
+  rejected_at: true,
+  rejection_code: true,
+} satisfies Record<Exclude<keyof InstanceVersionTable, 'kind'>, true>;
+const insertFirstVersionQ = precompiled<Omit<NewVersion, 'kind'>>((db) =>
+  db.insertInto('instance_versions').values(Object.fromEntries(Object.keys(FIRST_VERSION_COLUMNS).map((c) => [c, param(c)])) as never),
+);
+const latestVersionQ = precompiled<{ sop: string }, InstanceVersionRow>((db) =>
+  db.selectFrom('instance_versions').selectAll().where('sop_instance_uid', '=', param('sop')).orderBy('version', 'desc').limit(1),
+);
+
+/** A version of the default kind (every C-STORE's first arrival): the same row as insertVersion, without kysely's per-call compile. */
+export async function insertFirstVersion(db: Db, v: Omit<NewVersion, 'kind'>): Promise<void> {
+  await insertFirstVersionQ(db, v);
+}
+
 /** The newest copy of a SOP instance (current or, for rejected instances and rejection notes, the last one kept). */
 export async function latestVersion(db: Db, sopInstanceUid: string): Promise<InstanceVersionRow | undefined> {
-  return db.selectFrom('instance_versions').selectAll().where('sop_instance_uid', '=', sopInstanceUid).orderBy('version', 'desc').limit(1).executeTakeFirst();
+  return (await latestVersionQ(db, { sop: sopInstanceUid })).rows[0];
 }
 
 export async function findVersion(db: Db, sopInstanceUid: string, version: number): Promise<InstanceVersionRow | undefined> {

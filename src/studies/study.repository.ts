@@ -1,10 +1,12 @@
 import type { Db } from '../db/database.js';
 import { forUpdate, lockKey, storableText } from '../db/dialect.js';
+import { param, precompiled } from '../db/precompiled.js';
 import type { InstanceHeader } from '../dicom/instance-record.js';
 import { StudyState } from '../states.js';
 import {
   findVersion,
   forgetDeliveredCopies,
+  insertFirstVersion,
   insertVersion,
   latestVersion,
   setVersionFields,
@@ -48,8 +50,53 @@ export interface InsertResult {
   rejected: { studyInstanceUid: string; sopInstanceUids: string[]; code: string }[];
 }
 
+// Every C-STORE's first arrival runs the statements below: built and compiled once each (db/precompiled.ts), then only
+// bound, which takes kysely's per-call building and compiling off the ingest path.
+const findInstanceQ = precompiled<{ sop: string }, InstanceRow>((db) => db.selectFrom('instances').selectAll().where('sop_instance_uid', '=', param('sop')));
+const findStudyForUpdateQ = precompiled<{ uid: string }, StudyRow>((db) =>
+  forUpdate(db, db.selectFrom('studies').selectAll().where('study_instance_uid', '=', param('uid'))),
+);
+const insertInstanceQ = precompiled<Record<keyof InstanceRow, unknown>>((db) =>
+  db.insertInto('instances').values({
+    sop_instance_uid: param('sop_instance_uid'),
+    series_instance_uid: param('series_instance_uid'),
+    study_instance_uid: param('study_instance_uid'),
+    sop_class_uid: param('sop_class_uid'),
+    transfer_syntax_uid: param('transfer_syntax_uid'),
+    instance_number: param('instance_number'),
+    file_path: param('file_path'),
+    size_bytes: param('size_bytes'),
+    sha256: param('sha256'),
+    calling_ae: param('calling_ae'),
+    late: param('late'),
+    received_at: param('received_at'),
+    version: param('version'),
+  }),
+);
+const upsertSeriesQ = precompiled<{
+  series_instance_uid: string;
+  study_instance_uid: string;
+  modality: string | null;
+  body_part_examined: string | null;
+  series_number: number | null;
+  series_description: string | null;
+}>((db) =>
+  db
+    .insertInto('series')
+    .values({
+      series_instance_uid: param('series_instance_uid'),
+      study_instance_uid: param('study_instance_uid'),
+      modality: param('modality'),
+      body_part_examined: param('body_part_examined'),
+      series_number: param('series_number'),
+      series_description: param('series_description'),
+      instance_count: 1,
+    })
+    .onConflict((oc) => oc.column('series_instance_uid').doUpdateSet((eb) => ({ instance_count: eb('series.instance_count', '+', 1) }))),
+);
+
 export async function findInstance(db: Db, sopInstanceUid: string): Promise<InstanceRow | undefined> {
-  return db.selectFrom('instances').selectAll().where('sop_instance_uid', '=', sopInstanceUid).executeTakeFirst();
+  return (await findInstanceQ(db, { sop: sopInstanceUid })).rows[0];
 }
 
 /** The identity attributes compared between copies of an instance (DICOM keywords: shown, never their values). */
@@ -178,26 +225,23 @@ export async function insertInstance(db: Db, inst: NewInstance, now: string, onN
   }
   onNew?.(inst.filePath);
   const placed = await addToStudy(db, inst, now);
-  await db
-    .insertInto('instances')
-    .values({
-      sop_instance_uid: inst.sopInstanceUid,
-      series_instance_uid: inst.seriesInstanceUid,
-      study_instance_uid: inst.studyInstanceUid,
-      sop_class_uid: inst.sopClassUid,
-      transfer_syntax_uid: inst.transferSyntaxUid,
-      instance_number: inst.instanceNumber,
-      file_path: inst.filePath,
-      size_bytes: inst.sizeBytes,
-      sha256: inst.sha256,
-      calling_ae: inst.callingAe,
-      late: placed.reopened ? 1 : 0,
-      received_at: now,
-      version: 1,
-    })
-    .execute();
+  await insertInstanceQ(db, {
+    sop_instance_uid: inst.sopInstanceUid,
+    series_instance_uid: inst.seriesInstanceUid,
+    study_instance_uid: inst.studyInstanceUid,
+    sop_class_uid: inst.sopClassUid,
+    transfer_syntax_uid: inst.transferSyntaxUid,
+    instance_number: inst.instanceNumber,
+    file_path: inst.filePath,
+    size_bytes: inst.sizeBytes,
+    sha256: inst.sha256,
+    calling_ae: inst.callingAe,
+    late: placed.reopened ? 1 : 0,
+    received_at: now,
+    version: 1,
+  });
   const mismatch = placed.studyCreated ? [] : studyIdentityMismatch(placed.study, inst);
-  await insertVersion(db, {
+  await insertFirstVersion(db, {
     ...versionRow(inst, 1, inst.filePath, now),
     identity_changes: mismatch.length ? JSON.stringify(mismatch) : null,
     conflict_state: mismatch.length ? 'open' : null,
@@ -325,19 +369,14 @@ async function addToStudy(db: Db, inst: NewInstance, now: string): Promise<{ stu
       })),
     )
     .execute();
-  await db
-    .insertInto('series')
-    .values({
-      series_instance_uid: inst.seriesInstanceUid,
-      study_instance_uid: inst.studyInstanceUid,
-      modality: inst.modality,
-      body_part_examined: inst.bodyPartExamined,
-      series_number: inst.seriesNumber,
-      series_description: inst.seriesDescription,
-      instance_count: 1,
-    })
-    .onConflict((oc) => oc.column('series_instance_uid').doUpdateSet((eb) => ({ instance_count: eb('series.instance_count', '+', 1) })))
-    .execute();
+  await upsertSeriesQ(db, {
+    series_instance_uid: inst.seriesInstanceUid,
+    study_instance_uid: inst.studyInstanceUid,
+    modality: inst.modality,
+    body_part_examined: inst.bodyPartExamined,
+    series_number: inst.seriesNumber,
+    series_description: inst.seriesDescription,
+  });
   return { studyCreated, reopened, study };
 }
 
@@ -521,7 +560,7 @@ export async function listStudies(db: Db, f: StudyFilter): Promise<StudyRow[]> {
  * stopped, and no stability job would be left to end the episode.
  */
 async function findStudyForUpdate(db: Db, studyInstanceUid: string): Promise<StudyRow | undefined> {
-  return forUpdate(db, db.selectFrom('studies').selectAll().where('study_instance_uid', '=', studyInstanceUid)).executeTakeFirst();
+  return (await findStudyForUpdateQ(db, { uid: studyInstanceUid })).rows[0];
 }
 
 export async function findStudy(db: Db, studyInstanceUid: string): Promise<StudyRow | undefined> {
