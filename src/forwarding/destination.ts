@@ -1,6 +1,6 @@
 import { readFileMeta } from '../dicom/part10.js';
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 
 /** One instance to forward, exactly as stored (or as de-identified). */
 export interface OutgoingInstance {
@@ -45,7 +45,14 @@ export interface Part10Stream {
 /** An instance whose bytes are streamed from pieces, never held whole in memory. */
 export type StreamedOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & { stream: Part10Stream };
 
-export type SendableInstance = OutgoingInstance | LazyOutgoingInstance | StreamedOutgoingInstance;
+/**
+ * A stored file sent as it is, opened only when the sender gets to it: preparing a batch touches no file, and a
+ * sender that reads ahead reads it while the receiver answers the instance before. A file that cannot be read
+ * fails its own instance.
+ */
+export type FileOutgoingInstance = Omit<OutgoingInstance, 'bytes'> & { file: string };
+
+export type SendableInstance = OutgoingInstance | LazyOutgoingInstance | StreamedOutgoingInstance | FileOutgoingInstance;
 
 const pieceLength = (p: Piece): number => (Buffer.isBuffer(p) ? p.length : p.end - p.start);
 
@@ -76,17 +83,23 @@ export async function* readPieces(stream: Part10Stream, from = 0, chunkBytes = 1
   }
 }
 
+/** Fills `out` from the file at `position` on; returns the bytes read (fewer only if the file ends first). */
+async function readFully(fh: FileHandle, out: Buffer, position: number): Promise<number> {
+  let n = 0;
+  while (n < out.length) {
+    const { bytesRead } = await fh.read(out, n, out.length - n, position + n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  return n;
+}
+
 /** A file's byte range [start, end) in one buffer, or less if the file ends first: one open, its reads, one close. */
 async function readRange(path: string, start: number, end: number): Promise<Buffer> {
   const fh = await open(path, 'r');
   try {
     const out = Buffer.allocUnsafe(end - start);
-    let n = 0;
-    while (n < out.length) {
-      const { bytesRead } = await fh.read(out, n, out.length - n, start + n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
+    const n = await readFully(fh, out, start);
     return n === out.length ? out : out.subarray(0, n);
   } finally {
     await fh.close();
@@ -116,22 +129,40 @@ export function part10DatasetOffset(head: Buffer): number {
 }
 
 /** A stored file as a stream: its size and where its dataset starts, read from its first bytes. */
-export async function fileStream(path: string): Promise<Part10Stream> {
+export function fileStream(path: string): Promise<Part10Stream> {
+  return openForSending(path, 0);
+}
+
+/**
+ * A stored file ready to send: read whole when it has at most `maxInMemory` bytes (one open, one read, one close),
+ * otherwise its size and dataset offset, its bytes streamed from disk as they are sent.
+ */
+export async function openForSending(path: string, maxInMemory: number): Promise<Part10Stream> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
-    const head = Buffer.allocUnsafe(Math.min(size, 64 * 1024));
-    const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    return { pieces: [{ path, start: 0, end: size }], length: size, datasetOffset: part10DatasetOffset(head.subarray(0, bytesRead)) };
+    const whole = size <= maxInMemory;
+    const head = Buffer.allocUnsafe(whole ? size : Math.min(size, 64 * 1024));
+    const n = await readFully(fh, head, 0);
+    if (whole && n !== size) throw new Error(`the file gave ${n} of ${size} bytes (changed or truncated)`);
+    const datasetOffset = part10DatasetOffset(head.subarray(0, n));
+    return whole ? part10Stream([head], datasetOffset) : { pieces: [{ path, start: 0, end: size }], length: size, datasetOffset };
   } finally {
     await fh.close();
   }
 }
 
+/** Why a stored file could not be read, without its path (a spool path is made of UIDs). */
+export function readFailure(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code ? `${e.code}${e.syscall ? ` (${e.syscall})` : ''}` : e instanceof Error ? e.message : String(err);
+}
+
 /** The instance's bytes, loading them if needed (a streamed instance is read whole: avoid on large files). */
-export function loadBytes(instance: SendableInstance): Promise<Buffer> {
+export async function loadBytes(instance: SendableInstance): Promise<Buffer> {
   if ('stream' in instance) return streamToBuffer(instance.stream);
-  return typeof instance.bytes === 'function' ? instance.bytes() : Promise.resolve(instance.bytes);
+  if ('file' in instance) return streamToBuffer(await fileStream(instance.file));
+  return typeof instance.bytes === 'function' ? instance.bytes() : instance.bytes;
 }
 
 /** `transient`: retry later (network, timeout, peer busy); otherwise retrying the same bytes cannot succeed. */

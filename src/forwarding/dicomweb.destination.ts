@@ -7,8 +7,10 @@ import type { Destination } from '../config/schema.js';
 import type { Logger } from '../logger.js';
 import {
   failAll,
+  fileStream,
   loadBytes,
   part10Stream,
+  readFailure,
   readPieces,
   type DestinationSender,
   type InstanceResult,
@@ -169,7 +171,26 @@ export class DicomwebDestinationSender implements DestinationSender {
     let bytes = 0;
     try {
       for (const i of batch) {
-        const stream = 'stream' in i ? i.stream : part10Stream([await loadBytes(i)], 0);
+        let stream: Part10Stream;
+        if ('file' in i) {
+          try {
+            stream = await fileStream(i.file);
+          } catch (err) {
+            // A stored file that cannot be read fails alone, after what is queued before it (results stay in order).
+            if (part.length > 0) results.push(...(await this.stow(part, streams)));
+            part = [];
+            streams = [];
+            bytes = 0;
+            results.push({
+              sopInstanceUid: i.sopInstanceUid,
+              ok: false,
+              failure: { transient: false, message: `could not read the instance: ${readFailure(err)}` },
+            });
+            continue;
+          }
+        } else {
+          stream = 'stream' in i ? i.stream : part10Stream([await loadBytes(i)], 0);
+        }
         if (part.length > 0 && bytes + stream.length > this.maxRequestBytes) {
           results.push(...(await this.stow(part, streams)));
           part = [];

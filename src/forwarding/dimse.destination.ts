@@ -11,7 +11,9 @@ import { clientTlsOptions } from '../tls.js';
 import {
   failAll,
   loadBytes,
+  openForSending,
   part10Stream,
+  readFailure,
   readPieces,
   streamToBuffer,
   type DestinationSender,
@@ -194,7 +196,7 @@ export class DimseDestinationSender implements DestinationSender {
     try {
       const prepared: Prepared[] = [];
       batch.forEach((instance, index) => {
-        if ('stream' in instance || typeof instance.bytes === 'function') {
+        if ('stream' in instance || 'file' in instance || typeof instance.bytes === 'function') {
           prepared.push({ index, instance, sopClassUid: instance.sopClassUid, transferSyntaxUid: instance.transferSyntaxUid });
           return;
         }
@@ -319,9 +321,11 @@ export class DimseDestinationSender implements DestinationSender {
         const inst = p.instance;
         const parts: Promise<Loaded> = p.parts
           ? Promise.resolve({ parts: p.parts })
-          : 'stream' in inst
-            ? prefetched(inst.stream).then((stream) => ({ stream, transferSyntaxUid: p.transferSyntaxUid }))
-            : loadBytes(inst).then((b) => ({ parts: splitPart10(b) }));
+          : 'file' in inst
+            ? openForSending(inst.file, PREFETCH_MAX_BYTES).then((stream) => ({ stream, transferSyntaxUid: p.transferSyntaxUid }))
+            : 'stream' in inst
+              ? prefetched(inst.stream).then((stream) => ({ stream, transferSyntaxUid: p.transferSyntaxUid }))
+              : loadBytes(inst).then((b) => ({ parts: splitPart10(b) }));
         parts.catch(() => undefined); // observed below; never an unhandled rejection if the association ends first
         return parts;
       };
@@ -357,7 +361,7 @@ export class DimseDestinationSender implements DestinationSender {
         try {
           loaded = await loading;
         } catch (err) {
-          done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${(err as Error).message}` } });
+          done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${readFailure(err)}` } });
           next();
           continue;
         }
@@ -372,7 +376,7 @@ export class DimseDestinationSender implements DestinationSender {
           try {
             dataset = 'parts' in loaded ? loaded.parts.dataset : splitPart10(await streamToBuffer(loaded.stream)).dataset;
           } catch (err) {
-            done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${(err as Error).message}` } });
+            done(i, { ok: false, failure: { transient: false, message: `could not read the instance: ${readFailure(err)}` } });
             next();
             continue;
           }

@@ -8,7 +8,7 @@ import { hashId, type Logger } from '../logger.js';
 import { CaseState, DeliveryInstanceState, DeliveryState } from '../states.js';
 import type { DeliveryRow } from './delivery.table.js';
 import { recordAudit } from '../audit/audit.repository.js';
-import { fileStream, part10DatasetOffset, part10Stream, type DestinationSender, type Piece, type SendableInstance } from './destination.js';
+import { part10DatasetOffset, part10Stream, type DestinationSender, type Piece, type SendableInstance } from './destination.js';
 import { excludeInstance, exclusionsOfInstance, hasOpenExclusions, releaseExclusion } from './exclusion.repository.js';
 import { addHl7Identifiers, dedupeHl7Identifiers, emptyHl7Identifiers, type Hl7Identifiers } from './hl7-identifiers.js';
 import { readSourceHeader, type SourceHeader } from './source-header.js';
@@ -478,21 +478,25 @@ export class ForwardingService {
       for (const b of batch) deid.pseudonyms.uid(b.sop_instance_uid);
       await deid.pseudonyms.persist(this.db, this.clock().toISOString());
     }
+    if (!deid) {
+      // Plain: the stored files as they are, opened by the sender when it gets to each (none is read here, so the
+      // first instance leaves at once); a file that cannot be read fails its own instance there.
+      for (const b of batch) {
+        out.instances.push({
+          original: b.sop_instance_uid,
+          instance: {
+            sopClassUid: b.sop_class_uid,
+            sopInstanceUid: b.sop_instance_uid,
+            transferSyntaxUid: b.transfer_syntax_uid,
+            file: this.o.spool.absolute(b.file_path),
+          },
+        });
+      }
+      return out;
+    }
     for (const b of batch) {
       try {
         const abs = this.o.spool.absolute(b.file_path);
-        if (!deid) {
-          out.instances.push({
-            original: b.sop_instance_uid,
-            instance: {
-              sopClassUid: b.sop_class_uid,
-              sopInstanceUid: b.sop_instance_uid,
-              transferSyntaxUid: b.transfer_syntax_uid,
-              stream: await fileStream(abs),
-            },
-          });
-          continue;
-        }
         const header = await readSourceHeader(abs);
         const released = b.released === 1;
         if (!released) {
@@ -529,9 +533,7 @@ export class ForwardingService {
           },
         });
       } catch (err) {
-        const e = err as NodeJS.ErrnoException;
-        // A stored file that is gone will not come back by retrying: dead-letter the job for a person to look at.
-        out.stopped = e.code === 'ENOENT' ? new GatewayError(ErrorCode.unreadableData, `stored file of an instance is missing (${e.code})`) : err;
+        out.stopped = unreadable(err);
         break;
       }
     }
@@ -875,4 +877,10 @@ export class ForwardingService {
     this.log.info('case retried', { caseId, actor, deliveries: n });
     return { deliveries: n };
   }
+}
+
+/** A stored file that is gone will not come back by retrying: the job is dead-lettered for a person to look at. */
+function unreadable(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code === 'ENOENT' ? new GatewayError(ErrorCode.unreadableData, `stored file of an instance is missing (${e.code})`) : err;
 }

@@ -1,5 +1,6 @@
 import type { Destination } from '../config/schema.js';
-import type { DestinationSender, InstanceResult, SendableInstance } from './destination.js';
+import { access, constants } from 'node:fs/promises';
+import { readFailure, type DestinationSender, type InstanceResult, type SendableInstance } from './destination.js';
 
 /**
  * A `type: pull` destination: the pool fetches the study over our DICOMweb
@@ -30,6 +31,19 @@ export class PullDestinationSender implements DestinationSender {
         for (const rest of batch.slice(out.length))
           out.push({ sopInstanceUid: rest.sopInstanceUid, ok: false, failure: { transient: true, message: (err as Error).message } });
         return out;
+      }
+      if ('file' in instance) {
+        // Nothing is pushed, but what is marked available must be there to be fetched.
+        try {
+          await access(instance.file, constants.R_OK);
+        } catch (err) {
+          out.push({
+            sopInstanceUid: instance.sopInstanceUid,
+            ok: false,
+            failure: { transient: false, message: `could not read the instance: ${readFailure(err)}` },
+          });
+          continue;
+        }
       }
       out.push({ sopInstanceUid: instance.sopInstanceUid, ok: true });
     }

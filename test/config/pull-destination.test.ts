@@ -1,7 +1,10 @@
 import { expect } from 'chai';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { ConfigError, buildConfig } from '../../src/config/load.js';
 import { createDestinationSender } from '../../src/forwarding/destination.factory.js';
 import { silentLogger } from '../helpers/hl7-peers.js';
+import { makeTempDir } from '../helpers/tmp.js';
 
 describe('config: type: pull destinations', () => {
   it('takes a pull destination with its defaults, and refuses push-only keys on it', () => {
@@ -35,5 +38,28 @@ describe('config: type: pull destinations', () => {
       ['1.3', false],
     ]);
     expect(results[1]!.failure?.message).to.equal('the case was cancelled');
+  });
+
+  it('a stored file handed by path is reported available only if it is there to be fetched', async () => {
+    const [d] = buildConfig({ destinations: [{ id: 'pool-pull', type: 'pull' }] }).destinations;
+    const sender = createDestinationSender(d!, { callingAeTitle: 'SECONDREAD', logger: silentLogger });
+    const tmp = makeTempDir();
+    try {
+      writeFileSync(path.join(tmp.dir, 'here.dcm'), 'x');
+      const inst = (uid: string, file: string) => ({
+        sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
+        sopInstanceUid: uid,
+        transferSyntaxUid: '1.2.840.10008.1.2.1',
+        file,
+      });
+      const results = await sender.send([inst('1.1', path.join(tmp.dir, 'here.dcm')), inst('1.2', path.join(tmp.dir, 'gone.dcm'))]);
+      expect(results.map((r) => [r.sopInstanceUid, r.ok])).to.deep.equal([
+        ['1.1', true],
+        ['1.2', false],
+      ]);
+      expect(results[1]!.failure).to.deep.equal({ transient: false, message: 'could not read the instance: ENOENT (access)' });
+    } finally {
+      tmp.cleanup();
+    }
   });
 });

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import winston from 'winston';
 import type { Destination } from '../../src/config/schema.js';
-import { type OutgoingInstance } from '../../src/forwarding/destination.js';
+import { type OutgoingInstance, type SendableInstance } from '../../src/forwarding/destination.js';
 import { createDestinationSender } from '../../src/forwarding/destination.factory.js';
 import { generateStudy, SopClass, Ts, type GeneratedStudy } from '../../scripts/lib/study-generator.js';
 import { orthancUnavailable, startOrthanc, type OrthancPeer } from '../helpers/orthanc.js';
@@ -69,6 +69,30 @@ describe('DICOMweb destination (STOW-RS over real sockets)', function () {
       assert.ok(p.body.equals(batch[i]!.bytes), `part ${i} byte-identical`);
       assert.equal(p.sopInstanceUid, batch[i]!.sopInstanceUid);
     });
+  });
+
+  it('stored files handed by path (as forwarding hands them): sent byte for byte; one that cannot be read fails alone, permanently, its path not in the message, the rest in order around it', async () => {
+    const files: SendableInstance[] = study.instances.map((i) => ({
+      sopClassUid: i.sopClassUid,
+      sopInstanceUid: i.sopInstanceUid,
+      transferSyntaxUid: Ts.explicitLe,
+      file: i.path,
+    }));
+    files[2] = { ...files[2]!, file: path.join(gen.dir, 'gone', '1.2.3.dcm') } as SendableInstance;
+    const results = await web(srv.url).send(files);
+    assert.deepEqual(
+      results.map((r) => [r.sopInstanceUid, r.ok]),
+      files.map((f, i) => [f.sopInstanceUid, i !== 2]),
+    );
+    assert.equal(results[2]!.failure?.transient, false);
+    assert.match(results[2]!.failure?.message ?? '', /could not read the instance: ENOENT/);
+    assert.doesNotMatch(results[2]!.failure?.message ?? '', /gone|1\.2\.3/);
+    const parts = srv.requests.flatMap((r) => r.parts);
+    assert.deepEqual(
+      parts.map((p) => p.sopInstanceUid),
+      batch.filter((_, i) => i !== 2).map((b) => b.sopInstanceUid),
+    );
+    parts.forEach((p) => assert.ok(p.body.equals(batch.find((b) => b.sopInstanceUid === p.sopInstanceUid)!.bytes)));
   });
 
   it('splits a batch into requests of at most maxRequestMegabytes, in order, every instance answered', async () => {

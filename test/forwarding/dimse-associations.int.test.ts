@@ -8,7 +8,7 @@ import { migrateToLatest, openDatabase } from '../../src/db/database.js';
 import type { InstanceSink, ReceivedInstance } from '../../src/dicom/instance-record.js';
 import { DicomScp } from '../../src/dicom/scp.js';
 import { Spool } from '../../src/dicom/spool.js';
-import { fileStream, type DestinationSender, type StreamedOutgoingInstance } from '../../src/forwarding/destination.js';
+import { fileStream, type DestinationSender, type SendableInstance, type StreamedOutgoingInstance } from '../../src/forwarding/destination.js';
 import { createDestinationSender } from '../../src/forwarding/destination.factory.js';
 import { findInstance } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
@@ -182,6 +182,27 @@ describe('DIMSE destination: several associations per batch (maxAssociations)', 
       for (const uid of ok) expect(sink.stored, uid).to.include(uid);
     } finally {
       await new Promise((r) => proxy.close(r));
+    }
+  });
+
+  it('stored files handed by path (as forwarding hands them): each read when its turn comes and stored as on disk; one that cannot be read fails alone, permanently, without its path', async () => {
+    await startScp();
+    const files: SendableInstance[] = study.instances.map((i) => {
+      const raw = rawFromPart10(readFileSync(i.path));
+      return { sopClassUid: raw.sopClassUid, sopInstanceUid: raw.sopInstanceUid, transferSyntaxUid: raw.transferSyntaxUid, file: i.path };
+    });
+    files[5] = { ...files[5]!, file: path.join(tmp.dir, 'gone', '1.2.3.dcm') } as SendableInstance;
+    const results = await sender(scp.port, 2).send(files);
+    expect(results.map((r) => r.ok)).to.deep.equal(files.map((_, i) => i !== 5));
+    expect(results[5]?.failure?.transient).to.equal(false);
+    expect(results[5]?.failure?.message).to.match(/could not read the instance: ENOENT/);
+    expect(results[5]?.failure?.message).to.not.match(/gone|1\.2\.3/);
+    for (const [i, f] of files.entries()) {
+      if (i === 5) continue;
+      const row = await findInstance(opened.db, f.sopInstanceUid);
+      expect(row, f.sopInstanceUid).to.not.equal(undefined);
+      const stored = rawFromPart10(readFileSync(path.join(tmp.dir, 'spool', row!.file_path)));
+      expect(stored.dataset.equals(rawFromPart10(readFileSync(study.instances[i]!.path)).dataset)).to.equal(true);
     }
   });
 
