@@ -198,12 +198,16 @@ interface ForwardRun {
   startupPeak: number;
   /** CPU time of the forwarding process between the request and awaiting-read */
   cpuMs: number;
+  /** From the request to the first instance stored at the receiver (case creation, rules, planning, association): the fixed cost of a case */
+  firstMs?: number;
 }
 
 interface Options {
   pollMs: number;
   cpuProfDir?: string;
   label: string;
+  /** True once the receiver holds a file (polled every millisecond after the request) */
+  arrived?: () => boolean;
 }
 
 /**
@@ -266,6 +270,13 @@ async function gatewayForward(study: GeneratedStudy, studyDir: string, destinati
               600_000,
             );
       const t0 = process.hrtime.bigint();
+      let firstMs: number | undefined;
+      const arrived = o.arrived;
+      const watch = arrived
+        ? setInterval(() => {
+            if (firstMs === undefined && arrived()) firstMs = Number(process.hrtime.bigint() - t0) / 1e6;
+          }, 1)
+        : undefined;
       const created = await api(gw.http, 'POST', '/api/cases', { studyInstanceUid: study.studyInstanceUid, reason: 'bench', destinationId: destination['id'] });
       if (created.status !== 201) throw new Error(`POST /api/cases: ${created.status} ${JSON.stringify(created.body)}`);
       const id = String(created.body['id']);
@@ -281,9 +292,10 @@ async function gatewayForward(study: GeneratedStudy, studyDir: string, destinati
         await until('awaiting-read', 600_000, o.pollMs, awaitingRead);
       }
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      clearInterval(watch);
       if (!(await awaitingRead())) throw new Error(`case ${id} logged as delivered but is not awaiting-read`);
       const peakRss = procStatus(pid).hwm;
-      return { ms, peakRss, rssBefore, startupPeak, cpuMs: cpuMs(pid) - cpu0 };
+      return { ms, peakRss, rssBefore, startupPeak, cpuMs: cpuMs(pid) - cpu0, ...(firstMs === undefined ? {} : { firstMs }) };
     } finally {
       await gw.stop();
     }
@@ -422,7 +434,7 @@ async function main(): Promise<void> {
       }
       const b = await startStorescp(work, fork);
       try {
-        gw.push(await gatewayForward(study, studyDir, dimse(b.port), work, { ...o, label: `cstore-${i}` }));
+        gw.push(await gatewayForward(study, studyDir, dimse(b.port), work, { ...o, label: `cstore-${i}`, arrived: () => b.count() > 0 }));
         if (b.count() !== n) throw new Error(`storescp stored ${b.count()} of ${n} from the gateway`);
       } finally {
         await b.stop();
@@ -441,6 +453,9 @@ async function main(): Promise<void> {
     if (fork) console.log(`ratio gateway/${associations} x storescu (throughput): ${(median(scuKMs) / median(gw.map((g) => g.ms))).toFixed(2)}`);
     console.log(
       `gateway CPU while forwarding: ${gw.map((g) => g.cpuMs.toFixed(0)).join(', ')} ms (${gw.map((g) => ((100 * g.cpuMs) / g.ms).toFixed(0)).join(', ')}% of the wall time; ${gw.map((g) => (g.cpuMs / n).toFixed(2)).join(', ')} ms per instance, case creation and planning included)`,
+    );
+    console.log(
+      `gateway, request to the first instance at storescp (case, rules, planning, association): ${gw.map((g) => (g.firstMs === undefined ? '?' : g.firstMs.toFixed(0))).join(', ')} ms`,
     );
     console.log(
       `gateway peak RSS while forwarding: ${gw.map((g) => mb(g.peakRss)).join(', ')} MB (RSS before the request ${gw.map((g) => mb(g.rssBefore)).join(', ')} MB; start-up peak ${gw.map((g) => mb(g.startupPeak)).join(', ')} MB)`,
