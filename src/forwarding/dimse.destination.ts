@@ -308,6 +308,8 @@ export class DimseDestinationSender implements DestinationSender {
     let ul: DimseClient | undefined;
     /** Taken for the prefetch and not yet sent: given back if this association ends first. */
     let upcoming: number | undefined;
+    /** Taken and being readied, its request not yet started: given back too (an instance on the wire is not). */
+    let current: number | undefined;
     try {
       ul = await this.connect(work.proposals);
       const accepted = ul.contexts;
@@ -333,6 +335,7 @@ export class DimseDestinationSender implements DestinationSender {
       let nextLoad = load(upcoming);
       while (upcoming !== undefined) {
         const i = upcoming;
+        current = i;
         upcoming = undefined;
         const p = chunk[i]!;
         // The caller's stop check (a cancelled case): the instance answered before this one was the last this
@@ -402,6 +405,7 @@ export class DimseDestinationSender implements DestinationSender {
             continue;
           }
         }
+        current = undefined;
         const answered = ul.request(
           contextId,
           {
@@ -427,13 +431,17 @@ export class DimseDestinationSender implements DestinationSender {
         if (!c.ok && rsp.errorComment) c.failure.message += `: ${rsp.errorComment}`;
         done(i, c);
       }
+      // Out of the loop the last one taken is answered, refused or stopped: nothing of it to give back.
+      current = undefined;
       if (upcoming !== undefined) work.returned.push(upcoming);
       upcoming = undefined;
       await ul.release();
       return undefined;
     } catch (err) {
       ul?.abort();
-      // The instance in flight has no answer (it fails with the others not sent); the prefetched one was never sent.
+      // The instance in flight has no answer (it fails with the others not sent); one taken and not yet on the wire,
+      // and the prefetched one, were never sent: the other associations take them.
+      if (current !== undefined) work.returned.push(current);
       if (upcoming !== undefined) work.returned.push(upcoming);
       if (err instanceof AssociationRejected) return classifyReject(err.rejection);
       return { transient: true, message: err instanceof Error ? err.message : String(err) };

@@ -454,15 +454,17 @@ export class ForwardingService {
 
   /**
    * Makes a batch ready to send, one instance after another. Plain: the
-   * stored file, streamed. De-identified: the instance's risk is judged from
+   * stored file by path, opened by the sender (one it cannot read fails that
+   * instance permanently, so the delivery fails after the others went out).
+   * De-identified: the instance's risk is judged from
    * its header (a risky one not released by a person is excluded from the
    * delivery with the reason); the header is de-identified (the pixel data is
    * later streamed from the stored file unchanged); the pseudonyms are stored
    * before anything is sent under them (an answer must always link back); and
    * what will leave is verified for the study's known identifiers: a hit
-   * excludes the instance as `phi-detected`, never sends it. An instance that
-   * cannot be prepared at all (file gone, unsupported encoding) stops the
-   * batch there: what came before it is sent, then the delivery fails.
+   * excludes the instance as `phi-detected`, never sends it. A de-identified
+   * instance that cannot be prepared at all (file gone, unsupported encoding)
+   * stops the batch there: what came before it is sent, then the delivery fails.
    */
   private async prepare(
     job: JobContext<DeliverJobPayload>,

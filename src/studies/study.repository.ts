@@ -13,7 +13,7 @@ import {
   supersedeVersion,
   type NewVersion,
 } from './instance-version.repository.js';
-import type { InstanceRow, InstanceVersionRow, SeriesRow, StudyRow } from './study.table.js';
+import type { InstanceRow, InstanceVersionRow, SeriesRow, SeriesTable, StudyRow } from './study.table.js';
 
 export interface NewInstance extends InstanceHeader {
   filePath: string;
@@ -73,14 +73,7 @@ const insertInstanceQ = precompiled<Record<keyof InstanceRow, unknown>>((db) =>
     version: param('version'),
   }),
 );
-const upsertSeriesQ = precompiled<{
-  series_instance_uid: string;
-  study_instance_uid: string;
-  modality: string | null;
-  body_part_examined: string | null;
-  series_number: number | null;
-  series_description: string | null;
-}>((db) =>
+const upsertSeriesQ = precompiled<Omit<SeriesTable, 'instance_count'>>((db) =>
   db
     .insertInto('series')
     .values({

@@ -8,7 +8,13 @@ import { migrateToLatest, openDatabase } from '../../src/db/database.js';
 import type { InstanceSink, ReceivedInstance } from '../../src/dicom/instance-record.js';
 import { DicomScp } from '../../src/dicom/scp.js';
 import { Spool } from '../../src/dicom/spool.js';
-import { fileStream, type DestinationSender, type SendableInstance, type StreamedOutgoingInstance } from '../../src/forwarding/destination.js';
+import {
+  fileStream,
+  type DestinationSender,
+  type InstanceResult,
+  type SendableInstance,
+  type StreamedOutgoingInstance,
+} from '../../src/forwarding/destination.js';
 import { createDestinationSender } from '../../src/forwarding/destination.factory.js';
 import { findInstance } from '../../src/studies/study.repository.js';
 import { StudyService } from '../../src/studies/study.service.js';
@@ -24,6 +30,11 @@ function sender(port: number, maxAssociations: number): DestinationSender {
     { id: 'pool', type: 'dimse', host: '127.0.0.1', port, aeTitle: 'POOL', deidentify: false, timeoutSeconds: 10, batchSize: 100, maxAssociations },
     { callingAeTitle: 'SECONDREAD', logger: silent },
   );
+}
+
+function expectAllStored(results: readonly InstanceResult[]): void {
+  const failed = results.filter((r) => !r.ok);
+  expect(failed, JSON.stringify(failed)).to.deep.equal([]);
 }
 
 /** Instances as the forwarding service hands them over: streamed from the stored files. */
@@ -95,10 +106,7 @@ describe('DIMSE destination: several associations per batch (maxAssociations)', 
     const batch = await streamed(study);
     const results = await sender(scp.port, 3).send(batch);
     expect(results.map((r) => r.sopInstanceUid)).to.deep.equal(batch.map((b) => b.sopInstanceUid));
-    expect(
-      results.filter((r) => !r.ok),
-      JSON.stringify(results.filter((r) => !r.ok)),
-    ).to.deep.equal([]);
+    expectAllStored(results);
     expect(sink.mostAtOnce).to.equal(3);
     expect([...sink.stored].sort()).to.deep.equal(batch.map((b) => b.sopInstanceUid).sort());
     for (const b of batch) expect(await findInstance(opened.db, b.sopInstanceUid), b.sopInstanceUid).to.not.equal(undefined);
@@ -113,10 +121,7 @@ describe('DIMSE destination: several associations per batch (maxAssociations)', 
     await startScp(1);
     const batch = await streamed(study);
     const results = await sender(scp.port, 4).send(batch);
-    expect(
-      results.filter((r) => !r.ok),
-      JSON.stringify(results.filter((r) => !r.ok)),
-    ).to.deep.equal([]);
+    expectAllStored(results);
     expect(sink.mostAtOnce).to.equal(1);
     expect(sink.stored).to.have.length(batch.length);
   });
@@ -215,10 +220,7 @@ describe('DIMSE destination: several associations per batch (maxAssociations)', 
     try {
       const batch = await streamed(study);
       const results = await sender(peer.port, 4).send(batch);
-      expect(
-        results.filter((r) => !r.ok),
-        JSON.stringify(results.filter((r) => !r.ok)),
-      ).to.deep.equal([]);
+      expectAllStored(results);
       const received = peer.received();
       expect(received.size).to.equal(batch.length);
       for (const i of study.instances) {
