@@ -122,43 +122,41 @@ describe('DIMSE destination (C-STORE SCU over real sockets)', function () {
       }
     });
 
-    it("pydicom's vendor files (explicit and implicit LE, JPEG 2000, RLE) streamed from disk as the forwarding service sends them: storescp +B receives each dataset byte for byte", async function () {
-      const corpus = '/usr/lib/python3/dist-packages/pydicom/data/test_files';
-      if (!existsSync(corpus)) {
-        console.log(`      skipped: pydicom's corpus is not installed (${corpus}; apt-get install python3-pydicom)`);
-        this.skip();
-      }
-      // Distinct SOP Instance UIDs; several syntaxes, so each goes out on a context of its own stored syntax.
-      const files = ['CT_small.dcm', 'MR_small.dcm', 'JPEG2000.dcm', 'rtplan.dcm', 'SC_rgb_rle.dcm'].map((f) => path.join(corpus, f));
-      scp = await startStorescp('POOL', ['+B', '+xa']);
-      const batch = await Promise.all(
-        files.map(async (file) => {
-          const raw = rawFromPart10(readFileSync(file));
-          return {
-            raw,
-            instance: {
-              sopClassUid: raw.sopClassUid,
-              sopInstanceUid: raw.sopInstanceUid,
-              transferSyntaxUid: raw.transferSyntaxUid,
-              stream: await fileStream(file),
-            },
-          };
-        }),
-      );
-      const results = await dimseSender(scp.port).send(batch.map((b) => b.instance));
-      assert.deepEqual(
-        results,
-        batch.map((b) => ({ sopInstanceUid: b.raw.sopInstanceUid, ok: true })),
-      );
-      const got = scp.received();
-      for (const b of batch) {
-        const file = got.get(b.raw.sopInstanceUid);
-        assert.ok(file, `received ${b.raw.sopInstanceUid}`);
-        const received = rawFromPart10(file);
-        assert.equal(received.transferSyntaxUid, b.raw.transferSyntaxUid, 'sent in its stored syntax');
-        assert.ok(received.dataset.equals(b.raw.dataset), `dataset bytes identical (${b.raw.sopInstanceUid})`);
-      }
-    });
+    for (const mode of [
+      'by path, as plain forwarding hands them',
+      'as a stream of a file range, as a de-identified header is followed by its pixels',
+    ] as const) {
+      it(`pydicom's vendor files (explicit and implicit LE, JPEG 2000, RLE) ${mode}: storescp +B receives each dataset byte for byte`, async function () {
+        const corpus = '/usr/lib/python3/dist-packages/pydicom/data/test_files';
+        if (!existsSync(corpus)) {
+          console.log(`      skipped: pydicom's corpus is not installed (${corpus}; apt-get install python3-pydicom)`);
+          this.skip();
+        }
+        // Distinct SOP Instance UIDs; several syntaxes, so each goes out on a context of its own stored syntax.
+        const files = ['CT_small.dcm', 'MR_small.dcm', 'JPEG2000.dcm', 'rtplan.dcm', 'SC_rgb_rle.dcm'].map((f) => path.join(corpus, f));
+        scp = await startStorescp('POOL', ['+B', '+xa']);
+        const batch = await Promise.all(
+          files.map(async (file) => {
+            const raw = rawFromPart10(readFileSync(file));
+            const ids = { sopClassUid: raw.sopClassUid, sopInstanceUid: raw.sopInstanceUid, transferSyntaxUid: raw.transferSyntaxUid };
+            return { raw, instance: mode.startsWith('by path') ? { ...ids, file } : { ...ids, stream: await fileStream(file) } };
+          }),
+        );
+        const results = await dimseSender(scp.port).send(batch.map((b) => b.instance));
+        assert.deepEqual(
+          results,
+          batch.map((b) => ({ sopInstanceUid: b.raw.sopInstanceUid, ok: true })),
+        );
+        const got = scp.received();
+        for (const b of batch) {
+          const file = got.get(b.raw.sopInstanceUid);
+          assert.ok(file, `received ${b.raw.sopInstanceUid}`);
+          const received = rawFromPart10(file);
+          assert.equal(received.transferSyntaxUid, b.raw.transferSyntaxUid, 'sent in its stored syntax');
+          assert.ok(received.dataset.equals(b.raw.dataset), `dataset bytes identical (${b.raw.sopInstanceUid})`);
+        }
+      });
+    }
 
     it('loaders are called once each, in order, just before their instance; a failing loader fails only its instance', async () => {
       scp = await startStorescp();
