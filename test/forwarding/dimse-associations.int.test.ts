@@ -49,19 +49,30 @@ async function streamed(study: GeneratedStudy): Promise<StreamedOutgoingInstance
 
 /**
  * The real StudyService behind a sink that counts stores in progress at once (one per association at most, since
- * each association has one request outstanding) and holds each a few milliseconds so that overlaps are certain.
+ * each association has one request outstanding). With `gather` set, the first store waits until that many are in
+ * progress (or a second passes, so that a sender that never opens them fails the count instead of hanging).
  */
 class CountingSink implements InstanceSink {
   inFlight = 0;
   mostAtOnce = 0;
   stored: string[] = [];
+  gather = 1;
   onStored: ((n: number) => void) | undefined;
+  private gathered: (() => void)[] = [];
   constructor(private readonly inner: StudyService) {}
   async storeInstance(instance: ReceivedInstance): ReturnType<InstanceSink['storeInstance']> {
     this.inFlight++;
     this.mostAtOnce = Math.max(this.mostAtOnce, this.inFlight);
     try {
-      await new Promise((r) => setTimeout(r, 15));
+      if (this.inFlight >= this.gather) {
+        this.gather = 1;
+        this.gathered.splice(0).forEach((release) => release());
+      } else {
+        await new Promise<void>((resolve) => {
+          this.gathered.push(resolve);
+          setTimeout(resolve, 1000);
+        });
+      }
       const out = await this.inner.storeInstance(instance);
       this.stored.push(instance.sopInstanceUid);
       this.onStored?.(this.stored.length);
@@ -104,6 +115,7 @@ describe('DIMSE destination: several associations per batch (maxAssociations)', 
   it('three associations store a batch at once: every instance stored once, three stores in progress together; one association never overlaps', async () => {
     await startScp();
     const batch = await streamed(study);
+    sink.gather = 3;
     const results = await sender(scp.port, 3).send(batch);
     expect(results.map((r) => r.sopInstanceUid)).to.deep.equal(batch.map((b) => b.sopInstanceUid));
     expectAllStored(results);
