@@ -70,6 +70,32 @@ describe('web console in headless Chromium', function () {
     await page.close();
   });
 
+  it('navigating while the page left behind still loads: its late answer does not replace the page opened after it', async () => {
+    const page = await context.newPage();
+    collectPageErrors(page, pageErrors);
+    // The dashboard (QA's home after login) answers only when the test says so.
+    let release = (): void => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    await page.route('**/api/dashboard*', async (route) => {
+      await held;
+      await route.continue();
+    });
+    await page.goto(`${fx.base}/`);
+    await page.fill('#token', T.qa);
+    await page.click('#login');
+    await page.waitForSelector('#who:not(:empty)');
+    await page.goto(`${fx.base}/#/stats`);
+    await page.waitForSelector('[data-testid=stats]');
+    const answered = page.waitForEvent('requestfinished', (r) => r.url().includes('/api/dashboard'));
+    release();
+    await answered;
+    // One macrotask in the page after the answer: the stale view's render would have happened by then.
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 50)));
+    expect(await page.$('[data-testid=dashboard]'), 'the dashboard did not take the page back').to.equal(null);
+    expect(await page.$('[data-testid=stats]')).to.not.equal(null);
+    await page.close();
+  });
+
   it('dashboard: live numbers follow the studies as they arrive (auto-refresh)', async () => {
     const page = await signIn(T.qa);
     await page.waitForSelector('[data-k=studiesToday]');

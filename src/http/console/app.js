@@ -24,6 +24,8 @@ const ROUTES = [
 
 const main = document.getElementById('main');
 let cleanup = null;
+/** Counts navigations: a view whose data arrives after a later navigation must not replace the later page. */
+let navigation = 0;
 
 function home(role) {
   return role === 'reader' ? '#/my-cases' : STAFF.includes(role) ? '#/dashboard' : '#/none';
@@ -83,6 +85,8 @@ function loginView(message) {
 }
 
 async function route() {
+  const seq = ++navigation;
+  const current = () => seq === navigation;
   if (cleanup) {
     try {
       cleanup();
@@ -103,6 +107,7 @@ async function route() {
       renderNav();
       return loginView(ex.status === 401 ? 'Your session has ended; sign in again.' : ex.message);
     }
+    if (!current()) return;
   }
   const parts = location.hash.replace(/^#\/?/, '').split('/');
   const [first, id] = parts;
@@ -113,8 +118,10 @@ async function route() {
   renderNav();
   const ctx = {
     me: session.me,
+    // A view left behind by a later navigation stops its timers at once instead of taking the new view's place.
     setCleanup: (f) => {
-      cleanup = f;
+      if (current()) cleanup = f;
+      else f();
     },
   };
   main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
@@ -138,9 +145,9 @@ async function route() {
       view = () => r.view(ctx);
     }
     const node = await view();
-    main.replaceChildren(node);
+    if (current()) main.replaceChildren(node);
   } catch (ex) {
-    main.replaceChildren(errorBox(ex));
+    if (current()) main.replaceChildren(errorBox(ex));
   }
 }
 
