@@ -11,6 +11,15 @@ export function param<T = never>(name: string): T {
   return `${MARK}${name}` as T;
 }
 
+/**
+ * `{column: param('column')}` for every column named: the values of an insert whose parameters are its columns. Give
+ * the columns as an object checked with `satisfies Record<keyof SomeTable, true>`, so a column added to the table
+ * cannot be left out of the statement.
+ */
+export function paramsFor<K extends string>(columns: Record<K, true>): Record<K, never> {
+  return Object.fromEntries(Object.keys(columns).map((c) => [c, param(c)])) as Record<K, never>;
+}
+
 export type PrecompiledQuery<P, R> = (db: Db, params: P) => Promise<QueryResult<R>>;
 
 /**

@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import { param, precompiled } from '../db/precompiled.js';
+import { param, paramsFor, precompiled } from '../db/precompiled.js';
 import { OPEN_CASE_STATES } from '../states.js';
 import type { ConflictState, InstanceVersionRow, InstanceVersionTable } from './study.table.js';
 
@@ -34,9 +34,7 @@ const FIRST_VERSION_COLUMNS = {
   rejected_at: true,
   rejection_code: true,
 } satisfies Record<Exclude<keyof InstanceVersionTable, 'kind'>, true>;
-const insertFirstVersionQ = precompiled<Omit<NewVersion, 'kind'>>((db) =>
-  db.insertInto('instance_versions').values(Object.fromEntries(Object.keys(FIRST_VERSION_COLUMNS).map((c) => [c, param(c)])) as never),
-);
+const insertFirstVersionQ = precompiled<Omit<NewVersion, 'kind'>>((db) => db.insertInto('instance_versions').values(paramsFor(FIRST_VERSION_COLUMNS)));
 const latestVersionQ = precompiled<{ sop: string }, InstanceVersionRow>((db) =>
   db.selectFrom('instance_versions').selectAll().where('sop_instance_uid', '=', param('sop')).orderBy('version', 'desc').limit(1),
 );

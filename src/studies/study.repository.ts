@@ -1,6 +1,6 @@
 import type { Db } from '../db/database.js';
 import { forUpdate, lockKey, storableText } from '../db/dialect.js';
-import { param, precompiled } from '../db/precompiled.js';
+import { param, paramsFor, precompiled } from '../db/precompiled.js';
 import type { InstanceHeader } from '../dicom/instance-record.js';
 import { StudyState } from '../states.js';
 import {
@@ -13,7 +13,7 @@ import {
   supersedeVersion,
   type NewVersion,
 } from './instance-version.repository.js';
-import type { InstanceRow, InstanceVersionRow, SeriesRow, SeriesTable, StudyRow } from './study.table.js';
+import type { InstanceRow, InstanceTable, InstanceVersionRow, SeriesRow, SeriesTable, StudyRow } from './study.table.js';
 
 export interface NewInstance extends InstanceHeader {
   filePath: string;
@@ -56,23 +56,23 @@ const findInstanceQ = precompiled<{ sop: string }, InstanceRow>((db) => db.selec
 const findStudyForUpdateQ = precompiled<{ uid: string }, StudyRow>((db) =>
   forUpdate(db, db.selectFrom('studies').selectAll().where('study_instance_uid', '=', param('uid'))),
 );
-const insertInstanceQ = precompiled<Record<keyof InstanceRow, unknown>>((db) =>
-  db.insertInto('instances').values({
-    sop_instance_uid: param('sop_instance_uid'),
-    series_instance_uid: param('series_instance_uid'),
-    study_instance_uid: param('study_instance_uid'),
-    sop_class_uid: param('sop_class_uid'),
-    transfer_syntax_uid: param('transfer_syntax_uid'),
-    instance_number: param('instance_number'),
-    file_path: param('file_path'),
-    size_bytes: param('size_bytes'),
-    sha256: param('sha256'),
-    calling_ae: param('calling_ae'),
-    late: param('late'),
-    received_at: param('received_at'),
-    version: param('version'),
-  }),
-);
+/** Every column of `instances`: a first arrival sets them all. */
+const INSTANCE_COLUMNS = {
+  sop_instance_uid: true,
+  series_instance_uid: true,
+  study_instance_uid: true,
+  sop_class_uid: true,
+  transfer_syntax_uid: true,
+  instance_number: true,
+  file_path: true,
+  size_bytes: true,
+  sha256: true,
+  calling_ae: true,
+  late: true,
+  received_at: true,
+  version: true,
+} satisfies Record<keyof InstanceTable, true>;
+const insertInstanceQ = precompiled<Record<keyof InstanceTable, unknown>>((db) => db.insertInto('instances').values(paramsFor(INSTANCE_COLUMNS)));
 const upsertSeriesQ = precompiled<Omit<SeriesTable, 'instance_count'>>((db) =>
   db
     .insertInto('series')
